@@ -1,0 +1,471 @@
+//! Certificate facts (DESIGN §2): everything certshift knows about a certificate,
+//! extracted once from PEM or DER and then used as plain data.
+
+mod der;
+mod keys;
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha1::Digest as _;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use crate::thumbprint::Thumbprint;
+pub use keys::PublicKey;
+
+/// Whether the certificate comes with its private key, and whether it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PrivateKeyState {
+    /// No private key was supplied (a public certificate, or a `ca.crt` entry).
+    Missing,
+    /// A private key was supplied and its public half is the certificate's.
+    Matches,
+    /// A private key was supplied but belongs to another certificate.
+    Mismatch,
+    /// A private key was supplied but could not be read (encrypted, malformed,
+    /// or of a kind that cannot be compared).
+    Unreadable,
+}
+
+impl PrivateKeyState {
+    pub fn usable(self) -> bool {
+        self == PrivateKeyState::Matches
+    }
+}
+
+/// The facts of one X.509 certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateFacts {
+    /// SHA-1 thumbprint, 40 upper-case hex digits (the Service Fabric convention).
+    pub thumbprint: Thumbprint,
+    /// SHA-256 thumbprint, 64 upper-case hex digits.
+    pub sha256: Thumbprint,
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uris: Vec<String>,
+    pub issuer: String,
+    /// SHA-1 thumbprint of the direct issuer, when the chain or `ca.crt` holds it
+    /// (a self-signed certificate is its own issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_thumbprint: Option<Thumbprint>,
+    /// Serial number, upper-case hex.
+    pub serial: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    /// `RSA`, `ECDSA`, `Ed25519`, or the algorithm OID.
+    pub key_algorithm: String,
+    /// Key size in bits (RSA modulus, ECDSA curve).
+    pub key_size: u32,
+    pub signature_algorithm: String,
+    /// `serverAuth`, `clientAuth`, … or the OID of a usage without a short name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extended_key_usages: Vec<String>,
+    pub is_ca: bool,
+    pub self_signed: bool,
+    pub private_key: PrivateKeyState,
+}
+
+impl CertificateFacts {
+    /// Within notBefore..=notAfter at `now`.
+    pub fn is_time_valid(&self, now: Timestamp) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+
+    /// Whether `thumbprint` (SHA-1 or SHA-256) names this certificate.
+    pub fn has_thumbprint(&self, thumbprint: &Thumbprint) -> bool {
+        if thumbprint.is_sha256() {
+            &self.sha256 == thumbprint
+        } else {
+            &self.thumbprint == thumbprint
+        }
+    }
+}
+
+/// Why certificate material could not be read. Each names the field it came from
+/// (`tls.crt`, `ca.crt`, a file name) and carries a PascalCase reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FactsError {
+    #[error("{field}: no certificate found")]
+    NoCertificate { field: String },
+    #[error("{field}: malformed PEM: {message}")]
+    MalformedPem { field: String, message: String },
+    #[error("{field}: PEM block {index} is {label:?}, expected \"CERTIFICATE\"")]
+    UnexpectedPemLabel { field: String, index: usize, label: String },
+    #[error("{field}: certificate {index} is not valid DER X.509: {message}")]
+    MalformedCertificate { field: String, index: usize, message: String },
+    #[error("{field}: more than {limit} PEM blocks")]
+    TooManyBlocks { field: String, limit: usize },
+}
+
+impl FactsError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FactsError::NoCertificate { .. } => "NoCertificate",
+            FactsError::MalformedPem { .. } => "MalformedPem",
+            FactsError::UnexpectedPemLabel { .. } => "UnexpectedPemLabel",
+            FactsError::MalformedCertificate { .. } => "MalformedCertificate",
+            FactsError::TooManyBlocks { .. } => "TooManyBlocks",
+        }
+    }
+}
+
+/// A bound on blocks per field: a certificate chain is a handful of blocks;
+/// thousands mean the Secret is not what it claims to be.
+pub const MAX_BLOCKS: usize = 100;
+
+/// One certificate with what is needed to link it to its issuer.
+#[derive(Clone, Debug)]
+struct Parsed {
+    der: Vec<u8>,
+    facts: CertificateFacts,
+    public_key: Option<PublicKey>,
+}
+
+/// The certificates and key of a TLS Secret (`tls.crt`, `tls.key`, `ca.crt`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsMaterial<'a> {
+    pub tls_crt: &'a [u8],
+    pub tls_key: Option<&'a [u8]>,
+    pub ca_crt: Option<&'a [u8]>,
+}
+
+/// The facts of a TLS Secret: the leaf, the rest of its chain, the `ca.crt` entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateBundle {
+    pub leaf: CertificateFacts,
+    pub chain: Vec<CertificateFacts>,
+    pub ca: Vec<CertificateFacts>,
+    /// Why the private key is not usable, when it is not (never key material).
+    pub key_message: Option<String>,
+    /// DER of the leaf followed by its chain, in the order given.
+    pub chain_der: Vec<Vec<u8>>,
+}
+
+impl CertificateBundle {
+    /// Reads a TLS Secret's material. The leaf is the first certificate of
+    /// `tls.crt`, as Kubernetes and every TLS server expect.
+    pub fn from_tls(material: &TlsMaterial<'_>) -> Result<Self, FactsError> {
+        let mut chain = parse_certificates("tls.crt", material.tls_crt)?;
+        let mut ca = match material.ca_crt {
+            Some(bytes) if !is_blank(bytes) => parse_certificates("ca.crt", bytes)?,
+            _ => Vec::new(),
+        };
+        let issuers: Vec<(Thumbprint, Vec<u8>)> = chain
+            .iter()
+            .chain(&ca)
+            .map(|p| (p.facts.thumbprint.clone(), p.der.clone()))
+            .collect();
+        for parsed in chain.iter_mut().chain(ca.iter_mut()) {
+            parsed.facts.issuer_thumbprint = find_issuer(&parsed.der, &parsed.facts, &issuers);
+        }
+        let mut leaf = chain.remove(0);
+        let key_message = match material.tls_key {
+            None => None,
+            Some(bytes) if is_blank(bytes) => None,
+            Some(bytes) => {
+                let (state, message) = match_private_key(bytes, leaf.public_key.as_ref());
+                leaf.facts.private_key = state;
+                message
+            }
+        };
+        let chain_der = std::iter::once(leaf.der).chain(chain.iter().map(|p| p.der.clone())).collect();
+        Ok(Self {
+            leaf: leaf.facts,
+            chain: chain.into_iter().map(|p| p.facts).collect(),
+            ca: ca.into_iter().map(|p| p.facts).collect(),
+            key_message,
+            chain_der,
+        })
+    }
+
+    /// The CA certificates this bundle contributes to a trust bundle.
+    pub fn authorities(&self) -> impl Iterator<Item = &CertificateFacts> {
+        self.chain.iter().chain(&self.ca).filter(|facts| facts.is_ca)
+    }
+}
+
+/// Facts of every certificate in a PEM or DER file, issuers resolved among them,
+/// and the private key (if the file holds one) matched against the first.
+pub fn inspect(field: &str, bytes: &[u8]) -> Result<Vec<CertificateFacts>, FactsError> {
+    let mut parsed = parse_certificates_lenient(field, bytes)?;
+    let issuers: Vec<(Thumbprint, Vec<u8>)> =
+        parsed.iter().map(|p| (p.facts.thumbprint.clone(), p.der.clone())).collect();
+    for p in &mut parsed {
+        p.facts.issuer_thumbprint = find_issuer(&p.der, &p.facts, &issuers);
+    }
+    if has_private_key_block(bytes) {
+        let (state, _) = match_private_key(bytes, parsed[0].public_key.as_ref());
+        parsed[0].facts.private_key = state;
+    }
+    Ok(parsed.into_iter().map(|p| p.facts).collect())
+}
+
+fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
+}
+
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+fn looks_like_pem(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+fn pem_blocks(field: &str, bytes: &[u8]) -> Result<Vec<pem::Pem>, FactsError> {
+    let bytes = strip_bom(bytes);
+    let blocks = pem::parse_many(bytes).map_err(|err| FactsError::MalformedPem {
+        field: field.to_owned(),
+        message: err.to_string(),
+    })?;
+    let begins = bytes.windows(11).filter(|w| *w == b"-----BEGIN ").count();
+    if begins > blocks.len() {
+        return Err(FactsError::MalformedPem {
+            field: field.to_owned(),
+            message: format!("{begins} BEGIN lines but {} complete blocks", blocks.len()),
+        });
+    }
+    if blocks.len() > MAX_BLOCKS {
+        return Err(FactsError::TooManyBlocks {
+            field: field.to_owned(),
+            limit: MAX_BLOCKS,
+        });
+    }
+    Ok(blocks)
+}
+
+/// Certificates of a Secret field: PEM `CERTIFICATE` blocks only, or one DER
+/// certificate. Any other PEM block is an error (a key pasted into `tls.crt`).
+fn parse_certificates(field: &str, bytes: &[u8]) -> Result<Vec<Parsed>, FactsError> {
+    let bytes = strip_bom(bytes);
+    if !looks_like_pem(bytes) {
+        if is_blank(bytes) {
+            return Err(FactsError::NoCertificate { field: field.to_owned() });
+        }
+        return Ok(vec![parse_der(field, 0, bytes)?]);
+    }
+    let blocks = pem_blocks(field, bytes)?;
+    if blocks.is_empty() {
+        return Err(FactsError::NoCertificate { field: field.to_owned() });
+    }
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(index, block)| {
+            if block.tag() != "CERTIFICATE" {
+                return Err(FactsError::UnexpectedPemLabel {
+                    field: field.to_owned(),
+                    index,
+                    label: block.tag().to_owned(),
+                });
+            }
+            parse_der(field, index, block.contents())
+        })
+        .collect()
+}
+
+/// As [`parse_certificates`], but skipping non-certificate blocks (a file may
+/// hold a key next to its certificate).
+fn parse_certificates_lenient(field: &str, bytes: &[u8]) -> Result<Vec<Parsed>, FactsError> {
+    let bytes = strip_bom(bytes);
+    if !looks_like_pem(bytes) {
+        return parse_certificates(field, bytes);
+    }
+    let parsed = pem_blocks(field, bytes)?
+        .iter()
+        .enumerate()
+        .filter(|(_, block)| block.tag() == "CERTIFICATE")
+        .map(|(index, block)| parse_der(field, index, block.contents()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if parsed.is_empty() {
+        return Err(FactsError::NoCertificate { field: field.to_owned() });
+    }
+    Ok(parsed)
+}
+
+fn has_private_key_block(bytes: &[u8]) -> bool {
+    looks_like_pem(bytes) && bytes.windows(12).any(|w| w == b"PRIVATE KEY-")
+}
+
+fn parse_der(field: &str, index: usize, der: &[u8]) -> Result<Parsed, FactsError> {
+    let malformed = |message: String| FactsError::MalformedCertificate {
+        field: field.to_owned(),
+        index,
+        message,
+    };
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|err| malformed(err.to_string()))?;
+    if !rest.is_empty() {
+        return Err(malformed(format!("{} trailing bytes after the certificate", rest.len())));
+    }
+    let public_key = PublicKey::from_spki(cert.public_key().raw);
+    let not_before = timestamp(cert.validity().not_before.timestamp()).map_err(&malformed)?;
+    let not_after = timestamp(cert.validity().not_after.timestamp()).map_err(&malformed)?;
+
+    let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
+    let mut uris = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => dns_names.push((*dns).to_owned()),
+                GeneralName::IPAddress(ip) => ip_addresses.extend(ip_address(ip)),
+                GeneralName::URI(uri) => uris.push((*uri).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    let thumbprint = Thumbprint::from_digest(&sha1::Sha1::digest(der));
+    let self_issued = cert.subject().as_raw() == cert.issuer().as_raw();
+    let self_signed = self_issued && cert.verify_signature(None).is_ok();
+    let facts = CertificateFacts {
+        issuer_thumbprint: self_signed.then(|| thumbprint.clone()),
+        thumbprint,
+        sha256: Thumbprint::from_digest(&sha2::Sha256::digest(der)),
+        subject: cert.subject().to_string(),
+        common_name: cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned),
+        dns_names,
+        ip_addresses,
+        uris,
+        issuer: cert.issuer().to_string(),
+        serial: cert.raw_serial().iter().map(|b| format!("{b:02X}")).collect(),
+        not_before,
+        not_after,
+        key_algorithm: public_key.as_ref().map_or_else(|| "unknown".to_owned(), PublicKey::algorithm),
+        key_size: public_key.as_ref().map_or(0, PublicKey::bits),
+        signature_algorithm: signature_algorithm_name(&cert.signature_algorithm.algorithm.to_id_string()),
+        extended_key_usages: extended_key_usages(&cert),
+        is_ca: cert.is_ca(),
+        self_signed,
+        private_key: PrivateKeyState::Missing,
+    };
+    Ok(Parsed {
+        der: der.to_vec(),
+        facts,
+        public_key,
+    })
+}
+
+fn timestamp(seconds: i64) -> Result<Timestamp, String> {
+    Timestamp::from_second(seconds).map_err(|err| format!("validity out of range: {err}"))
+}
+
+fn ip_address(bytes: &[u8]) -> Option<String> {
+    match bytes.len() {
+        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?).to_string()),
+        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).to_string()),
+        _ => None,
+    }
+}
+
+fn extended_key_usages(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(eku)) = cert.extended_key_usage() else {
+        return Vec::new();
+    };
+    let eku = eku.value;
+    let named = [
+        (eku.any, "any"),
+        (eku.server_auth, "serverAuth"),
+        (eku.client_auth, "clientAuth"),
+        (eku.code_signing, "codeSigning"),
+        (eku.email_protection, "emailProtection"),
+        (eku.time_stamping, "timeStamping"),
+        (eku.ocsp_signing, "ocspSigning"),
+    ];
+    named
+        .iter()
+        .filter(|(present, _)| *present)
+        .map(|(_, name)| (*name).to_owned())
+        .chain(eku.other.iter().map(|oid| oid.to_id_string()))
+        .collect()
+}
+
+fn signature_algorithm_name(oid: &str) -> String {
+    match oid {
+        "1.2.840.113549.1.1.5" => "sha1WithRSAEncryption",
+        "1.2.840.113549.1.1.10" => "rsassaPss",
+        "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption",
+        "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption",
+        "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption",
+        "1.2.840.10045.4.3.2" => "ecdsaWithSHA256",
+        "1.2.840.10045.4.3.3" => "ecdsaWithSHA384",
+        "1.2.840.10045.4.3.4" => "ecdsaWithSHA512",
+        "1.3.101.112" => "ed25519",
+        other => return other.to_owned(),
+    }
+    .to_owned()
+}
+
+/// The direct issuer among `candidates`: its subject is the certificate's issuer
+/// name and its key verifies the certificate's signature. Order does not matter,
+/// so an out-of-order chain still resolves.
+fn find_issuer(der: &[u8], facts: &CertificateFacts, candidates: &[(Thumbprint, Vec<u8>)]) -> Option<Thumbprint> {
+    if facts.self_signed {
+        return Some(facts.thumbprint.clone());
+    }
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    candidates.iter().find_map(|(thumbprint, issuer_der)| {
+        if thumbprint == &facts.thumbprint {
+            return None;
+        }
+        let (_, issuer) = X509Certificate::from_der(issuer_der).ok()?;
+        let named = issuer.subject().as_raw() == cert.issuer().as_raw();
+        (named && cert.verify_signature(Some(issuer.public_key())).is_ok()).then(|| thumbprint.clone())
+    })
+}
+
+/// Compares the first private key block of `bytes` with the certificate's key.
+fn match_private_key(bytes: &[u8], certificate_key: Option<&PublicKey>) -> (PrivateKeyState, Option<String>) {
+    let unreadable = |message: String| (PrivateKeyState::Unreadable, Some(format!("tls.key: {message}")));
+    let bytes = strip_bom(bytes);
+    let key = if looks_like_pem(bytes) {
+        let blocks = match pem::parse_many(bytes) {
+            Ok(blocks) => blocks,
+            Err(err) => return unreadable(format!("malformed PEM: {err}")),
+        };
+        let Some(block) = blocks.iter().find(|b| b.tag().ends_with("PRIVATE KEY")) else {
+            return unreadable("no PRIVATE KEY block".to_owned());
+        };
+        keys::public_key_of_private(block.tag(), block.contents())
+    } else {
+        // DER: try PKCS#8 first, then the traditional forms.
+        ["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"]
+            .iter()
+            .find_map(|label| keys::public_key_of_private(label, bytes).ok())
+            .ok_or_else(|| "not a PEM or DER private key".to_owned())
+    };
+    let key = match key {
+        Ok(key) => key,
+        Err(message) => return unreadable(message),
+    };
+    match certificate_key {
+        Some(cert_key) if *cert_key == key => (PrivateKeyState::Matches, None),
+        Some(cert_key) => {
+            let detail = if cert_key.algorithm() == key.algorithm() {
+                format!("tls.key is a different {} key than the certificate's", key.describe())
+            } else {
+                format!(
+                    "tls.key holds an {} key; the certificate's key is {}",
+                    key.describe(),
+                    cert_key.describe()
+                )
+            };
+            (PrivateKeyState::Mismatch, Some(detail))
+        }
+        None => unreadable("the certificate's public key could not be read".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

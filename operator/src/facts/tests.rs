@@ -1,0 +1,232 @@
+use super::*;
+use crate::testing::{EC_P256_PKCS8, EC_P256_SEC1, Key, RSA_2048_PKCS1, cert, ts};
+
+fn tls<'a>(crt: &'a str, key: Option<&'a str>, ca: Option<&'a str>) -> TlsMaterial<'a> {
+    TlsMaterial {
+        tls_crt: crt.as_bytes(),
+        tls_key: key.map(str::as_bytes),
+        ca_crt: ca.map(str::as_bytes),
+    }
+}
+
+#[test]
+fn leaf_facts_from_a_tls_secret_with_chain_and_ca() {
+    let root = cert("Root CA").ca().self_signed();
+    let intermediate = cert("Issuing CA").ca().signed_by(&root);
+    let leaf = cert("cluster.example")
+        .dns("cluster.example")
+        .dns("*.cluster.example")
+        .ip("10.0.0.1".parse().unwrap())
+        .server_and_client_auth()
+        .valid("2026-03-01T00:00:00Z", "2026-07-01T00:00:00Z")
+        .signed_by(&intermediate);
+    let chain = format!("{}{}", leaf.pem, intermediate.pem);
+    let key = leaf.key_pem();
+    let bundle = CertificateBundle::from_tls(&tls(&chain, Some(&key), Some(&root.pem))).unwrap();
+
+    let facts = &bundle.leaf;
+    let sha1 = Thumbprint::from_digest(&sha1::Sha1::digest(&leaf.der));
+    assert_eq!(facts.thumbprint, sha1);
+    assert_eq!(facts.thumbprint.as_str().len(), 40);
+    assert_eq!(facts.sha256.as_str().len(), 64);
+    assert_eq!(facts.common_name.as_deref(), Some("cluster.example"));
+    assert_eq!(facts.subject, "CN=cluster.example");
+    assert_eq!(facts.dns_names, ["cluster.example", "*.cluster.example"]);
+    assert_eq!(facts.ip_addresses, ["10.0.0.1"]);
+    assert_eq!(facts.issuer, "CN=Issuing CA");
+    assert_eq!(facts.issuer_thumbprint.as_ref(), Some(&bundle.chain[0].thumbprint));
+    assert_eq!(bundle.chain[0].issuer_thumbprint.as_ref(), Some(&bundle.ca[0].thumbprint));
+    assert_eq!(facts.not_before, ts("2026-03-01T00:00:00Z"));
+    assert_eq!(facts.not_after, ts("2026-07-01T00:00:00Z"));
+    assert_eq!((facts.key_algorithm.as_str(), facts.key_size), ("ECDSA", 256));
+    assert_eq!(facts.signature_algorithm, "ecdsaWithSHA256");
+    assert_eq!(facts.extended_key_usages, ["serverAuth", "clientAuth"]);
+    assert!(!facts.is_ca && !facts.self_signed);
+    assert_eq!(facts.private_key, PrivateKeyState::Matches);
+    assert_eq!(bundle.key_message, None);
+    assert_eq!(bundle.authorities().count(), 2);
+    assert_eq!(bundle.chain_der.len(), 2);
+}
+
+#[test]
+fn every_key_type_is_sized_and_matched() {
+    for (key, algorithm, bits) in [
+        (Key::EcP256, "ECDSA", 256),
+        (Key::EcP384, "ECDSA", 384),
+        (Key::Ed25519, "Ed25519", 256),
+        (Key::Rsa2048, "RSA", 2048),
+    ] {
+        let label = format!("{key:?}");
+        let issued = cert("k.example").key(key).self_signed();
+        let key_pem = issued.key_pem();
+        let bundle = CertificateBundle::from_tls(&tls(&issued.pem, Some(&key_pem), None)).unwrap();
+        assert_eq!((bundle.leaf.key_algorithm.as_str(), bundle.leaf.key_size), (algorithm, bits), "{label}");
+        assert_eq!(bundle.leaf.private_key, PrivateKeyState::Matches, "{label}");
+        assert!(bundle.leaf.self_signed);
+        assert_eq!(bundle.leaf.issuer_thumbprint.as_ref(), Some(&bundle.leaf.thumbprint));
+    }
+}
+
+#[test]
+fn rsa_keys_in_pkcs1_form_match() {
+    let issued = cert("rsa.example").key(Key::Rsa2048).self_signed();
+    let bundle = CertificateBundle::from_tls(&tls(&issued.pem, Some(RSA_2048_PKCS1), None)).unwrap();
+    assert_eq!(bundle.leaf.private_key, PrivateKeyState::Matches);
+    assert_eq!(bundle.leaf.signature_algorithm, "sha256WithRSAEncryption");
+}
+
+#[test]
+fn sec1_ec_keys_match() {
+    // An OpenSSL `ecparam -genkey` key: SEC1 with curve parameters and public key.
+    let key = rcgen::KeyPair::from_pem(EC_P256_PKCS8).unwrap();
+    let issued = cert("ec.example").with_key(key).self_signed();
+    let bundle = CertificateBundle::from_tls(&tls(&issued.pem, Some(EC_P256_SEC1), None)).unwrap();
+    assert_eq!(bundle.leaf.private_key, PrivateKeyState::Matches);
+}
+
+#[test]
+fn a_key_of_another_certificate_is_a_mismatch_with_a_reason() {
+    let a = cert("a.example").self_signed();
+    let b = cert("b.example").self_signed();
+    let rsa = cert("r.example").key(Key::Rsa2048).self_signed();
+    let b_key = b.key_pem();
+    let same_type = CertificateBundle::from_tls(&tls(&a.pem, Some(&b_key), None)).unwrap();
+    assert_eq!(same_type.leaf.private_key, PrivateKeyState::Mismatch);
+    assert_eq!(
+        same_type.key_message.as_deref(),
+        Some("tls.key is a different ECDSA P-256 key than the certificate's")
+    );
+    let rsa_key = rsa.key_pem();
+    let other_type = CertificateBundle::from_tls(&tls(&a.pem, Some(&rsa_key), None)).unwrap();
+    assert_eq!(other_type.leaf.private_key, PrivateKeyState::Mismatch);
+    assert_eq!(
+        other_type.key_message.as_deref(),
+        Some("tls.key holds an RSA 2048 key; the certificate's key is ECDSA P-256")
+    );
+}
+
+#[test]
+fn unreadable_keys_are_reported_not_fatal() {
+    let a = cert("a.example").self_signed();
+    for (key, expected) in [
+        ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "malformed PKCS#8"),
+        ("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", "encrypted"),
+        ("garbage", "not a PEM or DER private key"),
+        (a.pem.as_str(), "no PRIVATE KEY block"),
+    ] {
+        let bundle = CertificateBundle::from_tls(&tls(&a.pem, Some(key), None)).unwrap();
+        assert_eq!(bundle.leaf.private_key, PrivateKeyState::Unreadable, "{expected}");
+        let message = bundle.key_message.unwrap();
+        assert!(message.contains(expected), "{message}");
+    }
+}
+
+#[test]
+fn der_input_is_read() {
+    let a = cert("a.example").self_signed();
+    let bundle = CertificateBundle::from_tls(&TlsMaterial {
+        tls_crt: &a.der,
+        tls_key: None,
+        ca_crt: None,
+    })
+    .unwrap();
+    assert_eq!(bundle.leaf.common_name.as_deref(), Some("a.example"));
+    assert_eq!(bundle.leaf.private_key, PrivateKeyState::Missing);
+}
+
+#[test]
+fn crlf_and_bom_pem_is_read() {
+    let a = cert("a.example").self_signed();
+    let crlf = format!("\u{FEFF}{}", a.pem.replace('\n', "\r\n"));
+    let bundle = CertificateBundle::from_tls(&tls(&crlf, None, None)).unwrap();
+    assert_eq!(bundle.leaf.common_name.as_deref(), Some("a.example"));
+}
+
+#[test]
+fn an_out_of_order_chain_still_resolves_the_issuer() {
+    let root = cert("Root CA").ca().self_signed();
+    let leaf = cert("leaf.example").signed_by(&root);
+    let reversed = format!("{}{}", leaf.pem, root.pem);
+    let bundle = CertificateBundle::from_tls(&tls(&reversed, None, None)).unwrap();
+    assert_eq!(bundle.leaf.issuer_thumbprint.as_ref(), Some(&bundle.chain[0].thumbprint));
+    // The issuer named but absent: unknown, not guessed.
+    let alone = CertificateBundle::from_tls(&tls(&leaf.pem, None, None)).unwrap();
+    assert_eq!(alone.leaf.issuer_thumbprint, None);
+}
+
+#[test]
+fn an_issuer_with_the_right_name_but_another_key_is_not_the_issuer() {
+    let root = cert("Root CA").ca().self_signed();
+    let impostor = cert("Root CA").ca().self_signed();
+    let leaf = cert("leaf.example").signed_by(&root);
+    let bundle = CertificateBundle::from_tls(&tls(&leaf.pem, None, Some(&impostor.pem))).unwrap();
+    assert_eq!(bundle.leaf.issuer_thumbprint, None);
+}
+
+#[test]
+fn malformed_material_gives_named_errors() {
+    let a = cert("a.example").self_signed();
+    let key_pem = a.key_pem();
+    let truncated_der = &a.der[..a.der.len() / 2];
+    let mut trailing = a.der.clone();
+    trailing.extend_from_slice(b"xx");
+    let cases: Vec<(&[u8], &str)> = vec![
+        (b"", "NoCertificate"),
+        (b"   \n", "NoCertificate"),
+        (b"garbage that is not a certificate", "MalformedCertificate"),
+        (truncated_der, "MalformedCertificate"),
+        (&trailing, "MalformedCertificate"),
+        (key_pem.as_bytes(), "UnexpectedPemLabel"),
+        (b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n", "MalformedPem"),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n", "MalformedPem"),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "MalformedCertificate"),
+    ];
+    for (input, reason) in cases {
+        let err = CertificateBundle::from_tls(&TlsMaterial {
+            tls_crt: input,
+            tls_key: None,
+            ca_crt: None,
+        })
+        .unwrap_err();
+        assert_eq!(err.reason(), reason, "{input:?}: {err}");
+        assert!(err.to_string().starts_with("tls.crt:"), "{err}");
+    }
+}
+
+#[test]
+fn a_bad_ca_crt_is_named() {
+    let a = cert("a.example").self_signed();
+    let err = CertificateBundle::from_tls(&tls(&a.pem, None, Some("nonsense"))).unwrap_err();
+    assert!(err.to_string().starts_with("ca.crt:"), "{err}");
+}
+
+#[test]
+fn too_many_blocks_are_refused() {
+    let a = cert("a.example").self_signed();
+    let many = a.pem.repeat(MAX_BLOCKS + 1);
+    let err = CertificateBundle::from_tls(&tls(&many, None, None)).unwrap_err();
+    assert_eq!(err.reason(), "TooManyBlocks");
+}
+
+#[test]
+fn inspect_reads_every_certificate_and_a_key_beside_them() {
+    let root = cert("Root CA").ca().self_signed();
+    let leaf = cert("leaf.example").signed_by(&root);
+    let file = format!("{}{}{}", leaf.pem, leaf.key_pem(), root.pem);
+    let all = inspect("file.pem", file.as_bytes()).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].issuer_thumbprint.as_ref(), Some(&all[1].thumbprint));
+    assert_eq!(all[0].private_key, PrivateKeyState::Matches);
+    assert!(all[1].is_ca && all[1].self_signed);
+    let err = inspect("key.pem", leaf.key_pem().as_bytes()).unwrap_err();
+    assert_eq!(err.to_string(), "key.pem: no certificate found");
+}
+
+#[test]
+fn facts_round_trip_through_json() {
+    let a = cert("a.example").dns("a.example").self_signed();
+    let facts = CertificateBundle::from_tls(&tls(&a.pem, None, None)).unwrap().leaf;
+    let json = serde_json::to_string(&facts).unwrap();
+    assert!(json.contains("\"notBefore\":\"2026-01-01T00:00:00Z\""), "{json}");
+    assert_eq!(serde_json::from_str::<CertificateFacts>(&json).unwrap(), facts);
+}

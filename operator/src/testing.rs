@@ -1,0 +1,230 @@
+//! Test fixtures: real certificates from rcgen (for the facts parser) and
+//! synthetic facts (for the pure rules and planner), both as chained builders.
+
+use jiff::Timestamp;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
+    SignatureAlgorithm,
+};
+
+use crate::facts::{CertificateFacts, PrivateKeyState};
+use crate::thumbprint::Thumbprint;
+
+/// A fixed RSA 2048 key (ring cannot generate RSA keys), PKCS#8 and PKCS#1.
+pub const RSA_2048_PKCS8: &str = include_str!("testdata/rsa2048.pem");
+pub const RSA_2048_PKCS1: &str = include_str!("testdata/rsa2048-pkcs1.pem");
+/// An OpenSSL EC P-256 key, SEC1 (`EC PRIVATE KEY`) and PKCS#8.
+pub const EC_P256_SEC1: &str = include_str!("testdata/ec-p256-sec1.pem");
+pub const EC_P256_PKCS8: &str = include_str!("testdata/ec-p256-pkcs8.pem");
+
+pub fn ts(rfc3339: &str) -> Timestamp {
+    rfc3339.parse().expect("test timestamp")
+}
+
+#[derive(Debug)]
+pub enum Key {
+    /// A given key pair.
+    Fixed(Box<KeyPair>),
+    EcP256,
+    EcP384,
+    Ed25519,
+    Rsa2048,
+}
+
+impl Key {
+    pub fn generate(self) -> KeyPair {
+        let alg: &'static SignatureAlgorithm = match self {
+            Key::EcP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Key::EcP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            Key::Ed25519 => &rcgen::PKCS_ED25519,
+            Key::Fixed(pair) => return *pair,
+            Key::Rsa2048 => {
+                return KeyPair::from_pem_and_sign_algo(RSA_2048_PKCS8, &rcgen::PKCS_RSA_SHA256).expect("rsa key");
+            }
+        };
+        KeyPair::generate_for(alg).expect("key generation")
+    }
+}
+
+/// A real certificate with its key, built by [`CertBuilder`].
+pub struct Issued {
+    pub params: CertificateParams,
+    pub key: KeyPair,
+    pub pem: String,
+    pub der: Vec<u8>,
+}
+
+impl Issued {
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+}
+
+pub struct CertBuilder {
+    params: CertificateParams,
+    key: Key,
+}
+
+/// `cert("cluster.example")` starts a leaf valid 2026-01-01..2027-01-01.
+pub fn cert(common_name: &str) -> CertBuilder {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2027, 1, 1);
+    CertBuilder {
+        params,
+        key: Key::EcP256,
+    }
+}
+
+impl CertBuilder {
+    pub fn ca(mut self) -> Self {
+        self.params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        self
+    }
+
+    pub fn key(mut self, key: Key) -> Self {
+        self.key = key;
+        self
+    }
+
+    pub fn with_key(self, pair: KeyPair) -> Self {
+        self.key(Key::Fixed(Box::new(pair)))
+    }
+
+    pub fn dns(mut self, name: &str) -> Self {
+        self.params
+            .subject_alt_names
+            .push(SanType::DnsName(name.try_into().expect("dns name")));
+        self
+    }
+
+    pub fn ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.params.subject_alt_names.push(SanType::IpAddress(ip));
+        self
+    }
+
+    pub fn server_and_client_auth(mut self) -> Self {
+        self.params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        self
+    }
+
+    pub fn valid(mut self, from: &str, until: &str) -> Self {
+        self.params.not_before = offset(from);
+        self.params.not_after = offset(until);
+        self
+    }
+
+    pub fn self_signed(self) -> Issued {
+        let key = self.key.generate();
+        let cert = self.params.self_signed(&key).expect("self-signed");
+        Issued {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            params: self.params,
+            key,
+        }
+    }
+
+    pub fn signed_by(self, issuer: &Issued) -> Issued {
+        let key = self.key.generate();
+        let signer = Issuer::from_params(&issuer.params, &issuer.key);
+        let cert = self.params.signed_by(&key, &signer).expect("signed");
+        Issued {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            params: self.params,
+            key,
+        }
+    }
+}
+
+fn offset(rfc3339: &str) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(ts(rfc3339).as_second()).expect("offset")
+}
+
+/// Synthetic facts for the pure core: `facts("A").cn("x").issuer("CA1")`.
+/// The thumbprint is the label repeated to 40 hex digits, so tests read well.
+pub fn tp(label: &str) -> Thumbprint {
+    let hex: String = label
+        .bytes()
+        .map(|b| format!("{b:02X}"))
+        .collect::<String>()
+        .chars()
+        .cycle()
+        .take(40)
+        .collect();
+    Thumbprint::parse("test", &hex).expect("test thumbprint")
+}
+
+pub struct FactsBuilder(CertificateFacts);
+
+pub fn facts(label: &str) -> FactsBuilder {
+    FactsBuilder(CertificateFacts {
+        thumbprint: tp(label),
+        sha256: Thumbprint::parse("test", &tp(label).as_str().repeat(2)[..64]).expect("sha256"),
+        subject: String::new(),
+        common_name: None,
+        dns_names: Vec::new(),
+        ip_addresses: Vec::new(),
+        uris: Vec::new(),
+        issuer: String::new(),
+        issuer_thumbprint: None,
+        serial: "01".into(),
+        not_before: ts("2026-01-01T00:00:00Z"),
+        not_after: ts("2027-01-01T00:00:00Z"),
+        key_algorithm: "ECDSA".into(),
+        key_size: 256,
+        signature_algorithm: "ecdsaWithSHA256".into(),
+        extended_key_usages: vec!["serverAuth".into(), "clientAuth".into()],
+        is_ca: false,
+        self_signed: false,
+        private_key: PrivateKeyState::Matches,
+    })
+}
+
+impl FactsBuilder {
+    pub fn cn(mut self, name: &str) -> Self {
+        self.0.common_name = Some(name.into());
+        self.0.subject = format!("CN={name}");
+        self
+    }
+
+    pub fn dns(mut self, name: &str) -> Self {
+        self.0.dns_names.push(name.into());
+        self
+    }
+
+    pub fn issuer(mut self, label: &str) -> Self {
+        self.0.issuer_thumbprint = Some(tp(label));
+        self.0.issuer = format!("CN={label}");
+        self
+    }
+
+    pub fn self_signed(mut self) -> Self {
+        self.0.self_signed = true;
+        self.0.issuer_thumbprint = Some(self.0.thumbprint.clone());
+        self
+    }
+
+    pub fn ca(mut self) -> Self {
+        self.0.is_ca = true;
+        self
+    }
+
+    pub fn valid(mut self, from: &str, until: &str) -> Self {
+        self.0.not_before = ts(from);
+        self.0.not_after = ts(until);
+        self
+    }
+
+    pub fn key(mut self, state: PrivateKeyState) -> Self {
+        self.0.private_key = state;
+        self
+    }
+
+    pub fn build(self) -> CertificateFacts {
+        self.0
+    }
+}
