@@ -3,7 +3,12 @@
 //! The core ([`thumbprint`], [`facts`], [`rules`], [`planner`]) is pure: no
 //! client, no clock, no async. The binary's subcommands are thin shells over it.
 
+pub mod cli;
+pub mod crd;
+pub mod duration;
 pub mod facts;
+pub mod planner;
+pub mod rules;
 pub mod thumbprint;
 
 #[cfg(test)]

@@ -1,0 +1,6 @@
+//! The offline subcommands (`plan`, `inspect`): file handling and rendering
+//! around the pure core.
+
+pub mod inspect;
+pub mod manifests;
+pub mod plan;

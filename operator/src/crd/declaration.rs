@@ -1,0 +1,263 @@
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::KeySelector;
+use crate::planner::{Change, Stage};
+use crate::rules::SelectionPolicy;
+
+/// The certificates a clustered service's members present and accept, declared
+/// as in a Service Fabric cluster manifest. The spec is the desired end state;
+/// certshift walks the members there in staged upgrades.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "certshift.io",
+    version = "v1alpha1",
+    kind = "ClusterCertificateDeclaration",
+    namespaced,
+    status = "ClusterCertificateDeclarationStatus",
+    shortname = "ccd",
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Declared-By","type":"string","jsonPath":".status.declaredBy"}"#,
+    printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.upgrade.stage"}"#,
+    printcolumn = r#"{"name":"Presenting","type":"string","jsonPath":".status.presenting.shortThumbprint"}"#,
+    printcolumn = r#"{"name":"Members","type":"string","jsonPath":".status.members.summary"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.presenting.notAfter"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterCertificateDeclarationSpec {
+    /// Declaration by instance (Service Fabric `certificate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateThumbprints>,
+    /// Declaration by class (Service Fabric `certificateCommonNames`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_common_names: Option<CertificateCommonNames>,
+    /// Where the members' certificates come from (a node's certificate store).
+    #[serde(default)]
+    pub store: CertificateStore,
+    /// Extra roots for unpinned common names, added to the CAs seen in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_bundle: Option<TrustBundleSource>,
+    /// Client certificates accepted by thumbprint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_certificate_thumbprints: Vec<ClientCertificateThumbprint>,
+    /// Client certificates accepted by common name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_certificate_common_names: Vec<ClientCertificateCommonName>,
+    /// Who must acknowledge a revision before the next is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Members>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradePolicy>,
+}
+
+/// Service Fabric `certificate`: a primary and an optional secondary thumbprint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateThumbprints {
+    pub thumbprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbprint_secondary: Option<String>,
+}
+
+/// Service Fabric `certificateCommonNames`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateCommonNames {
+    #[serde(default)]
+    pub common_names: Vec<CommonNameDeclaration>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonNameDeclaration {
+    /// Subject common name, without `CN=`.
+    pub certificate_common_name: String,
+    /// Direct issuer thumbprints, comma-separated; empty means "chains to the trust bundle".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub certificate_issuer_thumbprint: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStore {
+    /// Names of ObservedCertificates in this namespace.
+    #[serde(default)]
+    pub observed_certificates: Vec<String>,
+}
+
+/// Extra trust anchors, from a ConfigMap or a Secret (key defaults to `ca.crt`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustBundleSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<KeySelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<KeySelector>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificateThumbprint {
+    pub certificate_thumbprint: String,
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificateCommonName {
+    pub certificate_common_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub certificate_issuer_thumbprint: String,
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+/// Members that must acknowledge each revision (any combination; none means
+/// a revision is complete as soon as it is published).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Members {
+    /// Pods that report the revision they loaded in the annotation
+    /// `certshift.io/observed-revision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<LabelSelector>,
+    /// Workloads whose pod template is stamped with each revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadReference>,
+    /// TLS endpoints whose presented certificate is probed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadReference {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// `host:port`.
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradePolicy {
+    /// How long a revision must have been acknowledged before the next is
+    /// published (Go duration, e.g. `30s`, `5m`). Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_soak: Option<String>,
+    /// How long a stage may wait for its members before it is `Blocked/StageTimeout`
+    /// (nothing is rolled back). Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_timeout: Option<String>,
+    /// Hold the next publication.
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default)]
+    pub selection: SelectionPolicy,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterCertificateDeclarationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    #[schemars(schema_with = "super::conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// `Thumbprint`, `CommonName` or `ThumbprintAndCommonName`: how the
+    /// effective declaration names the cluster certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_by: Option<String>,
+    /// What members are told now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective: Option<EffectiveDeclaration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<MembersStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presenting: Option<PresentingStatus>,
+}
+
+/// The declaration in force, in the spec's Service Fabric shape, plus the
+/// certificate members present under it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveDeclaration {
+    #[serde(default)]
+    pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateThumbprints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_common_names: Option<CertificateCommonNames>,
+    /// SHA-1 thumbprint of the certificate members present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presented: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// The revision published last.
+    #[serde(default)]
+    pub revision: u64,
+    /// The revisions still to publish, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedRevision>,
+    /// When the current revision was published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_time: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedRevision {
+    pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
+    pub presented: String,
+    /// `Published`, `Acknowledged` or `Pending`.
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MembersStatus {
+    pub total: u32,
+    pub converged: u32,
+    /// Members that have not acknowledged the current revision, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub laggards: Vec<String>,
+    /// `converged/total`, for `kubectl get`.
+    pub summary: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PresentingStatus {
+    pub thumbprint: String,
+    pub short_thumbprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Timestamp>,
+}

@@ -1,0 +1,567 @@
+//! The staged planner (DESIGN §4): from the effective declaration, the desired
+//! one and the store's instances to the ordered revisions that get members from
+//! one to the other without any two of them being unable to authenticate.
+//!
+//! Pure: `now` is a parameter, the store is data, the result is data.
+
+mod spec;
+
+use std::fmt;
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::facts::{CertificateFacts, PrivateKeyState};
+use crate::rules::{Accepted, CommonNameRule, PresentBy, Rejection, SelectionPolicy, TrustBundle, select};
+use crate::thumbprint::Thumbprint;
+pub use spec::{desired_from_spec, effective_from_status, validate_spec};
+
+/// Service Fabric keeps two thumbprint slots (`thumbprint`, `thumbprintSecondary`);
+/// every revision fits them, so the effective declaration stays in that shape.
+pub const THUMBPRINT_SLOTS: usize = 2;
+
+/// The stage a revision belongs to. Conversion from thumbprint to common name
+/// uses the first three, in order; other changes widen, present, then narrow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Stage {
+    /// The goal certificate is accepted by thumbprint and then presented.
+    AddSecondary,
+    /// Common names are accepted, then the thumbprints are dropped.
+    SwitchToCommonName,
+    /// The common names are narrowed to the pinned issuers.
+    PinIssuers,
+    /// Validation accepts both the old and the new presented certificate.
+    WidenValidation,
+    /// Members present the new certificate.
+    SwitchPresentation,
+    /// Validation drops what is no longer declared.
+    NarrowValidation,
+    /// No declaration change: a newer acceptable instance is presented.
+    Rollover,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What a revision changes: never both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Change {
+    Validation,
+    Presentation,
+}
+
+/// What members are told at one point: what to present and what to accept.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct State {
+    pub presented: Thumbprint,
+    pub accepted: Accepted,
+}
+
+/// One published (or to be published) state. Revision 0 of a plan is the
+/// effective state; the last is the desired one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub revision: u64,
+    pub stage: Option<Stage>,
+    pub change: Option<Change>,
+    pub presented: Thumbprint,
+    pub accepted: Accepted,
+}
+
+impl Revision {
+    pub fn state(&self) -> State {
+        State {
+            presented: self.presented.clone(),
+            accepted: self.accepted.clone(),
+        }
+    }
+}
+
+/// The declaration's desired end state, validated and normalized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub accepted: Accepted,
+    pub present_by: PresentationForm,
+    pub selection: SelectionPolicy,
+}
+
+/// How a declaration names the certificate members present. Service Fabric
+/// allows one form per role; with common names declared, they win.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PresentationForm {
+    Thumbprints(Vec<Thumbprint>),
+    CommonNames(Vec<String>),
+}
+
+impl PresentationForm {
+    /// The form an accepted rule set implies.
+    pub fn of(accepted: &Accepted) -> Self {
+        if accepted.common_names.is_empty() {
+            PresentationForm::Thumbprints(accepted.thumbprints.clone())
+        } else {
+            PresentationForm::CommonNames(accepted.common_names.iter().map(|r| r.name.clone()).collect())
+        }
+    }
+
+    fn present_by(&self) -> PresentBy<'_> {
+        match self {
+            PresentationForm::Thumbprints(list) => PresentBy::Thumbprints(list),
+            PresentationForm::CommonNames(names) => PresentBy::CommonNames(names.iter().map(String::as_str).collect()),
+        }
+    }
+}
+
+/// The effective declaration (what is in force), normalized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Effective {
+    pub revision: u64,
+    pub accepted: Accepted,
+    /// What members present now; when unknown, the presentation rule's choice.
+    pub presented: Option<Thumbprint>,
+}
+
+/// The certificates a declaration's store holds, and its trust bundle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Store {
+    pub instances: Vec<CertificateFacts>,
+    pub trust: TrustBundle,
+}
+
+impl Store {
+    pub fn find(&self, thumbprint: &Thumbprint) -> Option<&CertificateFacts> {
+        self.instances.iter().find(|facts| facts.has_thumbprint(thumbprint))
+    }
+}
+
+/// Why nothing can be published. The reason is a condition reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocked {
+    pub reason: BlockReason,
+    pub message: String,
+}
+
+impl Blocked {
+    pub fn new(reason: BlockReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum BlockReason {
+    GoalCertificateNotFound,
+    CertificateExpired,
+    CertificateNotYetValid,
+    PrivateKeyMissing,
+    IssuerNotPinned,
+    IssuerNotTrusted,
+    ThumbprintNotInStore,
+    InvalidThumbprint,
+    InvalidCommonName,
+    DuplicateCommonName,
+    InvalidDeclaration,
+    InvalidDuration,
+    InvalidEffectiveState,
+    StoreNotFound,
+    /// The planner's own check of the invariant failed: a bug, never published.
+    UnsafePlan,
+}
+
+impl fmt::Display for BlockReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A plan: the revisions to walk, or why it is blocked. When blocked,
+/// `revisions` holds revision 0 (the effective state) if it is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub revisions: Vec<Revision>,
+    pub blocked: Option<Blocked>,
+}
+
+impl Plan {
+    fn blocked(revisions: Vec<Revision>, blocked: Blocked) -> Self {
+        Self {
+            revisions,
+            blocked: Some(blocked),
+        }
+    }
+
+    /// Revisions after the effective one.
+    pub fn pending(&self) -> &[Revision] {
+        self.revisions.get(1..).unwrap_or_default()
+    }
+}
+
+/// Plans the walk from `effective` (or nothing in force yet) to `desired`.
+pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now: Timestamp) -> Plan {
+    let Some(effective) = effective else {
+        // Nothing in force: revision 0 is the desired state.
+        return match goal(desired, store, now) {
+            Ok(goal) => Plan {
+                revisions: vec![Revision {
+                    revision: 0,
+                    stage: None,
+                    change: None,
+                    presented: goal.thumbprint.clone(),
+                    accepted: desired.accepted.clone(),
+                }],
+                blocked: None,
+            },
+            Err(blocked) => Plan::blocked(Vec::new(), blocked),
+        };
+    };
+    let current = match effective_state(effective, desired.selection, store, now) {
+        Ok(state) => state,
+        Err(blocked) => return Plan::blocked(Vec::new(), blocked),
+    };
+    let mut steps = Steps::new(effective.revision, current.clone());
+    let goal = match goal(desired, store, now) {
+        Ok(goal) => goal,
+        Err(blocked) => return Plan::blocked(steps.revisions, blocked),
+    };
+    let presented = store.find(&current.presented).expect("effective_state checked the store");
+    let target = State {
+        presented: goal.thumbprint.clone(),
+        accepted: desired.accepted.clone(),
+    };
+    if current.accepted == target.accepted {
+        steps.push(Stage::Rollover, target);
+    } else if is_conversion(&current.accepted, &desired.accepted) {
+        convert_to_common_name(&mut steps, presented, goal, &target, &store.trust);
+    } else {
+        widen_present_narrow(&mut steps, presented, goal, &target, &store.trust);
+    }
+    match check_invariant(&steps.revisions, store) {
+        Ok(()) => Plan {
+            revisions: steps.revisions,
+            blocked: None,
+        },
+        Err(blocked) => Plan::blocked(steps.revisions.into_iter().take(1).collect(), blocked),
+    }
+}
+
+/// The effective state, with its presented certificate resolved in the store.
+fn effective_state(
+    effective: &Effective,
+    selection: SelectionPolicy,
+    store: &Store,
+    now: Timestamp,
+) -> Result<State, Blocked> {
+    let presented = match &effective.presented {
+        Some(thumbprint) => store.find(thumbprint).ok_or_else(|| {
+            Blocked::new(
+                BlockReason::ThumbprintNotInStore,
+                format!("status.effective.presented: certificate {thumbprint} is not in the store"),
+            )
+        })?,
+        None => {
+            let form = PresentationForm::of(&effective.accepted);
+            select_with_reasons(&form, selection, store, now).map_err(|blocked| {
+                Blocked::new(blocked.reason, format!("effective declaration: {}", blocked.message))
+            })?
+        }
+    };
+    if !effective.accepted.admits(presented, &store.trust) {
+        return Err(Blocked::new(
+            BlockReason::InvalidEffectiveState,
+            format!(
+                "status.effective: the presented certificate {} is not accepted by the effective declaration",
+                presented.thumbprint
+            ),
+        ));
+    }
+    Ok(State {
+        presented: presented.thumbprint.clone(),
+        accepted: effective.accepted.clone(),
+    })
+}
+
+/// The certificate the desired declaration's presentation rule selects,
+/// refused when the desired validation rules would reject it (the guard
+/// Service Fabric lacks).
+pub fn goal<'a>(desired: &Desired, store: &'a Store, now: Timestamp) -> Result<&'a CertificateFacts, Blocked> {
+    let goal = select_with_reasons(&desired.present_by, desired.selection, store, now)?;
+    desired.accepted.check(goal, &store.trust, now).map_err(|rejection| {
+        let reason = match rejection {
+            Rejection::IssuerNotTrusted { .. } => BlockReason::IssuerNotTrusted,
+            Rejection::Expired => BlockReason::CertificateExpired,
+            Rejection::NotYetValid => BlockReason::CertificateNotYetValid,
+            // A certificate selected by a declared name or thumbprint that the
+            // same declaration rejects can only fail on its issuer.
+            Rejection::IssuerNotPinned { .. } | Rejection::NotDeclared => BlockReason::IssuerNotPinned,
+        };
+        Blocked::new(reason, format!("{}; it stays unpresented", rejection.describe(goal)))
+    })?;
+    Ok(goal)
+}
+
+/// The presentation rule with a reason when it selects nothing, checked in
+/// order: not found, expired (or not yet valid), private key missing.
+fn select_with_reasons<'a>(
+    form: &PresentationForm,
+    selection: SelectionPolicy,
+    store: &'a Store,
+    now: Timestamp,
+) -> Result<&'a CertificateFacts, Blocked> {
+    let by = form.present_by();
+    let candidates: Vec<&CertificateFacts> = store.instances.iter().filter(|facts| by.matches(facts)).collect();
+    if candidates.is_empty() {
+        return Err(match form {
+            PresentationForm::Thumbprints(list) => Blocked::new(
+                BlockReason::ThumbprintNotInStore,
+                format!(
+                    "no certificate in the store has thumbprint {}",
+                    list.iter().map(Thumbprint::as_str).collect::<Vec<_>>().join(" or ")
+                ),
+            ),
+            PresentationForm::CommonNames(names) => Blocked::new(
+                BlockReason::GoalCertificateNotFound,
+                format!("no certificate in the store has subject CN {}", quoted(names)),
+            ),
+        });
+    }
+    let timely: Vec<&CertificateFacts> = candidates.iter().copied().filter(|c| c.is_time_valid(now)).collect();
+    if timely.is_empty() {
+        let latest = candidates.iter().max_by_key(|c| c.not_after).expect("not empty");
+        return Err(if candidates.iter().all(|c| c.not_after < now) {
+            Blocked::new(
+                BlockReason::CertificateExpired,
+                format!(
+                    "every matching certificate has expired (latest {} notAfter={})",
+                    latest.thumbprint, latest.not_after
+                ),
+            )
+        } else {
+            let soonest = candidates
+                .iter()
+                .filter(|c| c.not_before > now)
+                .min_by_key(|c| c.not_before)
+                .expect("some are not yet valid");
+            Blocked::new(
+                BlockReason::CertificateNotYetValid,
+                format!(
+                    "no matching certificate is valid yet (earliest {} notBefore={})",
+                    soonest.thumbprint, soonest.not_before
+                ),
+            )
+        });
+    }
+    select(timely.iter().copied(), selection, now).ok_or_else(|| {
+        let detail = timely
+            .iter()
+            .map(|c| {
+                let state = match c.private_key {
+                    PrivateKeyState::Missing => "no private key",
+                    PrivateKeyState::Mismatch => "private key does not match",
+                    PrivateKeyState::Unreadable => "private key unreadable",
+                    PrivateKeyState::Matches => "usable",
+                };
+                format!("{} ({state})", c.thumbprint)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Blocked::new(
+            BlockReason::PrivateKeyMissing,
+            format!("no valid matching certificate has a usable private key: {detail}"),
+        )
+    })
+}
+
+fn quoted(names: &[String]) -> String {
+    names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(" or ")
+}
+
+/// The Service Fabric conversion: from thumbprints only to common names only.
+fn is_conversion(current: &Accepted, desired: &Accepted) -> bool {
+    current.common_names.is_empty()
+        && !current.thumbprints.is_empty()
+        && desired.thumbprints.is_empty()
+        && !desired.common_names.is_empty()
+}
+
+/// AddSecondary → SwitchToCommonName → PinIssuers (DESIGN §4).
+fn convert_to_common_name(
+    steps: &mut Steps,
+    presented: &CertificateFacts,
+    goal: &CertificateFacts,
+    target: &State,
+    trust: &TrustBundle,
+) {
+    let current = steps.last().clone();
+    // AddSecondary: accept the goal by thumbprint next to what is presented.
+    let with_goal = fit_slots(&current.accepted.thumbprints, &[&presented.thumbprint, &goal.thumbprint]);
+    let added = Accepted::new(with_goal.iter().cloned(), []);
+    steps.push(Stage::AddSecondary, state(&presented.thumbprint, &added));
+    steps.push(Stage::AddSecondary, state(&goal.thumbprint, &added));
+
+    // SwitchToCommonName: the names, unpinned (trusted through the bundle),
+    // unless the goal only passes with its pins (a self-signed goal, say).
+    let switched: Vec<CommonNameRule> = target
+        .accepted
+        .common_names
+        .iter()
+        .map(|rule| {
+            let unpinned = CommonNameRule::new(rule.name.clone(), []);
+            let goal_rule = rule.matches_name(goal);
+            if goal_rule && !Accepted::new([], [unpinned.clone()]).admits(goal, trust) {
+                rule.clone()
+            } else {
+                unpinned
+            }
+        })
+        .collect();
+    let both = Accepted::new(added.thumbprints.iter().cloned(), switched.iter().cloned());
+    steps.push(Stage::SwitchToCommonName, state(&goal.thumbprint, &both));
+    steps.push(Stage::SwitchToCommonName, state(&goal.thumbprint, &Accepted::new([], switched)));
+
+    // PinIssuers: narrow to the desired issuers.
+    steps.push(Stage::PinIssuers, target.clone());
+}
+
+/// Widen validation to accept both presented certificates, switch
+/// presentation, narrow to the desired declaration.
+fn widen_present_narrow(
+    steps: &mut Steps,
+    presented: &CertificateFacts,
+    goal: &CertificateFacts,
+    target: &State,
+    trust: &TrustBundle,
+) {
+    let current = steps.last().accepted.clone();
+    let common_names = merge_common_names(&current.common_names, &target.accepted.common_names);
+    let by_name = Accepted::new([], common_names.iter().cloned());
+    // Thumbprints carry what the names do not admit, then the desired ones,
+    // then the current ones, within the two slots.
+    let mut needed: Vec<&Thumbprint> = Vec::new();
+    if !by_name.admits(presented, trust) {
+        needed.push(&presented.thumbprint);
+    }
+    if !by_name.admits(goal, trust) {
+        needed.push(&goal.thumbprint);
+    }
+    let preferred: Vec<Thumbprint> = target.accepted.thumbprints.iter().chain(&current.thumbprints).cloned().collect();
+    let thumbprints = fit_slots(&preferred, &needed);
+    let widened = Accepted::new(thumbprints, common_names);
+    steps.push(Stage::WidenValidation, state(&presented.thumbprint, &widened));
+    steps.push(Stage::SwitchPresentation, state(&goal.thumbprint, &widened));
+    steps.push(Stage::NarrowValidation, target.clone());
+}
+
+/// Both sides' names; a name on both sides keeps the union of its pins, or is
+/// unpinned if either side is.
+fn merge_common_names(current: &[CommonNameRule], desired: &[CommonNameRule]) -> Vec<CommonNameRule> {
+    let mut merged: Vec<CommonNameRule> = desired.to_vec();
+    for rule in current {
+        match merged.iter_mut().find(|m| m.name.eq_ignore_ascii_case(&rule.name)) {
+            Some(existing) if existing.is_pinned() && rule.is_pinned() => {
+                *existing = CommonNameRule::new(
+                    existing.name.clone(),
+                    existing.issuer_thumbprints.iter().chain(&rule.issuer_thumbprints).cloned(),
+                );
+            }
+            Some(existing) => *existing = CommonNameRule::new(existing.name.clone(), []),
+            None => merged.push(rule.clone()),
+        }
+    }
+    merged
+}
+
+/// `needed` first, then `preferred` in order, at most [`THUMBPRINT_SLOTS`].
+fn fit_slots(preferred: &[Thumbprint], needed: &[&Thumbprint]) -> Vec<Thumbprint> {
+    let mut slots: Vec<Thumbprint> = Vec::with_capacity(THUMBPRINT_SLOTS);
+    for thumbprint in needed.iter().copied().chain(preferred) {
+        if slots.len() < THUMBPRINT_SLOTS && !slots.contains(thumbprint) {
+            slots.push(thumbprint.clone());
+        }
+    }
+    slots
+}
+
+fn state(presented: &Thumbprint, accepted: &Accepted) -> State {
+    State {
+        presented: presented.clone(),
+        accepted: accepted.clone(),
+    }
+}
+
+/// Accumulates revisions, skipping those that change nothing.
+struct Steps {
+    revisions: Vec<Revision>,
+}
+
+impl Steps {
+    fn new(revision: u64, current: State) -> Self {
+        Self {
+            revisions: vec![Revision {
+                revision,
+                stage: None,
+                change: None,
+                presented: current.presented,
+                accepted: current.accepted,
+            }],
+        }
+    }
+
+    fn last(&self) -> State {
+        self.revisions.last().expect("revision 0").state()
+    }
+
+    fn push(&mut self, stage: Stage, next: State) {
+        let last = self.revisions.last().expect("revision 0");
+        let change = match (last.presented == next.presented, last.accepted == next.accepted) {
+            (true, true) => return,
+            (false, true) => Change::Presentation,
+            (true, false) => Change::Validation,
+            (false, false) => unreachable!("a revision changes validation or presentation, never both"),
+        };
+        let revision = last.revision + 1;
+        self.revisions.push(Revision {
+            revision,
+            stage: Some(stage),
+            change: Some(change),
+            presented: next.presented,
+            accepted: next.accepted,
+        });
+    }
+}
+
+/// DESIGN §4, for every adjacent pair (members may sit on either):
+/// presented(r) is accepted by rules(r+1), and presented(r+1) by rules(r).
+/// Acceptance here is the rules' (issuer and name), not the clock's: the
+/// invariant is about rule changes, and must hold for an expiring certificate too.
+pub fn check_invariant(revisions: &[Revision], store: &Store) -> Result<(), Blocked> {
+    for pair in revisions.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        for (cert, rules, rules_revision) in [
+            (&before.presented, &after.accepted, after.revision),
+            (&after.presented, &before.accepted, before.revision),
+        ] {
+            let admitted = store.find(cert).is_some_and(|facts| rules.admits(facts, &store.trust));
+            if !admitted {
+                return Err(Blocked::new(
+                    BlockReason::UnsafePlan,
+                    format!("revision {rules_revision} would reject {cert}, presented during the adjacent revision"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+//! From the declaration's spec and status (as users type them) to the planner's
+//! normalized [`Desired`] and [`Effective`]: every error names its field.
+
+use super::{BlockReason, Blocked, Desired, Effective, PresentationForm};
+use crate::crd::{
+    CertificateCommonNames, CertificateThumbprints, ClusterCertificateDeclarationSpec, EffectiveDeclaration,
+};
+use crate::duration;
+use crate::rules::{Accepted, CommonNameRule};
+use crate::thumbprint::{Thumbprint, ThumbprintError, parse_thumbprint_list};
+
+fn invalid_thumbprint(err: ThumbprintError) -> Blocked {
+    Blocked::new(BlockReason::InvalidThumbprint, err.to_string())
+}
+
+/// Checks everything about a spec that does not need the store.
+pub fn validate_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<(), Blocked> {
+    desired_from_spec(spec).map(|_| ())
+}
+
+/// The desired end state of a declaration.
+pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Desired, Blocked> {
+    let accepted = accepted_from(
+        "spec",
+        spec.certificate.as_ref(),
+        spec.certificate_common_names.as_ref(),
+    )?;
+    if accepted.is_empty() {
+        return Err(Blocked::new(
+            BlockReason::InvalidDeclaration,
+            "spec: declare certificate.thumbprint or certificateCommonNames.commonNames",
+        ));
+    }
+    if spec.store.observed_certificates.is_empty() {
+        return Err(Blocked::new(
+            BlockReason::StoreNotFound,
+            "spec.store.observedCertificates: name at least one ObservedCertificate",
+        ));
+    }
+    for (index, client) in spec.client_certificate_thumbprints.iter().enumerate() {
+        let field = format!("spec.clientCertificateThumbprints[{index}].certificateThumbprint");
+        Thumbprint::parse(&field, &client.certificate_thumbprint).map_err(invalid_thumbprint)?;
+    }
+    for (index, client) in spec.client_certificate_common_names.iter().enumerate() {
+        let field = format!("spec.clientCertificateCommonNames[{index}]");
+        common_name(&format!("{field}.certificateCommonName"), &client.certificate_common_name)?;
+        parse_thumbprint_list(
+            &format!("{field}.certificateIssuerThumbprint"),
+            &client.certificate_issuer_thumbprint,
+        )
+        .map_err(invalid_thumbprint)?;
+    }
+    let upgrade = spec.upgrade.clone().unwrap_or_default();
+    for (field, value) in [
+        ("spec.upgrade.minSoak", &upgrade.min_soak),
+        ("spec.upgrade.stageTimeout", &upgrade.stage_timeout),
+    ] {
+        if let Some(value) = value {
+            duration::parse(field, value).map_err(|message| Blocked::new(BlockReason::InvalidDuration, message))?;
+        }
+    }
+    Ok(Desired {
+        present_by: PresentationForm::of(&accepted),
+        accepted,
+        selection: upgrade.selection,
+    })
+}
+
+/// The effective declaration recorded in status (`status.effective`).
+pub fn effective_from_status(effective: &EffectiveDeclaration) -> Result<Effective, Blocked> {
+    let accepted = accepted_from(
+        "status.effective",
+        effective.certificate.as_ref(),
+        effective.certificate_common_names.as_ref(),
+    )
+    .map_err(|blocked| Blocked::new(BlockReason::InvalidEffectiveState, blocked.message))?;
+    let presented = effective
+        .presented
+        .as_deref()
+        .map(|raw| Thumbprint::parse("status.effective.presented", raw))
+        .transpose()
+        .map_err(|err| Blocked::new(BlockReason::InvalidEffectiveState, err.to_string()))?;
+    Ok(Effective {
+        revision: effective.revision,
+        accepted,
+        presented,
+    })
+}
+
+/// The Service Fabric shape (`certificate`, `certificateCommonNames`) as rules.
+fn accepted_from(
+    prefix: &str,
+    certificate: Option<&CertificateThumbprints>,
+    common_names: Option<&CertificateCommonNames>,
+) -> Result<Accepted, Blocked> {
+    let mut thumbprints = Vec::new();
+    if let Some(certificate) = certificate {
+        let field = format!("{prefix}.certificate.thumbprint");
+        thumbprints.push(Thumbprint::parse(&field, &certificate.thumbprint).map_err(invalid_thumbprint)?);
+        if let Some(secondary) = certificate.thumbprint_secondary.as_deref().filter(|s| !s.trim().is_empty()) {
+            let field = format!("{prefix}.certificate.thumbprintSecondary");
+            thumbprints.push(Thumbprint::parse(&field, secondary).map_err(invalid_thumbprint)?);
+        }
+    }
+    let mut rules: Vec<(usize, CommonNameRule)> = Vec::new();
+    for (index, entry) in common_names.iter().flat_map(|c| c.common_names.iter()).enumerate() {
+        let field = format!("{prefix}.certificateCommonNames.commonNames[{index}]");
+        let name = common_name(&format!("{field}.certificateCommonName"), &entry.certificate_common_name)?;
+        if let Some((first, _)) = rules.iter().find(|(_, rule)| rule.name.eq_ignore_ascii_case(name)) {
+            return Err(Blocked::new(
+                BlockReason::DuplicateCommonName,
+                format!(
+                    "{field}.certificateCommonName: {name:?} is already declared at \
+                     {prefix}.certificateCommonNames.commonNames[{first}]; list several issuers in one entry instead"
+                ),
+            ));
+        }
+        let issuers = parse_thumbprint_list(
+            &format!("{field}.certificateIssuerThumbprint"),
+            &entry.certificate_issuer_thumbprint,
+        )
+        .map_err(invalid_thumbprint)?;
+        rules.push((index, CommonNameRule::new(name, issuers)));
+    }
+    Ok(Accepted::new(thumbprints, rules.into_iter().map(|(_, rule)| rule)))
+}
+
+/// A declared common name: the bare name, as Service Fabric wants it.
+fn common_name<'a>(field: &str, raw: &'a str) -> Result<&'a str, Blocked> {
+    let name = raw.trim();
+    let invalid = |why: &str| Blocked::new(BlockReason::InvalidCommonName, format!("{field}: {why}"));
+    if name.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if name.len() >= 3 && name[..3].eq_ignore_ascii_case("CN=") {
+        return Err(invalid(&format!("{name:?} starts with \"CN=\"; declare the bare name")));
+    }
+    if let Some(bad) = name.chars().find(|c| c.is_control() || *c == ',') {
+        return Err(invalid(&format!("{name:?} contains {bad:?}")));
+    }
+    Ok(name)
+}

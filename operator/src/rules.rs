@@ -1,0 +1,431 @@
+//! Service Fabric's validation and presentation rules (7.2 CU4 and later), DESIGN §3.
+//!
+//! Validation: what a member accepts from a peer. Presentation: which of the
+//! store's certificates a member presents. Both are pure functions of facts.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::facts::CertificateFacts;
+use crate::thumbprint::Thumbprint;
+
+/// One accepted common name. No issuer thumbprints means "unpinned": the
+/// certificate must chain to a CA in the declaration's trust bundle.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonNameRule {
+    pub name: String,
+    /// Direct issuer thumbprints, sorted.
+    #[serde(default)]
+    pub issuer_thumbprints: Vec<Thumbprint>,
+}
+
+impl CommonNameRule {
+    pub fn new(name: impl Into<String>, issuers: impl IntoIterator<Item = Thumbprint>) -> Self {
+        let issuers: BTreeSet<Thumbprint> = issuers.into_iter().collect();
+        Self {
+            name: name.into(),
+            issuer_thumbprints: issuers.into_iter().collect(),
+        }
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        !self.issuer_thumbprints.is_empty()
+    }
+
+    /// Whether this entry's declared name matches the certificate's subject CN or
+    /// one of its DNS SANs (validation matching: case-insensitive, wildcards).
+    pub fn matches_name(&self, cert: &CertificateFacts) -> bool {
+        cert.common_name
+            .iter()
+            .chain(&cert.dns_names)
+            .any(|name| names_match(&self.name, name))
+    }
+}
+
+/// The validation rules of a declaration (what members accept).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    /// Sorted, without duplicates.
+    #[serde(default)]
+    pub thumbprints: Vec<Thumbprint>,
+    /// Sorted by name; at most one entry per name (case-insensitive).
+    #[serde(default)]
+    pub common_names: Vec<CommonNameRule>,
+}
+
+impl Accepted {
+    pub fn new(
+        thumbprints: impl IntoIterator<Item = Thumbprint>,
+        common_names: impl IntoIterator<Item = CommonNameRule>,
+    ) -> Self {
+        let thumbprints: BTreeSet<Thumbprint> = thumbprints.into_iter().collect();
+        let mut common_names: Vec<CommonNameRule> = common_names.into_iter().collect();
+        common_names.sort();
+        Self {
+            thumbprints: thumbprints.into_iter().collect(),
+            common_names,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.thumbprints.is_empty() && self.common_names.is_empty()
+    }
+
+    /// The entry for `name`, compared as Service Fabric compares declared names.
+    pub fn common_name(&self, name: &str) -> Option<&CommonNameRule> {
+        self.common_names.iter().find(|rule| rule.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Validation (DESIGN §3): time-valid, and declared by thumbprint, or by a
+    /// common name whose issuer rule holds.
+    pub fn check(&self, cert: &CertificateFacts, trust: &TrustBundle, now: Timestamp) -> Result<(), Rejection> {
+        if now < cert.not_before {
+            return Err(Rejection::NotYetValid);
+        }
+        if now > cert.not_after {
+            return Err(Rejection::Expired);
+        }
+        self.check_declared(cert, trust)
+    }
+
+    /// Validation without the clock: whether the rules themselves admit the
+    /// certificate. The staging invariant is about rule changes, so it uses this.
+    pub fn admits(&self, cert: &CertificateFacts, trust: &TrustBundle) -> bool {
+        self.check_declared(cert, trust).is_ok()
+    }
+
+    fn check_declared(&self, cert: &CertificateFacts, trust: &TrustBundle) -> Result<(), Rejection> {
+        if self.thumbprints.iter().any(|tp| cert.has_thumbprint(tp)) {
+            return Ok(());
+        }
+        let mut rejection = Rejection::NotDeclared;
+        for rule in self.common_names.iter().filter(|rule| rule.matches_name(cert)) {
+            let issuer = cert.issuer_thumbprint.as_ref();
+            if rule.is_pinned() {
+                if issuer.is_some_and(|issuer| rule.issuer_thumbprints.contains(issuer)) {
+                    return Ok(());
+                }
+                rejection = Rejection::IssuerNotPinned {
+                    name: rule.name.clone(),
+                };
+            } else {
+                if issuer.is_some_and(|issuer| trust.contains(issuer)) {
+                    return Ok(());
+                }
+                if rejection == Rejection::NotDeclared {
+                    rejection = Rejection::IssuerNotTrusted {
+                        name: rule.name.clone(),
+                    };
+                }
+            }
+        }
+        Err(rejection)
+    }
+
+    pub fn accepts(&self, cert: &CertificateFacts, trust: &TrustBundle, now: Timestamp) -> bool {
+        self.check(cert, trust, now).is_ok()
+    }
+}
+
+/// Why validation rejects a certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    NotYetValid,
+    Expired,
+    /// Neither its thumbprint nor any of its names is declared
+    /// (Service Fabric's `CertificateNotMatched`).
+    NotDeclared,
+    /// Its name is declared with pinned issuers, and its issuer is not one of them.
+    IssuerNotPinned { name: String },
+    /// Its name is declared unpinned, and it does not chain to the trust bundle.
+    IssuerNotTrusted { name: String },
+}
+
+impl Rejection {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::NotYetValid => "CertificateNotYetValid",
+            Rejection::Expired => "CertificateExpired",
+            Rejection::NotDeclared => "CertificateNotMatched",
+            Rejection::IssuerNotPinned { .. } => "IssuerNotPinned",
+            Rejection::IssuerNotTrusted { .. } => "IssuerNotTrusted",
+        }
+    }
+
+    pub fn describe(&self, cert: &CertificateFacts) -> String {
+        let tp = &cert.thumbprint;
+        match self {
+            Rejection::NotYetValid => format!("certificate {tp} is not valid before {}", cert.not_before),
+            Rejection::Expired => format!("certificate {tp} expired at {}", cert.not_after),
+            Rejection::NotDeclared => format!("certificate {tp} matches no declared thumbprint or common name"),
+            Rejection::IssuerNotPinned { name } => format!(
+                "certificate {tp} for {name:?} is issued by {}, which is not a pinned issuer",
+                cert.issuer_thumbprint.as_ref().map_or("an unknown issuer", Thumbprint::as_str)
+            ),
+            Rejection::IssuerNotTrusted { name } => format!(
+                "certificate {tp} for {name:?} does not chain to a CA in the trust bundle"
+            ),
+        }
+    }
+}
+
+/// The CA thumbprints "chains to a trusted CA" means for unpinned common names:
+/// the CAs seen in the store's chains and `ca.crt`, plus roots the declaration adds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustBundle(BTreeSet<Thumbprint>);
+
+impl TrustBundle {
+    pub fn new(authorities: impl IntoIterator<Item = Thumbprint>) -> Self {
+        Self(authorities.into_iter().collect())
+    }
+
+    pub fn contains(&self, thumbprint: &Thumbprint) -> bool {
+        self.0.contains(thumbprint)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Thumbprint> {
+        self.0.iter()
+    }
+}
+
+/// Name matching for validation: case-insensitive; a leading `*.` (on either
+/// side) stands for exactly one DNS label.
+pub fn names_match(declared: &str, presented: &str) -> bool {
+    declared.eq_ignore_ascii_case(presented)
+        || wildcard_matches(declared, presented)
+        || wildcard_matches(presented, declared)
+}
+
+fn wildcard_matches(pattern: &str, name: &str) -> bool {
+    let Some(suffix) = pattern.strip_prefix("*.") else {
+        return false;
+    };
+    match name.split_once('.') {
+        Some((label, rest)) => {
+            !label.is_empty() && label != "*" && !suffix.is_empty() && rest.eq_ignore_ascii_case(suffix)
+        }
+        None => false,
+    }
+}
+
+/// How a member picks among several matching certificates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SelectionPolicy {
+    /// Greatest notBefore (Service Fabric 7.2 CU4 and later); ties: greatest
+    /// notAfter, then smallest thumbprint.
+    #[default]
+    NewestNotBefore,
+    /// Greatest notAfter (before 7.2 CU4); ties: greatest notBefore, then
+    /// smallest thumbprint.
+    LatestNotAfter,
+}
+
+/// How a declaration tells members what to present.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PresentBy<'a> {
+    Thumbprints(&'a [Thumbprint]),
+    /// Presentation matches the subject CN exactly and case-sensitively (no SANs,
+    /// no wildcards), as Service Fabric does.
+    CommonNames(Vec<&'a str>),
+}
+
+impl PresentBy<'_> {
+    pub fn matches(&self, cert: &CertificateFacts) -> bool {
+        match self {
+            PresentBy::Thumbprints(list) => list.iter().any(|tp| cert.has_thumbprint(tp)),
+            PresentBy::CommonNames(names) => cert
+                .common_name
+                .as_deref()
+                .is_some_and(|cn| names.contains(&cn)),
+        }
+    }
+}
+
+/// Whether a store instance may be presented at all: time-valid with its key.
+pub fn presentable(cert: &CertificateFacts, now: Timestamp) -> bool {
+    cert.is_time_valid(now) && cert.private_key.usable()
+}
+
+/// The presentation rule: among presentable candidates, the policy's winner.
+pub fn select<'a>(
+    candidates: impl IntoIterator<Item = &'a CertificateFacts>,
+    policy: SelectionPolicy,
+    now: Timestamp,
+) -> Option<&'a CertificateFacts> {
+    candidates
+        .into_iter()
+        .filter(|cert| presentable(cert, now))
+        .max_by(|a, b| {
+            let primary = match policy {
+                SelectionPolicy::NewestNotBefore => {
+                    (a.not_before, a.not_after).cmp(&(b.not_before, b.not_after))
+                }
+                SelectionPolicy::LatestNotAfter => {
+                    (a.not_after, a.not_before).cmp(&(b.not_after, b.not_before))
+                }
+            };
+            // Smallest thumbprint wins a full tie: reversed, since max_by keeps the greatest.
+            primary.then_with(|| b.thumbprint.cmp(&a.thumbprint))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::PrivateKeyState;
+    use crate::testing::{facts, tp, ts};
+
+    fn now() -> Timestamp {
+        ts("2026-06-01T00:00:00Z")
+    }
+
+    fn trust(labels: &[&str]) -> TrustBundle {
+        TrustBundle::new(labels.iter().map(|l| tp(l)))
+    }
+
+    #[test]
+    fn declared_thumbprint_is_accepted_whatever_the_issuer() {
+        let cert = facts("A").cn("x").issuer("unknown").build();
+        let rules = Accepted::new([tp("A")], []);
+        assert_eq!(rules.check(&cert, &trust(&[]), now()), Ok(()));
+    }
+
+    #[test]
+    fn sha256_thumbprints_match_the_sha256_digest() {
+        let cert = facts("A").build();
+        let rules = Accepted::new([cert.sha256.clone()], []);
+        assert!(rules.accepts(&cert, &trust(&[]), now()));
+    }
+
+    #[test]
+    fn time_invalid_certificates_are_rejected_even_when_declared() {
+        let rules = Accepted::new([tp("A")], []);
+        let expired = facts("A").valid("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z").build();
+        let future = facts("A").valid("2026-07-01T00:00:00Z", "2027-01-01T00:00:00Z").build();
+        assert_eq!(rules.check(&expired, &trust(&[]), now()), Err(Rejection::Expired));
+        assert_eq!(rules.check(&future, &trust(&[]), now()), Err(Rejection::NotYetValid));
+    }
+
+    #[test]
+    fn pinned_common_name_needs_a_pinned_direct_issuer() {
+        let rules = Accepted::new([], [CommonNameRule::new("cluster.example", [tp("CA1")])]);
+        let good = facts("G").cn("cluster.example").issuer("CA1").build();
+        let other = facts("H").cn("cluster.example").issuer("CA2").build();
+        let unknown = facts("U").cn("cluster.example").build();
+        assert!(rules.accepts(&good, &trust(&[]), now()));
+        let pinned = Err(Rejection::IssuerNotPinned {
+            name: "cluster.example".into(),
+        });
+        assert_eq!(rules.check(&other, &trust(&["CA2"]), now()), pinned);
+        assert_eq!(rules.check(&unknown, &trust(&[]), now()), pinned);
+    }
+
+    #[test]
+    fn unpinned_common_name_needs_the_trust_bundle() {
+        let rules = Accepted::new([], [CommonNameRule::new("cluster.example", [])]);
+        let cert = facts("G").cn("cluster.example").issuer("CA1").build();
+        assert!(rules.accepts(&cert, &trust(&["CA1"]), now()));
+        assert_eq!(
+            rules.check(&cert, &trust(&["CA2"]), now()),
+            Err(Rejection::IssuerNotTrusted {
+                name: "cluster.example".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_self_signed_certificate_by_common_name_needs_its_own_thumbprint_pinned() {
+        let cert = facts("S").cn("test.example").self_signed().build();
+        let unpinned = Accepted::new([], [CommonNameRule::new("test.example", [])]);
+        let pinned_to_itself = Accepted::new([], [CommonNameRule::new("test.example", [tp("S")])]);
+        assert!(!unpinned.accepts(&cert, &trust(&[]), now()));
+        assert!(pinned_to_itself.accepts(&cert, &trust(&[]), now()));
+    }
+
+    #[test]
+    fn validation_matches_names_case_insensitively_and_through_dns_sans() {
+        let rules = Accepted::new([], [CommonNameRule::new("Cluster.Example", [tp("CA")])]);
+        let by_cn = facts("A").cn("cluster.example").issuer("CA").build();
+        let by_san = facts("B").cn("something.else").dns("CLUSTER.example").issuer("CA").build();
+        let neither = facts("C").cn("other.example").issuer("CA").build();
+        assert!(rules.accepts(&by_cn, &trust(&[]), now()));
+        assert!(rules.accepts(&by_san, &trust(&[]), now()));
+        assert_eq!(rules.check(&neither, &trust(&[]), now()), Err(Rejection::NotDeclared));
+    }
+
+    #[test]
+    fn wildcards_stand_for_exactly_one_label() {
+        assert!(names_match("*.cluster.example", "node1.cluster.example"));
+        assert!(names_match("node1.cluster.example", "*.Cluster.Example"));
+        assert!(!names_match("*.cluster.example", "a.b.cluster.example"));
+        assert!(!names_match("*.cluster.example", "cluster.example"));
+        assert!(!names_match("*.example", "*.example.org"));
+        assert!(!names_match("x.*.example", "x.y.example"));
+        assert!(names_match("*.cluster.example", "*.cluster.example"));
+        let rules = Accepted::new([], [CommonNameRule::new("node1.cluster.example", [tp("CA")])]);
+        let wildcard = facts("W").cn("cluster.example").dns("*.cluster.example").issuer("CA").build();
+        assert!(rules.accepts(&wildcard, &trust(&[]), now()));
+    }
+
+    #[test]
+    fn presentation_matches_the_subject_cn_exactly() {
+        let by_cn = PresentBy::CommonNames(vec!["cluster.example"]);
+        assert!(by_cn.matches(&facts("A").cn("cluster.example").build()));
+        assert!(!by_cn.matches(&facts("B").cn("Cluster.Example").build()));
+        assert!(!by_cn.matches(&facts("C").cn("other").dns("cluster.example").build()));
+        let wildcard = PresentBy::CommonNames(vec!["*.cluster.example"]);
+        assert!(!wildcard.matches(&facts("D").cn("node.cluster.example").build()));
+    }
+
+    #[test]
+    fn newest_not_before_wins_by_default() {
+        let older_longer = facts("A").valid("2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z").build();
+        let newer_shorter = facts("B").valid("2026-03-01T00:00:00Z", "2026-12-01T00:00:00Z").build();
+        let store = [older_longer.clone(), newer_shorter.clone()];
+        let picked = select(&store, SelectionPolicy::NewestNotBefore, now()).unwrap();
+        assert_eq!(picked.thumbprint, newer_shorter.thumbprint);
+        let picked = select(&store, SelectionPolicy::LatestNotAfter, now()).unwrap();
+        assert_eq!(picked.thumbprint, older_longer.thumbprint);
+    }
+
+    #[test]
+    fn selection_ties_break_on_the_other_date_then_smallest_thumbprint() {
+        let a = facts("A").valid("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z").build();
+        let b = facts("B").valid("2026-01-01T00:00:00Z", "2027-06-01T00:00:00Z").build();
+        let b_twin = facts("C").valid("2026-01-01T00:00:00Z", "2027-06-01T00:00:00Z").build();
+        let store = [a, b.clone(), b_twin.clone()];
+        let smallest = b.thumbprint.clone().min(b_twin.thumbprint.clone());
+        for policy in [SelectionPolicy::NewestNotBefore, SelectionPolicy::LatestNotAfter] {
+            assert_eq!(select(&store, policy, now()).unwrap().thumbprint, smallest, "{policy:?}");
+        }
+        let early = facts("D").valid("2025-12-01T00:00:00Z", "2027-06-01T00:00:00Z").build();
+        let late = facts("E").valid("2026-02-01T00:00:00Z", "2027-06-01T00:00:00Z").build();
+        let store = [early, late.clone()];
+        assert_eq!(
+            select(&store, SelectionPolicy::LatestNotAfter, now()).unwrap().thumbprint,
+            late.thumbprint
+        );
+    }
+
+    #[test]
+    fn selection_skips_expired_not_yet_valid_and_keyless() {
+        let expired = facts("A").valid("2026-05-01T00:00:00Z", "2026-05-31T00:00:00Z").build();
+        let future = facts("B").valid("2026-07-01T00:00:00Z", "2027-01-01T00:00:00Z").build();
+        let keyless = facts("C").valid("2026-05-15T00:00:00Z", "2027-01-01T00:00:00Z");
+        let keyless = keyless.key(PrivateKeyState::Missing).build();
+        let mismatch = facts("D").valid("2026-05-16T00:00:00Z", "2027-01-01T00:00:00Z");
+        let mismatch = mismatch.key(PrivateKeyState::Mismatch).build();
+        let good = facts("E").valid("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z").build();
+        let store = [expired, future, keyless, mismatch, good.clone()];
+        assert_eq!(
+            select(&store, SelectionPolicy::NewestNotBefore, now()).unwrap().thumbprint,
+            good.thumbprint
+        );
+        assert!(select(&store[..4], SelectionPolicy::NewestNotBefore, now()).is_none());
+    }
+}
