@@ -5,7 +5,8 @@ use std::time::Duration;
 
 /// Parses a Go duration; `field` names where it came from in the error.
 pub fn parse(field: &str, text: &str) -> Result<Duration, String> {
-    let invalid = |why: &str| format!("{field}: invalid duration {text:?}: {why} (e.g. \"90s\", \"5m\", \"720h\", \"1h30m\")");
+    let invalid =
+        |why: &str| format!("{field}: invalid duration {text:?}: {why} (e.g. \"90s\", \"5m\", \"720h\", \"1h30m\")");
     let trimmed = text.trim();
     if trimmed == "0" {
         return Ok(Duration::ZERO);
@@ -19,13 +20,17 @@ pub fn parse(field: &str, text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = trimmed;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(invalid("expected a number"));
         }
         let number: f64 = rest[..digits].parse().map_err(|_| invalid("malformed number"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let seconds_per_unit = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -61,7 +66,10 @@ mod tests {
     fn bad_durations_name_the_field() {
         for bad in ["", "10", "5d", "-5s", "h", "1.2.3s"] {
             let err = parse("spec.upgrade.minSoak", bad).unwrap_err();
-            assert!(err.starts_with("spec.upgrade.minSoak: invalid duration"), "{bad}: {err}");
+            assert!(
+                err.starts_with("spec.upgrade.minSoak: invalid duration"),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -51,7 +51,9 @@ enum Command {
 fn read(file: &str) -> Result<Vec<u8>, String> {
     if file == "-" {
         let mut bytes = Vec::new();
-        std::io::stdin().read_to_end(&mut bytes).map_err(|err| format!("standard input: {err}"))?;
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|err| format!("standard input: {err}"))?;
         return Ok(bytes);
     }
     std::fs::read(file).map_err(|err| format!("{file}: {err}"))

@@ -78,7 +78,9 @@ impl Accepted {
 
     /// The entry for `name`, compared as Service Fabric compares declared names.
     pub fn common_name(&self, name: &str) -> Option<&CommonNameRule> {
-        self.common_names.iter().find(|rule| rule.name.eq_ignore_ascii_case(name))
+        self.common_names
+            .iter()
+            .find(|rule| rule.name.eq_ignore_ascii_case(name))
     }
 
     /// Validation (DESIGN §3): time-valid, and declared by thumbprint, or by a
@@ -141,9 +143,13 @@ pub enum Rejection {
     /// (Service Fabric's `CertificateNotMatched`).
     NotDeclared,
     /// Its name is declared with pinned issuers, and its issuer is not one of them.
-    IssuerNotPinned { name: String },
+    IssuerNotPinned {
+        name: String,
+    },
     /// Its name is declared unpinned, and it does not chain to the trust bundle.
-    IssuerNotTrusted { name: String },
+    IssuerNotTrusted {
+        name: String,
+    },
 }
 
 impl Rejection {
@@ -165,11 +171,13 @@ impl Rejection {
             Rejection::NotDeclared => format!("certificate {tp} matches no declared thumbprint or common name"),
             Rejection::IssuerNotPinned { name } => format!(
                 "certificate {tp} for {name:?} is issued by {}, which is not a pinned issuer",
-                cert.issuer_thumbprint.as_ref().map_or("an unknown issuer", Thumbprint::as_str)
+                cert.issuer_thumbprint
+                    .as_ref()
+                    .map_or("an unknown issuer", Thumbprint::as_str)
             ),
-            Rejection::IssuerNotTrusted { name } => format!(
-                "certificate {tp} for {name:?} does not chain to a CA in the trust bundle"
-            ),
+            Rejection::IssuerNotTrusted { name } => {
+                format!("certificate {tp} for {name:?} does not chain to a CA in the trust bundle")
+            }
         }
     }
 }
@@ -238,10 +246,7 @@ impl PresentBy<'_> {
     pub fn matches(&self, cert: &CertificateFacts) -> bool {
         match self {
             PresentBy::Thumbprints(list) => list.iter().any(|tp| cert.has_thumbprint(tp)),
-            PresentBy::CommonNames(names) => cert
-                .common_name
-                .as_deref()
-                .is_some_and(|cn| names.contains(&cn)),
+            PresentBy::CommonNames(names) => cert.common_name.as_deref().is_some_and(|cn| names.contains(&cn)),
         }
     }
 }
@@ -262,12 +267,8 @@ pub fn select<'a>(
         .filter(|cert| presentable(cert, now))
         .max_by(|a, b| {
             let primary = match policy {
-                SelectionPolicy::NewestNotBefore => {
-                    (a.not_before, a.not_after).cmp(&(b.not_before, b.not_after))
-                }
-                SelectionPolicy::LatestNotAfter => {
-                    (a.not_after, a.not_before).cmp(&(b.not_after, b.not_before))
-                }
+                SelectionPolicy::NewestNotBefore => (a.not_before, a.not_after).cmp(&(b.not_before, b.not_after)),
+                SelectionPolicy::LatestNotAfter => (a.not_after, a.not_before).cmp(&(b.not_after, b.not_before)),
             };
             // Smallest thumbprint wins a full tie: reversed, since max_by keeps the greatest.
             primary.then_with(|| b.thumbprint.cmp(&a.thumbprint))
@@ -351,7 +352,11 @@ mod tests {
     fn validation_matches_names_case_insensitively_and_through_dns_sans() {
         let rules = Accepted::new([], [CommonNameRule::new("Cluster.Example", [tp("CA")])]);
         let by_cn = facts("A").cn("cluster.example").issuer("CA").build();
-        let by_san = facts("B").cn("something.else").dns("CLUSTER.example").issuer("CA").build();
+        let by_san = facts("B")
+            .cn("something.else")
+            .dns("CLUSTER.example")
+            .issuer("CA")
+            .build();
         let neither = facts("C").cn("other.example").issuer("CA").build();
         assert!(rules.accepts(&by_cn, &trust(&[]), now()));
         assert!(rules.accepts(&by_san, &trust(&[]), now()));
@@ -368,7 +373,11 @@ mod tests {
         assert!(!names_match("x.*.example", "x.y.example"));
         assert!(names_match("*.cluster.example", "*.cluster.example"));
         let rules = Accepted::new([], [CommonNameRule::new("node1.cluster.example", [tp("CA")])]);
-        let wildcard = facts("W").cn("cluster.example").dns("*.cluster.example").issuer("CA").build();
+        let wildcard = facts("W")
+            .cn("cluster.example")
+            .dns("*.cluster.example")
+            .issuer("CA")
+            .build();
         assert!(rules.accepts(&wildcard, &trust(&[]), now()));
     }
 
@@ -401,13 +410,19 @@ mod tests {
         let store = [a, b.clone(), b_twin.clone()];
         let smallest = b.thumbprint.clone().min(b_twin.thumbprint.clone());
         for policy in [SelectionPolicy::NewestNotBefore, SelectionPolicy::LatestNotAfter] {
-            assert_eq!(select(&store, policy, now()).unwrap().thumbprint, smallest, "{policy:?}");
+            assert_eq!(
+                select(&store, policy, now()).unwrap().thumbprint,
+                smallest,
+                "{policy:?}"
+            );
         }
         let early = facts("D").valid("2025-12-01T00:00:00Z", "2027-06-01T00:00:00Z").build();
         let late = facts("E").valid("2026-02-01T00:00:00Z", "2027-06-01T00:00:00Z").build();
         let store = [early, late.clone()];
         assert_eq!(
-            select(&store, SelectionPolicy::LatestNotAfter, now()).unwrap().thumbprint,
+            select(&store, SelectionPolicy::LatestNotAfter, now())
+                .unwrap()
+                .thumbprint,
             late.thumbprint
         );
     }
@@ -423,7 +438,9 @@ mod tests {
         let good = facts("E").valid("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z").build();
         let store = [expired, future, keyless, mismatch, good.clone()];
         assert_eq!(
-            select(&store, SelectionPolicy::NewestNotBefore, now()).unwrap().thumbprint,
+            select(&store, SelectionPolicy::NewestNotBefore, now())
+                .unwrap()
+                .thumbprint,
             good.thumbprint
         );
         assert!(select(&store[..4], SelectionPolicy::NewestNotBefore, now()).is_none());

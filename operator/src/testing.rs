@@ -208,11 +208,6 @@ impl FactsBuilder {
         self
     }
 
-    pub fn ca(mut self) -> Self {
-        self.0.is_ca = true;
-        self
-    }
-
     pub fn valid(mut self, from: &str, until: &str) -> Self {
         self.0.not_before = ts(from);
         self.0.not_after = ts(until);

@@ -60,9 +60,7 @@ impl ThumbprintError {
 /// Characters that are dropped before a thumbprint is checked: separators and the
 /// invisible marks Windows' certificate dialog puts around copied text.
 fn is_ignorable(ch: char) -> bool {
-    ch.is_whitespace()
-        || ch == ':'
-        || matches!(ch, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{FEFF}')
+    ch.is_whitespace() || ch == ':' || matches!(ch, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{FEFF}')
 }
 
 impl Thumbprint {
@@ -208,9 +206,15 @@ mod tests {
                 digits: 39
             }
         );
-        assert!(err.to_string().starts_with("spec.certificate.thumbprint: 39 hex digits"));
+        assert!(
+            err.to_string()
+                .starts_with("spec.certificate.thumbprint: 39 hex digits")
+        );
         assert!(matches!(parse(""), Err(ThumbprintError::WrongLength { digits: 0, .. })));
-        assert!(matches!(parse(&"A".repeat(41)), Err(ThumbprintError::WrongLength { digits: 41, .. })));
+        assert!(matches!(
+            parse(&"A".repeat(41)),
+            Err(ThumbprintError::WrongLength { digits: 41, .. })
+        ));
     }
 
     #[test]
@@ -236,7 +240,14 @@ mod tests {
     fn other_invisible_characters_are_not_silently_dropped() {
         // U+200B (zero-width space) is not one of the marks certificate UIs paste.
         let err = parse(&format!("\u{200B}{SHA1}")).unwrap_err();
-        assert!(matches!(err, ThumbprintError::InvalidCharacter { ch: '\u{200B}', position: 1, .. }));
+        assert!(matches!(
+            err,
+            ThumbprintError::InvalidCharacter {
+                ch: '\u{200B}',
+                position: 1,
+                ..
+            }
+        ));
         assert!(err.to_string().contains("U+200B"));
     }
 
@@ -245,7 +256,10 @@ mod tests {
         let b = "B".repeat(40);
         let a = "a".repeat(40);
         let list = parse_thumbprint_list("issuers", &format!(" {b} , {a},{b},")).unwrap();
-        assert_eq!(list.iter().map(Thumbprint::as_str).collect::<Vec<_>>(), ["A".repeat(40), b.clone()]);
+        assert_eq!(
+            list.iter().map(Thumbprint::as_str).collect::<Vec<_>>(),
+            ["A".repeat(40), b.clone()]
+        );
         assert_eq!(join_thumbprints(&list), format!("{},{b}", "A".repeat(40)));
         assert!(parse_thumbprint_list("issuers", "").unwrap().is_empty());
     }

@@ -9,7 +9,8 @@ use crate::facts::{CertificateBundle, CertificateFacts, inspect as inspect_bytes
 /// The certificates of `bytes`: PEM or DER, or the Secrets of a YAML manifest.
 pub fn inspect(source: &str, bytes: &[u8]) -> Result<Vec<(String, CertificateFacts)>, String> {
     let text = std::str::from_utf8(bytes).ok();
-    let is_manifest = text.is_some_and(|t| !t.contains("-----BEGIN ") && t.contains("kind:") || t.trim_start().starts_with('{'));
+    let is_manifest =
+        text.is_some_and(|t| !t.contains("-----BEGIN ") && t.contains("kind:") || t.trim_start().starts_with('{'));
     if !is_manifest {
         let all = inspect_bytes(source, bytes).map_err(|err| err.to_string())?;
         return Ok(all.into_iter().map(|facts| (source.to_owned(), facts)).collect());
@@ -37,20 +38,32 @@ pub fn render_text(all: &[(String, CertificateFacts)]) -> String {
         if index > 0 {
             out.push('\n');
         }
-        let list = |items: &[String]| if items.is_empty() { "-".to_owned() } else { items.join(", ") };
+        let list = |items: &[String]| {
+            if items.is_empty() {
+                "-".to_owned()
+            } else {
+                items.join(", ")
+            }
+        };
         let rows = [
             ("Source", source.clone()),
             ("Thumbprint", facts.thumbprint.to_string()),
             ("SHA-256", facts.sha256.to_string()),
             ("Subject", facts.subject.clone()),
-            ("Common name", facts.common_name.clone().unwrap_or_else(|| "-".to_owned())),
+            (
+                "Common name",
+                facts.common_name.clone().unwrap_or_else(|| "-".to_owned()),
+            ),
             ("DNS names", list(&facts.dns_names)),
             ("IP addresses", list(&facts.ip_addresses)),
             ("URIs", list(&facts.uris)),
             ("Issuer", facts.issuer.clone()),
             (
                 "Issuer thumbprint",
-                facts.issuer_thumbprint.as_ref().map_or_else(|| "unknown (issuer not in the input)".to_owned(), ToString::to_string),
+                facts
+                    .issuer_thumbprint
+                    .as_ref()
+                    .map_or_else(|| "unknown (issuer not in the input)".to_owned(), ToString::to_string),
             ),
             ("Serial", facts.serial.clone()),
             ("Not before", facts.not_before.to_string()),

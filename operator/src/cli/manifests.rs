@@ -61,7 +61,11 @@ impl Manifests {
         if value.is_null() {
             return Ok(());
         }
-        let kind = value.get("kind").and_then(serde_yaml::Value::as_str).unwrap_or_default().to_owned();
+        let kind = value
+            .get("kind")
+            .and_then(serde_yaml::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let metadata = value.get("metadata");
         let field = |key: &str| metadata.and_then(|m| m.get(key)).and_then(serde_yaml::Value::as_str);
         origin.name = match (field("namespace"), field("name")) {

@@ -28,7 +28,11 @@ pub struct PlanReport {
 
 impl PlanReport {
     pub fn exit_code(&self) -> i32 {
-        if self.blocked.is_some() { EXIT_BLOCKED } else { EXIT_PLANNED }
+        if self.blocked.is_some() {
+            EXIT_BLOCKED
+        } else {
+            EXIT_PLANNED
+        }
     }
 }
 
@@ -38,17 +42,29 @@ pub fn plan(manifests: &Manifests, now: Timestamp) -> Result<PlanReport, String>
         [one] => one,
         [] => return Err("no ClusterCertificateDeclaration in the input".to_owned()),
         [_, second, ..] => {
-            return Err(format!("{}: a second ClusterCertificateDeclaration; plan one at a time", second.0));
+            return Err(format!(
+                "{}: a second ClusterCertificateDeclaration; plan one at a time",
+                second.0
+            ));
         }
     };
-    let namespace = declaration.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let namespace = declaration
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
     let name = declaration.metadata.name.clone().unwrap_or_default();
     let report = |plan: Plan| PlanReport {
         declaration: format!("{namespace}/{name}"),
         blocked: plan.blocked,
         revisions: plan.revisions,
     };
-    let blocked = |blocked: Blocked| report(Plan { revisions: Vec::new(), blocked: Some(blocked) });
+    let blocked = |blocked: Blocked| {
+        report(Plan {
+            revisions: Vec::new(),
+            blocked: Some(blocked),
+        })
+    };
 
     let desired = match planner::desired_from_spec(&declaration.spec) {
         Ok(desired) => desired,
@@ -92,7 +108,9 @@ fn gather_store(
         // An ObservedCertificate's source Secret, or a Secret named directly.
         let secret_name = observed.map_or(store_name.as_str(), |(_, o)| o.spec.source.secret_ref.name.as_str());
         let source = secret(secret_name);
-        let recorded = observed.and_then(|(_, o)| o.status.as_ref()).map(|s| s.instances.clone());
+        let recorded = observed
+            .and_then(|(_, o)| o.status.as_ref())
+            .map(|s| s.instances.clone());
         if source.is_none() && recorded.as_ref().is_none_or(Vec::is_empty) {
             let what = match observed {
                 Some(_) => format!("its source Secret {namespace}/{secret_name} is not in the input"),
@@ -145,7 +163,11 @@ fn trust_bundle_roots(
             .iter()
             .find(|(_, m)| matches(&m.metadata, &r.name))
             .ok_or_else(|| not_found(format!("ConfigMap {namespace}/{} is not in the input", r.name)))?;
-        let bytes = map.data.as_ref().and_then(|d| d.get(&key)).map(|v| v.as_bytes().to_vec());
+        let bytes = map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&key))
+            .map(|v| v.as_bytes().to_vec());
         (origin, key, bytes)
     } else if let Some(r) = &source.secret_ref {
         let key = r.key.clone().unwrap_or_else(|| "ca.crt".to_owned());
@@ -174,12 +196,21 @@ pub fn render_text(report: &PlanReport) -> String {
     let _ = match (&report.blocked, pending) {
         (Some(blocked), _) => writeln!(out, "{}: blocked: {blocked}", report.declaration),
         (None, 0) => writeln!(out, "{}: nothing to publish", report.declaration),
-        (None, n) => writeln!(out, "{}: {n} revision{} to publish", report.declaration, if n == 1 { "" } else { "s" }),
+        (None, n) => writeln!(
+            out,
+            "{}: {n} revision{} to publish",
+            report.declaration,
+            if n == 1 { "" } else { "s" }
+        ),
     };
     if report.revisions.is_empty() {
         return out;
     }
-    let _ = writeln!(out, "\n{:<4} {:<20} {:<13} {:<42} ACCEPTED", "REV", "STAGE", "CHANGE", "PRESENTED");
+    let _ = writeln!(
+        out,
+        "\n{:<4} {:<20} {:<13} {:<42} ACCEPTED",
+        "REV", "STAGE", "CHANGE", "PRESENTED"
+    );
     for (index, revision) in report.revisions.iter().enumerate() {
         let stage = match (index, revision.stage) {
             (0, _) => "(in force)".to_owned(),
@@ -187,7 +218,12 @@ pub fn render_text(report: &PlanReport) -> String {
             (_, None) => "-".to_owned(),
         };
         let change = revision.change.map_or_else(|| "-".to_owned(), |c| format!("{c:?}"));
-        let mut accepted: Vec<String> = revision.accepted.thumbprints.iter().map(|t| format!("TP {t}")).collect();
+        let mut accepted: Vec<String> = revision
+            .accepted
+            .thumbprints
+            .iter()
+            .map(|t| format!("TP {t}"))
+            .collect();
         accepted.extend(revision.accepted.common_names.iter().map(|rule| {
             if rule.is_pinned() {
                 let issuers: Vec<&str> = rule.issuer_thumbprints.iter().map(Thumbprint::short).collect();

@@ -104,6 +104,17 @@ mod tests {
             .flatten()
             .map(|c| c.name.to_uppercase())
             .collect();
-        assert_eq!(columns, ["DECLARED-BY", "STAGE", "PRESENTING", "MEMBERS", "EXPIRES", "READY", "AGE"]);
+        assert_eq!(
+            columns,
+            [
+                "DECLARED-BY",
+                "STAGE",
+                "PRESENTING",
+                "MEMBERS",
+                "EXPIRES",
+                "READY",
+                "AGE"
+            ]
+        );
     }
 }

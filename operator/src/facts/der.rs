@@ -64,7 +64,11 @@ impl<'a> Reader<'a> {
 
     /// The next TLV if it carries `tag`; otherwise nothing is consumed.
     pub fn optional(&mut self, tag: u8) -> Option<&'a [u8]> {
-        if self.rest.first() == Some(&tag) { self.next(tag) } else { None }
+        if self.rest.first() == Some(&tag) {
+            self.next(tag)
+        } else {
+            None
+        }
     }
 }
 
@@ -115,14 +119,21 @@ mod tests {
         assert_eq!(single(&input, OCTET_STRING).map(<[u8]>::len), Some(200));
         assert!(single(&input[..100], OCTET_STRING).is_none());
         // A length that claims more bytes than there are.
-        assert!(Reader::new(&[OCTET_STRING, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]).next_any().is_none());
+        assert!(
+            Reader::new(&[OCTET_STRING, 0x84, 0xFF, 0xFF, 0xFF, 0xFF])
+                .next_any()
+                .is_none()
+        );
         // Trailing bytes after the one TLV.
         assert!(single(&[INTEGER, 1, 5, 0], INTEGER).is_none());
     }
 
     #[test]
     fn oids_and_integers() {
-        assert_eq!(oid_string(&[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01]).as_deref(), Some("1.2.840.10045.2.1"));
+        assert_eq!(
+            oid_string(&[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01]).as_deref(),
+            Some("1.2.840.10045.2.1")
+        );
         assert_eq!(unsigned(&[0, 0, 0x80, 1]), &[0x80, 1]);
         assert_eq!(unsigned(&[0]), &[0]);
     }

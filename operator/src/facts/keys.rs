@@ -15,8 +15,14 @@ const P521: &str = "1.3.132.0.35";
 /// The public half of a key pair, normalized for comparison.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublicKey {
-    Rsa { modulus: Vec<u8>, exponent: Vec<u8> },
-    Ec { curve: String, point: Vec<u8> },
+    Rsa {
+        modulus: Vec<u8>,
+        exponent: Vec<u8>,
+    },
+    Ec {
+        curve: String,
+        point: Vec<u8>,
+    },
     Ed25519(Vec<u8>),
     /// A key type certshift does not interpret, by algorithm OID.
     Other(String),
@@ -54,7 +60,9 @@ impl PublicKey {
         match self {
             PublicKey::Rsa { modulus, .. } => {
                 let leading = modulus.first().map_or(0, |b| b.leading_zeros());
-                u32::try_from(modulus.len() * 8).unwrap_or(u32::MAX).saturating_sub(leading)
+                u32::try_from(modulus.len() * 8)
+                    .unwrap_or(u32::MAX)
+                    .saturating_sub(leading)
             }
             PublicKey::Ec { curve, .. } => match curve.as_str() {
                 P256 => 256,
@@ -88,7 +96,9 @@ pub fn public_key_of_private(label: &str, der: &[u8]) -> Result<PublicKey, KeyEr
         "RSA PRIVATE KEY" => rsa_private_key(der).ok_or_else(|| "malformed PKCS#1 RSA private key".to_owned()),
         "EC PRIVATE KEY" => ec_private_key(der, None).ok_or_else(|| "malformed SEC1 EC private key".to_owned())?,
         "ENCRYPTED PRIVATE KEY" => Err("the private key is encrypted; certshift needs it unencrypted".to_owned()),
-        other => Err(format!("unexpected PEM block {other:?} where a private key was expected")),
+        other => Err(format!(
+            "unexpected PEM block {other:?} where a private key was expected"
+        )),
     }
 }
 

@@ -99,7 +99,11 @@ pub enum FactsError {
     #[error("{field}: PEM block {index} is {label:?}, expected \"CERTIFICATE\"")]
     UnexpectedPemLabel { field: String, index: usize, label: String },
     #[error("{field}: certificate {index} is not valid DER X.509: {message}")]
-    MalformedCertificate { field: String, index: usize, message: String },
+    MalformedCertificate {
+        field: String,
+        index: usize,
+        message: String,
+    },
     #[error("{field}: more than {limit} PEM blocks")]
     TooManyBlocks { field: String, limit: usize },
 }
@@ -175,7 +179,9 @@ impl CertificateBundle {
                 message
             }
         };
-        let chain_der = std::iter::once(leaf.der).chain(chain.iter().map(|p| p.der.clone())).collect();
+        let chain_der = std::iter::once(leaf.der)
+            .chain(chain.iter().map(|p| p.der.clone()))
+            .collect();
         Ok(Self {
             leaf: leaf.facts,
             chain: chain.into_iter().map(|p| p.facts).collect(),
@@ -195,8 +201,10 @@ impl CertificateBundle {
 /// and the private key (if the file holds one) matched against the first.
 pub fn inspect(field: &str, bytes: &[u8]) -> Result<Vec<CertificateFacts>, FactsError> {
     let mut parsed = parse_certificates_lenient(field, bytes)?;
-    let issuers: Vec<(Thumbprint, Vec<u8>)> =
-        parsed.iter().map(|p| (p.facts.thumbprint.clone(), p.der.clone())).collect();
+    let issuers: Vec<(Thumbprint, Vec<u8>)> = parsed
+        .iter()
+        .map(|p| (p.facts.thumbprint.clone(), p.der.clone()))
+        .collect();
     for p in &mut parsed {
         p.facts.issuer_thumbprint = find_issuer(&p.der, &p.facts, &issuers);
     }
@@ -247,13 +255,17 @@ fn parse_certificates(field: &str, bytes: &[u8]) -> Result<Vec<Parsed>, FactsErr
     let bytes = strip_bom(bytes);
     if !looks_like_pem(bytes) {
         if is_blank(bytes) {
-            return Err(FactsError::NoCertificate { field: field.to_owned() });
+            return Err(FactsError::NoCertificate {
+                field: field.to_owned(),
+            });
         }
         return Ok(vec![parse_der(field, 0, bytes)?]);
     }
     let blocks = pem_blocks(field, bytes)?;
     if blocks.is_empty() {
-        return Err(FactsError::NoCertificate { field: field.to_owned() });
+        return Err(FactsError::NoCertificate {
+            field: field.to_owned(),
+        });
     }
     blocks
         .iter()
@@ -285,7 +297,9 @@ fn parse_certificates_lenient(field: &str, bytes: &[u8]) -> Result<Vec<Parsed>, 
         .map(|(index, block)| parse_der(field, index, block.contents()))
         .collect::<Result<Vec<_>, _>>()?;
     if parsed.is_empty() {
-        return Err(FactsError::NoCertificate { field: field.to_owned() });
+        return Err(FactsError::NoCertificate {
+            field: field.to_owned(),
+        });
     }
     Ok(parsed)
 }
@@ -302,7 +316,10 @@ fn parse_der(field: &str, index: usize, der: &[u8]) -> Result<Parsed, FactsError
     };
     let (rest, cert) = X509Certificate::from_der(der).map_err(|err| malformed(err.to_string()))?;
     if !rest.is_empty() {
-        return Err(malformed(format!("{} trailing bytes after the certificate", rest.len())));
+        return Err(malformed(format!(
+            "{} trailing bytes after the certificate",
+            rest.len()
+        )));
     }
     let public_key = PublicKey::from_spki(cert.public_key().raw);
     let not_before = timestamp(cert.validity().not_before.timestamp()).map_err(&malformed)?;
@@ -342,7 +359,9 @@ fn parse_der(field: &str, index: usize, der: &[u8]) -> Result<Parsed, FactsError
         serial: cert.raw_serial().iter().map(|b| format!("{b:02X}")).collect(),
         not_before,
         not_after,
-        key_algorithm: public_key.as_ref().map_or_else(|| "unknown".to_owned(), PublicKey::algorithm),
+        key_algorithm: public_key
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), PublicKey::algorithm),
         key_size: public_key.as_ref().map_or(0, PublicKey::bits),
         signature_algorithm: signature_algorithm_name(&cert.signature_algorithm.algorithm.to_id_string()),
         extended_key_usages: extended_key_usages(&cert),

@@ -35,7 +35,10 @@ fn leaf_facts_from_a_tls_secret_with_chain_and_ca() {
     assert_eq!(facts.ip_addresses, ["10.0.0.1"]);
     assert_eq!(facts.issuer, "CN=Issuing CA");
     assert_eq!(facts.issuer_thumbprint.as_ref(), Some(&bundle.chain[0].thumbprint));
-    assert_eq!(bundle.chain[0].issuer_thumbprint.as_ref(), Some(&bundle.ca[0].thumbprint));
+    assert_eq!(
+        bundle.chain[0].issuer_thumbprint.as_ref(),
+        Some(&bundle.ca[0].thumbprint)
+    );
     assert_eq!(facts.not_before, ts("2026-03-01T00:00:00Z"));
     assert_eq!(facts.not_after, ts("2026-07-01T00:00:00Z"));
     assert_eq!((facts.key_algorithm.as_str(), facts.key_size), ("ECDSA", 256));
@@ -60,7 +63,11 @@ fn every_key_type_is_sized_and_matched() {
         let issued = cert("k.example").key(key).self_signed();
         let key_pem = issued.key_pem();
         let bundle = CertificateBundle::from_tls(&tls(&issued.pem, Some(&key_pem), None)).unwrap();
-        assert_eq!((bundle.leaf.key_algorithm.as_str(), bundle.leaf.key_size), (algorithm, bits), "{label}");
+        assert_eq!(
+            (bundle.leaf.key_algorithm.as_str(), bundle.leaf.key_size),
+            (algorithm, bits),
+            "{label}"
+        );
         assert_eq!(bundle.leaf.private_key, PrivateKeyState::Matches, "{label}");
         assert!(bundle.leaf.self_signed);
         assert_eq!(bundle.leaf.issuer_thumbprint.as_ref(), Some(&bundle.leaf.thumbprint));
@@ -109,8 +116,14 @@ fn a_key_of_another_certificate_is_a_mismatch_with_a_reason() {
 fn unreadable_keys_are_reported_not_fatal() {
     let a = cert("a.example").self_signed();
     for (key, expected) in [
-        ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "malformed PKCS#8"),
-        ("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", "encrypted"),
+        (
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "malformed PKCS#8",
+        ),
+        (
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+            "encrypted",
+        ),
         ("garbage", "not a PEM or DER private key"),
         (a.pem.as_str(), "no PRIVATE KEY block"),
     ] {
@@ -148,7 +161,10 @@ fn an_out_of_order_chain_still_resolves_the_issuer() {
     let leaf = cert("leaf.example").signed_by(&root);
     let reversed = format!("{}{}", leaf.pem, root.pem);
     let bundle = CertificateBundle::from_tls(&tls(&reversed, None, None)).unwrap();
-    assert_eq!(bundle.leaf.issuer_thumbprint.as_ref(), Some(&bundle.chain[0].thumbprint));
+    assert_eq!(
+        bundle.leaf.issuer_thumbprint.as_ref(),
+        Some(&bundle.chain[0].thumbprint)
+    );
     // The issuer named but absent: unknown, not guessed.
     let alone = CertificateBundle::from_tls(&tls(&leaf.pem, None, None)).unwrap();
     assert_eq!(alone.leaf.issuer_thumbprint, None);
@@ -177,9 +193,15 @@ fn malformed_material_gives_named_errors() {
         (truncated_der, "MalformedCertificate"),
         (&trailing, "MalformedCertificate"),
         (key_pem.as_bytes(), "UnexpectedPemLabel"),
-        (b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n", "MalformedPem"),
+        (
+            b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+            "MalformedPem",
+        ),
         (b"-----BEGIN CERTIFICATE-----\nAAAA\n", "MalformedPem"),
-        (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "MalformedCertificate"),
+        (
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "MalformedCertificate",
+        ),
     ];
     for (input, reason) in cases {
         let err = CertificateBundle::from_tls(&TlsMaterial {

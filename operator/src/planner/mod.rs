@@ -234,7 +234,9 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
         Ok(goal) => goal,
         Err(blocked) => return Plan::blocked(steps.revisions, blocked),
     };
-    let presented = store.find(&current.presented).expect("effective_state checked the store");
+    let presented = store
+        .find(&current.presented)
+        .expect("effective_state checked the store");
     let target = State {
         presented: goal.thumbprint.clone(),
         accepted: desired.accepted.clone(),
@@ -270,10 +272,22 @@ fn effective_state(
             )
         })?,
         None => {
+            // The presentation rule, among what the effective rules admit:
+            // certshift never had members present anything else.
+            let admitted = Store {
+                instances: store
+                    .instances
+                    .iter()
+                    .filter(|facts| effective.accepted.admits(facts, &store.trust))
+                    .cloned()
+                    .collect(),
+                trust: store.trust.clone(),
+            };
             let form = PresentationForm::of(&effective.accepted);
-            select_with_reasons(&form, selection, store, now).map_err(|blocked| {
+            let selected = select_with_reasons(&form, selection, &admitted, now).map_err(|blocked| {
                 Blocked::new(blocked.reason, format!("effective declaration: {}", blocked.message))
-            })?
+            })?;
+            store.find(&selected.thumbprint).expect("selected from the store")
         }
     };
     if !effective.accepted.admits(presented, &store.trust) {
@@ -319,7 +333,9 @@ fn select_with_reasons<'a>(
     now: Timestamp,
 ) -> Result<&'a CertificateFacts, Blocked> {
     let by = form.present_by();
-    let candidates: Vec<&CertificateFacts> = store.instances.iter().filter(|facts| by.matches(facts)).collect();
+    let mut candidates: Vec<&CertificateFacts> = store.instances.iter().filter(|facts| by.matches(facts)).collect();
+    // Messages list candidates; keep them independent of the store's order.
+    candidates.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
     if candidates.is_empty() {
         return Err(match form {
             PresentationForm::Thumbprints(list) => Blocked::new(
@@ -404,7 +420,10 @@ fn convert_to_common_name(
 ) {
     let current = steps.last().clone();
     // AddSecondary: accept the goal by thumbprint next to what is presented.
-    let with_goal = fit_slots(&current.accepted.thumbprints, &[&presented.thumbprint, &goal.thumbprint]);
+    let with_goal = fit_slots(
+        &current.accepted.thumbprints,
+        &[&presented.thumbprint, &goal.thumbprint],
+    );
     let added = Accepted::new(with_goal.iter().cloned(), []);
     steps.push(Stage::AddSecondary, state(&presented.thumbprint, &added));
     steps.push(Stage::AddSecondary, state(&goal.thumbprint, &added));
@@ -427,7 +446,10 @@ fn convert_to_common_name(
         .collect();
     let both = Accepted::new(added.thumbprints.iter().cloned(), switched.iter().cloned());
     steps.push(Stage::SwitchToCommonName, state(&goal.thumbprint, &both));
-    steps.push(Stage::SwitchToCommonName, state(&goal.thumbprint, &Accepted::new([], switched)));
+    steps.push(
+        Stage::SwitchToCommonName,
+        state(&goal.thumbprint, &Accepted::new([], switched)),
+    );
 
     // PinIssuers: narrow to the desired issuers.
     steps.push(Stage::PinIssuers, target.clone());
@@ -454,7 +476,13 @@ fn widen_present_narrow(
     if !by_name.admits(goal, trust) {
         needed.push(&goal.thumbprint);
     }
-    let preferred: Vec<Thumbprint> = target.accepted.thumbprints.iter().chain(&current.thumbprints).cloned().collect();
+    let preferred: Vec<Thumbprint> = target
+        .accepted
+        .thumbprints
+        .iter()
+        .chain(&current.thumbprints)
+        .cloned()
+        .collect();
     let thumbprints = fit_slots(&preferred, &needed);
     let widened = Accepted::new(thumbprints, common_names);
     steps.push(Stage::WidenValidation, state(&presented.thumbprint, &widened));
@@ -471,7 +499,11 @@ fn merge_common_names(current: &[CommonNameRule], desired: &[CommonNameRule]) ->
             Some(existing) if existing.is_pinned() && rule.is_pinned() => {
                 *existing = CommonNameRule::new(
                     existing.name.clone(),
-                    existing.issuer_thumbprints.iter().chain(&rule.issuer_thumbprints).cloned(),
+                    existing
+                        .issuer_thumbprints
+                        .iter()
+                        .chain(&rule.issuer_thumbprints)
+                        .cloned(),
                 );
             }
             Some(existing) => *existing = CommonNameRule::new(existing.name.clone(), []),

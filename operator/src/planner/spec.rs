@@ -43,7 +43,10 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
     }
     for (index, client) in spec.client_certificate_common_names.iter().enumerate() {
         let field = format!("spec.clientCertificateCommonNames[{index}]");
-        common_name(&format!("{field}.certificateCommonName"), &client.certificate_common_name)?;
+        common_name(
+            &format!("{field}.certificateCommonName"),
+            &client.certificate_common_name,
+        )?;
         parse_thumbprint_list(
             &format!("{field}.certificateIssuerThumbprint"),
             &client.certificate_issuer_thumbprint,
@@ -97,7 +100,11 @@ fn accepted_from(
     if let Some(certificate) = certificate {
         let field = format!("{prefix}.certificate.thumbprint");
         thumbprints.push(Thumbprint::parse(&field, &certificate.thumbprint).map_err(invalid_thumbprint)?);
-        if let Some(secondary) = certificate.thumbprint_secondary.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(secondary) = certificate
+            .thumbprint_secondary
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             let field = format!("{prefix}.certificate.thumbprintSecondary");
             thumbprints.push(Thumbprint::parse(&field, secondary).map_err(invalid_thumbprint)?);
         }
@@ -105,7 +112,10 @@ fn accepted_from(
     let mut rules: Vec<(usize, CommonNameRule)> = Vec::new();
     for (index, entry) in common_names.iter().flat_map(|c| c.common_names.iter()).enumerate() {
         let field = format!("{prefix}.certificateCommonNames.commonNames[{index}]");
-        let name = common_name(&format!("{field}.certificateCommonName"), &entry.certificate_common_name)?;
+        let name = common_name(
+            &format!("{field}.certificateCommonName"),
+            &entry.certificate_common_name,
+        )?;
         if let Some((first, _)) = rules.iter().find(|(_, rule)| rule.name.eq_ignore_ascii_case(name)) {
             return Err(Blocked::new(
                 BlockReason::DuplicateCommonName,

@@ -1,1 +1,695 @@
 use super::*;
+use crate::crd::{
+    CertificateCommonNames, CertificateStore, CertificateThumbprints, ClientCertificateThumbprint,
+    ClusterCertificateDeclarationSpec, CommonNameDeclaration, UpgradePolicy,
+};
+use crate::testing::{facts, tp, ts};
+
+const CN: &str = "cluster.example";
+
+fn now() -> Timestamp {
+    ts("2026-06-01T00:00:00Z")
+}
+
+/// The conversion cast: CA1 issues the goal G for cluster.example; Old1 and
+/// Old2 are older self-signed thumbprint certificates.
+fn goal_cert() -> CertificateFacts {
+    facts("G")
+        .cn(CN)
+        .issuer("CA1")
+        .valid("2026-03-01T00:00:00Z", "2026-12-01T00:00:00Z")
+        .build()
+}
+
+fn old(label: &str, not_before: &str) -> CertificateFacts {
+    facts(label)
+        .cn("old.example")
+        .self_signed()
+        .valid(not_before, "2027-01-01T00:00:00Z")
+        .build()
+}
+
+fn store(instances: Vec<CertificateFacts>) -> Store {
+    Store {
+        instances,
+        trust: TrustBundle::new([tp("CA1")]),
+    }
+}
+
+fn by_thumbprint(labels: &[&str]) -> Accepted {
+    Accepted::new(labels.iter().map(|l| tp(l)), [])
+}
+
+fn by_name(name: &str, issuers: &[&str]) -> Accepted {
+    Accepted::new([], [CommonNameRule::new(name, issuers.iter().map(|l| tp(l)))])
+}
+
+fn desired(accepted: Accepted) -> Desired {
+    Desired {
+        present_by: PresentationForm::of(&accepted),
+        accepted,
+        selection: SelectionPolicy::NewestNotBefore,
+    }
+}
+
+fn effective(accepted: Accepted) -> Effective {
+    Effective {
+        revision: 7,
+        accepted,
+        presented: None,
+    }
+}
+
+fn stages(plan: &Plan) -> Vec<(Stage, Change)> {
+    plan.pending()
+        .iter()
+        .map(|r| (r.stage.unwrap(), r.change.unwrap()))
+        .collect()
+}
+
+/// The checks every successful plan must pass, written independently of the
+/// planner's own check.
+fn assert_walkable(plan: &Plan, store: &Store, desired: &Desired) {
+    assert_eq!(plan.blocked, None);
+    for pair in plan.revisions.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let find = |t: &Thumbprint| store.instances.iter().find(|f| &f.thumbprint == t).unwrap();
+        assert!(
+            b.accepted.admits(find(&a.presented), &store.trust),
+            "r{} rejects r{}'s",
+            b.revision,
+            a.revision
+        );
+        assert!(
+            a.accepted.admits(find(&b.presented), &store.trust),
+            "r{} rejects r{}'s",
+            a.revision,
+            b.revision
+        );
+        assert_eq!(b.revision, a.revision + 1);
+        assert!(
+            (a.presented == b.presented) != (a.accepted == b.accepted),
+            "r{} must change one thing",
+            b.revision
+        );
+        assert!(b.accepted.thumbprints.len() <= THUMBPRINT_SLOTS);
+    }
+    let last = plan.revisions.last().unwrap();
+    assert_eq!(last.accepted, desired.accepted);
+    assert_eq!(
+        Some(&last.presented),
+        goal(desired, store, now()).ok().map(|g| &g.thumbprint)
+    );
+}
+
+fn convert(current: Accepted, instances: Vec<CertificateFacts>) -> (Plan, Store, Desired) {
+    let store = store(instances);
+    let target = desired(by_name(CN, &["CA1"]));
+    let plan = plan(Some(&effective(current)), &target, &store, now());
+    (plan, store, target)
+}
+
+const CONVERSION_TAIL: [(Stage, Change); 3] = [
+    (Stage::SwitchToCommonName, Change::Validation),
+    (Stage::SwitchToCommonName, Change::Validation),
+    (Stage::PinIssuers, Change::Validation),
+];
+
+// --- Service Fabric: valid starting states for the conversion ---------------
+
+#[test]
+fn conversion_from_goal_alone_skips_add_secondary() {
+    let (plan, store, target) = convert(by_thumbprint(&["G"]), vec![goal_cert()]);
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(stages(&plan), CONVERSION_TAIL);
+    let [r0, r1, r2, r3] = &plan.revisions[..] else {
+        panic!("{plan:?}")
+    };
+    assert_eq!(r0.revision, 7);
+    assert_eq!(r1.accepted, Accepted::new([tp("G")], [CommonNameRule::new(CN, [])]));
+    assert_eq!(r2.accepted, by_name(CN, &[]));
+    assert_eq!(r3.accepted, by_name(CN, &["CA1"]));
+    assert!(plan.revisions.iter().all(|r| r.presented == tp("G")));
+}
+
+#[test]
+fn conversion_from_goal_with_an_older_secondary_skips_add_secondary() {
+    let (plan, store, target) = convert(
+        by_thumbprint(&["G", "Old1"]),
+        vec![goal_cert(), old("Old1", "2026-01-01T00:00:00Z")],
+    );
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(stages(&plan), CONVERSION_TAIL);
+}
+
+#[test]
+fn conversion_from_an_older_primary_with_goal_as_secondary_skips_add_secondary() {
+    // `thumbprint: Old1, thumbprintSecondary: G` is the same set: G is newer, so presented.
+    let (plan, store, target) = convert(
+        by_thumbprint(&["Old1", "G"]),
+        vec![old("Old1", "2026-01-01T00:00:00Z"), goal_cert()],
+    );
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(plan.revisions[0].presented, tp("G"));
+    assert_eq!(stages(&plan), CONVERSION_TAIL);
+}
+
+// --- Service Fabric: remediation table ---------------------------------------
+
+#[test]
+fn remediation_old_primary_alone_goal_newer_adds_goal_as_secondary() {
+    // SF upgrade 1: TP=Old1, Sec=G; then the conversion.
+    let (plan, store, target) = convert(
+        by_thumbprint(&["Old1"]),
+        vec![old("Old1", "2026-01-01T00:00:00Z"), goal_cert()],
+    );
+    assert_walkable(&plan, &store, &target);
+    let r1 = &plan.revisions[1];
+    assert_eq!(
+        (r1.stage, r1.change),
+        (Some(Stage::AddSecondary), Some(Change::Validation))
+    );
+    assert_eq!(
+        (&r1.accepted, &r1.presented),
+        (&by_thumbprint(&["Old1", "G"]), &tp("Old1"))
+    );
+    let r2 = &plan.revisions[2];
+    assert_eq!(
+        (r2.stage, r2.change, &r2.presented),
+        (Some(Stage::AddSecondary), Some(Change::Presentation), &tp("G"))
+    );
+    assert_eq!(stages(&plan)[2..], CONVERSION_TAIL);
+}
+
+#[test]
+fn remediation_old_primary_alone_old_newer_still_presents_goal_before_switching() {
+    // SF: TP=G, Sec=Old1, then TP=G alone, which changes presentation and
+    // validation at once. certshift presents G explicitly while both are accepted.
+    let (plan, store, target) = convert(
+        by_thumbprint(&["Old1"]),
+        vec![old("Old1", "2026-04-01T00:00:00Z"), goal_cert()],
+    );
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(plan.revisions[0].presented, tp("Old1"));
+    assert_eq!(
+        stages(&plan),
+        [
+            (Stage::AddSecondary, Change::Validation),
+            (Stage::AddSecondary, Change::Presentation),
+            CONVERSION_TAIL[0],
+            CONVERSION_TAIL[1],
+            CONVERSION_TAIL[2],
+        ]
+    );
+    assert_eq!(plan.revisions[1].accepted, by_thumbprint(&["G", "Old1"]));
+}
+
+#[test]
+fn remediation_goal_as_secondary_but_old_primary_newer_presents_goal() {
+    for current in [by_thumbprint(&["Old1", "G"]), by_thumbprint(&["G", "Old1"])] {
+        let (plan, store, target) = convert(current, vec![old("Old1", "2026-04-01T00:00:00Z"), goal_cert()]);
+        assert_walkable(&plan, &store, &target);
+        assert_eq!(plan.revisions[0].presented, tp("Old1"));
+        assert_eq!(stages(&plan)[0], (Stage::AddSecondary, Change::Presentation));
+        assert_eq!(stages(&plan)[1..], CONVERSION_TAIL);
+    }
+}
+
+#[test]
+fn remediation_two_old_certificates_drops_one_to_make_room_for_the_goal() {
+    let instances = vec![
+        old("Old1", "2026-01-01T00:00:00Z"),
+        old("Old2", "2026-02-01T00:00:00Z"),
+        goal_cert(),
+    ];
+    let (plan, store, target) = convert(by_thumbprint(&["Old1", "Old2"]), instances);
+    assert_walkable(&plan, &store, &target);
+    // Old2 is newer, so presented; Old1 gives up its slot in the same validation revision.
+    assert_eq!(plan.revisions[0].presented, tp("Old2"));
+    let r1 = &plan.revisions[1];
+    assert_eq!(
+        (r1.stage, &r1.accepted, &r1.presented),
+        (Some(Stage::AddSecondary), &by_thumbprint(&["Old2", "G"]), &tp("Old2"))
+    );
+    assert_eq!(plan.revisions[2].presented, tp("G"));
+    assert_eq!(stages(&plan)[2..], CONVERSION_TAIL);
+}
+
+#[test]
+fn conversion_to_unpinned_names_has_no_pin_stage() {
+    let store = store(vec![old("Old1", "2026-01-01T00:00:00Z"), goal_cert()]);
+    let target = desired(by_name(CN, &[]));
+    let plan = plan(Some(&effective(by_thumbprint(&["Old1"]))), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    assert!(!stages(&plan).iter().any(|(s, _)| *s == Stage::PinIssuers));
+}
+
+#[test]
+fn conversion_of_a_self_signed_goal_pins_it_when_switching() {
+    // Unpinned, a self-signed goal would not be accepted; pinned to itself it is.
+    let goal = facts("S")
+        .cn(CN)
+        .self_signed()
+        .valid("2026-03-01T00:00:00Z", "2026-12-01T00:00:00Z")
+        .build();
+    let store = store(vec![old("Old1", "2026-01-01T00:00:00Z"), goal]);
+    let target = desired(by_name(CN, &["S"]));
+    let plan = plan(Some(&effective(by_thumbprint(&["Old1"]))), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    assert!(!stages(&plan).iter().any(|(s, _)| *s == Stage::PinIssuers));
+}
+
+#[test]
+fn pin_issuers_blocks_when_goal_issuer_not_pinned() {
+    let (plan, _, _) = convert(
+        by_thumbprint(&["Old1"]),
+        vec![old("Old1", "2026-01-01T00:00:00Z"), goal_cert().with_issuer("CA9")],
+    );
+    let blocked = plan.blocked.as_ref().expect("blocked");
+    assert_eq!(blocked.reason, BlockReason::IssuerNotPinned);
+    assert!(blocked.message.contains("not a pinned issuer"), "{}", blocked.message);
+    // Nothing is published: the plan holds only what is in force.
+    assert_eq!(plan.revisions.len(), 1);
+    assert_eq!(plan.revisions[0].presented, tp("Old1"));
+}
+
+// --- Other changes: widen → present → narrow ---------------------------------
+
+#[test]
+fn thumbprint_rotation_widens_presents_then_narrows() {
+    let b = facts("B")
+        .cn("x")
+        .self_signed()
+        .valid("2026-04-01T00:00:00Z", "2027-04-01T00:00:00Z")
+        .build();
+    let store = store(vec![old("A", "2026-01-01T00:00:00Z"), b]);
+    let target = desired(by_thumbprint(&["B"]));
+    let plan = plan(Some(&effective(by_thumbprint(&["A"]))), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(
+        stages(&plan),
+        [
+            (Stage::WidenValidation, Change::Validation),
+            (Stage::SwitchPresentation, Change::Presentation),
+            (Stage::NarrowValidation, Change::Validation),
+        ]
+    );
+    assert_eq!(plan.revisions[1].accepted, by_thumbprint(&["A", "B"]));
+}
+
+#[test]
+fn rotation_works_with_either_selection_policy() {
+    // B starts later but ends sooner: LatestNotAfter keeps A as the goal.
+    let a = old("A", "2026-01-01T00:00:00Z");
+    let b = facts("B")
+        .cn("x")
+        .self_signed()
+        .valid("2026-04-01T00:00:00Z", "2026-10-01T00:00:00Z")
+        .build();
+    let store = store(vec![a, b]);
+    let mut target = desired(by_thumbprint(&["A", "B"]));
+    let newest = plan(Some(&effective(by_thumbprint(&["A"]))), &target, &store, now());
+    assert_eq!(newest.revisions.last().unwrap().presented, tp("B"));
+    target.selection = SelectionPolicy::LatestNotAfter;
+    let latest = plan(Some(&effective(by_thumbprint(&["A"]))), &target, &store, now());
+    assert_walkable(&latest, &store, &target);
+    assert_eq!(stages(&latest), [(Stage::WidenValidation, Change::Validation)]);
+    assert_eq!(latest.revisions.last().unwrap().presented, tp("A"));
+}
+
+#[test]
+fn removing_an_unpresented_secondary_is_one_narrowing_revision() {
+    let store = store(vec![old("A", "2026-02-01T00:00:00Z"), old("B", "2026-01-01T00:00:00Z")]);
+    let target = desired(by_thumbprint(&["A"]));
+    let plan = plan(Some(&effective(by_thumbprint(&["A", "B"]))), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(stages(&plan), [(Stage::NarrowValidation, Change::Validation)]);
+}
+
+#[test]
+fn removing_the_presented_secondary_switches_presentation_first() {
+    let store = store(vec![old("A", "2026-01-01T00:00:00Z"), old("B", "2026-02-01T00:00:00Z")]);
+    let target = desired(by_thumbprint(&["A"]));
+    let plan = plan(Some(&effective(by_thumbprint(&["A", "B"]))), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(
+        stages(&plan),
+        [
+            (Stage::SwitchPresentation, Change::Presentation),
+            (Stage::NarrowValidation, Change::Validation)
+        ]
+    );
+}
+
+#[test]
+fn rotating_both_slots_never_exceeds_two_thumbprints() {
+    let instances = ["A", "S", "B", "C"]
+        .iter()
+        .zip(["2026-01-01", "2026-01-02", "2026-03-01", "2026-02-01"])
+        .map(|(l, d)| old(l, &format!("{d}T00:00:00Z")))
+        .collect();
+    let store = store(instances);
+    let target = desired(by_thumbprint(&["B", "C"]));
+    let plan = plan(Some(&effective(by_thumbprint(&["A", "S"]))), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+}
+
+#[test]
+fn common_name_back_to_thumbprint() {
+    let b = facts("B")
+        .cn("other")
+        .self_signed()
+        .valid("2026-04-01T00:00:00Z", "2027-04-01T00:00:00Z")
+        .build();
+    let store = store(vec![goal_cert(), b]);
+    let target = desired(by_thumbprint(&["B"]));
+    let current = Effective {
+        presented: Some(tp("G")),
+        ..effective(by_name(CN, &["CA1"]))
+    };
+    let plan = plan(Some(&current), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(
+        plan.revisions[1].accepted,
+        Accepted::new([tp("B")], [CommonNameRule::new(CN, [tp("CA1")])])
+    );
+    assert_eq!(stages(&plan).len(), 3);
+}
+
+#[test]
+fn changing_issuers_widens_to_both_pins_first() {
+    let h = facts("H")
+        .cn(CN)
+        .issuer("CA2")
+        .valid("2026-04-01T00:00:00Z", "2027-04-01T00:00:00Z")
+        .build();
+    let store = store(vec![goal_cert(), h]);
+    let target = desired(by_name(CN, &["CA2"]));
+    let plan = plan(Some(&effective(by_name(CN, &["CA1"]))), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(plan.revisions[1].accepted, by_name(CN, &["CA1", "CA2"]));
+    assert_eq!(plan.revisions[2].presented, tp("H"));
+}
+
+#[test]
+fn adding_an_issuer_without_a_newer_certificate_is_one_widening_revision() {
+    let store = store(vec![goal_cert()]);
+    let target = desired(by_name(CN, &["CA1", "CA2"]));
+    let plan = plan(Some(&effective(by_name(CN, &["CA1"]))), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(stages(&plan), [(Stage::WidenValidation, Change::Validation)]);
+}
+
+// --- Rollover in common-name mode --------------------------------------------
+
+#[test]
+fn a_renewal_from_a_pinned_issuer_rolls_over_in_one_presentation_revision() {
+    let renewal = facts("G2")
+        .cn(CN)
+        .issuer("CA1")
+        .valid("2026-05-01T00:00:00Z", "2027-05-01T00:00:00Z")
+        .build();
+    let store = store(vec![goal_cert(), renewal]);
+    let target = desired(by_name(CN, &["CA1"]));
+    let current = Effective {
+        presented: Some(tp("G")),
+        ..effective(by_name(CN, &["CA1"]))
+    };
+    let plan = plan(Some(&current), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(stages(&plan), [(Stage::Rollover, Change::Presentation)]);
+    assert_eq!(plan.revisions[1].presented, tp("G2"));
+}
+
+#[test]
+fn a_renewal_from_an_unpinned_issuer_is_refused_and_the_old_stays_presented() {
+    let renewal = facts("G3")
+        .cn(CN)
+        .issuer("CA9")
+        .valid("2026-05-01T00:00:00Z", "2027-05-01T00:00:00Z")
+        .build();
+    let store = store(vec![goal_cert(), renewal]);
+    let target = desired(by_name(CN, &["CA1"]));
+    let current = Effective {
+        presented: Some(tp("G")),
+        ..effective(by_name(CN, &["CA1"]))
+    };
+    let plan = plan(Some(&current), &target, &store, now());
+    assert_eq!(
+        plan.blocked.as_ref().map(|b| b.reason),
+        Some(BlockReason::IssuerNotPinned)
+    );
+    assert_eq!(plan.revisions.len(), 1);
+    assert_eq!(plan.revisions[0].presented, tp("G"));
+}
+
+#[test]
+fn an_unchanged_world_plans_nothing() {
+    let store = store(vec![goal_cert()]);
+    let target = desired(by_name(CN, &["CA1"]));
+    let plan = plan(Some(&effective(by_name(CN, &["CA1"]))), &target, &store, now());
+    assert_eq!(plan.blocked, None);
+    assert_eq!(plan.revisions.len(), 1);
+}
+
+#[test]
+fn without_an_effective_state_revision_zero_is_the_desired_one() {
+    let store = store(vec![goal_cert()]);
+    let target = desired(by_name(CN, &["CA1"]));
+    let plan = plan(None, &target, &store, now());
+    assert_eq!(plan.blocked, None);
+    assert_eq!(plan.revisions.len(), 1);
+    assert_eq!(
+        (plan.revisions[0].revision, &plan.revisions[0].presented),
+        (0, &tp("G"))
+    );
+}
+
+// --- Blocked reasons ---------------------------------------------------------
+
+fn blocked_reason(instances: Vec<CertificateFacts>, target: Accepted) -> (BlockReason, String) {
+    let store = store(instances);
+    let plan = plan(None, &desired(target), &store, now());
+    let blocked = plan.blocked.expect("blocked");
+    (blocked.reason, blocked.message)
+}
+
+#[test]
+fn goal_not_found() {
+    let (reason, message) = blocked_reason(vec![goal_cert()], by_name("missing.example", &["CA1"]));
+    assert_eq!(reason, BlockReason::GoalCertificateNotFound);
+    assert_eq!(
+        message,
+        "no certificate in the store has subject CN \"missing.example\""
+    );
+}
+
+#[test]
+fn presentation_by_name_is_case_sensitive_so_the_goal_is_not_found() {
+    let (reason, _) = blocked_reason(vec![goal_cert()], by_name("Cluster.Example", &["CA1"]));
+    assert_eq!(reason, BlockReason::GoalCertificateNotFound);
+}
+
+#[test]
+fn goal_expired() {
+    let expired = goal_cert().with_validity("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
+    let (reason, message) = blocked_reason(vec![expired], by_name(CN, &["CA1"]));
+    assert_eq!(reason, BlockReason::CertificateExpired);
+    assert!(message.contains("notAfter=2026-01-01T00:00:00Z"), "{message}");
+}
+
+#[test]
+fn goal_not_yet_valid() {
+    let future = goal_cert().with_validity("2026-09-01T00:00:00Z", "2027-01-01T00:00:00Z");
+    let (reason, _) = blocked_reason(vec![future], by_name(CN, &["CA1"]));
+    assert_eq!(reason, BlockReason::CertificateNotYetValid);
+}
+
+#[test]
+fn goal_private_key_missing_is_checked_after_expiry() {
+    let keyless = goal_cert().with_key(PrivateKeyState::Missing);
+    let expired_with_key = facts("E")
+        .cn(CN)
+        .issuer("CA1")
+        .valid("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
+        .build();
+    let (reason, message) = blocked_reason(vec![keyless, expired_with_key], by_name(CN, &["CA1"]));
+    assert_eq!(reason, BlockReason::PrivateKeyMissing);
+    assert!(message.contains("(no private key)"), "{message}");
+}
+
+#[test]
+fn issuer_not_pinned_is_checked_last() {
+    let (reason, _) = blocked_reason(vec![goal_cert()], by_name(CN, &["CA2"]));
+    assert_eq!(reason, BlockReason::IssuerNotPinned);
+}
+
+#[test]
+fn thumbprint_not_in_store() {
+    let (reason, message) = blocked_reason(vec![goal_cert()], by_thumbprint(&["Z"]));
+    assert_eq!(reason, BlockReason::ThumbprintNotInStore);
+    assert!(message.contains(tp("Z").as_str()));
+    let store = store(vec![goal_cert()]);
+    let current = Effective {
+        presented: Some(tp("Q")),
+        ..effective(by_thumbprint(&["Q"]))
+    };
+    let plan = plan(Some(&current), &desired(by_name(CN, &["CA1"])), &store, now());
+    assert_eq!(plan.blocked.unwrap().reason, BlockReason::ThumbprintNotInStore);
+}
+
+#[test]
+fn an_effective_state_presenting_what_it_rejects_is_refused() {
+    let store = store(vec![goal_cert(), old("Old1", "2026-01-01T00:00:00Z")]);
+    let current = Effective {
+        presented: Some(tp("Old1")),
+        ..effective(by_thumbprint(&["G"]))
+    };
+    let plan = plan(Some(&current), &desired(by_name(CN, &["CA1"])), &store, now());
+    assert_eq!(plan.blocked.unwrap().reason, BlockReason::InvalidEffectiveState);
+}
+
+// --- Spec validation ----------------------------------------------------------
+
+fn spec() -> ClusterCertificateDeclarationSpec {
+    ClusterCertificateDeclarationSpec {
+        certificate_common_names: Some(CertificateCommonNames {
+            common_names: vec![CommonNameDeclaration {
+                certificate_common_name: CN.into(),
+                certificate_issuer_thumbprint: format!("{}, {}", tp("CA1").as_str().to_lowercase(), tp("CA2")),
+            }],
+        }),
+        store: CertificateStore {
+            observed_certificates: vec!["cluster".into()],
+        },
+        ..Default::default()
+    }
+}
+
+fn spec_error(spec: &ClusterCertificateDeclarationSpec) -> (BlockReason, String) {
+    let err = desired_from_spec(spec).unwrap_err();
+    (err.reason, err.message)
+}
+
+#[test]
+fn a_valid_spec_normalizes_issuers() {
+    let desired = desired_from_spec(&spec()).unwrap();
+    assert_eq!(desired.accepted, by_name(CN, &["CA1", "CA2"]));
+    assert_eq!(desired.present_by, PresentationForm::CommonNames(vec![CN.into()]));
+}
+
+#[test]
+fn spec_thumbprint_errors_name_the_field() {
+    let mut bad = spec();
+    bad.certificate = Some(CertificateThumbprints {
+        thumbprint: tp("A").to_string(),
+        thumbprint_secondary: Some("12:34".into()),
+    });
+    let (reason, message) = spec_error(&bad);
+    assert_eq!(reason, BlockReason::InvalidThumbprint);
+    assert!(
+        message.starts_with("spec.certificate.thumbprintSecondary: 4 hex digits"),
+        "{message}"
+    );
+
+    let mut bad = spec();
+    bad.certificate_common_names.as_mut().unwrap().common_names[0].certificate_issuer_thumbprint = "xyz".into();
+    let (reason, message) = spec_error(&bad);
+    assert_eq!(reason, BlockReason::InvalidThumbprint);
+    assert!(
+        message.starts_with(
+            "spec.certificateCommonNames.commonNames[0].certificateIssuerThumbprint[0]: invalid character 'x'"
+        ),
+        "{message}"
+    );
+
+    let mut bad = spec();
+    bad.client_certificate_thumbprints = vec![ClientCertificateThumbprint {
+        certificate_thumbprint: "nope".into(),
+        is_admin: true,
+    }];
+    assert!(
+        spec_error(&bad)
+            .1
+            .starts_with("spec.clientCertificateThumbprints[0].certificateThumbprint")
+    );
+}
+
+#[test]
+fn duplicate_common_names_are_refused_case_insensitively() {
+    let mut bad = spec();
+    bad.certificate_common_names
+        .as_mut()
+        .unwrap()
+        .common_names
+        .push(CommonNameDeclaration {
+            certificate_common_name: "Cluster.Example".into(),
+            certificate_issuer_thumbprint: String::new(),
+        });
+    let (reason, message) = spec_error(&bad);
+    assert_eq!(reason, BlockReason::DuplicateCommonName);
+    assert!(
+        message.contains("commonNames[1]") && message.contains("commonNames[0]"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_cn_prefix_is_refused() {
+    let mut bad = spec();
+    bad.certificate_common_names.as_mut().unwrap().common_names[0].certificate_common_name =
+        "CN=cluster.example".into();
+    let (reason, message) = spec_error(&bad);
+    assert_eq!(reason, BlockReason::InvalidCommonName);
+    assert!(message.contains("starts with \"CN=\""), "{message}");
+}
+
+#[test]
+fn an_empty_store_or_declaration_is_refused() {
+    let mut bad = spec();
+    bad.store.observed_certificates.clear();
+    assert_eq!(spec_error(&bad).0, BlockReason::StoreNotFound);
+    let empty = ClusterCertificateDeclarationSpec {
+        store: spec().store,
+        ..Default::default()
+    };
+    assert_eq!(spec_error(&empty).0, BlockReason::InvalidDeclaration);
+}
+
+#[test]
+fn bad_durations_are_refused() {
+    let mut bad = spec();
+    bad.upgrade = Some(UpgradePolicy {
+        min_soak: Some("5 minutes".into()),
+        ..Default::default()
+    });
+    let (reason, message) = spec_error(&bad);
+    assert_eq!(reason, BlockReason::InvalidDuration);
+    assert!(message.starts_with("spec.upgrade.minSoak"), "{message}");
+}
+
+trait Tweak {
+    fn with_issuer(self, label: &str) -> Self;
+    fn with_validity(self, from: &str, until: &str) -> Self;
+    fn with_key(self, state: PrivateKeyState) -> Self;
+}
+
+impl Tweak for CertificateFacts {
+    fn with_issuer(mut self, label: &str) -> Self {
+        self.issuer_thumbprint = Some(tp(label));
+        self
+    }
+
+    fn with_validity(mut self, from: &str, until: &str) -> Self {
+        self.not_before = ts(from);
+        self.not_after = ts(until);
+        self
+    }
+
+    fn with_key(mut self, state: PrivateKeyState) -> Self {
+        self.private_key = state;
+        self
+    }
+}
+
+mod properties;

@@ -1,0 +1,175 @@
+//! Properties of every plan over random stores, effective states and desired
+//! declarations (DESIGN §4).
+
+use proptest::prelude::*;
+
+use super::*;
+
+const NAMES: [&str; 2] = ["a.example", "b.example"];
+const CAS: [&str; 3] = ["CA1", "CA2", "CA3"];
+
+fn instance(index: usize, (cn, issuer, san, start, days, key): (usize, usize, bool, i64, i64, u8)) -> CertificateFacts {
+    let label = format!("I{index}");
+    let mut builder = facts(&label).cn(NAMES[cn]);
+    if san {
+        builder = builder.dns(NAMES[1 - cn]);
+    }
+    builder = match CAS.get(issuer) {
+        Some(ca) => builder.issuer(ca),
+        None => builder.self_signed(),
+    };
+    let day = |d: i64| {
+        Timestamp::from_second(ts("2026-01-01T00:00:00Z").as_second() + d * 86_400)
+            .unwrap()
+            .to_string()
+    };
+    let state = match key {
+        0 => PrivateKeyState::Missing,
+        1 => PrivateKeyState::Mismatch,
+        _ => PrivateKeyState::Matches,
+    };
+    builder.valid(&day(start), &day(start + days)).key(state).build()
+}
+
+fn instances() -> impl Strategy<Value = Vec<CertificateFacts>> {
+    prop::collection::vec(
+        (0..2usize, 0..4usize, any::<bool>(), 0..200i64, 20..400i64, 0..8u8),
+        1..7,
+    )
+    .prop_map(|params| params.into_iter().enumerate().map(|(i, p)| instance(i, p)).collect())
+}
+
+/// Up to two thumbprints from the store (or unknown ones) and up to two names.
+fn accepted(store_size: usize) -> impl Strategy<Value = Accepted> {
+    let thumbprints = prop::collection::vec(0..store_size + 1, 0..=2);
+    let names = prop::collection::vec((0..2usize, prop::collection::vec(0..3usize, 0..=2)), 0..=2);
+    (thumbprints, names).prop_map(|(thumbprints, names)| {
+        let thumbprints = thumbprints.into_iter().map(|i| tp(&format!("I{i}")));
+        let mut rules: Vec<CommonNameRule> = Vec::new();
+        for (name, pins) in names {
+            if rules.iter().all(|r| r.name != NAMES[name]) {
+                rules.push(CommonNameRule::new(NAMES[name], pins.into_iter().map(|p| tp(CAS[p]))));
+            }
+        }
+        Accepted::new(thumbprints, rules)
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    store: Store,
+    effective: Effective,
+    desired: Desired,
+}
+
+fn cases() -> impl Strategy<Value = Case> {
+    (
+        instances(),
+        prop::collection::vec(0..3usize, 0..=3),
+        any::<bool>(),
+        any::<prop::sample::Index>(),
+    )
+        .prop_flat_map(|(instances, trust, latest, pick)| {
+            let size = instances.len();
+            (
+                Just(instances),
+                Just(trust),
+                Just(latest),
+                Just(pick),
+                accepted(size),
+                accepted(size),
+            )
+        })
+        .prop_filter("a desired declaration declares something", |(.., desired)| {
+            !desired.is_empty()
+        })
+        .prop_map(|(instances, trust, latest, pick, current, target)| {
+            let store = Store {
+                trust: TrustBundle::new(trust.into_iter().map(|c| tp(CAS[c]))),
+                instances,
+            };
+            // Members present something the effective rules admit, when there is one.
+            let admitted: Vec<&CertificateFacts> = store
+                .instances
+                .iter()
+                .filter(|f| current.admits(f, &store.trust))
+                .collect();
+            let presented = (!admitted.is_empty()).then(|| pick.get(&admitted).thumbprint.clone());
+            let selection = if latest {
+                SelectionPolicy::LatestNotAfter
+            } else {
+                SelectionPolicy::NewestNotBefore
+            };
+            Case {
+                effective: Effective {
+                    revision: 3,
+                    accepted: current,
+                    presented,
+                },
+                desired: Desired {
+                    present_by: PresentationForm::of(&target),
+                    accepted: target,
+                    selection,
+                },
+                store,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    #[test]
+    fn every_plan_keeps_members_able_to_authenticate(case in cases()) {
+        let plan = plan(Some(&case.effective), &case.desired, &case.store, now());
+        match &plan.blocked {
+            None => {
+                assert_walkable(&plan, &case.store, &case.desired);
+                let first = &plan.revisions[0];
+                prop_assert_eq!(&first.accepted, &case.effective.accepted);
+                prop_assert_eq!(first.revision, case.effective.revision);
+                let stages: Vec<Stage> = plan.pending().iter().map(|r| r.stage.unwrap()).collect();
+                prop_assert!(stages.windows(2).all(|w| w[0] <= w[1]), "stages out of order: {:?}", stages);
+            }
+            Some(blocked) => {
+                prop_assert_ne!(blocked.reason, BlockReason::UnsafePlan, "{}", blocked.message);
+                // Blocked only when the effective state or the goal cannot be had.
+                let effective_fails = effective_state(&case.effective, case.desired.selection, &case.store, now()).is_err();
+                let goal_fails = goal(&case.desired, &case.store, now()).is_err();
+                prop_assert!(effective_fails || goal_fails, "blocked without cause: {}", blocked);
+            }
+        }
+    }
+
+    #[test]
+    fn planning_is_deterministic(case in cases()) {
+        let once = plan(Some(&case.effective), &case.desired, &case.store, now());
+        let again = plan(Some(&case.effective), &case.desired, &case.store, now());
+        prop_assert_eq!(&once, &again);
+        let mut reversed = case.store.clone();
+        reversed.instances.reverse();
+        prop_assert_eq!(&once, &plan(Some(&case.effective), &case.desired, &reversed, now()));
+    }
+}
+
+/// The generator must reach the interesting cases, or the properties say little.
+#[test]
+fn the_generator_reaches_plans_of_every_kind() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = cases();
+    let (mut walked, mut blocked, mut stages) = (0, 0, std::collections::BTreeSet::new());
+    for _ in 0..4000 {
+        let case = strategy.new_tree(&mut runner).unwrap().current();
+        let plan = plan(Some(&case.effective), &case.desired, &case.store, now());
+        if plan.blocked.is_some() {
+            blocked += 1;
+        } else if plan.revisions.len() > 1 {
+            walked += 1;
+            stages.extend(plan.pending().iter().filter_map(|r| r.stage));
+        }
+    }
+    assert!(walked > 400, "only {walked} multi-revision plans ({blocked} blocked)");
+    assert_eq!(stages.len(), 7, "stages reached: {stages:?}");
+}
