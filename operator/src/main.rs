@@ -30,7 +30,7 @@ enum Command {
     /// status.effective = in force), the ObservedCertificates its store names
     /// and the Secrets they reference. Exit 0: planned; 3: blocked; 1: invalid input.
     Plan {
-        /// Manifest files (multi-document YAML or JSON); `-` reads standard input.
+        /// Manifest files or directories (multi-document YAML or JSON); `-` reads standard input.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<String>,
         /// The time to plan at (RFC 3339); default now.
@@ -59,6 +59,25 @@ fn read(file: &str) -> Result<Vec<u8>, String> {
     std::fs::read(file).map_err(|err| format!("{file}: {err}"))
 }
 
+/// A directory stands for its `.yaml`, `.yml` and `.json` files, in name order
+/// (as `kubectl apply -f DIR` reads it).
+fn expand(path: &str) -> Vec<Result<String, String>> {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return vec![Ok(path.to_owned())];
+    };
+    let mut files: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return vec![Err(format!("{path}: no .yaml, .yml or .json files"))];
+    }
+    files.into_iter().map(Ok).collect()
+}
+
 fn run(cli: Cli) -> Result<i32, String> {
     match cli.command {
         Command::Crds => {
@@ -67,7 +86,8 @@ fn run(cli: Cli) -> Result<i32, String> {
         }
         Command::Plan { files, now, output } => {
             let mut manifests = Manifests::default();
-            for file in &files {
+            for file in files.iter().flat_map(|f| expand(f)).collect::<Result<Vec<_>, _>>()? {
+                let file = &file;
                 let bytes = read(file)?;
                 let text = String::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8 text"))?;
                 manifests.read(file, &text)?;

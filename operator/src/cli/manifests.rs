@@ -91,8 +91,10 @@ impl Manifests {
     }
 }
 
+/// Deserializes with the path of the offending field in the error
+/// (`spec.store.observedCertificates: invalid type: …`).
 fn typed<T: DeserializeOwned>(origin: &Origin, value: serde_yaml::Value) -> Result<T, String> {
-    serde_yaml::from_value(value).map_err(|err| format!("{origin}: {err}"))
+    serde_path_to_error::deserialize(value).map_err(|err| format!("{origin}: {}: {}", err.path(), err.inner()))
 }
 
 /// A Secret's keys, `stringData` over `data` as the API server merges them.

@@ -208,7 +208,7 @@ pub fn render_text(report: &PlanReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<4} {:<20} {:<13} {:<42} ACCEPTED",
+        "\n{:<4} {:<20} {:<13} {:<41} ACCEPTED",
         "REV", "STAGE", "CHANGE", "PRESENTED"
     );
     for (index, revision) in report.revisions.iter().enumerate() {
@@ -234,7 +234,7 @@ pub fn render_text(report: &PlanReport) -> String {
         }));
         let _ = writeln!(
             out,
-            "{:<4} {:<20} {:<13} {:<42} {}",
+            "{:<4} {:<20} {:<13} {:<41} {}",
             revision.revision,
             stage,
             change,

@@ -1,0 +1,259 @@
+//! The `certshift` binary on the committed examples: `plan`, `inspect`, `crds`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const NOW: &str = "2026-11-24T00:00:00Z";
+
+fn example(file: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/conversion");
+    dir.join(file).to_string_lossy().into_owned()
+}
+
+fn certshift(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_certshift"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("certshift runs");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn plan(files: &[String], extra: &[&str]) -> (i32, Value, String) {
+    let mut args = vec!["plan", "--now", NOW];
+    for file in files {
+        args.extend(["-f", file.as_str()]);
+    }
+    args.extend(extra);
+    let out = certshift(&args, None);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap(), json, String::from_utf8(out.stderr).unwrap())
+}
+
+fn temp_file(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("certshift-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// The thumbprint of the first certificate `certshift inspect` finds in a file.
+fn thumbprint_of(file: &str) -> String {
+    let out = certshift(&["inspect", "-o", "json", file], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let facts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    facts[0]["thumbprint"].as_str().unwrap().to_owned()
+}
+
+fn conversion_inputs() -> Vec<String> {
+    vec![example("store.yaml"), example("declaration-common-name.yaml")]
+}
+
+#[test]
+fn the_conversion_example_plans_the_three_service_fabric_stages() {
+    let (code, json, stderr) = plan(&conversion_inputs(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(json["declaration"], "default/cluster");
+    assert_eq!(json["blocked"], Value::Null);
+    let revisions = json["revisions"].as_array().unwrap();
+    assert_eq!(revisions[0]["revision"], 0);
+    assert_eq!(revisions[0]["stage"], Value::Null);
+    let mut stages: Vec<&str> = revisions[1..].iter().map(|r| r["stage"].as_str().unwrap()).collect();
+    stages.dedup();
+    assert_eq!(stages, ["AddSecondary", "SwitchToCommonName", "PinIssuers"]);
+    for (index, revision) in revisions.iter().enumerate() {
+        assert_eq!(revision["revision"], index as u64);
+        let thumbprints: Vec<&str> = revision["accepted"]["thumbprints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let mut sorted = thumbprints.clone();
+        sorted.sort();
+        assert_eq!(thumbprints, sorted, "accepted.thumbprints sorted");
+        assert!(
+            thumbprints
+                .iter()
+                .all(|t| t.len() == 40 && !t.chars().any(|c| c.is_ascii_lowercase()))
+        );
+    }
+    // Starts presenting Old1, ends presenting G, accepting cluster.example from the CA only.
+    let old = thumbprint_of(&example("store.yaml")); // its first Secret is Old1's
+    let goal = certshift(&["inspect", "-o", "json", &example("store.yaml")], None);
+    let facts: Value = serde_json::from_slice(&goal.stdout).unwrap();
+    let goal = facts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["commonName"] == "cluster.example")
+        .unwrap();
+    let ca = thumbprint_of(&example("ca.yaml"));
+    assert_eq!(revisions[0]["presented"], old.as_str());
+    let last = revisions.last().unwrap();
+    assert_eq!(last["presented"], goal["thumbprint"]);
+    assert_eq!(
+        last["accepted"],
+        serde_json::json!({"thumbprints": [], "commonNames": [{"name": "cluster.example", "issuerThumbprints": [ca]}]})
+    );
+}
+
+#[test]
+fn text_output_is_a_table_for_reviewers() {
+    let out = certshift(
+        &[
+            "plan",
+            "--now",
+            NOW,
+            "-o",
+            "text",
+            "-f",
+            &conversion_inputs()[0],
+            "-f",
+            &conversion_inputs()[1],
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("default/cluster: 5 revisions to publish\n"), "{text}");
+    for word in [
+        "(in force)",
+        "AddSecondary",
+        "SwitchToCommonName",
+        "PinIssuers",
+        "CN cluster.example (trust bundle)",
+    ] {
+        assert!(text.contains(word), "{word} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn an_unpinned_goal_issuer_blocks_with_exit_3_and_json() {
+    let ca = thumbprint_of(&example("ca.yaml"));
+    let declaration = std::fs::read_to_string(example("declaration-common-name.yaml")).unwrap();
+    let pinned_elsewhere = temp_file("pinned-elsewhere.yaml", &declaration.replace(&ca, &"AB".repeat(20)));
+    let (code, json, _) = plan(&[example("store.yaml"), pinned_elsewhere], &[]);
+    assert_eq!(code, 3);
+    assert_eq!(json["blocked"]["reason"], "IssuerNotPinned");
+    assert_eq!(json["revisions"].as_array().unwrap().len(), 1, "only what is in force");
+}
+
+#[test]
+fn a_missing_store_blocks() {
+    let (code, json, _) = plan(&[example("declaration-common-name.yaml")], &[]);
+    assert_eq!(code, 3);
+    assert_eq!(json["blocked"]["reason"], "StoreNotFound");
+    assert!(
+        json["blocked"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.store.observedCertificates[0]")
+    );
+}
+
+#[test]
+fn an_invalid_thumbprint_blocks_naming_the_field() {
+    let declaration = std::fs::read_to_string(example("declaration-thumbprint.yaml")).unwrap();
+    let typo = temp_file("typo.yaml", &declaration.replacen("thumbprint: ", "thumbprint: Z", 1));
+    let (code, json, _) = plan(&[example("store.yaml"), typo], &[]);
+    assert_eq!(code, 3);
+    assert_eq!(json["blocked"]["reason"], "InvalidThumbprint");
+    assert!(
+        json["blocked"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.certificate.thumbprint: invalid character 'Z'")
+    );
+}
+
+#[test]
+fn without_status_the_desired_state_is_revision_zero() {
+    let (code, json, stderr) = plan(&[example("store.yaml"), example("declaration-thumbprint.yaml")], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let revisions = json["revisions"].as_array().unwrap();
+    assert_eq!(revisions.len(), 1);
+    assert_eq!(revisions[0]["revision"], 0);
+}
+
+#[test]
+fn invalid_input_exits_1_naming_file_document_and_field() {
+    let bad = temp_file(
+        "bad.yaml",
+        "kind: ConfigMap\nmetadata: {name: unrelated}\n---\napiVersion: certshift.io/v1alpha1\n\
+         kind: ClusterCertificateDeclaration\nmetadata: {name: x}\nspec:\n  store:\n    observedCertificates: oops\n",
+    );
+    let (code, _, stderr) = plan(std::slice::from_ref(&bad), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!(
+            "{bad}: document 2 (ClusterCertificateDeclaration x): spec.store.observedCertificates: invalid type"
+        )),
+        "{stderr}"
+    );
+
+    let store = std::fs::read_to_string(example("store.yaml")).unwrap();
+    let broken = temp_file(
+        "broken.yaml",
+        &store.replacen(
+            "-----BEGIN CERTIFICATE-----",
+            "-----BEGIN CERTIFICATE-----\n    ####",
+            1,
+        ),
+    );
+    let (code, _, stderr) = plan(&[broken.clone(), example("declaration-common-name.yaml")], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!(
+            "{broken}: document 1 (Secret default/cluster-old): tls.crt: malformed PEM"
+        )),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = plan(&[temp_file("empty.yaml", "")], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no ClusterCertificateDeclaration"), "{stderr}");
+}
+
+#[test]
+fn inspect_prints_facts_ready_to_paste() {
+    let out = certshift(&["inspect", &example("store.yaml")], None);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Common name:        cluster.example"), "{text}");
+    assert!(text.contains("Private key:        Matches"), "{text}");
+    assert!(text.contains("Extended key usage: serverAuth, clientAuth"), "{text}");
+
+    // PEM from standard input.
+    let secret: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(example("ca.yaml")).unwrap()).unwrap();
+    let pem = secret["stringData"]["tls.crt"].as_str().unwrap().to_owned();
+    let out = certshift(&["inspect", "-o", "json", "-"], Some(&pem));
+    assert!(out.status.success());
+    let facts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(facts[0]["isCa"], true);
+    assert_eq!(facts[0]["selfSigned"], true);
+    assert_eq!(facts[0]["issuerThumbprint"], facts[0]["thumbprint"]);
+
+    let out = certshift(&["inspect", "-"], Some("not a certificate"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-: certificate 0 is not valid DER X.509"));
+}
+
+#[test]
+fn crds_prints_the_committed_crds() {
+    let out = certshift(&["crds"], None);
+    let committed =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds/certshift.io.yaml"));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), committed.unwrap());
+}
