@@ -9,8 +9,10 @@ use crate::facts::{CertificateBundle, CertificateFacts, inspect as inspect_bytes
 /// The certificates of `bytes`: PEM or DER, or the Secrets of a YAML manifest.
 pub fn inspect(source: &str, bytes: &[u8]) -> Result<Vec<(String, CertificateFacts)>, String> {
     let text = std::str::from_utf8(bytes).ok();
-    let is_manifest =
-        text.is_some_and(|t| !t.contains("-----BEGIN ") && t.contains("kind:") || t.trim_start().starts_with('{'));
+    // A manifest has top-level `kind:`/`apiVersion:` lines (or is JSON); PEM never does.
+    let is_manifest = text.is_some_and(|t| {
+        t.trim_start().starts_with('{') || t.lines().any(|l| l.starts_with("kind:") || l.starts_with("apiVersion:"))
+    });
     if !is_manifest {
         let all = inspect_bytes(source, bytes).map_err(|err| err.to_string())?;
         return Ok(all.into_iter().map(|facts| (source.to_owned(), facts)).collect());

@@ -1,0 +1,22 @@
+# certshift: the two commands of the README's quick start, and helpers.
+.PHONY: demo test lint crds examples
+
+# The main job: the planner on the Service Fabric conversion example.
+demo:
+	hack/demo.sh
+
+# Everything CI runs: formatting, lints, unit, property and CLI tests.
+test:
+	hack/test.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# Regenerate crds/ from the code.
+crds:
+	cargo run -q -p certshift -- crds > crds/certshift.io.yaml
+
+# Regenerate the example certificates and manifests.
+examples:
+	examples/generate.sh
