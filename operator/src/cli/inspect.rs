@@ -11,7 +11,9 @@ pub fn inspect(source: &str, bytes: &[u8]) -> Result<Vec<(String, CertificateFac
     let text = std::str::from_utf8(bytes).ok();
     // A manifest has top-level `kind:`/`apiVersion:` lines (or is JSON); PEM never does.
     let is_manifest = text.is_some_and(|t| {
-        t.trim_start().starts_with('{') || t.lines().any(|l| l.starts_with("kind:") || l.starts_with("apiVersion:"))
+        t.trim_start().starts_with('{')
+            || t.lines()
+                .any(|l| l.starts_with("kind:") || l.starts_with("apiVersion:"))
     });
     if !is_manifest {
         let all = inspect_bytes(source, bytes).map_err(|err| err.to_string())?;

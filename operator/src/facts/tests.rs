@@ -252,3 +252,41 @@ fn facts_round_trip_through_json() {
     assert!(json.contains("\"notBefore\":\"2026-01-01T00:00:00Z\""), "{json}");
     assert_eq!(serde_json::from_str::<CertificateFacts>(&json).unwrap(), facts);
 }
+
+mod robustness {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A leaf (DER), its chain (PEM) and its key, made once.
+    static SAMPLE: std::sync::LazyLock<(Vec<u8>, String, String)> = std::sync::LazyLock::new(|| {
+        let root = cert("Root CA").ca().self_signed();
+        let leaf = cert("leaf.example").dns("leaf.example").signed_by(&root);
+        (leaf.der.clone(), format!("{}{}", leaf.pem, root.pem), leaf.key_pem())
+    });
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes in any field: an error or facts, never a panic.
+        #[test]
+        fn random_bytes_never_panic(crt in prop::collection::vec(any::<u8>(), 0..600),
+                                    key in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = CertificateBundle::from_tls(&TlsMaterial { tls_crt: &crt, tls_key: Some(&key), ca_crt: Some(&crt) });
+            let _ = inspect("fuzz", &crt);
+        }
+
+        /// Real certificates and keys with bytes flipped, cut or inserted.
+        #[test]
+        fn mutated_certificates_never_panic(at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<bool>()) {
+            let (der, pem, key) = SAMPLE.clone();
+            for original in [der, pem.into_bytes(), key.clone().into_bytes()] {
+                let mut mutated = original.clone();
+                let i = at.index(mutated.len());
+                if cut { mutated.truncate(i) } else { mutated[i] = byte }
+                let _ = CertificateBundle::from_tls(&TlsMaterial { tls_crt: &mutated, tls_key: Some(key.as_bytes()), ca_crt: None });
+                let _ = CertificateBundle::from_tls(&TlsMaterial { tls_crt: &original, tls_key: Some(&mutated), ca_crt: Some(&mutated) });
+            }
+        }
+    }
+}
