@@ -10,6 +10,7 @@ pub use declaration::*;
 pub use observed::*;
 pub use policy::*;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
@@ -43,12 +44,36 @@ pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> sc
 }
 
 /// The three CRDs, in the order `certshift crds` prints them.
-pub fn all() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
-        CertificatePolicy::crd(),
-        ObservedCertificate::crd(),
-        ClusterCertificateDeclaration::crd(),
+        without_defaults(CertificatePolicy::crd()),
+        without_defaults(ObservedCertificate::crd()),
+        without_defaults(ClusterCertificateDeclaration::crd()),
     ]
+}
+
+/// Schema defaults (from `#[serde(default)]`) are dropped: the operator
+/// applies its defaults itself, and `kubectl get -o yaml` then shows what the
+/// user wrote. Null enum members go too (see below).
+fn without_defaults(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.remove("default");
+                // `nullable: true` already admits null; a null enum member
+                // makes kube-apiserver 1.20 reject the whole schema.
+                if let Some(serde_json::Value::Array(members)) = map.get_mut("enum") {
+                    members.retain(|member| !member.is_null());
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut json = serde_json::to_value(&crd).expect("CRD serializes");
+    strip(&mut json["spec"]["versions"]);
+    serde_json::from_value(json).expect("CRD deserializes")
 }
 
 /// The multi-document YAML `certshift crds` prints and `crds/` holds.
