@@ -4,9 +4,14 @@
 //! client, no clock, no async. The binary's subcommands are thin shells over it.
 
 pub mod cli;
+pub mod conditions;
+pub mod controller;
 pub mod crd;
+pub mod declaration;
 pub mod duration;
 pub mod facts;
+pub mod observed;
+pub mod outputs;
 pub mod planner;
 pub mod rules;
 pub mod thumbprint;

@@ -22,6 +22,8 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator (in cluster, or with --kubeconfig).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions (the source of crds/).
     Crds,
     /// Print the revisions the operator would publish for a declaration.
@@ -46,6 +48,90 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A kubeconfig file; default: in-cluster config, then $KUBECONFIG, then ~/.kube/config.
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// Watch only this namespace (default: all).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Elect a leader on a Lease before writing anything.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: --namespace, else POD_NAMESPACE, else "default").
+    #[arg(long)]
+    leader_election_namespace: Option<String>,
+    #[arg(long, default_value = "certshift-leader")]
+    leader_election_lease: String,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|err| format!("{}: {err}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|err| format!("{}: {err}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|err| err.to_string())?,
+    };
+    kube::Client::try_from(config).map_err(|err| err.to_string())
+}
+
+fn run_operator(args: RunArgs) -> Result<i32, String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
+    runtime.block_on(async move {
+        let client = client(args.kubeconfig.as_deref()).await?;
+        let leader_election = args.leader_elect.then(|| certshift::controller::LeaderElection {
+            namespace: args
+                .leader_election_namespace
+                .clone()
+                .or_else(|| args.namespace.clone())
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "default".to_owned()),
+            name: args.leader_election_lease.clone(),
+            identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("certshift-{}", std::process::id())),
+            lease_duration: std::time::Duration::from_secs(15),
+        });
+        let options = certshift::controller::Options {
+            namespace: args.namespace.clone(),
+            leader_election,
+            metrics_addr: Some(args.metrics_addr),
+        };
+        certshift::controller::run(client, options, shutdown_signal()).await?;
+        Ok(0)
+    })
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
 }
 
 fn read(file: &str) -> Result<Vec<u8>, String> {
@@ -80,6 +166,7 @@ fn expand(path: &str) -> Vec<Result<String, String>> {
 
 fn run(cli: Cli) -> Result<i32, String> {
     match cli.command {
+        Command::Run(args) => run_operator(args),
         Command::Crds => {
             print!("{}", certshift::crd::yaml());
             Ok(0)

@@ -25,7 +25,7 @@ use crate::rules::SelectionPolicy;
     printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.upgrade.stage"}"#,
     printcolumn = r#"{"name":"Presenting","type":"string","jsonPath":".status.presenting.shortThumbprint"}"#,
     printcolumn = r#"{"name":"Members","type":"string","jsonPath":".status.members.summary"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.presenting.notAfter"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.presenting.notAfter"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -224,6 +224,9 @@ pub struct UpgradeStatus {
     /// When the current revision was published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_time: Option<Timestamp>,
+    /// When every member had acknowledged the current revision (`minSoak` counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_time: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -21,7 +21,7 @@ use crate::facts::CertificateFacts;
     derive = "Default",
     printcolumn = r#"{"name":"Current","type":"string","jsonPath":".status.current.shortThumbprint"}"#,
     printcolumn = r#"{"name":"Instances","type":"integer","jsonPath":".status.instanceCount"}"#,
-    printcolumn = r#"{"name":"Not-After","type":"date","jsonPath":".status.current.notAfter"}"#,
+    printcolumn = r#"{"name":"Not-After","type":"string","jsonPath":".status.current.notAfter"}"#,
     printcolumn = r#"{"name":"Synced","type":"string","jsonPath":".status.conditions[?(@.type==\"Synced\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

@@ -19,8 +19,8 @@ use super::LocalObjectReference;
     derive = "PartialEq",
     derive = "Default",
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".spec.secretName"}"#,
-    printcolumn = r#"{"name":"Not-After","type":"date","jsonPath":".status.notAfter"}"#,
-    printcolumn = r#"{"name":"Renewal","type":"date","jsonPath":".status.renewalTime"}"#,
+    printcolumn = r#"{"name":"Not-After","type":"string","jsonPath":".status.notAfter"}"#,
+    printcolumn = r#"{"name":"Renewal","type":"string","jsonPath":".status.renewalTime"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

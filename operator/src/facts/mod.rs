@@ -150,6 +150,8 @@ pub struct CertificateBundle {
     pub key_message: Option<String>,
     /// DER of the leaf followed by its chain, in the order given.
     pub chain_der: Vec<Vec<u8>>,
+    /// DER of the CA certificates of the chain and `ca.crt`, by thumbprint.
+    pub authorities_der: Vec<(Thumbprint, Vec<u8>)>,
 }
 
 impl CertificateBundle {
@@ -179,6 +181,12 @@ impl CertificateBundle {
                 message
             }
         };
+        let authorities_der = chain
+            .iter()
+            .chain(&ca)
+            .filter(|p| p.facts.is_ca)
+            .map(|p| (p.facts.thumbprint.clone(), p.der.clone()))
+            .collect();
         let chain_der = std::iter::once(leaf.der)
             .chain(chain.iter().map(|p| p.der.clone()))
             .collect();
@@ -188,6 +196,7 @@ impl CertificateBundle {
             ca: ca.into_iter().map(|p| p.facts).collect(),
             key_message,
             chain_der,
+            authorities_der,
         })
     }
 

@@ -175,6 +175,12 @@ pub enum BlockReason {
     InvalidDuration,
     InvalidEffectiveState,
     StoreNotFound,
+    /// An ObservedCertificate of the store has not read its source yet.
+    StoreNotSynced,
+    /// An output the operator would write exists and was not created by it.
+    SecretOwnedElsewhere,
+    /// Members did not acknowledge a revision within `spec.upgrade.stageTimeout`.
+    StageTimeout,
     /// The planner's own check of the invariant failed: a bug, never published.
     UnsafePlan,
 }
@@ -243,7 +249,7 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
     };
     if current.accepted == target.accepted {
         steps.push(Stage::Rollover, target);
-    } else if is_conversion(&current.accepted, &desired.accepted) {
+    } else if is_conversion(&current.accepted, &desired.accepted, presented, goal, &store.trust) {
         convert_to_common_name(&mut steps, presented, goal, &target, &store.trust);
     } else {
         widen_present_narrow(&mut steps, presented, goal, &target, &store.trust);
@@ -402,12 +408,27 @@ fn quoted(names: &[String]) -> String {
     names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(" or ")
 }
 
-/// The Service Fabric conversion: from thumbprints only to common names only.
-fn is_conversion(current: &Accepted, desired: &Accepted) -> bool {
-    current.common_names.is_empty()
-        && !current.thumbprints.is_empty()
-        && desired.thumbprints.is_empty()
-        && !desired.common_names.is_empty()
+/// The Service Fabric conversion's shape (AddSecondary, SwitchToCommonName,
+/// PinIssuers) serves every change to common names only that must carry a
+/// certificate by thumbprint: from a declaration by thumbprint, part-way
+/// through a conversion, or when the names alone cannot accept both presented
+/// certificates. (Every revision of such a plan keeps a thumbprint until the
+/// switch, so re-planning from any of them takes this shape again.)
+fn is_conversion(
+    current: &Accepted,
+    desired: &Accepted,
+    presented: &CertificateFacts,
+    goal: &CertificateFacts,
+    trust: &TrustBundle,
+) -> bool {
+    if !desired.thumbprints.is_empty() || desired.common_names.is_empty() {
+        return false;
+    }
+    if !current.thumbprints.is_empty() {
+        return true;
+    }
+    let by_name = Accepted::new([], merge_common_names(&current.common_names, &desired.common_names));
+    presented.thumbprint != goal.thumbprint && (!by_name.admits(presented, trust) || !by_name.admits(goal, trust))
 }
 
 /// AddSecondary → SwitchToCommonName → PinIssuers (DESIGN §4).
@@ -424,7 +445,7 @@ fn convert_to_common_name(
         &current.accepted.thumbprints,
         &[&presented.thumbprint, &goal.thumbprint],
     );
-    let added = Accepted::new(with_goal.iter().cloned(), []);
+    let added = Accepted::new(with_goal.iter().cloned(), current.accepted.common_names.iter().cloned());
     steps.push(Stage::AddSecondary, state(&presented.thumbprint, &added));
     steps.push(Stage::AddSecondary, state(&goal.thumbprint, &added));
 
@@ -444,6 +465,13 @@ fn convert_to_common_name(
             }
         })
         .collect();
+    // Names accepted now that the target drops stay until the last narrowing.
+    let mut switched = switched;
+    for rule in &added.common_names {
+        if !switched.iter().any(|s| s.name.eq_ignore_ascii_case(&rule.name)) {
+            switched.push(rule.clone());
+        }
+    }
     let both = Accepted::new(added.thumbprints.iter().cloned(), switched.iter().cloned());
     steps.push(Stage::SwitchToCommonName, state(&goal.thumbprint, &both));
     steps.push(
@@ -452,7 +480,8 @@ fn convert_to_common_name(
     );
 
     // PinIssuers: narrow to the desired issuers.
-    steps.push(Stage::PinIssuers, target.clone());
+    let unpinned = steps.last().accepted;
+    steps.push(narrowing_stage(&unpinned, &target.accepted), target.clone());
 }
 
 /// Widen validation to accept both presented certificates, switch
@@ -465,6 +494,12 @@ fn widen_present_narrow(
     trust: &TrustBundle,
 ) {
     let current = steps.last().accepted.clone();
+    if presented.thumbprint == goal.thumbprint {
+        // Presentation stays: one validation revision is safe, as both rule sets
+        // accept the presented certificate.
+        steps.push(validation_stage(&current, &target.accepted), target.clone());
+        return;
+    }
     let common_names = merge_common_names(&current.common_names, &target.accepted.common_names);
     let by_name = Accepted::new([], common_names.iter().cloned());
     // Thumbprints carry what the names do not admit, then the desired ones,
@@ -486,8 +521,58 @@ fn widen_present_narrow(
     let thumbprints = fit_slots(&preferred, &needed);
     let widened = Accepted::new(thumbprints, common_names);
     steps.push(Stage::WidenValidation, state(&presented.thumbprint, &widened));
-    steps.push(Stage::SwitchPresentation, state(&goal.thumbprint, &widened));
-    steps.push(Stage::NarrowValidation, target.clone());
+    // Presenting under the desired rules themselves is a rollover: that is
+    // what re-planning from the widened revision would call it.
+    let presenting = if widened == target.accepted {
+        Stage::Rollover
+    } else {
+        Stage::SwitchPresentation
+    };
+    steps.push(presenting, state(&goal.thumbprint, &widened));
+    steps.push(validation_stage(&widened, &target.accepted), target.clone());
+}
+
+/// Whether `to` accepts everything `from` does, rule by rule.
+fn widens(from: &Accepted, to: &Accepted) -> bool {
+    from.thumbprints.iter().all(|t| to.thumbprints.contains(t))
+        && from.common_names.iter().all(|rule| {
+            to.common_name(&rule.name).is_some_and(|wider| {
+                !wider.is_pinned()
+                    || (rule.is_pinned()
+                        && rule
+                            .issuer_thumbprints
+                            .iter()
+                            .all(|i| wider.issuer_thumbprints.contains(i)))
+            })
+        })
+}
+
+/// The stage of a validation revision, from what it changes: the same change
+/// gets the same name whichever revision a plan starts from.
+fn validation_stage(from: &Accepted, to: &Accepted) -> Stage {
+    if widens(from, to) {
+        Stage::WidenValidation
+    } else {
+        narrowing_stage(from, to)
+    }
+}
+
+/// Narrowing that only changes which issuers the names pin is PinIssuers,
+/// whether it ends a conversion or moves to another PKI; anything else that
+/// narrows is NarrowValidation. Both paths name it alike, so re-planning from
+/// any revision names the rest of a plan the same way.
+fn narrowing_stage(from: &Accepted, to: &Accepted) -> Stage {
+    let names = |a: &Accepted| {
+        a.common_names
+            .iter()
+            .map(|r| r.name.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    if from.thumbprints == to.thumbprints && names(from) == names(to) {
+        Stage::PinIssuers
+    } else {
+        Stage::NarrowValidation
+    }
 }
 
 /// Both sides' names; a name on both sides keeps the union of its pins, or is

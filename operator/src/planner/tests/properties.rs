@@ -128,8 +128,14 @@ proptest! {
                 let first = &plan.revisions[0];
                 prop_assert_eq!(&first.accepted, &case.effective.accepted);
                 prop_assert_eq!(first.revision, case.effective.revision);
+                // Accept, then present, then narrow, whichever shape the plan has.
+                let rank = |stage: Stage| match stage {
+                    Stage::AddSecondary | Stage::WidenValidation | Stage::Rollover => 0,
+                    Stage::SwitchToCommonName | Stage::SwitchPresentation => 1,
+                    Stage::PinIssuers | Stage::NarrowValidation => 2,
+                };
                 let stages: Vec<Stage> = plan.pending().iter().map(|r| r.stage.unwrap()).collect();
-                prop_assert!(stages.windows(2).all(|w| w[0] <= w[1]), "stages out of order: {:?}", stages);
+                prop_assert!(stages.windows(2).all(|w| rank(w[0]) <= rank(w[1])), "stages out of order: {:?}", stages);
             }
             Some(blocked) => {
                 prop_assert_ne!(blocked.reason, BlockReason::UnsafePlan, "{}", blocked.message);
@@ -138,6 +144,27 @@ proptest! {
                 let goal_fails = goal(&case.desired, &case.store, now()).is_err();
                 prop_assert!(effective_fails || goal_fails, "blocked without cause: {}", blocked);
             }
+        }
+    }
+
+    /// The operator re-plans after every revision: from any revision of a plan,
+    /// planning again gives the rest of it, stages included (no revision is
+    /// repeated, skipped or renamed after a restart).
+    #[test]
+    fn replanning_from_any_revision_gives_the_rest_of_the_plan(case in cases()) {
+        let plan = plan(Some(&case.effective), &case.desired, &case.store, now());
+        if plan.blocked.is_some() {
+            return Ok(());
+        }
+        for (k, revision) in plan.revisions.iter().enumerate().skip(1) {
+            let resumed = Effective {
+                revision: revision.revision,
+                accepted: revision.accepted.clone(),
+                presented: Some(revision.presented.clone()),
+            };
+            let again = super::plan(Some(&resumed), &case.desired, &case.store, now());
+            prop_assert_eq!(&again.blocked, &None);
+            prop_assert_eq!(&again.revisions[1..], &plan.revisions[k + 1..], "re-planned from revision {}", revision.revision);
         }
     }
 

@@ -1,0 +1,479 @@
+//! ClusterCertificateDeclaration: gather (store instances, published outputs,
+//! members) → decide (the pure planner and gates) → publish at most one
+//! revision → status → events.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Event as KubeEvent;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, members, now, owned_by};
+use crate::crd::{ClusterCertificateDeclaration, ClusterCertificateDeclarationSpec, ObservedCertificate};
+use crate::declaration::{self, World};
+use crate::facts::inspect;
+use crate::observed::stored_instance;
+use crate::outputs::{
+    self, DECLARATION_LABEL, MANAGED_BY, MANAGED_BY_LABEL, PresentedMaterial, REVISION_ANNOTATION, presentation_name,
+    store_name, validation_name,
+};
+use crate::planner::{BlockReason, Blocked, Revision, Store};
+use crate::rules::TrustBundle;
+use crate::thumbprint::Thumbprint;
+
+const MANAGER: &str = "certshift-declaration";
+const CONTROLLER: &str = "declaration";
+
+pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let (declarations, ocerts, pods): (
+        Api<ClusterCertificateDeclaration>,
+        Api<ObservedCertificate>,
+        Api<PartialObjectMeta<Pod>>,
+    ) = match &ctx.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+    };
+    let controller = Controller::new(declarations, watcher::Config::default());
+    let by_store = controller.store();
+    let by_members = controller.store();
+    let pod_events = watcher(pods, watcher::Config::default()).touched_objects();
+    let stream = controller
+        .watches(ocerts, watcher::Config::default(), move |ocert| {
+            let (namespace, name) = (ocert.namespace(), ocert.name_any());
+            by_store
+                .state()
+                .iter()
+                .filter(|d| d.namespace() == namespace && d.spec.store.observed_certificates.contains(&name))
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(pod_events, move |pod| {
+            let namespace = pod.namespace();
+            by_members
+                .state()
+                .iter()
+                .filter(|d| d.namespace() == namespace && d.spec.members.as_ref().is_some_and(|m| m.pods.is_some()))
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx);
+    drive(CONTROLLER, stream).await;
+}
+
+fn error_policy(_: Arc<ClusterCertificateDeclaration>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(CONTROLLER, err.metric_label());
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// The store's instances with the material to present them, and the trust
+/// bundle's certificates as PEM.
+struct Gathered {
+    store: Store,
+    materials: BTreeMap<Thumbprint, PresentedMaterial>,
+    authorities: BTreeMap<Thumbprint, String>,
+}
+
+fn pem_of(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+async fn gather_store(
+    ctx: &Context,
+    namespace: &str,
+    spec: &ClusterCertificateDeclarationSpec,
+) -> Result<Result<Gathered, Blocked>, Error> {
+    let mut gathered = Gathered {
+        store: Store::default(),
+        materials: BTreeMap::new(),
+        authorities: BTreeMap::new(),
+    };
+    let ocerts = ctx.api::<ObservedCertificate>(namespace);
+    let secrets = ctx.api::<Secret>(namespace);
+    for (index, name) in spec.store.observed_certificates.iter().enumerate() {
+        let field = format!("spec.store.observedCertificates[{index}]");
+        let Some(ocert) = ocerts.get_opt(name).await.map_err(kube_err(
+            "GetObservedCertificate",
+            "ObservedCertificate",
+            namespace,
+            name,
+        ))?
+        else {
+            return Ok(Err(Blocked::new(
+                BlockReason::StoreNotFound,
+                format!("{field}: ObservedCertificate {namespace}/{name} does not exist"),
+            )));
+        };
+        let status = ocert.status.clone().unwrap_or_default();
+        if status.instances.is_empty() {
+            return Ok(Err(Blocked::new(
+                BlockReason::StoreNotSynced,
+                format!("{field}: ObservedCertificate {namespace}/{name} has no instances yet"),
+            )));
+        }
+        let stored_name = store_name(name);
+        let stored = secrets
+            .get_opt(&stored_name)
+            .await
+            .map_err(kube_err("GetSecret", "Secret", namespace, &stored_name))?
+            .filter(|s| owned_by(&s.metadata, &ocert));
+        let data: BTreeMap<String, Vec<u8>> = stored
+            .iter()
+            .flat_map(|s| s.data.iter().flatten())
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        for facts in status.instances {
+            match stored_instance(&data, &facts.thumbprint) {
+                Some(Ok(bundle)) => {
+                    for (thumbprint, der) in &bundle.authorities_der {
+                        gathered.authorities.insert(thumbprint.clone(), pem_of(der));
+                    }
+                    let text = |key: String| data.get(&key).map(|v| String::from_utf8_lossy(v).into_owned());
+                    let [crt, key, ca] = crate::observed::store_keys(&facts.thumbprint);
+                    if let (Some(tls_crt), Some(tls_key)) = (text(crt), text(key)) {
+                        let ca_crt = text(ca)
+                            .unwrap_or_else(|| bundle.authorities_der.iter().map(|(_, der)| pem_of(der)).collect());
+                        gathered.materials.insert(
+                            facts.thumbprint.clone(),
+                            PresentedMaterial {
+                                tls_crt,
+                                tls_key,
+                                ca_crt,
+                            },
+                        );
+                    }
+                    gathered.store.instances.push(bundle.leaf);
+                }
+                // Recorded but not stored (or unreadable): known, not presentable.
+                _ => gathered.store.instances.push(crate::facts::CertificateFacts {
+                    private_key: crate::facts::PrivateKeyState::Missing,
+                    ..facts
+                }),
+            }
+        }
+    }
+    if let Some(source) = &spec.trust_bundle {
+        match trust_bundle(ctx, namespace, source).await? {
+            Ok(pem) => match trust_bundle_certificates(&pem) {
+                Ok(roots) => gathered.authorities.extend(roots),
+                Err(err) => return Ok(Err(Blocked::new(BlockReason::StoreNotFound, err))),
+            },
+            Err(blocked) => return Ok(Err(blocked)),
+        }
+    }
+    gathered.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
+    gathered.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
+    gathered.store.trust = TrustBundle::new(gathered.authorities.keys().cloned());
+    Ok(Ok(gathered))
+}
+
+/// The certificates of a trust bundle, each as its own PEM block.
+fn trust_bundle_certificates(pem: &str) -> Result<Vec<(Thumbprint, String)>, String> {
+    let blocks = pem::parse_many(pem).map_err(|err| format!("spec.trustBundle: malformed PEM: {err}"))?;
+    let mut roots = Vec::new();
+    for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
+        let facts = inspect("spec.trustBundle", block.contents()).map_err(|err| err.to_string())?;
+        roots.push((facts[0].thumbprint.clone(), pem_of(block.contents())));
+    }
+    if roots.is_empty() {
+        return Err("spec.trustBundle: no certificate found".to_owned());
+    }
+    Ok(roots)
+}
+
+async fn trust_bundle(
+    ctx: &Context,
+    namespace: &str,
+    source: &crate::crd::TrustBundleSource,
+) -> Result<Result<String, Blocked>, Error> {
+    let missing = |what: String| {
+        Ok(Err(Blocked::new(
+            BlockReason::StoreNotFound,
+            format!("spec.trustBundle: {what}"),
+        )))
+    };
+    if let Some(r) = &source.config_map_ref {
+        let key = r.key.clone().unwrap_or_else(|| "ca.crt".into());
+        let map = ctx
+            .api::<ConfigMap>(namespace)
+            .get_opt(&r.name)
+            .await
+            .map_err(kube_err("GetConfigMap", "ConfigMap", namespace, &r.name))?;
+        return match map.and_then(|m| m.data.and_then(|mut d| d.remove(&key))) {
+            Some(pem) => Ok(Ok(pem)),
+            None => missing(format!("ConfigMap {namespace}/{} has no key {key:?}", r.name)),
+        };
+    }
+    if let Some(r) = &source.secret_ref {
+        let key = r.key.clone().unwrap_or_else(|| "ca.crt".into());
+        let secret = ctx.api::<Secret>(namespace).get_opt(&r.name).await.map_err(kube_err(
+            "GetSecret",
+            "Secret",
+            namespace,
+            &r.name,
+        ))?;
+        return match secret.and_then(|s| s.data.and_then(|mut d| d.remove(&key))) {
+            Some(bytes) => Ok(Ok(String::from_utf8_lossy(&bytes.0).into_owned())),
+            None => missing(format!("Secret {namespace}/{} has no key {key:?}", r.name)),
+        };
+    }
+    missing("set configMapRef or secretRef".into())
+}
+
+/// The outputs as they are: the published revision (from the validation
+/// ConfigMap) and whether either output belongs to someone else.
+struct Outputs {
+    published: Option<Revision>,
+    blocked: Option<Blocked>,
+    validation: Option<ConfigMap>,
+    presentation: Option<Secret>,
+}
+
+async fn read_outputs(ctx: &Context, declaration: &ClusterCertificateDeclaration) -> Result<Outputs, Error> {
+    let namespace = declaration.namespace().unwrap_or_default();
+    let name = declaration.name_any();
+    let (validation_name, presentation_name) = (validation_name(&name), presentation_name(&name));
+    let validation = ctx
+        .api::<ConfigMap>(&namespace)
+        .get_opt(&validation_name)
+        .await
+        .map_err(kube_err("GetConfigMap", "ConfigMap", &namespace, &validation_name))?;
+    let presentation = ctx
+        .api::<Secret>(&namespace)
+        .get_opt(&presentation_name)
+        .await
+        .map_err(kube_err("GetSecret", "Secret", &namespace, &presentation_name))?;
+    let foreign = |kind: &str, object: &str| {
+        Some(Blocked::new(
+            BlockReason::SecretOwnedElsewhere,
+            format!(
+                "{kind} {namespace}/{object} exists and was not created by certshift for this declaration; it is left untouched"
+            ),
+        ))
+    };
+    let blocked = match (&validation, &presentation) {
+        (Some(v), _) if !owned_by(&v.metadata, declaration) => foreign("ConfigMap", &validation_name),
+        (_, Some(p)) if !owned_by(&p.metadata, declaration) => foreign("Secret", &presentation_name),
+        _ => None,
+    };
+    let published = match (&blocked, &validation) {
+        (None, Some(map)) => {
+            let annotations = map.metadata.annotations.clone().unwrap_or_default();
+            let data = map.data.clone().unwrap_or_default();
+            match outputs::read_published(&annotations, &data) {
+                Ok(revision) => Some(revision),
+                Err(err) => {
+                    warn!(error = %err, "the validation ConfigMap is unreadable; republishing");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    Ok(Outputs {
+        published,
+        blocked,
+        validation,
+        presentation,
+    })
+}
+
+/// Writes both outputs for `revision` (validation first: a restart between the
+/// two writes then repairs the presentation instead of regressing it). Writes
+/// only what differs.
+async fn publish(
+    ctx: &Context,
+    declaration: &ClusterCertificateDeclaration,
+    revision: &Revision,
+    gathered: &Gathered,
+    current: &Outputs,
+) -> Result<(), Error> {
+    let namespace = declaration.namespace().unwrap_or_default();
+    let name = declaration.name_any();
+    let Some(material) = gathered.materials.get(&revision.presented) else {
+        warn!(presented = %revision.presented, "no stored key material for the presented certificate");
+        return Ok(());
+    };
+    let annotations = outputs::annotations(revision);
+    let labels = BTreeMap::from([
+        (DECLARATION_LABEL.to_owned(), name.clone()),
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+    ]);
+    let ca_bundle: String = gathered.authorities.values().map(String::as_str).collect();
+    let accepted_instances: Vec<Thumbprint> = gathered
+        .store
+        .instances
+        .iter()
+        .filter(|f| revision.accepted.admits(f, &gathered.store.trust))
+        .map(|f| f.thumbprint.clone())
+        .collect();
+    let validation_data = outputs::validation_data(
+        revision,
+        &outputs::clients(&declaration.spec),
+        &ca_bundle,
+        &accepted_instances,
+    );
+    let validation_current = current
+        .validation
+        .as_ref()
+        .map(|m| (m.metadata.annotations.clone(), m.data.clone()));
+    if validation_current != Some((Some(annotations.clone()), Some(validation_data.clone()))) {
+        let map = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(validation_name(&name)),
+                namespace: Some(namespace.clone()),
+                labels: Some(labels.clone()),
+                annotations: Some(annotations.clone()),
+                owner_references: Some(vec![super::owner_reference(declaration)]),
+                ..ObjectMeta::default()
+            },
+            data: Some(validation_data),
+            ..ConfigMap::default()
+        };
+        let mut value = serde_json::to_value(&map).expect("ConfigMap serializes");
+        value["apiVersion"] = "v1".into();
+        value["kind"] = "ConfigMap".into();
+        ctx.api::<ConfigMap>(&namespace)
+            .patch(
+                &validation_name(&name),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(value),
+            )
+            .await
+            .map_err(kube_err(
+                "ApplyConfigMap",
+                "ConfigMap",
+                &namespace,
+                &validation_name(&name),
+            ))?;
+        ctx.metrics.write("ConfigMap");
+    }
+    let presentation_data = outputs::presentation_data(material);
+    let presentation_current = current.presentation.as_ref().map(|s| {
+        let data: BTreeMap<String, String> = s
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+            .collect();
+        (s.metadata.annotations.clone(), data)
+    });
+    if presentation_current != Some((Some(annotations.clone()), presentation_data.clone())) {
+        let secret = OwnedSecret {
+            name: &presentation_name(&name),
+            type_: "kubernetes.io/tls",
+            labels,
+            annotations,
+            data: &presentation_data,
+        };
+        apply_secret(ctx, MANAGER, declaration, secret).await?;
+    }
+    Ok(())
+}
+
+async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = declaration.namespace().unwrap_or_default();
+    let name = declaration.name_any();
+    let span = info_span!(
+        "reconcile",
+        controller = CONTROLLER,
+        %namespace,
+        %name,
+        generation = declaration.metadata.generation,
+        stage = tracing::field::Empty
+    );
+    async move {
+        ctx.metrics.reconciled(CONTROLLER);
+        let gathered = gather_store(&ctx, &namespace, &declaration.spec).await?;
+        let outputs = read_outputs(&ctx, &declaration).await?;
+        let members = members::report(&ctx, &namespace, declaration.spec.members.as_ref()).await?;
+        let status = declaration.status.clone().unwrap_or_default();
+        let decision = declaration::decide(World {
+            generation: declaration.metadata.generation,
+            spec: &declaration.spec,
+            status: &status,
+            store: gathered.as_ref().map(|g| g.store.clone()).map_err(Clone::clone),
+            published: outputs.published.clone(),
+            outputs_blocked: outputs.blocked.clone(),
+            members,
+            now: now(),
+        });
+        if let Ok(gathered) = &gathered {
+            // A restart between the two output writes left the presentation
+            // behind the validation ConfigMap: finish that write first.
+            if let (Some(published), None) = (&outputs.published, &decision.publish) {
+                let behind = outputs
+                    .presentation
+                    .as_ref()
+                    .and_then(|s| s.metadata.annotations.as_ref())
+                    .and_then(|a| a.get(REVISION_ANNOTATION))
+                    != Some(&published.revision.to_string());
+                if behind && outputs.blocked.is_none() {
+                    info!(revision = published.revision, "completing the presentation of the published revision");
+                    publish(&ctx, &declaration, published, gathered, &outputs).await?;
+                }
+            }
+            if let Some(revision) = &decision.publish {
+                tracing::Span::current().record("stage", tracing::field::debug(revision.stage));
+                publish(&ctx, &declaration, revision, gathered, &outputs).await?;
+                ctx.metrics.published();
+                info!(revision = revision.revision, stage = ?revision.stage, change = ?revision.change, presented = %revision.presented, "published");
+            }
+        }
+        if declaration.status.as_ref() != Some(&decision.status) {
+            let patch = serde_json::json!({
+                "apiVersion": "certshift.io/v1alpha1",
+                "kind": "ClusterCertificateDeclaration",
+                "status": decision.status,
+            });
+            ctx.api::<ClusterCertificateDeclaration>(&namespace)
+                .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
+                .await
+                .map_err(kube_err("ApplyStatus", "ClusterCertificateDeclaration", &namespace, &name))?;
+            ctx.metrics.write("ClusterCertificateDeclaration/status");
+        } else {
+            debug!("unchanged");
+        }
+        let reference = declaration.object_ref(&());
+        for event in &decision.events {
+            let published = ctx
+                .recorder
+                .publish(
+                    &KubeEvent {
+                        type_: event.type_,
+                        reason: event.reason.clone(),
+                        note: Some(event.message.chars().take(1000).collect()),
+                        action: "Reconcile".into(),
+                        secondary: None,
+                    },
+                    &reference,
+                )
+                .await;
+            match published {
+                Ok(()) => ctx.metrics.write("Event"),
+                Err(err) => warn!(error = %err, reason = %event.reason, "could not publish an event"),
+            }
+        }
+        Ok(match decision.requeue {
+            Some(after) => Action::requeue(after),
+            None => Action::requeue(Duration::from_secs(300)),
+        })
+    }
+    .instrument(span)
+    .await
+}

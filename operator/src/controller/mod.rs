@@ -1,0 +1,265 @@
+//! The I/O shell: watches, gathers the world, calls the pure decisions in
+//! [`crate::observed`] and [`crate::declaration`], and applies them with
+//! server-side apply (one field manager per controller).
+
+mod declaration;
+mod leader;
+pub mod members;
+pub mod metrics;
+mod observed;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+pub use leader::LeaderElection;
+use metrics::Metrics;
+
+use crate::outputs::{MANAGED_BY, MANAGED_BY_LABEL};
+
+/// How `certshift run` runs.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Watch one namespace, or all.
+    pub namespace: Option<String>,
+    pub leader_election: Option<LeaderElection>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Built once, shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub namespace: Option<String>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+}
+
+/// I/O failures; everything a user must fix is a condition instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {kind} {namespace}/{name}: {source}")]
+    Kube {
+        action: &'static str,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+impl Error {
+    /// A fixed metric label.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { action, .. } => action,
+        }
+    }
+}
+
+fn kube_err(
+    action: &'static str,
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+) -> impl FnOnce(kube::Error) -> Error {
+    let (namespace, name) = (namespace.to_owned(), name.to_owned());
+    move |source| Error::Kube {
+        action,
+        kind,
+        namespace,
+        name,
+        source: Box::new(source),
+    }
+}
+
+/// Whole seconds: status timestamps are compared after a round trip.
+pub fn now() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).expect("now is in range")
+}
+
+/// The owner reference the operator puts on what it creates.
+fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Whether an existing object was created by certshift for `owner`: it carries
+/// our label and an owner reference to it. Anything else is never written.
+fn owned_by<K: Resource<DynamicType = ()>>(meta: &ObjectMeta, owner: &K) -> bool {
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .map(String::as_str)
+        == Some(MANAGED_BY);
+    let uid = owner.uid();
+    labelled
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| Some(&r.uid) == uid.as_ref())
+}
+
+/// A Secret the operator owns, as it should be.
+struct OwnedSecret<'a> {
+    name: &'a str,
+    type_: &'a str,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    data: &'a BTreeMap<String, String>,
+}
+
+/// Server-side applies a Secret the operator owns.
+async fn apply_secret<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    manager: &str,
+    owner: &K,
+    secret: OwnedSecret<'_>,
+) -> Result<(), Error> {
+    let OwnedSecret {
+        name,
+        type_,
+        labels,
+        annotations,
+        data,
+    } = secret;
+    let namespace = owner.namespace().unwrap_or_default();
+    let mut labels = labels;
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.clone()),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(vec![owner_reference(owner)]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(type_.to_owned()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+    let mut value = serde_json::to_value(&secret).expect("Secret serializes");
+    value["apiVersion"] = "v1".into();
+    value["kind"] = "Secret".into();
+    ctx.api::<Secret>(&namespace)
+        .patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(value))
+        .await
+        .map_err(kube_err("ApplySecret", "Secret", &namespace, name))?;
+    ctx.metrics.write("Secret");
+    Ok(())
+}
+
+/// Runs both controllers until `shutdown` resolves (or leadership is lost).
+pub async fn run(
+    client: Client,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow_like::Result {
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = options.metrics_addr {
+        let metrics = metrics.clone();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|err| format!("binding {addr}: {err}"))?;
+        info!(%addr, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(metrics::serve(listener, metrics));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut lost_leadership = None;
+    if let Some(election) = &options.leader_election {
+        let lease = election.acquire(&client, stop_rx.clone()).await?;
+        info!(identity = %election.identity, "acquired the leader lease");
+        lost_leadership = Some(lease);
+    }
+    metrics.set_ready(true);
+    let reporter = Reporter {
+        controller: "certshift".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        namespace: options.namespace.clone(),
+        metrics: metrics.clone(),
+    });
+    let stop = {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let stop = futures::future::FutureExt::shared(Box::pin(stop));
+    let observed = observed::controller(ctx.clone(), stop.clone());
+    let declarations = declaration::controller(ctx.clone(), stop.clone());
+    let controllers = futures::future::join(observed, declarations);
+    let outcome = match lost_leadership {
+        Some(lost) => tokio::select! {
+            _ = controllers => Ok(()),
+            message = lost => Err(message),
+        },
+        None => {
+            controllers.await;
+            Ok(())
+        }
+    };
+    metrics.set_ready(false);
+    info!("controllers stopped");
+    outcome
+}
+
+/// A tiny result alias for the process entry points (errors are messages).
+pub mod anyhow_like {
+    pub type Result<T = ()> = std::result::Result<T, String>;
+}
+
+/// Drains a controller's stream, logging each outcome.
+async fn drive<S, T, E>(name: &'static str, stream: S)
+where
+    S: futures::Stream<Item = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    stream
+        .for_each(|outcome| async move {
+            if let Err(err) = outcome {
+                warn!(controller = name, error = %err, "reconcile failed");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,153 @@
+//! ObservedCertificate: watch ObservedCertificates and the *metadata* of
+//! Secrets (no Secret data is cached), read the referenced source Secret,
+//! record instances in status and their keys in `<name>-store`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use tracing::{Instrument, debug, info, info_span};
+
+use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, now, owned_by};
+use crate::crd::ObservedCertificate;
+use crate::observed::{self, Source};
+use crate::outputs::{OBSERVED_CERTIFICATE_LABEL, store_name};
+
+const MANAGER: &str = "certshift-observed-certificate";
+const CONTROLLER: &str = "observedcertificate";
+
+pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+    // Metadata only: no Secret data is ever cached.
+    let (ocerts, secrets): (Api<ObservedCertificate>, Api<PartialObjectMeta<Secret>>) = match &ctx.namespace {
+        Some(ns) => (
+            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.client.clone(), ns),
+        ),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    let controller = Controller::new(ocerts, watcher::Config::default());
+    let store = controller.store();
+    // Secret events map to the ObservedCertificates that name them as source.
+    let secret_events = watcher(secrets, watcher::Config::default()).touched_objects();
+    let stream = controller
+        .watches_stream(secret_events, move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .iter()
+                .filter(|o| o.namespace() == namespace && o.spec.source.secret_ref.name == name)
+                .map(|o| ObjectRef::from_obj(o.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx);
+    drive(CONTROLLER, stream).await;
+}
+
+fn error_policy(_: Arc<ObservedCertificate>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(CONTROLLER, err.metric_label());
+    Action::requeue(Duration::from_secs(15))
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = ocert.namespace().unwrap_or_default();
+    let name = ocert.name_any();
+    let span =
+        info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = ocert.metadata.generation);
+    async move {
+        ctx.metrics.reconciled(CONTROLLER);
+        let secrets = ctx.api::<Secret>(&namespace);
+        let source_name = &ocert.spec.source.secret_ref.name;
+        let source =
+            secrets
+                .get_opt(source_name)
+                .await
+                .map_err(kube_err("GetSecret", "Secret", &namespace, source_name))?;
+        let store_secret_name = store_name(&name);
+        let stored = secrets.get_opt(&store_secret_name).await.map_err(kube_err(
+            "GetSecret",
+            "Secret",
+            &namespace,
+            &store_secret_name,
+        ))?;
+        let source_data = source.as_ref().map(secret_data);
+        let stored_data = stored.as_ref().map(secret_data);
+        let store_owned_elsewhere = stored.as_ref().is_some_and(|s| !owned_by(&s.metadata, ocert.as_ref()));
+        let status = ocert.status.clone().unwrap_or_default();
+        let decision = observed::decide(observed::World {
+            name: &name,
+            generation: ocert.metadata.generation,
+            spec: &ocert.spec,
+            status: &status,
+            source: match &source_data {
+                Some(data) => Source::Present(data),
+                None => Source::Missing,
+            },
+            stored: if store_owned_elsewhere {
+                None
+            } else {
+                stored_data.as_ref()
+            },
+            store_owned_elsewhere,
+            now: now(),
+        });
+
+        if let Some(data) = &decision.store {
+            let labels = BTreeMap::from([(OBSERVED_CERTIFICATE_LABEL.to_owned(), name.clone())]);
+            let secret = OwnedSecret {
+                name: &store_secret_name,
+                type_: "Opaque",
+                labels,
+                annotations: BTreeMap::new(),
+                data,
+            };
+            apply_secret(&ctx, MANAGER, ocert.as_ref(), secret).await?;
+            info!(instances = decision.status.instance_count, "stored instances");
+        }
+        ctx.metrics.expiry(
+            &namespace,
+            &name,
+            decision.status.current.as_ref().and_then(|c| c.not_after),
+        );
+        if ocert.status.as_ref() != Some(&decision.status) {
+            let api = ctx.api::<ObservedCertificate>(&namespace);
+            let patch = serde_json::json!({
+                "apiVersion": "certshift.io/v1alpha1",
+                "kind": "ObservedCertificate",
+                "status": decision.status,
+            });
+            api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
+                .await
+                .map_err(kube_err("ApplyStatus", "ObservedCertificate", &namespace, &name))?;
+            ctx.metrics.write("ObservedCertificate/status");
+            info!(current = ?decision.status.current.as_ref().map(|c| &c.short_thumbprint), "status updated");
+        } else {
+            debug!("unchanged");
+        }
+        // Watches bring changes; the requeue flips ExpiringSoon/expiry on time.
+        Ok(match decision.requeue {
+            Some(after) => Action::requeue(after.min(Duration::from_secs(3600))),
+            None => Action::await_change(),
+        })
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,300 @@
+//! The ObservedCertificate controller's decision, pure: from the source Secret's
+//! material and the current status to the new status and the retained
+//! instances (with their keys) for the operator-owned `<name>-store` Secret.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::conditions::{self, Decided};
+use crate::crd::{CurrentInstance, ObservedCertificateSpec, ObservedCertificateStatus};
+use crate::duration;
+use crate::facts::{CertificateBundle, CertificateFacts, FactsError, PrivateKeyState, TlsMaterial};
+use crate::thumbprint::Thumbprint;
+
+pub const SYNCED: &str = "Synced";
+pub const VALID: &str = "Valid";
+pub const EXPIRING_SOON: &str = "ExpiringSoon";
+pub const DEFAULT_RETAIN: u32 = 3;
+pub const DEFAULT_MARGIN: Duration = Duration::from_secs(720 * 3600);
+
+/// What the source Secret held.
+pub enum Source<'a> {
+    Missing,
+    /// Present, with its keys (`tls.crt`, `tls.key`, `ca.crt`).
+    Present(&'a BTreeMap<String, Vec<u8>>),
+}
+
+pub struct World<'a> {
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    pub spec: &'a ObservedCertificateSpec,
+    pub status: &'a ObservedCertificateStatus,
+    pub source: Source<'a>,
+    /// The `<name>-store` Secret's data, if it exists.
+    pub stored: Option<&'a BTreeMap<String, Vec<u8>>>,
+    /// The store Secret exists but was not created by certshift.
+    pub store_owned_elsewhere: bool,
+    pub now: Timestamp,
+}
+
+pub struct Decision {
+    pub status: ObservedCertificateStatus,
+    /// The store Secret's complete data, when it must be written.
+    pub store: Option<BTreeMap<String, String>>,
+    /// When to look again without a watch event (expiry margins).
+    pub requeue: Option<Duration>,
+}
+
+/// Keys of one retained instance in the store Secret.
+pub fn store_keys(thumbprint: &Thumbprint) -> [String; 3] {
+    [
+        format!("{thumbprint}.crt"),
+        format!("{thumbprint}.key"),
+        format!("{thumbprint}.ca.crt"),
+    ]
+}
+
+/// Reads one retained instance back from the store Secret's data.
+pub fn stored_instance(
+    data: &BTreeMap<String, Vec<u8>>,
+    thumbprint: &Thumbprint,
+) -> Option<Result<CertificateBundle, FactsError>> {
+    let [crt, key, ca] = store_keys(thumbprint);
+    let tls_crt = data.get(&crt)?;
+    Some(CertificateBundle::from_tls(&TlsMaterial {
+        tls_crt,
+        tls_key: data.get(&key).map(Vec::as_slice),
+        ca_crt: data.get(&ca).map(Vec::as_slice),
+    }))
+}
+
+pub fn decide(world: World<'_>) -> Decision {
+    let now = world.now;
+    let retain = world.spec.retain_instances.unwrap_or(DEFAULT_RETAIN).max(1) as usize;
+    let margin = world
+        .spec
+        .expiry_warning_margin
+        .as_deref()
+        .and_then(|m| duration::parse("", m).ok())
+        .unwrap_or(DEFAULT_MARGIN);
+    let mut instances = world.status.instances.clone();
+    let mut decided = Vec::new();
+    let mut current = world.status.current.clone();
+    let mut new_material: Option<(Thumbprint, BTreeMap<String, String>)> = None;
+
+    match &world.source {
+        Source::Missing => {
+            decided.push(Decided::new(
+                SYNCED,
+                false,
+                "SecretNotFound",
+                format!(
+                    "Secret {:?} (spec.source.secretRef) does not exist",
+                    world.spec.source.secret_ref.name
+                ),
+            ));
+        }
+        Source::Present(data) => {
+            let material = TlsMaterial {
+                tls_crt: data.get("tls.crt").map_or(&[], Vec::as_slice),
+                tls_key: data.get("tls.key").map(Vec::as_slice),
+                ca_crt: data.get("ca.crt").map(Vec::as_slice),
+            };
+            match CertificateBundle::from_tls(&material) {
+                Err(err) => {
+                    decided.push(Decided::new(SYNCED, true, "Synced", "the source Secret was read"));
+                    decided.push(Decided::new(VALID, false, err.reason(), err.to_string()));
+                }
+                Ok(bundle) => {
+                    decided.push(Decided::new(SYNCED, true, "Synced", "the source Secret was read"));
+                    decided.push(validity(&bundle, now));
+                    let leaf = bundle.leaf.clone();
+                    current = Some(CurrentInstance {
+                        thumbprint: leaf.thumbprint.to_string(),
+                        short_thumbprint: leaf.thumbprint.short().to_owned(),
+                        not_after: Some(leaf.not_after),
+                    });
+                    new_material = Some((leaf.thumbprint.clone(), material_of(data)));
+                    if let Some(existing) = instances.iter_mut().find(|i| i.thumbprint == leaf.thumbprint) {
+                        *existing = leaf;
+                    } else {
+                        instances.push(leaf);
+                    }
+                }
+            }
+        }
+    }
+    // Newest first; the current instance is always kept.
+    instances.sort_by(|a, b| {
+        b.not_before
+            .cmp(&a.not_before)
+            .then_with(|| a.thumbprint.cmp(&b.thumbprint))
+    });
+    let current_tp = current.as_ref().map(|c| c.thumbprint.clone());
+    let mut kept: Vec<CertificateFacts> = Vec::new();
+    for instance in instances {
+        let is_current = current_tp.as_deref() == Some(instance.thumbprint.as_str());
+        if kept.len() < retain || is_current {
+            kept.push(instance);
+        }
+    }
+    while kept.len() > retain {
+        let drop_at = kept
+            .iter()
+            .rposition(|i| current_tp.as_deref() != Some(i.thumbprint.as_str()))
+            .expect("more than one instance");
+        kept.remove(drop_at);
+    }
+
+    // The store Secret: every kept instance's material, from the source when it
+    // is the one just read, else as already stored.
+    let mut store: BTreeMap<String, String> = BTreeMap::new();
+    for instance in &kept {
+        let stored = world.stored.map(|data| {
+            store_keys(&instance.thumbprint)
+                .into_iter()
+                .filter_map(|key| Some((key.clone(), String::from_utf8(data.get(&key)?.clone()).ok()?)))
+                .collect::<BTreeMap<_, _>>()
+        });
+        match (&new_material, stored) {
+            (Some((tp, material)), _) if *tp == instance.thumbprint => {
+                let [crt, key, ca] = store_keys(tp);
+                for (name, field) in [(crt, "tls.crt"), (key, "tls.key"), (ca, "ca.crt")] {
+                    if let Some(value) = material.get(field) {
+                        store.insert(name, value.clone());
+                    }
+                }
+            }
+            (_, Some(stored)) => store.extend(stored),
+            _ => {}
+        }
+    }
+    let stored_now: Option<BTreeMap<String, String>> = world.stored.map(|data| {
+        data.iter()
+            .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.clone()).ok()?)))
+            .collect()
+    });
+    let write_store = !store.is_empty() && stored_now.as_ref() != Some(&store) && !world.store_owned_elsewhere;
+    if world.store_owned_elsewhere {
+        decided.retain(|d| d.type_ != SYNCED);
+        decided.push(Decided::new(
+            SYNCED,
+            false,
+            "SecretOwnedElsewhere",
+            format!(
+                "Secret {:?} exists and was not created by certshift; it is left untouched",
+                crate::outputs::store_name(world.name)
+            ),
+        ));
+    }
+
+    // Keep conditions this reconcile could not judge (Valid when the source is missing).
+    for previous in &world.status.conditions {
+        if !decided.iter().any(|d| d.type_ == previous.type_) && previous.type_ == VALID {
+            decided.push(Decided::new(
+                VALID,
+                previous.status == "True",
+                previous.reason.clone(),
+                previous.message.clone(),
+            ));
+        }
+    }
+    let current_facts = current_tp
+        .as_ref()
+        .and_then(|tp| kept.iter().find(|i| i.thumbprint.as_str() == tp));
+    let (expiring, requeue) = match current_facts {
+        Some(facts) => {
+            let warn_at = facts
+                .not_after
+                .as_second()
+                .saturating_sub(i64::try_from(margin.as_secs()).unwrap_or(i64::MAX));
+            let expiring = now.as_second() >= warn_at;
+            let next = [warn_at, facts.not_after.as_second() + 1, facts.not_before.as_second()]
+                .into_iter()
+                .filter(|t| *t > now.as_second())
+                .min()
+                .map(|t| Duration::from_secs((t - now.as_second()).unsigned_abs()));
+            let decided = if expiring {
+                Decided::new(
+                    EXPIRING_SOON,
+                    true,
+                    "ExpiringSoon",
+                    format!("the current instance expires at notAfter={}", facts.not_after),
+                )
+            } else {
+                Decided::new(
+                    EXPIRING_SOON,
+                    false,
+                    "NotExpiring",
+                    format!("notAfter={}", facts.not_after),
+                )
+            };
+            (decided, next)
+        }
+        None => (Decided::new(EXPIRING_SOON, false, "NoCertificate", ""), None),
+    };
+    decided.push(expiring);
+
+    let conditions = conditions::merge(&world.status.conditions, &decided, world.generation, now);
+    let instances_changed = kept != world.status.instances;
+    let status = ObservedCertificateStatus {
+        observed_generation: world.generation,
+        conditions,
+        current,
+        instance_count: u32::try_from(kept.len()).unwrap_or(u32::MAX),
+        last_sync_time: if instances_changed {
+            Some(now)
+        } else {
+            world.status.last_sync_time
+        },
+        instances: kept,
+    };
+    Decision {
+        status,
+        store: write_store.then_some(store),
+        requeue,
+    }
+}
+
+fn material_of(data: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+    ["tls.crt", "tls.key", "ca.crt"]
+        .into_iter()
+        .filter_map(|k| Some((k.to_owned(), String::from_utf8(data.get(k)?.clone()).ok()?)))
+        .collect()
+}
+
+fn validity(bundle: &CertificateBundle, now: Timestamp) -> Decided {
+    let leaf = &bundle.leaf;
+    let key_problem = bundle.key_message.clone().unwrap_or_default();
+    match leaf.private_key {
+        PrivateKeyState::Mismatch => return Decided::new(VALID, false, "PrivateKeyMismatch", key_problem),
+        PrivateKeyState::Unreadable => return Decided::new(VALID, false, "PrivateKeyUnreadable", key_problem),
+        _ => {}
+    }
+    if now > leaf.not_after {
+        return Decided::new(
+            VALID,
+            false,
+            "CertificateExpired",
+            format!("notAfter={}", leaf.not_after),
+        );
+    }
+    if now < leaf.not_before {
+        return Decided::new(
+            VALID,
+            false,
+            "CertificateNotYetValid",
+            format!("notBefore={}", leaf.not_before),
+        );
+    }
+    let message = match leaf.private_key {
+        PrivateKeyState::Missing => format!(
+            "{} (no private key: it can be accepted, not presented)",
+            leaf.thumbprint
+        ),
+        _ => leaf.thumbprint.to_string(),
+    };
+    Decided::new(VALID, true, "Valid", message)
+}
