@@ -70,6 +70,14 @@ pub fn transitions<'a>(previous: &[Condition], next: &'a [Condition]) -> Vec<&'a
         .collect()
 }
 
+/// Conditions in a canonical order. Server-side apply appends entries new to
+/// a list-map after the old ones, so what is read back is compared sorted.
+pub fn sorted(conditions: &[Condition]) -> Vec<Condition> {
+    let mut sorted = conditions.to_vec();
+    sorted.sort_by(|a, b| a.type_.cmp(&b.type_));
+    sorted
+}
+
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }

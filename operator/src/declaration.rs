@@ -470,23 +470,38 @@ fn conditions_for(
         },
     ));
 
-    // The conversion's milestones, derived from what members have converged on.
-    let effective = current.filter(|_| converged).map(|c| &c.accepted);
-    let desired_rules = desired.map(|d| &d.accepted);
-    let stage_condition = |type_: &'static str, done: bool, pending_reason: &str| {
-        if done {
-            Decided::new(type_, true, "Done", "")
-        } else {
-            Decided::new(type_, false, pending_reason, "")
-        }
-    };
-    let goal_presented = matches!((current, goal), (Some(c), Some(g)) if converged && &c.presented == g);
-    out.push(stage_condition(SECONDARY_ADDED, goal_presented, "Pending"));
-    let switched = matches!((effective, desired_rules), (Some(e), Some(d))
-        if e.common_names.is_empty() == d.common_names.is_empty() && e.thumbprints.is_empty() == d.thumbprints.is_empty());
-    out.push(stage_condition(DECLARATION_SWITCHED, switched, "Pending"));
-    let pinned = matches!((effective, desired_rules), (Some(e), Some(d)) if e.common_names == d.common_names);
-    out.push(stage_condition(ISSUERS_PINNED, pinned, "Pending"));
+    // The conversion's milestones, derived from what members have converged on;
+    // they apply to declarations by common name.
+    if let Some(desired) = desired.filter(|d| !d.accepted.common_names.is_empty()) {
+        let effective = current.filter(|_| converged).map(|c| &c.accepted);
+        let milestone = |type_: &'static str, done: bool, message: String| {
+            if done {
+                Decided::new(type_, true, type_, message)
+            } else {
+                Decided::new(type_, false, "Pending", message)
+            }
+        };
+        let goal_presented = matches!((current, goal), (Some(c), Some(g)) if converged && &c.presented == g);
+        out.push(milestone(
+            SECONDARY_ADDED,
+            goal_presented,
+            goal.map_or_else(String::new, |g| format!("members present the goal certificate {g}")),
+        ));
+        let switched = effective.is_some_and(|e| {
+            !e.common_names.is_empty() && e.thumbprints.is_empty() == desired.accepted.thumbprints.is_empty()
+        });
+        out.push(milestone(
+            DECLARATION_SWITCHED,
+            switched,
+            "members validate by common name as declared".to_owned(),
+        ));
+        let pinned = effective.is_some_and(|e| e.common_names == desired.accepted.common_names);
+        out.push(milestone(
+            ISSUERS_PINNED,
+            pinned,
+            "members accept the declared issuers only".to_owned(),
+        ));
+    }
 
     let expiring = presenting
         .and_then(|p| p.not_after)

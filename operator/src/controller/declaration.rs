@@ -19,6 +19,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, members, now, owned_by};
+use crate::conditions;
 use crate::crd::{ClusterCertificateDeclaration, ClusterCertificateDeclarationSpec, ObservedCertificate};
 use crate::declaration::{self, World};
 use crate::facts::inspect;
@@ -402,7 +403,8 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Con
         let gathered = gather_store(&ctx, &namespace, &declaration.spec).await?;
         let outputs = read_outputs(&ctx, &declaration).await?;
         let members = members::report(&ctx, &namespace, declaration.spec.members.as_ref()).await?;
-        let status = declaration.status.clone().unwrap_or_default();
+        let mut status = declaration.status.clone().unwrap_or_default();
+        status.conditions = conditions::sorted(&status.conditions);
         let decision = declaration::decide(World {
             generation: declaration.metadata.generation,
             spec: &declaration.spec,
@@ -435,7 +437,12 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Con
                 info!(revision = revision.revision, stage = ?revision.stage, change = ?revision.change, presented = %revision.presented, "published");
             }
         }
-        if declaration.status.as_ref() != Some(&decision.status) {
+        if declaration.status.is_none() || status != decision.status {
+            debug!(
+                before = %serde_json::to_string(&status).unwrap_or_default(),
+                after = %serde_json::to_string(&decision.status).unwrap_or_default(),
+                "status changed"
+            );
             let patch = serde_json::json!({
                 "apiVersion": "certshift.io/v1alpha1",
                 "kind": "ClusterCertificateDeclaration",

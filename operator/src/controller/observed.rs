@@ -17,6 +17,7 @@ use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span};
 
 use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, now, owned_by};
+use crate::conditions;
 use crate::crd::ObservedCertificate;
 use crate::observed::{self, Source};
 use crate::outputs::{OBSERVED_CERTIFICATE_LABEL, store_name};
@@ -91,7 +92,8 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
         let source_data = source.as_ref().map(secret_data);
         let stored_data = stored.as_ref().map(secret_data);
         let store_owned_elsewhere = stored.as_ref().is_some_and(|s| !owned_by(&s.metadata, ocert.as_ref()));
-        let status = ocert.status.clone().unwrap_or_default();
+        let mut status = ocert.status.clone().unwrap_or_default();
+        status.conditions = conditions::sorted(&status.conditions);
         let decision = observed::decide(observed::World {
             name: &name,
             generation: ocert.metadata.generation,
@@ -127,7 +129,7 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
             &name,
             decision.status.current.as_ref().and_then(|c| c.not_after),
         );
-        if ocert.status.as_ref() != Some(&decision.status) {
+        if ocert.status.is_none() || status != decision.status {
             let api = ctx.api::<ObservedCertificate>(&namespace);
             let patch = serde_json::json!({
                 "apiVersion": "certshift.io/v1alpha1",

@@ -1,0 +1,220 @@
+//! A real kube-apiserver v1.20.2 and etcd on free loopback ports, with an audit
+//! log, two identities (an admin for the tests, one for the operator), torn
+//! down on drop.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+
+pub const ADMIN_TOKEN: &str = "certshift-e2e-admin";
+pub const OPERATOR_TOKEN: &str = "certshift-e2e-operator";
+pub const OPERATOR_USER: &str = "certshift-operator";
+
+pub struct ControlPlane {
+    dir: PathBuf,
+    keep: std::sync::atomic::AtomicBool,
+    etcd: Child,
+    apiserver: Child,
+    pub url: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The kube-apiserver binary `hack/kube-apiserver.sh` builds.
+pub fn apiserver_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("CERTSHIFT_KUBE_APISERVER") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var("CERTSHIFT_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        std::env::var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"))
+            .join("certshift")
+    });
+    cache.join("kube-apiserver-v1.20.2/kube-apiserver")
+}
+
+fn require(path: &Path, what: &str) {
+    assert!(
+        path.exists(),
+        "{what} not found at {}: run hack/kube-apiserver.sh (make test does) to install etcd and build kube-apiserver",
+        path.display()
+    );
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver; panics (never skips) when they are missing.
+    pub fn start() -> Self {
+        let apiserver_bin = apiserver_binary();
+        let etcd_bin = PathBuf::from(std::env::var("CERTSHIFT_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into()));
+        require(&apiserver_bin, "kube-apiserver");
+        require(&etcd_bin, "etcd");
+        let dir = std::env::temp_dir().join(format!("certshift-e2e-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("control plane dir");
+
+        let (client_port, peer_port, secure_port) = (free_port(), free_port(), free_port());
+        let etcd = Command::new(&etcd_bin)
+            .args(["--data-dir", &dir.join("etcd").to_string_lossy()])
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client_port}")])
+            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client_port}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer_port}")])
+            .stdout(Stdio::null())
+            .stderr(log_file(&dir, "etcd.log"))
+            .spawn()
+            .expect("etcd starts");
+
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("service account key");
+        std::fs::write(dir.join("sa.key"), key.serialize_pem()).expect("sa.key");
+        std::fs::write(dir.join("sa.pub"), key.public_key_pem()).expect("sa.pub");
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!(
+                "{ADMIN_TOKEN},admin,admin,\"system:masters\"\n{OPERATOR_TOKEN},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n"
+            ),
+        )
+        .expect("tokens.csv");
+        std::fs::write(
+            dir.join("audit-policy.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
+        )
+        .expect("audit policy");
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let apiserver = Command::new(&apiserver_bin)
+            .arg(format!("--etcd-servers=http://127.0.0.1:{client_port}"))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--secure-port={secure_port}"))
+            .arg(format!("--cert-dir={}", path("certs")))
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg(format!("--service-account-key-file={}", path("sa.pub")))
+            .arg(format!("--service-account-signing-key-file={}", path("sa.key")))
+            .arg(format!("--token-auth-file={}", path("tokens.csv")))
+            .args(["--authorization-mode=RBAC", "--endpoint-reconciler-type=none"])
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg(format!("--audit-policy-file={}", path("audit-policy.yaml")))
+            .arg(format!("--audit-log-path={}", path("audit.log")))
+            .arg("--audit-log-mode=blocking")
+            .stdout(Stdio::null())
+            .stderr(log_file(&dir, "apiserver.log"))
+            .spawn()
+            .expect("kube-apiserver starts");
+        let plane = Self {
+            dir,
+            keep: std::sync::atomic::AtomicBool::new(false),
+            etcd,
+            apiserver,
+            url: format!("https://127.0.0.1:{secure_port}"),
+        };
+        plane.wait_ready();
+        plane
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let client = self.client(ADMIN_TOKEN);
+            loop {
+                let request = http::Request::get("/readyz").body(Vec::new()).expect("request");
+                if client.request_text(request).await.is_ok_and(|body| body.trim() == "ok") {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "kube-apiserver not ready after 90s; see {}",
+                    self.dir.join("apiserver.log").display()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+    }
+
+    /// Where the logs, the audit log and the data live.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Keep the directory after the run (a scenario failed).
+    pub fn keep(&self) {
+        self.keep.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A client with `token`'s identity (skips TLS verification on loopback).
+    pub fn client(&self, token: &str) -> Client {
+        let mut config = kube::Config::new(self.url.parse().expect("url"));
+        config.accept_invalid_certs = true;
+        config.auth_info.token = Some(token.to_owned().into());
+        config.default_namespace = "default".into();
+        Client::try_from(config).expect("client")
+    }
+
+    /// Mutating requests by `user` in `namespace`, from the audit log.
+    pub fn writes(&self, user: &str, namespace: &str) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["stage"] == "ResponseComplete")
+            .filter(|event| event["user"]["username"] == user)
+            .filter(|event| event["objectRef"]["namespace"] == namespace)
+            .filter(|event| matches!(event["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
+            .map(|event| {
+                format!(
+                    "{} {}/{}{}",
+                    event["verb"].as_str().unwrap_or_default(),
+                    event["objectRef"]["resource"].as_str().unwrap_or_default(),
+                    event["objectRef"]["name"].as_str().unwrap_or_default(),
+                    event["objectRef"]["subresource"]
+                        .as_str()
+                        .map(|s| format!("/{s}"))
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// A kubeconfig for the admin, for people debugging a failed run.
+    pub fn write_kubeconfig(&self) -> PathBuf {
+        let path = self.dir.join("kubeconfig");
+        let mut file = std::fs::File::create(&path).expect("kubeconfig");
+        let _ = write!(
+            file,
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"{}\", insecure-skip-tls-verify: true}}\n  name: e2e\nusers:\n- name: admin\n  user: {{token: {ADMIN_TOKEN}}}\ncontexts:\n- context: {{cluster: e2e, user: admin}}\n  name: e2e\ncurrent-context: e2e\n",
+            self.url
+        );
+        path
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    std::fs::File::create(dir.join(name))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for child in [&mut self.apiserver, &mut self.etcd] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let keep = self.keep.load(std::sync::atomic::Ordering::SeqCst) || std::thread::panicking();
+        if std::env::var_os("CERTSHIFT_KEEP_E2E").is_none() && !keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

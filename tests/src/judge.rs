@@ -1,0 +1,156 @@
+//! The judge: watches every validation ConfigMap the operator publishes in a
+//! namespace and checks each adjacent pair of revisions against DESIGN §4,
+//! plus numbering (no repeated, skipped or regressed revision).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use certshift::facts::{CertificateBundle, CertificateFacts, TlsMaterial};
+use certshift::outputs::{DECLARATION_LABEL, read_published};
+use certshift::planner::Revision;
+use certshift::rules::TrustBundle;
+use certshift::thumbprint::Thumbprint;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub at: Instant,
+    pub declaration: String,
+    pub revision: Revision,
+}
+
+#[derive(Default)]
+struct Record {
+    observations: Vec<Observation>,
+    violations: Vec<String>,
+    facts: BTreeMap<Thumbprint, CertificateFacts>,
+    authorities: Vec<Thumbprint>,
+}
+
+#[derive(Clone)]
+pub struct Judge {
+    record: Arc<Mutex<Record>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Judge {
+    pub fn watch(client: &Client, namespace: &str) -> Self {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        let config = watcher::Config::default().labels(DECLARATION_LABEL);
+        let shared = record.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+            while let Some(event) = stream.next().await {
+                let Ok(map) = event else { continue };
+                let annotations = map.metadata.annotations.clone().unwrap_or_default();
+                let data = map.data.clone().unwrap_or_default();
+                let declaration = map.labels().get(DECLARATION_LABEL).cloned().unwrap_or_default();
+                let mut record = shared.lock().expect("judge lock");
+                match read_published(&annotations, &data) {
+                    Ok(revision) => record.observe(Observation {
+                        at: Instant::now(),
+                        declaration,
+                        revision,
+                    }),
+                    Err(err) => record
+                        .violations
+                        .push(format!("{}: unreadable outputs: {err}", map.name_any())),
+                }
+            }
+        });
+        Self {
+            record,
+            task: Arc::new(task),
+        }
+    }
+
+    /// Certificates the judge may see presented (a TLS Secret's material).
+    pub fn know(&self, tls_crt: &str, ca_crt: Option<&str>) {
+        let bundle = CertificateBundle::from_tls(&TlsMaterial {
+            tls_crt: tls_crt.as_bytes(),
+            tls_key: None,
+            ca_crt: ca_crt.map(str::as_bytes),
+        })
+        .expect("judge: certificate material");
+        let mut record = self.record.lock().expect("judge lock");
+        record
+            .authorities
+            .extend(bundle.authorities().map(|a| a.thumbprint.clone()));
+        record.facts.insert(bundle.leaf.thumbprint.clone(), bundle.leaf);
+    }
+
+    pub fn observations(&self) -> Vec<Observation> {
+        self.record.lock().expect("judge lock").observations.clone()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.record.lock().expect("judge lock").violations.clone()
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Record {
+    fn observe(&mut self, observation: Observation) {
+        let last = self
+            .observations
+            .iter()
+            .rev()
+            .find(|o| o.declaration == observation.declaration)
+            .cloned();
+        if let Some(last) = &last {
+            let (before, after) = (&last.revision, &observation.revision);
+            if after.revision == before.revision {
+                if after.state() != before.state() {
+                    self.violations.push(format!(
+                        "{}: revision {} was published twice with different content",
+                        observation.declaration, after.revision
+                    ));
+                }
+                return; // the same revision seen again (e.g. the presentation write)
+            }
+            if after.revision < before.revision {
+                self.violations.push(format!(
+                    "{}: revision regressed from {} to {}",
+                    observation.declaration, before.revision, after.revision
+                ));
+            } else if after.revision != before.revision + 1 {
+                self.violations.push(format!(
+                    "{}: revision {} skipped to {}",
+                    observation.declaration, before.revision, after.revision
+                ));
+            }
+            if (before.presented != after.presented) && (before.accepted != after.accepted) {
+                self.violations.push(format!(
+                    "{}: revision {} changes presentation and validation at once",
+                    observation.declaration, after.revision
+                ));
+            }
+            let trust = TrustBundle::new(self.authorities.iter().cloned());
+            for (cert, rules, rules_revision) in [
+                (&before.presented, &after.accepted, after.revision),
+                (&after.presented, &before.accepted, before.revision),
+            ] {
+                match self.facts.get(cert) {
+                    Some(facts) if rules.admits(facts, &trust) => {}
+                    Some(_) => self.violations.push(format!(
+                        "{}: revision {rules_revision} rejects {cert}, presented in the adjacent revision",
+                        observation.declaration
+                    )),
+                    None => self.violations.push(format!(
+                        "{}: presented certificate {cert} is unknown to the judge",
+                        observation.declaration
+                    )),
+                }
+            }
+        }
+        self.observations.push(observation);
+    }
+}

@@ -1,0 +1,222 @@
+//! The end-to-end harness: a real control plane, the CRDs from `crds/`, a
+//! namespace per scenario, the operator in-process, and a judge that checks
+//! every published revision.
+
+pub mod control_plane;
+pub mod judge;
+pub mod pki;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use certshift::crd::{ClusterCertificateDeclaration, ObservedCertificate};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+
+pub use control_plane::ControlPlane;
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+}
+
+/// Applies `crds/certshift.io.yaml` as users do and waits until established.
+pub async fn install_crds(client: &Client) {
+    let text = std::fs::read_to_string(repo_path("crds/certshift.io.yaml")).expect("crds/");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crds: Vec<CustomResourceDefinition> = serde_yaml::Deserializer::from_str(&text)
+        .map(|document| serde::Deserialize::deserialize(document).expect("CRD"))
+        .collect();
+    for crd in crds {
+        let name = crd.metadata.name.clone().expect("name");
+        api.patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|err| panic!("applying CRD {name}: {err}"));
+        eventually(&format!("CRD {name} established"), Duration::from_secs(30), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
+        })
+        .await;
+    }
+    // Discovery of new CRDs takes a moment even after Established.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+pub async fn create_namespace(client: &Client, name: &str) {
+    let namespace = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|err| panic!("creating namespace {name}: {err}"));
+}
+
+fn api_resource(kind: &str) -> ApiResource {
+    match kind {
+        "Secret" => ApiResource::erase::<Secret>(&()),
+        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
+        "Pod" => ApiResource::erase::<Pod>(&()),
+        "ObservedCertificate" => ApiResource::erase::<ObservedCertificate>(&()),
+        "ClusterCertificateDeclaration" => ApiResource::erase::<ClusterCertificateDeclaration>(&()),
+        other => panic!("the harness does not apply {other}"),
+    }
+}
+
+/// `kubectl apply --server-side` of every document, into `namespace`.
+pub async fn apply_yaml(client: &Client, namespace: &str, text: &str) {
+    let documents: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(text)
+        .map(|document| serde::Deserialize::deserialize(document).expect("YAML"))
+        .filter(|value: &serde_json::Value| !value.is_null())
+        .collect();
+    for mut value in documents {
+        // The API server ignores status on apply; drop it as kubectl would show.
+        value.as_object_mut().expect("object").remove("status");
+        value["metadata"]["namespace"] = namespace.into();
+        let kind = value["kind"].as_str().expect("kind").to_owned();
+        let name = value["metadata"]["name"].as_str().expect("name").to_owned();
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &api_resource(&kind));
+        api.patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&value))
+            .await
+            .unwrap_or_else(|err| panic!("applying {kind} {namespace}/{name}: {err}"));
+    }
+}
+
+/// Reads an example file with its namespace replaced.
+pub fn example(file: &str) -> String {
+    std::fs::read_to_string(repo_path(&format!("examples/conversion/{file}"))).expect("example")
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn declaration(client: &Client, namespace: &str, name: &str) -> ClusterCertificateDeclaration {
+    Api::<ClusterCertificateDeclaration>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .unwrap_or_else(|err| panic!("reading declaration {namespace}/{name}: {err}"))
+}
+
+pub fn condition<'a>(
+    declaration: &'a ClusterCertificateDeclaration,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    declaration
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+pub fn is_true(declaration: &ClusterCertificateDeclaration, type_: &str) -> bool {
+    condition(declaration, type_).is_some_and(|c| c.status == "True")
+}
+
+/// Waits until the declaration is Ready for its current generation.
+pub async fn wait_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> ClusterCertificateDeclaration {
+    eventually(&format!("{namespace}/{name} Ready"), timeout, || async {
+        let d = declaration(client, namespace, name).await;
+        let current = d.status.as_ref()?.observed_generation == d.metadata.generation;
+        (current && is_true(&d, "Ready")).then_some(d)
+    })
+    .await
+}
+
+/// The operator, in-process, watching one namespace with its own identity.
+pub struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Operator {
+    pub fn start(plane: &ControlPlane, namespace: &str) -> Self {
+        let client = plane.client(control_plane::OPERATOR_TOKEN);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = certshift::controller::Options {
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        };
+        let task = tokio::spawn(certshift::controller::run(client, options, async move {
+            let _ = stopped.await;
+        }));
+        Self { stop: Some(stop), task }
+    }
+
+    /// Graceful shutdown.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
+    }
+
+    /// Dies mid-flight, as a crashed process would.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Every event the operator recorded in `namespace`, as (type, reason, note).
+pub async fn events(client: &Client, namespace: &str) -> Vec<(String, String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    let mut events: Vec<_> = api
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            (
+                e.metadata.creation_timestamp.map(|t| t.0),
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect();
+    events.sort_by_key(|e| e.0);
+    events.into_iter().map(|(_, t, r, n)| (t, r, n)).collect()
+}
+
+/// Kinds whose `Resource` impl the harness uses generically.
+pub fn kind_of<K: Resource<DynamicType = ()>>() -> String {
+    K::kind(&()).into_owned()
+}

@@ -1,0 +1,72 @@
+//! Certificates made for a scenario: CAs, leaves, renewals, as TLS Secrets.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use sha1::Digest as _;
+
+pub struct Issued {
+    pub params: CertificateParams,
+    pub key: KeyPair,
+    pub pem: String,
+    pub thumbprint: String,
+}
+
+fn days_from_now(days: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + time::Duration::days(days)
+}
+
+fn issue(params: CertificateParams, issuer: Option<&Issued>) -> Issued {
+    let key = KeyPair::generate().expect("key");
+    let cert = match issuer {
+        Some(issuer) => params.signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key)),
+        None => params.self_signed(&key),
+    }
+    .expect("certificate");
+    Issued {
+        thumbprint: sha1::Sha1::digest(cert.der())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect(),
+        pem: cert.pem(),
+        params,
+        key,
+    }
+}
+
+pub fn ca(name: &str) -> Issued {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    params.not_before = days_from_now(-30);
+    params.not_after = days_from_now(3650);
+    issue(params, None)
+}
+
+/// A leaf for `common_name`, valid from `start_days` (relative to now) for a year.
+pub fn leaf(common_name: &str, start_days: i64, issuer: &Issued) -> Issued {
+    let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.not_before = days_from_now(start_days);
+    params.not_after = days_from_now(start_days + 365);
+    issue(params, Some(issuer))
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// A `kubernetes.io/tls` Secret manifest for `cert`, with `ca` as `ca.crt`.
+pub fn tls_secret(name: &str, cert: &Issued, ca: &Issued) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}  ca.crt: |\n{}",
+        indent(&cert.pem),
+        indent(&cert.key.serialize_pem()),
+        indent(&ca.pem)
+    )
+}
+
+pub fn observed(name: &str) -> String {
+    format!(
+        "apiVersion: certshift.io/v1alpha1\nkind: ObservedCertificate\nmetadata:\n  name: {name}\nspec:\n  source:\n    secretRef:\n      name: {name}\n"
+    )
+}

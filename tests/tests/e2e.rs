@@ -1,0 +1,549 @@
+//! End-to-end scenarios against a real kube-apiserver and etcd. One control
+//! plane for the run, one namespace and one in-process operator per scenario;
+//! scenarios run concurrently and the control plane is torn down even when one
+//! fails. Prints `N passed, M failed` and exits non-zero on any failure.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use certshift::crd::ClusterCertificateDeclaration;
+use certshift::outputs::{OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION, THUMBPRINT_ANNOTATION};
+use certshift::planner::Stage;
+use certshift_e2e::control_plane::{ADMIN_TOKEN, OPERATOR_USER};
+use certshift_e2e::judge::Judge;
+use certshift_e2e::{
+    ControlPlane, Operator, apply_yaml, condition, create_namespace, declaration, events, eventually, example,
+    install_crds, is_true, pki, wait_ready,
+};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+
+const DECLARATION: &str = "cluster";
+
+struct Scenario {
+    plane: Arc<ControlPlane>,
+    admin: Client,
+    namespace: String,
+}
+
+type Run = fn(Scenario) -> BoxFuture<'static, ()>;
+
+fn main() -> ExitCode {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let scenarios: Vec<(&str, Run)> = vec![
+        ("conversion_walks_the_three_stages_and_idles_without_writes", |s| {
+            conversion(s).boxed()
+        }),
+        ("members_gate_each_revision_and_min_soak_is_respected", |s| {
+            gating(s).boxed()
+        }),
+        ("renewals_roll_over_when_pinned_and_are_refused_when_not", |s| {
+            rollover(s).boxed()
+        }),
+        ("a_restarted_operator_resumes_without_repeating_or_skipping", |s| {
+            restart(s).boxed()
+        }),
+        ("invalid_specs_and_foreign_secrets_publish_nothing", |s| {
+            invalid(s).boxed()
+        }),
+    ];
+    let scenarios: Vec<_> = scenarios
+        .into_iter()
+        .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
+        .collect();
+    println!("running {} end-to-end scenarios", scenarios.len());
+    let plane = Arc::new(ControlPlane::start());
+    // The operator's logs go beside the control plane's, for failed runs.
+    let log = std::fs::File::create(plane.dir().join("operator.log")).expect("operator.log");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .with_ansi(false)
+        .with_writer(Mutex::new(log))
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let results: Vec<(&str, Result<(), String>, Duration)> = runtime.block_on(async {
+        let admin = plane.client(ADMIN_TOKEN);
+        install_crds(&admin).await;
+        let mut handles = Vec::new();
+        for (index, (name, run)) in scenarios.into_iter().enumerate() {
+            let namespace = format!(
+                "e2e-{index}-{}",
+                &name[..name.find('_').unwrap_or(name.len())].replace('_', "-")
+            );
+            create_namespace(&admin, &namespace).await;
+            let scenario = Scenario {
+                plane: plane.clone(),
+                admin: admin.clone(),
+                namespace,
+            };
+            handles.push((
+                name,
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    run(scenario).await;
+                    started.elapsed()
+                }),
+            ));
+        }
+        let mut results = Vec::new();
+        for (name, handle) in handles {
+            let outcome = handle.await.map_err(|err| {
+                if err.is_panic() {
+                    let panic = err.into_panic();
+                    panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_else(|| "panicked".to_owned())
+                } else {
+                    err.to_string()
+                }
+            });
+            let elapsed = *outcome.as_ref().unwrap_or(&Duration::ZERO);
+            results.push((name, outcome.map(|_| ()), elapsed));
+        }
+        results
+    });
+    drop(runtime);
+    let mut failed = 0;
+    for (name, outcome, elapsed) in &results {
+        match outcome {
+            Ok(()) => println!("test {name} ... ok ({:.1}s)", elapsed.as_secs_f64()),
+            Err(message) => {
+                failed += 1;
+                println!("test {name} ... FAILED ({:.1}s)\n    {message}", elapsed.as_secs_f64());
+            }
+        }
+    }
+    if failed > 0 {
+        println!(
+            "logs of the failed run (kept): {}; kubeconfig: {}",
+            plane.dir().display(),
+            plane.write_kubeconfig().display()
+        );
+        plane.keep();
+    }
+    println!("\n{} passed, {failed} failed", results.len() - failed);
+    drop(plane);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Tells the judge about every certificate of a manifest's TLS Secrets.
+fn know_secrets(judge: &Judge, manifest: &str) {
+    for document in serde_yaml::Deserializer::from_str(manifest) {
+        let value: serde_yaml::Value = serde::Deserialize::deserialize(document).expect("YAML");
+        if value["kind"].as_str() == Some("Secret") {
+            let crt = value["stringData"]["tls.crt"].as_str().expect("tls.crt");
+            judge.know(crt, value["stringData"]["ca.crt"].as_str());
+        }
+    }
+}
+
+fn stages_after_first(judge: &Judge) -> Vec<Stage> {
+    let mut stages: Vec<Stage> = judge
+        .observations()
+        .iter()
+        .skip(1)
+        .filter_map(|o| o.revision.stage)
+        .collect();
+    stages.dedup();
+    stages
+}
+
+fn assert_judged_clean(judge: &Judge) {
+    let violations = judge.violations();
+    assert!(violations.is_empty(), "the judge saw violations: {violations:#?}");
+}
+
+async fn conversion(s: Scenario) {
+    let ns = &s.namespace;
+    let judge = Judge::watch(&s.admin, ns);
+    know_secrets(&judge, &example("store.yaml"));
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    apply_yaml(&s.admin, ns, &example("declaration-thumbprint.yaml")).await;
+    let operator = Operator::start(&s.plane, ns);
+    let ready = wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    assert_eq!(ready.status.unwrap().declared_by.as_deref(), Some("Thumbprint"));
+
+    // One kubectl-apply-equivalent edit: thumbprint → common name, CA pinned.
+    apply_yaml(&s.admin, ns, &example("declaration-common-name.yaml")).await;
+    let mut order: Vec<&str> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let d = declaration(&s.admin, ns, DECLARATION).await;
+        for milestone in ["SecondaryAdded", "DeclarationSwitched", "IssuersPinned"] {
+            if is_true(&d, milestone) && !order.contains(&milestone) {
+                order.push(milestone);
+            }
+        }
+        let status = d.status.clone().unwrap_or_default();
+        if is_true(&d, "Ready")
+            && status.observed_generation == d.metadata.generation
+            && status.declared_by.as_deref() == Some("CommonName")
+        {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the conversion did not finish: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(order, ["SecondaryAdded", "DeclarationSwitched", "IssuersPinned"]);
+    let status = done.status.unwrap();
+    assert_eq!(status.upgrade.as_ref().map(|u| u.revision), Some(6));
+    assert_eq!(
+        stages_after_first(&judge),
+        [Stage::AddSecondary, Stage::SwitchToCommonName, Stage::PinIssuers]
+    );
+    assert_eq!(judge.observations().len(), 6, "revisions 1..=6, each seen once");
+    assert_judged_clean(&judge);
+
+    // An unchanged world: touching the objects triggers reconciles, not writes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = s.plane.writes(OPERATOR_USER, ns);
+    let touch = serde_json::json!({"metadata": {"annotations": {"e2e/touched": "yes"}}});
+    let params = PatchParams::default();
+    Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), ns)
+        .patch(DECLARATION, &params, &Patch::Merge(&touch))
+        .await
+        .expect("touch declaration");
+    Api::<certshift::crd::ObservedCertificate>::namespaced(s.admin.clone(), ns)
+        .patch("cluster-cn", &params, &Patch::Merge(&touch))
+        .await
+        .expect("touch ObservedCertificate");
+    Api::<Secret>::namespaced(s.admin.clone(), ns)
+        .patch("cluster-old", &params, &Patch::Merge(&touch))
+        .await
+        .expect("touch source Secret");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = s.plane.writes(OPERATOR_USER, ns);
+    assert!(!before.is_empty(), "the audit log shows the operator's writes");
+    assert_eq!(after[before.len()..], [] as [String; 0], "writes in an unchanged world");
+    println!(
+        "  conversion: {} operator writes for the whole scenario, 0 after it settled",
+        before.len()
+    );
+    operator.stop().await;
+    judge.stop();
+}
+
+async fn gating(s: Scenario) {
+    let ns = s.namespace.clone();
+    let judge = Judge::watch(&s.admin, &ns);
+    know_secrets(&judge, &example("store.yaml"));
+    apply_yaml(&s.admin, &ns, &example("store.yaml")).await;
+    for pod in ["member-a", "member-b"] {
+        let manifest = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  labels: {{app: member}}\nspec:\n  containers:\n  - name: app\n    image: example.invalid/member\n"
+        );
+        apply_yaml(&s.admin, &ns, &manifest).await;
+    }
+    let with_members = |file: &str| {
+        example(file).replace(
+            "  upgrade:\n    minSoak: 5s\n",
+            "  upgrade:\n    minSoak: 3s\n  members:\n    pods:\n      matchLabels: {app: member}\n",
+        )
+    };
+    apply_yaml(&s.admin, &ns, &with_members("declaration-thumbprint.yaml")).await;
+
+    // The members: each loads the published revision and reports it; b is slower.
+    let acks: Arc<Mutex<BTreeMap<(String, u64), Instant>>> = Arc::default();
+    let members = {
+        let (admin, ns, acks) = (s.admin.clone(), ns.clone(), acks.clone());
+        tokio::spawn(async move {
+            let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+            let pods: Api<Pod> = Api::namespaced(admin, &ns);
+            let mut first_seen: BTreeMap<u64, Instant> = BTreeMap::new();
+            loop {
+                if let Ok(Some(map)) = maps.get_opt("cluster-validation").await {
+                    let revision: u64 = map
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(REVISION_ANNOTATION))
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(0);
+                    let seen = *first_seen.entry(revision).or_insert_with(Instant::now);
+                    for (pod, delay) in [("member-a", Duration::ZERO), ("member-b", Duration::from_millis(1500))] {
+                        let key = (pod.to_owned(), revision);
+                        if seen.elapsed() < delay || acks.lock().unwrap().contains_key(&key) {
+                            continue;
+                        }
+                        let patch = serde_json::json!({"metadata": {"annotations": {OBSERVED_REVISION_ANNOTATION: revision.to_string()}}});
+                        if pods
+                            .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                            .is_ok()
+                        {
+                            acks.lock().unwrap().insert(key, Instant::now());
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let operator = Operator::start(&s.plane, &ns);
+    wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
+    apply_yaml(&s.admin, &ns, &with_members("declaration-common-name.yaml")).await;
+    eventually("the gated conversion to finish", Duration::from_secs(180), || async {
+        let d = declaration(&s.admin, &ns, DECLARATION).await;
+        let status = d.status.clone()?;
+        (is_true(&d, "Ready") && status.declared_by.as_deref() == Some("CommonName")).then_some(())
+    })
+    .await;
+    let members_status = declaration(&s.admin, &ns, DECLARATION)
+        .await
+        .status
+        .unwrap()
+        .members
+        .unwrap();
+    assert_eq!((members_status.total, members_status.converged), (2, 2));
+
+    let observations = judge.observations();
+    assert_eq!(observations.len(), 6);
+    let acks = acks.lock().unwrap().clone();
+    for pair in observations.windows(2) {
+        let (previous, next) = (&pair[0], &pair[1]);
+        let r = previous.revision.revision;
+        let acked: Vec<Instant> = ["member-a", "member-b"]
+            .iter()
+            .map(|pod| {
+                *acks
+                    .get(&(pod.to_string(), r))
+                    .unwrap_or_else(|| panic!("revision {} was published before {pod} acknowledged {r}", r + 1))
+            })
+            .collect();
+        let last_ack = *acked.iter().max().unwrap();
+        assert!(
+            last_ack < next.at,
+            "revision {} published before both members acknowledged {r}",
+            r + 1
+        );
+        // minSoak is 3s; status times are whole seconds, so allow one second.
+        let soaked = next.at - last_ack;
+        assert!(
+            soaked >= Duration::from_secs(2),
+            "revision {} soaked only {soaked:?}",
+            r + 1
+        );
+    }
+    assert_judged_clean(&judge);
+    members.abort();
+    operator.stop().await;
+    judge.stop();
+}
+
+async fn rollover(s: Scenario) {
+    let ns = &s.namespace;
+    let judge = Judge::watch(&s.admin, ns);
+    let ca = pki::ca("rollover CA");
+    let first = pki::leaf("cluster.example", -10, &ca);
+    judge.know(&first.pem, Some(&ca.pem));
+    apply_yaml(&s.admin, ns, &pki::tls_secret("cluster", &first, &ca)).await;
+    apply_yaml(&s.admin, ns, &pki::observed("cluster")).await;
+    let declaration_yaml = format!(
+        "apiVersion: certshift.io/v1alpha1\nkind: ClusterCertificateDeclaration\nmetadata:\n  name: {DECLARATION}\nspec:\n  certificateCommonNames:\n    commonNames:\n    - certificateCommonName: cluster.example\n      certificateIssuerThumbprint: {}\n  store:\n    observedCertificates: [cluster]\n",
+        ca.thumbprint
+    );
+    apply_yaml(&s.admin, ns, &declaration_yaml).await;
+    let operator = Operator::start(&s.plane, ns);
+    let ready = wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    assert_eq!(ready.status.unwrap().presenting.unwrap().thumbprint, first.thumbprint);
+
+    // A renewal from the pinned CA overwrites the source Secret: touch-free rollover.
+    let renewal = pki::leaf("cluster.example", -5, &ca);
+    judge.know(&renewal.pem, Some(&ca.pem));
+    apply_yaml(&s.admin, ns, &pki::tls_secret("cluster", &renewal, &ca)).await;
+    eventually("the rollover to the renewal", Duration::from_secs(60), || async {
+        let d = declaration(&s.admin, ns, DECLARATION).await;
+        let presenting = d.status.as_ref()?.presenting.as_ref()?.thumbprint.clone();
+        (presenting == renewal.thumbprint && is_true(&d, "Ready")).then_some(())
+    })
+    .await;
+    let recorded = events(&s.admin, ns).await;
+    assert!(
+        recorded
+            .iter()
+            .any(|(t, reason, _)| t == "Normal" && reason == "Rollover"),
+        "no Rollover event in {recorded:#?}"
+    );
+    let last = judge.observations().last().cloned().expect("observed");
+    assert_eq!(last.revision.stage, Some(Stage::Rollover));
+
+    // A renewal from a CA that is not pinned is never presented.
+    let rogue_ca = pki::ca("unpinned CA");
+    let rogue = pki::leaf("cluster.example", -1, &rogue_ca);
+    judge.know(&rogue.pem, Some(&rogue_ca.pem));
+    apply_yaml(&s.admin, ns, &pki::tls_secret("cluster", &rogue, &rogue_ca)).await;
+    let blocked = eventually("Blocked/IssuerNotPinned", Duration::from_secs(60), || async {
+        let d = declaration(&s.admin, ns, DECLARATION).await;
+        let blocked = condition(&d, "Blocked")?;
+        (blocked.status == "True" && blocked.reason == "IssuerNotPinned").then_some(d)
+    })
+    .await;
+    assert_eq!(
+        blocked.status.unwrap().presenting.unwrap().thumbprint,
+        renewal.thumbprint
+    );
+    let presentation = Api::<Secret>::namespaced(s.admin.clone(), ns)
+        .get("cluster-presentation")
+        .await
+        .expect("presentation Secret");
+    assert_eq!(
+        presentation.metadata.annotations.unwrap()[THUMBPRINT_ANNOTATION],
+        renewal.thumbprint,
+        "the presented certificate is unchanged"
+    );
+    let recorded = events(&s.admin, ns).await;
+    assert!(
+        recorded
+            .iter()
+            .any(|(t, reason, _)| t == "Warning" && reason == "IssuerNotPinned"),
+        "no IssuerNotPinned warning in {recorded:#?}"
+    );
+    assert_judged_clean(&judge);
+    operator.stop().await;
+    judge.stop();
+}
+
+async fn restart(s: Scenario) {
+    let ns = &s.namespace;
+    let judge = Judge::watch(&s.admin, ns);
+    know_secrets(&judge, &example("store.yaml"));
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    apply_yaml(&s.admin, ns, &example("declaration-thumbprint.yaml")).await;
+    let operator = Operator::start(&s.plane, ns);
+    wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    apply_yaml(&s.admin, ns, &example("declaration-common-name.yaml")).await;
+    eventually("revision 3 (mid-conversion)", Duration::from_secs(60), || async {
+        (judge.observations().last()?.revision.revision >= 3).then_some(())
+    })
+    .await;
+    operator.kill().await;
+    let killed_at = judge.observations().last().unwrap().revision.revision;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let operator = Operator::start(&s.plane, ns);
+    eventually("the resumed conversion to finish", Duration::from_secs(120), || async {
+        let d = declaration(&s.admin, ns, DECLARATION).await;
+        let status = d.status.clone()?;
+        (is_true(&d, "Ready") && status.declared_by.as_deref() == Some("CommonName")).then_some(())
+    })
+    .await;
+    let revisions: Vec<u64> = judge.observations().iter().map(|o| o.revision.revision).collect();
+    assert_eq!(revisions, [1, 2, 3, 4, 5, 6], "killed at revision {killed_at}");
+    assert_judged_clean(&judge);
+    operator.stop().await;
+    judge.stop();
+}
+
+async fn invalid(s: Scenario) {
+    let ns = &s.namespace;
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    let old = example("declaration-thumbprint.yaml");
+    let thumbprint = old
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("thumbprint: "))
+        .expect("thumbprint")
+        .to_owned();
+    let spec = |name: &str, body: &str| {
+        format!(
+            "apiVersion: certshift.io/v1alpha1\nkind: ClusterCertificateDeclaration\nmetadata:\n  name: {name}\nspec:\n{body}"
+        )
+    };
+    let store = "  store:\n    observedCertificates: [cluster-old, cluster-cn]\n";
+    let cases = [
+        (
+            "bad-thumbprint",
+            format!("  certificate:\n    thumbprint: \"{}Z\"\n{store}", &thumbprint[1..]),
+            "InvalidThumbprint",
+        ),
+        (
+            "duplicate-name",
+            format!(
+                "  certificateCommonNames:\n    commonNames:\n    - certificateCommonName: cluster.example\n    - certificateCommonName: Cluster.Example\n{store}"
+            ),
+            "DuplicateCommonName",
+        ),
+        (
+            "missing-store",
+            format!("  certificate:\n    thumbprint: {thumbprint}\n  store:\n    observedCertificates: [nowhere]\n"),
+            "StoreNotFound",
+        ),
+        (
+            "taken",
+            format!("  certificate:\n    thumbprint: {thumbprint}\n{store}"),
+            "SecretOwnedElsewhere",
+        ),
+    ];
+    // Someone else's Secret where `taken` would publish.
+    apply_yaml(
+        &s.admin,
+        ns,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: taken-presentation\nstringData:\n  note: not certshift's\n",
+    )
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(s.admin.clone(), ns);
+    let foreign_version = secrets
+        .get("taken-presentation")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    for (name, body, _) in &cases {
+        apply_yaml(&s.admin, ns, &spec(name, body)).await;
+    }
+    let operator = Operator::start(&s.plane, ns);
+    for (name, _, reason) in &cases {
+        let d = eventually(
+            &format!("{name}: Blocked/{reason}"),
+            Duration::from_secs(60),
+            || async {
+                let d = declaration(&s.admin, ns, name).await;
+                let blocked = condition(&d, "Blocked")?;
+                (blocked.status == "True" && blocked.reason == *reason).then_some(d)
+            },
+        )
+        .await;
+        assert!(!is_true(&d, "Ready"), "{name} is not Ready");
+        let message = &condition(&d, "Blocked").unwrap().message;
+        assert!(!message.is_empty(), "{name}: the reason has a message");
+        let maps: Api<ConfigMap> = Api::namespaced(s.admin.clone(), ns);
+        assert!(
+            maps.get_opt(&format!("{name}-validation")).await.unwrap().is_none(),
+            "{name}: nothing published"
+        );
+        if *name != "taken" {
+            assert!(
+                secrets
+                    .get_opt(&format!("{name}-presentation"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+    let bad = declaration(&s.admin, ns, "bad-thumbprint").await;
+    assert!(
+        condition(&bad, "Blocked")
+            .unwrap()
+            .message
+            .starts_with("spec.certificate.thumbprint: invalid character 'Z'"),
+        "the message names the field and the character"
+    );
+    let after = secrets.get("taken-presentation").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, foreign_version,
+        "the foreign Secret is untouched"
+    );
+    operator.stop().await;
+}
