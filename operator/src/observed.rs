@@ -298,3 +298,197 @@ fn validity(bundle: &CertificateBundle, now: Timestamp) -> Decided {
     };
     Decided::new(VALID, true, "Valid", message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{CertificateSource, LocalObjectReference};
+    use crate::testing::{cert, ts};
+
+    fn spec(retain: u32) -> ObservedCertificateSpec {
+        ObservedCertificateSpec {
+            source: CertificateSource {
+                secret_ref: LocalObjectReference { name: "tls".into() },
+            },
+            retain_instances: Some(retain),
+            ..Default::default()
+        }
+    }
+
+    fn source(issued: &crate::testing::Issued) -> BTreeMap<String, Vec<u8>> {
+        BTreeMap::from([
+            ("tls.crt".to_owned(), issued.pem.clone().into_bytes()),
+            ("tls.key".to_owned(), issued.key_pem().into_bytes()),
+        ])
+    }
+
+    fn step(
+        spec: &ObservedCertificateSpec,
+        status: &ObservedCertificateStatus,
+        data: Option<&BTreeMap<String, Vec<u8>>>,
+        stored: Option<&BTreeMap<String, Vec<u8>>>,
+        now: &str,
+    ) -> Decision {
+        decide(World {
+            name: "cluster",
+            generation: Some(1),
+            spec,
+            status,
+            source: data.map_or(Source::Missing, Source::Present),
+            stored,
+            store_owned_elsewhere: false,
+            now: ts(now),
+        })
+    }
+
+    fn condition<'a>(status: &'a ObservedCertificateStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = status.conditions.iter().find(|c| c.type_ == type_).expect(type_);
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    fn as_bytes(store: &BTreeMap<String, String>) -> BTreeMap<String, Vec<u8>> {
+        store.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect()
+    }
+
+    #[test]
+    fn renewals_are_retained_newest_first_with_their_keys() {
+        let spec = spec(2);
+        let first = cert("c.example")
+            .valid("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z")
+            .self_signed();
+        let second = cert("c.example")
+            .valid("2026-02-01T00:00:00Z", "2027-02-01T00:00:00Z")
+            .self_signed();
+        let third = cert("c.example")
+            .valid("2026-03-01T00:00:00Z", "2027-03-01T00:00:00Z")
+            .self_signed();
+        let now = "2026-04-01T00:00:00Z";
+        let mut status = ObservedCertificateStatus::default();
+        let mut stored: Option<BTreeMap<String, Vec<u8>>> = None;
+        for issued in [&first, &second, &third] {
+            let decision = step(&spec, &status, Some(&source(issued)), stored.as_ref(), now);
+            if let Some(store) = &decision.store {
+                stored = Some(as_bytes(store));
+            }
+            status = decision.status;
+        }
+        assert_eq!(status.instance_count, 2, "retainInstances");
+        let bundle = |issued: &crate::testing::Issued| {
+            CertificateBundle::from_tls(&TlsMaterial {
+                tls_crt: issued.pem.as_bytes(),
+                tls_key: None,
+                ca_crt: None,
+            })
+            .unwrap()
+            .leaf
+        };
+        let (newest, older) = (bundle(&third), bundle(&second));
+        assert_eq!(status.instances[0].thumbprint, newest.thumbprint);
+        assert_eq!(status.instances[1].thumbprint, older.thumbprint);
+        assert_eq!(
+            status.current.as_ref().unwrap().thumbprint,
+            newest.thumbprint.to_string()
+        );
+        // The store keeps the retained instances' keys, and only theirs.
+        let stored = stored.unwrap();
+        let restored = stored_instance(&stored, &older.thumbprint).unwrap().unwrap();
+        assert_eq!(restored.leaf.private_key, PrivateKeyState::Matches);
+        assert!(stored_instance(&stored, &bundle(&first).thumbprint).is_none());
+        assert_eq!(condition(&status, VALID), ("True", "Valid"));
+        assert_eq!(condition(&status, SYNCED), ("True", "Synced"));
+    }
+
+    #[test]
+    fn an_unchanged_source_changes_nothing() {
+        let spec = spec(3);
+        let issued = cert("c.example").self_signed();
+        let first = step(
+            &spec,
+            &ObservedCertificateStatus::default(),
+            Some(&source(&issued)),
+            None,
+            "2026-06-01T00:00:00Z",
+        );
+        let stored = as_bytes(first.store.as_ref().unwrap());
+        let again = step(
+            &spec,
+            &first.status,
+            Some(&source(&issued)),
+            Some(&stored),
+            "2026-06-02T00:00:00Z",
+        );
+        assert_eq!(again.status, first.status);
+        assert_eq!(again.store, None, "no store write");
+    }
+
+    #[test]
+    fn a_malformed_source_is_invalid_and_keeps_what_was_seen() {
+        let spec = spec(3);
+        let issued = cert("c.example").self_signed();
+        let good = step(
+            &spec,
+            &ObservedCertificateStatus::default(),
+            Some(&source(&issued)),
+            None,
+            "2026-06-01T00:00:00Z",
+        );
+        let garbage = BTreeMap::from([("tls.crt".to_owned(), b"-----BEGIN CERTIFICATE-----\nAA\n".to_vec())]);
+        let bad = step(&spec, &good.status, Some(&garbage), None, "2026-06-01T00:01:00Z");
+        assert_eq!(condition(&bad.status, VALID), ("False", "MalformedPem"));
+        assert_eq!(bad.status.instances, good.status.instances);
+        // The same malformed input again: the same status, so no write and no loop.
+        let again = step(&spec, &bad.status, Some(&garbage), None, "2026-06-01T00:02:00Z");
+        assert_eq!(again.status, bad.status);
+    }
+
+    #[test]
+    fn a_mismatched_key_and_a_missing_source_are_reasons() {
+        let spec = spec(3);
+        let a = cert("a.example").self_signed();
+        let b = cert("b.example").self_signed();
+        let mut mixed = source(&a);
+        mixed.insert("tls.key".into(), b.key_pem().into_bytes());
+        let decision = step(
+            &spec,
+            &ObservedCertificateStatus::default(),
+            Some(&mixed),
+            None,
+            "2026-06-01T00:00:00Z",
+        );
+        assert_eq!(condition(&decision.status, VALID), ("False", "PrivateKeyMismatch"));
+        let missing = step(&spec, &decision.status, None, None, "2026-06-01T00:00:00Z");
+        assert_eq!(condition(&missing.status, SYNCED), ("False", "SecretNotFound"));
+        assert_eq!(
+            condition(&missing.status, VALID).1,
+            "PrivateKeyMismatch",
+            "kept from before"
+        );
+    }
+
+    #[test]
+    fn expiring_soon_flips_at_the_margin_and_requeues_for_it() {
+        let spec = spec(3);
+        let issued = cert("c.example")
+            .valid("2026-01-01T00:00:00Z", "2026-12-31T00:00:00Z")
+            .self_signed();
+        let early = step(
+            &spec,
+            &ObservedCertificateStatus::default(),
+            Some(&source(&issued)),
+            None,
+            "2026-06-01T00:00:00Z",
+        );
+        assert_eq!(condition(&early.status, EXPIRING_SOON).0, "False");
+        // 720h before notAfter is 2026-12-01.
+        let until_margin = ts("2026-12-01T00:00:00Z").as_second() - ts("2026-06-01T00:00:00Z").as_second();
+        assert_eq!(early.requeue, Some(Duration::from_secs(until_margin as u64)));
+        let late = step(
+            &spec,
+            &early.status,
+            Some(&source(&issued)),
+            None,
+            "2026-12-02T00:00:00Z",
+        );
+        assert_eq!(condition(&late.status, EXPIRING_SOON), ("True", "ExpiringSoon"));
+    }
+}

@@ -517,3 +517,6 @@ fn conditions_for(
     });
     out
 }
+
+#[cfg(test)]
+mod tests;
