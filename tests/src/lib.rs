@@ -167,12 +167,16 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(plane: &ControlPlane, namespace: &str) -> Self {
-        let client = plane.client(control_plane::OPERATOR_TOKEN);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let options = certshift::controller::Options {
             namespace: Some(namespace.to_owned()),
             ..Default::default()
         };
+        Self::start_with(plane, options)
+    }
+
+    pub fn start_with(plane: &ControlPlane, options: certshift::controller::Options) -> Self {
+        let client = plane.client(control_plane::OPERATOR_TOKEN);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(certshift::controller::run(client, options, async move {
             let _ = stopped.await;
         }));
@@ -219,4 +223,27 @@ pub async fn events(client: &Client, namespace: &str) -> Vec<(String, String, St
 /// Kinds whose `Resource` impl the harness uses generically.
 pub fn kind_of<K: Resource<DynamicType = ()>>() -> String {
     K::kind(&()).into_owned()
+}
+
+/// A plain HTTP GET on loopback: (status code, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
 }

@@ -15,7 +15,7 @@ use certshift_e2e::control_plane::{ADMIN_TOKEN, OPERATOR_USER};
 use certshift_e2e::judge::Judge;
 use certshift_e2e::{
     ControlPlane, Operator, apply_yaml, condition, create_namespace, declaration, events, eventually, example,
-    install_crds, is_true, pki, wait_ready,
+    free_addr, http_get, install_crds, is_true, pki, wait_ready,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -50,6 +50,9 @@ fn main() -> ExitCode {
         }),
         ("invalid_specs_and_foreign_secrets_publish_nothing", |s| {
             invalid(s).boxed()
+        }),
+        ("process_elects_a_leader_and_serves_health_and_metrics", |s| {
+            process(s).boxed()
         }),
     ];
     let scenarios: Vec<_> = scenarios
@@ -546,4 +549,53 @@ async fn invalid(s: Scenario) {
         "the foreign Secret is untouched"
     );
     operator.stop().await;
+}
+
+async fn process(s: Scenario) {
+    use certshift::controller::{LeaderElection, Options};
+    let ns = &s.namespace;
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    apply_yaml(&s.admin, ns, &example("declaration-thumbprint.yaml")).await;
+    let options = |identity: &str, addr| Options {
+        namespace: Some(ns.clone()),
+        leader_election: Some(LeaderElection {
+            namespace: ns.clone(),
+            name: "certshift-leader".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+        }),
+        metrics_addr: Some(addr),
+    };
+    let (leader_addr, standby_addr) = (free_addr(), free_addr());
+    let leader = Operator::start_with(&s.plane, options("replica-a", leader_addr));
+    wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(s.admin.clone(), ns)
+        .get("certshift-leader")
+        .await
+        .expect("the leader Lease");
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-a"));
+
+    // A second replica waits for the lease and is not ready meanwhile.
+    let standby = Operator::start_with(&s.plane, options("replica-b", standby_addr));
+    let (code, _) = eventually("the standby's /readyz", Duration::from_secs(10), || {
+        http_get(standby_addr, "/readyz")
+    })
+    .await;
+    assert_eq!(code, 503, "a standby replica is not ready");
+    assert_eq!(http_get(standby_addr, "/healthz").await.map(|r| r.0), Some(200));
+
+    assert_eq!(http_get(leader_addr, "/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(http_get(leader_addr, "/readyz").await.map(|r| r.0), Some(200));
+    let (code, metrics) = http_get(leader_addr, "/metrics").await.expect("/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "certshift_reconciles_total{controller=\"declaration\"}".to_owned(),
+        "certshift_revisions_published_total 1".to_owned(),
+        format!("certshift_certificate_not_after_seconds{{namespace=\"{ns}\",name=\"cluster-cn\"}} "),
+        "certshift_writes_total{kind=\"ConfigMap\"} 1".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from /metrics:\n{metrics}");
+    }
+    standby.stop().await;
+    leader.stop().await;
 }
