@@ -284,3 +284,17 @@ fn the_effective_declaration_keeps_the_service_fabric_shape() {
         (revision.accepted, Some(revision.presented))
     );
 }
+
+#[test]
+fn a_spec_change_mid_upgrade_replans_from_what_is_published() {
+    // Revision 3 of the conversion is out (both thumbprints accepted, G
+    // presented); the owner reverts the spec to the old thumbprint.
+    let mut c = case(by_thumbprint_spec());
+    c.published = Some(published(3, "G", Accepted::new([tp("Old"), tp("G")], [])));
+    let decision = c.decide();
+    let next = decision.publish.expect("the revert is planned");
+    assert_eq!(next.revision, 4, "numbering continues");
+    assert_eq!((next.change, &next.presented), (Some(Change::Presentation), &tp("Old")));
+    let plan = decision.status.upgrade.unwrap().plan;
+    assert_eq!(plan.last().map(|p| p.stage), Some(Some(Stage::NarrowValidation)));
+}
