@@ -16,6 +16,7 @@ lint:
 # Regenerate crds/ from the code.
 crds:
 	cargo run -q -p certshift -- crds > crds/certshift.io.yaml
+	cp crds/certshift.io.yaml charts/certshift/files/crds.yaml
 
 # Regenerate the example certificates and manifests.
 examples:

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The test command: formatting, clippy, then every test of the workspace,
-# the end-to-end scenarios against a real kube-apiserver and etcd included
-# (hack/kube-apiserver.sh installs etcd and builds kube-apiserver once per machine).
+# The test command: formatting, clippy, then every test of the workspace, the
+# end-to-end scenarios against a real kube-apiserver and etcd included.
+# hack/kube-apiserver.sh installs etcd and builds kube-apiserver once per machine;
+# hack/chart.sh lints and renders the Helm chart with Helm's own engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/common.sh
 
 CERTSHIFT_KUBE_APISERVER="$(hack/kube-apiserver.sh)"
-export CERTSHIFT_KUBE_APISERVER
+CERTSHIFT_CHART_RENDERED="$(pwd)/$(hack/chart.sh target/chart)"
+export CERTSHIFT_KUBE_APISERVER CERTSHIFT_CHART_RENDERED
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -13,6 +13,10 @@ use kube::Client;
 pub const ADMIN_TOKEN: &str = "certshift-e2e-admin";
 pub const OPERATOR_TOKEN: &str = "certshift-e2e-operator";
 pub const OPERATOR_USER: &str = "certshift-operator";
+/// The chart's ServiceAccount (release `certshift` in `certshift-system`).
+pub const CHART_NAMESPACE: &str = "certshift-system";
+pub const CHART_SERVICE_ACCOUNT: &str = "system:serviceaccount:certshift-system:certshift";
+pub const CHART_TOKEN: &str = "certshift-e2e-chart-service-account";
 
 pub struct ControlPlane {
     dir: PathBuf,
@@ -84,7 +88,8 @@ impl ControlPlane {
         std::fs::write(
             dir.join("tokens.csv"),
             format!(
-                "{ADMIN_TOKEN},admin,admin,\"system:masters\"\n{OPERATOR_TOKEN},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n"
+                "{ADMIN_TOKEN},admin,admin,\"system:masters\"\n{OPERATOR_TOKEN},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n\
+                 {CHART_TOKEN},{CHART_SERVICE_ACCOUNT},{CHART_SERVICE_ACCOUNT},\"system:serviceaccounts,system:serviceaccounts:{CHART_NAMESPACE}\"\n"
             ),
         )
         .expect("tokens.csv");

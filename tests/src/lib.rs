@@ -68,7 +68,15 @@ pub async fn create_namespace(client: &Client, name: &str) {
 }
 
 fn api_resource(kind: &str) -> ApiResource {
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service, core::v1::ServiceAccount, rbac::v1 as rbac};
     match kind {
+        "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
+        "Service" => ApiResource::erase::<Service>(&()),
+        "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "Role" => ApiResource::erase::<rbac::Role>(&()),
+        "RoleBinding" => ApiResource::erase::<rbac::RoleBinding>(&()),
+        "ClusterRole" => ApiResource::erase::<rbac::ClusterRole>(&()),
+        "ClusterRoleBinding" => ApiResource::erase::<rbac::ClusterRoleBinding>(&()),
         "Secret" => ApiResource::erase::<Secret>(&()),
         "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
         "Pod" => ApiResource::erase::<Pod>(&()),
@@ -78,8 +86,18 @@ fn api_resource(kind: &str) -> ApiResource {
     }
 }
 
-/// `kubectl apply --server-side` of every document, into `namespace`.
+/// `kubectl apply --server-side -n NAMESPACE` of every document (their own
+/// namespaces are replaced).
 pub async fn apply_yaml(client: &Client, namespace: &str, text: &str) {
+    apply_documents(client, text, Some(namespace)).await;
+}
+
+/// `kubectl apply --server-side` of rendered manifests, in their own namespaces.
+pub async fn apply_rendered(client: &Client, text: &str) {
+    apply_documents(client, text, None).await;
+}
+
+async fn apply_documents(client: &Client, text: &str, force_namespace: Option<&str>) {
     let documents: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(text)
         .map(|document| serde::Deserialize::deserialize(document).expect("YAML"))
         .filter(|value: &serde_json::Value| !value.is_null())
@@ -87,13 +105,22 @@ pub async fn apply_yaml(client: &Client, namespace: &str, text: &str) {
     for mut value in documents {
         // The API server ignores status on apply; drop it as kubectl would show.
         value.as_object_mut().expect("object").remove("status");
-        value["metadata"]["namespace"] = namespace.into();
         let kind = value["kind"].as_str().expect("kind").to_owned();
         let name = value["metadata"]["name"].as_str().expect("name").to_owned();
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &api_resource(&kind));
+        let resource = api_resource(&kind);
+        let api: Api<DynamicObject> = if matches!(kind.as_str(), "ClusterRole" | "ClusterRoleBinding") {
+            Api::all_with(client.clone(), &resource)
+        } else {
+            let namespace = force_namespace
+                .or(value["metadata"]["namespace"].as_str())
+                .unwrap_or("default")
+                .to_owned();
+            value["metadata"]["namespace"] = namespace.clone().into();
+            Api::namespaced_with(client.clone(), &namespace, &resource)
+        };
         api.patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&value))
             .await
-            .unwrap_or_else(|err| panic!("applying {kind} {namespace}/{name}: {err}"));
+            .unwrap_or_else(|err| panic!("applying {kind} {name}: {err}"));
     }
 }
 
@@ -175,7 +202,12 @@ impl Operator {
     }
 
     pub fn start_with(plane: &ControlPlane, options: certshift::controller::Options) -> Self {
-        let client = plane.client(control_plane::OPERATOR_TOKEN);
+        Self::start_as(plane, control_plane::OPERATOR_TOKEN, options)
+    }
+
+    /// With another identity: the chart's ServiceAccount, say.
+    pub fn start_as(plane: &ControlPlane, token: &str, options: certshift::controller::Options) -> Self {
+        let client = plane.client(token);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(certshift::controller::run(client, options, async move {
             let _ = stopped.await;

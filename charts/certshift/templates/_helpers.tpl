@@ -1,0 +1,55 @@
+{{- define "certshift.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "certshift.serviceAccountName" -}}
+{{- default (include "certshift.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "certshift.labels" -}}
+app.kubernetes.io/name: certshift
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "certshift.selectorLabels" -}}
+app.kubernetes.io/name: certshift
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* The operator's permissions: read its CRDs, write their status; read
+Secrets and create or patch only its own (the operator refuses to write any
+Secret it did not create: RBAC cannot name Secrets that do not exist yet);
+never delete anything; no wildcards. */}}
+{{- define "certshift.rules" -}}
+- apiGroups: [certshift.io]
+  resources: [clustercertificatedeclarations, observedcertificates, certificatepolicies]
+  verbs: [get, list, watch]
+- apiGroups: [certshift.io]
+  resources:
+  - clustercertificatedeclarations/status
+  - observedcertificates/status
+  - certificatepolicies/status
+  verbs: [get, patch, update]
+- apiGroups: [certshift.io]
+  resources:
+  - clustercertificatedeclarations/finalizers
+  - observedcertificates/finalizers
+  - certificatepolicies/finalizers
+  verbs: [update]
+- apiGroups: [""]
+  resources: [secrets, configmaps]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

@@ -1,0 +1,46 @@
+"""Lints and renders charts/certshift with Helm's own engine (helm-python-sdk).
+
+Usage: chart.py OUT_DIR
+Writes OUT_DIR/default.yaml (cluster-wide, leader election on, the release the
+end-to-end tests install) and OUT_DIR/single-namespace.yaml; fails on any lint
+error or when the chart's copy of the CRDs differs from crds/.
+"""
+import pathlib
+import sys
+
+import helm_python
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "certshift"
+RELEASE, NAMESPACE = "certshift", "certshift-system"
+
+
+def main(out: pathlib.Path) -> int:
+    if (CHART / "files" / "crds.yaml").read_text() != (ROOT / "crds" / "certshift.io.yaml").read_text():
+        print("charts/certshift/files/crds.yaml differs from crds/: run make crds", file=sys.stderr)
+        return 1
+    report = helm_python.lint(str(CHART), strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report["errors"]]
+    for message in report["messages"]:
+        print(f"lint: {message}")
+    if problems:
+        print(f"helm lint failed: {problems}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    chart = helm_python.Chart.load(str(CHART))
+    variants = {
+        "default.yaml": {"leaderElection": {"enabled": True}},
+        "single-namespace.yaml": {"watchNamespace": "team-a", "crds": {"install": True},
+                                  "metrics": {"serviceMonitor": {"enabled": True}}},
+    }
+    for file, values in variants.items():
+        rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        documents = [text.strip() for path, text in sorted(rendered.items())
+                     if path.endswith(".yaml") and text.strip()]
+        (out / file).write_text("\n---\n".join(documents) + "\n")
+        print(f"rendered {len(documents)} templates into {out / file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(pathlib.Path(sys.argv[1])))
