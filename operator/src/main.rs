@@ -24,6 +24,15 @@ enum Format {
 enum Command {
     /// Run the operator (in cluster, or with --kubeconfig).
     Run(RunArgs),
+    /// Show a declaration: what is in force, its upgrade, members, store and events.
+    Status {
+        /// The ClusterCertificateDeclaration.
+        name: String,
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+    },
     /// Print the CustomResourceDefinitions (the source of crds/).
     Crds,
     /// Print the revisions the operator would publish for a declaration.
@@ -167,6 +176,20 @@ fn expand(path: &str) -> Vec<Result<String, String>> {
 fn run(cli: Cli) -> Result<i32, String> {
     match cli.command {
         Command::Run(args) => run_operator(args),
+        Command::Status {
+            name,
+            namespace,
+            kubeconfig,
+        } => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
+            runtime.block_on(async {
+                let client = client(kubeconfig.as_deref()).await?;
+                let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+                let report = certshift::cli::status::gather(&client, &namespace, &name).await?;
+                print!("{}", certshift::cli::status::render(&report, Timestamp::now()));
+                Ok(0)
+            })
+        }
         Command::Crds => {
             print!("{}", certshift::crd::yaml());
             Ok(0)

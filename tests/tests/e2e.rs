@@ -25,6 +25,14 @@ use kube::{Api, Client};
 
 const DECLARATION: &str = "cluster";
 
+/// `certshift status` of the scenario's declaration, as the command prints it.
+async fn status_text(s: &Scenario) -> String {
+    let report = certshift::cli::status::gather(&s.admin, &s.namespace, DECLARATION)
+        .await
+        .expect("status");
+    certshift::cli::status::render(&report, jiff::Timestamp::now())
+}
+
 struct Scenario {
     plane: Arc<ControlPlane>,
     admin: Client,
@@ -212,6 +220,20 @@ async fn conversion(s: Scenario) {
     );
     assert_eq!(judge.observations().len(), 6, "revisions 1..=6, each seen once");
     assert_judged_clean(&judge);
+    let text = status_text(&s).await;
+    for line in [
+        "Declared by: CommonName",
+        "Effective declaration (revision 6):",
+        "  Stage:     - (up to date)",
+        "  Remaining revisions: none",
+        "  Ready                True   Ready",
+        "  <- presented",
+    ] {
+        assert!(
+            text.contains(line),
+            "status of a ready declaration lacks {line:?}:\n{text}"
+        );
+    }
 
     // An unchanged world: touching the objects triggers reconciles, not writes.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -301,6 +323,25 @@ async fn gating(s: Scenario) {
     let operator = Operator::start(&s.plane, &ns);
     wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
     apply_yaml(&s.admin, &ns, &with_members("declaration-common-name.yaml")).await;
+    let upgrading = eventually("a revision waiting for member-b", Duration::from_secs(60), || async {
+        let d = declaration(&s.admin, &ns, DECLARATION).await;
+        let laggards = d.status.as_ref()?.members.as_ref()?.laggards.clone();
+        (laggards == ["pod/member-b"] && is_true(&d, "Progressing")).then_some(())?;
+        let text = status_text(&s).await;
+        text.contains("Laggards:  pod/member-b").then_some(text)
+    })
+    .await;
+    for line in [
+        "Converged: 1/2",
+        "Remaining revisions:",
+        "PinIssuers",
+        "Progressing          True",
+    ] {
+        assert!(
+            upgrading.contains(line),
+            "status of an upgrading declaration lacks {line:?}:\n{upgrading}"
+        );
+    }
     eventually("the gated conversion to finish", Duration::from_secs(180), || async {
         let d = declaration(&s.admin, &ns, DECLARATION).await;
         let status = d.status.clone()?;
@@ -401,6 +442,26 @@ async fn rollover(s: Scenario) {
         blocked.status.unwrap().presenting.unwrap().thumbprint,
         renewal.thumbprint
     );
+    let text = status_text(&s).await;
+    for line in [
+        "  Blocked              True   IssuerNotPinned".to_owned(),
+        format!("{} CN=cluster.example", rogue.thumbprint),
+        format!(
+            "{} CN=cluster.example issuer {} notAfter",
+            renewal.thumbprint,
+            &ca.thumbprint[..8]
+        ),
+    ] {
+        assert!(
+            text.contains(&line),
+            "status of a blocked declaration lacks {line:?}:\n{text}"
+        );
+    }
+    let presented_line = text
+        .lines()
+        .find(|l| l.contains("<- presented"))
+        .expect("a presented instance");
+    assert!(presented_line.contains(&renewal.thumbprint), "{presented_line}");
     let presentation = Api::<Secret>::namespaced(s.admin.clone(), ns)
         .get("cluster-presentation")
         .await

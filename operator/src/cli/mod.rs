@@ -4,3 +4,4 @@
 pub mod inspect;
 pub mod manifests;
 pub mod plan;
+pub mod status;
