@@ -1,9 +1,13 @@
 # certshift: the two commands of the README's quick start, and helpers.
-.PHONY: demo test lint crds examples
+.PHONY: demo demo-down test lint crds examples
 
-# The main job: the planner on the Service Fabric conversion example.
+# The main job: a local control plane, the operator, and the Service Fabric
+# conversion walking its stages to Ready (left running).
 demo:
 	hack/demo.sh
+
+demo-down:
+	hack/control-plane.sh stop
 
 # Everything CI runs: formatting, lints, unit, property and CLI tests.
 test:
