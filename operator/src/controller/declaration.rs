@@ -19,6 +19,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, members, now, owned_by};
+use crate::cli::manifests::secret_data;
 use crate::conditions;
 use crate::crd::{ClusterCertificateDeclaration, ClusterCertificateDeclarationSpec, ObservedCertificate};
 use crate::declaration::{self, World};
@@ -133,11 +134,7 @@ async fn gather_store(
             .await
             .map_err(kube_err("GetSecret", "Secret", namespace, &stored_name))?
             .filter(|s| owned_by(&s.metadata, &ocert));
-        let data: BTreeMap<String, Vec<u8>> = stored
-            .iter()
-            .flat_map(|s| s.data.iter().flatten())
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect();
+        let data = stored.as_ref().map(secret_data).unwrap_or_default();
         for facts in status.instances {
             match stored_instance(&data, &facts.thumbprint) {
                 Some(Ok(bundle)) => {

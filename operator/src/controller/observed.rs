@@ -17,6 +17,7 @@ use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span};
 
 use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, now, owned_by};
+use crate::cli::manifests::secret_data;
 use crate::conditions;
 use crate::crd::ObservedCertificate;
 use crate::observed::{self, Source};
@@ -57,15 +58,6 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
 fn error_policy(_: Arc<ObservedCertificate>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(CONTROLLER, err.metric_label());
     Action::requeue(Duration::from_secs(15))
-}
-
-fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect()
 }
 
 async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result<Action, Error> {
