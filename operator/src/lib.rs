@@ -13,6 +13,7 @@ pub mod facts;
 pub mod observed;
 pub mod outputs;
 pub mod planner;
+pub mod policy;
 pub mod rules;
 pub mod thumbprint;
 

@@ -36,6 +36,9 @@ pub struct World<'a> {
     pub stored: Option<&'a BTreeMap<String, Vec<u8>>>,
     /// The store Secret exists but was not created by certshift.
     pub store_owned_elsewhere: bool,
+    /// The policy named by `spec.policyRef`, or why it cannot be used
+    /// (a condition reason and message).
+    pub policy: Option<Result<crate::policy::PolicyParams, (&'static str, String)>>,
     pub now: Timestamp,
 }
 
@@ -236,6 +239,12 @@ pub fn decide(world: World<'_>) -> Decision {
         None => (Decided::new(EXPIRING_SOON, false, "NoCertificate", ""), None),
     };
     decided.push(expiring);
+    match (&world.policy, current_facts) {
+        (None, _) => {}
+        (Some(Ok(params)), Some(facts)) => decided.push(crate::policy::compliance(facts, params)),
+        (Some(Ok(_)), None) => decided.push(Decided::new(crate::policy::COMPLIANT, false, "NoCertificate", "")),
+        (Some(Err((reason, message))), _) => decided.push(Decided::new(crate::policy::COMPLIANT, false, *reason, message.clone())),
+    }
 
     let conditions = conditions::merge(&world.status.conditions, &decided, world.generation, now);
     let instances_changed = kept != world.status.instances;
@@ -337,6 +346,7 @@ mod tests {
             source: data.map_or(Source::Missing, Source::Present),
             stored,
             store_owned_elsewhere: false,
+            policy: None,
             now: ts(now),
         })
     }

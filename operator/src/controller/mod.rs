@@ -7,6 +7,7 @@ mod leader;
 pub mod members;
 pub mod metrics;
 mod observed;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -228,7 +229,8 @@ pub async fn run(
     let stop = futures::future::FutureExt::shared(Box::pin(stop));
     let observed = observed::controller(ctx.clone(), stop.clone());
     let declarations = declaration::controller(ctx.clone(), stop.clone());
-    let controllers = futures::future::join(observed, declarations);
+    let policies = policy::controller(ctx.clone(), stop.clone());
+    let controllers = futures::future::join3(observed, declarations, policies);
     let outcome = match lost_leadership {
         Some(lost) => tokio::select! {
             _ = controllers => Ok(()),

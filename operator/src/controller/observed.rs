@@ -19,7 +19,7 @@ use tracing::{Instrument, debug, info, info_span};
 use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, now, owned_by};
 use crate::cli::manifests::secret_data;
 use crate::conditions;
-use crate::crd::ObservedCertificate;
+use crate::crd::{CertificatePolicy, ObservedCertificate};
 use crate::observed::{self, Source};
 use crate::outputs::{OBSERVED_CERTIFICATE_LABEL, store_name};
 
@@ -86,6 +86,24 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
         let store_owned_elsewhere = stored.as_ref().is_some_and(|s| !owned_by(&s.metadata, ocert.as_ref()));
         let mut status = ocert.status.clone().unwrap_or_default();
         status.conditions = conditions::sorted(&status.conditions);
+        let policy = match &ocert.spec.policy_ref {
+            None => None,
+            Some(reference) => Some(
+                match ctx
+                    .api::<CertificatePolicy>(&namespace)
+                    .get_opt(&reference.name)
+                    .await
+                    .map_err(kube_err("GetCertificatePolicy", "CertificatePolicy", &namespace, &reference.name))?
+                {
+                    None => Err((
+                        "PolicyNotFound",
+                        format!("spec.policyRef: CertificatePolicy {namespace}/{} not found", reference.name),
+                    )),
+                    Some(policy) => crate::policy::params(&policy.spec)
+                        .map_err(|err| ("InvalidPolicy", format!("CertificatePolicy {}: {}", reference.name, err.message))),
+                },
+            ),
+        };
         let decision = observed::decide(observed::World {
             name: &name,
             generation: ocert.metadata.generation,
@@ -101,6 +119,7 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
                 stored_data.as_ref()
             },
             store_owned_elsewhere,
+            policy,
             now: now(),
         });
 

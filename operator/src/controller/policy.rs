@@ -1,0 +1,226 @@
+//! CertificatePolicy: issue into the policy's TLS Secret when it is missing or
+//! the spec changed, renew at the lifetime action, back off on failure (the
+//! attempt count lives in status), and never touch a Secret certshift did not
+//! create.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Event as KubeEvent;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, now, owned_by};
+use crate::cli::manifests::{secret_data, tls_material};
+use crate::conditions;
+use crate::crd::{CertificatePolicy, CertificatePolicyStatus};
+use crate::declaration::Event;
+use crate::facts::CertificateBundle;
+use crate::policy::issue::{CaMaterial, issue};
+use crate::policy::{self, IssuerKind, POLICY_HASH_ANNOTATION, Plan, SecretState};
+
+const MANAGER: &str = "certshift-policy";
+const CONTROLLER: &str = "certificatepolicy";
+pub const POLICY_LABEL: &str = "certshift.io/policy";
+
+pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+    let (policies, secrets): (Api<CertificatePolicy>, Api<PartialObjectMeta<Secret>>) = match &ctx.namespace {
+        Some(ns) => (Api::namespaced(ctx.client.clone(), ns), Api::namespaced(ctx.client.clone(), ns)),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    let controller = Controller::new(policies, watcher::Config::default());
+    let store = controller.store();
+    // A policy cares about its own Secret and its CA's.
+    let secret_events = watcher(secrets, watcher::Config::default()).touched_objects();
+    let stream = controller
+        .watches_stream(secret_events, move |secret| {
+            let (namespace, name) = (secret.namespace(), secret.name_any());
+            store
+                .state()
+                .iter()
+                .filter(|p| {
+                    let ca = p.spec.issuer.ca.as_ref().map(|ca| ca.secret_ref.name.as_str());
+                    p.namespace() == namespace && (p.spec.secret_name == name || ca == Some(name.as_str()))
+                })
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx);
+    drive(CONTROLLER, stream).await;
+}
+
+fn error_policy(_: Arc<CertificatePolicy>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(CONTROLLER, err.metric_label());
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn write_status(
+    ctx: &Context,
+    policy: &CertificatePolicy,
+    before: &CertificatePolicyStatus,
+    after: &CertificatePolicyStatus,
+) -> Result<(), Error> {
+    if policy.status.is_some() && before == after {
+        return Ok(());
+    }
+    let (namespace, name) = (policy.namespace().unwrap_or_default(), policy.name_any());
+    let patch = serde_json::json!({
+        "apiVersion": "certshift.io/v1alpha1",
+        "kind": "CertificatePolicy",
+        "status": after,
+    });
+    ctx.api::<CertificatePolicy>(&namespace)
+        .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
+        .await
+        .map_err(kube_err("ApplyStatus", "CertificatePolicy", &namespace, &name))?;
+    ctx.metrics.write("CertificatePolicy/status");
+    Ok(())
+}
+
+async fn publish_events(ctx: &Context, policy: &CertificatePolicy, events: &[Event]) {
+    let reference = policy.object_ref(&());
+    for event in events {
+        let event = KubeEvent {
+            type_: event.type_,
+            reason: event.reason.clone(),
+            note: Some(event.message.chars().take(1000).collect()),
+            action: "Issue".into(),
+            secondary: None,
+        };
+        match ctx.recorder.publish(&event, &reference).await {
+            Ok(()) => ctx.metrics.write("Event"),
+            Err(err) => warn!(error = %err, "could not publish an event"),
+        }
+    }
+}
+
+async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let span = info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = policy.metadata.generation);
+    async move {
+        ctx.metrics.reconciled(CONTROLLER);
+        let secrets = ctx.api::<Secret>(&namespace);
+        let secret_name = policy.spec.secret_name.trim().to_owned();
+        let secret = if secret_name.is_empty() {
+            None
+        } else {
+            secrets
+                .get_opt(&secret_name)
+                .await
+                .map_err(kube_err("GetSecret", "Secret", &namespace, &secret_name))?
+        };
+        let data = secret.as_ref().map(secret_data);
+        let state = match &secret {
+            None => SecretState::Missing,
+            Some(s) if !owned_by(&s.metadata, policy.as_ref()) => SecretState::OwnedElsewhere,
+            Some(s) => SecretState::Issued {
+                leaf: data
+                    .as_ref()
+                    .and_then(|d| CertificateBundle::from_tls(&tls_material(d)).ok())
+                    .map(|b| Box::new(b.leaf)),
+                spec_hash: s.metadata.annotations.as_ref().and_then(|a| a.get(POLICY_HASH_ANNOTATION)).cloned(),
+            },
+        };
+        let mut status = policy.status.clone().unwrap_or_default();
+        status.conditions = conditions::sorted(&status.conditions);
+        let world = policy::World {
+            generation: policy.metadata.generation,
+            spec: &policy.spec,
+            status: &status,
+            secret: state.clone(),
+            now: now(),
+        };
+        match policy::decide(&world) {
+            Plan::Refuse(next, events) => {
+                write_status(&ctx, &policy, &status, &next).await?;
+                publish_events(&ctx, &policy, &events).await;
+                Ok(Action::await_change())
+            }
+            Plan::Wait(next, requeue) => {
+                write_status(&ctx, &policy, &status, &next).await?;
+                Ok(requeue.map_or_else(Action::await_change, |after| Action::requeue(after.min(Duration::from_secs(3600)))))
+            }
+            Plan::Issue(params, reason) => {
+                let ca = match &params.issuer {
+                    IssuerKind::SelfSigned => Ok(None),
+                    IssuerKind::Ca(ca_name) => match secrets
+                        .get_opt(ca_name)
+                        .await
+                        .map_err(kube_err("GetSecret", "Secret", &namespace, ca_name))?
+                    {
+                        Some(ca) => {
+                            let d = secret_data(&ca);
+                            let text = |k: &str| d.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+                            match (text("tls.crt"), text("tls.key")) {
+                                (Some(crt), Some(key)) => Ok(Some((crt, key))),
+                                _ => Err(format!("CA Secret {ca_name:?} lacks tls.crt or tls.key")),
+                            }
+                        }
+                        None => Err(format!("CA Secret {ca_name:?} (spec.issuer.ca.secretRef) not found")),
+                    },
+                };
+                let reuse = match &state {
+                    SecretState::Issued { .. } => data
+                        .as_ref()
+                        .and_then(|d| d.get("tls.key"))
+                        .map(|k| String::from_utf8_lossy(k).into_owned()),
+                    _ => None,
+                };
+                let issued_at = world.now;
+                let outcome = match ca {
+                    Err(message) => Err(message),
+                    Ok(ca) => {
+                        let params = params.clone();
+                        // Key generation (RSA 4096) is CPU work: off the async threads.
+                        tokio::task::spawn_blocking(move || {
+                            let material = ca.as_ref().map(|(certificate, key)| CaMaterial { certificate, key });
+                            issue(&params, material.as_ref(), reuse.as_deref(), issued_at)
+                        })
+                        .await
+                        .unwrap_or_else(|err| Err(format!("issuing panicked: {err}")))
+                    }
+                };
+                if let Ok(issued) = &outcome {
+                    let secret = OwnedSecret {
+                        name: &params.secret_name,
+                        type_: "kubernetes.io/tls",
+                        labels: BTreeMap::from([(POLICY_LABEL.to_owned(), name.clone())]),
+                        annotations: BTreeMap::from([(POLICY_HASH_ANNOTATION.to_owned(), policy::spec_hash(&policy.spec))]),
+                        data: &BTreeMap::from([
+                            ("tls.crt".to_owned(), issued.tls_crt.clone()),
+                            ("tls.key".to_owned(), issued.tls_key.clone()),
+                            ("ca.crt".to_owned(), issued.ca_crt.clone()),
+                        ]),
+                    };
+                    apply_secret(&ctx, MANAGER, policy.as_ref(), secret).await?;
+                    info!(thumbprint = %issued.leaf.thumbprint, ?reason, "issued");
+                }
+                let (next, events) = policy::after_attempt(&world, &params, reason, outcome.as_ref().map(|i| &i.leaf).map_err(Clone::clone));
+                if let Err(message) = &outcome {
+                    warn!(%message, attempts = next.failed_attempts, "issuing failed");
+                }
+                write_status(&ctx, &policy, &status, &next).await?;
+                publish_events(&ctx, &policy, &events).await;
+                let requeue = match (&outcome, next.renewal_time) {
+                    (Ok(_), Some(renewal)) => {
+                        Duration::from_secs((renewal.as_second() - issued_at.as_second()).max(1).unsigned_abs())
+                    }
+                    _ => policy::backoff(next.failed_attempts),
+                };
+                Ok(Action::requeue(requeue.min(Duration::from_secs(3600))))
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,319 @@
+use super::issue::{CaMaterial, issue};
+use super::*;
+use crate::crd::{CaIssuer, IssuerReference, KeyParameters, LifetimeAction, LocalObjectReference, SelfSignedIssuer};
+use crate::facts::PrivateKeyState;
+use crate::testing::{cert, ts};
+
+fn spec() -> CertificatePolicySpec {
+    CertificatePolicySpec {
+        secret_name: "cluster-tls".into(),
+        subject: Some(Subject {
+            common_name: Some("cluster.example".into()),
+            organizations: vec!["Example".into()],
+            ..Default::default()
+        }),
+        dns_names: vec!["cluster.example".into()],
+        ip_addresses: vec!["10.0.0.1".into()],
+        extended_key_usages: vec!["serverAuth".into(), "clientAuth".into()],
+        key_usages: vec!["digitalSignature".into()],
+        validity: Some("2880h".into()),
+        lifetime_action: Some(LifetimeAction {
+            renew_at_percentage_lifetime: Some(75),
+            days_before_expiry: None,
+        }),
+        issuer: IssuerReference {
+            self_signed: Some(SelfSignedIssuer {}),
+            ca: None,
+        },
+        ..Default::default()
+    }
+}
+
+fn with_key(algorithm: &str, size: Option<u32>) -> CertificatePolicySpec {
+    CertificatePolicySpec {
+        key: Some(KeyParameters {
+            algorithm: Some(algorithm.into()),
+            size,
+            reuse: false,
+        }),
+        ..spec()
+    }
+}
+
+fn rejected(spec: &CertificatePolicySpec) -> (&'static str, String) {
+    let err = params(spec).unwrap_err();
+    (err.reason, err.message)
+}
+
+#[test]
+fn every_key_type_is_issued_with_the_declared_subject_and_usages() {
+    let now = ts("2026-06-01T00:00:00Z");
+    for (algorithm, size, expected) in [
+        ("ECDSA", None, ("ECDSA", 256)),
+        ("ECDSA", Some(384), ("ECDSA", 384)),
+        ("Ed25519", None, ("Ed25519", 256)),
+        ("RSA", Some(2048), ("RSA", 2048)),
+        ("RSA", Some(3072), ("RSA", 3072)),
+        ("RSA", Some(4096), ("RSA", 4096)),
+    ] {
+        let params = params(&with_key(algorithm, size)).unwrap();
+        let issued = issue(&params, None, None, now).unwrap();
+        let leaf = &issued.leaf;
+        assert_eq!((leaf.key_algorithm.as_str(), leaf.key_size), expected, "{algorithm} {size:?}");
+        assert_eq!(leaf.private_key, PrivateKeyState::Matches);
+        assert_eq!(leaf.common_name.as_deref(), Some("cluster.example"));
+        assert_eq!(leaf.dns_names, ["cluster.example"]);
+        assert_eq!(leaf.ip_addresses, ["10.0.0.1"]);
+        assert_eq!(leaf.extended_key_usages, ["serverAuth", "clientAuth"]);
+        assert_eq!(leaf.not_before, now);
+        assert_eq!(leaf.not_after, ts("2026-09-29T00:00:00Z"), "2880h later");
+        assert!(leaf.self_signed);
+        assert_eq!(compliance(leaf, &params).status, true, "{algorithm} {size:?}");
+    }
+}
+
+#[test]
+fn a_ca_issuer_signs_and_is_the_ca_crt() {
+    let ca = cert("Issuing CA").ca().self_signed();
+    let mut spec = spec();
+    spec.issuer = IssuerReference {
+        self_signed: None,
+        ca: Some(CaIssuer {
+            secret_ref: LocalObjectReference { name: "ca".into() },
+        }),
+    };
+    let params = params(&spec).unwrap();
+    let key = ca.key_pem();
+    let material = CaMaterial {
+        certificate: &ca.pem,
+        key: &key,
+    };
+    let issued = issue(&params, Some(&material), None, ts("2026-06-01T00:00:00Z")).unwrap();
+    let ca_facts = crate::facts::inspect("ca", ca.pem.as_bytes()).unwrap().remove(0);
+    assert_eq!(issued.leaf.issuer_thumbprint, Some(ca_facts.thumbprint));
+    assert_eq!(issued.ca_crt, ca.pem);
+    assert!(issue(&params, None, None, ts("2026-06-01T00:00:00Z")).unwrap_err().contains("\"ca\""));
+}
+
+#[test]
+fn reuse_keeps_the_key_and_rekey_does_not() {
+    let now = ts("2026-06-01T00:00:00Z");
+    let mut reuse = with_key("ECDSA", Some(256));
+    reuse.key.as_mut().unwrap().reuse = true;
+    let first = issue(&params(&reuse).unwrap(), None, None, now).unwrap();
+    let kept = issue(&params(&reuse).unwrap(), None, Some(&first.tls_key), now).unwrap();
+    assert_eq!(kept.tls_key, first.tls_key);
+    assert_ne!(kept.leaf.thumbprint, first.leaf.thumbprint, "a new certificate");
+    let rekeyed = issue(&params(&spec()).unwrap(), None, Some(&first.tls_key), now).unwrap();
+    assert_ne!(rekeyed.tls_key, first.tls_key);
+}
+
+#[test]
+fn both_lifetime_triggers() {
+    let nb = ts("2026-01-01T00:00:00Z");
+    let na = ts("2026-05-01T00:00:00Z"); // 120 days
+    assert_eq!(renewal_time(nb, na, Trigger::PercentageOfLifetime(75)), ts("2026-04-01T00:00:00Z"));
+    assert_eq!(renewal_time(nb, na, Trigger::DaysBeforeExpiry(30)), ts("2026-04-01T00:00:00Z"));
+    assert_eq!(renewal_time(nb, na, Trigger::DaysBeforeExpiry(10)), ts("2026-04-21T00:00:00Z"));
+    assert_eq!(params(&spec()).unwrap().trigger, Trigger::PercentageOfLifetime(75));
+    let mut days = spec();
+    days.lifetime_action = Some(LifetimeAction {
+        renew_at_percentage_lifetime: None,
+        days_before_expiry: Some(30),
+    });
+    assert_eq!(params(&days).unwrap().trigger, Trigger::DaysBeforeExpiry(30));
+    let mut default = spec();
+    default.lifetime_action = None;
+    default.validity = None;
+    let defaulted = params(&default).unwrap();
+    assert_eq!((defaulted.trigger, defaulted.validity), (Trigger::PercentageOfLifetime(80), DEFAULT_VALIDITY));
+}
+
+#[test]
+fn every_rejected_combination_names_its_field() {
+    let mut both = spec();
+    both.lifetime_action = Some(LifetimeAction {
+        renew_at_percentage_lifetime: Some(50),
+        days_before_expiry: Some(3),
+    });
+    let mut zero = spec();
+    zero.lifetime_action = Some(LifetimeAction {
+        renew_at_percentage_lifetime: Some(0),
+        days_before_expiry: None,
+    });
+    let mut hundred = zero.clone();
+    hundred.lifetime_action.as_mut().unwrap().renew_at_percentage_lifetime = Some(100);
+    let mut days_too_long = spec();
+    days_too_long.lifetime_action = Some(LifetimeAction {
+        renew_at_percentage_lifetime: None,
+        days_before_expiry: Some(120),
+    });
+    let mut no_issuer = spec();
+    no_issuer.issuer = IssuerReference::default();
+    let mut two_issuers = spec();
+    two_issuers.issuer.ca = Some(CaIssuer {
+        secret_ref: LocalObjectReference { name: "ca".into() },
+    });
+    let mut bad_eku = spec();
+    bad_eku.extended_key_usages.push("anyThing".into());
+    let mut bad_ip = spec();
+    bad_ip.ip_addresses = vec!["10.0.0.300".into()];
+    let mut no_subject = spec();
+    no_subject.subject = None;
+    no_subject.dns_names.clear();
+    no_subject.ip_addresses.clear();
+    let mut short = spec();
+    short.validity = Some("5s".into());
+    let mut no_secret = spec();
+    no_secret.secret_name = String::new();
+    let cases = [
+        (both, "ConflictingLifetimeActions", "spec.lifetimeAction"),
+        (zero, "InvalidLifetimeAction", "spec.lifetimeAction.renewAtPercentageLifetime: 0"),
+        (hundred, "InvalidLifetimeAction", "spec.lifetimeAction.renewAtPercentageLifetime: 100"),
+        (days_too_long, "InvalidLifetimeAction", "spec.lifetimeAction.daysBeforeExpiry"),
+        (with_key("RSA", Some(1024)), "KeyTooWeak", "spec.key.size: RSA 1024"),
+        (with_key("RSA", Some(8192)), "UnsupportedKeySize", "spec.key.size"),
+        (with_key("ECDSA", Some(521)), "UnsupportedKeySize", "spec.key.size"),
+        (with_key("Ed25519", Some(448)), "UnsupportedKeySize", "spec.key.size"),
+        (with_key("DSA", None), "UnsupportedKeyAlgorithm", "spec.key.algorithm"),
+        (no_issuer, "InvalidIssuer", "spec.issuer"),
+        (two_issuers, "InvalidIssuer", "spec.issuer"),
+        (bad_eku, "InvalidKeyUsage", "spec.extendedKeyUsages[2]"),
+        (bad_ip, "InvalidSubjectAlternativeName", "spec.ipAddresses[0]"),
+        (no_subject, "MissingSubject", "spec.subject.commonName"),
+        (short, "InvalidDuration", "spec.validity"),
+        (no_secret, "InvalidSecretName", "spec.secretName"),
+    ];
+    for (spec, reason, field) in cases {
+        let (got, message) = rejected(&spec);
+        assert_eq!(got, reason, "{message}");
+        assert!(message.starts_with(field), "{message} should start with {field}");
+    }
+}
+
+fn world<'a>(
+    spec: &'a CertificatePolicySpec,
+    status: &'a CertificatePolicyStatus,
+    secret: SecretState,
+    now: &str,
+) -> World<'a> {
+    World {
+        generation: Some(1),
+        spec,
+        status,
+        secret,
+        now: ts(now),
+    }
+}
+
+#[test]
+fn issues_when_missing_when_the_spec_changed_and_at_the_renewal_time() {
+    let spec = spec();
+    let status = CertificatePolicyStatus::default();
+    let issued = issue(&params(&spec).unwrap(), None, None, ts("2026-06-01T00:00:00Z")).unwrap();
+    let owned = |hash: &str| SecretState::Issued {
+        leaf: Some(Box::new(issued.leaf.clone())),
+        spec_hash: Some(hash.to_owned()),
+    };
+    let decide_at = |secret, now| decide(&world(&spec, &status, secret, now));
+    assert!(matches!(decide_at(SecretState::Missing, "2026-06-01T00:00:00Z"), Plan::Issue(_, IssueReason::Initial)));
+    assert!(matches!(decide_at(owned("old"), "2026-06-01T00:00:00Z"), Plan::Issue(_, IssueReason::SpecChanged)));
+    // 75 % of 120 days is day 90: 2026-08-30.
+    let Plan::Wait(waiting, Some(requeue)) = decide_at(owned(&spec_hash(&spec)), "2026-08-29T00:00:00Z") else {
+        panic!("not due yet")
+    };
+    assert_eq!(waiting.renewal_time, Some(ts("2026-08-30T00:00:00Z")));
+    assert_eq!(requeue, Duration::from_secs(86_400));
+    assert!(matches!(decide_at(owned(&spec_hash(&spec)), "2026-08-30T00:00:00Z"), Plan::Issue(_, IssueReason::Renewal)));
+}
+
+#[test]
+fn a_foreign_secret_is_refused() {
+    let spec = spec();
+    let status = CertificatePolicyStatus::default();
+    let Plan::Refuse(refused, events) = decide(&world(&spec, &status, SecretState::OwnedElsewhere, "2026-06-01T00:00:00Z"))
+    else {
+        panic!("refused")
+    };
+    let ready = refused.conditions.iter().find(|c| c.type_ == READY).unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SecretOwnedElsewhere"));
+    assert_eq!(events[0].reason, "SecretOwnedElsewhere");
+}
+
+#[test]
+fn failures_back_off_exponentially_and_survive_restarts() {
+    let spec = spec();
+    let mut status = CertificatePolicyStatus::default();
+    let mut now = ts("2026-06-01T00:00:00Z");
+    let mut attempts_at = Vec::new();
+    // Ten simulated minutes of reconciles every second with a failing issuer.
+    for _ in 0..600 {
+        let w = world(&spec, &status, SecretState::Missing, "2026-06-01T00:00:00Z");
+        let w = World { now, ..w };
+        if let Plan::Issue(params, reason) = decide(&w) {
+            let (next, _) = after_attempt(&w, &params, reason, Err("CA Secret \"ca\" not found".into()));
+            attempts_at.push(now.as_second() - ts("2026-06-01T00:00:00Z").as_second());
+            status = next; // what a restarted operator reads back
+        }
+        now = Timestamp::from_second(now.as_second() + 1).unwrap();
+    }
+    assert_eq!(attempts_at, [0, 5, 15, 35, 75, 155, 315], "5s, 10s, 20s, … between attempts");
+    assert_eq!(status.failed_attempts, 7);
+    let issuing = status.conditions.iter().find(|c| c.type_ == ISSUING).unwrap();
+    assert_eq!((issuing.status.as_str(), issuing.reason.as_str()), ("True", "IssuingFailed"));
+    assert_eq!(backoff(100), Duration::from_secs(600), "capped");
+}
+
+#[test]
+fn success_counts_a_revision_and_clears_failures() {
+    let spec = spec();
+    let status = CertificatePolicyStatus {
+        failed_attempts: 3,
+        revision: 4,
+        ..Default::default()
+    };
+    let w = world(&spec, &status, SecretState::Missing, "2026-06-01T00:00:00Z");
+    let params = params(&spec).unwrap();
+    let issued = issue(&params, None, None, w.now).unwrap();
+    let (next, events) = after_attempt(&w, &params, IssueReason::Renewal, Ok(&issued.leaf));
+    assert_eq!((next.revision, next.failed_attempts), (5, 0));
+    assert_eq!(next.current_thumbprint, Some(issued.leaf.thumbprint.to_string()));
+    assert_eq!(events[0].reason, "Renewed");
+}
+
+#[test]
+fn compliance_names_what_is_wrong() {
+    let params = params(&spec()).unwrap();
+    let good = issue(&params, None, None, ts("2026-06-01T00:00:00Z")).unwrap().leaf;
+    let check = |facts: &CertificateFacts| {
+        let decided = compliance(facts, &params);
+        (decided.status, decided.reason)
+    };
+    assert_eq!(check(&good), (true, "Compliant".to_owned()));
+    let other_cn = CertificateFacts {
+        common_name: Some("other.example".into()),
+        ..good.clone()
+    };
+    assert_eq!(check(&other_cn).1, "SubjectMismatch");
+    let no_san = CertificateFacts {
+        dns_names: vec![],
+        ..good.clone()
+    };
+    assert_eq!(check(&no_san).1, "MissingSubjectAlternativeName");
+    let weak = CertificateFacts {
+        key_algorithm: "RSA".into(),
+        key_size: 1024,
+        ..good.clone()
+    };
+    assert_eq!(check(&weak).1, "KeyTooWeak");
+    let server_only = CertificateFacts {
+        extended_key_usages: vec!["serverAuth".into()],
+        ..good.clone()
+    };
+    assert_eq!(check(&server_only).1, "MissingExtendedKeyUsage");
+    let long = CertificateFacts {
+        not_after: ts("2027-06-01T00:00:00Z"),
+        ..good
+    };
+    assert_eq!(check(&long).1, "ValidityTooLong");
+}
