@@ -126,8 +126,66 @@ fn main() {
             ca.thumbprint, old.thumbprint, old.thumbprint
         ),
     );
+    // The Service Fabric enrollment (Key Vault policy): CN=cluster.example,
+    // server and client auth, 4 months, renew at 75 %, issued by the in-cluster CA.
+    let policy_dir = format!("{dir}/../policy");
+    std::fs::create_dir_all(&policy_dir).expect("policy directory");
+    std::fs::write(format!("{policy_dir}/policy.yaml"), policy_example(&ca.thumbprint)).expect("write policy example");
     println!(
         "CA {}\nG (cluster.example) {}\nOld1 {}",
         ca.thumbprint, goal.thumbprint, old.thumbprint
     );
+}
+
+fn policy_example(ca_thumbprint: &str) -> String {
+    format!(
+        "{HEADER}# Apply ../conversion/ca.yaml first: the CA that issues, which the declaration pins.
+apiVersion: certshift.io/v1alpha1
+kind: CertificatePolicy
+metadata:
+  name: cluster
+  namespace: default
+spec:
+  secretName: cluster-issued
+  subject:
+    commonName: cluster.example
+  dnsNames: [cluster.example]
+  extendedKeyUsages: [serverAuth, clientAuth]
+  key:
+    algorithm: RSA
+    size: 2048
+  validity: 2880h
+  lifetimeAction:
+    renewAtPercentageLifetime: 75
+  issuer:
+    ca:
+      secretRef:
+        name: cluster-ca
+---
+apiVersion: certshift.io/v1alpha1
+kind: ObservedCertificate
+metadata:
+  name: cluster-issued
+  namespace: default
+spec:
+  source:
+    secretRef:
+      name: cluster-issued
+  policyRef:
+    name: cluster
+---
+apiVersion: certshift.io/v1alpha1
+kind: ClusterCertificateDeclaration
+metadata:
+  name: cluster-issued
+  namespace: default
+spec:
+  certificateCommonNames:
+    commonNames:
+    - certificateCommonName: cluster.example
+      certificateIssuerThumbprint: {ca_thumbprint}
+  store:
+    observedCertificates: [cluster-issued]
+"
+    )
 }

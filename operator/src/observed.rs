@@ -243,7 +243,9 @@ pub fn decide(world: World<'_>) -> Decision {
         (None, _) => {}
         (Some(Ok(params)), Some(facts)) => decided.push(crate::policy::compliance(facts, params)),
         (Some(Ok(_)), None) => decided.push(Decided::new(crate::policy::COMPLIANT, false, "NoCertificate", "")),
-        (Some(Err((reason, message))), _) => decided.push(Decided::new(crate::policy::COMPLIANT, false, *reason, message.clone())),
+        (Some(Err((reason, message))), _) => {
+            decided.push(Decided::new(crate::policy::COMPLIANT, false, *reason, message.clone()))
+        }
     }
 
     let conditions = conditions::merge(&world.status.conditions, &decided, world.generation, now);

@@ -12,7 +12,7 @@ use certshift::planner::Revision;
 use certshift::rules::TrustBundle;
 use certshift::thumbprint::Thumbprint;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
@@ -43,6 +43,7 @@ impl Judge {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
         let config = watcher::Config::default().labels(DECLARATION_LABEL);
         let shared = record.clone();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
             while let Some(event) = stream.next().await {
@@ -50,6 +51,17 @@ impl Judge {
                 let annotations = map.metadata.annotations.clone().unwrap_or_default();
                 let data = map.data.clone().unwrap_or_default();
                 let declaration = map.labels().get(DECLARATION_LABEL).cloned().unwrap_or_default();
+                // Certificates issued during the scenario: learn them from the
+                // namespace's Secrets (sources and stores) before judging.
+                let unknown = annotations
+                    .get(certshift::outputs::THUMBPRINT_ANNOTATION)
+                    .is_some_and(|t| !shared.lock().expect("judge lock").facts.keys().any(|k| k.as_str() == t));
+                if unknown && let Ok(list) = secrets.list(&Default::default()).await {
+                    let mut record = shared.lock().expect("judge lock");
+                    for secret in list.items {
+                        record.learn(&secret);
+                    }
+                }
                 let mut record = shared.lock().expect("judge lock");
                 match read_published(&annotations, &data) {
                     Ok(revision) => record.observe(Observation {
@@ -98,6 +110,36 @@ impl Judge {
 }
 
 impl Record {
+    /// Every certificate a TLS or store Secret holds (`tls.crt`, `<thumbprint>.crt`).
+    fn learn(&mut self, secret: &Secret) {
+        let data: BTreeMap<String, Vec<u8>> = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        for (key, crt) in &data {
+            let Some(stem) = key.strip_suffix(".crt").filter(|s| !s.ends_with(".ca") && *s != "ca") else {
+                continue;
+            };
+            let ca = if stem == "tls" {
+                data.get("ca.crt")
+            } else {
+                data.get(&format!("{stem}.ca.crt"))
+            };
+            let material = TlsMaterial {
+                tls_crt: crt,
+                tls_key: None,
+                ca_crt: ca.map(Vec::as_slice),
+            };
+            if let Ok(bundle) = CertificateBundle::from_tls(&material) {
+                self.authorities
+                    .extend(bundle.authorities().map(|a| a.thumbprint.clone()));
+                self.facts.insert(bundle.leaf.thumbprint.clone(), bundle.leaf);
+            }
+        }
+    }
+
     fn observe(&mut self, observation: Observation) {
         let last = self
             .observations

@@ -81,6 +81,7 @@ fn api_resource(kind: &str) -> ApiResource {
         "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
         "Pod" => ApiResource::erase::<Pod>(&()),
         "ObservedCertificate" => ApiResource::erase::<ObservedCertificate>(&()),
+        "CertificatePolicy" => ApiResource::erase::<certshift::crd::CertificatePolicy>(&()),
         "ClusterCertificateDeclaration" => ApiResource::erase::<ClusterCertificateDeclaration>(&()),
         other => panic!("the harness does not apply {other}"),
     }

@@ -65,6 +65,15 @@ fn main() -> ExitCode {
         ("chart_rbac_runs_the_conversion_and_never_deletes_secrets", |s| {
             chart(s).boxed()
         }),
+        ("policy_issues_renews_rolls_over_and_an_unpinned_ca_blocks", |s| {
+            policy_rollover(s).boxed()
+        }),
+        ("policy_failures_back_off_with_bounded_writes", |s| {
+            policy_backoff(s).boxed()
+        }),
+        ("policy_example_enrolls_like_service_fabric", |s| {
+            policy_example(s).boxed()
+        }),
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()
@@ -798,4 +807,205 @@ async fn chart(s: Scenario) {
     );
     operator.stop().await;
     judge.stop();
+}
+
+fn ca_secret(name: &str, ca: &pki::Issued) -> String {
+    let indent = |t: &str| t.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&ca.pem),
+        indent(&ca.key.serialize_pem())
+    )
+}
+
+fn policy_yaml(ca_secret: &str, validity: &str, percentage: u8) -> String {
+    format!(
+        "apiVersion: certshift.io/v1alpha1\nkind: CertificatePolicy\nmetadata:\n  name: cluster\nspec:\n  secretName: cluster-tls\n  subject: {{commonName: cluster.example}}\n  dnsNames: [cluster.example]\n  extendedKeyUsages: [serverAuth, clientAuth]\n  validity: {validity}\n  lifetimeAction: {{renewAtPercentageLifetime: {percentage}}}\n  issuer:\n    ca:\n      secretRef: {{name: {ca_secret}}}\n"
+    )
+}
+
+async fn policy(s: &Scenario) -> certshift::crd::CertificatePolicy {
+    Api::<certshift::crd::CertificatePolicy>::namespaced(s.admin.clone(), &s.namespace)
+        .get("cluster")
+        .await
+        .expect("policy")
+}
+
+async fn policy_rollover(s: Scenario) {
+    let ns = &s.namespace;
+    let judge = Judge::watch(&s.admin, ns);
+    let ca = pki::ca("policy CA");
+    let rogue = pki::ca("unpinned CA");
+    apply_yaml(&s.admin, ns, &ca_secret("cluster-ca", &ca)).await;
+    apply_yaml(&s.admin, ns, &ca_secret("other-ca", &rogue)).await;
+    apply_yaml(&s.admin, ns, &policy_yaml("cluster-ca", "90s", 50)).await;
+    apply_yaml(
+        &s.admin,
+        ns,
+        "apiVersion: certshift.io/v1alpha1\nkind: ObservedCertificate\nmetadata:\n  name: cluster-tls\nspec:\n  source:\n    secretRef: {name: cluster-tls}\n  policyRef: {name: cluster}\n",
+    )
+    .await;
+    let declaration_yaml = format!(
+        "apiVersion: certshift.io/v1alpha1\nkind: ClusterCertificateDeclaration\nmetadata:\n  name: {DECLARATION}\nspec:\n  certificateCommonNames:\n    commonNames:\n    - certificateCommonName: cluster.example\n      certificateIssuerThumbprint: {}\n  store:\n    observedCertificates: [cluster-tls]\n",
+        ca.thumbprint
+    );
+    apply_yaml(&s.admin, ns, &declaration_yaml).await;
+    let operator = Operator::start(&s.plane, ns);
+
+    let first = wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    let issued = policy(&s).await.status.expect("policy status");
+    assert_eq!(issued.revision, 1);
+    let first_thumbprint = issued.current_thumbprint.clone().expect("issued");
+    assert_eq!(first.status.unwrap().presenting.unwrap().thumbprint, first_thumbprint);
+    let renewal_time = issued.renewal_time.expect("renewal time");
+    assert_eq!(
+        renewal_time.as_second() - issued.not_before.unwrap().as_second(),
+        45,
+        "renew at 50% of 90s"
+    );
+    let observed = Api::<certshift::crd::ObservedCertificate>::namespaced(s.admin.clone(), ns)
+        .get("cluster-tls")
+        .await
+        .unwrap();
+    let compliant = observed
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Compliant")
+        .expect("Compliant");
+    assert_eq!(
+        (compliant.status.as_str(), compliant.reason.as_str()),
+        ("True", "Compliant")
+    );
+
+    // Renewal at the lifetime action, rolled over touch-free by the declaration.
+    let renewed = eventually("the renewal to be presented", Duration::from_secs(90), || async {
+        let p = policy(&s).await.status?;
+        let d = declaration(&s.admin, ns, DECLARATION).await;
+        let presenting = d.status.as_ref()?.presenting.as_ref()?.thumbprint.clone();
+        (p.revision == 2 && p.current_thumbprint.as_deref() == Some(presenting.as_str()) && is_true(&d, "Ready"))
+            .then_some(p)
+    })
+    .await;
+    let renewed_at = renewed.not_before.unwrap().as_second();
+    assert!(
+        (renewal_time.as_second()..=renewal_time.as_second() + 10).contains(&renewed_at),
+        "renewed at {renewed_at}, due at {renewal_time}"
+    );
+    let recorded = events(&s.admin, ns).await;
+    for reason in ["Issued", "Renewed", "Rollover"] {
+        assert!(
+            recorded.iter().any(|(_, r, _)| r == reason),
+            "no {reason} event in {recorded:#?}"
+        );
+    }
+
+    // The policy moves to a CA that is not pinned: the next certificate is refused.
+    apply_yaml(&s.admin, ns, &policy_yaml("other-ca", "90s", 50)).await;
+    let blocked = eventually("Blocked/IssuerNotPinned", Duration::from_secs(60), || async {
+        let d = declaration(&s.admin, ns, DECLARATION).await;
+        let blocked = condition(&d, "Blocked")?;
+        (blocked.status == "True" && blocked.reason == "IssuerNotPinned").then_some(d)
+    })
+    .await;
+    assert_eq!(
+        blocked.status.unwrap().presenting.unwrap().thumbprint,
+        renewed.current_thumbprint.unwrap(),
+        "the renewal from the pinned CA stays presented"
+    );
+    assert_ne!(
+        policy(&s).await.status.unwrap().current_thumbprint,
+        Some(first_thumbprint)
+    );
+    assert_judged_clean(&judge);
+    assert!(
+        judge.observations().len() >= 2,
+        "at least the first and the rollover revision"
+    );
+    operator.stop().await;
+    judge.stop();
+}
+
+async fn policy_backoff(s: Scenario) {
+    let ns = &s.namespace;
+    apply_yaml(&s.admin, ns, &policy_yaml("missing-ca", "90s", 50)).await;
+    let operator = Operator::start(&s.plane, ns);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let status = policy(&s).await.status.expect("status");
+    // Attempts at 0s, 5s, 15s (then 35s): three or four in 25s, not one per reconcile.
+    assert!(
+        (3..=4).contains(&status.failed_attempts),
+        "attempts: {}",
+        status.failed_attempts
+    );
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "IssuingFailed")
+    );
+    assert!(ready.message.contains("missing-ca"), "{}", ready.message);
+    let writes = s.plane.writes(OPERATOR_USER, ns);
+    let status_writes = writes
+        .iter()
+        .filter(|w| w.contains("certificatepolicies/cluster/status"))
+        .count();
+    assert!(
+        status_writes <= status.failed_attempts as usize + 1,
+        "status writes {status_writes} for {} attempts: {writes:?}",
+        status.failed_attempts
+    );
+    assert!(
+        !writes.iter().any(|w| w.contains("secrets/")),
+        "no Secret is created: {writes:?}"
+    );
+    println!(
+        "  backoff: {} attempts, {status_writes} status writes, {} writes in all in 25s",
+        status.failed_attempts,
+        writes.len()
+    );
+    operator.stop().await;
+}
+
+async fn policy_example(s: Scenario) {
+    let ns = &s.namespace;
+    apply_yaml(&s.admin, ns, &example("ca.yaml")).await;
+    let policy_example = std::fs::read_to_string(certshift_e2e::repo_path("examples/policy/policy.yaml")).unwrap();
+    apply_yaml(&s.admin, ns, &policy_example).await;
+    let operator = Operator::start(&s.plane, ns);
+    let ready = eventually("the enrolled declaration", Duration::from_secs(60), || async {
+        let d = Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), ns)
+            .get("cluster-issued")
+            .await
+            .ok()?;
+        is_true(&d, "Ready").then_some(d)
+    })
+    .await;
+    let issued = policy(&s).await.status.unwrap();
+    assert_eq!(
+        ready.status.unwrap().presenting.unwrap().thumbprint,
+        issued.current_thumbprint.unwrap()
+    );
+    let lifetime = issued.not_after.unwrap().as_second() - issued.not_before.unwrap().as_second();
+    assert_eq!(lifetime, 2880 * 3600, "4 months (120 days)");
+    assert_eq!(
+        issued.renewal_time.unwrap().as_second() - issued.not_before.unwrap().as_second(),
+        lifetime * 75 / 100
+    );
+    let observed = Api::<certshift::crd::ObservedCertificate>::namespaced(s.admin.clone(), ns)
+        .get("cluster-issued")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let facts = &observed.instances[0];
+    assert_eq!((facts.key_algorithm.as_str(), facts.key_size), ("RSA", 2048));
+    assert_eq!(facts.extended_key_usages, ["serverAuth", "clientAuth"]);
+    assert!(
+        observed
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Compliant" && c.status == "True")
+    );
+    operator.stop().await;
 }

@@ -93,14 +93,25 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
                     .api::<CertificatePolicy>(&namespace)
                     .get_opt(&reference.name)
                     .await
-                    .map_err(kube_err("GetCertificatePolicy", "CertificatePolicy", &namespace, &reference.name))?
-                {
+                    .map_err(kube_err(
+                        "GetCertificatePolicy",
+                        "CertificatePolicy",
+                        &namespace,
+                        &reference.name,
+                    ))? {
                     None => Err((
                         "PolicyNotFound",
-                        format!("spec.policyRef: CertificatePolicy {namespace}/{} not found", reference.name),
+                        format!(
+                            "spec.policyRef: CertificatePolicy {namespace}/{} not found",
+                            reference.name
+                        ),
                     )),
-                    Some(policy) => crate::policy::params(&policy.spec)
-                        .map_err(|err| ("InvalidPolicy", format!("CertificatePolicy {}: {}", reference.name, err.message))),
+                    Some(policy) => crate::policy::params(&policy.spec).map_err(|err| {
+                        (
+                            "InvalidPolicy",
+                            format!("CertificatePolicy {}: {}", reference.name, err.message),
+                        )
+                    }),
                 },
             ),
         };

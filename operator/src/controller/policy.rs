@@ -33,7 +33,10 @@ pub const POLICY_LABEL: &str = "certshift.io/policy";
 
 pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let (policies, secrets): (Api<CertificatePolicy>, Api<PartialObjectMeta<Secret>>) = match &ctx.namespace {
-        Some(ns) => (Api::namespaced(ctx.client.clone(), ns), Api::namespaced(ctx.client.clone(), ns)),
+        Some(ns) => (
+            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.client.clone(), ns),
+        ),
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
     };
     let controller = Controller::new(policies, watcher::Config::default());
@@ -106,7 +109,8 @@ async fn publish_events(ctx: &Context, policy: &CertificatePolicy, events: &[Eve
 async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
-    let span = info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = policy.metadata.generation);
+    let span =
+        info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = policy.metadata.generation);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
         let secrets = ctx.api::<Secret>(&namespace);
@@ -128,7 +132,12 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
                     .as_ref()
                     .and_then(|d| CertificateBundle::from_tls(&tls_material(d)).ok())
                     .map(|b| Box::new(b.leaf)),
-                spec_hash: s.metadata.annotations.as_ref().and_then(|a| a.get(POLICY_HASH_ANNOTATION)).cloned(),
+                spec_hash: s
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(POLICY_HASH_ANNOTATION))
+                    .cloned(),
             },
         };
         let mut status = policy.status.clone().unwrap_or_default();
@@ -148,16 +157,19 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
             }
             Plan::Wait(next, requeue) => {
                 write_status(&ctx, &policy, &status, &next).await?;
-                Ok(requeue.map_or_else(Action::await_change, |after| Action::requeue(after.min(Duration::from_secs(3600)))))
+                Ok(requeue.map_or_else(Action::await_change, |after| {
+                    Action::requeue(after.min(Duration::from_secs(3600)))
+                }))
             }
             Plan::Issue(params, reason) => {
                 let ca = match &params.issuer {
                     IssuerKind::SelfSigned => Ok(None),
-                    IssuerKind::Ca(ca_name) => match secrets
-                        .get_opt(ca_name)
-                        .await
-                        .map_err(kube_err("GetSecret", "Secret", &namespace, ca_name))?
-                    {
+                    IssuerKind::Ca(ca_name) => match secrets.get_opt(ca_name).await.map_err(kube_err(
+                        "GetSecret",
+                        "Secret",
+                        &namespace,
+                        ca_name,
+                    ))? {
                         Some(ca) => {
                             let d = secret_data(&ca);
                             let text = |k: &str| d.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
@@ -195,7 +207,10 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
                         name: &params.secret_name,
                         type_: "kubernetes.io/tls",
                         labels: BTreeMap::from([(POLICY_LABEL.to_owned(), name.clone())]),
-                        annotations: BTreeMap::from([(POLICY_HASH_ANNOTATION.to_owned(), policy::spec_hash(&policy.spec))]),
+                        annotations: BTreeMap::from([(
+                            POLICY_HASH_ANNOTATION.to_owned(),
+                            policy::spec_hash(&policy.spec),
+                        )]),
                         data: &BTreeMap::from([
                             ("tls.crt".to_owned(), issued.tls_crt.clone()),
                             ("tls.key".to_owned(), issued.tls_key.clone()),
@@ -205,7 +220,12 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
                     apply_secret(&ctx, MANAGER, policy.as_ref(), secret).await?;
                     info!(thumbprint = %issued.leaf.thumbprint, ?reason, "issued");
                 }
-                let (next, events) = policy::after_attempt(&world, &params, reason, outcome.as_ref().map(|i| &i.leaf).map_err(Clone::clone));
+                let (next, events) = policy::after_attempt(
+                    &world,
+                    &params,
+                    reason,
+                    outcome.as_ref().map(|i| &i.leaf).map_err(Clone::clone),
+                );
                 if let Err(message) = &outcome {
                     warn!(%message, attempts = next.failed_attempts, "issuing failed");
                 }

@@ -3,8 +3,8 @@
 
 use jiff::Timestamp;
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose,
-    SanType, SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
 };
 
 use super::{IssuerKind, KeyKind, PolicyParams};
@@ -108,13 +108,16 @@ fn certificate_params(params: &PolicyParams, now: Timestamp) -> Result<Certifica
     }
     cert.distinguished_name = dn;
     for name in &params.dns_names {
-        cert.subject_alt_names
-            .push(SanType::DnsName(name.as_str().try_into().map_err(|_| format!("DNS name {name:?}"))?));
+        cert.subject_alt_names.push(SanType::DnsName(
+            name.as_str().try_into().map_err(|_| format!("DNS name {name:?}"))?,
+        ));
     }
-    cert.subject_alt_names.extend(params.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
+    cert.subject_alt_names
+        .extend(params.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
     for uri in &params.uris {
-        cert.subject_alt_names
-            .push(SanType::URI(uri.as_str().try_into().map_err(|_| format!("URI {uri:?}"))?));
+        cert.subject_alt_names.push(SanType::URI(
+            uri.as_str().try_into().map_err(|_| format!("URI {uri:?}"))?,
+        ));
     }
     cert.extended_key_usages = params.extended_key_usages.iter().filter_map(|u| eku(u)).collect();
     cert.key_usages = params.key_usages.iter().filter_map(|u| key_usage(u)).collect();

@@ -92,8 +92,14 @@ fn reject(reason: &'static str, message: impl Into<String>) -> PolicyError {
     }
 }
 
-pub const EXTENDED_KEY_USAGES: [&str; 6] =
-    ["serverAuth", "clientAuth", "codeSigning", "emailProtection", "timeStamping", "ocspSigning"];
+pub const EXTENDED_KEY_USAGES: [&str; 6] = [
+    "serverAuth",
+    "clientAuth",
+    "codeSigning",
+    "emailProtection",
+    "timeStamping",
+    "ocspSigning",
+];
 pub const KEY_USAGES: [&str; 7] = [
     "digitalSignature",
     "contentCommitment",
@@ -115,19 +121,31 @@ pub fn params(spec: &CertificatePolicySpec) -> Result<PolicyParams, PolicyError>
         ("ECDSA" | "EC", None | Some(256)) => KeyKind::EcdsaP256,
         ("ECDSA" | "EC", Some(384)) => KeyKind::EcdsaP384,
         ("ECDSA" | "EC", Some(size)) => {
-            return Err(reject("UnsupportedKeySize", format!("spec.key.size: ECDSA supports 256 (P-256) and 384 (P-384), not {size}")));
+            return Err(reject(
+                "UnsupportedKeySize",
+                format!("spec.key.size: ECDSA supports 256 (P-256) and 384 (P-384), not {size}"),
+            ));
         }
         ("RSA", None) => KeyKind::Rsa(2048),
         ("RSA", Some(size @ (2048 | 3072 | 4096))) => KeyKind::Rsa(size),
         ("RSA", Some(size)) if size < 2048 => {
-            return Err(reject("KeyTooWeak", format!("spec.key.size: RSA {size} is too weak; use 2048, 3072 or 4096")));
+            return Err(reject(
+                "KeyTooWeak",
+                format!("spec.key.size: RSA {size} is too weak; use 2048, 3072 or 4096"),
+            ));
         }
         ("RSA", Some(size)) => {
-            return Err(reject("UnsupportedKeySize", format!("spec.key.size: RSA supports 2048, 3072 and 4096, not {size}")));
+            return Err(reject(
+                "UnsupportedKeySize",
+                format!("spec.key.size: RSA supports 2048, 3072 and 4096, not {size}"),
+            ));
         }
         ("ED25519", None | Some(256)) => KeyKind::Ed25519,
         ("ED25519", Some(size)) => {
-            return Err(reject("UnsupportedKeySize", format!("spec.key.size: Ed25519 keys are 256 bits, not {size}")));
+            return Err(reject(
+                "UnsupportedKeySize",
+                format!("spec.key.size: Ed25519 keys are 256 bits, not {size}"),
+            ));
         }
         (_, _) => {
             return Err(reject(
@@ -165,7 +183,10 @@ pub fn params(spec: &CertificatePolicySpec) -> Result<PolicyParams, PolicyError>
             ));
         }
         (None, Some(0)) => {
-            return Err(reject("InvalidLifetimeAction", "spec.lifetimeAction.daysBeforeExpiry: at least 1"));
+            return Err(reject(
+                "InvalidLifetimeAction",
+                "spec.lifetimeAction.daysBeforeExpiry: at least 1",
+            ));
         }
         (None, Some(days)) => Trigger::DaysBeforeExpiry(days),
         (None, None) => Trigger::PercentageOfLifetime(DEFAULT_RENEW_PERCENTAGE),
@@ -174,13 +195,21 @@ pub fn params(spec: &CertificatePolicySpec) -> Result<PolicyParams, PolicyError>
         (Some(_), None) => IssuerKind::SelfSigned,
         (None, Some(ca)) if !ca.secret_ref.name.is_empty() => IssuerKind::Ca(ca.secret_ref.name.clone()),
         (None, Some(_)) => return Err(reject("InvalidIssuer", "spec.issuer.ca.secretRef.name: required")),
-        _ => return Err(reject("InvalidIssuer", "spec.issuer: set exactly one of selfSigned and ca")),
+        _ => {
+            return Err(reject(
+                "InvalidIssuer",
+                "spec.issuer: set exactly one of selfSigned and ca",
+            ));
+        }
     };
     for (index, usage) in spec.extended_key_usages.iter().enumerate() {
         if !EXTENDED_KEY_USAGES.contains(&usage.as_str()) {
             return Err(reject(
                 "InvalidKeyUsage",
-                format!("spec.extendedKeyUsages[{index}]: {usage:?}; use one of {}", EXTENDED_KEY_USAGES.join(", ")),
+                format!(
+                    "spec.extendedKeyUsages[{index}]: {usage:?}; use one of {}",
+                    EXTENDED_KEY_USAGES.join(", ")
+                ),
             ));
         }
     }
@@ -188,7 +217,10 @@ pub fn params(spec: &CertificatePolicySpec) -> Result<PolicyParams, PolicyError>
         if !KEY_USAGES.contains(&usage.as_str()) {
             return Err(reject(
                 "InvalidKeyUsage",
-                format!("spec.keyUsages[{index}]: {usage:?}; use one of {}", KEY_USAGES.join(", ")),
+                format!(
+                    "spec.keyUsages[{index}]: {usage:?}; use one of {}",
+                    KEY_USAGES.join(", ")
+                ),
             ));
         }
     }
@@ -198,14 +230,20 @@ pub fn params(spec: &CertificatePolicySpec) -> Result<PolicyParams, PolicyError>
         .enumerate()
         .map(|(index, ip)| {
             ip.parse::<IpAddr>().map_err(|_| {
-                reject("InvalidSubjectAlternativeName", format!("spec.ipAddresses[{index}]: {ip:?} is not an IP address"))
+                reject(
+                    "InvalidSubjectAlternativeName",
+                    format!("spec.ipAddresses[{index}]: {ip:?} is not an IP address"),
+                )
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let subject = spec.subject.clone().unwrap_or_default();
     let has_name = subject.common_name.as_deref().is_some_and(|cn| !cn.trim().is_empty());
     if !has_name && spec.dns_names.is_empty() && ip_addresses.is_empty() && spec.uris.is_empty() {
-        return Err(reject("MissingSubject", "spec.subject.commonName or a SAN (dnsNames, ipAddresses, uris) is required"));
+        return Err(reject(
+            "MissingSubject",
+            "spec.subject.commonName or a SAN (dnsNames, ipAddresses, uris) is required",
+        ));
     }
     Ok(PolicyParams {
         subject,
@@ -239,7 +277,10 @@ pub fn renewal_time(not_before: Timestamp, not_after: Timestamp, trigger: Trigge
 /// the spec changed since that issuance.
 pub fn spec_hash(spec: &CertificatePolicySpec) -> String {
     let json = serde_json::to_vec(spec).expect("spec serializes");
-    sha2::Sha256::digest(&json)[..8].iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(&json)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Wait before attempt `attempts + 1` after `attempts` consecutive failures.
@@ -311,7 +352,10 @@ pub fn decide(world: &World<'_>) -> Plan {
         SecretState::OwnedElsewhere => {
             return refuse(
                 "SecretOwnedElsewhere",
-                format!("Secret {:?} exists and was not created by certshift for this policy; it is left untouched", params.secret_name),
+                format!(
+                    "Secret {:?} exists and was not created by certshift for this policy; it is left untouched",
+                    params.secret_name
+                ),
             );
         }
         SecretState::Missing => (None, None),
@@ -320,14 +364,21 @@ pub fn decide(world: &World<'_>) -> Plan {
     let reason = match leaf {
         None => Some(IssueReason::Initial),
         Some(_) if issued_for != Some(spec_hash(world.spec).as_str()) => Some(IssueReason::SpecChanged),
-        Some(leaf) if now >= renewal_time(leaf.not_before, leaf.not_after, params.trigger) => Some(IssueReason::Renewal),
+        Some(leaf) if now >= renewal_time(leaf.not_before, leaf.not_after, params.trigger) => {
+            Some(IssueReason::Renewal)
+        }
         Some(_) => None,
     };
     let Some(reason) = reason else {
         let leaf = leaf.expect("issued");
         let renewal = renewal_time(leaf.not_before, leaf.not_after, params.trigger);
         let decided = [
-            Decided::new(READY, true, "Issued", format!("{} valid until notAfter={}", leaf.thumbprint, leaf.not_after)),
+            Decided::new(
+                READY,
+                true,
+                "Issued",
+                format!("{} valid until notAfter={}", leaf.thumbprint, leaf.not_after),
+            ),
             Decided::new(ISSUING, false, "Idle", format!("renewal at {renewal}")),
         ];
         let next = CertificatePolicyStatus {
@@ -345,7 +396,8 @@ pub fn decide(world: &World<'_>) -> Plan {
     // Back off after failures, counted in status so a restart keeps the pace.
     if status.failed_attempts > 0 {
         let last = status.last_failure_time.unwrap_or(now);
-        let next_attempt = last.as_second() + i64::try_from(backoff(status.failed_attempts).as_secs()).unwrap_or(i64::MAX);
+        let next_attempt =
+            last.as_second() + i64::try_from(backoff(status.failed_attempts).as_secs()).unwrap_or(i64::MAX);
         if now.as_second() < next_attempt {
             let wait = Duration::from_secs((next_attempt - now.as_second()).unsigned_abs());
             return Plan::Wait(status.clone(), Some(wait));
@@ -367,7 +419,12 @@ pub fn after_attempt(
         Ok(leaf) => {
             let renewal = renewal_time(leaf.not_before, leaf.not_after, params.trigger);
             let decided = [
-                Decided::new(READY, true, "Issued", format!("{} valid until notAfter={}", leaf.thumbprint, leaf.not_after)),
+                Decided::new(
+                    READY,
+                    true,
+                    "Issued",
+                    format!("{} valid until notAfter={}", leaf.thumbprint, leaf.not_after),
+                ),
                 Decided::new(ISSUING, false, "Idle", format!("renewal at {renewal}")),
             ];
             let next = CertificatePolicyStatus {
@@ -401,12 +458,20 @@ pub fn after_attempt(
         Err(message) => {
             let attempts = status.failed_attempts.saturating_add(1);
             let decided = [
-                Decided::new(READY, status.current_thumbprint.is_some() && ready_before(status), "IssuingFailed", message.clone()),
+                Decided::new(
+                    READY,
+                    status.current_thumbprint.is_some() && ready_before(status),
+                    "IssuingFailed",
+                    message.clone(),
+                ),
                 Decided::new(
                     ISSUING,
                     true,
                     "IssuingFailed",
-                    format!("attempt {attempts} failed: {message}; next attempt in {}s", backoff(attempts).as_secs()),
+                    format!(
+                        "attempt {attempts} failed: {message}; next attempt in {}s",
+                        backoff(attempts).as_secs()
+                    ),
                 ),
             ];
             let next = CertificatePolicyStatus {
@@ -451,31 +516,60 @@ pub fn compliance(facts: &CertificateFacts, params: &PolicyParams) -> Decided {
     {
         return fail(
             "SubjectMismatch",
-            format!("subject CN is {:?}, the policy requires {cn:?}", facts.common_name.as_deref().unwrap_or("")),
+            format!(
+                "subject CN is {:?}, the policy requires {cn:?}",
+                facts.common_name.as_deref().unwrap_or("")
+            ),
         );
     }
-    if let Some(missing) = params.dns_names.iter().find(|d| !facts.dns_names.iter().any(|f| f.eq_ignore_ascii_case(d))) {
-        return fail("MissingSubjectAlternativeName", format!("DNS name {missing:?} is not among the certificate's SANs"));
+    if let Some(missing) = params
+        .dns_names
+        .iter()
+        .find(|d| !facts.dns_names.iter().any(|f| f.eq_ignore_ascii_case(d)))
+    {
+        return fail(
+            "MissingSubjectAlternativeName",
+            format!("DNS name {missing:?} is not among the certificate's SANs"),
+        );
     }
     let (algorithm, bits) = params.key.facts_name();
     if facts.key_algorithm != algorithm || facts.key_size < bits {
         return fail(
             "KeyTooWeak",
-            format!("key is {} {}, the policy requires {algorithm} {bits}", facts.key_algorithm, facts.key_size),
+            format!(
+                "key is {} {}, the policy requires {algorithm} {bits}",
+                facts.key_algorithm, facts.key_size
+            ),
         );
     }
-    if let Some(missing) = params.extended_key_usages.iter().find(|u| !facts.extended_key_usages.contains(u)) {
-        return fail("MissingExtendedKeyUsage", format!("extended key usage {missing} is missing"));
+    if let Some(missing) = params
+        .extended_key_usages
+        .iter()
+        .find(|u| !facts.extended_key_usages.contains(u))
+    {
+        return fail(
+            "MissingExtendedKeyUsage",
+            format!("extended key usage {missing} is missing"),
+        );
     }
     let lifetime = facts.not_after.as_second() - facts.not_before.as_second();
     // A minute of slack for issuers that backdate notBefore.
     if lifetime > i64::try_from(params.validity.as_secs()).unwrap_or(i64::MAX) + 60 {
         return fail(
             "ValidityTooLong",
-            format!("valid for {}s, the policy allows {}s", lifetime, params.validity.as_secs()),
+            format!(
+                "valid for {}s, the policy allows {}s",
+                lifetime,
+                params.validity.as_secs()
+            ),
         );
     }
-    Decided::new(COMPLIANT, true, "Compliant", format!("{} meets the policy", facts.thumbprint))
+    Decided::new(
+        COMPLIANT,
+        true,
+        "Compliant",
+        format!("{} meets the policy", facts.thumbprint),
+    )
 }
 
 #[cfg(test)]

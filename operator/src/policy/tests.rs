@@ -59,7 +59,11 @@ fn every_key_type_is_issued_with_the_declared_subject_and_usages() {
         let params = params(&with_key(algorithm, size)).unwrap();
         let issued = issue(&params, None, None, now).unwrap();
         let leaf = &issued.leaf;
-        assert_eq!((leaf.key_algorithm.as_str(), leaf.key_size), expected, "{algorithm} {size:?}");
+        assert_eq!(
+            (leaf.key_algorithm.as_str(), leaf.key_size),
+            expected,
+            "{algorithm} {size:?}"
+        );
         assert_eq!(leaf.private_key, PrivateKeyState::Matches);
         assert_eq!(leaf.common_name.as_deref(), Some("cluster.example"));
         assert_eq!(leaf.dns_names, ["cluster.example"]);
@@ -68,7 +72,7 @@ fn every_key_type_is_issued_with_the_declared_subject_and_usages() {
         assert_eq!(leaf.not_before, now);
         assert_eq!(leaf.not_after, ts("2026-09-29T00:00:00Z"), "2880h later");
         assert!(leaf.self_signed);
-        assert_eq!(compliance(leaf, &params).status, true, "{algorithm} {size:?}");
+        assert!(compliance(leaf, &params).status, "{algorithm} {size:?}");
     }
 }
 
@@ -92,7 +96,11 @@ fn a_ca_issuer_signs_and_is_the_ca_crt() {
     let ca_facts = crate::facts::inspect("ca", ca.pem.as_bytes()).unwrap().remove(0);
     assert_eq!(issued.leaf.issuer_thumbprint, Some(ca_facts.thumbprint));
     assert_eq!(issued.ca_crt, ca.pem);
-    assert!(issue(&params, None, None, ts("2026-06-01T00:00:00Z")).unwrap_err().contains("\"ca\""));
+    assert!(
+        issue(&params, None, None, ts("2026-06-01T00:00:00Z"))
+            .unwrap_err()
+            .contains("\"ca\"")
+    );
 }
 
 #[test]
@@ -112,9 +120,18 @@ fn reuse_keeps_the_key_and_rekey_does_not() {
 fn both_lifetime_triggers() {
     let nb = ts("2026-01-01T00:00:00Z");
     let na = ts("2026-05-01T00:00:00Z"); // 120 days
-    assert_eq!(renewal_time(nb, na, Trigger::PercentageOfLifetime(75)), ts("2026-04-01T00:00:00Z"));
-    assert_eq!(renewal_time(nb, na, Trigger::DaysBeforeExpiry(30)), ts("2026-04-01T00:00:00Z"));
-    assert_eq!(renewal_time(nb, na, Trigger::DaysBeforeExpiry(10)), ts("2026-04-21T00:00:00Z"));
+    assert_eq!(
+        renewal_time(nb, na, Trigger::PercentageOfLifetime(75)),
+        ts("2026-04-01T00:00:00Z")
+    );
+    assert_eq!(
+        renewal_time(nb, na, Trigger::DaysBeforeExpiry(30)),
+        ts("2026-04-01T00:00:00Z")
+    );
+    assert_eq!(
+        renewal_time(nb, na, Trigger::DaysBeforeExpiry(10)),
+        ts("2026-04-21T00:00:00Z")
+    );
     assert_eq!(params(&spec()).unwrap().trigger, Trigger::PercentageOfLifetime(75));
     let mut days = spec();
     days.lifetime_action = Some(LifetimeAction {
@@ -126,7 +143,10 @@ fn both_lifetime_triggers() {
     default.lifetime_action = None;
     default.validity = None;
     let defaulted = params(&default).unwrap();
-    assert_eq!((defaulted.trigger, defaulted.validity), (Trigger::PercentageOfLifetime(80), DEFAULT_VALIDITY));
+    assert_eq!(
+        (defaulted.trigger, defaulted.validity),
+        (Trigger::PercentageOfLifetime(80), DEFAULT_VALIDITY)
+    );
 }
 
 #[test]
@@ -168,9 +188,21 @@ fn every_rejected_combination_names_its_field() {
     no_secret.secret_name = String::new();
     let cases = [
         (both, "ConflictingLifetimeActions", "spec.lifetimeAction"),
-        (zero, "InvalidLifetimeAction", "spec.lifetimeAction.renewAtPercentageLifetime: 0"),
-        (hundred, "InvalidLifetimeAction", "spec.lifetimeAction.renewAtPercentageLifetime: 100"),
-        (days_too_long, "InvalidLifetimeAction", "spec.lifetimeAction.daysBeforeExpiry"),
+        (
+            zero,
+            "InvalidLifetimeAction",
+            "spec.lifetimeAction.renewAtPercentageLifetime: 0",
+        ),
+        (
+            hundred,
+            "InvalidLifetimeAction",
+            "spec.lifetimeAction.renewAtPercentageLifetime: 100",
+        ),
+        (
+            days_too_long,
+            "InvalidLifetimeAction",
+            "spec.lifetimeAction.daysBeforeExpiry",
+        ),
         (with_key("RSA", Some(1024)), "KeyTooWeak", "spec.key.size: RSA 1024"),
         (with_key("RSA", Some(8192)), "UnsupportedKeySize", "spec.key.size"),
         (with_key("ECDSA", Some(521)), "UnsupportedKeySize", "spec.key.size"),
@@ -216,27 +248,43 @@ fn issues_when_missing_when_the_spec_changed_and_at_the_renewal_time() {
         spec_hash: Some(hash.to_owned()),
     };
     let decide_at = |secret, now| decide(&world(&spec, &status, secret, now));
-    assert!(matches!(decide_at(SecretState::Missing, "2026-06-01T00:00:00Z"), Plan::Issue(_, IssueReason::Initial)));
-    assert!(matches!(decide_at(owned("old"), "2026-06-01T00:00:00Z"), Plan::Issue(_, IssueReason::SpecChanged)));
+    assert!(matches!(
+        decide_at(SecretState::Missing, "2026-06-01T00:00:00Z"),
+        Plan::Issue(_, IssueReason::Initial)
+    ));
+    assert!(matches!(
+        decide_at(owned("old"), "2026-06-01T00:00:00Z"),
+        Plan::Issue(_, IssueReason::SpecChanged)
+    ));
     // 75 % of 120 days is day 90: 2026-08-30.
     let Plan::Wait(waiting, Some(requeue)) = decide_at(owned(&spec_hash(&spec)), "2026-08-29T00:00:00Z") else {
         panic!("not due yet")
     };
     assert_eq!(waiting.renewal_time, Some(ts("2026-08-30T00:00:00Z")));
     assert_eq!(requeue, Duration::from_secs(86_400));
-    assert!(matches!(decide_at(owned(&spec_hash(&spec)), "2026-08-30T00:00:00Z"), Plan::Issue(_, IssueReason::Renewal)));
+    assert!(matches!(
+        decide_at(owned(&spec_hash(&spec)), "2026-08-30T00:00:00Z"),
+        Plan::Issue(_, IssueReason::Renewal)
+    ));
 }
 
 #[test]
 fn a_foreign_secret_is_refused() {
     let spec = spec();
     let status = CertificatePolicyStatus::default();
-    let Plan::Refuse(refused, events) = decide(&world(&spec, &status, SecretState::OwnedElsewhere, "2026-06-01T00:00:00Z"))
-    else {
+    let Plan::Refuse(refused, events) = decide(&world(
+        &spec,
+        &status,
+        SecretState::OwnedElsewhere,
+        "2026-06-01T00:00:00Z",
+    )) else {
         panic!("refused")
     };
     let ready = refused.conditions.iter().find(|c| c.type_ == READY).unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SecretOwnedElsewhere"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "SecretOwnedElsewhere")
+    );
     assert_eq!(events[0].reason, "SecretOwnedElsewhere");
 }
 
@@ -257,10 +305,17 @@ fn failures_back_off_exponentially_and_survive_restarts() {
         }
         now = Timestamp::from_second(now.as_second() + 1).unwrap();
     }
-    assert_eq!(attempts_at, [0, 5, 15, 35, 75, 155, 315], "5s, 10s, 20s, … between attempts");
+    assert_eq!(
+        attempts_at,
+        [0, 5, 15, 35, 75, 155, 315],
+        "5s, 10s, 20s, … between attempts"
+    );
     assert_eq!(status.failed_attempts, 7);
     let issuing = status.conditions.iter().find(|c| c.type_ == ISSUING).unwrap();
-    assert_eq!((issuing.status.as_str(), issuing.reason.as_str()), ("True", "IssuingFailed"));
+    assert_eq!(
+        (issuing.status.as_str(), issuing.reason.as_str()),
+        ("True", "IssuingFailed")
+    );
     assert_eq!(backoff(100), Duration::from_secs(600), "capped");
 }
 
