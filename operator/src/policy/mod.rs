@@ -371,25 +371,8 @@ pub fn decide(world: &World<'_>) -> Plan {
     };
     let Some(reason) = reason else {
         let leaf = leaf.expect("issued");
-        let renewal = renewal_time(leaf.not_before, leaf.not_after, params.trigger);
-        let decided = [
-            Decided::new(
-                READY,
-                true,
-                "Issued",
-                format!("{} valid until notAfter={}", leaf.thumbprint, leaf.not_after),
-            ),
-            Decided::new(ISSUING, false, "Idle", format!("renewal at {renewal}")),
-        ];
-        let next = CertificatePolicyStatus {
-            observed_generation: world.generation,
-            conditions: conditions::merge(&status.conditions, &decided, world.generation, now),
-            current_thumbprint: Some(leaf.thumbprint.to_string()),
-            not_before: Some(leaf.not_before),
-            not_after: Some(leaf.not_after),
-            renewal_time: Some(renewal),
-            ..status.clone()
-        };
+        let next = issued_status(world, leaf, params.trigger, status.revision);
+        let renewal = next.renewal_time.unwrap_or(now);
         let wait = Duration::from_secs((renewal.as_second() - now.as_second()).max(1).unsigned_abs());
         return Plan::Wait(next, Some(wait));
     };
@@ -417,27 +400,8 @@ pub fn after_attempt(
     let status = world.status;
     let (next, mut events) = match outcome {
         Ok(leaf) => {
-            let renewal = renewal_time(leaf.not_before, leaf.not_after, params.trigger);
-            let decided = [
-                Decided::new(
-                    READY,
-                    true,
-                    "Issued",
-                    format!("{} valid until notAfter={}", leaf.thumbprint, leaf.not_after),
-                ),
-                Decided::new(ISSUING, false, "Idle", format!("renewal at {renewal}")),
-            ];
-            let next = CertificatePolicyStatus {
-                observed_generation: world.generation,
-                conditions: conditions::merge(&status.conditions, &decided, world.generation, now),
-                current_thumbprint: Some(leaf.thumbprint.to_string()),
-                not_before: Some(leaf.not_before),
-                not_after: Some(leaf.not_after),
-                renewal_time: Some(renewal),
-                revision: status.revision + 1,
-                failed_attempts: 0,
-                last_failure_time: None,
-            };
+            let next = issued_status(world, leaf, params.trigger, status.revision + 1);
+            let renewal = next.renewal_time.unwrap_or(now);
             let (event_reason, verb) = match reason {
                 IssueReason::Renewal => ("Renewed", "renewed"),
                 IssueReason::Initial | IssueReason::SpecChanged => ("Issued", "issued"),
@@ -486,6 +450,36 @@ pub fn after_attempt(
     };
     events.extend(transition_events(&status.conditions, &next.conditions));
     (next, events)
+}
+
+/// The status of a policy whose Secret holds `leaf`, issued as `revision`.
+fn issued_status(
+    world: &World<'_>,
+    leaf: &CertificateFacts,
+    trigger: Trigger,
+    revision: u64,
+) -> CertificatePolicyStatus {
+    let renewal = renewal_time(leaf.not_before, leaf.not_after, trigger);
+    let decided = [
+        Decided::new(
+            READY,
+            true,
+            "Issued",
+            format!("{} valid until notAfter={}", leaf.thumbprint, leaf.not_after),
+        ),
+        Decided::new(ISSUING, false, "Idle", format!("renewal at {renewal}")),
+    ];
+    CertificatePolicyStatus {
+        observed_generation: world.generation,
+        conditions: conditions::merge(&world.status.conditions, &decided, world.generation, world.now),
+        current_thumbprint: Some(leaf.thumbprint.to_string()),
+        not_before: Some(leaf.not_before),
+        not_after: Some(leaf.not_after),
+        renewal_time: Some(renewal),
+        revision,
+        failed_attempts: 0,
+        last_failure_time: None,
+    }
 }
 
 fn ready_before(status: &CertificatePolicyStatus) -> bool {
