@@ -311,6 +311,10 @@ fn validity(bundle: &CertificateBundle, now: Timestamp) -> Decided {
 }
 
 #[cfg(test)]
+#[path = "observed_catalogue.rs"]
+mod catalogue;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{CertificateSource, LocalObjectReference};
