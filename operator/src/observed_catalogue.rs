@@ -41,6 +41,9 @@ fn secret(crt: Vec<u8>, key: Option<Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     data
 }
 
+/// (name, tls.crt, tls.key, the expected `Valid` reason)
+type Case = (&'static str, Vec<u8>, Option<Vec<u8>>, &'static str);
+
 fn valid_reason(status: &ObservedCertificateStatus) -> String {
     status
         .conditions
@@ -65,7 +68,7 @@ fn every_malformed_source_has_its_reason_and_settles() {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let mut trailing = good.der.clone();
     trailing.extend_from_slice(&[0, 0]);
-    let cases: Vec<(&str, Vec<u8>, Option<Vec<u8>>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("empty tls.crt", vec![], None, "NoCertificate"),
         ("whitespace tls.crt", b" \n\t\n".to_vec(), None, "NoCertificate"),
         (
