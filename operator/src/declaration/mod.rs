@@ -26,6 +26,7 @@ pub const ISSUERS_PINNED: &str = "IssuersPinned";
 pub const MEMBERS_CONVERGED: &str = "MembersConverged";
 pub const BLOCKED: &str = "Blocked";
 pub const EXPIRING_SOON: &str = "ExpiringSoon";
+pub const SAN_OVERLAP: &str = "SanOverlap";
 
 /// Service Fabric's CertificateExpirySafetyMargin.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -231,7 +232,7 @@ pub fn decide(world: World<'_>) -> Decision {
         }
     });
 
-    let decided = conditions_for(
+    let mut decided = conditions_for(
         &hold,
         current,
         pending.is_empty(),
@@ -241,6 +242,9 @@ pub fn decide(world: World<'_>) -> Decision {
         presenting.as_ref(),
         now,
     );
+    if let Some(store) = store {
+        decided.push(san_overlap(&store.instances));
+    }
     let conditions = conditions::merge(&world.status.conditions, &decided, world.generation, now);
 
     let mut events: Vec<Event> = Vec::new();
@@ -252,7 +256,8 @@ pub fn decide(world: World<'_>) -> Decision {
         });
     }
     for condition in conditions::transitions(&world.status.conditions, &conditions) {
-        let warning = matches!(condition.type_.as_str(), BLOCKED | EXPIRING_SOON) && condition.status == "True";
+        let warning =
+            matches!(condition.type_.as_str(), BLOCKED | EXPIRING_SOON | SAN_OVERLAP) && condition.status == "True";
         // Only report what changed for the worse, or an upgrade's milestones.
         let milestone = matches!(
             condition.type_.as_str(),
@@ -344,6 +349,54 @@ pub fn describe(revision: &Revision) -> String {
         revision.presented,
         accepted.join(", ")
     )
+}
+
+/// Key Vault's link-on-renewal hazard: a certificate whose DNS SANs include
+/// all of another's (of a different common name) would redirect it. Pairs are
+/// reported once, smaller SAN list first, sorted, so the message is stable.
+pub fn san_overlap(instances: &[crate::facts::CertificateFacts]) -> Decided {
+    use std::collections::BTreeSet;
+    let sans = |f: &crate::facts::CertificateFacts| -> BTreeSet<String> {
+        f.dns_names.iter().map(|d| d.to_ascii_lowercase()).collect()
+    };
+    let cn = |f: &crate::facts::CertificateFacts| f.common_name.clone().unwrap_or_default().to_ascii_lowercase();
+    let mut pairs: Vec<String> = Vec::new();
+    for a in instances {
+        for b in instances {
+            let (sa, sb) = (sans(a), sans(b));
+            let different = cn(a) != cn(b) && a.thumbprint != b.thumbprint;
+            // Equal lists are one pair; report it from the smaller thumbprint.
+            let ordered = sa.len() < sb.len() || (sa == sb && a.thumbprint < b.thumbprint);
+            if different && !sa.is_empty() && sa.is_subset(&sb) && ordered {
+                pairs.push(format!(
+                    "the SANs of {} (CN {}) are all in {} (CN {})",
+                    a.thumbprint,
+                    a.common_name.as_deref().unwrap_or("-"),
+                    b.thumbprint,
+                    b.common_name.as_deref().unwrap_or("-")
+                ));
+            }
+        }
+    }
+    pairs.sort();
+    if pairs.is_empty() {
+        Decided::new(
+            SAN_OVERLAP,
+            false,
+            "NoOverlap",
+            "no store certificate's SANs contain another's",
+        )
+    } else {
+        Decided::new(
+            SAN_OVERLAP,
+            true,
+            SAN_OVERLAP,
+            format!(
+                "{}; a link-on-renewal would redirect one to the other",
+                pairs.join("; ")
+            ),
+        )
+    }
 }
 
 pub fn declared_by(accepted: &Accepted) -> &'static str {

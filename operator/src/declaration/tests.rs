@@ -298,3 +298,59 @@ fn a_spec_change_mid_upgrade_replans_from_what_is_published() {
     let plan = decision.status.upgrade.unwrap().plan;
     assert_eq!(plan.last().map(|p| p.stage), Some(Some(Stage::NarrowValidation)));
 }
+
+#[test]
+fn san_overlap_names_both_certificates_once() {
+    let narrow = facts("A").cn("api.example").dns("api.example").build();
+    let wide = facts("B")
+        .cn("cluster.example")
+        .dns("cluster.example")
+        .dns("API.example")
+        .build();
+    let unrelated = facts("C").cn("other.example").dns("other.example").build();
+    let renewal = facts("D").cn("api.example").dns("api.example").build(); // same CN: no hazard
+    let decided = san_overlap(&[narrow.clone(), wide.clone(), unrelated.clone(), renewal.clone()]);
+    assert!(decided.status);
+    assert_eq!(decided.reason, SAN_OVERLAP);
+    assert!(decided.message.contains(&format!(
+        "the SANs of {} (CN api.example) are all in {}",
+        narrow.thumbprint, wide.thumbprint
+    )));
+    assert!(decided.message.contains(&format!(
+        "the SANs of {} (CN api.example) are all in {}",
+        renewal.thumbprint, wide.thumbprint
+    )));
+    assert_eq!(decided.message.matches("are all in").count(), 2);
+    assert!(!san_overlap(&[narrow, unrelated, renewal]).status);
+}
+
+#[test]
+fn a_san_overlap_in_the_store_is_a_warning() {
+    let mut c = case(by_thumbprint_spec());
+    c.published = Some(published(1, "Old", thumbprint_rules()));
+    let mut overlapping = store();
+    overlapping
+        .instances
+        .push(facts("X").cn("x.example").dns("x.example").build());
+    overlapping
+        .instances
+        .push(facts("Y").cn("y.example").dns("x.example").dns("y.example").build());
+    let decision = decide(World {
+        generation: Some(2),
+        spec: &c.spec,
+        status: &c.status,
+        store: Ok(overlapping),
+        published: c.published.clone(),
+        outputs_blocked: None,
+        members: MemberReport::default(),
+        now: c.now,
+    });
+    assert_eq!(condition(&decision.status, SAN_OVERLAP), ("True", "SanOverlap"));
+    assert!(
+        decision
+            .events
+            .iter()
+            .any(|e| e.type_ == EventType::Warning && e.reason == "SanOverlap")
+    );
+    assert_eq!(condition(&c.decide().status, SAN_OVERLAP), ("False", "NoOverlap"));
+}
