@@ -155,6 +155,134 @@ pub fn validation_data(
     ])
 }
 
+/// The keys the validation ConfigMap always has; templates may not use them.
+pub const VALIDATION_KEYS: [&str; 3] = ["rules.json", "ca-bundle.crt", "thumbprints.txt"];
+
+/// Checks `spec.output.templates`: keys valid and distinct, templates that compile.
+pub fn validate_templates(templates: &[crate::crd::ConfigTemplate]) -> Result<(), String> {
+    let mut env = minijinja::Environment::new();
+    for (index, t) in templates.iter().enumerate() {
+        let field = format!("spec.output.templates[{index}]");
+        let key_ok = !t.key.is_empty()
+            && t.key.len() <= 253
+            && t.key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !key_ok {
+            return Err(format!(
+                "{field}.key: {:?} is not a ConfigMap key (letters, digits, '-', '_', '.')",
+                t.key
+            ));
+        }
+        if VALIDATION_KEYS.contains(&t.key.as_str()) || templates[..index].iter().any(|o| o.key == t.key) {
+            return Err(format!("{field}.key: {:?} is already used", t.key));
+        }
+        env.add_template_owned(t.key.clone(), t.template.clone())
+            .map_err(|err| format!("{field}.template: {err}"))?;
+    }
+    Ok(())
+}
+
+/// What templates see: the revision they belong to, in consumers' terms.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateContext {
+    pub revision: u64,
+    pub stage: Option<String>,
+    pub presented: PresentedContext,
+    /// Accepted thumbprints and those of the store's certificates the rules accept.
+    pub accepted_thumbprints: Vec<String>,
+    /// The same, comma-separated (Service Fabric and split-merge style).
+    pub accepted_thumbprint_list: String,
+    pub common_names: Vec<CommonNameContext>,
+    pub clients: Clients,
+    pub client_thumbprint_list: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresentedContext {
+    pub thumbprint: String,
+    pub subject: String,
+    pub common_name: String,
+    pub not_after: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonNameContext {
+    pub name: String,
+    pub issuer_thumbprints: Vec<String>,
+    pub issuer_thumbprint_list: String,
+}
+
+impl TemplateContext {
+    pub fn new(
+        revision: &Revision,
+        presented: Option<&crate::facts::CertificateFacts>,
+        clients: &Clients,
+        accepted_instances: &[Thumbprint],
+    ) -> Self {
+        let mut accepted: Vec<String> = revision
+            .accepted
+            .thumbprints
+            .iter()
+            .chain(accepted_instances)
+            .map(ToString::to_string)
+            .collect();
+        accepted.sort();
+        accepted.dedup();
+        Self {
+            revision: revision.revision,
+            stage: revision.stage.map(|s| s.to_string()),
+            presented: PresentedContext {
+                thumbprint: revision.presented.to_string(),
+                subject: presented.map(|f| f.subject.clone()).unwrap_or_default(),
+                common_name: presented.and_then(|f| f.common_name.clone()).unwrap_or_default(),
+                not_after: presented.map(|f| f.not_after.to_string()).unwrap_or_default(),
+            },
+            accepted_thumbprint_list: accepted.join(","),
+            accepted_thumbprints: accepted,
+            common_names: revision
+                .accepted
+                .common_names
+                .iter()
+                .map(|rule| CommonNameContext {
+                    name: rule.name.clone(),
+                    issuer_thumbprints: rule.issuer_thumbprints.iter().map(ToString::to_string).collect(),
+                    issuer_thumbprint_list: crate::thumbprint::join_thumbprints(&rule.issuer_thumbprints),
+                })
+                .collect(),
+            client_thumbprint_list: crate::thumbprint::join_thumbprints(
+                clients.thumbprints.iter().map(|c| &c.thumbprint),
+            ),
+            clients: clients.clone(),
+        }
+    }
+}
+
+/// Renders every template for one revision.
+pub fn render_templates(
+    templates: &[crate::crd::ConfigTemplate],
+    context: &TemplateContext,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut env = minijinja::Environment::new();
+    for t in templates {
+        env.add_template_owned(t.key.clone(), t.template.clone())
+            .map_err(|err| format!("template {:?}: {err}", t.key))?;
+    }
+    templates
+        .iter()
+        .map(|t| {
+            let rendered = env
+                .get_template(&t.key)
+                .and_then(|template| template.render(context))
+                .map_err(|err| format!("template {:?}: {err}", t.key))?;
+            Ok((t.key.clone(), rendered))
+        })
+        .collect()
+}
+
 /// A published revision read back from the validation ConfigMap.
 pub fn read_published(
     annotations: &BTreeMap<String, String>,
@@ -247,5 +375,85 @@ mod tests {
                 .unwrap_err()
                 .contains("rules.json is revision 2")
         );
+    }
+}
+
+#[cfg(test)]
+mod consumer_examples {
+    use super::*;
+    use crate::crd::ClusterCertificateDeclaration;
+    use crate::planner::desired_from_spec;
+    use crate::rules::CommonNameRule;
+    use crate::testing::{facts, tp};
+
+    /// Renders an example's templates for a revision presenting G by name.
+    fn render(example: &str) -> BTreeMap<String, String> {
+        let declaration: ClusterCertificateDeclaration = serde_yaml::from_str(example).unwrap();
+        desired_from_spec(&declaration.spec).expect("the example is a valid declaration");
+        let ca = tp("CA");
+        let revision = Revision {
+            revision: 6,
+            stage: Some(Stage::PinIssuers),
+            change: None,
+            presented: tp("G"),
+            accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca])]),
+        };
+        let presented = facts("G").cn("cluster.example").issuer("CA").build();
+        let clients = clients(&declaration.spec);
+        let context = TemplateContext::new(&revision, Some(&presented), &clients, &[tp("G")]);
+        render_templates(&declaration.spec.output.unwrap().templates, &context).unwrap()
+    }
+
+    #[test]
+    fn ssis_scale_out_settings() {
+        let rendered = render(include_str!("../../examples/consumers/ssis-scale-out.yaml"));
+        let master: serde_json::Value = serde_json::from_str(&rendered["MasterSettings.config"]).unwrap();
+        assert_eq!(master["SSLCertThumbprint"], tp("G").to_string());
+        let worker: serde_json::Value = serde_json::from_str(&rendered["WorkerSettings.config"]).unwrap();
+        assert_eq!(worker["MasterHttpsCertThumbprint"], tp("G").to_string());
+        assert_eq!(
+            worker["WorkerHttpsCertThumbprint"],
+            "0011001100110011001100110011001100110011"
+        );
+        assert_eq!(worker["MasterEndpoint"], "https://cluster.example:8391");
+    }
+
+    #[test]
+    fn split_merge_service_configuration() {
+        let rendered = render(include_str!("../../examples/consumers/split-merge.yaml"));
+        let cscfg = &rendered["ServiceConfiguration.cscfg"];
+        assert!(cscfg.contains(
+            r#"<Setting name="AllowedClientCertificateThumbprints" value="0011001100110011001100110011001100110011,2233223322332233223322332233223322332233" />"#
+        ), "{cscfg}");
+        assert!(cscfg.contains(&format!(
+            r#"<Certificate name="SSL" thumbprint="{}" thumbprintAlgorithm="sha1" />"#,
+            tp("G")
+        )));
+        assert!(cscfg.contains(&format!(r#"<Certificate name="CA" thumbprint="{}""#, tp("CA"))));
+    }
+
+    #[test]
+    fn machine_learning_server_kestrel() {
+        let rendered = render(include_str!("../../examples/consumers/machine-learning-server.yaml"));
+        let settings: serde_json::Value = serde_json::from_str(&rendered["appsettings.json"]).unwrap();
+        let https = &settings["Kestrel"]["HttpsCertificate"];
+        assert_eq!(https["SubjectName"], "CN=cluster.example");
+        assert_eq!(https["Thumbprint"], tp("G").to_string());
+    }
+
+    #[test]
+    fn bad_templates_are_refused_with_their_field() {
+        let template = |key: &str, text: &str| crate::crd::ConfigTemplate {
+            key: key.into(),
+            template: text.into(),
+        };
+        let err = validate_templates(&[template("a.json", "{{ unclosed")]).unwrap_err();
+        assert!(err.starts_with("spec.output.templates[0].template:"), "{err}");
+        let err = validate_templates(&[template("rules.json", "x")]).unwrap_err();
+        assert!(err.contains("already used"), "{err}");
+        let err = validate_templates(&[template("a b", "x")]).unwrap_err();
+        assert!(err.starts_with("spec.output.templates[0].key"), "{err}");
+        let err = validate_templates(&[template("a", "x"), template("a", "y")]).unwrap_err();
+        assert!(err.starts_with("spec.output.templates[1].key"), "{err}");
     }
 }

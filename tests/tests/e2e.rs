@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         ("policy_example_enrolls_like_service_fabric", |s| {
             policy_example(s).boxed()
         }),
+        ("consumer_templates_render_with_each_revision", |s| templates(s).boxed()),
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()
@@ -560,6 +561,13 @@ async fn invalid(s: Scenario) {
             format!("  certificate:\n    thumbprint: {thumbprint}\n{store}"),
             "SecretOwnedElsewhere",
         ),
+        (
+            "bad-template",
+            format!(
+                "  certificate:\n    thumbprint: {thumbprint}\n{store}  output:\n    templates:\n    - key: app.json\n      template: \"{{{{ unclosed\"\n"
+            ),
+            "InvalidTemplate",
+        ),
     ];
     // Someone else's Secret where `taken` would publish.
     apply_yaml(
@@ -1006,6 +1014,40 @@ async fn policy_example(s: Scenario) {
             .conditions
             .iter()
             .any(|c| c.type_ == "Compliant" && c.status == "True")
+    );
+    operator.stop().await;
+}
+
+async fn templates(s: Scenario) {
+    let ns = &s.namespace;
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    let consumer = std::fs::read_to_string(certshift_e2e::repo_path(
+        "examples/consumers/machine-learning-server.yaml",
+    ))
+    .unwrap();
+    apply_yaml(&s.admin, ns, &consumer).await;
+    let operator = Operator::start(&s.plane, ns);
+    let ready = eventually("the consumer declaration", Duration::from_secs(60), || async {
+        let d = Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), ns)
+            .get("machine-learning-server")
+            .await
+            .ok()?;
+        is_true(&d, "Ready").then_some(d)
+    })
+    .await;
+    let presented = ready.status.unwrap().presenting.unwrap().thumbprint;
+    let map = Api::<ConfigMap>::namespaced(s.admin.clone(), ns)
+        .get("machine-learning-server-validation")
+        .await
+        .expect("validation ConfigMap");
+    let settings: serde_json::Value = serde_json::from_str(&map.data.unwrap()["appsettings.json"]).expect("JSON");
+    assert_eq!(
+        settings["Kestrel"]["HttpsCertificate"]["Thumbprint"],
+        presented.as_str()
+    );
+    assert_eq!(
+        settings["Kestrel"]["HttpsCertificate"]["SubjectName"],
+        "CN=cluster.example"
     );
     operator.stop().await;
 }

@@ -320,12 +320,18 @@ async fn publish(
         .filter(|f| revision.accepted.admits(f, &gathered.store.trust))
         .map(|f| f.thumbprint.clone())
         .collect();
-    let validation_data = outputs::validation_data(
-        revision,
-        &outputs::clients(&declaration.spec),
-        &ca_bundle,
-        &accepted_instances,
-    );
+    let clients = outputs::clients(&declaration.spec);
+    let mut validation_data = outputs::validation_data(revision, &clients, &ca_bundle, &accepted_instances);
+    if let Some(output) = declaration.spec.output.as_ref().filter(|o| !o.templates.is_empty()) {
+        let presented = gathered.store.find(&revision.presented);
+        let context = outputs::TemplateContext::new(revision, presented, &clients, &accepted_instances);
+        let rendered = outputs::render_templates(&output.templates, &context).map_err(|message| Error::Render {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            message,
+        })?;
+        validation_data.extend(rendered);
+    }
     let validation_current = current
         .validation
         .as_ref()

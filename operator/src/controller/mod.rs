@@ -67,6 +67,12 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+    #[error("rendering the templates of {namespace}/{name}: {message}")]
+    Render {
+        namespace: String,
+        name: String,
+        message: String,
+    },
 }
 
 impl Error {
@@ -74,6 +80,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube { action, .. } => action,
+            Error::Render { .. } => "RenderTemplates",
         }
     }
 }

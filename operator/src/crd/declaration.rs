@@ -54,6 +54,26 @@ pub struct ClusterCertificateDeclarationSpec {
     pub members: Option<Members>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradePolicy>,
+    /// Extra outputs for consumers that are not PEM-native.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputSpec {
+    /// Consumer configuration rendered into the validation ConfigMap with each
+    /// revision (minijinja templates; see docs/outputs.md for the variables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<ConfigTemplate>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigTemplate {
+    /// The ConfigMap key the rendered text goes to.
+    pub key: String,
+    pub template: String,
 }
 
 /// Service Fabric `certificate`: a primary and an optional secondary thumbprint.

@@ -173,6 +173,8 @@ pub enum BlockReason {
     DuplicateCommonName,
     InvalidDeclaration,
     InvalidDuration,
+    /// `spec.output.templates` has a bad key or a template that does not compile.
+    InvalidTemplate,
     InvalidEffectiveState,
     StoreNotFound,
     /// An ObservedCertificate of the store has not read its source yet.

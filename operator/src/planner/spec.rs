@@ -53,6 +53,10 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
         )
         .map_err(invalid_thumbprint)?;
     }
+    if let Some(output) = &spec.output {
+        crate::outputs::validate_templates(&output.templates)
+            .map_err(|message| Blocked::new(BlockReason::InvalidTemplate, message))?;
+    }
     let upgrade = spec.upgrade.clone().unwrap_or_default();
     for (field, value) in [
         ("spec.upgrade.minSoak", &upgrade.min_soak),
