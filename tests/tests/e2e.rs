@@ -910,8 +910,11 @@ async fn policy_rollover(s: Scenario) {
     }
 
     // The policy moves to a CA that is not pinned: the next certificate is refused.
+    // (A second apart, so it is strictly newer: validity has whole seconds, and
+    // a tie in notBefore and notAfter goes to the smaller thumbprint.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     apply_yaml(&s.admin, ns, &policy_yaml("other-ca", "90s", 50)).await;
-    let blocked = eventually("Blocked/IssuerNotPinned", Duration::from_secs(60), || async {
+    let blocked = eventually("Blocked/IssuerNotPinned", Duration::from_secs(15), || async {
         let d = declaration(&s.admin, ns, DECLARATION).await;
         let blocked = condition(&d, "Blocked")?;
         (blocked.status == "True" && blocked.reason == "IssuerNotPinned").then_some(d)
