@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/common.sh
 
+# PKCS#12 output is checked with OpenSSL, an independent implementation.
+command -v openssl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
+
 CERTSHIFT_KUBE_APISERVER="$(hack/kube-apiserver.sh)"
 CERTSHIFT_CHART_RENDERED="$(pwd)/$(hack/chart.sh target/chart)"
 export CERTSHIFT_KUBE_APISERVER CERTSHIFT_CHART_RENDERED

@@ -105,6 +105,59 @@ pub struct PresentedMaterial {
     pub ca_crt: String,
 }
 
+/// The presentation Secret's extra keys for `formats`: `tls.cer` (DER),
+/// `tls.pfx` (PKCS#12, encrypted with `password`), `tls-combined.pem`.
+pub fn format_data(
+    material: &PresentedMaterial,
+    formats: &[crate::crd::OutputFormat],
+    password: Option<&str>,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    use crate::crd::OutputFormat;
+    let chain: Vec<Vec<u8>> = pem::parse_many(&material.tls_crt)
+        .map_err(|err| format!("tls.crt: {err}"))?
+        .into_iter()
+        .filter(|block| block.tag() == "CERTIFICATE")
+        .map(|block| block.contents().to_vec())
+        .collect();
+    let leaf = chain.first().ok_or("tls.crt holds no certificate")?;
+    let mut data = BTreeMap::new();
+    for format in formats {
+        match format {
+            OutputFormat::Der => {
+                data.insert("tls.cer".to_owned(), leaf.clone());
+            }
+            OutputFormat::CombinedPem => {
+                let combined = format!("{}{}", material.tls_key.trim_end().to_owned() + "\n", material.tls_crt);
+                data.insert("tls-combined.pem".to_owned(), combined.into_bytes());
+            }
+            OutputFormat::Pkcs12 => {
+                let password = password.ok_or("PKCS12 needs a password")?;
+                data.insert("tls.pfx".to_owned(), pkcs12(&material.tls_key, &chain, password)?);
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// A PKCS#12 file (PBES2/AES-256, HMAC-SHA256) with the key and its chain.
+fn pkcs12(key_pem: &str, chain: &[Vec<u8>], password: &str) -> Result<Vec<u8>, String> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+    // PKCS#1 and SEC1 keys are re-encoded as PKCS#8, which PKCS#12 carries.
+    let key = crate::policy::issue::load_key(key_pem)?;
+    let key = PrivateKey::from_der(&key.serialize_der()).map_err(|err| format!("tls.key: {err}"))?;
+    let certificates = chain
+        .iter()
+        .map(|der| Certificate::from_der(der).map_err(|err| format!("tls.crt: {err}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let local_key_id = <sha1::Sha1 as sha1::Digest>::digest(&chain[0]).to_vec();
+    let mut store = KeyStore::new();
+    store.add_entry(
+        "certshift",
+        KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(local_key_id, key, certificates)),
+    );
+    store.writer(password).write().map_err(|err| format!("PKCS#12: {err}"))
+}
+
 /// Annotations both outputs carry.
 pub fn annotations(revision: &Revision) -> BTreeMap<String, String> {
     let mut annotations = BTreeMap::from([
@@ -455,5 +508,98 @@ mod consumer_examples {
         assert!(err.starts_with("spec.output.templates[0].key"), "{err}");
         let err = validate_templates(&[template("a", "x"), template("a", "y")]).unwrap_err();
         assert!(err.starts_with("spec.output.templates[1].key"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod formats {
+    use super::*;
+    use crate::crd::OutputFormat;
+    use crate::testing::{Key, cert};
+
+    fn material(key: Key) -> (PresentedMaterial, crate::testing::Issued) {
+        let ca = cert("Issuing CA").ca().self_signed();
+        let leaf = cert("cluster.example").key(key).signed_by(&ca);
+        let material = PresentedMaterial {
+            tls_crt: format!("{}{}", leaf.pem, ca.pem),
+            tls_key: leaf.key_pem(),
+            ca_crt: ca.pem.clone(),
+        };
+        (material, leaf)
+    }
+
+    #[test]
+    fn der_is_the_leaf_certificate() {
+        let (material, leaf) = material(Key::EcP256);
+        let data = format_data(&material, &[OutputFormat::Der], None).unwrap();
+        assert_eq!(data["tls.cer"], leaf.der);
+        let facts = crate::facts::inspect("tls.cer", &data["tls.cer"]).unwrap();
+        assert_eq!(facts[0].common_name.as_deref(), Some("cluster.example"));
+    }
+
+    #[test]
+    fn combined_pem_is_key_then_chain() {
+        let (material, _) = material(Key::EcP256);
+        let data = format_data(&material, &[OutputFormat::CombinedPem], None).unwrap();
+        let text = String::from_utf8(data["tls-combined.pem"].clone()).unwrap();
+        let labels: Vec<String> = pem::parse_many(&text)
+            .unwrap()
+            .iter()
+            .map(|b| b.tag().to_owned())
+            .collect();
+        assert_eq!(labels, ["PRIVATE KEY", "CERTIFICATE", "CERTIFICATE"]);
+    }
+
+    /// OpenSSL, an independent implementation, opens the file with the password.
+    #[test]
+    fn pkcs12_opens_with_openssl() {
+        for key in [Key::EcP256, Key::Rsa2048] {
+            let label = format!("{key:?}");
+            let (material, leaf) = material(key);
+            let data = format_data(&material, &[OutputFormat::Pkcs12], Some("s3cret")).unwrap();
+            let dir = std::env::temp_dir().join(format!("certshift-p12-{}-{label}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let pfx = dir.join("tls.pfx");
+            std::fs::write(&pfx, &data["tls.pfx"]).unwrap();
+            let out = std::process::Command::new("openssl")
+                .args(["pkcs12", "-in"])
+                .arg(&pfx)
+                .args(["-passin", "pass:s3cret", "-nodes"])
+                .output()
+                .expect("openssl runs (hack/test.sh installs it)");
+            assert!(
+                out.status.success(),
+                "{label}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("PRIVATE KEY-----"), "{label}: no key in {text}");
+            let certificates = pem::parse_many(text.as_bytes())
+                .unwrap()
+                .into_iter()
+                .filter(|b| b.tag() == "CERTIFICATE")
+                .map(|b| b.contents().to_vec())
+                .collect::<Vec<_>>();
+            assert_eq!(certificates[0], leaf.der, "{label}: the leaf comes first");
+            assert_eq!(certificates.len(), 2, "{label}: leaf and CA");
+            let wrong = std::process::Command::new("openssl")
+                .args(["pkcs12", "-in"])
+                .arg(&pfx)
+                .args(["-passin", "pass:wrong", "-nodes"])
+                .output()
+                .unwrap();
+            assert!(!wrong.status.success(), "{label}: a wrong password is refused");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn pkcs12_without_a_password_is_an_error() {
+        let (material, _) = material(Key::EcP256);
+        assert!(
+            format_data(&material, &[OutputFormat::Pkcs12], None)
+                .unwrap_err()
+                .contains("password")
+        );
     }
 }

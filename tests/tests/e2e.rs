@@ -1052,5 +1052,55 @@ async fn templates(s: Scenario) {
         settings["Kestrel"]["HttpsCertificate"]["SubjectName"],
         "CN=cluster.example"
     );
+
+    // Formats for consumers that are not PEM-native.
+    apply_yaml(
+        &s.admin,
+        ns,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: pfx-password\nstringData:\n  password: s3cret\n",
+    )
+    .await;
+    let formats = consumer.replace("name: machine-learning-server", "name: hpc-pack").replace(
+        "  output:\n",
+        "  output:\n    formats: [DER, PKCS12, CombinedPEM]\n    pkcs12:\n      passwordSecretRef: {name: pfx-password}\n",
+    );
+    apply_yaml(&s.admin, ns, &formats).await;
+    eventually("the formats declaration", Duration::from_secs(60), || async {
+        let d = Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), ns)
+            .get("hpc-pack")
+            .await
+            .ok()?;
+        is_true(&d, "Ready").then_some(())
+    })
+    .await;
+    let secret = Api::<Secret>::namespaced(s.admin.clone(), ns)
+        .get("hpc-pack-presentation")
+        .await
+        .unwrap();
+    let data = secret.data.unwrap();
+    let cer = certshift::facts::inspect("tls.cer", &data["tls.cer"].0).expect("DER parses back");
+    assert_eq!(cer[0].thumbprint.as_str(), presented);
+    assert!(String::from_utf8_lossy(&data["tls-combined.pem"].0).starts_with("-----BEGIN PRIVATE KEY-----"));
+    let pfx = std::env::temp_dir().join(format!("certshift-e2e-{}.pfx", std::process::id()));
+    std::fs::write(&pfx, &data["tls.pfx"].0).unwrap();
+    let opened = std::process::Command::new("openssl")
+        .args(["pkcs12", "-in"])
+        .arg(&pfx)
+        .args(["-passin", "pass:s3cret", "-nodes", "-nokeys"])
+        .output()
+        .expect("openssl");
+    let _ = std::fs::remove_file(&pfx);
+    assert!(opened.status.success(), "{}", String::from_utf8_lossy(&opened.stderr));
+    // The salted PKCS#12 file is not rewritten by later reconciles.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = s.plane.writes(OPERATOR_USER, ns);
+    let touch = serde_json::json!({"metadata": {"annotations": {"e2e/touched": "yes"}}});
+    Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), ns)
+        .patch("hpc-pack", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = s.plane.writes(OPERATOR_USER, ns);
+    assert_eq!(after[before.len()..], [] as [String; 0], "writes in an unchanged world");
     operator.stop().await;
 }

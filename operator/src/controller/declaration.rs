@@ -180,6 +180,34 @@ async fn gather_store(
     Ok(Ok(gathered))
 }
 
+/// The PKCS#12 password from `spec.output.pkcs12.passwordSecretRef`.
+async fn pkcs12_password(
+    ctx: &Context,
+    namespace: &str,
+    declaration: &str,
+    reference: &crate::crd::KeySelector,
+) -> Result<String, Error> {
+    let key = reference.key.clone().unwrap_or_else(|| "password".to_owned());
+    let secret = ctx
+        .api::<Secret>(namespace)
+        .get_opt(&reference.name)
+        .await
+        .map_err(kube_err("GetSecret", "Secret", namespace, &reference.name))?;
+    secret
+        .as_ref()
+        .map(secret_data)
+        .and_then(|mut d| d.remove(&key))
+        .map(|v| String::from_utf8_lossy(&v).trim_end_matches('\n').to_owned())
+        .ok_or_else(|| Error::Render {
+            namespace: namespace.to_owned(),
+            name: declaration.to_owned(),
+            message: format!(
+                "spec.output.pkcs12.passwordSecretRef: Secret {:?} has no key {key:?}",
+                reference.name
+            ),
+        })
+}
+
 /// The certificates of a trust bundle, each as its own PEM block.
 fn trust_bundle_certificates(pem: &str) -> Result<Vec<(Thumbprint, String)>, String> {
     let blocks = pem::parse_many(pem).map_err(|err| format!("spec.trustBundle: malformed PEM: {err}"))?;
@@ -367,17 +395,35 @@ async fn publish(
             ))?;
         ctx.metrics.write("ConfigMap");
     }
-    let presentation_data = outputs::presentation_data(material);
-    let presentation_current = current.presentation.as_ref().map(|s| {
-        let data: BTreeMap<String, String> = s
-            .data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
-            .collect();
-        (s.metadata.annotations.clone(), data)
-    });
-    if presentation_current != Some((Some(annotations.clone()), presentation_data.clone())) {
+    let mut presentation_data: BTreeMap<String, Vec<u8>> = outputs::presentation_data(material)
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    let current_data: Option<BTreeMap<String, Vec<u8>>> = current.presentation.as_ref().map(secret_data);
+    let current_annotations = current
+        .presentation
+        .as_ref()
+        .and_then(|s| s.metadata.annotations.clone());
+    if let Some(output) = declaration.spec.output.as_ref().filter(|o| !o.formats.is_empty()) {
+        let password = match &output.pkcs12 {
+            Some(pkcs12) => Some(pkcs12_password(ctx, &namespace, &name, &pkcs12.password_secret_ref).await?),
+            None => None,
+        };
+        let formats =
+            outputs::format_data(material, &output.formats, password.as_deref()).map_err(|message| Error::Render {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                message,
+            })?;
+        presentation_data.extend(formats);
+        // PKCS#12 encryption is salted: keep the file already written for this
+        // revision, so an unchanged world makes no write.
+        let same_revision = current_annotations.as_ref() == Some(&annotations);
+        if let (true, Some(existing)) = (same_revision, current_data.as_ref().and_then(|d| d.get("tls.pfx"))) {
+            presentation_data.insert("tls.pfx".to_owned(), existing.clone());
+        }
+    }
+    if current_data.as_ref() != Some(&presentation_data) || current_annotations.as_ref() != Some(&annotations) {
         let secret = OwnedSecret {
             name: &presentation_name(&name),
             type_: "kubernetes.io/tls",

@@ -142,7 +142,7 @@ struct OwnedSecret<'a> {
     type_: &'a str,
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
-    data: &'a BTreeMap<String, String>,
+    data: &'a BTreeMap<String, Vec<u8>>,
 }
 
 /// Server-side applies a Secret the operator owns.
@@ -172,11 +172,7 @@ async fn apply_secret<K: Resource<DynamicType = ()>>(
             ..ObjectMeta::default()
         },
         type_: Some(type_.to_owned()),
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
+        data: Some(data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone()))).collect()),
         ..Secret::default()
     };
     let mut value = serde_json::to_value(&secret).expect("Secret serializes");

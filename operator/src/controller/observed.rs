@@ -134,7 +134,9 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
             now: now(),
         });
 
-        if let Some(data) = &decision.store {
+        if let Some(text) = &decision.store {
+            let data: &BTreeMap<String, Vec<u8>> =
+                &text.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
             let labels = BTreeMap::from([(OBSERVED_CERTIFICATE_LABEL.to_owned(), name.clone())]);
             let secret = OwnedSecret {
                 name: &store_secret_name,

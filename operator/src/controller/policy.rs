@@ -212,9 +212,9 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
                             policy::spec_hash(&policy.spec),
                         )]),
                         data: &BTreeMap::from([
-                            ("tls.crt".to_owned(), issued.tls_crt.clone()),
-                            ("tls.key".to_owned(), issued.tls_key.clone()),
-                            ("ca.crt".to_owned(), issued.ca_crt.clone()),
+                            ("tls.crt".to_owned(), issued.tls_crt.clone().into_bytes()),
+                            ("tls.key".to_owned(), issued.tls_key.clone().into_bytes()),
+                            ("ca.crt".to_owned(), issued.ca_crt.clone().into_bytes()),
                         ]),
                     };
                     apply_secret(&ctx, MANAGER, policy.as_ref(), secret).await?;

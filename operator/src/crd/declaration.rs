@@ -62,10 +62,36 @@ pub struct ClusterCertificateDeclarationSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputSpec {
+    /// Extra forms of the presented certificate in the presentation Secret:
+    /// `DER` (`tls.cer`, the public certificate, e.g. for an HPC Pack
+    /// management-certificate upload), `PKCS12` (`tls.pfx`, key and chain, for
+    /// Windows stores and Kestrel; needs `pkcs12.passwordSecretRef`),
+    /// `CombinedPEM` (`tls-combined.pem`, key then chain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub formats: Vec<OutputFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs12: Option<Pkcs12Output>,
     /// Consumer configuration rendered into the validation ConfigMap with each
     /// revision (minijinja templates; see docs/outputs.md for the variables).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<ConfigTemplate>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OutputFormat {
+    #[serde(rename = "DER")]
+    Der,
+    #[serde(rename = "PKCS12")]
+    Pkcs12,
+    #[serde(rename = "CombinedPEM")]
+    CombinedPem,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pkcs12Output {
+    /// The Secret key holding the PKCS#12 password (key defaults to `password`).
+    pub password_secret_ref: KeySelector,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

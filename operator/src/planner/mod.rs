@@ -175,6 +175,8 @@ pub enum BlockReason {
     InvalidDuration,
     /// `spec.output.templates` has a bad key or a template that does not compile.
     InvalidTemplate,
+    /// `spec.output` asks for something it does not configure (PKCS12 without a password).
+    InvalidOutput,
     InvalidEffectiveState,
     StoreNotFound,
     /// An ObservedCertificate of the store has not read its source yet.

@@ -56,6 +56,18 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
     if let Some(output) = &spec.output {
         crate::outputs::validate_templates(&output.templates)
             .map_err(|message| Blocked::new(BlockReason::InvalidTemplate, message))?;
+        let wants_pkcs12 = output.formats.contains(&crate::crd::OutputFormat::Pkcs12);
+        if wants_pkcs12
+            && output
+                .pkcs12
+                .as_ref()
+                .is_none_or(|p| p.password_secret_ref.name.is_empty())
+        {
+            return Err(Blocked::new(
+                BlockReason::InvalidOutput,
+                "spec.output.pkcs12.passwordSecretRef: required for the PKCS12 format",
+            ));
+        }
     }
     let upgrade = spec.upgrade.clone().unwrap_or_default();
     for (field, value) in [
