@@ -73,6 +73,7 @@ fn api_resource(kind: &str) -> ApiResource {
         "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
         "Service" => ApiResource::erase::<Service>(&()),
         "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "StatefulSet" => ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
         "Role" => ApiResource::erase::<rbac::Role>(&()),
         "RoleBinding" => ApiResource::erase::<rbac::RoleBinding>(&()),
         "ClusterRole" => ApiResource::erase::<rbac::ClusterRole>(&()),

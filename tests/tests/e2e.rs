@@ -75,6 +75,7 @@ fn main() -> ExitCode {
             policy_example(s).boxed()
         }),
         ("consumer_templates_render_with_each_revision", |s| templates(s).boxed()),
+        ("a_statefulset_rollout_gates_each_revision", |s| workloads(s).boxed()),
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()
@@ -1103,4 +1104,102 @@ async fn templates(s: Scenario) {
     let after = s.plane.writes(OPERATOR_USER, ns);
     assert_eq!(after[before.len()..], [] as [String; 0], "writes in an unchanged world");
     operator.stop().await;
+}
+
+async fn workloads(s: Scenario) {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let ns = s.namespace.clone();
+    let judge = Judge::watch(&s.admin, &ns);
+    know_secrets(&judge, &example("store.yaml"));
+    apply_yaml(&s.admin, &ns, &example("store.yaml")).await;
+    apply_yaml(
+        &s.admin,
+        &ns,
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: members\nspec:\n  replicas: 2\n  serviceName: members\n  selector:\n    matchLabels: {app: members}\n  template:\n    metadata:\n      labels: {app: members}\n    spec:\n      containers:\n      - name: app\n        image: example.invalid/member\n",
+    )
+    .await;
+    let with_workload = |file: &str| {
+        example(file).replace(
+            "  upgrade:\n    minSoak: 5s\n",
+            "  upgrade:\n    minSoak: 1s\n  members:\n    workloads:\n    - {kind: StatefulSet, name: members}\n",
+        )
+    };
+    apply_yaml(&s.admin, &ns, &with_workload("declaration-thumbprint.yaml")).await;
+
+    // The test plays the StatefulSet controller: each stamped template rolls out in about a second.
+    let rolled_out: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
+    let controller = {
+        let (admin, ns, rolled_out) = (s.admin.clone(), ns.clone(), rolled_out.clone());
+        tokio::spawn(async move {
+            let sets: Api<StatefulSet> = Api::namespaced(admin, &ns);
+            let mut first_seen: BTreeMap<u64, Instant> = BTreeMap::new();
+            loop {
+                if let Ok(set) = sets.get("members").await {
+                    let revision = set
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.template.metadata.as_ref())
+                        .and_then(|m| m.annotations.as_ref())
+                        .and_then(|a| a.get(REVISION_ANNOTATION))
+                        .and_then(|r| r.parse::<u64>().ok());
+                    if let Some(revision) = revision {
+                        let seen = *first_seen.entry(revision).or_insert_with(Instant::now);
+                        let done = rolled_out.lock().unwrap().contains_key(&revision);
+                        if !done && seen.elapsed() > Duration::from_secs(1) {
+                            let status = serde_json::json!({"status": {
+                                "observedGeneration": set.metadata.generation,
+                                "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "currentReplicas": 2,
+                                "availableReplicas": 2,
+                                "currentRevision": format!("members-{revision}"),
+                                "updateRevision": format!("members-{revision}"),
+                            }});
+                            if sets
+                                .patch_status("members", &PatchParams::default(), &Patch::Merge(&status))
+                                .await
+                                .is_ok()
+                            {
+                                rolled_out.lock().unwrap().insert(revision, Instant::now());
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let operator = Operator::start(&s.plane, &ns);
+    wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
+    apply_yaml(&s.admin, &ns, &with_workload("declaration-common-name.yaml")).await;
+    eventually("the rollout-gated conversion", Duration::from_secs(120), || async {
+        let d = declaration(&s.admin, &ns, DECLARATION).await;
+        let status = d.status.clone()?;
+        (is_true(&d, "Ready") && status.declared_by.as_deref() == Some("CommonName")).then_some(())
+    })
+    .await;
+    let members = declaration(&s.admin, &ns, DECLARATION)
+        .await
+        .status
+        .unwrap()
+        .members
+        .unwrap();
+    assert_eq!((members.total, members.converged), (1, 1));
+    let observations = judge.observations();
+    assert_eq!(observations.len(), 6);
+    let rolled_out = rolled_out.lock().unwrap().clone();
+    for pair in observations.windows(2) {
+        let (previous, next) = (&pair[0], &pair[1]);
+        let r = previous.revision.revision;
+        let done = rolled_out
+            .get(&r)
+            .unwrap_or_else(|| panic!("revision {} published before {r} rolled out", r + 1));
+        assert!(
+            *done < next.at,
+            "revision {} published before the rollout of {r} completed",
+            r + 1
+        );
+    }
+    assert_judged_clean(&judge);
+    controller.abort();
+    operator.stop().await;
+    judge.stop();
 }

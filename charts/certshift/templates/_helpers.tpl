@@ -26,7 +26,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* The operator's permissions: read its CRDs, write their status; read
 Secrets and create or patch only its own (the operator refuses to write any
 Secret it did not create: RBAC cannot name Secrets that do not exist yet);
-never delete anything; no wildcards. */}}
+patch workload members' pod templates (only the certshift.io/revision
+annotation, under its own field manager); never delete anything; no wildcards. */}}
 {{- define "certshift.rules" -}}
 - apiGroups: [certshift.io]
   resources: [clustercertificatedeclarations, observedcertificates, certificatepolicies]
@@ -49,6 +50,9 @@ never delete anything; no wildcards. */}}
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
+- apiGroups: [apps]
+  resources: [deployments, statefulsets, daemonsets]
+  verbs: [get, list, watch, patch]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

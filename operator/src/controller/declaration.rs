@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
@@ -34,6 +35,7 @@ use crate::rules::TrustBundle;
 use crate::thumbprint::Thumbprint;
 
 const MANAGER: &str = "certshift-declaration";
+
 const CONTROLLER: &str = "declaration";
 
 pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
@@ -53,7 +55,15 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
     let controller = Controller::new(declarations, watcher::Config::default());
     let by_store = controller.store();
     let by_members = controller.store();
-    let pod_events = watcher(pods, watcher::Config::default()).touched_objects();
+    let pod_events = watcher(pods, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let (deployments, statefulsets, daemonsets) = (
+        workload_watch::<Deployment>(&ctx),
+        workload_watch::<StatefulSet>(&ctx),
+        workload_watch::<DaemonSet>(&ctx),
+    );
+    let by_workload = controller.store();
     let stream = controller
         .watches(ocerts, watcher::Config::default(), move |ocert| {
             let (namespace, name) = (ocert.namespace(), ocert.name_any());
@@ -73,9 +83,60 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .watches_stream(deployments, workload_mapper(by_workload.clone(), "Deployment"))
+        .watches_stream(statefulsets, workload_mapper(by_workload.clone(), "StatefulSet"))
+        .watches_stream(daemonsets, workload_mapper(by_workload, "DaemonSet"))
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx);
     drive(CONTROLLER, stream).await;
+}
+
+/// Metadata events of one workload kind (status changes move resourceVersion).
+fn workload_watch<K>(
+    ctx: &Context,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = match &ctx.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+}
+
+/// Declarations in the workload's namespace that list it as a member.
+fn workload_mapper<K>(
+    store: kube::runtime::reflector::Store<ClusterCertificateDeclaration>,
+    kind: &'static str,
+) -> impl Fn(PartialObjectMeta<K>) -> Vec<ObjectRef<ClusterCertificateDeclaration>> + Send + Sync + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Send + 'static,
+{
+    move |meta| {
+        let namespace = meta.metadata.namespace.clone();
+        let name = meta.metadata.name.clone().unwrap_or_default();
+        store
+            .state()
+            .iter()
+            .filter(|d| {
+                d.namespace() == namespace
+                    && d.spec
+                        .members
+                        .as_ref()
+                        .is_some_and(|m| m.workloads.iter().any(|w| w.kind == kind && w.name == name))
+            })
+            .map(|d| ObjectRef::from_obj(d.as_ref()))
+            .collect()
+    }
 }
 
 fn error_policy(_: Arc<ClusterCertificateDeclaration>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -485,6 +546,12 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Con
                 ctx.metrics.published();
                 info!(revision = revision.revision, stage = ?revision.stage, change = ?revision.change, presented = %revision.presented, "published");
             }
+        }
+        // Workload members roll out the revision now in force (stamped once).
+        if outputs.blocked.is_none()
+            && let Some(current) = decision.publish.as_ref().or(outputs.published.as_ref())
+        {
+            members::stamp(&ctx, &namespace, declaration.spec.members.as_ref(), current.revision).await?;
         }
         if declaration.status.is_none() || status != decision.status {
             debug!(

@@ -38,7 +38,9 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
     let controller = Controller::new(ocerts, watcher::Config::default());
     let store = controller.store();
     // Secret events map to the ObservedCertificates that name them as source.
-    let secret_events = watcher(secrets, watcher::Config::default()).touched_objects();
+    let secret_events = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
     let stream = controller
         .watches_stream(secret_events, move |secret| {
             let namespace = secret.namespace();

@@ -42,7 +42,9 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
     let controller = Controller::new(policies, watcher::Config::default());
     let store = controller.store();
     // A policy cares about its own Secret and its CA's.
-    let secret_events = watcher(secrets, watcher::Config::default()).touched_objects();
+    let secret_events = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
     let stream = controller
         .watches_stream(secret_events, move |secret| {
             let (namespace, name) = (secret.namespace(), secret.name_any());
