@@ -66,6 +66,45 @@ pub struct ClientCommonName {
     pub is_admin: bool,
 }
 
+impl Clients {
+    pub fn is_empty(&self) -> bool {
+        self.thumbprints.is_empty() && self.common_names.is_empty()
+    }
+
+    /// Everything either allows (widening: an added client, or more rights).
+    pub fn union(&self, other: &Clients) -> Clients {
+        let mut thumbprints = self.thumbprints.clone();
+        for c in &other.thumbprints {
+            match thumbprints.iter_mut().find(|t| t.thumbprint == c.thumbprint) {
+                Some(t) => t.is_admin |= c.is_admin,
+                None => thumbprints.push(c.clone()),
+            }
+        }
+        thumbprints.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
+        let mut common_names = self.common_names.clone();
+        for c in &other.common_names {
+            match common_names.iter_mut().find(|n| n.name.eq_ignore_ascii_case(&c.name)) {
+                Some(n) => {
+                    n.is_admin |= c.is_admin;
+                    if n.issuer_thumbprints.is_empty() || c.issuer_thumbprints.is_empty() {
+                        n.issuer_thumbprints.clear(); // unpinned is the wider
+                    } else {
+                        n.issuer_thumbprints.extend(c.issuer_thumbprints.iter().cloned());
+                        n.issuer_thumbprints.sort();
+                        n.issuer_thumbprints.dedup();
+                    }
+                }
+                None => common_names.push(c.clone()),
+            }
+        }
+        common_names.sort_by(|a, b| a.name.cmp(&b.name));
+        Clients {
+            thumbprints,
+            common_names,
+        }
+    }
+}
+
 /// Client rules of a spec (validated by `desired_from_spec` before use).
 pub fn clients(spec: &ClusterCertificateDeclarationSpec) -> Clients {
     let mut thumbprints: Vec<ClientThumbprint> = spec
@@ -379,6 +418,7 @@ pub fn read_published(
         change: None,
         presented,
         accepted,
+        clients: rules.clients,
     })
 }
 
@@ -396,6 +436,7 @@ mod tests {
             change: Some(Change::Validation),
             presented: tp("G"),
             accepted: Accepted::new([tp("A"), tp("G")], [CommonNameRule::new("cluster.example", [])]),
+            clients: Default::default(),
         };
         let data = validation_data(&revision, &Clients::default(), "", &[tp("G"), tp("Z")]);
         let rules: serde_json::Value = serde_json::from_str(&data["rules.json"]).unwrap();
@@ -419,6 +460,7 @@ mod tests {
             change: None,
             presented: tp("G"),
             accepted: Accepted::new([tp("G")], []),
+            clients: Default::default(),
         };
         let data = validation_data(&revision, &Clients::default(), "", &[]);
         let mut annotations = annotations(&revision);
@@ -450,6 +492,7 @@ mod consumer_examples {
             change: None,
             presented: tp("G"),
             accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca])]),
+            clients: Default::default(),
         };
         let presented = facts("G").cn("cluster.example").issuer("CA").build();
         let clients = clients(&declaration.spec);

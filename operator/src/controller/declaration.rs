@@ -409,7 +409,7 @@ async fn publish(
         .filter(|f| revision.accepted.admits(f, &gathered.store.trust))
         .map(|f| f.thumbprint.clone())
         .collect();
-    let clients = outputs::clients(&declaration.spec);
+    let clients = revision.clients.clone();
     let mut validation_data = outputs::validation_data(revision, &clients, &ca_bundle, &accepted_instances);
     if let Some(output) = declaration.spec.output.as_ref().filter(|o| !o.templates.is_empty()) {
         let presented = gathered.store.find(&revision.presented);

@@ -118,6 +118,7 @@ pub fn decide(world: World<'_>) -> Decision {
 
     if let (None, Ok(desired), Ok(store)) = (&blocked_early, &desired, &world.store) {
         let effective = world.published.as_ref().map(|p| Effective {
+            clients: Some(p.clients.clone()),
             revision: p.revision,
             accepted: p.accepted.clone(),
             presented: Some(p.presented.clone()),

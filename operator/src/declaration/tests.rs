@@ -60,6 +60,7 @@ fn published(revision: u64, presented: &str, accepted: Accepted) -> Revision {
         change: None,
         presented: tp(presented),
         accepted,
+        clients: Default::default(),
     }
 }
 

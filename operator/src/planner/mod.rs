@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::{CertificateFacts, PrivateKeyState};
+use crate::outputs::Clients;
 use crate::rules::{Accepted, CommonNameRule, PresentBy, Rejection, SelectionPolicy, TrustBundle, select};
 use crate::thumbprint::Thumbprint;
 pub use spec::{desired_from_spec, effective_from_status, validate_spec};
@@ -70,6 +71,9 @@ pub struct Revision {
     pub change: Option<Change>,
     pub presented: Thumbprint,
     pub accepted: Accepted,
+    /// Client allow-lists in force with this revision (validation, like `accepted`).
+    #[serde(default, skip_serializing_if = "Clients::is_empty")]
+    pub clients: Clients,
 }
 
 impl Revision {
@@ -87,6 +91,7 @@ pub struct Desired {
     pub accepted: Accepted,
     pub present_by: PresentationForm,
     pub selection: SelectionPolicy,
+    pub clients: Clients,
 }
 
 /// How a declaration names the certificate members present. Service Fabric
@@ -122,6 +127,8 @@ pub struct Effective {
     pub accepted: Accepted,
     /// What members present now; when unknown, the presentation rule's choice.
     pub presented: Option<Thumbprint>,
+    /// The client allow-lists in force; when unknown, the desired ones (nothing to stage).
+    pub clients: Option<Clients>,
 }
 
 /// The certificates a declaration's store holds, and its trust bundle.
@@ -229,6 +236,7 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
                     change: None,
                     presented: goal.thumbprint.clone(),
                     accepted: desired.accepted.clone(),
+                    clients: desired.clients.clone(),
                 }],
                 blocked: None,
             },
@@ -239,7 +247,9 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
         Ok(state) => state,
         Err(blocked) => return Plan::blocked(Vec::new(), blocked),
     };
+    let current_clients = effective.clients.clone().unwrap_or_else(|| desired.clients.clone());
     let mut steps = Steps::new(effective.revision, current.clone());
+    steps.revisions[0].clients = current_clients.clone();
     let goal = match goal(desired, store, now) {
         Ok(goal) => goal,
         Err(blocked) => return Plan::blocked(steps.revisions, blocked),
@@ -260,11 +270,72 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
     }
     match check_invariant(&steps.revisions, store) {
         Ok(()) => Plan {
-            revisions: steps.revisions,
+            revisions: stage_clients(steps.revisions, &current_clients, &desired.clients),
             blocked: None,
         },
-        Err(blocked) => Plan::blocked(steps.revisions.into_iter().take(1).collect(), blocked),
+        Err(blocked) => Plan::blocked(
+            stage_clients(
+                steps.revisions.into_iter().take(1).collect(),
+                &current_clients,
+                &current_clients,
+            ),
+            blocked,
+        ),
     }
+}
+
+/// Client allow-lists ride along with the members' revisions: additions take
+/// effect first (with, or in a revision before, the first change), removals
+/// only with the last validation change, after the presentation they protect.
+fn stage_clients(mut revisions: Vec<Revision>, current: &Clients, desired: &Clients) -> Vec<Revision> {
+    let widened = current.union(desired);
+    let last = revisions.len() - 1;
+    for (index, revision) in revisions.iter_mut().enumerate() {
+        revision.clients = match index {
+            0 => current.clone(),
+            i if i == last && revision.change == Some(Change::Validation) => desired.clone(),
+            _ => widened.clone(),
+        };
+    }
+    if widened != *current && revisions.len() > 1 && revisions[1].change != Some(Change::Validation) {
+        // The first change presents: the additions go out in a revision of their own.
+        let first = &revisions[0];
+        let widen = Revision {
+            revision: first.revision + 1,
+            stage: Some(Stage::WidenValidation),
+            change: Some(Change::Validation),
+            presented: first.presented.clone(),
+            accepted: first.accepted.clone(),
+            clients: widened.clone(),
+        };
+        revisions.insert(1, widen);
+    } else if widened != *current && revisions.len() == 1 {
+        let first = &revisions[0];
+        revisions.push(Revision {
+            revision: first.revision + 1,
+            stage: Some(Stage::WidenValidation),
+            change: Some(Change::Validation),
+            presented: first.presented.clone(),
+            accepted: first.accepted.clone(),
+            clients: widened.clone(),
+        });
+    }
+    let tail = revisions.last().expect("revision 0");
+    if tail.clients != *desired {
+        revisions.push(Revision {
+            revision: tail.revision + 1,
+            stage: Some(Stage::NarrowValidation),
+            change: Some(Change::Validation),
+            presented: tail.presented.clone(),
+            accepted: tail.accepted.clone(),
+            clients: desired.clone(),
+        });
+    }
+    let base = revisions[0].revision;
+    for (offset, revision) in (0u64..).zip(revisions.iter_mut()) {
+        revision.revision = base + offset;
+    }
+    revisions
 }
 
 /// The effective state, with its presented certificate resolved in the store.
@@ -634,6 +705,7 @@ impl Steps {
                 change: None,
                 presented: current.presented,
                 accepted: current.accepted,
+                clients: Default::default(),
             }],
         }
     }
@@ -657,6 +729,7 @@ impl Steps {
             change: Some(change),
             presented: next.presented,
             accepted: next.accepted,
+            clients: Default::default(),
         });
     }
 }

@@ -79,6 +79,7 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
         }
     }
     Ok(Desired {
+        clients: crate::outputs::clients(spec),
         present_by: PresentationForm::of(&accepted),
         accepted,
         selection: upgrade.selection,
@@ -100,6 +101,7 @@ pub fn effective_from_status(effective: &EffectiveDeclaration) -> Result<Effecti
         .transpose()
         .map_err(|err| Blocked::new(BlockReason::InvalidEffectiveState, err.to_string()))?;
     Ok(Effective {
+        clients: None,
         revision: effective.revision,
         accepted,
         presented,

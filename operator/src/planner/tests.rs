@@ -3,6 +3,7 @@ use crate::crd::{
     CertificateCommonNames, CertificateStore, CertificateThumbprints, ClientCertificateThumbprint,
     ClusterCertificateDeclarationSpec, CommonNameDeclaration, UpgradePolicy,
 };
+use crate::outputs::{ClientThumbprint, Clients};
 use crate::testing::{facts, tp, ts};
 
 const CN: &str = "cluster.example";
@@ -49,6 +50,7 @@ fn desired(accepted: Accepted) -> Desired {
         present_by: PresentationForm::of(&accepted),
         accepted,
         selection: SelectionPolicy::NewestNotBefore,
+        clients: Clients::default(),
     }
 }
 
@@ -57,6 +59,7 @@ fn effective(accepted: Accepted) -> Effective {
         revision: 7,
         accepted,
         presented: None,
+        clients: None,
     }
 }
 
@@ -88,7 +91,7 @@ fn assert_walkable(plan: &Plan, store: &Store, desired: &Desired) {
         );
         assert_eq!(b.revision, a.revision + 1);
         assert!(
-            (a.presented == b.presented) != (a.accepted == b.accepted),
+            (a.presented != b.presented) != (a.accepted != b.accepted || a.clients != b.clients),
             "r{} must change one thing",
             b.revision
         );
@@ -96,6 +99,23 @@ fn assert_walkable(plan: &Plan, store: &Store, desired: &Desired) {
     }
     let last = plan.revisions.last().unwrap();
     assert_eq!(last.accepted, desired.accepted);
+    assert_eq!(last.clients, desired.clients);
+    // A client is removed only after the last presentation change.
+    let last_presentation = plan
+        .revisions
+        .iter()
+        .rposition(|r| r.change == Some(Change::Presentation));
+    for (i, pair) in plan.revisions.windows(2).enumerate() {
+        let removed = pair[0].clients.union(&pair[1].clients) != pair[1].clients;
+        if removed && let Some(p) = last_presentation {
+            assert!(
+                i + 1 > p,
+                "a client removed in r{} before the presentation in r{}",
+                pair[1].revision,
+                plan.revisions[p].revision
+            );
+        }
+    }
     assert_eq!(
         Some(&last.presented),
         goal(desired, store, now()).ok().map(|g| &g.thumbprint)
@@ -693,3 +713,60 @@ impl Tweak for CertificateFacts {
 }
 
 mod properties;
+
+#[test]
+fn client_additions_go_first_and_removals_after_the_presentation() {
+    let b = facts("B")
+        .cn("x")
+        .self_signed()
+        .valid("2026-04-01T00:00:00Z", "2027-04-01T00:00:00Z")
+        .build();
+    let store = store(vec![old("A", "2026-01-01T00:00:00Z"), b]);
+    let client = |label: &str| ClientThumbprint {
+        thumbprint: tp(label),
+        is_admin: false,
+    };
+    let mut target = desired(by_thumbprint(&["B"]));
+    target.clients = Clients {
+        thumbprints: vec![client("C2")],
+        common_names: vec![],
+    };
+    let current = Effective {
+        clients: Some(Clients {
+            thumbprints: vec![client("C1")],
+            common_names: vec![],
+        }),
+        ..effective(by_thumbprint(&["A"]))
+    };
+    let plan = plan(Some(&current), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    let mut both = vec![client("C1"), client("C2")];
+    both.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
+    let both = Clients {
+        thumbprints: both,
+        common_names: vec![],
+    };
+    let clients: Vec<&Clients> = plan.revisions.iter().map(|r| &r.clients).collect();
+    assert_eq!(clients[1], &both, "the addition rides with the widening");
+    assert_eq!(clients[2], &both, "both accepted while presentation switches");
+    assert_eq!(clients[3], &target.clients, "the removal goes with the narrowing");
+
+    // Clients alone: widen, then narrow.
+    let same = Effective {
+        clients: Some(Clients {
+            thumbprints: vec![client("C1")],
+            common_names: vec![],
+        }),
+        presented: Some(tp("B")),
+        ..effective(by_thumbprint(&["B"]))
+    };
+    let plan = super::plan(Some(&same), &target, &store, now());
+    assert_walkable(&plan, &store, &target);
+    assert_eq!(
+        stages(&plan),
+        [
+            (Stage::WidenValidation, Change::Validation),
+            (Stage::NarrowValidation, Change::Validation)
+        ]
+    );
+}

@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::outputs::{ClientThumbprint, Clients};
 
 const NAMES: [&str; 2] = ["a.example", "b.example"];
 const CAS: [&str; 3] = ["CA1", "CA2", "CA3"];
@@ -62,14 +63,35 @@ struct Case {
     desired: Desired,
 }
 
+/// Client allow-lists drawn from three thumbprints, with admin flags.
+fn clients() -> impl Strategy<Value = Clients> {
+    prop::collection::vec((0..3usize, any::<bool>()), 0..=3).prop_map(|picks| {
+        let mut list: Vec<ClientThumbprint> = Vec::new();
+        for (i, admin) in picks {
+            if list.iter().all(|c| c.thumbprint != tp(&format!("C{i}"))) {
+                list.push(ClientThumbprint {
+                    thumbprint: tp(&format!("C{i}")),
+                    is_admin: admin,
+                });
+            }
+        }
+        list.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
+        Clients {
+            thumbprints: list,
+            common_names: vec![],
+        }
+    })
+}
+
 fn cases() -> impl Strategy<Value = Case> {
     (
         instances(),
         prop::collection::vec(0..3usize, 0..=3),
         any::<bool>(),
         any::<prop::sample::Index>(),
+        (clients(), clients()),
     )
-        .prop_flat_map(|(instances, trust, latest, pick)| {
+        .prop_flat_map(|(instances, trust, latest, pick, both_clients)| {
             let size = instances.len();
             (
                 Just(instances),
@@ -78,42 +100,47 @@ fn cases() -> impl Strategy<Value = Case> {
                 Just(pick),
                 accepted(size),
                 accepted(size),
+                Just(both_clients),
             )
         })
-        .prop_filter("a desired declaration declares something", |(.., desired)| {
+        .prop_filter("a desired declaration declares something", |(.., desired, _)| {
             !desired.is_empty()
         })
-        .prop_map(|(instances, trust, latest, pick, current, target)| {
-            let store = Store {
-                trust: TrustBundle::new(trust.into_iter().map(|c| tp(CAS[c]))),
-                instances,
-            };
-            // Members present something the effective rules admit, when there is one.
-            let admitted: Vec<&CertificateFacts> = store
-                .instances
-                .iter()
-                .filter(|f| current.admits(f, &store.trust))
-                .collect();
-            let presented = (!admitted.is_empty()).then(|| pick.get(&admitted).thumbprint.clone());
-            let selection = if latest {
-                SelectionPolicy::LatestNotAfter
-            } else {
-                SelectionPolicy::NewestNotBefore
-            };
-            Case {
-                effective: Effective {
-                    revision: 3,
-                    accepted: current,
-                    presented,
-                },
-                desired: Desired {
-                    present_by: PresentationForm::of(&target),
-                    accepted: target,
-                    selection,
-                },
-                store,
-            }
-        })
+        .prop_map(
+            |(instances, trust, latest, pick, current, target, (current_clients, desired_clients))| {
+                let store = Store {
+                    trust: TrustBundle::new(trust.into_iter().map(|c| tp(CAS[c]))),
+                    instances,
+                };
+                // Members present something the effective rules admit, when there is one.
+                let admitted: Vec<&CertificateFacts> = store
+                    .instances
+                    .iter()
+                    .filter(|f| current.admits(f, &store.trust))
+                    .collect();
+                let presented = (!admitted.is_empty()).then(|| pick.get(&admitted).thumbprint.clone());
+                let selection = if latest {
+                    SelectionPolicy::LatestNotAfter
+                } else {
+                    SelectionPolicy::NewestNotBefore
+                };
+                Case {
+                    effective: Effective {
+                        revision: 3,
+                        accepted: current,
+                        presented,
+                        clients: Some(current_clients),
+                    },
+                    desired: Desired {
+                        present_by: PresentationForm::of(&target),
+                        accepted: target,
+                        selection,
+                        clients: desired_clients,
+                    },
+                    store,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -161,6 +188,7 @@ proptest! {
                 revision: revision.revision,
                 accepted: revision.accepted.clone(),
                 presented: Some(revision.presented.clone()),
+                clients: Some(revision.clients.clone()),
             };
             let again = super::plan(Some(&resumed), &case.desired, &case.store, now());
             prop_assert_eq!(&again.blocked, &None);
