@@ -76,6 +76,9 @@ fn main() -> ExitCode {
         }),
         ("consumer_templates_render_with_each_revision", |s| templates(s).boxed()),
         ("a_statefulset_rollout_gates_each_revision", |s| workloads(s).boxed()),
+        ("tls_members_acknowledge_by_probe_and_a_rejecting_peer_blocks", |s| {
+            endpoints(s).boxed()
+        }),
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()
@@ -1201,5 +1204,108 @@ async fn workloads(s: Scenario) {
     assert_judged_clean(&judge);
     controller.abort();
     operator.stop().await;
+    judge.stop();
+}
+
+async fn endpoints(s: Scenario) {
+    use certshift_e2e::member::Member;
+    let ns = s.namespace.clone();
+    let judge = Judge::watch(&s.admin, &ns);
+    know_secrets(&judge, &example("store.yaml"));
+    apply_yaml(&s.admin, &ns, &example("store.yaml")).await;
+    let members = [
+        Member::start(s.admin.clone(), &ns, "cluster", None).await,
+        Member::start(s.admin.clone(), &ns, "cluster", None).await,
+    ];
+    let rejecting = Member::start(s.admin.clone(), &ns, "guarded", Some("cluster.example")).await;
+    let with_endpoints = |file: &str, name: &str, addresses: &[&str]| {
+        let list: String = addresses.iter().map(|a| format!("    - address: \"{a}\"\n")).collect();
+        example(file)
+            .replace("name: cluster\n", &format!("name: {name}\n"))
+            .replace(
+                "  upgrade:\n    minSoak: 5s\n",
+                &format!("  upgrade:\n    minSoak: 1s\n  members:\n    endpoints:\n{list}"),
+            )
+    };
+    let addresses = [members[0].address.as_str(), members[1].address.as_str()];
+    apply_yaml(
+        &s.admin,
+        &ns,
+        &with_endpoints("declaration-thumbprint.yaml", "cluster", &addresses),
+    )
+    .await;
+    apply_yaml(
+        &s.admin,
+        &ns,
+        &with_endpoints("declaration-thumbprint.yaml", "guarded", &[&rejecting.address]),
+    )
+    .await;
+    let operator = Operator::start(&s.plane, &ns);
+    wait_ready(&s.admin, &ns, "cluster", Duration::from_secs(60)).await;
+    wait_ready(&s.admin, &ns, "guarded", Duration::from_secs(60)).await;
+
+    // The conversion, each stage acknowledged by what the endpoints present.
+    apply_yaml(
+        &s.admin,
+        &ns,
+        &with_endpoints("declaration-common-name.yaml", "cluster", &addresses),
+    )
+    .await;
+    apply_yaml(
+        &s.admin,
+        &ns,
+        &with_endpoints("declaration-common-name.yaml", "guarded", &[&rejecting.address]),
+    )
+    .await;
+    let done = eventually("the probed conversion", Duration::from_secs(120), || async {
+        let d = declaration(&s.admin, &ns, "cluster").await;
+        let status = d.status.clone()?;
+        (is_true(&d, "Ready") && status.declared_by.as_deref() == Some("CommonName")).then_some(status)
+    })
+    .await;
+    let probed = done.members.unwrap();
+    assert_eq!((probed.total, probed.converged), (2, 2));
+    let cluster: Vec<_> = judge
+        .observations()
+        .into_iter()
+        .filter(|o| o.declaration == "cluster")
+        .collect();
+    assert_eq!(cluster.len(), 6);
+
+    // The member that rejects the goal blocks its presentation before anything is presented.
+    let blocked = eventually("Blocked/PeerRejectsCertificate", Duration::from_secs(60), || async {
+        let d = declaration(&s.admin, &ns, "guarded").await;
+        let blocked = condition(&d, "Blocked")?;
+        (blocked.status == "True" && blocked.reason == "PeerRejectsCertificate").then_some(blocked.message.clone())
+    })
+    .await;
+    assert!(
+        blocked.contains(&rejecting.address),
+        "the message names the endpoint: {blocked}"
+    );
+    assert!(
+        blocked.contains("alert") || blocked.contains("handshake"),
+        "a TLS refusal: {blocked}"
+    );
+    println!("  pre-flight: {blocked}");
+    let old = example("declaration-thumbprint.yaml")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("thumbprint: ").map(str::to_owned))
+        .unwrap();
+    let presentation = Api::<Secret>::namespaced(s.admin.clone(), &ns)
+        .get("guarded-presentation")
+        .await
+        .unwrap();
+    assert_eq!(
+        presentation.metadata.annotations.unwrap()[THUMBPRINT_ANNOTATION],
+        old,
+        "still presenting the old certificate"
+    );
+    assert_judged_clean(&judge);
+    operator.stop().await;
+    for member in members {
+        member.stop();
+    }
+    rejecting.stop();
     judge.stop();
 }

@@ -512,19 +512,42 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Con
         ctx.metrics.reconciled(CONTROLLER);
         let gathered = gather_store(&ctx, &namespace, &declaration.spec).await?;
         let outputs = read_outputs(&ctx, &declaration).await?;
-        let members = members::report(&ctx, &namespace, declaration.spec.members.as_ref()).await?;
+        let members =
+            members::report(&ctx, &namespace, declaration.spec.members.as_ref(), outputs.published.as_ref()).await?;
         let mut status = declaration.status.clone().unwrap_or_default();
         status.conditions = conditions::sorted(&status.conditions);
-        let decision = declaration::decide(World {
-            generation: declaration.metadata.generation,
-            spec: &declaration.spec,
-            status: &status,
-            store: gathered.as_ref().map(|g| g.store.clone()).map_err(Clone::clone),
-            published: outputs.published.clone(),
-            outputs_blocked: outputs.blocked.clone(),
-            members,
-            now: now(),
-        });
+        let now = now();
+        let decide = |preflight: Option<Blocked>| {
+            declaration::decide(World {
+                generation: declaration.metadata.generation,
+                spec: &declaration.spec,
+                status: &status,
+                store: gathered.as_ref().map(|g| g.store.clone()).map_err(Clone::clone),
+                published: outputs.published.clone(),
+                outputs_blocked: outputs.blocked.clone(),
+                preflight,
+                members: members.clone(),
+                now,
+            })
+        };
+        let mut decision = decide(None);
+        // Pre-flight: every endpoint must accept the certificate about to be
+        // presented, as a client, before members are told to present it.
+        if let (Some(revision), Ok(gathered)) = (&decision.publish, &gathered)
+            && revision.change == Some(crate::planner::Change::Presentation)
+            && let Some(material) = gathered.materials.get(&revision.presented)
+        {
+            for endpoint in declaration.spec.members.iter().flat_map(|m| m.endpoints.iter()) {
+                if let Err(err) = super::probe::accepts(endpoint, material).await {
+                    let blocked = Blocked::new(
+                        BlockReason::PeerRejectsCertificate,
+                        format!("endpoint {} does not accept {} as a client: {err}", endpoint.address, revision.presented),
+                    );
+                    decision = decide(Some(blocked));
+                    break;
+                }
+            }
+        }
         if let Ok(gathered) = &gathered {
             // A restart between the two output writes left the presentation
             // behind the validation ConfigMap: finish that write first.
@@ -592,10 +615,11 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Con
                 Err(err) => warn!(error = %err, reason = %event.reason, "could not publish an event"),
             }
         }
-        Ok(match decision.requeue {
-            Some(after) => Action::requeue(after),
-            None => Action::requeue(Duration::from_secs(300)),
-        })
+        // Endpoints have no watch: while they lag, probe them again soon.
+        let probing = declaration.spec.members.as_ref().is_some_and(|m| !m.endpoints.is_empty())
+            && decision.status.members.as_ref().is_some_and(|m| m.converged < m.total);
+        let after = decision.requeue.unwrap_or(Duration::from_secs(300));
+        Ok(Action::requeue(if probing { after.min(Duration::from_secs(2)) } else { after }))
     }
     .instrument(span)
     .await

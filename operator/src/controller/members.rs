@@ -12,9 +12,15 @@ use super::{Context, Error, kube_err};
 use crate::crd::{Members, WorkloadReference};
 use crate::declaration::MemberReport;
 use crate::outputs::{OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION};
+use crate::planner::Revision;
 
 /// The observed revision of every member.
-pub async fn report(ctx: &Context, namespace: &str, members: Option<&Members>) -> Result<MemberReport, Error> {
+pub async fn report(
+    ctx: &Context,
+    namespace: &str,
+    members: Option<&Members>,
+    current: Option<&Revision>,
+) -> Result<MemberReport, Error> {
     let mut report = MemberReport::default();
     let Some(members) = members else {
         return Ok(report);
@@ -40,6 +46,20 @@ pub async fn report(ctx: &Context, namespace: &str, members: Option<&Members>) -
                 .members
                 .push((format!("pod/{}", pod.metadata.name.unwrap_or_default()), observed));
         }
+    }
+    // An endpoint has loaded the revision in force when it presents its certificate.
+    for endpoint in &members.endpoints {
+        let observed = match (current, super::probe::presented(endpoint).await) {
+            (Some(revision), Ok(thumbprint)) if thumbprint == revision.presented => Some(revision.revision),
+            (_, Err(err)) => {
+                tracing::debug!(endpoint = %endpoint.address, error = %err, "probe");
+                None
+            }
+            _ => None,
+        };
+        report
+            .members
+            .push((format!("endpoint/{}", endpoint.address), observed));
     }
     for workload in &members.workloads {
         let observed = workload_revision(ctx, namespace, workload).await?;

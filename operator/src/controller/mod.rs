@@ -8,6 +8,7 @@ pub mod members;
 pub mod metrics;
 mod observed;
 pub mod policy;
+pub mod probe;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -69,6 +69,8 @@ pub struct World<'a> {
     pub published: Option<Revision>,
     /// A reason nothing may be written (an output owned by someone else).
     pub outputs_blocked: Option<Blocked>,
+    /// An endpoint refused the certificate about to be presented (pre-flight).
+    pub preflight: Option<Blocked>,
     pub members: MemberReport,
     pub now: Timestamp,
 }
@@ -107,7 +109,8 @@ pub fn decide(world: World<'_>) -> Decision {
         .err()
         .cloned()
         .or_else(|| world.store.as_ref().err().cloned())
-        .or_else(|| world.outputs_blocked.clone());
+        .or_else(|| world.outputs_blocked.clone())
+        .or_else(|| world.preflight.clone());
     let previous_upgrade = world.status.upgrade.clone().unwrap_or_default();
 
     let mut publish: Option<Revision> = None;

@@ -95,6 +95,7 @@ impl Case {
             store: Ok(store()),
             published: self.published.clone(),
             outputs_blocked: None,
+            preflight: None,
             members: self.members.clone(),
             now: self.now,
         })
@@ -343,6 +344,7 @@ fn a_san_overlap_in_the_store_is_a_warning() {
         store: Ok(overlapping),
         published: c.published.clone(),
         outputs_blocked: None,
+        preflight: None,
         members: MemberReport::default(),
         now: c.now,
     });

@@ -192,6 +192,8 @@ pub enum BlockReason {
     SecretOwnedElsewhere,
     /// Members did not acknowledge a revision within `spec.upgrade.stageTimeout`.
     StageTimeout,
+    /// An endpoint member refused, as a client, the certificate about to be presented.
+    PeerRejectsCertificate,
     /// The planner's own check of the invariant failed: a bug, never published.
     UnsafePlan,
 }
