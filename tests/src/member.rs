@@ -88,6 +88,9 @@ impl ClientCertVerifier for Rules {
     }
 }
 
+/// The revision a member has loaded, and its TLS configuration.
+type Loaded = (String, Arc<ServerConfig>);
+
 pub struct Member {
     pub address: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -98,7 +101,7 @@ impl Member {
     pub async fn start(client: Client, namespace: &str, declaration: &str, reject_common_name: Option<&str>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("addr").to_string();
-        let current: Arc<RwLock<Option<(String, Arc<ServerConfig>)>>> = Arc::default();
+        let current: Arc<RwLock<Option<Loaded>>> = Arc::default();
         let loader = {
             let (current, namespace, declaration) = (current.clone(), namespace.to_owned(), declaration.to_owned());
             let reject = reject_common_name.map(str::to_owned);
@@ -151,7 +154,7 @@ async fn load(
     secrets: &Api<Secret>,
     declaration: &str,
     reject_common_name: Option<String>,
-) -> Option<(String, Arc<ServerConfig>)> {
+) -> Option<Loaded> {
     let map = maps.get_opt(&format!("{declaration}-validation")).await.ok()??;
     let secret = secrets.get_opt(&format!("{declaration}-presentation")).await.ok()??;
     let annotations = map.metadata.annotations.clone().unwrap_or_default();
