@@ -75,6 +75,12 @@ fn api_resource(kind: &str) -> ApiResource {
         "Service" => ApiResource::erase::<Service>(&()),
         "Deployment" => ApiResource::erase::<Deployment>(&()),
         "StatefulSet" => ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
+        // kube-apiserver 1.20 serves EndpointSlices as v1beta1.
+        "EndpointSlice" => ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "discovery.k8s.io",
+            "v1beta1",
+            "EndpointSlice",
+        )),
         "Role" => ApiResource::erase::<rbac::Role>(&()),
         "RoleBinding" => ApiResource::erase::<rbac::RoleBinding>(&()),
         "ClusterRole" => ApiResource::erase::<rbac::ClusterRole>(&()),

@@ -1218,6 +1218,22 @@ async fn endpoints(s: Scenario) {
         Member::start(s.admin.clone(), &ns, "cluster", None).await,
     ];
     let rejecting = Member::start(s.admin.clone(), &ns, "guarded", Some("cluster.example")).await;
+    // A member found through a Service's EndpointSlice.
+    let behind_service = Member::start(s.admin.clone(), &ns, "via-service", None).await;
+    let port = behind_service.address.rsplit_once(':').unwrap().1.to_owned();
+    apply_yaml(
+        &s.admin,
+        &ns,
+        &format!(
+            "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata:\n  name: members-1\n  labels: {{kubernetes.io/service-name: members}}\naddressType: IPv4\nendpoints:\n- addresses: [127.0.0.1]\n  conditions: {{ready: true}}\nports:\n- {{name: https, port: {port}, protocol: TCP}}\n"
+        ),
+    )
+    .await;
+    let via_service = example("declaration-thumbprint.yaml").replace("name: cluster\n", "name: via-service\n").replace(
+        "  upgrade:\n    minSoak: 5s\n",
+        "  upgrade:\n    minSoak: 1s\n  members:\n    endpoints:\n    - service: {name: members, portName: https}\n      serverName: localhost\n",
+    );
+    apply_yaml(&s.admin, &ns, &via_service).await;
     let with_endpoints = |file: &str, name: &str, addresses: &[&str]| {
         let list: String = addresses.iter().map(|a| format!("    - address: \"{a}\"\n")).collect();
         example(file)
@@ -1243,6 +1259,17 @@ async fn endpoints(s: Scenario) {
     let operator = Operator::start(&s.plane, &ns);
     wait_ready(&s.admin, &ns, "cluster", Duration::from_secs(60)).await;
     wait_ready(&s.admin, &ns, "guarded", Duration::from_secs(60)).await;
+    let served = wait_ready(&s.admin, &ns, "via-service", Duration::from_secs(60))
+        .await
+        .status
+        .unwrap()
+        .members
+        .unwrap();
+    assert_eq!(
+        (served.total, served.converged),
+        (1, 1),
+        "the Service's one ready address"
+    );
 
     // The conversion, each stage acknowledged by what the endpoints present.
     apply_yaml(
@@ -1307,5 +1334,6 @@ async fn endpoints(s: Scenario) {
         member.stop();
     }
     rejecting.stop();
+    behind_service.stop();
     judge.stop();
 }

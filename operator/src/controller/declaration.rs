@@ -537,8 +537,8 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Con
             && revision.change == Some(crate::planner::Change::Presentation)
             && let Some(material) = gathered.materials.get(&revision.presented)
         {
-            for endpoint in declaration.spec.members.iter().flat_map(|m| m.endpoints.iter()) {
-                if let Err(err) = super::probe::accepts(endpoint, material).await {
+            for (_, endpoint) in members::endpoints(&ctx, &namespace, declaration.spec.members.as_ref()).await? {
+                if let Err(err) = super::probe::accepts(&endpoint, material).await {
                     let blocked = Blocked::new(
                         BlockReason::PeerRejectsCertificate,
                         format!("endpoint {} does not accept {} as a client: {err}", endpoint.address, revision.presented),

@@ -5,11 +5,12 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::Api;
 use kube::api::ListParams;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 
 use super::{Context, Error, kube_err};
-use crate::crd::{Members, WorkloadReference};
+use crate::crd::{Endpoint, Members, ServiceEndpoint, WorkloadReference};
 use crate::declaration::MemberReport;
 use crate::outputs::{OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION};
 use crate::planner::Revision;
@@ -48,8 +49,8 @@ pub async fn report(
         }
     }
     // An endpoint has loaded the revision in force when it presents its certificate.
-    for endpoint in &members.endpoints {
-        let observed = match (current, super::probe::presented(endpoint).await) {
+    for (label, endpoint) in endpoints(ctx, namespace, Some(members)).await? {
+        let observed = match (current, super::probe::presented(&endpoint).await) {
             (Some(revision), Ok(thumbprint)) if thumbprint == revision.presented => Some(revision.revision),
             (_, Err(err)) => {
                 tracing::debug!(endpoint = %endpoint.address, error = %err, "probe");
@@ -57,9 +58,7 @@ pub async fn report(
             }
             _ => None,
         };
-        report
-            .members
-            .push((format!("endpoint/{}", endpoint.address), observed));
+        report.members.push((format!("endpoint/{label}"), observed));
     }
     for workload in &members.workloads {
         let observed = workload_revision(ctx, namespace, workload).await?;
@@ -224,6 +223,97 @@ async fn stamped_revision(ctx: &Context, namespace: &str, workload: &WorkloadRef
 /// Only the revision annotation of the pod template is ours.
 const STAMP_MANAGER: &str = "certshift-declaration-rollout";
 
+/// The endpoints to probe, each with a label naming it: `address` ones as
+/// given, `service` ones resolved to every ready address of the Service's
+/// EndpointSlices (discovery.k8s.io/v1, or v1beta1 on servers before 1.21).
+pub async fn endpoints(
+    ctx: &Context,
+    namespace: &str,
+    members: Option<&Members>,
+) -> Result<Vec<(String, Endpoint)>, Error> {
+    let mut out = Vec::new();
+    for endpoint in members.map(|m| m.endpoints.as_slice()).unwrap_or_default() {
+        let Some(service) = &endpoint.service else {
+            out.push((endpoint.address.clone(), endpoint.clone()));
+            continue;
+        };
+        let selector = format!("kubernetes.io/service-name={}", service.name);
+        let mut slices = Vec::new();
+        for version in ["v1", "v1beta1"] {
+            let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("discovery.k8s.io", version, "EndpointSlice"));
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+            match api.list(&ListParams::default().labels(&selector)).await {
+                Ok(list) => {
+                    slices = list.items.into_iter().map(|o| o.data).collect();
+                    break;
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(err) => {
+                    return Err(kube_err(
+                        "ListEndpointSlices",
+                        "EndpointSlice",
+                        namespace,
+                        &service.name,
+                    )(err));
+                }
+            }
+        }
+        let server_name = endpoint
+            .server_name
+            .clone()
+            .unwrap_or_else(|| format!("{}.{namespace}.svc", service.name));
+        for address in slice_addresses(&slices, service) {
+            out.push((
+                format!("{}/{address}", service.name),
+                Endpoint {
+                    address,
+                    server_name: Some(server_name.clone()),
+                    service: None,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `host:port` of every ready endpoint of the slices, for the Service's port.
+pub fn slice_addresses(slices: &[serde_json::Value], service: &ServiceEndpoint) -> Vec<String> {
+    let mut out = Vec::new();
+    for slice in slices {
+        let ports = slice["ports"].as_array().cloned().unwrap_or_default();
+        let port = ports
+            .iter()
+            .find(|p| match (&service.port_name, service.port) {
+                (Some(name), _) => p["name"].as_str() == Some(name.as_str()),
+                (None, Some(number)) => p["port"].as_u64() == Some(u64::from(number)),
+                (None, None) => ports.len() == 1,
+            })
+            .and_then(|p| p["port"].as_u64());
+        let Some(port) = port else { continue };
+        for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
+            if endpoint["conditions"]["ready"].as_bool() == Some(false) {
+                continue;
+            }
+            for address in endpoint["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+            {
+                let host = if address.contains(':') {
+                    format!("[{address}]")
+                } else {
+                    address.to_owned()
+                };
+                out.push(format!("{host}:{port}"));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// A LabelSelector as the `labelSelector` query parameter.
 pub fn selector_string(selector: &LabelSelector) -> String {
     let mut parts: Vec<String> = selector
@@ -242,4 +332,43 @@ pub fn selector_string(selector: &LabelSelector) -> String {
         });
     }
     parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_slice_addresses_for_the_port() {
+        let slices = vec![serde_json::json!({
+            "ports": [{"name": "https", "port": 8443}, {"name": "metrics", "port": 9090}],
+            "endpoints": [
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.1"]},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false}},
+                {"addresses": ["fd00::1"]},
+            ],
+        })];
+        let by_name = ServiceEndpoint {
+            name: "m".into(),
+            port: None,
+            port_name: Some("https".into()),
+        };
+        assert_eq!(
+            slice_addresses(&slices, &by_name),
+            ["10.0.0.1:8443", "10.0.0.2:8443", "[fd00::1]:8443"]
+        );
+        let by_number = ServiceEndpoint {
+            name: "m".into(),
+            port: Some(9090),
+            port_name: None,
+        };
+        assert_eq!(slice_addresses(&slices, &by_number).len(), 3);
+        let ambiguous = ServiceEndpoint {
+            name: "m".into(),
+            port: None,
+            port_name: None,
+        };
+        assert!(slice_addresses(&slices, &ambiguous).is_empty(), "two ports: name one");
+    }
 }

@@ -193,10 +193,27 @@ pub struct WorkloadReference {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
-    /// `host:port`.
+    /// `host:port`; or set `service`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
+    /// The TLS server name; default the host of `address`, or `<service>.<namespace>.svc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// A Service in this namespace: every ready address of its EndpointSlices is a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceEndpoint>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEndpoint {
+    pub name: String,
+    /// The endpoint port by number (as in the EndpointSlices)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// ...or by name; with neither, the slices' only port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -184,6 +184,8 @@ pub enum BlockReason {
     InvalidTemplate,
     /// `spec.output` asks for something it does not configure (PKCS12 without a password).
     InvalidOutput,
+    /// `spec.members` names an endpoint it cannot probe.
+    InvalidMembers,
     InvalidEffectiveState,
     StoreNotFound,
     /// An ObservedCertificate of the store has not read its source yet.

@@ -69,6 +69,29 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
             ));
         }
     }
+    for (index, endpoint) in spec.members.iter().flat_map(|m| m.endpoints.iter()).enumerate() {
+        let field = format!("spec.members.endpoints[{index}]");
+        match (endpoint.address.is_empty(), &endpoint.service) {
+            (false, None)
+                if endpoint
+                    .address
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok()) => {}
+            (false, None) => {
+                return Err(Blocked::new(
+                    BlockReason::InvalidMembers,
+                    format!("{field}.address: {:?} is not host:port", endpoint.address),
+                ));
+            }
+            (true, Some(service)) if !service.name.is_empty() => {}
+            _ => {
+                return Err(Blocked::new(
+                    BlockReason::InvalidMembers,
+                    format!("{field}: set exactly one of address and service"),
+                ));
+            }
+        }
+    }
     let upgrade = spec.upgrade.clone().unwrap_or_default();
     for (field, value) in [
         ("spec.upgrade.minSoak", &upgrade.min_soak),
