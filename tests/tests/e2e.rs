@@ -79,6 +79,9 @@ fn main() -> ExitCode {
         ("tls_members_acknowledge_by_probe_and_a_rejecting_peer_blocks", |s| {
             endpoints(s).boxed()
         }),
+        ("deleting_certshift_objects_never_deletes_user_secrets", |s| {
+            deletion(s).boxed()
+        }),
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()
@@ -1336,4 +1339,65 @@ async fn endpoints(s: Scenario) {
     rejecting.stop();
     behind_service.stop();
     judge.stop();
+}
+
+async fn deletion(s: Scenario) {
+    use certshift::crd::{CertificatePolicy, ObservedCertificate};
+    use kube::api::DeleteParams;
+    let ns = &s.namespace;
+    let ca = pki::ca("deletion CA");
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    apply_yaml(&s.admin, ns, &ca_secret("cluster-ca", &ca)).await;
+    apply_yaml(&s.admin, ns, &policy_yaml("cluster-ca", "1h", 50)).await;
+    apply_yaml(&s.admin, ns, &example("declaration-common-name.yaml")).await;
+    let operator = Operator::start(&s.plane, ns);
+    wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    eventually("the policy's certificate", Duration::from_secs(30), || async {
+        policy(&s).await.status?.current_thumbprint
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(s.admin.clone(), ns);
+    let user_secrets = ["cluster-old", "cluster-cn", "cluster-ca"];
+    let mut versions = Vec::new();
+    for name in user_secrets {
+        versions.push(secrets.get(name).await.unwrap().metadata.resource_version);
+    }
+    // Delete every certshift object while the operator runs, then let it react.
+    let params = DeleteParams::default();
+    Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), ns)
+        .delete(DECLARATION, &params)
+        .await
+        .unwrap();
+    for name in ["cluster-old", "cluster-cn"] {
+        Api::<ObservedCertificate>::namespaced(s.admin.clone(), ns)
+            .delete(name, &params)
+            .await
+            .unwrap();
+    }
+    Api::<CertificatePolicy>::namespaced(s.admin.clone(), ns)
+        .delete("cluster", &params)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, version) in user_secrets.iter().zip(versions) {
+        let secret = secrets
+            .get(name)
+            .await
+            .unwrap_or_else(|err| panic!("{name} was deleted: {err}"));
+        assert_eq!(secret.metadata.resource_version, version, "{name} was rewritten");
+    }
+    let writes = s.plane.writes(OPERATOR_USER, ns);
+    assert!(
+        !writes.iter().any(|w| w.starts_with("delete")),
+        "the operator deleted something: {writes:?}"
+    );
+    let overwritten: Vec<&String> = writes
+        .iter()
+        .filter(|w| user_secrets.iter().any(|u| w.ends_with(&format!("secrets/{u}"))))
+        .collect();
+    assert!(
+        overwritten.is_empty(),
+        "the operator wrote user Secrets: {overwritten:?}"
+    );
+    operator.stop().await;
 }
