@@ -195,6 +195,26 @@ pub async fn wait_ready(
     .await
 }
 
+/// Waits until the declaration is Ready and declared by common name: the end
+/// of the Service Fabric conversion.
+pub async fn wait_converted(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> ClusterCertificateDeclaration {
+    eventually(
+        &format!("{namespace}/{name} converted to common name"),
+        timeout,
+        || async {
+            let d = declaration(client, namespace, name).await;
+            let by_name = d.status.as_ref()?.declared_by.as_deref() == Some("CommonName");
+            (is_true(&d, "Ready") && by_name).then_some(d)
+        },
+    )
+    .await
+}
+
 /// The operator, in-process, watching one namespace with its own identity.
 pub struct Operator {
     stop: Option<tokio::sync::oneshot::Sender<()>>,

@@ -15,7 +15,7 @@ use certshift_e2e::control_plane::{ADMIN_TOKEN, CHART_NAMESPACE, CHART_SERVICE_A
 use certshift_e2e::judge::Judge;
 use certshift_e2e::{
     ControlPlane, Operator, apply_rendered, apply_yaml, condition, create_namespace, declaration, events, eventually,
-    example, free_addr, http_get, install_crds, is_true, pki, wait_ready,
+    example, free_addr, http_get, install_crds, is_true, pki, wait_converted, wait_ready,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -359,12 +359,7 @@ async fn gating(s: Scenario) {
             "status of an upgrading declaration lacks {line:?}:\n{upgrading}"
         );
     }
-    eventually("the gated conversion to finish", Duration::from_secs(180), || async {
-        let d = declaration(&s.admin, &ns, DECLARATION).await;
-        let status = d.status.clone()?;
-        (is_true(&d, "Ready") && status.declared_by.as_deref() == Some("CommonName")).then_some(())
-    })
-    .await;
+    wait_converted(&s.admin, &ns, DECLARATION, Duration::from_secs(180)).await;
     let members_status = declaration(&s.admin, &ns, DECLARATION)
         .await
         .status
@@ -517,12 +512,7 @@ async fn restart(s: Scenario) {
     let killed_at = judge.observations().last().unwrap().revision.revision;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let operator = Operator::start(&s.plane, ns);
-    eventually("the resumed conversion to finish", Duration::from_secs(120), || async {
-        let d = declaration(&s.admin, ns, DECLARATION).await;
-        let status = d.status.clone()?;
-        (is_true(&d, "Ready") && status.declared_by.as_deref() == Some("CommonName")).then_some(())
-    })
-    .await;
+    wait_converted(&s.admin, ns, DECLARATION, Duration::from_secs(120)).await;
     let revisions: Vec<u64> = judge.observations().iter().map(|o| o.revision.revision).collect();
     assert_eq!(revisions, [1, 2, 3, 4, 5, 6], "killed at revision {killed_at}");
     assert_judged_clean(&judge);
@@ -1176,12 +1166,7 @@ async fn workloads(s: Scenario) {
     let operator = Operator::start(&s.plane, &ns);
     wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
     apply_yaml(&s.admin, &ns, &with_workload("declaration-common-name.yaml")).await;
-    eventually("the rollout-gated conversion", Duration::from_secs(120), || async {
-        let d = declaration(&s.admin, &ns, DECLARATION).await;
-        let status = d.status.clone()?;
-        (is_true(&d, "Ready") && status.declared_by.as_deref() == Some("CommonName")).then_some(())
-    })
-    .await;
+    wait_converted(&s.admin, &ns, DECLARATION, Duration::from_secs(120)).await;
     let members = declaration(&s.admin, &ns, DECLARATION)
         .await
         .status
