@@ -13,13 +13,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Event as KubeEvent;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, members, now, owned_by};
+use super::{
+    Context, Error, OwnedSecret, apply_secret, apply_status, drive, kube_err, members, now, owned_by, publish_events,
+};
 use crate::cli::manifests::secret_data;
 use crate::conditions;
 use crate::crd::{ClusterCertificateDeclaration, ClusterCertificateDeclarationSpec, ObservedCertificate};
@@ -39,19 +40,11 @@ const MANAGER: &str = "certshift-declaration";
 const CONTROLLER: &str = "declaration";
 
 pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    let client = ctx.client.clone();
     let (declarations, ocerts, pods): (
         Api<ClusterCertificateDeclaration>,
         Api<ObservedCertificate>,
         Api<PartialObjectMeta<Pod>>,
-    ) = match &ctx.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
-    };
+    ) = (ctx.watched(), ctx.watched(), ctx.watched());
     let controller = Controller::new(declarations, watcher::Config::default());
     let by_store = controller.store();
     let by_members = controller.store();
@@ -104,10 +97,7 @@ where
         + Sync
         + 'static,
 {
-    let api: Api<PartialObjectMeta<K>> = match &ctx.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let api: Api<PartialObjectMeta<K>> = ctx.watched();
     watcher(api, watcher::Config::default())
         .default_backoff()
         .touched_objects()
@@ -582,39 +572,12 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Con
                 after = %serde_json::to_string(&decision.status).unwrap_or_default(),
                 "status changed"
             );
-            let patch = serde_json::json!({
-                "apiVersion": "certshift.io/v1alpha1",
-                "kind": "ClusterCertificateDeclaration",
-                "status": decision.status,
-            });
-            ctx.api::<ClusterCertificateDeclaration>(&namespace)
-                .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-                .await
-                .map_err(kube_err("ApplyStatus", "ClusterCertificateDeclaration", &namespace, &name))?;
-            ctx.metrics.write("ClusterCertificateDeclaration/status");
+            let kind = ("ClusterCertificateDeclaration", "ClusterCertificateDeclaration/status");
+            apply_status(&ctx, MANAGER, declaration.as_ref(), &decision.status, kind).await?;
         } else {
             debug!("unchanged");
         }
-        let reference = declaration.object_ref(&());
-        for event in &decision.events {
-            let published = ctx
-                .recorder
-                .publish(
-                    &KubeEvent {
-                        type_: event.type_,
-                        reason: event.reason.clone(),
-                        note: Some(event.message.chars().take(1000).collect()),
-                        action: "Reconcile".into(),
-                        secondary: None,
-                    },
-                    &reference,
-                )
-                .await;
-            match published {
-                Ok(()) => ctx.metrics.write("Event"),
-                Err(err) => warn!(error = %err, reason = %event.reason, "could not publish an event"),
-            }
-        }
+        publish_events(&ctx, declaration.as_ref(), &decision.events, "Reconcile").await;
         // Endpoints have no watch: while they lag, probe them again soon.
         let probing = declaration.spec.members.as_ref().is_some_and(|m| !m.endpoints.is_empty())
             && decision.status.members.as_ref().is_some_and(|m| m.converged < m.total);

@@ -54,6 +54,68 @@ impl Context {
     {
         Api::namespaced(self.client.clone(), namespace)
     }
+
+    /// An Api over what `--namespace` lets the operator watch: one namespace, or all.
+    fn watched<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+/// Server-side applies `status` to `object`'s status subresource.
+async fn apply_status<K>(
+    ctx: &Context,
+    manager: &str,
+    object: &K,
+    status: &impl serde::Serialize,
+    (kind, metric): (&'static str, &'static str),
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    ctx.api::<K>(&namespace)
+        .patch_status(&name, &PatchParams::apply(manager).force(), &Patch::Apply(patch))
+        .await
+        .map_err(kube_err("ApplyStatus", kind, &namespace, &name))?;
+    ctx.metrics.write(metric);
+    Ok(())
+}
+
+/// Records the decided events on `object` (failures are logged, not fatal).
+async fn publish_events<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+    events: &[crate::declaration::Event],
+    action: &str,
+) {
+    let reference = object.object_ref(&());
+    for event in events {
+        let event = kube::runtime::events::Event {
+            type_: event.type_,
+            reason: event.reason.clone(),
+            note: Some(event.message.chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        match ctx.recorder.publish(&event, &reference).await {
+            Ok(()) => ctx.metrics.write("Event"),
+            Err(err) => warn!(error = %err, reason = %event.reason, "could not publish an event"),
+        }
+    }
 }
 
 /// I/O failures; everything a user must fix is a condition instead.

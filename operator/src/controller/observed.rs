@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -16,7 +15,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span};
 
-use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, now, owned_by};
+use super::{Context, Error, OwnedSecret, apply_secret, apply_status, drive, kube_err, now, owned_by};
 use crate::cli::manifests::secret_data;
 use crate::conditions;
 use crate::crd::{CertificatePolicy, ObservedCertificate};
@@ -28,13 +27,7 @@ const CONTROLLER: &str = "observedcertificate";
 
 pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     // Metadata only: no Secret data is ever cached.
-    let (ocerts, secrets): (Api<ObservedCertificate>, Api<PartialObjectMeta<Secret>>) = match &ctx.namespace {
-        Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
-        ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
+    let (ocerts, secrets): (Api<ObservedCertificate>, Api<PartialObjectMeta<Secret>>) = (ctx.watched(), ctx.watched());
     let controller = Controller::new(ocerts, watcher::Config::default());
     let store = controller.store();
     // Secret events map to the ObservedCertificates that name them as source.
@@ -156,16 +149,8 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
             decision.status.current.as_ref().and_then(|c| c.not_after),
         );
         if ocert.status.is_none() || status != decision.status {
-            let api = ctx.api::<ObservedCertificate>(&namespace);
-            let patch = serde_json::json!({
-                "apiVersion": "certshift.io/v1alpha1",
-                "kind": "ObservedCertificate",
-                "status": decision.status,
-            });
-            api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-                .await
-                .map_err(kube_err("ApplyStatus", "ObservedCertificate", &namespace, &name))?;
-            ctx.metrics.write("ObservedCertificate/status");
+            let kind = ("ObservedCertificate", "ObservedCertificate/status");
+            apply_status(&ctx, MANAGER, ocert.as_ref(), &decision.status, kind).await?;
             info!(current = ?decision.status.current.as_ref().map(|c| &c.short_thumbprint), "status updated");
         } else {
             debug!("unchanged");

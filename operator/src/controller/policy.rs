@@ -9,20 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Event as KubeEvent;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{Context, Error, OwnedSecret, apply_secret, drive, kube_err, now, owned_by};
+use super::{Context, Error, OwnedSecret, apply_secret, apply_status, drive, kube_err, now, owned_by, publish_events};
 use crate::cli::manifests::{secret_data, tls_material};
 use crate::conditions;
 use crate::crd::{CertificatePolicy, CertificatePolicyStatus};
-use crate::declaration::Event;
 use crate::facts::CertificateBundle;
 use crate::policy::issue::{CaMaterial, issue};
 use crate::policy::{self, IssuerKind, POLICY_HASH_ANNOTATION, Plan, SecretState};
@@ -32,13 +29,7 @@ const CONTROLLER: &str = "certificatepolicy";
 pub const POLICY_LABEL: &str = "certshift.io/policy";
 
 pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    let (policies, secrets): (Api<CertificatePolicy>, Api<PartialObjectMeta<Secret>>) = match &ctx.namespace {
-        Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
-        ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
+    let (policies, secrets): (Api<CertificatePolicy>, Api<PartialObjectMeta<Secret>>) = (ctx.watched(), ctx.watched());
     let controller = Controller::new(policies, watcher::Config::default());
     let store = controller.store();
     // A policy cares about its own Secret and its CA's.
@@ -77,35 +68,14 @@ async fn write_status(
     if policy.status.is_some() && before == after {
         return Ok(());
     }
-    let (namespace, name) = (policy.namespace().unwrap_or_default(), policy.name_any());
-    let patch = serde_json::json!({
-        "apiVersion": "certshift.io/v1alpha1",
-        "kind": "CertificatePolicy",
-        "status": after,
-    });
-    ctx.api::<CertificatePolicy>(&namespace)
-        .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-        .await
-        .map_err(kube_err("ApplyStatus", "CertificatePolicy", &namespace, &name))?;
-    ctx.metrics.write("CertificatePolicy/status");
-    Ok(())
-}
-
-async fn publish_events(ctx: &Context, policy: &CertificatePolicy, events: &[Event]) {
-    let reference = policy.object_ref(&());
-    for event in events {
-        let event = KubeEvent {
-            type_: event.type_,
-            reason: event.reason.clone(),
-            note: Some(event.message.chars().take(1000).collect()),
-            action: "Issue".into(),
-            secondary: None,
-        };
-        match ctx.recorder.publish(&event, &reference).await {
-            Ok(()) => ctx.metrics.write("Event"),
-            Err(err) => warn!(error = %err, "could not publish an event"),
-        }
-    }
+    apply_status(
+        ctx,
+        MANAGER,
+        policy,
+        after,
+        ("CertificatePolicy", "CertificatePolicy/status"),
+    )
+    .await
 }
 
 async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -154,7 +124,7 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
         match policy::decide(&world) {
             Plan::Refuse(next, events) => {
                 write_status(&ctx, &policy, &status, &next).await?;
-                publish_events(&ctx, &policy, &events).await;
+                publish_events(&ctx, policy.as_ref(), &events, "Issue").await;
                 Ok(Action::await_change())
             }
             Plan::Wait(next, requeue) => {
@@ -232,7 +202,7 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
                     warn!(%message, attempts = next.failed_attempts, "issuing failed");
                 }
                 write_status(&ctx, &policy, &status, &next).await?;
-                publish_events(&ctx, &policy, &events).await;
+                publish_events(&ctx, policy.as_ref(), &events, "Issue").await;
                 let requeue = match (&outcome, next.renewal_time) {
                     (Ok(_), Some(renewal)) => {
                         Duration::from_secs((renewal.as_second() - issued_at.as_second()).max(1).unsigned_abs())
