@@ -10,6 +10,8 @@ pub mod crd;
 pub mod declaration;
 pub mod duration;
 pub mod facts;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod observed;
 pub mod outputs;
 pub mod planner;

@@ -18,12 +18,14 @@ pub const VALID: &str = "Valid";
 pub const EXPIRING_SOON: &str = "ExpiringSoon";
 pub const DEFAULT_RETAIN: u32 = 3;
 pub const DEFAULT_MARGIN: Duration = Duration::from_secs(720 * 3600);
+/// Secret types a certificate source may have: TLS, or untyped (`""` is Opaque).
+pub const SOURCE_TYPES: [&str; 3] = ["kubernetes.io/tls", "Opaque", ""];
 
 /// What the source Secret held.
 pub enum Source<'a> {
     Missing,
-    /// Present, with its keys (`tls.crt`, `tls.key`, `ca.crt`).
-    Present(&'a BTreeMap<String, Vec<u8>>),
+    /// Present, with its keys (`tls.crt`, `tls.key`, `ca.crt`) and its `type`.
+    Present(&'a BTreeMap<String, Vec<u8>>, &'a str),
 }
 
 pub struct World<'a> {
@@ -48,6 +50,34 @@ pub struct Decision {
     pub store: Option<BTreeMap<String, String>>,
     /// When to look again without a watch event (expiry margins).
     pub requeue: Option<Duration>,
+}
+
+/// `Valid` reasons that say the source Secret cannot be read as a
+/// certificate at all (as opposed to a readable certificate that is expired,
+/// weak, …, which the planner judges per instance).
+pub const UNREADABLE_SOURCE_REASONS: [&str; 8] = [
+    "NoCertificate",
+    "MalformedPem",
+    "UnexpectedPemLabel",
+    "MalformedCertificate",
+    "TooManyBlocks",
+    "UnexpectedSecretType",
+    "MissingKey",
+    "PrivateKeyUnreadable",
+];
+
+/// Why the ObservedCertificate cannot vouch for its source right now (the
+/// Secret is gone, foreign, or unreadable): the reason and message of the
+/// condition that says so. A declaration holds its stage while this is so.
+pub fn unreadable_source(status: &ObservedCertificateStatus) -> Option<(&str, &str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| {
+            (c.type_ == SYNCED && c.status == "False")
+                || (c.type_ == VALID && c.status == "False" && UNREADABLE_SOURCE_REASONS.contains(&c.reason.as_str()))
+        })
+        .map(|c| (c.reason.as_str(), c.message.as_str()))
 }
 
 /// Keys of one retained instance in the store Secret.
@@ -99,7 +129,36 @@ pub fn decide(world: World<'_>) -> Decision {
                 ),
             ));
         }
-        Source::Present(data) => {
+        Source::Present(data, secret_type) if !SOURCE_TYPES.contains(secret_type) => {
+            decided.push(Decided::new(SYNCED, true, "Synced", "the source Secret was read"));
+            decided.push(Decided::new(
+                VALID,
+                false,
+                "UnexpectedSecretType",
+                format!(
+                    "Secret {:?} (spec.source.secretRef) has type {secret_type:?}; expected \"kubernetes.io/tls\" or \"Opaque\"",
+                    world.spec.source.secret_ref.name
+                ),
+            ));
+        }
+        Source::Present(data, _) if !data.contains_key("tls.crt") => {
+            decided.push(Decided::new(SYNCED, true, "Synced", "the source Secret was read"));
+            decided.push(Decided::new(
+                VALID,
+                false,
+                "MissingKey",
+                format!(
+                    "Secret {:?} (spec.source.secretRef) has no tls.crt key (it has: {})",
+                    world.spec.source.secret_ref.name,
+                    if data.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        data.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            ));
+        }
+        Source::Present(data, _) => {
             let material = TlsMaterial {
                 tls_crt: data.get("tls.crt").map_or(&[], Vec::as_slice),
                 tls_key: data.get("tls.key").map(Vec::as_slice),
@@ -284,6 +343,9 @@ fn validity(bundle: &CertificateBundle, now: Timestamp) -> Decided {
         PrivateKeyState::Unreadable => return Decided::new(VALID, false, "PrivateKeyUnreadable", key_problem),
         _ => {}
     }
+    if let Some(defect) = leaf.defect() {
+        return Decided::new(VALID, false, defect.reason(), defect.describe(leaf));
+    }
     if now > leaf.not_after {
         return Decided::new(
             VALID,
@@ -349,7 +411,7 @@ mod tests {
             generation: Some(1),
             spec,
             status,
-            source: data.map_or(Source::Missing, Source::Present),
+            source: data.map_or(Source::Missing, |data| Source::Present(data, "kubernetes.io/tls")),
             stored,
             store_owned_elsewhere: false,
             policy: None,

@@ -253,7 +253,7 @@ impl PresentBy<'_> {
 
 /// Whether a store instance may be presented at all: time-valid with its key.
 pub fn presentable(cert: &CertificateFacts, now: Timestamp) -> bool {
-    cert.is_time_valid(now) && cert.private_key.usable()
+    cert.is_time_valid(now) && cert.private_key.usable() && cert.defect().is_none()
 }
 
 /// The presentation rule: among presentable candidates, the policy's winner.

@@ -99,6 +99,10 @@ impl CertBuilder {
         self
     }
 
+    pub fn serial(&mut self, bytes: &[u8]) {
+        self.params.serial_number = Some(rcgen::SerialNumber::from_slice(bytes));
+    }
+
     pub fn ip(mut self, ip: std::net::IpAddr) -> Self {
         self.params.subject_alt_names.push(SanType::IpAddress(ip));
         self
@@ -216,6 +220,12 @@ impl FactsBuilder {
 
     pub fn key(mut self, state: PrivateKeyState) -> Self {
         self.0.private_key = state;
+        self
+    }
+
+    pub fn rsa(mut self, bits: u32) -> Self {
+        self.0.key_algorithm = "RSA".into();
+        self.0.key_size = bits;
         self
     }
 

@@ -33,7 +33,7 @@ impl std::fmt::Display for Origin {
 
 /// The objects of the input that certshift reads; other kinds are ignored, so
 /// a whole GitOps directory can be given.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Manifests {
     pub declarations: Vec<(Origin, ClusterCertificateDeclaration)>,
     pub observed: Vec<(Origin, ObservedCertificate)>,

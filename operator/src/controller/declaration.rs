@@ -179,6 +179,14 @@ async fn gather_store(
                 format!("{field}: ObservedCertificate {namespace}/{name} has no instances yet"),
             )));
         }
+        if let Some((reason, message)) = crate::observed::unreadable_source(&status) {
+            return Ok(Err(Blocked::new(
+                BlockReason::StoreNotSynced,
+                format!(
+                    "{field}: ObservedCertificate {namespace}/{name} cannot read its source ({reason}: {message}); holding the upgrade until it can"
+                ),
+            )));
+        }
         let stored_name = store_name(name);
         let stored = secrets
             .get_opt(&stored_name)

@@ -77,6 +77,7 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
             &store_secret_name,
         ))?;
         let source_data = source.as_ref().map(secret_data);
+        let source_type = source.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or_default();
         let stored_data = stored.as_ref().map(secret_data);
         let store_owned_elsewhere = stored.as_ref().is_some_and(|s| !owned_by(&s.metadata, ocert.as_ref()));
         let mut status = ocert.status.clone().unwrap_or_default();
@@ -116,7 +117,7 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
             spec: &ocert.spec,
             status: &status,
             source: match &source_data {
-                Some(data) => Source::Present(data),
+                Some(data) => Source::Present(data, source_type),
                 None => Source::Missing,
             },
             stored: if store_owned_elsewhere {

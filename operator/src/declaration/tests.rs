@@ -83,6 +83,8 @@ struct Case {
     status: ClusterCertificateDeclarationStatus,
     published: Option<Revision>,
     members: MemberReport,
+    /// Why the store cannot be gathered, if it cannot.
+    store_blocked: Option<Blocked>,
     now: Timestamp,
 }
 
@@ -92,7 +94,7 @@ impl Case {
             generation: Some(2),
             spec: &self.spec,
             status: &self.status,
-            store: Ok(store()),
+            store: self.store_blocked.clone().map_or_else(|| Ok(store()), Err),
             published: self.published.clone(),
             outputs_blocked: None,
             preflight: None,
@@ -108,6 +110,7 @@ fn case(spec: ClusterCertificateDeclarationSpec) -> Case {
         status: ClusterCertificateDeclarationStatus::default(),
         published: None,
         members: MemberReport::default(),
+        store_blocked: None,
         now: ts("2026-06-01T00:00:00Z"),
     }
 }
@@ -356,4 +359,66 @@ fn a_san_overlap_in_the_store_is_a_warning() {
             .any(|e| e.type_ == EventType::Warning && e.reason == "SanOverlap")
     );
     assert_eq!(condition(&c.decide().status, SAN_OVERLAP), ("False", "NoOverlap"));
+}
+
+/// The Kubernetes cases of the malformed-input catalogue, at the declaration:
+/// a source Secret deleted or replaced by something unreadable mid-stage (the
+/// gather reports `StoreNotSynced`), and a defective goal certificate. Each
+/// holds the stage: nothing is published, one status, then no further write.
+#[test]
+fn an_unreadable_or_defective_store_mid_upgrade_holds_the_stage() {
+    let holds = |c: &mut Case, reason: &str| {
+        let first = c.decide();
+        assert_eq!(first.publish, None, "{reason}: nothing published");
+        assert_eq!(condition(&first.status, BLOCKED), ("True", reason));
+        c.status = first.status.clone();
+        c.now = ts("2026-06-01T00:05:00Z");
+        let again = c.decide();
+        assert_eq!(again.status, first.status, "{reason}: one status write");
+        assert_eq!((again.publish, again.events.len()), (None, 0), "{reason}");
+    };
+    for reason in [
+        "SecretNotFound",
+        "MalformedCertificate",
+        "UnexpectedSecretType",
+        "MissingKey",
+    ] {
+        let mut c = case(by_name_spec("0s"));
+        c.published = Some(published(2, "Old", Accepted::new([tp("Old"), tp("G")], [])));
+        c.store_blocked = Some(Blocked::new(
+            BlockReason::StoreNotSynced,
+            format!("ObservedCertificate store cannot read its source ({reason})"),
+        ));
+        holds(&mut c, "StoreNotSynced");
+    }
+}
+
+#[test]
+fn a_defective_goal_blocks_with_the_defect() {
+    let mut c = case(by_name_spec("0s"));
+    c.published = Some(published(1, "Old", thumbprint_rules()));
+    let decision = decide(World {
+        generation: Some(2),
+        spec: &c.spec,
+        status: &c.status,
+        store: Ok(Store {
+            instances: vec![
+                store().instances[0].clone(),
+                facts("G")
+                    .cn("cluster.example")
+                    .issuer("CA")
+                    .rsa(1024)
+                    .valid("2026-03-01T00:00:00Z", "2027-06-01T00:00:00Z")
+                    .build(),
+            ],
+            trust: TrustBundle::new([tp("CA")]),
+        }),
+        published: c.published.clone(),
+        outputs_blocked: None,
+        preflight: None,
+        members: MemberReport::default(),
+        now: c.now,
+    });
+    assert_eq!(decision.publish, None);
+    assert_eq!(condition(&decision.status, BLOCKED), ("True", "KeyTooWeak"));
 }

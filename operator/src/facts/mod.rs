@@ -78,6 +78,32 @@ impl CertificateFacts {
         self.not_before <= now && now <= self.not_after
     }
 
+    /// Why common TLS peers would refuse this certificate as a member's own,
+    /// whatever the declaration says; such an instance is never presented.
+    pub fn defect(&self) -> Option<Defect> {
+        if self.not_after < self.not_before {
+            return Some(Defect::InvalidValidityPeriod);
+        }
+        if self.is_ca {
+            return Some(Defect::CertificateIsCA);
+        }
+        match (self.key_algorithm.as_str(), self.key_size) {
+            ("RSA", bits) if bits < MIN_RSA_BITS => return Some(Defect::KeyTooWeak { bits }),
+            // ring, and so rustls, verifies RSA signatures up to 8192 bits only.
+            ("RSA", bits) if bits > MAX_RSA_BITS => return Some(Defect::UnsupportedKeySize { bits }),
+            ("ECDSA", bits) if bits != 256 && bits != 384 => return Some(Defect::UnsupportedKeySize { bits }),
+            _ => {}
+        }
+        // RFC 6125 peers ignore the CN once DNS names are present.
+        if let Some(cn) = &self.common_name
+            && !self.dns_names.is_empty()
+            && !self.dns_names.iter().any(|dns| crate::rules::names_match(dns, cn))
+        {
+            return Some(Defect::SubjectAlternativeNameMismatch);
+        }
+        None
+    }
+
     /// Whether `thumbprint` (SHA-1 or SHA-256) names this certificate.
     pub fn has_thumbprint(&self, thumbprint: &Thumbprint) -> bool {
         if thumbprint.is_sha256() {
@@ -116,6 +142,71 @@ impl FactsError {
             FactsError::UnexpectedPemLabel { .. } => "UnexpectedPemLabel",
             FactsError::MalformedCertificate { .. } => "MalformedCertificate",
             FactsError::TooManyBlocks { .. } => "TooManyBlocks",
+        }
+    }
+}
+
+/// RSA moduli below this are refused by current TLS stacks and policies.
+pub const MIN_RSA_BITS: u32 = 2048;
+/// RSA moduli above this cannot be verified by ring (rustls) peers.
+pub const MAX_RSA_BITS: u32 = 8192;
+
+/// A property of a certificate that makes peers refuse it (see [`CertificateFacts::defect`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    /// notAfter is before notBefore: never time-valid.
+    InvalidValidityPeriod,
+    /// A CA certificate (basicConstraints CA:TRUE) used as an end-entity certificate.
+    CertificateIsCA,
+    KeyTooWeak {
+        bits: u32,
+    },
+    UnsupportedKeySize {
+        bits: u32,
+    },
+    /// DNS SANs are present and none of them covers the subject CN.
+    SubjectAlternativeNameMismatch,
+}
+
+impl Defect {
+    /// The condition (and blocked) reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Defect::InvalidValidityPeriod => "InvalidValidityPeriod",
+            Defect::CertificateIsCA => "CertificateIsCA",
+            Defect::KeyTooWeak { .. } => "KeyTooWeak",
+            Defect::UnsupportedKeySize { .. } => "UnsupportedKeySize",
+            Defect::SubjectAlternativeNameMismatch => "SubjectAlternativeNameMismatch",
+        }
+    }
+
+    pub fn describe(self, facts: &CertificateFacts) -> String {
+        let tp = &facts.thumbprint;
+        match self {
+            Defect::InvalidValidityPeriod => format!(
+                "{tp}: notAfter={} is before notBefore={}",
+                facts.not_after, facts.not_before
+            ),
+            Defect::CertificateIsCA => {
+                format!(
+                    "{tp} is a CA certificate (basicConstraints CA:TRUE); peers refuse it as a member's certificate"
+                )
+            }
+            Defect::KeyTooWeak { bits } => {
+                format!(
+                    "{tp}: {bits}-bit {} key is below {MIN_RSA_BITS} bits",
+                    facts.key_algorithm
+                )
+            }
+            Defect::UnsupportedKeySize { bits } => format!(
+                "{tp}: {bits}-bit {} keys are not verified by common TLS peers (RSA up to {MAX_RSA_BITS}, ECDSA P-256/P-384)",
+                facts.key_algorithm
+            ),
+            Defect::SubjectAlternativeNameMismatch => format!(
+                "{tp}: subject CN {:?} is not among its DNS names {:?}; peers checking the name refuse it",
+                facts.common_name.as_deref().unwrap_or_default(),
+                facts.dns_names
+            ),
         }
     }
 }

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::facts::{CertificateFacts, PrivateKeyState};
+use crate::facts::{CertificateFacts, Defect, PrivateKeyState};
 use crate::outputs::Clients;
 use crate::rules::{Accepted, CommonNameRule, PresentBy, Rejection, SelectionPolicy, TrustBundle, select};
 use crate::thumbprint::Thumbprint;
@@ -172,6 +172,12 @@ pub enum BlockReason {
     CertificateExpired,
     CertificateNotYetValid,
     PrivateKeyMissing,
+    /// Every matching certificate has a defect peers refuse (facts `Defect`).
+    InvalidValidityPeriod,
+    CertificateIsCA,
+    KeyTooWeak,
+    UnsupportedKeySize,
+    SubjectAlternativeNameMismatch,
     IssuerNotPinned,
     IssuerNotTrusted,
     ThumbprintNotInStore,
@@ -198,6 +204,18 @@ pub enum BlockReason {
     PeerRejectsCertificate,
     /// The planner's own check of the invariant failed: a bug, never published.
     UnsafePlan,
+}
+
+impl From<Defect> for BlockReason {
+    fn from(defect: Defect) -> Self {
+        match defect {
+            Defect::InvalidValidityPeriod => BlockReason::InvalidValidityPeriod,
+            Defect::CertificateIsCA => BlockReason::CertificateIsCA,
+            Defect::KeyTooWeak { .. } => BlockReason::KeyTooWeak,
+            Defect::UnsupportedKeySize { .. } => BlockReason::UnsupportedKeySize,
+            Defect::SubjectAlternativeNameMismatch => BlockReason::SubjectAlternativeNameMismatch,
+        }
+    }
 }
 
 impl fmt::Display for BlockReason {
@@ -436,6 +454,14 @@ fn select_with_reasons<'a>(
             ),
         });
     }
+    // A defective certificate is never presented, whatever its dates.
+    let sound: Vec<&CertificateFacts> = candidates.iter().copied().filter(|c| c.defect().is_none()).collect();
+    if sound.is_empty() {
+        let first = candidates[0];
+        let defect = first.defect().expect("every candidate is defective");
+        return Err(Blocked::new(defect.into(), defect.describe(first)));
+    }
+    let candidates = sound;
     let timely: Vec<&CertificateFacts> = candidates.iter().copied().filter(|c| c.is_time_valid(now)).collect();
     if timely.is_empty() {
         let latest = candidates.iter().max_by_key(|c| c.not_after).expect("not empty");
