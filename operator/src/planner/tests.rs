@@ -664,6 +664,22 @@ fn a_cn_prefix_is_refused() {
     assert!(message.contains("starts with \"CN=\""), "{message}");
 }
 
+/// Found by the `plan_input` fuzz target: a multi-byte character across the
+/// third byte made the `CN=` check slice inside it and panic.
+#[test]
+fn multi_byte_names_and_pasted_marks_are_refused_not_panicked_on() {
+    for (name, shown) in [("c\\\u{202D} x", "'\\u{202d}'"), ("\u{200E}cluster.example", "'\\u{200e}'")] {
+        let mut bad = spec();
+        bad.certificate_common_names.as_mut().unwrap().common_names[0].certificate_common_name = name.into();
+        let (reason, message) = spec_error(&bad);
+        assert_eq!(reason, BlockReason::InvalidCommonName, "{name:?}");
+        assert!(message.contains(shown), "{message}");
+    }
+    let mut fine = spec();
+    fine.certificate_common_names.as_mut().unwrap().common_names[0].certificate_common_name = "ĉluster.example".into();
+    assert!(crate::planner::desired_from_spec(&fine).is_ok());
+}
+
 #[test]
 fn an_empty_store_or_declaration_is_refused() {
     let mut bad = spec();
