@@ -22,7 +22,9 @@ pub struct ControlPlane {
     dir: PathBuf,
     keep: std::sync::atomic::AtomicBool,
     etcd: Child,
-    apiserver: Child,
+    apiserver: std::sync::Mutex<Child>,
+    /// How kube-apiserver was started, to start it again.
+    apiserver_command: (PathBuf, Vec<String>),
     pub url: String,
 }
 
@@ -99,30 +101,31 @@ impl ControlPlane {
         )
         .expect("audit policy");
         let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-        let apiserver = Command::new(&apiserver_bin)
-            .arg(format!("--etcd-servers=http://127.0.0.1:{client_port}"))
-            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
-            .arg(format!("--secure-port={secure_port}"))
-            .arg(format!("--cert-dir={}", path("certs")))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!("--service-account-key-file={}", path("sa.pub")))
-            .arg(format!("--service-account-signing-key-file={}", path("sa.key")))
-            .arg(format!("--token-auth-file={}", path("tokens.csv")))
-            .args(["--authorization-mode=RBAC", "--endpoint-reconciler-type=none"])
-            .arg("--disable-admission-plugins=ServiceAccount")
-            .arg(format!("--audit-policy-file={}", path("audit-policy.yaml")))
-            .arg(format!("--audit-log-path={}", path("audit.log")))
-            .arg("--audit-log-mode=blocking")
-            .stdout(Stdio::null())
-            .stderr(log_file(&dir, "apiserver.log"))
-            .spawn()
-            .expect("kube-apiserver starts");
+        let args: Vec<String> = vec![
+            format!("--etcd-servers=http://127.0.0.1:{client_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={secure_port}"),
+            format!("--cert-dir={}", path("certs")),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!("--service-account-key-file={}", path("sa.pub")),
+            format!("--service-account-signing-key-file={}", path("sa.key")),
+            format!("--token-auth-file={}", path("tokens.csv")),
+            "--authorization-mode=RBAC".into(),
+            "--endpoint-reconciler-type=none".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            format!("--audit-policy-file={}", path("audit-policy.yaml")),
+            format!("--audit-log-path={}", path("audit.log")),
+            "--audit-log-mode=blocking".into(),
+        ];
+        let apiserver = spawn_apiserver(&apiserver_bin, &args, &dir);
         let plane = Self {
             dir,
             keep: std::sync::atomic::AtomicBool::new(false),
             etcd,
-            apiserver,
+            apiserver: std::sync::Mutex::new(apiserver),
+            apiserver_command: (apiserver_bin, args),
             url: format!("https://127.0.0.1:{secure_port}"),
         };
         plane.wait_ready();
@@ -130,23 +133,40 @@ impl ControlPlane {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        runtime.block_on(async {
-            let client = self.client(ADMIN_TOKEN);
-            loop {
-                let request = http::Request::get("/readyz").body(Vec::new()).expect("request");
-                if client.request_text(request).await.is_ok_and(|body| body.trim() == "ok") {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "kube-apiserver not ready after 90s; see {}",
-                    self.dir.join("apiserver.log").display()
-                );
-                tokio::time::sleep(Duration::from_millis(300)).await;
+        runtime.block_on(self.ready());
+    }
+
+    /// Waits until kube-apiserver answers `/readyz` (90 s at most).
+    pub async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let client = self.client(ADMIN_TOKEN);
+        loop {
+            let request = http::Request::get("/readyz").body(Vec::new()).expect("request");
+            if client.request_text(request).await.is_ok_and(|body| body.trim() == "ok") {
+                return;
             }
-        });
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready after 90s; see {}",
+                self.dir.join("apiserver.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Kills kube-apiserver (etcd keeps the data), starts it again on the
+    /// same port and waits until it is ready: the chaos tests' outage.
+    pub async fn restart_apiserver(&self, down_for: Duration) {
+        {
+            let mut child = self.apiserver.lock().expect("apiserver lock");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        tokio::time::sleep(down_for).await;
+        let (bin, args) = &self.apiserver_command;
+        *self.apiserver.lock().expect("apiserver lock") = spawn_apiserver(bin, args, &self.dir);
+        self.ready().await;
     }
 
     /// Where the logs, the audit log and the data live.
@@ -192,6 +212,15 @@ impl ControlPlane {
             .collect()
     }
 
+    /// Every request by `user` (reads and watches included), from the audit log.
+    pub fn requests(&self, user: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["stage"] == "ResponseComplete" && event["user"]["username"] == user)
+            .count()
+    }
+
     /// A kubeconfig for the admin, for people debugging a failed run.
     pub fn write_kubeconfig(&self) -> PathBuf {
         let path = self.dir.join("kubeconfig");
@@ -205,6 +234,21 @@ impl ControlPlane {
     }
 }
 
+fn spawn_apiserver(bin: &Path, args: &[String], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("apiserver.log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
+    Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("kube-apiserver starts")
+}
+
 fn log_file(dir: &Path, name: &str) -> Stdio {
     std::fs::File::create(dir.join(name))
         .map(Stdio::from)
@@ -213,7 +257,8 @@ fn log_file(dir: &Path, name: &str) -> Stdio {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        for child in [&mut self.apiserver, &mut self.etcd] {
+        let apiserver = self.apiserver.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for child in [apiserver, &mut self.etcd] {
             let _ = child.kill();
             let _ = child.wait();
         }

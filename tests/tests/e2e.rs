@@ -82,6 +82,9 @@ fn main() -> ExitCode {
         ("deleting_certshift_objects_never_deletes_user_secrets", |s| {
             deletion(s).boxed()
         }),
+        ("chaos_restarts_during_the_conversion_and_crd_deletion", |s| {
+            chaos(s).boxed()
+        }),
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()
@@ -1385,4 +1388,198 @@ async fn deletion(s: Scenario) {
         "the operator wrote user Secrets: {overwritten:?}"
     );
     operator.stop().await;
+}
+
+/// What the chaos scenario disrupts at one point of the conversion.
+#[derive(Clone, Copy, Debug)]
+enum Disruption {
+    ApiServer,
+    OperatorCrash,
+    OperatorRestart,
+}
+
+/// Its own control plane, since it restarts kube-apiserver: the conversion,
+/// gated by two pods, with kube-apiserver restarted 10 times and the operator
+/// 10 times (crashed or stopped) at four points of each revision; then the
+/// CRDs are deleted under the running operator.
+async fn chaos(_shared: Scenario) {
+    let plane = Arc::new(
+        tokio::task::spawn_blocking(ControlPlane::start)
+            .await
+            .expect("chaos control plane"),
+    );
+    let result = std::panic::AssertUnwindSafe(chaos_on(&plane)).catch_unwind().await;
+    if let Err(panic) = result {
+        println!("  chaos: logs kept in {}", plane.dir().display());
+        plane.keep();
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn chaos_on(plane: &Arc<ControlPlane>) {
+    let admin = plane.client(ADMIN_TOKEN);
+    install_crds(&admin).await;
+    let ns = "chaos";
+    create_namespace(&admin, ns).await;
+    let judge = Judge::watch(&admin, ns);
+    know_secrets(&judge, &example("store.yaml"));
+    apply_yaml(&admin, ns, &example("store.yaml")).await;
+    let ca = pki::ca("chaos CA");
+    apply_yaml(&admin, ns, &ca_secret("cluster-ca", &ca)).await;
+    apply_yaml(
+        &admin,
+        ns,
+        &policy_yaml("cluster-ca", "1h", 50).replace("secretName: cluster-tls", "secretName: policy-tls"),
+    )
+    .await;
+    let pods = ["member-a", "member-b"];
+    for pod in pods {
+        apply_yaml(
+            &admin,
+            ns,
+            &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  labels: {{app: member}}\nspec:\n  containers:\n  - name: app\n    image: example.invalid/member\n"),
+        )
+        .await;
+    }
+    let with_members = |file: &str| {
+        example(file).replace(
+            "  upgrade:\n    minSoak: 5s\n",
+            "  upgrade:\n    minSoak: 0s\n  members:\n    pods:\n      matchLabels: {app: member}\n",
+        )
+    };
+    apply_yaml(&admin, ns, &with_members("declaration-thumbprint.yaml")).await;
+    let options = || certshift::controller::Options {
+        namespace: Some(ns.to_owned()),
+        ..Default::default()
+    };
+    let mut operator = Some(Operator::start_with(plane, options()));
+    let ack = |pod: &'static str, revision: u64| {
+        let admin = admin.clone();
+        async move {
+            let patch = serde_json::json!({"metadata": {"annotations": {OBSERVED_REVISION_ANNOTATION: revision.to_string()}}});
+            eventually(&format!("{pod} acknowledges {revision}"), Duration::from_secs(60), || async {
+                Api::<Pod>::namespaced(admin.clone(), ns)
+                    .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .ok()
+            })
+            .await;
+        }
+    };
+    let published = || async {
+        eventually("the published revision", Duration::from_secs(120), || async {
+            let map = Api::<ConfigMap>::namespaced(admin.clone(), ns)
+                .get_opt("cluster-validation")
+                .await
+                .ok()??;
+            map.metadata.annotations?.get(REVISION_ANNOTATION)?.parse::<u64>().ok()
+        })
+        .await
+    };
+    for pod in pods {
+        ack(pod, 1).await;
+    }
+    wait_ready(&admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    apply_yaml(&admin, ns, &with_members("declaration-common-name.yaml")).await;
+
+    let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut disrupt = async |what: Disruption, operator: &mut Option<Operator>| {
+        match what {
+            Disruption::ApiServer => plane.restart_apiserver(Duration::from_millis(500)).await,
+            Disruption::OperatorCrash => {
+                operator.take().expect("running").kill().await;
+                *operator = Some(Operator::start_with(plane, options()));
+            }
+            Disruption::OperatorRestart => {
+                operator.take().expect("running").stop().await;
+                *operator = Some(Operator::start_with(plane, options()));
+            }
+        }
+        *counts
+            .entry(if matches!(what, Disruption::ApiServer) { "kube-apiserver" } else { "operator" })
+            .or_default() += 1;
+    };
+    // Four points per revision: just published; one member acknowledged; as
+    // the last member acknowledges; right after (racing the next publication).
+    let mut last = 1;
+    while last < 6 {
+        let revision = eventually("the next revision", Duration::from_secs(180), || async {
+            let r = published().await;
+            (r > last).then_some(r)
+        })
+        .await;
+        assert_eq!(revision, last + 1, "a revision was skipped");
+        let odd = revision % 2 == 1;
+        disrupt(Disruption::ApiServer, &mut operator).await;
+        ack("member-a", revision).await;
+        let crash = if odd { Disruption::OperatorCrash } else { Disruption::OperatorRestart };
+        disrupt(crash, &mut operator).await;
+        disrupt(Disruption::ApiServer, &mut operator).await;
+        ack("member-b", revision).await;
+        let other = if odd { Disruption::OperatorRestart } else { Disruption::OperatorCrash };
+        disrupt(other, &mut operator).await;
+        last = revision;
+    }
+    wait_converted(&admin, ns, DECLARATION, Duration::from_secs(120)).await;
+    assert_eq!(
+        counts,
+        BTreeMap::from([("kube-apiserver", 10), ("operator", 10)]),
+        "disruptions"
+    );
+    let revisions: Vec<u64> = judge.observations().iter().map(|o| o.revision.revision).collect();
+    assert_eq!(revisions, [1, 2, 3, 4, 5, 6], "each revision once, in order");
+    assert_judged_clean(&judge);
+    println!("  chaos: conversion Ready through 10 kube-apiserver and 10 operator restarts, judge clean");
+    judge.stop();
+
+    // Deleting the CRDs (and so every certshift object) under the running
+    // operator leaves every Secret it did not create as it was.
+    use kube::api::DeleteParams;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    eventually("the policy's certificate", Duration::from_secs(60), || async {
+        Api::<Secret>::namespaced(admin.clone(), ns).get_opt("policy-tls").await.ok()?
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    let user_secrets = ["cluster-old", "cluster-cn", "cluster-ca"];
+    let mut versions = Vec::new();
+    for name in user_secrets {
+        versions.push(secrets.get(name).await.unwrap().metadata.resource_version);
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for crd in [
+        "clustercertificatedeclarations.certshift.io",
+        "observedcertificates.certshift.io",
+        "certificatepolicies.certshift.io",
+    ] {
+        crds.delete(crd, &DeleteParams::default()).await.expect("delete CRD");
+    }
+    eventually("the CRDs are gone", Duration::from_secs(60), || async {
+        let list = crds.list(&Default::default()).await.ok()?;
+        (!list.items.iter().any(|c| c.spec.group == "certshift.io")).then_some(())
+    })
+    .await;
+    let before = plane.writes(OPERATOR_USER, ns).len();
+    let requests_before = plane.requests(OPERATOR_USER);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Watches of the vanished kinds back off; a hot loop would show thousands.
+    let requests = plane.requests(OPERATOR_USER) - requests_before;
+    assert!(requests < 200, "{requests} requests in 10 s after the CRDs were deleted");
+    for (name, version) in user_secrets.iter().zip(versions) {
+        let secret = secrets
+            .get(name)
+            .await
+            .unwrap_or_else(|err| panic!("{name} was deleted: {err}"));
+        assert_eq!(secret.metadata.resource_version, version, "{name} was rewritten");
+    }
+    let writes = plane.writes(OPERATOR_USER, ns);
+    assert!(
+        !writes.iter().any(|w| w.starts_with("delete")),
+        "the operator deleted something: {writes:?}"
+    );
+    assert_eq!(writes[before..], [] as [String; 0], "writes after the CRDs were deleted");
+    println!(
+        "  chaos: CRDs deleted; user Secrets unchanged, no delete and no write by the operator, {requests} requests in the next 10 s"
+    );
+    operator.take().expect("running").stop().await;
 }
