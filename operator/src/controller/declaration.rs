@@ -14,7 +14,7 @@ use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -45,7 +45,7 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
         Api<ObservedCertificate>,
         Api<PartialObjectMeta<Pod>>,
     ) = (ctx.watched(), ctx.watched(), ctx.watched());
-    let controller = Controller::new(declarations, watcher::Config::default());
+    let controller = super::lean_controller(declarations, super::Trigger::EveryChange);
     let by_store = controller.store();
     let by_members = controller.store();
     let pod_events = watcher(pods, watcher::Config::default())

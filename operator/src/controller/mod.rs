@@ -317,6 +317,51 @@ pub mod anyhow_like {
     pub type Result<T = ()> = std::result::Result<T, String>;
 }
 
+/// Reconciles in flight per controller. Unbounded, a cold start over thousands
+/// of objects opens a connection per request, and each idle TLS connection
+/// keeps its buffers: memory would follow the burst, not the objects.
+const CONCURRENCY: u16 = 32;
+
+/// A Controller whose cache keeps only what reconciles read: managedFields
+/// and kubectl's last-applied annotation are dropped, since they can be larger
+/// than the object itself and the cache holds every watched object.
+///
+/// With `Trigger::SpecChanges`, only a new generation reconciles: the status
+/// the controller writes itself does not come back as one more reconcile.
+fn lean_controller<K>(api: Api<K>, trigger: Trigger) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|object: &mut K| {
+            object.managed_fields_mut().clear();
+            object
+                .annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(writer)
+        .applied_objects();
+    let config = kube::runtime::controller::Config::default().concurrency(CONCURRENCY);
+    match trigger {
+        Trigger::EveryChange => kube::runtime::Controller::for_stream(stream, reader),
+        Trigger::SpecChanges => kube::runtime::Controller::for_stream(
+            stream.predicate_filter(predicates::generation, Default::default()),
+            reader,
+        ),
+    }
+    .with_config(config)
+}
+
+/// Which changes of a controller's own objects reconcile them.
+#[derive(Clone, Copy)]
+enum Trigger {
+    EveryChange,
+    SpecChanges,
+}
+
 /// Drains a controller's stream, logging each outcome.
 async fn drive<S, T, E>(name: &'static str, stream: S)
 where

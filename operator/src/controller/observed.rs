@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span};
 
@@ -28,7 +28,7 @@ const CONTROLLER: &str = "observedcertificate";
 pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     // Metadata only: no Secret data is ever cached.
     let (ocerts, secrets): (Api<ObservedCertificate>, Api<PartialObjectMeta<Secret>>) = (ctx.watched(), ctx.watched());
-    let controller = Controller::new(ocerts, watcher::Config::default());
+    let controller = super::lean_controller(ocerts, super::Trigger::SpecChanges);
     let store = controller.store();
     // Secret events map to the ObservedCertificates that name them as source.
     let secret_events = watcher(secrets, watcher::Config::default())

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -30,7 +30,7 @@ pub const POLICY_LABEL: &str = "certshift.io/policy";
 
 pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let (policies, secrets): (Api<CertificatePolicy>, Api<PartialObjectMeta<Secret>>) = (ctx.watched(), ctx.watched());
-    let controller = Controller::new(policies, watcher::Config::default());
+    let controller = super::lean_controller(policies, super::Trigger::SpecChanges);
     let store = controller.store();
     // A policy cares about its own Secret and its CA's.
     let secret_events = watcher(secrets, watcher::Config::default())
