@@ -1,5 +1,5 @@
 # certshift: the two commands of the README's quick start, and helpers.
-.PHONY: demo demo-down test lint crds examples
+.PHONY: demo demo-down test lint crds examples bench bench-core fuzz
 
 # The main job: a local control plane, the operator, and the Service Fabric
 # conversion walking its stages to Ready (left running).
@@ -12,6 +12,18 @@ demo-down:
 # Everything CI runs: formatting, lints, unit, property and CLI tests.
 test:
 	hack/test.sh
+
+# The scale benchmark (W1-W4 against measured floors; ~25 min): docs/performance.md.
+bench:
+	CERTSHIFT_KUBE_APISERVER="$$(hack/kube-apiserver.sh)" cargo run --release -p certshift-e2e --bin certshift-bench -- $(BENCH_ARGS)
+
+# The core micro-benchmark and its regression check (part of make test).
+bench-core:
+	cargo bench -p certshift --bench core -- --check
+
+# 10^7 executions per fuzz target, then the corpus is reduced: docs/reliability.md.
+fuzz:
+	hack/fuzz.sh
 
 lint:
 	cargo fmt --all --check

@@ -16,4 +16,6 @@ export CERTSHIFT_KUBE_APISERVER CERTSHIFT_CHART_RENDERED
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The core micro-benchmark: ratios to floors measured in the same run, with thresholds.
+cargo bench -p certshift --bench core -- --check
 cargo test --workspace

@@ -1,0 +1,143 @@
+//! Core micro-benchmark: facts extraction and planning, each as a ratio to a
+//! floor measured in the same run, so the figures (and the CI check) hold on
+//! any machine and under load.
+//!
+//! - facts: `CertificateBundle::from_tls` on the example store's TLS Secrets,
+//!   against the floor of what any facts extraction must do with the same
+//!   bytes: decode the PEM, parse each certificate with x509-parser, take its
+//!   SHA-1 and SHA-256 thumbprints, verify its signature with its issuer's key
+//!   (the issuer is identified by signature, not name alone), and load the
+//!   private key with ring (which checks it against its public half);
+//! - plan: `certshift plan` of the Service Fabric conversion example (its
+//!   store's facts included), against the floor of extracting those facts.
+//!
+//! `cargo bench -p certshift --bench core` prints the figures; with `-- --check`
+//! it exits 1 when a ratio exceeds its threshold (`hack/test.sh` runs that).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use certshift::cli::manifests::{Manifests, secret_data, tls_material};
+use certshift::facts::CertificateBundle;
+use sha1::Digest as _;
+
+/// Thresholds: about 1.5x the ratios measured when they were set (0.99x, 1.06x)
+/// (docs/performance.md has the figures).
+const FACTS_THRESHOLD: f64 = 1.6;
+const PLAN_THRESHOLD: f64 = 1.6;
+
+const NOW: &str = "2026-06-01T00:00:00Z";
+
+/// Median time per call of `f`, over rounds of at least 20 ms each.
+fn time_per_call(mut f: impl FnMut()) -> Duration {
+    let mut calls = 1u32;
+    loop {
+        let started = Instant::now();
+        for _ in 0..calls {
+            f();
+        }
+        if started.elapsed() >= Duration::from_millis(20) {
+            break;
+        }
+        calls *= 2;
+    }
+    let mut rounds: Vec<Duration> = (0..15)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..calls {
+                f();
+            }
+            started.elapsed() / calls
+        })
+        .collect();
+    rounds.sort();
+    rounds[rounds.len() / 2]
+}
+
+/// The private key loaded by ring, whatever its algorithm.
+fn load_key(pem_text: &[u8]) -> bool {
+    use ring::signature::{
+        ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair,
+    };
+    let der = pem::parse(pem_text).expect("key PEM").into_contents();
+    let rng = ring::rand::SystemRandom::new();
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der, &rng).is_ok()
+        || EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &der, &rng).is_ok()
+        || Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).is_ok()
+        || RsaKeyPair::from_pkcs8(&der).is_ok()
+}
+
+fn example(file: &str) -> String {
+    let path = format!("{}/../examples/conversion/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+fn main() {
+    let check = std::env::args().any(|a| a == "--check");
+    let mut store = Manifests::default();
+    store.read("store.yaml", &example("store.yaml")).expect("store.yaml");
+    let secrets: Vec<_> = store.secrets.iter().map(|(_, s)| secret_data(s)).collect();
+    let certificates: usize = secrets
+        .iter()
+        .map(|data| pem::parse_many(tls_material(data).tls_crt).expect("PEM").len())
+        .sum();
+
+    let facts = time_per_call(|| {
+        for data in &secrets {
+            black_box(CertificateBundle::from_tls(&tls_material(data)).expect("facts"));
+        }
+    });
+    let floor = time_per_call(|| {
+        for data in &secrets {
+            let material = tls_material(data);
+            let chain: Vec<Vec<u8>> = pem::parse_many(material.tls_crt)
+                .expect("PEM")
+                .into_iter()
+                .chain(material.ca_crt.map(|ca| pem::parse_many(ca).expect("PEM")).unwrap_or_default())
+                .map(|p| p.into_contents())
+                .collect();
+            let parsed: Vec<_> = chain
+                .iter()
+                .map(|der| x509_parser::parse_x509_certificate(der).expect("DER").1)
+                .collect();
+            for (der, cert) in chain.iter().zip(&parsed) {
+                black_box(sha1::Sha1::digest(der));
+                black_box(sha2::Sha256::digest(der));
+                let issuer = parsed.iter().find(|i| i.subject().as_raw() == cert.issuer().as_raw());
+                black_box(cert.verify_signature(issuer.map(|i| i.public_key())).is_ok());
+            }
+            if let Some(key) = material.tls_key {
+                black_box(load_key(key));
+            }
+        }
+    });
+
+    let mut manifests = store.clone();
+    manifests
+        .read("declaration-common-name.yaml", &example("declaration-common-name.yaml"))
+        .expect("declaration");
+    let now: jiff::Timestamp = NOW.parse().expect("now");
+    let plan = time_per_call(|| {
+        let report = certshift::cli::plan::plan(&manifests, now).expect("plan");
+        assert_eq!(report.revisions.len(), 6);
+        black_box(report);
+    });
+
+    let facts_ratio = facts.as_secs_f64() / floor.as_secs_f64();
+    let plan_ratio = plan.as_secs_f64() / facts.as_secs_f64();
+    println!(
+        "facts: {:.1} µs for {} Secrets ({certificates} certificates in tls.crt); floor (parse, digests, signatures, key) {:.1} µs; ratio {facts_ratio:.2}x (threshold {FACTS_THRESHOLD}x)",
+        facts.as_secs_f64() * 1e6,
+        secrets.len(),
+        floor.as_secs_f64() * 1e6
+    );
+    println!(
+        "plan: {:.1} µs for the 6-revision conversion; floor (the store's facts) {:.1} µs; ratio {plan_ratio:.2}x (threshold {PLAN_THRESHOLD}x)",
+        plan.as_secs_f64() * 1e6,
+        facts.as_secs_f64() * 1e6
+    );
+    if check && (facts_ratio > FACTS_THRESHOLD || plan_ratio > PLAN_THRESHOLD) {
+        println!("core benchmark: a ratio exceeds its threshold");
+        std::process::exit(1);
+    }
+}
