@@ -15,7 +15,10 @@ fn days_from_now(days: i64) -> time::OffsetDateTime {
 }
 
 fn issue(params: CertificateParams, issuer: Option<&Issued>) -> Issued {
-    let key = KeyPair::generate().expect("key");
+    issue_with(params, issuer, KeyPair::generate().expect("key"))
+}
+
+fn issue_with(params: CertificateParams, issuer: Option<&Issued>, key: KeyPair) -> Issued {
     let cert = match issuer {
         Some(issuer) => params.signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key)),
         None => params.self_signed(&key),
@@ -49,6 +52,15 @@ pub fn leaf(common_name: &str, start_days: i64, issuer: &Issued) -> Issued {
     params.not_before = days_from_now(start_days);
     params.not_after = days_from_now(start_days + 365);
     issue(params, Some(issuer))
+}
+
+/// A leaf like [`leaf`], with a given key pair (an RSA key, say) when `key` is set.
+pub fn leaf_with_key(common_name: &str, start_days: i64, issuer: &Issued, key: Option<KeyPair>) -> Issued {
+    let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.not_before = days_from_now(start_days);
+    params.not_after = days_from_now(start_days + 365);
+    issue_with(params, Some(issuer), key.unwrap_or_else(|| KeyPair::generate().expect("key")))
 }
 
 fn indent(text: &str) -> String {

@@ -1,0 +1,645 @@
+//! `certshift-bench`: the operator at scale on the local kube-apiserver, every
+//! figure next to a floor measured in the same run (docs/performance.md).
+//!
+//! W1 cold start over N ObservedCertificates (mixed ECDSA/RSA leaves, chains of
+//! 2) plus unrelated Secrets; W2 the same, idle; W4 source renewals at a fixed
+//! rate; W3 declarations mid-conversion with members acknowledging. Floors: the
+//! write floor (a plain client's server-side-apply status patches, as fast as
+//! the server takes them) and the parse floor (facts extraction in a loop).
+//!
+//! Usage: certshift-bench [--scales 1000,10000] [--unrelated 10000] [--idle 300]
+//!        [--declarations 1000] [--renewal-rate 100] [--renewal-seconds 30]
+
+use std::alloc::System;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cap::Cap;
+use certshift::crd::{
+    CertificateSource, ClusterCertificateDeclaration, LocalObjectReference, ObservedCertificate, ObservedCertificateSpec,
+};
+use certshift::facts::{CertificateBundle, TlsMaterial};
+use certshift::outputs::{DECLARATION_LABEL, OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION};
+use certshift_e2e::control_plane::{ADMIN_TOKEN, OPERATOR_USER};
+use certshift_e2e::{ControlPlane, Operator, apply_yaml, create_namespace, example, install_crds, pki};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+
+/// Counts live heap bytes, so the operator's memory is measured, not guessed.
+#[global_allocator]
+static HEAP: Cap<System> = Cap::new(System, usize::MAX);
+
+const NS: &str = "bench";
+const CONCURRENCY: usize = 64;
+
+struct Args {
+    scales: Vec<usize>,
+    unrelated: usize,
+    idle: Duration,
+    declarations: usize,
+    renewal_rate: u32,
+    renewal_seconds: u64,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        scales: vec![1000, 10_000],
+        unrelated: 10_000,
+        idle: Duration::from_secs(300),
+        declarations: 1000,
+        renewal_rate: 100,
+        renewal_seconds: 30,
+    };
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    for pair in given.chunks(2) {
+        let value = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
+        let number = || value.parse::<u64>().unwrap_or_else(|_| panic!("{}: not a number: {value}", pair[0]));
+        match pair[0].as_str() {
+            "--scales" => args.scales = value.split(',').map(|s| s.parse().expect("scale")).collect(),
+            "--unrelated" => args.unrelated = number() as usize,
+            "--idle" => args.idle = Duration::from_secs(number()),
+            "--declarations" => args.declarations = number() as usize,
+            "--renewal-rate" => args.renewal_rate = number() as u32,
+            "--renewal-seconds" => args.renewal_seconds = number(),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    args
+}
+
+/// CPU seconds this process has used (user + system).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat").1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+fn heap() -> usize {
+    HEAP.allocated()
+}
+
+/// Live heap once in-flight requests are done: the least of five samples a
+/// second apart (transient buffers come and go; what stays is the cache).
+async fn settled_heap() -> usize {
+    let mut least = usize::MAX;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        least = least.min(heap());
+    }
+    least
+}
+
+fn kib(bytes: f64) -> String {
+    format!("{:.2} KiB", bytes / 1024.0)
+}
+
+/// One certificate source: a leaf (ECDSA or RSA key) and its CA, as a TLS Secret's data.
+struct Source {
+    name: String,
+    data: BTreeMap<String, ByteString>,
+    thumbprint: String,
+}
+
+struct Pki {
+    cas: Vec<pki::Issued>,
+    rsa_key_pem: String,
+}
+
+impl Pki {
+    fn new() -> Self {
+        use rsa::pkcs8::EncodePrivateKey as _;
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA key");
+        let rsa_key_pem = key.to_pkcs8_pem(Default::default()).expect("PKCS#8").to_string();
+        Self {
+            cas: vec![pki::ca("bench CA one"), pki::ca("bench CA two")],
+            rsa_key_pem,
+        }
+    }
+
+    /// Leaf `i`: even ones ECDSA P-256, odd ones RSA 2048; chain of 2 in tls.crt.
+    fn source(&self, name: &str, i: usize) -> Source {
+        let ca = &self.cas[i % 2];
+        let key = (i % 2 == 1).then(|| {
+            rcgen::KeyPair::from_pem_and_sign_algo(&self.rsa_key_pem, &rcgen::PKCS_RSA_SHA256).expect("RSA key pair")
+        });
+        let leaf = pki::leaf_with_key(&format!("{name}.bench.example"), -1, ca, key);
+        let data = BTreeMap::from([
+            ("tls.crt".to_owned(), ByteString(format!("{}{}", leaf.pem, ca.pem).into_bytes())),
+            ("tls.key".to_owned(), ByteString(leaf.key.serialize_pem().into_bytes())),
+            ("ca.crt".to_owned(), ByteString(ca.pem.clone().into_bytes())),
+        ]);
+        Source {
+            name: name.to_owned(),
+            data,
+            thumbprint: leaf.thumbprint,
+        }
+    }
+}
+
+fn tls_secret(source: &Source) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(source.name.clone()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(source.data.clone()),
+        ..Default::default()
+    }
+}
+
+/// An unrelated Secret of realistic size (about 2 KiB of data).
+fn unrelated_secret(i: usize) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("unrelated-{i}")),
+            labels: Some(BTreeMap::from([("app".to_owned(), format!("app-{}", i % 50))])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            ("password".to_owned(), ByteString(format!("{i:032}").into_bytes())),
+            ("config.json".to_owned(), ByteString(vec![b'x'; 2000])),
+        ])),
+        ..Default::default()
+    }
+}
+
+fn observed(name: &str) -> ObservedCertificate {
+    ObservedCertificate::new(
+        name,
+        ObservedCertificateSpec {
+            source: CertificateSource {
+                secret_ref: LocalObjectReference { name: name.into() },
+            },
+            ..Default::default()
+        },
+    )
+}
+
+async fn create_all<K>(api: &Api<K>, objects: Vec<K>)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    futures::stream::iter(objects)
+        .map(|object| {
+            let api = api.clone();
+            async move {
+                let name = object.meta().name.clone().unwrap_or_default();
+                for attempt in 0.. {
+                    match api.create(&PostParams::default(), &object).await {
+                        Ok(_) => return,
+                        Err(kube::Error::Api(status)) if status.code == 409 => return,
+                        Err(err) if attempt < 5 => {
+                            eprintln!("create {name}: {err}; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(err) => panic!("create {name}: {err}"),
+                    }
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<()>()
+        .await;
+}
+
+/// Watches ObservedCertificates until `done` says every one is where it should
+/// be; returns when that happened. Keeps no objects, only names.
+async fn wait_observed(client: &Client, namespace: &str, expected: usize, done: impl Fn(&ObservedCertificate) -> bool) {
+    let api: Api<ObservedCertificate> = Api::namespaced(client.clone(), namespace);
+    let mut ok: HashSet<String> = HashSet::new();
+    let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    while let Some(event) = stream.try_next().await.expect("watch ObservedCertificates") {
+        let objects: Vec<ObservedCertificate> = match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+            _ => continue,
+        };
+        for o in objects {
+            if done(&o) {
+                ok.insert(o.name_any());
+            } else {
+                ok.remove(&o.name_any());
+            }
+        }
+        if ok.len() >= expected {
+            return;
+        }
+    }
+}
+
+fn synced(o: &ObservedCertificate) -> bool {
+    o.status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Synced" && c.status == "True") && s.current.is_some())
+}
+
+/// The write floor: `count` server-side-apply status patches spread over
+/// `objects` ObservedCertificates in `namespace`, as fast as the server takes
+/// them. Returns patches per second.
+async fn write_floor(client: &Client, namespace: &str, objects: usize, count: usize) -> f64 {
+    let api: Api<ObservedCertificate> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams::apply("certshift-bench-floor").force();
+    let started = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let (api, params) = (api.clone(), params.clone());
+            async move {
+                let name = format!("floor-{}", i % objects);
+                let status = serde_json::json!({
+                    "apiVersion": "certshift.io/v1alpha1", "kind": "ObservedCertificate",
+                    "status": {"observedGeneration": 1, "instanceCount": 1, "conditions": [{
+                        "type": "Synced", "status": "True", "reason": "Synced",
+                        "message": format!("floor patch {i}"), "observedGeneration": 1,
+                        "lastTransitionTime": jiff::Timestamp::now().to_string(),
+                    }]}
+                });
+                api.patch_status(&name, &params, &Patch::Apply(&status))
+                    .await
+                    .unwrap_or_else(|err| panic!("floor patch {name}: {err}"));
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<()>()
+        .await;
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Operator writes in `namespace` by kind, from the audit log.
+fn writes_by_kind(plane: &ControlPlane, namespace: &str) -> BTreeMap<String, usize> {
+    let mut by_kind = BTreeMap::new();
+    for write in plane.writes(OPERATOR_USER, namespace) {
+        let (verb, rest) = write.split_once(' ').unwrap_or_default();
+        let resource = rest.split('/').next().unwrap_or_default();
+        let subresource = rest.split('/').nth(2).map(|s| format!("/{s}")).unwrap_or_default();
+        *by_kind.entry(format!("{verb} {resource}{subresource}")).or_default() += 1;
+    }
+    by_kind
+}
+
+fn total(by_kind: &BTreeMap<String, usize>) -> usize {
+    by_kind.values().sum()
+}
+
+fn difference(after: &BTreeMap<String, usize>, before: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn main() {
+    let args = args();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    println!("certshift-bench: scales {:?}, {} unrelated Secrets", args.scales, args.unrelated);
+    let pki = Pki::new();
+    let mut steady = Vec::new();
+    for (index, &n) in args.scales.iter().enumerate() {
+        let plane = ControlPlane::start();
+        steady.push((n, runtime.block_on(scale(&plane, &pki, n, &args, index == 0))));
+    }
+    // Per object, without the fixed part: the slope between two scales.
+    if let [(small, at_small), .., (large, at_large)] = steady.as_slice() {
+        println!(
+            "\nheap per ObservedCertificate, slope {small} -> {large}: {} (target <= 3 KiB)",
+            kib((*at_large as f64 - *at_small as f64) / (large - small) as f64)
+        );
+    }
+}
+
+/// Runs every workload at `n`; returns the operator's steady heap in bytes.
+async fn scale(plane: &ControlPlane, pki: &Pki, n: usize, args: &Args, with_declarations: bool) -> usize {
+    println!("\n== {n} ObservedCertificates, {} unrelated Secrets", args.unrelated);
+    let admin = plane.client(ADMIN_TOKEN);
+    install_crds(&admin).await;
+    for namespace in [NS, "floor"] {
+        create_namespace(&admin, namespace).await;
+    }
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    let ocerts: Api<ObservedCertificate> = Api::namespaced(admin.clone(), NS);
+
+    let setup = Instant::now();
+    let sources: Vec<Source> = (0..n).map(|i| pki.source(&format!("cert-{i}"), i)).collect();
+    create_all(&secrets, sources.iter().map(tls_secret).collect()).await;
+    create_all(&secrets, (0..args.unrelated).map(unrelated_secret).collect()).await;
+    create_all(&ocerts, sources.iter().map(|s| observed(&s.name)).collect()).await;
+    let floor_objects = n.min(1000);
+    let floor_api: Api<ObservedCertificate> = Api::namespaced(admin.clone(), "floor");
+    create_all(&floor_api, (0..floor_objects).map(|i| observed(&format!("floor-{i}"))).collect()).await;
+    println!("setup: {:.1}s", setup.elapsed().as_secs_f64());
+
+    // Parse floor: the same sources' facts, in a tight loop on one thread.
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    for source in &sources {
+        let bytes = |key: &str| source.data.get(key).map(|b| b.0.as_slice());
+        CertificateBundle::from_tls(&TlsMaterial {
+            tls_crt: bytes("tls.crt").expect("tls.crt"),
+            tls_key: bytes("tls.key"),
+            ca_crt: bytes("ca.crt"),
+        })
+        .expect("facts");
+    }
+    let parse_wall = wall.elapsed().as_secs_f64();
+    let parse_cpu = cpu_seconds() - cpu;
+    println!(
+        "parse floor: {:.3}s for {n} sources ({:.0} µs each)",
+        parse_wall,
+        parse_wall * 1e6 / n as f64
+    );
+
+    // Write floor: as many status patches as the operator will make (one
+    // status and one store Secret per ObservedCertificate).
+    let floor_rate = write_floor(&admin, "floor", floor_objects, 2 * n).await;
+    println!("write floor: {floor_rate:.0} server-side-apply status patches/s ({CONCURRENCY} in flight)");
+
+    // W1: cold start.
+    let heap_before = settled_heap().await;
+    let (cpu, started) = (cpu_seconds(), Instant::now());
+    let operator = Operator::start_with(plane, certshift::controller::Options::default());
+    wait_observed(&admin, NS, n, synced).await;
+    let to_synced = started.elapsed().as_secs_f64();
+    let w1_cpu = cpu_seconds() - cpu;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let w1 = writes_by_kind(plane, NS);
+    let floor_time = total(&w1) as f64 / floor_rate;
+    let heap_synced = settled_heap().await.saturating_sub(heap_before);
+    println!(
+        "W1 all Synced: {to_synced:.1}s; write floor for its {} writes: {floor_time:.1}s; ratio {:.2}x (target <= 1.5x)",
+        total(&w1),
+        to_synced / floor_time
+    );
+    println!(
+        "W1 writes per ObservedCertificate: {:.2} ({w1:?})",
+        total(&w1) as f64 / n as f64
+    );
+    println!(
+        "W1 CPU: {:.2}s for {n} certificates = {:.2}s per 10k; parse floor {:.2}s per 10k; ratio {:.1}x",
+        w1_cpu,
+        w1_cpu * 1e4 / n as f64,
+        parse_cpu * 1e4 / n as f64,
+        w1_cpu / parse_cpu.max(1e-9)
+    );
+
+    // Baseline: a full Secret cache of the same namespace, as a controller
+    // that caches Secrets would hold it.
+    let count = secrets.list_metadata(&Default::default()).await.map(|l| l.items.len()).unwrap_or(0);
+    let heap_at = settled_heap().await;
+    let (reader, writer) = reflector::store::<Secret>();
+    let cache = tokio::spawn(
+        reflector(writer, watcher(secrets.clone(), watcher::Config::default()))
+            .default_backoff()
+            .for_each(|_| async {}),
+    );
+    reader.wait_until_ready().await.expect("full Secret cache");
+    while reader.len() < count {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let full = settled_heap().await.saturating_sub(heap_at) as f64;
+    println!(
+        "baseline full-Secret cache: {} for {count} Secrets = {} per Secret; certshift holds {:.1}% of it",
+        kib(full),
+        kib(full / count as f64),
+        100.0 * heap_synced as f64 / full
+    );
+    cache.abort();
+    drop(reader);
+
+    // W2: idle. The heap at its end is the steady state (idle connections closed).
+    let before = writes_by_kind(plane, NS);
+    let cpu = cpu_seconds();
+    tokio::time::sleep(args.idle).await;
+    let idle_writes = difference(&writes_by_kind(plane, NS), &before);
+    let steady = settled_heap().await.saturating_sub(heap_before);
+    println!(
+        "W2 idle {}s: {} writes {idle_writes:?}, CPU {:.2}s; heap {} (after the cold start {})",
+        args.idle.as_secs(),
+        total(&idle_writes),
+        cpu_seconds() - cpu,
+        kib(steady as f64),
+        kib(heap_synced as f64)
+    );
+    // Unrelated Secrets: as many again, while running.
+    let more: Vec<Secret> = (args.unrelated..2 * args.unrelated).map(unrelated_secret).collect();
+    let heap_at = settled_heap().await;
+    create_all(&secrets, more).await;
+    let per_unrelated = (settled_heap().await as f64 - heap_at as f64) / args.unrelated.max(1) as f64;
+    println!(
+        "heap per ObservedCertificate: at most {} (the whole steady heap / {n}; target <= 3 KiB); per unrelated Secret {} (target ~0)",
+        kib(steady as f64 / n as f64),
+        kib(per_unrelated)
+    );
+
+    // W4: renewals at a fixed rate.
+    renewals(plane, &admin, pki, n, args).await;
+
+    if with_declarations && args.declarations > 0 {
+        declarations(plane, &admin, args.declarations, floor_rate).await;
+    }
+    operator.stop().await;
+    steady
+}
+
+async fn renewals(plane: &ControlPlane, admin: &Client, pki: &Pki, n: usize, args: &Args) {
+    let count = (args.renewal_rate as u64 * args.renewal_seconds) as usize;
+    let renewed: Vec<Source> = (0..count)
+        .map(|i| pki.source(&format!("cert-{}", i % n), i + 1))
+        .collect();
+    let expected: Arc<Mutex<HashMap<String, (String, Instant)>>> = Arc::default();
+    let lags: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let watch = {
+        let (api, expected, lags) = (
+            Api::<ObservedCertificate>::namespaced(admin.clone(), NS),
+            expected.clone(),
+            lags.clone(),
+        );
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff().applied_objects());
+            while let Some(Ok(o)) = stream.next().await {
+                let current = o.status.as_ref().and_then(|s| s.current.as_ref()).map(|c| c.thumbprint.clone());
+                let mut expected = expected.lock().unwrap();
+                if let Some((thumbprint, at)) = expected.get(&o.name_any())
+                    && current.as_deref() == Some(thumbprint.as_str())
+                {
+                    lags.lock().unwrap().push(at.elapsed());
+                    expected.remove(&o.name_any());
+                }
+            }
+        })
+    };
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    let before = writes_by_kind(plane, NS);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.renewal_rate as f64));
+    let started = Instant::now();
+    let mut inflight = Vec::new();
+    for source in renewed {
+        ticker.tick().await;
+        let secrets = secrets.clone();
+        let expected = expected.clone();
+        inflight.push(tokio::spawn(async move {
+            let params = PatchParams::apply("certshift-bench-renewal").force();
+            let mut secret = tls_secret(&source);
+            secret.metadata.name = None;
+            let patch = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "data": secret.data});
+            expected
+                .lock()
+                .unwrap()
+                .insert(source.name.clone(), (source.thumbprint.clone(), Instant::now()));
+            secrets
+                .patch(&source.name, &params, &Patch::Apply(&patch))
+                .await
+                .expect("renewal");
+        }));
+    }
+    let offered = started.elapsed().as_secs_f64();
+    for task in inflight {
+        task.await.expect("renewal task");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !expected.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    watch.abort();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = difference(&writes_by_kind(plane, NS), &before);
+    let mut lags = lags.lock().unwrap().clone();
+    lags.sort();
+    let pick = |q: f64| lags.get(((lags.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+    let missing = expected.lock().unwrap().len();
+    println!(
+        "W4 {count} renewals at {:.0}/s: observed {} (missing {missing}); lag p50 {:.2}s p99 {:.2}s max {:.2}s; {:.2} writes per renewal {writes:?}",
+        count as f64 / offered,
+        lags.len(),
+        pick(0.5).as_secs_f64(),
+        pick(0.99).as_secs_f64(),
+        pick(1.0).as_secs_f64(),
+        total(&writes) as f64 / count as f64
+    );
+}
+
+/// W3: `count` declarations over one store, each gated by its own member
+/// pod, converted from thumbprint to common name at once.
+async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_rate: f64) {
+    const W3: &str = "conversion";
+    println!("\n== W3: {count} declarations mid-conversion, one member pod each");
+    create_namespace(admin, W3).await;
+    apply_yaml(admin, W3, &example("store.yaml")).await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), W3);
+    let pod = |i: usize| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("member-{i}"), "labels": {"decl": format!("d-{i}")}},
+            "spec": {"containers": [{"name": "app", "image": "example.invalid/member"}]}
+        }))
+        .expect("pod")
+    };
+    create_all(&pods, (0..count).map(pod).collect()).await;
+    let declaration = |file: &str, i: usize| -> ClusterCertificateDeclaration {
+        let text = example(file)
+            .replace("name: cluster\n", &format!("name: d-{i}\n"))
+            .replace(
+                "  upgrade:\n    minSoak: 5s\n",
+                &format!("  upgrade:\n    minSoak: 0s\n  members:\n    pods:\n      matchLabels: {{decl: d-{i}}}\n"),
+            );
+        let mut d: ClusterCertificateDeclaration = serde_yaml::from_str(&text).expect("declaration");
+        d.metadata.namespace = Some(W3.to_owned());
+        d
+    };
+    // Members: each pod acknowledges its declaration's revisions as they appear.
+    let acker = {
+        let (maps, pods) = (Api::<ConfigMap>::namespaced(admin.clone(), W3), pods.clone());
+        tokio::spawn(async move {
+            let config = watcher::Config::default().labels(DECLARATION_LABEL);
+            let stream = watcher(maps, config).default_backoff().applied_objects();
+            stream
+                .for_each_concurrent(CONCURRENCY, |map| {
+                    let pods = pods.clone();
+                    async move {
+                        let Ok(map) = map else { return };
+                        let decl = map.labels().get(DECLARATION_LABEL).cloned().unwrap_or_default();
+                        let revision = map.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default();
+                        let patch = serde_json::json!({"metadata": {"annotations": {OBSERVED_REVISION_ANNOTATION: revision}}});
+                        let name = format!("member-{}", decl.trim_start_matches("d-"));
+                        let _ = pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                    }
+                })
+                .await;
+        })
+    };
+    let api: Api<ClusterCertificateDeclaration> = Api::namespaced(admin.clone(), W3);
+    let params = PatchParams::apply("certshift-bench").force();
+    let apply_all = |file: &'static str| {
+        let (api, params) = (api.clone(), params.clone());
+        async move {
+            futures::stream::iter(0..count)
+                .map(|i| {
+                    let (api, params) = (api.clone(), params.clone());
+                    async move {
+                        let d = declaration(file, i);
+                        api.patch(&d.name_any(), &params, &Patch::Apply(&d)).await.expect("declaration");
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect::<()>()
+                .await;
+        }
+    };
+    let ready_by = |by: &'static str| {
+        let api = api.clone();
+        async move {
+            let mut ok: HashSet<String> = HashSet::new();
+            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+            while let Some(event) = stream.try_next().await.expect("watch declarations") {
+                let d = match event {
+                    watcher::Event::Apply(d) | watcher::Event::InitApply(d) => d,
+                    _ => continue,
+                };
+                let status = d.status.as_ref();
+                let done = status.is_some_and(|s| {
+                    s.observed_generation == d.metadata.generation
+                        && s.declared_by.as_deref() == Some(by)
+                        && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+                if done {
+                    ok.insert(d.name_any());
+                } else {
+                    ok.remove(&d.name_any());
+                }
+                if ok.len() >= count {
+                    return;
+                }
+            }
+        }
+    };
+    let started = Instant::now();
+    apply_all("declaration-thumbprint.yaml").await;
+    ready_by("Thumbprint").await;
+    println!("W3 {count} declarations Ready by thumbprint: {:.1}s", started.elapsed().as_secs_f64());
+    let before = writes_by_kind(plane, W3);
+    let (cpu, started) = (cpu_seconds(), Instant::now());
+    apply_all("declaration-common-name.yaml").await;
+    ready_by("CommonName").await;
+    let elapsed = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = difference(&writes_by_kind(plane, W3), &before);
+    let floor_time = total(&writes) as f64 / floor_rate;
+    println!(
+        "W3 {count} conversions (5 revisions each) Ready: {elapsed:.1}s, CPU {:.1}s; write floor for its {} writes: {floor_time:.1}s; ratio {:.2}x",
+        cpu_seconds() - cpu,
+        total(&writes),
+        elapsed / floor_time
+    );
+    println!(
+        "W3 writes per declaration per revision: {:.2} {writes:?}",
+        total(&writes) as f64 / (count * 5) as f64
+    );
+    acker.abort();
+}
