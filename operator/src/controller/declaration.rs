@@ -68,11 +68,13 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
                 .collect::<Vec<_>>()
         })
         .watches_stream(pod_events, move |pod| {
+            // Only the declarations whose selector takes this pod: with many
+            // declarations, one pod's acknowledgement must not wake them all.
             let namespace = pod.namespace();
             by_members
                 .state()
                 .iter()
-                .filter(|d| d.namespace() == namespace && d.spec.members.as_ref().is_some_and(|m| m.pods.is_some()))
+                .filter(|d| d.namespace() == namespace && selects(d, pod.labels()))
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -82,6 +84,18 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx);
     drive(CONTROLLER, stream).await;
+}
+
+/// Whether the declaration's `spec.members.pods` selector takes a pod with `labels`.
+fn selects(declaration: &ClusterCertificateDeclaration, labels: &BTreeMap<String, String>) -> bool {
+    use kube::core::{Selector, SelectorExt as _};
+    declaration
+        .spec
+        .members
+        .as_ref()
+        .and_then(|m| m.pods.clone())
+        .and_then(|selector| Selector::try_from(selector).ok())
+        .is_some_and(|selector| selector.matches(labels))
 }
 
 /// Metadata events of one workload kind (status changes move resourceVersion).
