@@ -257,7 +257,10 @@ fn log_file(dir: &Path, name: &str) -> Stdio {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        let apiserver = self.apiserver.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let apiserver = self
+            .apiserver
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for child in [apiserver, &mut self.etcd] {
             let _ = child.kill();
             let _ = child.wait();

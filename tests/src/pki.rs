@@ -60,7 +60,11 @@ pub fn leaf_with_key(common_name: &str, start_days: i64, issuer: &Issued, key: O
     params.distinguished_name.push(DnType::CommonName, common_name);
     params.not_before = days_from_now(start_days);
     params.not_after = days_from_now(start_days + 365);
-    issue_with(params, Some(issuer), key.unwrap_or_else(|| KeyPair::generate().expect("key")))
+    issue_with(
+        params,
+        Some(issuer),
+        key.unwrap_or_else(|| KeyPair::generate().expect("key")),
+    )
 }
 
 fn indent(text: &str) -> String {

@@ -1456,13 +1456,18 @@ async fn chaos_on(plane: &Arc<ControlPlane>) {
     let ack = |pod: &'static str, revision: u64| {
         let admin = admin.clone();
         async move {
-            let patch = serde_json::json!({"metadata": {"annotations": {OBSERVED_REVISION_ANNOTATION: revision.to_string()}}});
-            eventually(&format!("{pod} acknowledges {revision}"), Duration::from_secs(60), || async {
-                Api::<Pod>::namespaced(admin.clone(), ns)
-                    .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .ok()
-            })
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {OBSERVED_REVISION_ANNOTATION: revision.to_string()}}});
+            eventually(
+                &format!("{pod} acknowledges {revision}"),
+                Duration::from_secs(60),
+                || async {
+                    Api::<Pod>::namespaced(admin.clone(), ns)
+                        .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .ok()
+                },
+            )
             .await;
         }
     };
@@ -1496,7 +1501,11 @@ async fn chaos_on(plane: &Arc<ControlPlane>) {
             }
         }
         *counts
-            .entry(if matches!(what, Disruption::ApiServer) { "kube-apiserver" } else { "operator" })
+            .entry(if matches!(what, Disruption::ApiServer) {
+                "kube-apiserver"
+            } else {
+                "operator"
+            })
             .or_default() += 1;
     };
     // Four points per revision: just published; one member acknowledged; as
@@ -1512,11 +1521,19 @@ async fn chaos_on(plane: &Arc<ControlPlane>) {
         let odd = revision % 2 == 1;
         disrupt(Disruption::ApiServer, &mut operator).await;
         ack("member-a", revision).await;
-        let crash = if odd { Disruption::OperatorCrash } else { Disruption::OperatorRestart };
+        let crash = if odd {
+            Disruption::OperatorCrash
+        } else {
+            Disruption::OperatorRestart
+        };
         disrupt(crash, &mut operator).await;
         disrupt(Disruption::ApiServer, &mut operator).await;
         ack("member-b", revision).await;
-        let other = if odd { Disruption::OperatorRestart } else { Disruption::OperatorCrash };
+        let other = if odd {
+            Disruption::OperatorRestart
+        } else {
+            Disruption::OperatorCrash
+        };
         disrupt(other, &mut operator).await;
         last = revision;
     }
@@ -1534,10 +1551,13 @@ async fn chaos_on(plane: &Arc<ControlPlane>) {
 
     // Deleting the CRDs (and so every certshift object) under the running
     // operator leaves every Secret it did not create as it was.
-    use kube::api::DeleteParams;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::DeleteParams;
     eventually("the policy's certificate", Duration::from_secs(60), || async {
-        Api::<Secret>::namespaced(admin.clone(), ns).get_opt("policy-tls").await.ok()?
+        Api::<Secret>::namespaced(admin.clone(), ns)
+            .get_opt("policy-tls")
+            .await
+            .ok()?
     })
     .await;
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
@@ -1564,7 +1584,10 @@ async fn chaos_on(plane: &Arc<ControlPlane>) {
     tokio::time::sleep(Duration::from_secs(10)).await;
     // Watches of the vanished kinds back off; a hot loop would show thousands.
     let requests = plane.requests(OPERATOR_USER) - requests_before;
-    assert!(requests < 200, "{requests} requests in 10 s after the CRDs were deleted");
+    assert!(
+        requests < 200,
+        "{requests} requests in 10 s after the CRDs were deleted"
+    );
     for (name, version) in user_secrets.iter().zip(versions) {
         let secret = secrets
             .get(name)
@@ -1577,7 +1600,11 @@ async fn chaos_on(plane: &Arc<ControlPlane>) {
         !writes.iter().any(|w| w.starts_with("delete")),
         "the operator deleted something: {writes:?}"
     );
-    assert_eq!(writes[before..], [] as [String; 0], "writes after the CRDs were deleted");
+    assert_eq!(
+        writes[before..],
+        [] as [String; 0],
+        "writes after the CRDs were deleted"
+    );
     println!(
         "  chaos: CRDs deleted; user Secrets unchanged, no delete and no write by the operator, {requests} requests in the next 10 s"
     );

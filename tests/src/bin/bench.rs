@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use cap::Cap;
 use certshift::crd::{
-    CertificateSource, ClusterCertificateDeclaration, LocalObjectReference, ObservedCertificate, ObservedCertificateSpec,
+    CertificateSource, ClusterCertificateDeclaration, LocalObjectReference, ObservedCertificate,
+    ObservedCertificateSpec,
 };
 use certshift::facts::{CertificateBundle, TlsMaterial};
 use certshift::outputs::{DECLARATION_LABEL, OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION};
@@ -58,7 +59,11 @@ fn args() -> Args {
     let given: Vec<String> = std::env::args().skip(1).collect();
     for pair in given.chunks(2) {
         let value = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
-        let number = || value.parse::<u64>().unwrap_or_else(|_| panic!("{}: not a number: {value}", pair[0]));
+        let number = || {
+            value
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{}: not a number: {value}", pair[0]))
+        };
         match pair[0].as_str() {
             "--scales" => args.scales = value.split(',').map(|s| s.parse().expect("scale")).collect(),
             "--unrelated" => args.unrelated = number() as usize,
@@ -130,7 +135,10 @@ impl Pki {
         });
         let leaf = pki::leaf_with_key(&format!("{name}.bench.example"), -1, ca, key);
         let data = BTreeMap::from([
-            ("tls.crt".to_owned(), ByteString(format!("{}{}", leaf.pem, ca.pem).into_bytes())),
+            (
+                "tls.crt".to_owned(),
+                ByteString(format!("{}{}", leaf.pem, ca.pem).into_bytes()),
+            ),
             ("tls.key".to_owned(), ByteString(leaf.key.serialize_pem().into_bytes())),
             ("ca.crt".to_owned(), ByteString(ca.pem.clone().into_bytes())),
         ]);
@@ -182,7 +190,9 @@ fn observed(name: &str) -> ObservedCertificate {
     )
 }
 
-async fn create_all<K>(api: &Api<K>, objects: Vec<K>)
+/// Creates `objects`, generated as they are sent (so a large batch never
+/// sits in the heap being measured).
+async fn create_all<K>(api: &Api<K>, objects: impl IntoIterator<Item = K>)
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -301,7 +311,10 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    println!("certshift-bench: scales {:?}, {} unrelated Secrets", args.scales, args.unrelated);
+    println!(
+        "certshift-bench: scales {:?}, {} unrelated Secrets",
+        args.scales, args.unrelated
+    );
     let pki = Pki::new();
     let mut steady = Vec::new();
     for (index, &n) in args.scales.iter().enumerate() {
@@ -330,12 +343,12 @@ async fn scale(plane: &ControlPlane, pki: &Pki, n: usize, args: &Args, with_decl
 
     let setup = Instant::now();
     let sources: Vec<Source> = (0..n).map(|i| pki.source(&format!("cert-{i}"), i)).collect();
-    create_all(&secrets, sources.iter().map(tls_secret).collect()).await;
-    create_all(&secrets, (0..args.unrelated).map(unrelated_secret).collect()).await;
-    create_all(&ocerts, sources.iter().map(|s| observed(&s.name)).collect()).await;
+    create_all(&secrets, sources.iter().map(tls_secret)).await;
+    create_all(&secrets, (0..args.unrelated).map(unrelated_secret)).await;
+    create_all(&ocerts, sources.iter().map(|s| observed(&s.name))).await;
     let floor_objects = n.min(1000);
     let floor_api: Api<ObservedCertificate> = Api::namespaced(admin.clone(), "floor");
-    create_all(&floor_api, (0..floor_objects).map(|i| observed(&format!("floor-{i}"))).collect()).await;
+    create_all(&floor_api, (0..floor_objects).map(|i| observed(&format!("floor-{i}")))).await;
     println!("setup: {:.1}s", setup.elapsed().as_secs_f64());
 
     // Parse floor: the same sources' facts, in a tight loop on one thread.
@@ -392,7 +405,11 @@ async fn scale(plane: &ControlPlane, pki: &Pki, n: usize, args: &Args, with_decl
 
     // Baseline: a full Secret cache of the same namespace, as a controller
     // that caches Secrets would hold it.
-    let count = secrets.list_metadata(&Default::default()).await.map(|l| l.items.len()).unwrap_or(0);
+    let count = secrets
+        .list_metadata(&Default::default())
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0);
     let heap_at = settled_heap().await;
     let (reader, writer) = reflector::store::<Secret>();
     let cache = tokio::spawn(
@@ -429,9 +446,8 @@ async fn scale(plane: &ControlPlane, pki: &Pki, n: usize, args: &Args, with_decl
         kib(heap_synced as f64)
     );
     // Unrelated Secrets: as many again, while running.
-    let more: Vec<Secret> = (args.unrelated..2 * args.unrelated).map(unrelated_secret).collect();
     let heap_at = settled_heap().await;
-    create_all(&secrets, more).await;
+    create_all(&secrets, (args.unrelated..2 * args.unrelated).map(unrelated_secret)).await;
     let per_unrelated = (settled_heap().await as f64 - heap_at as f64) / args.unrelated.max(1) as f64;
     println!(
         "heap per ObservedCertificate: at most {} (the whole steady heap / {n}; target <= 3 KiB); per unrelated Secret {} (target ~0)",
@@ -463,9 +479,17 @@ async fn renewals(plane: &ControlPlane, admin: &Client, pki: &Pki, n: usize, arg
             lags.clone(),
         );
         tokio::spawn(async move {
-            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff().applied_objects());
+            let mut stream = std::pin::pin!(
+                watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .applied_objects()
+            );
             while let Some(Ok(o)) = stream.next().await {
-                let current = o.status.as_ref().and_then(|s| s.current.as_ref()).map(|c| c.thumbprint.clone());
+                let current = o
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current.as_ref())
+                    .map(|c| c.thumbprint.clone());
                 let mut expected = expected.lock().unwrap();
                 if let Some((thumbprint, at)) = expected.get(&o.name_any())
                     && current.as_deref() == Some(thumbprint.as_str())
@@ -513,7 +537,11 @@ async fn renewals(plane: &ControlPlane, admin: &Client, pki: &Pki, n: usize, arg
     let writes = difference(&writes_by_kind(plane, NS), &before);
     let mut lags = lags.lock().unwrap().clone();
     lags.sort();
-    let pick = |q: f64| lags.get(((lags.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+    let pick = |q: f64| {
+        lags.get(((lags.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     let missing = expected.lock().unwrap().len();
     println!(
         "W4 {count} renewals at {:.0}/s: observed {} (missing {missing}); lag p50 {:.2}s p99 {:.2}s max {:.2}s; {:.2} writes per renewal {writes:?}",
@@ -541,7 +569,7 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
         }))
         .expect("pod")
     };
-    create_all(&pods, (0..count).map(pod).collect()).await;
+    create_all(&pods, (0..count).map(pod)).await;
     let declaration = |file: &str, i: usize| -> ClusterCertificateDeclaration {
         let text = example(file)
             .replace("name: cluster\n", &format!("name: d-{i}\n"))
@@ -566,7 +594,8 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
                         let Ok(map) = map else { return };
                         let decl = map.labels().get(DECLARATION_LABEL).cloned().unwrap_or_default();
                         let revision = map.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default();
-                        let patch = serde_json::json!({"metadata": {"annotations": {OBSERVED_REVISION_ANNOTATION: revision}}});
+                        let patch =
+                            serde_json::json!({"metadata": {"annotations": {OBSERVED_REVISION_ANNOTATION: revision}}});
                         let name = format!("member-{}", decl.trim_start_matches("d-"));
                         let _ = pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
                     }
@@ -584,7 +613,9 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
                     let (api, params) = (api.clone(), params.clone());
                     async move {
                         let d = declaration(file, i);
-                        api.patch(&d.name_any(), &params, &Patch::Apply(&d)).await.expect("declaration");
+                        api.patch(&d.name_any(), &params, &Patch::Apply(&d))
+                            .await
+                            .expect("declaration");
                     }
                 })
                 .buffer_unordered(CONCURRENCY)
@@ -622,7 +653,10 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
     let started = Instant::now();
     apply_all("declaration-thumbprint.yaml").await;
     ready_by("Thumbprint").await;
-    println!("W3 {count} declarations Ready by thumbprint: {:.1}s", started.elapsed().as_secs_f64());
+    println!(
+        "W3 {count} declarations Ready by thumbprint: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     let before = writes_by_kind(plane, W3);
     let (cpu, started) = (cpu_seconds(), Instant::now());
     apply_all("declaration-common-name.yaml").await;
