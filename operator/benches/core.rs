@@ -93,7 +93,12 @@ fn main() {
             let chain: Vec<Vec<u8>> = pem::parse_many(material.tls_crt)
                 .expect("PEM")
                 .into_iter()
-                .chain(material.ca_crt.map(|ca| pem::parse_many(ca).expect("PEM")).unwrap_or_default())
+                .chain(
+                    material
+                        .ca_crt
+                        .map(|ca| pem::parse_many(ca).expect("PEM"))
+                        .unwrap_or_default(),
+                )
                 .map(|p| p.into_contents())
                 .collect();
             let parsed: Vec<_> = chain

@@ -668,7 +668,10 @@ fn a_cn_prefix_is_refused() {
 /// third byte made the `CN=` check slice inside it and panic.
 #[test]
 fn multi_byte_names_and_pasted_marks_are_refused_not_panicked_on() {
-    for (name, shown) in [("c\\\u{202D} x", "'\\u{202d}'"), ("\u{200E}cluster.example", "'\\u{200e}'")] {
+    for (name, shown) in [
+        ("c\\\u{202D} x", "'\\u{202d}'"),
+        ("\u{200E}cluster.example", "'\\u{200e}'"),
+    ] {
         let mut bad = spec();
         bad.certificate_common_names.as_mut().unwrap().common_names[0].certificate_common_name = name.into();
         let (reason, message) = spec_error(&bad);
