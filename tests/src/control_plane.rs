@@ -117,6 +117,9 @@ impl ControlPlane {
             "--disable-admission-plugins=ServiceAccount".into(),
             format!("--audit-policy-file={}", path("audit-policy.yaml")),
             format!("--audit-log-path={}", path("audit.log")),
+            // Never rotate: the write counts read the whole log (the default
+            // rotates at 100 MB, which the benchmark's workloads exceed).
+            "--audit-log-maxsize=1000000".into(),
             "--audit-log-mode=blocking".into(),
         ];
         let apiserver = spawn_apiserver(&apiserver_bin, &args, &dir);

@@ -317,10 +317,11 @@ pub mod anyhow_like {
     pub type Result<T = ()> = std::result::Result<T, String>;
 }
 
-/// Reconciles in flight per controller. Unbounded, a cold start over thousands
-/// of objects opens a connection per request, and each idle TLS connection
-/// keeps its buffers: memory would follow the burst, not the objects.
-const CONCURRENCY: u16 = 32;
+/// Reconciles in flight per controller (as many requests as the benchmark's
+/// write floor keeps in flight). Unbounded, a cold start over thousands of
+/// objects opens a connection per request, and each idle TLS connection keeps
+/// its buffers: memory would follow the burst, not the objects.
+const CONCURRENCY: u16 = 64;
 
 /// A Controller whose cache keeps only what reconciles read: managedFields
 /// and kubectl's last-applied annotation are dropped, since they can be larger

@@ -299,7 +299,7 @@ fn total(by_kind: &BTreeMap<String, usize>) -> usize {
 fn difference(after: &BTreeMap<String, usize>, before: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
     after
         .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .map(|(k, v)| (k.clone(), v.saturating_sub(before.get(k).copied().unwrap_or(0))))
         .filter(|(_, v)| *v > 0)
         .collect()
 }
@@ -373,6 +373,12 @@ async fn scale(plane: &ControlPlane, pki: &Pki, n: usize, args: &Args, with_decl
     // Write floor: as many status patches as the operator will make (one
     // status and one store Secret per ObservedCertificate).
     let floor_rate = write_floor(&admin, "floor", floor_objects, 2 * n).await;
+    // The operator watches every namespace: the floor's objects must not be
+    // its work during the workloads.
+    floor_api
+        .delete_collection(&Default::default(), &Default::default())
+        .await
+        .expect("delete the floor's ObservedCertificates");
     println!("write floor: {floor_rate:.0} server-side-apply status patches/s ({CONCURRENCY} in flight)");
 
     // W1: cold start.
