@@ -1518,23 +1518,18 @@ async fn chaos_on(plane: &Arc<ControlPlane>) {
         })
         .await;
         assert_eq!(revision, last + 1, "a revision was skipped");
-        let odd = revision % 2 == 1;
+        // Crash first on odd revisions, stop first on even ones.
+        let (first, second) = if revision % 2 == 1 {
+            (Disruption::OperatorCrash, Disruption::OperatorRestart)
+        } else {
+            (Disruption::OperatorRestart, Disruption::OperatorCrash)
+        };
         disrupt(Disruption::ApiServer, &mut operator).await;
         ack("member-a", revision).await;
-        let crash = if odd {
-            Disruption::OperatorCrash
-        } else {
-            Disruption::OperatorRestart
-        };
-        disrupt(crash, &mut operator).await;
+        disrupt(first, &mut operator).await;
         disrupt(Disruption::ApiServer, &mut operator).await;
         ack("member-b", revision).await;
-        let other = if odd {
-            Disruption::OperatorRestart
-        } else {
-            Disruption::OperatorCrash
-        };
-        disrupt(other, &mut operator).await;
+        disrupt(second, &mut operator).await;
         last = revision;
     }
     wait_converted(&admin, ns, DECLARATION, Duration::from_secs(120)).await;
