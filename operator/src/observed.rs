@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::cli::manifests::tls_material;
 use crate::conditions::{self, Decided};
 use crate::crd::{CurrentInstance, ObservedCertificateSpec, ObservedCertificateStatus};
 use crate::duration;
@@ -103,6 +104,35 @@ pub fn stored_instance(
     }))
 }
 
+/// Why a Secret cannot be a certificate source at all, before its bytes are
+/// read: its type, or no `tls.crt` key. A `Valid` reason and message.
+fn not_a_certificate_source(
+    data: &BTreeMap<String, Vec<u8>>,
+    secret_type: &str,
+    source_name: &str,
+) -> Option<(&'static str, String)> {
+    if !SOURCE_TYPES.contains(&secret_type) {
+        return Some((
+            "UnexpectedSecretType",
+            format!(
+                "Secret {source_name:?} (spec.source.secretRef) has type {secret_type:?}; expected \"kubernetes.io/tls\" or \"Opaque\""
+            ),
+        ));
+    }
+    if !data.contains_key("tls.crt") {
+        let keys = if data.is_empty() {
+            "none".to_owned()
+        } else {
+            data.keys().cloned().collect::<Vec<_>>().join(", ")
+        };
+        return Some((
+            "MissingKey",
+            format!("Secret {source_name:?} (spec.source.secretRef) has no tls.crt key (it has: {keys})"),
+        ));
+    }
+    None
+}
+
 pub fn decide(world: World<'_>) -> Decision {
     let now = world.now;
     let retain = world.spec.retain_instances.unwrap_or(DEFAULT_RETAIN).max(1) as usize;
@@ -129,48 +159,16 @@ pub fn decide(world: World<'_>) -> Decision {
                 ),
             ));
         }
-        Source::Present(data, secret_type) if !SOURCE_TYPES.contains(secret_type) => {
+        Source::Present(data, secret_type) => {
             decided.push(Decided::new(SYNCED, true, "Synced", "the source Secret was read"));
-            decided.push(Decided::new(
-                VALID,
-                false,
-                "UnexpectedSecretType",
-                format!(
-                    "Secret {:?} (spec.source.secretRef) has type {secret_type:?}; expected \"kubernetes.io/tls\" or \"Opaque\"",
-                    world.spec.source.secret_ref.name
-                ),
-            ));
-        }
-        Source::Present(data, _) if !data.contains_key("tls.crt") => {
-            decided.push(Decided::new(SYNCED, true, "Synced", "the source Secret was read"));
-            decided.push(Decided::new(
-                VALID,
-                false,
-                "MissingKey",
-                format!(
-                    "Secret {:?} (spec.source.secretRef) has no tls.crt key (it has: {})",
-                    world.spec.source.secret_ref.name,
-                    if data.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        data.keys().cloned().collect::<Vec<_>>().join(", ")
-                    }
-                ),
-            ));
-        }
-        Source::Present(data, _) => {
-            let material = TlsMaterial {
-                tls_crt: data.get("tls.crt").map_or(&[], Vec::as_slice),
-                tls_key: data.get("tls.key").map(Vec::as_slice),
-                ca_crt: data.get("ca.crt").map(Vec::as_slice),
+            let source_name = &world.spec.source.secret_ref.name;
+            let read = match not_a_certificate_source(data, secret_type, source_name) {
+                Some(problem) => Err(problem),
+                None => CertificateBundle::from_tls(&tls_material(data)).map_err(|err| (err.reason(), err.to_string())),
             };
-            match CertificateBundle::from_tls(&material) {
-                Err(err) => {
-                    decided.push(Decided::new(SYNCED, true, "Synced", "the source Secret was read"));
-                    decided.push(Decided::new(VALID, false, err.reason(), err.to_string()));
-                }
+            match read {
+                Err((reason, message)) => decided.push(Decided::new(VALID, false, reason, message)),
                 Ok(bundle) => {
-                    decided.push(Decided::new(SYNCED, true, "Synced", "the source Secret was read"));
                     decided.push(validity(&bundle, now));
                     let leaf = bundle.leaf.clone();
                     current = Some(CurrentInstance {
