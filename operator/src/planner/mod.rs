@@ -319,8 +319,10 @@ fn stage_clients(mut revisions: Vec<Revision>, current: &Clients, desired: &Clie
             _ => widened.clone(),
         };
     }
-    if widened != *current && revisions.len() > 1 && revisions[1].change != Some(Change::Validation) {
-        // The first change presents: the additions go out in a revision of their own.
+    // When there is no change yet, or the first one presents, the additions go
+    // out in a revision of their own, right after revision 0.
+    let first_presents = revisions.get(1).is_none_or(|r| r.change != Some(Change::Validation));
+    if widened != *current && first_presents {
         let first = &revisions[0];
         let widen = Revision {
             revision: first.revision + 1,
@@ -331,16 +333,6 @@ fn stage_clients(mut revisions: Vec<Revision>, current: &Clients, desired: &Clie
             clients: widened.clone(),
         };
         revisions.insert(1, widen);
-    } else if widened != *current && revisions.len() == 1 {
-        let first = &revisions[0];
-        revisions.push(Revision {
-            revision: first.revision + 1,
-            stage: Some(Stage::WidenValidation),
-            change: Some(Change::Validation),
-            presented: first.presented.clone(),
-            accepted: first.accepted.clone(),
-            clients: widened.clone(),
-        });
     }
     let tail = revisions.last().expect("revision 0");
     if tail.clients != *desired {
