@@ -193,11 +193,8 @@ impl ControlPlane {
 
     /// Mutating requests by `user` in `namespace`, from the audit log.
     pub fn writes(&self, user: &str, namespace: &str) -> Vec<String> {
-        let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
-        log.lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|event| event["stage"] == "ResponseComplete")
-            .filter(|event| event["user"]["username"] == user)
+        self.audit_events(user)
+            .into_iter()
             .filter(|event| event["objectRef"]["namespace"] == namespace)
             .filter(|event| matches!(event["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
             .map(|event| {
@@ -217,11 +214,16 @@ impl ControlPlane {
 
     /// Every request by `user` (reads and watches included), from the audit log.
     pub fn requests(&self, user: &str) -> usize {
+        self.audit_events(user).len()
+    }
+
+    /// The audit log's completed requests by `user`.
+    fn audit_events(&self, user: &str) -> Vec<serde_json::Value> {
         let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
         log.lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|event| event["stage"] == "ResponseComplete" && event["user"]["username"] == user)
-            .count()
+            .collect()
     }
 
     /// A kubeconfig for the admin, for people debugging a failed run.

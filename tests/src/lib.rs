@@ -308,3 +308,30 @@ pub fn free_addr() -> std::net::SocketAddr {
         .local_addr()
         .expect("addr")
 }
+
+/// A Pod that plays a member: never scheduled (no kubelet), labelled `labels`
+/// (a YAML flow map such as `{app: member}`).
+pub fn member_pod(name: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {labels}\nspec:\n  containers:\n  - name: app\n    image: example.invalid/member\n"
+    )
+}
+
+/// An example declaration with `spec.members.pods` selecting `labels` and
+/// `minSoak` instead of the example's 5s.
+pub fn with_pod_members(declaration: &str, min_soak: &str, labels: &str) -> String {
+    declaration.replace(
+        "  upgrade:\n    minSoak: 5s\n",
+        &format!("  upgrade:\n    minSoak: {min_soak}\n  members:\n    pods:\n      matchLabels: {labels}\n"),
+    )
+}
+
+/// A member pod reports the revision it loaded, as a workload's sidecar would.
+pub async fn acknowledge(pods: &Api<Pod>, pod: &str, revision: &str) -> kube::Result<()> {
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        certshift::outputs::OBSERVED_REVISION_ANNOTATION: revision
+    }}});
+    pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+}

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use certshift::crd::ClusterCertificateDeclaration;
-use certshift::outputs::{OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION, THUMBPRINT_ANNOTATION};
+use certshift::outputs::{REVISION_ANNOTATION, THUMBPRINT_ANNOTATION};
 use certshift::planner::Stage;
 use certshift_e2e::control_plane::{ADMIN_TOKEN, CHART_NAMESPACE, CHART_SERVICE_ACCOUNT, CHART_TOKEN, OPERATOR_USER};
 use certshift_e2e::judge::Judge;
 use certshift_e2e::{
-    ControlPlane, Operator, apply_rendered, apply_yaml, condition, create_namespace, declaration, events, eventually,
-    example, free_addr, http_get, install_crds, is_true, pki, wait_converted, wait_ready,
+    ControlPlane, Operator, acknowledge, apply_rendered, apply_yaml, condition, create_namespace, declaration, events,
+    eventually, example, free_addr, http_get, install_crds, is_true, member_pod, pki, wait_converted, wait_ready,
+    with_pod_members,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -290,17 +291,9 @@ async fn gating(s: Scenario) {
     know_secrets(&judge, &example("store.yaml"));
     apply_yaml(&s.admin, &ns, &example("store.yaml")).await;
     for pod in ["member-a", "member-b"] {
-        let manifest = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  labels: {{app: member}}\nspec:\n  containers:\n  - name: app\n    image: example.invalid/member\n"
-        );
-        apply_yaml(&s.admin, &ns, &manifest).await;
+        apply_yaml(&s.admin, &ns, &member_pod(pod, "{app: member}")).await;
     }
-    let with_members = |file: &str| {
-        example(file).replace(
-            "  upgrade:\n    minSoak: 5s\n",
-            "  upgrade:\n    minSoak: 3s\n  members:\n    pods:\n      matchLabels: {app: member}\n",
-        )
-    };
+    let with_members = |file: &str| with_pod_members(&example(file), "3s", "{app: member}");
     apply_yaml(&s.admin, &ns, &with_members("declaration-thumbprint.yaml")).await;
 
     // The members: each loads the published revision and reports it; b is slower.
@@ -326,12 +319,7 @@ async fn gating(s: Scenario) {
                         if seen.elapsed() < delay || acks.lock().unwrap().contains_key(&key) {
                             continue;
                         }
-                        let patch = serde_json::json!({"metadata": {"annotations": {OBSERVED_REVISION_ANNOTATION: revision.to_string()}}});
-                        if pods
-                            .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
-                            .await
-                            .is_ok()
-                        {
+                        if acknowledge(&pods, pod, &revision.to_string()).await.is_ok() {
                             acks.lock().unwrap().insert(key, Instant::now());
                         }
                     }
@@ -1434,39 +1422,24 @@ async fn chaos_on(plane: &Arc<ControlPlane>) {
     .await;
     let pods = ["member-a", "member-b"];
     for pod in pods {
-        apply_yaml(
-            &admin,
-            ns,
-            &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  labels: {{app: member}}\nspec:\n  containers:\n  - name: app\n    image: example.invalid/member\n"),
-        )
-        .await;
+        apply_yaml(&admin, ns, &member_pod(pod, "{app: member}")).await;
     }
-    let with_members = |file: &str| {
-        example(file).replace(
-            "  upgrade:\n    minSoak: 5s\n",
-            "  upgrade:\n    minSoak: 0s\n  members:\n    pods:\n      matchLabels: {app: member}\n",
-        )
-    };
+    let with_members = |file: &str| with_pod_members(&example(file), "0s", "{app: member}");
     apply_yaml(&admin, ns, &with_members("declaration-thumbprint.yaml")).await;
     let options = || certshift::controller::Options {
         namespace: Some(ns.to_owned()),
         ..Default::default()
     };
     let mut operator = Some(Operator::start_with(plane, options()));
+    let member_pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
     let ack = |pod: &'static str, revision: u64| {
-        let admin = admin.clone();
+        let member_pods = member_pods.clone();
         async move {
-            let patch =
-                serde_json::json!({"metadata": {"annotations": {OBSERVED_REVISION_ANNOTATION: revision.to_string()}}});
+            // Retried: kube-apiserver may be down at that moment.
             eventually(
                 &format!("{pod} acknowledges {revision}"),
                 Duration::from_secs(60),
-                || async {
-                    Api::<Pod>::namespaced(admin.clone(), ns)
-                        .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .ok()
-                },
+                || async { acknowledge(&member_pods, pod, &revision.to_string()).await.ok() },
             )
             .await;
         }

@@ -21,9 +21,11 @@ use certshift::crd::{
     ObservedCertificateSpec,
 };
 use certshift::facts::{CertificateBundle, TlsMaterial};
-use certshift::outputs::{DECLARATION_LABEL, OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION};
+use certshift::outputs::{DECLARATION_LABEL, REVISION_ANNOTATION};
 use certshift_e2e::control_plane::{ADMIN_TOKEN, OPERATOR_USER};
-use certshift_e2e::{ControlPlane, Operator, apply_yaml, create_namespace, example, install_crds, pki};
+use certshift_e2e::{
+    ControlPlane, Operator, acknowledge, apply_yaml, create_namespace, example, install_crds, pki, with_pod_members,
+};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -219,23 +221,22 @@ where
         .await;
 }
 
-/// Watches ObservedCertificates until `done` says every one is where it should
-/// be; returns when that happened. Keeps no objects, only names.
-async fn wait_observed(client: &Client, namespace: &str, expected: usize, done: impl Fn(&ObservedCertificate) -> bool) {
-    let api: Api<ObservedCertificate> = Api::namespaced(client.clone(), namespace);
+/// Watches `api` until `done` holds for `expected` objects at once; returns
+/// when it does. Keeps no objects, only names.
+async fn wait_all<K>(api: Api<K>, expected: usize, done: impl Fn(&K) -> bool)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let mut ok: HashSet<String> = HashSet::new();
     let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    while let Some(event) = stream.try_next().await.expect("watch ObservedCertificates") {
-        let objects: Vec<ObservedCertificate> = match event {
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
-            _ => continue,
+    while let Some(event) = stream.try_next().await.expect("watch") {
+        let (watcher::Event::Apply(object) | watcher::Event::InitApply(object)) = event else {
+            continue;
         };
-        for o in objects {
-            if done(&o) {
-                ok.insert(o.name_any());
-            } else {
-                ok.remove(&o.name_any());
-            }
+        if done(&object) {
+            ok.insert(object.name_any());
+        } else {
+            ok.remove(&object.name_any());
         }
         if ok.len() >= expected {
             return;
@@ -385,7 +386,7 @@ async fn scale(plane: &ControlPlane, pki: &Pki, n: usize, args: &Args, with_decl
     let heap_before = settled_heap().await;
     let (cpu, started) = (cpu_seconds(), Instant::now());
     let operator = Operator::start_with(plane, certshift::controller::Options::default());
-    wait_observed(&admin, NS, n, synced).await;
+    wait_all(ocerts.clone(), n, synced).await;
     let to_synced = started.elapsed().as_secs_f64();
     let w1_cpu = cpu_seconds() - cpu;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -577,12 +578,8 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
     };
     create_all(&pods, (0..count).map(pod)).await;
     let declaration = |file: &str, i: usize| -> ClusterCertificateDeclaration {
-        let text = example(file)
-            .replace("name: cluster\n", &format!("name: d-{i}\n"))
-            .replace(
-                "  upgrade:\n    minSoak: 5s\n",
-                &format!("  upgrade:\n    minSoak: 0s\n  members:\n    pods:\n      matchLabels: {{decl: d-{i}}}\n"),
-            );
+        let text = with_pod_members(&example(file), "0s", &format!("{{decl: d-{i}}}"))
+            .replace("name: cluster\n", &format!("name: d-{i}\n"));
         let mut d: ClusterCertificateDeclaration = serde_yaml::from_str(&text).expect("declaration");
         d.metadata.namespace = Some(W3.to_owned());
         d
@@ -600,10 +597,8 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
                         let Ok(map) = map else { return };
                         let decl = map.labels().get(DECLARATION_LABEL).cloned().unwrap_or_default();
                         let revision = map.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default();
-                        let patch =
-                            serde_json::json!({"metadata": {"annotations": {OBSERVED_REVISION_ANNOTATION: revision}}});
                         let name = format!("member-{}", decl.trim_start_matches("d-"));
-                        let _ = pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                        let _ = acknowledge(&pods, &name, &revision).await;
                     }
                 })
                 .await;
@@ -630,31 +625,13 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
         }
     };
     let ready_by = |by: &'static str| {
-        let api = api.clone();
-        async move {
-            let mut ok: HashSet<String> = HashSet::new();
-            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-            while let Some(event) = stream.try_next().await.expect("watch declarations") {
-                let d = match event {
-                    watcher::Event::Apply(d) | watcher::Event::InitApply(d) => d,
-                    _ => continue,
-                };
-                let status = d.status.as_ref();
-                let done = status.is_some_and(|s| {
-                    s.observed_generation == d.metadata.generation
-                        && s.declared_by.as_deref() == Some(by)
-                        && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                });
-                if done {
-                    ok.insert(d.name_any());
-                } else {
-                    ok.remove(&d.name_any());
-                }
-                if ok.len() >= count {
-                    return;
-                }
-            }
-        }
+        wait_all(api.clone(), count, move |d: &ClusterCertificateDeclaration| {
+            d.status.as_ref().is_some_and(|s| {
+                s.observed_generation == d.metadata.generation
+                    && s.declared_by.as_deref() == Some(by)
+                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
     };
     let started = Instant::now();
     apply_all("declaration-thumbprint.yaml").await;
