@@ -28,12 +28,23 @@ pub struct ControlPlane {
     pub url: String,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// A free loopback port that no other caller in this process was given. Ports
+/// are found by binding port 0 and released for the process that will bind
+/// them, so concurrent scenarios (and the chaos scenario's second control
+/// plane) could otherwise be handed the same one.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if GIVEN.lock().expect("ports lock").insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The kube-apiserver binary `hack/kube-apiserver.sh` builds.

@@ -303,10 +303,7 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
 }
 
 pub fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
+    std::net::SocketAddr::from(([127, 0, 0, 1], control_plane::free_port()))
 }
 
 /// A Pod that plays a member: never scheduled (no kubelet), labelled `labels`
