@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -208,6 +208,35 @@ struct OwnedSecret<'a> {
     data: &'a BTreeMap<String, Vec<u8>>,
 }
 
+/// The Secret object the operator owns, as it should be.
+fn owned_secret<K: Resource<DynamicType = ()>>(owner: &K, secret: OwnedSecret<'_>) -> Secret {
+    let OwnedSecret {
+        name,
+        type_,
+        mut labels,
+        annotations,
+        data,
+    } = secret;
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: owner.namespace(),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(vec![owner_reference(owner)]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(type_.to_owned()),
+        data: Some(byte_strings(data)),
+        ..Secret::default()
+    }
+}
+
+fn byte_strings(data: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, ByteString> {
+    data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone()))).collect()
+}
+
 /// Server-side applies a Secret the operator owns.
 async fn apply_secret<K: Resource<DynamicType = ()>>(
     ctx: &Context,
@@ -215,36 +244,67 @@ async fn apply_secret<K: Resource<DynamicType = ()>>(
     owner: &K,
     secret: OwnedSecret<'_>,
 ) -> Result<(), Error> {
-    let OwnedSecret {
-        name,
-        type_,
-        labels,
-        annotations,
-        data,
-    } = secret;
-    let namespace = owner.namespace().unwrap_or_default();
-    let mut labels = labels;
-    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.clone()),
-            labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            owner_references: Some(vec![owner_reference(owner)]),
-            ..ObjectMeta::default()
-        },
-        type_: Some(type_.to_owned()),
-        data: Some(data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone()))).collect()),
-        ..Secret::default()
-    };
-    let mut value = serde_json::to_value(&secret).expect("Secret serializes");
+    let (namespace, name) = (owner.namespace().unwrap_or_default(), secret.name.to_owned());
+    let mut value = serde_json::to_value(owned_secret(owner, secret)).expect("Secret serializes");
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
     ctx.api::<Secret>(&namespace)
-        .patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(value))
+        .patch(&name, &PatchParams::apply(manager).force(), &Patch::Apply(value))
         .await
-        .map_err(kube_err("ApplySecret", "Secret", &namespace, name))?;
+        .map_err(kube_err("ApplySecret", "Secret", &namespace, &name))?;
+    ctx.metrics.write("Secret");
+    Ok(())
+}
+
+/// Creates a Secret the operator owns. A create never overwrites: when a
+/// Secret of that name is already there, nothing is written and the answer is
+/// `Ok(false)`, for the caller to read it and judge whose it is.
+async fn create_secret<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    manager: &str,
+    owner: &K,
+    secret: OwnedSecret<'_>,
+) -> Result<bool, Error> {
+    let (namespace, name) = (owner.namespace().unwrap_or_default(), secret.name.to_owned());
+    let params = PostParams {
+        field_manager: Some(manager.to_owned()),
+        ..PostParams::default()
+    };
+    match ctx
+        .api::<Secret>(&namespace)
+        .create(&params, &owned_secret(owner, secret))
+        .await
+    {
+        Ok(_) => {
+            ctx.metrics.write("Secret");
+            Ok(true)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(err) => Err(kube_err("CreateSecret", "Secret", &namespace, &name)(err)),
+    }
+}
+
+/// Replaces the data of a Secret the operator owns, as read in this
+/// reconcile: the resourceVersion precondition makes the object judged ours
+/// the one overwritten, and keys no longer wanted go with the rest.
+async fn replace_secret_data(
+    ctx: &Context,
+    manager: &str,
+    existing: &Secret,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Result<(), Error> {
+    let (namespace, name) = (existing.namespace().unwrap_or_default(), existing.name_any());
+    let params = PostParams {
+        field_manager: Some(manager.to_owned()),
+        ..PostParams::default()
+    };
+    let mut secret = existing.clone();
+    secret.metadata.managed_fields = None;
+    secret.data = Some(byte_strings(data));
+    ctx.api::<Secret>(&namespace)
+        .replace(&name, &params, &secret)
+        .await
+        .map_err(kube_err("ReplaceSecret", "Secret", &namespace, &name))?;
     ctx.metrics.write("Secret");
     Ok(())
 }

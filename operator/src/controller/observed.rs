@@ -15,7 +15,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span};
 
-use super::{Context, Error, OwnedSecret, apply_secret, apply_status, drive, kube_err, now, owned_by};
+use super::{
+    Context, Error, OwnedSecret, apply_status, create_secret, drive, kube_err, now, owned_by, replace_secret_data,
+};
 use crate::cli::manifests::secret_data;
 use crate::conditions;
 use crate::crd::{CertificatePolicy, ObservedCertificate};
@@ -70,80 +72,76 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
                 .await
                 .map_err(kube_err("GetSecret", "Secret", &namespace, source_name))?;
         let store_secret_name = store_name(&name);
-        let stored = secrets.get_opt(&store_secret_name).await.map_err(kube_err(
-            "GetSecret",
-            "Secret",
-            &namespace,
-            &store_secret_name,
-        ))?;
+        let get_store = || async {
+            secrets.get_opt(&store_secret_name).await.map_err(kube_err(
+                "GetSecret",
+                "Secret",
+                &namespace,
+                &store_secret_name,
+            ))
+        };
         let source_data = source.as_ref().map(secret_data);
         let source_type = source.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or_default();
-        let stored_data = stored.as_ref().map(secret_data);
-        let store_owned_elsewhere = stored.as_ref().is_some_and(|s| !owned_by(&s.metadata, ocert.as_ref()));
         let mut status = ocert.status.clone().unwrap_or_default();
         status.conditions = conditions::sorted(&status.conditions);
-        let policy = match &ocert.spec.policy_ref {
-            None => None,
-            Some(reference) => Some(
-                match ctx
-                    .api::<CertificatePolicy>(&namespace)
-                    .get_opt(&reference.name)
-                    .await
-                    .map_err(kube_err(
-                        "GetCertificatePolicy",
-                        "CertificatePolicy",
-                        &namespace,
-                        &reference.name,
-                    ))? {
-                    None => Err((
-                        "PolicyNotFound",
-                        format!(
-                            "spec.policyRef: CertificatePolicy {namespace}/{} not found",
-                            reference.name
-                        ),
-                    )),
-                    Some(policy) => crate::policy::params(&policy.spec).map_err(|err| {
-                        (
-                            "InvalidPolicy",
-                            format!("CertificatePolicy {}: {}", reference.name, err.message),
-                        )
-                    }),
-                },
-            ),
+        let policy = policy(&ctx, &namespace, &ocert).await?;
+        // Until an instance is recorded, certshift has never written the store:
+        // the first sync creates it without reading it first. A create never
+        // overwrites; if a Secret of that name is there, it is read and judged.
+        let mut stored = if status.instances.is_empty() {
+            Stored::NeverWritten
+        } else {
+            Stored::Read(get_store().await?.map(Box::new))
         };
-        let decision = observed::decide(observed::World {
-            name: &name,
-            generation: ocert.metadata.generation,
-            spec: &ocert.spec,
-            status: &status,
-            source: match &source_data {
-                Some(data) => Source::Present(data, source_type),
-                None => Source::Missing,
-            },
-            stored: if store_owned_elsewhere {
-                None
-            } else {
-                stored_data.as_ref()
-            },
-            store_owned_elsewhere,
-            policy,
-            now: now(),
-        });
-
-        if let Some(text) = &decision.store {
+        let decision = loop {
+            let stored_secret = match &stored {
+                Stored::Read(secret) => secret.as_deref(),
+                Stored::NeverWritten => None,
+            };
+            let stored_data = stored_secret.map(secret_data);
+            let store_owned_elsewhere = stored_secret.is_some_and(|s| !owned_by(&s.metadata, ocert.as_ref()));
+            let decision = observed::decide(observed::World {
+                name: &name,
+                generation: ocert.metadata.generation,
+                spec: &ocert.spec,
+                status: &status,
+                source: match &source_data {
+                    Some(data) => Source::Present(data, source_type),
+                    None => Source::Missing,
+                },
+                stored: if store_owned_elsewhere {
+                    None
+                } else {
+                    stored_data.as_ref()
+                },
+                store_owned_elsewhere,
+                policy: policy.clone(),
+                now: now(),
+            });
+            let Some(text) = &decision.store else { break decision };
             let data: &BTreeMap<String, Vec<u8>> =
                 &text.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-            let labels = BTreeMap::from([(OBSERVED_CERTIFICATE_LABEL.to_owned(), name.clone())]);
-            let secret = OwnedSecret {
-                name: &store_secret_name,
-                type_: "Opaque",
-                labels,
-                annotations: BTreeMap::new(),
-                data,
-            };
-            apply_secret(&ctx, MANAGER, ocert.as_ref(), secret).await?;
+            match stored_secret {
+                // Only a store judged ours gets here (decide writes no other).
+                Some(existing) => replace_secret_data(&ctx, MANAGER, existing, data).await?,
+                None => {
+                    let labels = BTreeMap::from([(OBSERVED_CERTIFICATE_LABEL.to_owned(), name.clone())]);
+                    let secret = OwnedSecret {
+                        name: &store_secret_name,
+                        type_: "Opaque",
+                        labels,
+                        annotations: BTreeMap::new(),
+                        data,
+                    };
+                    if !create_secret(&ctx, MANAGER, ocert.as_ref(), secret).await? {
+                        stored = Stored::Read(get_store().await?.map(Box::new));
+                        continue;
+                    }
+                }
+            }
             info!(instances = decision.status.instance_count, "stored instances");
-        }
+            break decision;
+        };
         ctx.metrics.expiry(
             &namespace,
             &name,
@@ -164,4 +162,48 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
     }
     .instrument(span)
     .await
+}
+
+/// The `<name>-store` Secret as this reconcile knows it.
+enum Stored {
+    /// Read: there, or not.
+    Read(Option<Box<Secret>>),
+    /// Not read: no instance was ever recorded, so certshift never wrote it.
+    NeverWritten,
+}
+
+/// The policy named by `spec.policyRef`, or why it cannot be used.
+async fn policy(
+    ctx: &Context,
+    namespace: &str,
+    ocert: &ObservedCertificate,
+) -> Result<Option<Result<crate::policy::PolicyParams, (&'static str, String)>>, Error> {
+    let Some(reference) = &ocert.spec.policy_ref else {
+        return Ok(None);
+    };
+    let policy = ctx
+        .api::<CertificatePolicy>(namespace)
+        .get_opt(&reference.name)
+        .await
+        .map_err(kube_err(
+            "GetCertificatePolicy",
+            "CertificatePolicy",
+            namespace,
+            &reference.name,
+        ))?;
+    Ok(Some(match policy {
+        None => Err((
+            "PolicyNotFound",
+            format!(
+                "spec.policyRef: CertificatePolicy {namespace}/{} not found",
+                reference.name
+            ),
+        )),
+        Some(policy) => crate::policy::params(&policy.spec).map_err(|err| {
+            (
+                "InvalidPolicy",
+                format!("CertificatePolicy {}: {}", reference.name, err.message),
+            )
+        }),
+    }))
 }
