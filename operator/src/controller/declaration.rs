@@ -40,9 +40,11 @@ const MANAGER: &str = "certshift-declaration";
 const CONTROLLER: &str = "declaration";
 
 pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+    // ObservedCertificates and pods are watched by metadata: the mappers need
+    // names and labels, and the reconcile reads what it judges.
     let (declarations, ocerts, pods): (
         Api<ClusterCertificateDeclaration>,
-        Api<ObservedCertificate>,
+        Api<PartialObjectMeta<ObservedCertificate>>,
         Api<PartialObjectMeta<Pod>>,
     ) = (ctx.watched(), ctx.watched(), ctx.watched());
     let controller = super::lean_controller(declarations, super::Trigger::EveryChange);
@@ -57,8 +59,11 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
         workload_watch::<DaemonSet>(&ctx),
     );
     let by_workload = controller.store();
+    let ocert_events = watcher(ocerts, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
     let stream = controller
-        .watches(ocerts, watcher::Config::default(), move |ocert| {
+        .watches_stream(ocert_events, move |ocert| {
             let (namespace, name) = (ocert.namespace(), ocert.name_any());
             by_store
                 .state()
