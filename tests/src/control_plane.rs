@@ -204,10 +204,22 @@ impl ControlPlane {
 
     /// Mutating requests by `user` in `namespace`, from the audit log.
     pub fn writes(&self, user: &str, namespace: &str) -> Vec<String> {
+        self.requests_in(user, namespace)
+            .into_iter()
+            .filter(|request| {
+                ["create ", "update ", "patch ", "delete "]
+                    .iter()
+                    .any(|verb| request.starts_with(verb))
+            })
+            .collect()
+    }
+
+    /// Every request by `user` on objects in `namespace` (reads included), as
+    /// `verb resource/name[/subresource]`, from the audit log.
+    pub fn requests_in(&self, user: &str, namespace: &str) -> Vec<String> {
         self.audit_events(user)
             .into_iter()
             .filter(|event| event["objectRef"]["namespace"] == namespace)
-            .filter(|event| matches!(event["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
             .map(|event| {
                 format!(
                     "{} {}/{}{}",

@@ -9,6 +9,7 @@ pub mod metrics;
 mod observed;
 pub mod policy;
 pub mod probe;
+mod sources;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -393,15 +394,35 @@ fn lean_controller<K>(api: Api<K>, trigger: Trigger) -> kube::runtime::Controlle
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
+    lean_controller_with(api, trigger, |_| {}, |_| {})
+}
+
+/// [`lean_controller`], with more to drop from the cached objects (`trim`)
+/// and a look at every watch event (`observe`), for an index of the caller's.
+fn lean_controller_with<K>(
+    api: Api<K>,
+    trigger: Trigger,
+    trim: fn(&mut K),
+    mut observe: impl FnMut(&kube::runtime::watcher::Event<K>) + Send + 'static,
+) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
     use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|object: &mut K| {
+        .modify(move |object: &mut K| {
             object.managed_fields_mut().clear();
             object
                 .annotations_mut()
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
+            trim(object);
+        })
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                observe(event);
+            }
         })
         .reflect(writer)
         .applied_objects();

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
@@ -15,12 +16,13 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span};
 
+use super::sources::SourceIndex;
 use super::{
     Context, Error, OwnedSecret, apply_status, create_secret, drive, kube_err, now, owned_by, replace_secret_data,
 };
 use crate::cli::manifests::secret_data;
 use crate::conditions;
-use crate::crd::{CertificatePolicy, ObservedCertificate};
+use crate::crd::{CertificatePolicy, ObservedCertificate, ObservedCertificateStatus};
 use crate::observed::{self, Source};
 use crate::outputs::{OBSERVED_CERTIFICATE_LABEL, store_name};
 
@@ -30,26 +32,66 @@ const CONTROLLER: &str = "observedcertificate";
 pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     // Metadata only: no Secret data is ever cached.
     let (ocerts, secrets): (Api<ObservedCertificate>, Api<PartialObjectMeta<Secret>>) = (ctx.watched(), ctx.watched());
-    let controller = super::lean_controller(ocerts, super::Trigger::SpecChanges);
+    let index = Arc::new(Mutex::new(SourceIndex::default()));
+    let controller = super::lean_controller_with(ocerts, super::Trigger::SpecChanges, trim, {
+        let index = index.clone();
+        move |event| lock(&index).observe(event)
+    });
     let store = controller.store();
-    // Secret events map to the ObservedCertificates that name them as source.
+    // Secret events wake the ObservedCertificates that name the Secret as
+    // source and have not read that version of it. A deletion is passed on
+    // without a version, so that it wakes them all.
     let secret_events = watcher(secrets, watcher::Config::default())
         .default_backoff()
-        .touched_objects();
+        .filter_map(|event| {
+            futures::future::ready(match event {
+                Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => Some(Ok(secret)),
+                Ok(watcher::Event::Delete(mut secret)) => {
+                    secret.metadata.resource_version = None;
+                    Some(Ok(secret))
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(err) => Some(Err(err)),
+            })
+        });
+    let mapper_index = index.clone();
     let stream = controller
         .watches_stream(secret_events, move |secret| {
-            let namespace = secret.namespace();
-            let name = secret.name_any();
-            store
-                .state()
-                .iter()
-                .filter(|o| o.namespace() == namespace && o.spec.source.secret_ref.name == name)
-                .map(|o| ObjectRef::from_obj(o.as_ref()))
+            let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            let woken = lock(&mapper_index).to_wake(&namespace, &name, secret.resource_version().as_deref());
+            // The index is keyed by hashes, and keeps a renamed source until the
+            // next relist: the cache has the final word.
+            woken
+                .into_iter()
+                .map(|ocert| ObjectRef::new(&ocert).within(&namespace))
+                .filter(|reference| {
+                    store
+                        .get(reference)
+                        .is_some_and(|o| o.spec.source.secret_ref.name == name)
+                })
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx);
+        .run(
+            move |ocert, ctx| reconcile(ocert, ctx, index.clone()),
+            error_policy,
+            ctx,
+        );
     drive(CONTROLLER, stream).await;
+}
+
+/// The cache keeps whether an ObservedCertificate has a status, not the
+/// status: instance facts and conditions are most of its size, and a
+/// reconcile of one that has a status reads it fresh.
+fn trim(ocert: &mut ObservedCertificate) {
+    if ocert.status.is_some() {
+        ocert.status = Some(ObservedCertificateStatus::default());
+    }
+}
+
+fn lock(index: &Mutex<SourceIndex>) -> std::sync::MutexGuard<'_, SourceIndex> {
+    // The index holds no invariant a panic elsewhere could break.
+    index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn error_policy(_: Arc<ObservedCertificate>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -57,13 +99,33 @@ fn error_policy(_: Arc<ObservedCertificate>, err: &Error, ctx: Arc<Context>) -> 
     Action::requeue(Duration::from_secs(15))
 }
 
-async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = ocert.namespace().unwrap_or_default();
-    let name = ocert.name_any();
+async fn reconcile(
+    cached: Arc<ObservedCertificate>,
+    ctx: Arc<Context>,
+    index: Arc<Mutex<SourceIndex>>,
+) -> Result<Action, Error> {
+    let namespace = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
     let span =
-        info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = ocert.metadata.generation);
+        info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = cached.metadata.generation);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
+        let ocerts = ctx.api::<ObservedCertificate>(&namespace);
+        let get_ocert = || async {
+            ocerts.get_opt(&name).await.map_err(kube_err(
+                "GetObservedCertificate",
+                "ObservedCertificate",
+                &namespace,
+                &name,
+            ))
+        };
+        let mut ocert = match cached.status {
+            None => cached,
+            Some(_) => match get_ocert().await? {
+                Some(fresh) => Arc::new(fresh),
+                None => return Ok(Action::await_change()),
+            },
+        };
         let secrets = ctx.api::<Secret>(&namespace);
         let source_name = &ocert.spec.source.secret_ref.name;
         let source =
@@ -71,6 +133,10 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
                 .get_opt(source_name)
                 .await
                 .map_err(kube_err("GetSecret", "Secret", &namespace, source_name))?;
+        lock(&index).read(
+            &ocert,
+            source.as_ref().and_then(|s| s.metadata.resource_version.as_deref()),
+        );
         let store_secret_name = store_name(&name);
         let get_store = || async {
             secrets.get_opt(&store_secret_name).await.map_err(kube_err(
@@ -82,8 +148,12 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
         };
         let source_data = source.as_ref().map(secret_data);
         let source_type = source.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or_default();
-        let mut status = ocert.status.clone().unwrap_or_default();
-        status.conditions = conditions::sorted(&status.conditions);
+        let sorted_status = |ocert: &ObservedCertificate| {
+            let mut status = ocert.status.clone().unwrap_or_default();
+            status.conditions = conditions::sorted(&status.conditions);
+            status
+        };
+        let mut status = sorted_status(&ocert);
         let policy = policy(&ctx, &namespace, &ocert).await?;
         // Until an instance is recorded, certshift has never written the store:
         // the first sync creates it without reading it first. A create never
@@ -134,6 +204,14 @@ async fn reconcile(ocert: Arc<ObservedCertificate>, ctx: Arc<Context>) -> Result
                         data,
                     };
                     if !create_secret(&ctx, MANAGER, ocert.as_ref(), secret).await? {
+                        // The store is there though no instance was recorded:
+                        // the status written with it may not have reached the
+                        // cache yet. Judge again with both read fresh.
+                        let Some(fresh) = get_ocert().await? else {
+                            return Ok(Action::await_change());
+                        };
+                        ocert = Arc::new(fresh);
+                        status = sorted_status(&ocert);
                         stored = Stored::Read(get_store().await?.map(Box::new));
                         continue;
                     }

@@ -283,8 +283,17 @@ async fn write_floor(client: &Client, namespace: &str, objects: usize, count: us
 
 /// Operator writes in `namespace` by kind, from the audit log.
 fn writes_by_kind(plane: &ControlPlane, namespace: &str) -> BTreeMap<String, usize> {
+    by_kind(plane.writes(OPERATOR_USER, namespace))
+}
+
+/// Every operator request in `namespace`, reads included, by verb and kind.
+fn requests_by_kind(plane: &ControlPlane, namespace: &str) -> BTreeMap<String, usize> {
+    by_kind(plane.requests_in(OPERATOR_USER, namespace))
+}
+
+fn by_kind(requests: Vec<String>) -> BTreeMap<String, usize> {
     let mut by_kind = BTreeMap::new();
-    for write in plane.writes(OPERATOR_USER, namespace) {
+    for write in requests {
         let (verb, rest) = write.split_once(' ').unwrap_or_default();
         let resource = rest.split('/').next().unwrap_or_default();
         let subresource = rest.split('/').nth(2).map(|s| format!("/{s}")).unwrap_or_default();
@@ -401,6 +410,11 @@ async fn scale(plane: &ControlPlane, pki: &Pki, n: usize, args: &Args, with_decl
     println!(
         "W1 writes per ObservedCertificate: {:.2} ({w1:?})",
         total(&w1) as f64 / n as f64
+    );
+    let w1_requests = requests_by_kind(plane, NS);
+    println!(
+        "W1 requests per ObservedCertificate, reads included: {:.2} ({w1_requests:?})",
+        total(&w1_requests) as f64 / n as f64
     );
     println!(
         "W1 CPU: {:.2}s for {n} certificates = {:.2}s per 10k; parse floor {:.2}s per 10k; ratio {:.1}x",
