@@ -21,6 +21,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -354,9 +355,11 @@ pub async fn run(
         }
     };
     let stop = futures::future::FutureExt::shared(Box::pin(stop));
-    let observed = observed::controller(ctx.clone(), stop.clone());
+    let (secret_watch, [for_observed, for_policies]) = secret_events(&ctx);
+    let secret_watch = tokio::spawn(secret_watch);
+    let observed = observed::controller(ctx.clone(), for_observed, stop.clone());
     let declarations = declaration::controller(ctx.clone(), stop.clone());
-    let policies = policy::controller(ctx.clone(), stop.clone());
+    let policies = policy::controller(ctx.clone(), for_policies, stop.clone());
     let controllers = futures::future::join3(observed, declarations, policies);
     let outcome = match lost_leadership {
         Some(lost) => tokio::select! {
@@ -368,9 +371,41 @@ pub async fn run(
             Ok(())
         }
     };
+    secret_watch.abort();
     metrics.set_ready(false);
     info!("controllers stopped");
     outcome
+}
+
+/// The events of a metadata-only Secret watch.
+type SecretEvents = futures::channel::mpsc::UnboundedReceiver<kube::runtime::watcher::Event<PartialObjectMeta<Secret>>>;
+
+/// One metadata watch of Secrets, shared by the controllers that follow them
+/// (a watch each would make the API server list and send every Secret of the
+/// cluster once per controller). The future drives the watch; each receiver
+/// gets every event. Watch errors are retried with backoff and logged here.
+fn secret_events<const N: usize>(ctx: &Context) -> (impl Future<Output = ()> + Send + 'static, [SecretEvents; N]) {
+    use kube::runtime::{WatchStreamExt, watcher};
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..N).map(|_| futures::channel::mpsc::unbounded()).unzip();
+    let secrets: Api<PartialObjectMeta<Secret>> = ctx.watched();
+    let watch = async move {
+        let mut events = std::pin::pin!(watcher(secrets, watcher::Config::default()).default_backoff());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    if senders.iter().all(|s| s.is_closed()) {
+                        break;
+                    }
+                    for sender in &senders {
+                        let _ = sender.unbounded_send(event.clone());
+                    }
+                }
+                Err(err) => warn!(error = %err, "watching Secrets"),
+            }
+        }
+    };
+    let receivers = receivers.try_into().unwrap_or_else(|_| unreachable!("N receivers"));
+    (watch, receivers)
 }
 
 /// A tiny result alias for the process entry points (errors are messages).

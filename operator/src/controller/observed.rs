@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span};
 
 use super::sources::SourceIndex;
 use super::{
-    Context, Error, OwnedSecret, apply_status, create_secret, drive, kube_err, now, owned_by, replace_secret_data,
+    Context, Error, OwnedSecret, SecretEvents, apply_status, create_secret, drive, kube_err, now, owned_by,
+    replace_secret_data,
 };
 use crate::cli::manifests::secret_data;
 use crate::conditions;
@@ -29,9 +29,12 @@ use crate::outputs::{OBSERVED_CERTIFICATE_LABEL, store_name};
 const MANAGER: &str = "certshift-observed-certificate";
 const CONTROLLER: &str = "observedcertificate";
 
-pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    // Metadata only: no Secret data is ever cached.
-    let (ocerts, secrets): (Api<ObservedCertificate>, Api<PartialObjectMeta<Secret>>) = (ctx.watched(), ctx.watched());
+pub(super) async fn controller(
+    ctx: Arc<Context>,
+    secret_events: SecretEvents,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ocerts: Api<ObservedCertificate> = ctx.watched();
     let index = Arc::new(Mutex::new(SourceIndex::default()));
     let controller = super::lean_controller_with(ocerts, super::Trigger::SpecChanges, trim, {
         let index = index.clone();
@@ -41,19 +44,16 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
     // Secret events wake the ObservedCertificates that name the Secret as
     // source and have not read that version of it. A deletion is passed on
     // without a version, so that it wakes them all.
-    let secret_events = watcher(secrets, watcher::Config::default())
-        .default_backoff()
-        .filter_map(|event| {
-            futures::future::ready(match event {
-                Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => Some(Ok(secret)),
-                Ok(watcher::Event::Delete(mut secret)) => {
-                    secret.metadata.resource_version = None;
-                    Some(Ok(secret))
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                Err(err) => Some(Err(err)),
-            })
-        });
+    let secret_events = secret_events.filter_map(|event| {
+        futures::future::ready(match event {
+            watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) => Some(Ok(secret)),
+            watcher::Event::Delete(mut secret) => {
+                secret.metadata.resource_version = None;
+                Some(Ok(secret))
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        })
+    });
     let mapper_index = index.clone();
     let stream = controller
         .watches_stream(secret_events, move |secret| {
@@ -119,12 +119,15 @@ async fn reconcile(
                 &name,
             ))
         };
-        let mut ocert = match cached.status {
-            None => cached,
-            Some(_) => match get_ocert().await? {
+        // The cache keeps no status; and one without a status that this
+        // process has reconciled before may not have seen that status yet.
+        let mut ocert = if cached.status.is_none() && !lock(&index).has_read(&cached) {
+            cached
+        } else {
+            match get_ocert().await? {
                 Some(fresh) => Arc::new(fresh),
                 None => return Ok(Action::await_change()),
-            },
+            }
         };
         let secrets = ctx.api::<Secret>(&namespace);
         let source_name = &ocert.spec.source.secret_ref.name;

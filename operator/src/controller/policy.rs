@@ -8,15 +8,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{Context, Error, OwnedSecret, apply_secret, apply_status, drive, kube_err, now, owned_by, publish_events};
+use super::{
+    Context, Error, OwnedSecret, SecretEvents, apply_secret, apply_status, drive, kube_err, now, owned_by,
+    publish_events,
+};
 use crate::cli::manifests::{secret_data, tls_material};
 use crate::conditions;
 use crate::crd::{CertificatePolicy, CertificatePolicyStatus};
@@ -28,14 +31,23 @@ const MANAGER: &str = "certshift-policy";
 const CONTROLLER: &str = "certificatepolicy";
 pub const POLICY_LABEL: &str = "certshift.io/policy";
 
-pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    let (policies, secrets): (Api<CertificatePolicy>, Api<PartialObjectMeta<Secret>>) = (ctx.watched(), ctx.watched());
+pub(super) async fn controller(
+    ctx: Arc<Context>,
+    secret_events: SecretEvents,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let policies: Api<CertificatePolicy> = ctx.watched();
     let controller = super::lean_controller(policies, super::Trigger::SpecChanges);
     let store = controller.store();
     // A policy cares about its own Secret and its CA's.
-    let secret_events = watcher(secrets, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let secret_events = secret_events.filter_map(|event| {
+        futures::future::ready(match event {
+            watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) | watcher::Event::Delete(secret) => {
+                Some(Ok(secret))
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        })
+    });
     let stream = controller
         .watches_stream(secret_events, move |secret| {
             let (namespace, name) = (secret.namespace(), secret.name_any());

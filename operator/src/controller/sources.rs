@@ -106,6 +106,11 @@ impl SourceIndex {
         }
     }
 
+    /// Whether `ocert` has read its source since this index began.
+    pub fn has_read(&self, ocert: &ObservedCertificate) -> bool {
+        self.reader(ocert).is_some_and(|r| r.read.is_some())
+    }
+
     fn reader(&self, ocert: &ObservedCertificate) -> Option<&Reader> {
         let name = ocert.name_any();
         self.live
@@ -181,7 +186,9 @@ mod tests {
         let mut index = SourceIndex::default();
         let a = ocert("a", "tls");
         index.observe(&Event::Apply(a.clone()));
+        assert!(!index.has_read(&a));
         index.read(&a, Some("7"));
+        assert!(index.has_read(&a));
         assert!(index.to_wake("ns", "tls", Some("7")).is_empty());
         assert_eq!(index.to_wake("ns", "tls", Some("8")), ["a"]);
         assert_eq!(index.to_wake("ns", "tls", None), ["a"]);
