@@ -39,14 +39,17 @@ const MANAGER: &str = "certshift-declaration";
 
 const CONTROLLER: &str = "declaration";
 
-pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    // ObservedCertificates and pods are watched by metadata: the mappers need
-    // names and labels, and the reconcile reads what it judges.
-    let (declarations, ocerts, pods): (
-        Api<ClusterCertificateDeclaration>,
-        Api<PartialObjectMeta<ObservedCertificate>>,
-        Api<PartialObjectMeta<Pod>>,
-    ) = (ctx.watched(), ctx.watched(), ctx.watched());
+/// `ocert_events`: every change of an ObservedCertificate, from the
+/// ObservedCertificate controller's watch (its cache's trimmed copy).
+pub(super) async fn controller(
+    ctx: Arc<Context>,
+    ocert_events: futures::channel::mpsc::UnboundedReceiver<ObservedCertificate>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    // Pods are watched by metadata: the mapper needs labels, and the
+    // reconcile reads what it judges.
+    let (declarations, pods): (Api<ClusterCertificateDeclaration>, Api<PartialObjectMeta<Pod>>) =
+        (ctx.watched(), ctx.watched());
     let controller = super::lean_controller(declarations, super::Trigger::EveryChange);
     let by_store = controller.store();
     let by_members = controller.store();
@@ -59,9 +62,7 @@ pub async fn controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send
         workload_watch::<DaemonSet>(&ctx),
     );
     let by_workload = controller.store();
-    let ocert_events = watcher(ocerts, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let ocert_events = futures::StreamExt::map(ocert_events, Ok);
     let stream = controller
         .watches_stream(ocert_events, move |ocert| {
             let (namespace, name) = (ocert.namespace(), ocert.name_any());

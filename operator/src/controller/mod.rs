@@ -357,8 +357,11 @@ pub async fn run(
     let stop = futures::future::FutureExt::shared(Box::pin(stop));
     let (secret_watch, [for_observed, for_policies]) = secret_events(&ctx);
     let secret_watch = tokio::spawn(secret_watch);
-    let observed = observed::controller(ctx.clone(), for_observed, stop.clone());
-    let declarations = declaration::controller(ctx.clone(), stop.clone());
+    // The declaration controller follows ObservedCertificates through the
+    // ObservedCertificate controller's watch, not one of its own.
+    let (ocert_events, for_declarations) = futures::channel::mpsc::unbounded();
+    let observed = observed::controller(ctx.clone(), for_observed, ocert_events, stop.clone());
+    let declarations = declaration::controller(ctx.clone(), for_declarations, stop.clone());
     let policies = policy::controller(ctx.clone(), for_policies, stop.clone());
     let controllers = futures::future::join3(observed, declarations, policies);
     let outcome = match lost_leadership {

@@ -32,13 +32,23 @@ const CONTROLLER: &str = "observedcertificate";
 pub(super) async fn controller(
     ctx: Arc<Context>,
     secret_events: SecretEvents,
+    ocert_events: futures::channel::mpsc::UnboundedSender<ObservedCertificate>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ocerts: Api<ObservedCertificate> = ctx.watched();
     let index = Arc::new(Mutex::new(SourceIndex::default()));
     let controller = super::lean_controller_with(ocerts, super::Trigger::SpecChanges, trim, {
         let index = index.clone();
-        move |event| lock(&index).observe(event)
+        move |event| {
+            lock(&index).observe(event);
+            // Every change, status included, is passed on (trimmed) to the
+            // declaration controller.
+            if let watcher::Event::Apply(ocert) | watcher::Event::InitApply(ocert) | watcher::Event::Delete(ocert) =
+                event
+            {
+                let _ = ocert_events.unbounded_send(ocert.clone());
+            }
+        }
     });
     let store = controller.store();
     // Secret events wake the ObservedCertificates that name the Secret as
