@@ -13,7 +13,7 @@ demo-down:
 test:
 	hack/test.sh
 
-# The scale benchmark (W1-W4 against measured floors; ~25 min): docs/performance.md.
+# The scale benchmark (W1-W4 against measured floors; ~20 min): docs/performance.md.
 bench:
 	CERTSHIFT_KUBE_APISERVER="$$(hack/kube-apiserver.sh)" cargo run --release -p certshift-e2e --bin certshift-bench -- $(BENCH_ARGS)
 

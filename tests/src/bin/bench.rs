@@ -654,7 +654,7 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
         "W3 {count} declarations Ready by thumbprint: {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let before = writes_by_kind(plane, W3);
+    let (before, requests_before) = (writes_by_kind(plane, W3), requests_by_kind(plane, W3));
     let (cpu, started) = (cpu_seconds(), Instant::now());
     apply_all("declaration-common-name.yaml").await;
     ready_by("CommonName").await;
@@ -671,6 +671,11 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
     println!(
         "W3 writes per declaration per revision: {:.2} {writes:?}",
         total(&writes) as f64 / (count * 5) as f64
+    );
+    let requests = difference(&requests_by_kind(plane, W3), &requests_before);
+    println!(
+        "W3 requests per declaration per revision, reads included: {:.2} {requests:?}",
+        total(&requests) as f64 / (count * 5) as f64
     );
     acker.abort();
 }
