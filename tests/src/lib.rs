@@ -281,6 +281,24 @@ pub async fn events(client: &Client, namespace: &str) -> Vec<(String, String, St
     events.into_iter().map(|(_, t, r, n)| (t, r, n)).collect()
 }
 
+/// Waits for an event of `reason` (and `type_`, when given) in `namespace`.
+/// The operator records events after the status it decided with them, so a
+/// test that has seen the status waits for the events.
+pub async fn wait_event(client: &Client, namespace: &str, type_: Option<&str>, reason: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let recorded = events(client, namespace).await;
+        if recorded
+            .iter()
+            .any(|(t, r, _)| r == reason && type_.is_none_or(|type_| t == type_))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {reason} event in {recorded:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Kinds whose `Resource` impl the harness uses generically.
 pub fn kind_of<K: Resource<DynamicType = ()>>() -> String {
     K::kind(&()).into_owned()

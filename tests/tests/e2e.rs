@@ -14,9 +14,9 @@ use certshift::planner::Stage;
 use certshift_e2e::control_plane::{ADMIN_TOKEN, CHART_NAMESPACE, CHART_SERVICE_ACCOUNT, CHART_TOKEN, OPERATOR_USER};
 use certshift_e2e::judge::Judge;
 use certshift_e2e::{
-    ControlPlane, Operator, acknowledge, apply_rendered, apply_yaml, condition, create_namespace, declaration, events,
-    eventually, example, free_addr, http_get, install_crds, is_true, member_pod, pki, wait_converted, wait_ready,
-    with_pod_members,
+    ControlPlane, Operator, acknowledge, apply_rendered, apply_yaml, condition, create_namespace, declaration,
+    eventually, example, free_addr, http_get, install_crds, is_true, member_pod, pki, wait_converted, wait_event,
+    wait_ready, with_pod_members,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -420,13 +420,7 @@ async fn rollover(s: Scenario) {
         (presenting == renewal.thumbprint && is_true(&d, "Ready")).then_some(())
     })
     .await;
-    let recorded = events(&s.admin, ns).await;
-    assert!(
-        recorded
-            .iter()
-            .any(|(t, reason, _)| t == "Normal" && reason == "Rollover"),
-        "no Rollover event in {recorded:#?}"
-    );
+    wait_event(&s.admin, ns, Some("Normal"), "Rollover").await;
     let last = judge.observations().last().cloned().expect("observed");
     assert_eq!(last.revision.stage, Some(Stage::Rollover));
 
@@ -474,13 +468,7 @@ async fn rollover(s: Scenario) {
         renewal.thumbprint,
         "the presented certificate is unchanged"
     );
-    let recorded = events(&s.admin, ns).await;
-    assert!(
-        recorded
-            .iter()
-            .any(|(t, reason, _)| t == "Warning" && reason == "IssuerNotPinned"),
-        "no IssuerNotPinned warning in {recorded:#?}"
-    );
+    wait_event(&s.admin, ns, Some("Warning"), "IssuerNotPinned").await;
     assert_judged_clean(&judge);
     operator.stop().await;
     judge.stop();
@@ -889,12 +877,8 @@ async fn policy_rollover(s: Scenario) {
         (renewal_time.as_second()..=renewal_time.as_second() + 10).contains(&renewed_at),
         "renewed at {renewed_at}, due at {renewal_time}"
     );
-    let recorded = events(&s.admin, ns).await;
     for reason in ["Issued", "Renewed", "Rollover"] {
-        assert!(
-            recorded.iter().any(|(_, r, _)| r == reason),
-            "no {reason} event in {recorded:#?}"
-        );
+        wait_event(&s.admin, ns, None, reason).await;
     }
 
     // The policy moves to a CA that is not pinned: the next certificate is refused.
