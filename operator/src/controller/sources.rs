@@ -50,7 +50,7 @@ impl SourceIndex {
             Event::InitApply(ocert) => {
                 let read = self.reader(ocert).and_then(|r| r.read);
                 if let Some(sources) = &mut self.relisting {
-                    insert(sources, ocert, read);
+                    entry(sources, ocert).read = read;
                 }
             }
             Event::InitDone => {
@@ -59,12 +59,10 @@ impl SourceIndex {
                 }
             }
             Event::Apply(ocert) => {
-                if self.reader(ocert).is_none() {
-                    insert(&mut self.live, ocert, None);
-                }
+                entry(&mut self.live, ocert);
             }
             Event::Delete(ocert) => {
-                let key = key(&ocert.namespace().unwrap_or_default(), source(ocert));
+                let key = source_key(ocert);
                 if let Some(readers) = self.live.get_mut(&key) {
                     readers.retain(|r| *r.name != *ocert.name_any());
                     if readers.is_empty() {
@@ -91,19 +89,7 @@ impl SourceIndex {
 
     /// Records that `ocert` read its source at `version` (`None`: not there).
     pub fn read(&mut self, ocert: &ObservedCertificate, version: Option<&str>) {
-        let read = Some(hash(version.unwrap_or(MISSING)));
-        let name = ocert.name_any();
-        let readers = self
-            .live
-            .entry(key(&ocert.namespace().unwrap_or_default(), source(ocert)))
-            .or_default();
-        match readers.iter_mut().find(|r| *r.name == *name) {
-            Some(reader) => reader.read = read,
-            None => readers.push(Reader {
-                name: name.into(),
-                read,
-            }),
-        }
+        entry(&mut self.live, ocert).read = Some(hash(version.unwrap_or(MISSING)));
     }
 
     /// Whether `ocert` has read its source since this index began.
@@ -113,28 +99,32 @@ impl SourceIndex {
 
     fn reader(&self, ocert: &ObservedCertificate) -> Option<&Reader> {
         let name = ocert.name_any();
-        self.live
-            .get(&key(&ocert.namespace().unwrap_or_default(), source(ocert)))?
-            .iter()
-            .find(|r| *r.name == *name)
+        self.live.get(&source_key(ocert))?.iter().find(|r| *r.name == *name)
     }
 }
 
-fn insert(sources: &mut Sources, ocert: &ObservedCertificate, read: Option<u64>) {
-    let readers = sources
-        .entry(key(&ocert.namespace().unwrap_or_default(), source(ocert)))
-        .or_default();
+/// `ocert`'s entry in `sources`, added (not yet read) when missing.
+fn entry<'a>(sources: &'a mut Sources, ocert: &ObservedCertificate) -> &'a mut Reader {
     let name = ocert.name_any();
-    if !readers.iter().any(|r| *r.name == *name) {
-        readers.push(Reader {
-            name: name.into(),
-            read,
-        });
+    let readers = sources.entry(source_key(ocert)).or_default();
+    match readers.iter().position(|r| *r.name == *name) {
+        Some(at) => &mut readers[at],
+        None => {
+            readers.push(Reader {
+                name: name.into(),
+                read: None,
+            });
+            readers.last_mut().expect("just pushed")
+        }
     }
 }
 
-fn source(ocert: &ObservedCertificate) -> &str {
-    &ocert.spec.source.secret_ref.name
+/// The key of the Secret `ocert` names as its source.
+fn source_key(ocert: &ObservedCertificate) -> u64 {
+    key(
+        &ocert.namespace().unwrap_or_default(),
+        &ocert.spec.source.secret_ref.name,
+    )
 }
 
 fn key(namespace: &str, secret: &str) -> u64 {
