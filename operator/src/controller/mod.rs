@@ -268,13 +268,9 @@ async fn create_secret<K: Resource<DynamicType = ()>>(
     secret: OwnedSecret<'_>,
 ) -> Result<bool, Error> {
     let (namespace, name) = (owner.namespace().unwrap_or_default(), secret.name.to_owned());
-    let params = PostParams {
-        field_manager: Some(manager.to_owned()),
-        ..PostParams::default()
-    };
     match ctx
         .api::<Secret>(&namespace)
-        .create(&params, &owned_secret(owner, secret))
+        .create(&post_params(manager), &owned_secret(owner, secret))
         .await
     {
         Ok(_) => {
@@ -283,6 +279,14 @@ async fn create_secret<K: Resource<DynamicType = ()>>(
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(err) => Err(kube_err("CreateSecret", "Secret", &namespace, &name)(err)),
+    }
+}
+
+/// Create and replace under `manager`, as server-side apply is.
+fn post_params(manager: &str) -> PostParams {
+    PostParams {
+        field_manager: Some(manager.to_owned()),
+        ..PostParams::default()
     }
 }
 
@@ -296,15 +300,11 @@ async fn replace_secret_data(
     data: &BTreeMap<String, Vec<u8>>,
 ) -> Result<(), Error> {
     let (namespace, name) = (existing.namespace().unwrap_or_default(), existing.name_any());
-    let params = PostParams {
-        field_manager: Some(manager.to_owned()),
-        ..PostParams::default()
-    };
     let mut secret = existing.clone();
     secret.metadata.managed_fields = None;
     secret.data = Some(byte_strings(data));
     ctx.api::<Secret>(&namespace)
-        .replace(&name, &params, &secret)
+        .replace(&name, &post_params(manager), &secret)
         .await
         .map_err(kube_err("ReplaceSecret", "Secret", &namespace, &name))?;
     ctx.metrics.write("Secret");
