@@ -13,10 +13,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::remembered::Remembered;
 
 use super::{
     Context, Error, OwnedSecret, apply_secret, apply_status, drive, kube_err, members, now, owned_by, publish_events,
@@ -39,22 +41,26 @@ const MANAGER: &str = "certshift-declaration";
 
 const CONTROLLER: &str = "declaration";
 
-/// `ocert_events`: every change of an ObservedCertificate, from the
-/// ObservedCertificate controller's watch (its cache's trimmed copy).
+/// `ocert_events`: the ObservedCertificate controller's watch events (its
+/// cache's trimmed copies); `secret_events`: the shared Secret watch's.
 pub(super) async fn controller(
     ctx: Arc<Context>,
-    ocert_events: futures::channel::mpsc::UnboundedReceiver<ObservedCertificate>,
+    ocert_events: futures::channel::mpsc::UnboundedReceiver<watcher::Event<ObservedCertificate>>,
+    secret_events: super::SecretEvents,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    // Pods are watched by metadata: the mapper needs labels, and the
-    // reconcile reads what it judges.
+    // Pods are cached by metadata, trimmed to their labels and acknowledged
+    // revision: the mapper matches labels, the reconcile counts members.
     let (declarations, pods): (Api<ClusterCertificateDeclaration>, Api<PartialObjectMeta<Pod>>) =
         (ctx.watched(), ctx.watched());
     let controller = super::lean_controller(declarations, super::Trigger::EveryChange);
     let by_store = controller.store();
     let by_members = controller.store();
+    let (pod_cache, pod_writer) = reflector::store();
     let pod_events = watcher(pods, watcher::Config::default())
         .default_backoff()
+        .modify(members::trim_pod)
+        .reflect(pod_writer)
         .touched_objects();
     let (deployments, statefulsets, daemonsets) = (
         workload_watch::<Deployment>(&ctx),
@@ -62,7 +68,28 @@ pub(super) async fn controller(
         workload_watch::<DaemonSet>(&ctx),
     );
     let by_workload = controller.store();
-    let ocert_events = futures::StreamExt::map(ocert_events, Ok);
+    let shell = Arc::new(Shell {
+        ctx,
+        pods: pod_cache,
+        ocerts: Remembered::default(),
+        secrets: Remembered::default(),
+        config_maps: Remembered::default(),
+    });
+    let ocert_events = {
+        let shell = shell.clone();
+        futures::StreamExt::filter_map(ocert_events, move |event| {
+            shell.ocerts.observe(&event);
+            futures::future::ready(match event {
+                watcher::Event::Apply(ocert) | watcher::Event::InitApply(ocert) | watcher::Event::Delete(ocert) => {
+                    Some(Ok(ocert))
+                }
+                watcher::Event::Init | watcher::Event::InitDone => None,
+            })
+        })
+    };
+    // Secrets and the validation ConfigMaps only say when a remembered one is
+    // out of date: they wake no reconcile.
+    let follow = tokio::spawn(follow_outputs(shell.clone(), secret_events));
     let stream = controller
         .watches_stream(ocert_events, move |ocert| {
             let (namespace, name) = (ocert.namespace(), ocert.name_any());
@@ -88,8 +115,34 @@ pub(super) async fn controller(
         .watches_stream(statefulsets, workload_mapper(by_workload.clone(), "StatefulSet"))
         .watches_stream(daemonsets, workload_mapper(by_workload, "DaemonSet"))
         .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx);
+        .run(reconcile, error_policy, shell);
     drive(CONTROLLER, stream).await;
+    follow.abort();
+}
+
+/// Feeds the remembered Secrets and validation ConfigMaps from their watches:
+/// the shared Secret watch, and a metadata watch of the ConfigMaps certshift
+/// manages. That one sees no ConfigMap of someone else's, which is safe:
+/// only objects read or written as certshift's are remembered, and one that
+/// loses the label leaves the watch as a deletion.
+async fn follow_outputs(shell: Arc<Shell>, secret_events: super::SecretEvents) {
+    use futures::StreamExt as _;
+    let config_maps: Api<PartialObjectMeta<ConfigMap>> = shell.ctx.watched();
+    let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
+    let config_map_events = watcher(config_maps, watcher::Config::default().labels(&managed))
+        .default_backoff()
+        .for_each(|event| {
+            match event {
+                Ok(event) => shell.config_maps.observe(&event),
+                Err(err) => warn!(error = %err, "watching ConfigMaps"),
+            }
+            futures::future::ready(())
+        });
+    let secret_events = secret_events.for_each(|event| {
+        shell.secrets.observe(&event);
+        futures::future::ready(())
+    });
+    futures::future::join(config_map_events, secret_events).await;
 }
 
 /// Whether the declaration's `spec.members.pods` selector takes a pod with `labels`.
@@ -149,8 +202,45 @@ where
     }
 }
 
-fn error_policy(_: Arc<ClusterCertificateDeclaration>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed(CONTROLLER, err.metric_label());
+/// What a reconcile reads through: the API, the pod cache, and the objects
+/// reconciles read or wrote before (see [`Remembered`]).
+struct Shell {
+    ctx: Arc<Context>,
+    pods: reflector::Store<PartialObjectMeta<Pod>>,
+    ocerts: Remembered<ObservedCertificate>,
+    /// The stores' `-store` Secrets and the presentation Secrets.
+    secrets: Remembered<Secret>,
+    /// The validation ConfigMaps.
+    config_maps: Remembered<ConfigMap>,
+}
+
+/// `name` as remembered, or read from the API server (and remembered).
+async fn read<K>(
+    ctx: &Context,
+    remembered: &Remembered<K>,
+    namespace: &str,
+    name: &str,
+    (action, kind): (&'static str, &'static str),
+) -> Result<Option<Arc<K>>, Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if let Some(object) = remembered.get(namespace, name) {
+        return Ok(Some(object));
+    }
+    let object = ctx
+        .api::<K>(namespace)
+        .get_opt(name)
+        .await
+        .map_err(kube_err(action, kind, namespace, name))?;
+    Ok(object.map(|o| remembered.put(o)))
+}
+
+fn error_policy(_: Arc<ClusterCertificateDeclaration>, err: &Error, shell: Arc<Shell>) -> Action {
+    shell.ctx.metrics.failed(CONTROLLER, err.metric_label());
     Action::requeue(Duration::from_secs(15))
 }
 
@@ -167,26 +257,20 @@ fn pem_of(der: &[u8]) -> String {
 }
 
 async fn gather_store(
-    ctx: &Context,
+    shell: &Shell,
     namespace: &str,
     spec: &ClusterCertificateDeclarationSpec,
 ) -> Result<Result<Gathered, Blocked>, Error> {
+    let ctx = &shell.ctx;
     let mut gathered = Gathered {
         store: Store::default(),
         materials: BTreeMap::new(),
         authorities: BTreeMap::new(),
     };
-    let ocerts = ctx.api::<ObservedCertificate>(namespace);
-    let secrets = ctx.api::<Secret>(namespace);
     for (index, name) in spec.store.observed_certificates.iter().enumerate() {
         let field = format!("spec.store.observedCertificates[{index}]");
-        let Some(ocert) = ocerts.get_opt(name).await.map_err(kube_err(
-            "GetObservedCertificate",
-            "ObservedCertificate",
-            namespace,
-            name,
-        ))?
-        else {
+        let kind = ("GetObservedCertificate", "ObservedCertificate");
+        let Some(ocert) = read(ctx, &shell.ocerts, namespace, name, kind).await? else {
             return Ok(Err(Blocked::new(
                 BlockReason::StoreNotFound,
                 format!("{field}: ObservedCertificate {namespace}/{name} does not exist"),
@@ -208,12 +292,10 @@ async fn gather_store(
             )));
         }
         let stored_name = store_name(name);
-        let stored = secrets
-            .get_opt(&stored_name)
-            .await
-            .map_err(kube_err("GetSecret", "Secret", namespace, &stored_name))?
-            .filter(|s| owned_by(&s.metadata, &ocert));
-        let data = stored.as_ref().map(secret_data).unwrap_or_default();
+        let stored = read(ctx, &shell.secrets, namespace, &stored_name, ("GetSecret", "Secret"))
+            .await?
+            .filter(|s| owned_by(&s.metadata, ocert.as_ref()));
+        let data = stored.as_deref().map(secret_data).unwrap_or_default();
         for facts in status.instances {
             match stored_instance(&data, &facts.thumbprint) {
                 Some(Ok(bundle)) => {
@@ -345,24 +427,18 @@ async fn trust_bundle(
 struct Outputs {
     published: Option<Revision>,
     blocked: Option<Blocked>,
-    validation: Option<ConfigMap>,
-    presentation: Option<Secret>,
+    validation: Option<Arc<ConfigMap>>,
+    presentation: Option<Arc<Secret>>,
 }
 
-async fn read_outputs(ctx: &Context, declaration: &ClusterCertificateDeclaration) -> Result<Outputs, Error> {
+async fn read_outputs(shell: &Shell, declaration: &ClusterCertificateDeclaration) -> Result<Outputs, Error> {
     let namespace = declaration.namespace().unwrap_or_default();
     let name = declaration.name_any();
     let (validation_name, presentation_name) = (validation_name(&name), presentation_name(&name));
-    let validation = ctx
-        .api::<ConfigMap>(&namespace)
-        .get_opt(&validation_name)
-        .await
-        .map_err(kube_err("GetConfigMap", "ConfigMap", &namespace, &validation_name))?;
-    let presentation = ctx
-        .api::<Secret>(&namespace)
-        .get_opt(&presentation_name)
-        .await
-        .map_err(kube_err("GetSecret", "Secret", &namespace, &presentation_name))?;
+    let kind = ("GetConfigMap", "ConfigMap");
+    let validation = read(&shell.ctx, &shell.config_maps, &namespace, &validation_name, kind).await?;
+    let kind = ("GetSecret", "Secret");
+    let presentation = read(&shell.ctx, &shell.secrets, &namespace, &presentation_name, kind).await?;
     let foreign = |kind: &str, object: &str| {
         Some(Blocked::new(
             BlockReason::SecretOwnedElsewhere,
@@ -402,12 +478,13 @@ async fn read_outputs(ctx: &Context, declaration: &ClusterCertificateDeclaration
 /// two writes then repairs the presentation instead of regressing it). Writes
 /// only what differs.
 async fn publish(
-    ctx: &Context,
+    shell: &Shell,
     declaration: &ClusterCertificateDeclaration,
     revision: &Revision,
     gathered: &Gathered,
     current: &Outputs,
 ) -> Result<(), Error> {
+    let ctx = &shell.ctx;
     let namespace = declaration.namespace().unwrap_or_default();
     let name = declaration.name_any();
     let Some(material) = gathered.materials.get(&revision.presented) else {
@@ -459,7 +536,8 @@ async fn publish(
         let mut value = serde_json::to_value(&map).expect("ConfigMap serializes");
         value["apiVersion"] = "v1".into();
         value["kind"] = "ConfigMap".into();
-        ctx.api::<ConfigMap>(&namespace)
+        let written = ctx
+            .api::<ConfigMap>(&namespace)
             .patch(
                 &validation_name(&name),
                 &PatchParams::apply(MANAGER).force(),
@@ -472,13 +550,14 @@ async fn publish(
                 &namespace,
                 &validation_name(&name),
             ))?;
+        shell.config_maps.put(written);
         ctx.metrics.write("ConfigMap");
     }
     let mut presentation_data: BTreeMap<String, Vec<u8>> = outputs::presentation_data(material)
         .into_iter()
         .map(|(k, v)| (k, v.into_bytes()))
         .collect();
-    let current_data: Option<BTreeMap<String, Vec<u8>>> = current.presentation.as_ref().map(secret_data);
+    let current_data: Option<BTreeMap<String, Vec<u8>>> = current.presentation.as_deref().map(secret_data);
     let current_annotations = current
         .presentation
         .as_ref()
@@ -510,12 +589,15 @@ async fn publish(
             annotations,
             data: &presentation_data,
         };
-        apply_secret(ctx, MANAGER, declaration, secret).await?;
+        shell
+            .secrets
+            .put(apply_secret(ctx, MANAGER, declaration, secret).await?);
     }
     Ok(())
 }
 
-async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, shell: Arc<Shell>) -> Result<Action, Error> {
+    let ctx = shell.ctx.clone();
     let namespace = declaration.namespace().unwrap_or_default();
     let name = declaration.name_any();
     let span = info_span!(
@@ -528,10 +610,10 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Con
     );
     async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let gathered = gather_store(&ctx, &namespace, &declaration.spec).await?;
-        let outputs = read_outputs(&ctx, &declaration).await?;
+        let gathered = gather_store(&shell, &namespace, &declaration.spec).await?;
+        let outputs = read_outputs(&shell, &declaration).await?;
         let members =
-            members::report(&ctx, &namespace, declaration.spec.members.as_ref(), outputs.published.as_ref()).await?;
+            members::report(&ctx, &shell.pods, &namespace, declaration.spec.members.as_ref(), outputs.published.as_ref()).await?;
         let mut status = declaration.status.clone().unwrap_or_default();
         status.conditions = conditions::sorted(&status.conditions);
         let now = now();
@@ -578,12 +660,12 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, ctx: Arc<Con
                     != Some(&published.revision.to_string());
                 if behind && outputs.blocked.is_none() {
                     info!(revision = published.revision, "completing the presentation of the published revision");
-                    publish(&ctx, &declaration, published, gathered, &outputs).await?;
+                    publish(&shell, &declaration, published, gathered, &outputs).await?;
                 }
             }
             if let Some(revision) = &decision.publish {
                 tracing::Span::current().record("stage", tracing::field::debug(revision.stage));
-                publish(&ctx, &declaration, revision, gathered, &outputs).await?;
+                publish(&shell, &declaration, revision, gathered, &outputs).await?;
                 ctx.metrics.published();
                 info!(revision = revision.revision, stage = ?revision.stage, change = ?revision.change, presented = %revision.presented, "published");
             }

@@ -4,10 +4,14 @@
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::ListParams;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::core::{PartialObjectMeta, Selector, SelectorExt as _};
+use kube::runtime::reflector::Store;
 
 use super::{Context, Error, kube_err};
 use crate::crd::{Endpoint, Members, ServiceEndpoint, WorkloadReference};
@@ -15,9 +19,12 @@ use crate::declaration::MemberReport;
 use crate::outputs::{OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION};
 use crate::planner::Revision;
 
-/// The observed revision of every member.
+/// The observed revision of every member. Pods are read from `pods`, the
+/// declaration controller's cache of their metadata: a list per reconcile
+/// would make the API server read every pod of the namespace from etcd.
 pub async fn report(
     ctx: &Context,
+    pods: &Store<PartialObjectMeta<Pod>>,
     namespace: &str,
     members: Option<&Members>,
     current: Option<&Revision>,
@@ -27,25 +34,16 @@ pub async fn report(
         return Ok(report);
     };
     if let Some(selector) = &members.pods {
-        let pods = ctx.api::<Pod>(namespace);
-        let params = ListParams::default().labels(&selector_string(selector));
-        let list = pods
-            .list_metadata(&params)
-            .await
-            .map_err(kube_err("ListPods", "Pod", namespace, "-"))?;
-        for pod in list.items {
-            if pod.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            let observed = pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(OBSERVED_REVISION_ANNOTATION))
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            report
-                .members
-                .push((format!("pod/{}", pod.metadata.name.unwrap_or_default()), observed));
+        // The planner blocks a selector that does not parse (`spec.members.pods`).
+        if let Ok(selector) = kube::core::Selector::try_from(selector.clone()) {
+            // Until the first list of pods is in, no member is known: wait
+            // rather than judge "no members" complete.
+            pods.wait_until_ready().await.map_err(|_| Error::CacheStopped("pod"))?;
+            report.members.extend(pod_members(
+                pods.state().iter().map(|pod| &pod.metadata),
+                namespace,
+                &selector,
+            ));
         }
     }
     // An endpoint has loaded the revision in force when it presents its certificate.
@@ -69,6 +67,47 @@ pub async fn report(
     }
     report.members.sort();
     Ok(report)
+}
+
+/// The pods of `namespace` that `selector` takes, each with the revision it
+/// reports in `certshift.io/observed-revision` (pods being deleted are gone).
+fn pod_members<'a>(
+    pods: impl Iterator<Item = &'a ObjectMeta>,
+    namespace: &str,
+    selector: &Selector,
+) -> Vec<(String, Option<u64>)> {
+    let no_labels = BTreeMap::new();
+    pods.filter(|pod| pod.namespace.as_deref() == Some(namespace) && pod.deletion_timestamp.is_none())
+        .filter(|pod| selector.matches(pod.labels.as_ref().unwrap_or(&no_labels)))
+        .map(|pod| {
+            let observed = pod
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(OBSERVED_REVISION_ANNOTATION))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            (format!("pod/{}", pod.name.as_deref().unwrap_or_default()), observed)
+        })
+        .collect()
+}
+
+/// Drops from a cached pod all but what [`pod_members`] and the controller's
+/// mapper read: a cluster has many pods, and most of their metadata is
+/// someone else's.
+pub fn trim_pod(pod: &mut PartialObjectMeta<Pod>) {
+    let meta = std::mem::take(&mut pod.metadata);
+    let observed = meta
+        .annotations
+        .and_then(|mut a| a.remove_entry(OBSERVED_REVISION_ANNOTATION))
+        .map(|entry| BTreeMap::from([entry]));
+    pod.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        labels: meta.labels,
+        annotations: observed,
+        deletion_timestamp: meta.deletion_timestamp,
+        resource_version: meta.resource_version,
+        ..ObjectMeta::default()
+    };
 }
 
 /// The revision a workload has rolled out: the one stamped on its pod template,
@@ -314,29 +353,69 @@ pub fn slice_addresses(slices: &[serde_json::Value], service: &ServiceEndpoint) 
     out
 }
 
-/// A LabelSelector as the `labelSelector` query parameter.
-pub fn selector_string(selector: &LabelSelector) -> String {
-    let mut parts: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for expression in selector.match_expressions.iter().flatten() {
-        let values = expression.values.clone().unwrap_or_default().join(",");
-        parts.push(match expression.operator.as_str() {
-            "In" => format!("{} in ({values})", expression.key),
-            "NotIn" => format!("{} notin ({values})", expression.key),
-            "Exists" => expression.key.clone(),
-            _ => format!("!{}", expression.key),
-        });
-    }
-    parts.join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(namespace: &str, name: &str, labels: &[(&str, &str)], observed: Option<&str>) -> PartialObjectMeta<Pod> {
+        let mut annotations = BTreeMap::from([("kubectl.kubernetes.io/restartedAt".to_owned(), "now".to_owned())]);
+        if let Some(observed) = observed {
+            annotations.insert(OBSERVED_REVISION_ANNOTATION.to_owned(), observed.to_owned());
+        }
+        PartialObjectMeta {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                annotations: Some(annotations),
+                uid: Some(format!("uid-{name}")),
+                ..ObjectMeta::default()
+            },
+            ..PartialObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn pod_members_are_the_selected_pods_of_the_namespace_with_their_revision() {
+        let mut pods = vec![
+            pod("a", "m-1", &[("app", "db")], Some("3")),
+            pod("a", "m-2", &[("app", "db")], Some(" 2\n")),
+            pod("a", "m-3", &[("app", "db")], Some("two")),
+            pod("a", "m-4", &[("app", "db")], None),
+            pod("a", "other", &[("app", "web")], Some("3")),
+            pod("b", "m-1", &[("app", "db")], Some("3")),
+            pod("a", "gone", &[("app", "db")], Some("3")),
+        ];
+        pods[6].metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::UNIX_EPOCH,
+        ));
+        for pod in &mut pods {
+            trim_pod(pod);
+        }
+        assert_eq!(pods[0].metadata.uid, None, "trimmed");
+        let selector: Selector = [("app".to_owned(), "db".to_owned())].into_iter().collect();
+        let members = pod_members(pods.iter().map(|p| &p.metadata), "a", &selector);
+        assert_eq!(
+            members,
+            [
+                ("pod/m-1".to_owned(), Some(3)),
+                ("pod/m-2".to_owned(), Some(2)),
+                ("pod/m-3".to_owned(), None),
+                ("pod/m-4".to_owned(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_trimmed_pod_keeps_only_what_members_read() {
+        let mut p = pod("a", "m-1", &[("app", "db")], Some("3"));
+        p.metadata.owner_references = Some(vec![Default::default()]);
+        trim_pod(&mut p);
+        let annotations = p.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), [OBSERVED_REVISION_ANNOTATION]);
+        assert_eq!(p.metadata.owner_references, None);
+        assert_eq!(p.metadata.labels.unwrap_or_default().len(), 1);
+    }
 
     #[test]
     fn ready_slice_addresses_for_the_port() {

@@ -9,6 +9,7 @@ pub mod metrics;
 mod observed;
 pub mod policy;
 pub mod probe;
+mod remembered;
 mod sources;
 
 use std::collections::BTreeMap;
@@ -138,6 +139,9 @@ pub enum Error {
         name: String,
         message: String,
     },
+    /// The watch behind a cache ended before its first list (shutdown).
+    #[error("the {0} cache stopped before its first list")]
+    CacheStopped(&'static str),
 }
 
 impl Error {
@@ -146,6 +150,7 @@ impl Error {
         match self {
             Error::Kube { action, .. } => action,
             Error::Render { .. } => "RenderTemplates",
+            Error::CacheStopped(_) => "CacheStopped",
         }
     }
 }
@@ -239,23 +244,24 @@ fn byte_strings(data: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, ByteString
     data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone()))).collect()
 }
 
-/// Server-side applies a Secret the operator owns.
+/// Server-side applies a Secret the operator owns; returns it as written.
 async fn apply_secret<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     manager: &str,
     owner: &K,
     secret: OwnedSecret<'_>,
-) -> Result<(), Error> {
+) -> Result<Secret, Error> {
     let (namespace, name) = (owner.namespace().unwrap_or_default(), secret.name.to_owned());
     let mut value = serde_json::to_value(owned_secret(owner, secret)).expect("Secret serializes");
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
-    ctx.api::<Secret>(&namespace)
+    let written = ctx
+        .api::<Secret>(&namespace)
         .patch(&name, &PatchParams::apply(manager).force(), &Patch::Apply(value))
         .await
         .map_err(kube_err("ApplySecret", "Secret", &namespace, &name))?;
     ctx.metrics.write("Secret");
-    Ok(())
+    Ok(written)
 }
 
 /// Creates a Secret the operator owns. A create never overwrites: when a
@@ -355,13 +361,13 @@ pub async fn run(
         }
     };
     let stop = futures::future::FutureExt::shared(Box::pin(stop));
-    let (secret_watch, [for_observed, for_policies]) = secret_events(&ctx);
+    let (secret_watch, [for_observed, for_policies, for_declarations]) = secret_events(&ctx);
     let secret_watch = tokio::spawn(secret_watch);
     // The declaration controller follows ObservedCertificates through the
     // ObservedCertificate controller's watch, not one of its own.
-    let (ocert_events, for_declarations) = futures::channel::mpsc::unbounded();
+    let (ocert_events, ocerts_for_declarations) = futures::channel::mpsc::unbounded();
     let observed = observed::controller(ctx.clone(), for_observed, ocert_events, stop.clone());
-    let declarations = declaration::controller(ctx.clone(), for_declarations, stop.clone());
+    let declarations = declaration::controller(ctx.clone(), ocerts_for_declarations, for_declarations, stop.clone());
     let policies = policy::controller(ctx.clone(), for_policies, stop.clone());
     let controllers = futures::future::join3(observed, declarations, policies);
     let outcome = match lost_leadership {

@@ -32,7 +32,7 @@ const CONTROLLER: &str = "observedcertificate";
 pub(super) async fn controller(
     ctx: Arc<Context>,
     secret_events: SecretEvents,
-    ocert_events: futures::channel::mpsc::UnboundedSender<ObservedCertificate>,
+    ocert_events: futures::channel::mpsc::UnboundedSender<watcher::Event<ObservedCertificate>>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ocerts: Api<ObservedCertificate> = ctx.watched();
@@ -41,13 +41,9 @@ pub(super) async fn controller(
         let index = index.clone();
         move |event| {
             lock(&index).observe(event);
-            // Every change, status included, is passed on (trimmed) to the
-            // declaration controller.
-            if let watcher::Event::Apply(ocert) | watcher::Event::InitApply(ocert) | watcher::Event::Delete(ocert) =
-                event
-            {
-                let _ = ocert_events.unbounded_send(ocert.clone());
-            }
+            // Every event, status changes included, is passed on (trimmed)
+            // to the declaration controller.
+            let _ = ocert_events.unbounded_send(event.clone());
         }
     });
     let store = controller.store();

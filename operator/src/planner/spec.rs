@@ -92,6 +92,28 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
             }
         }
     }
+    let expressions = spec.members.iter().filter_map(|m| m.pods.as_ref());
+    for (index, requirement) in expressions
+        .flat_map(|s| s.match_expressions.iter().flatten())
+        .enumerate()
+    {
+        let field = format!("spec.members.pods.matchExpressions[{index}]");
+        let values = requirement.values.as_ref().is_some_and(|v| !v.is_empty());
+        let problem = match (requirement.operator.as_str(), values) {
+            ("In" | "NotIn", false) => Some("values: required when the operator is In or NotIn"),
+            ("Exists" | "DoesNotExist", true) => {
+                Some("values: must be empty when the operator is Exists or DoesNotExist")
+            }
+            ("In" | "NotIn" | "Exists" | "DoesNotExist", _) => None,
+            _ => Some("operator: must be In, NotIn, Exists or DoesNotExist"),
+        };
+        if let Some(problem) = problem {
+            return Err(Blocked::new(
+                BlockReason::InvalidMembers,
+                format!("{field}.{problem} (got {:?})", requirement.operator),
+            ));
+        }
+    }
     let upgrade = spec.upgrade.clone().unwrap_or_default();
     for (field, value) in [
         ("spec.upgrade.minSoak", &upgrade.min_soak),

@@ -707,6 +707,52 @@ fn bad_durations_are_refused() {
     assert!(message.starts_with("spec.upgrade.minSoak"), "{message}");
 }
 
+#[test]
+fn bad_pod_selectors_are_refused() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    let with = |operator: &str, values: Option<Vec<String>>| {
+        let mut spec = spec();
+        let fine = LabelSelectorRequirement {
+            key: "app".into(),
+            operator: "Exists".into(),
+            values: None,
+        };
+        let requirement = LabelSelectorRequirement {
+            key: "tier".into(),
+            operator: operator.into(),
+            values,
+        };
+        spec.members = Some(crate::crd::Members {
+            pods: Some(LabelSelector {
+                match_expressions: Some(vec![fine, requirement]),
+                match_labels: None,
+            }),
+            ..Default::default()
+        });
+        crate::planner::desired_from_spec(&spec).map(|_| ())
+    };
+    let some = || Some(vec!["db".to_owned()]);
+    for (operator, values, problem) in [
+        ("Equals", some(), "operator: must be In, NotIn, Exists or DoesNotExist"),
+        ("In", None, "values: required"),
+        ("NotIn", Some(vec![]), "values: required"),
+        ("Exists", some(), "values: must be empty"),
+    ] {
+        let blocked = with(operator, values).expect_err(operator);
+        assert_eq!(blocked.reason, BlockReason::InvalidMembers);
+        let field = format!("spec.members.pods.matchExpressions[1].{problem}");
+        assert!(blocked.message.starts_with(&field), "{operator}: {}", blocked.message);
+    }
+    for (operator, values) in [
+        ("In", some()),
+        ("NotIn", some()),
+        ("Exists", None),
+        ("DoesNotExist", Some(vec![])),
+    ] {
+        assert_eq!(with(operator, values), Ok(()), "{operator}");
+    }
+}
+
 trait Tweak {
     fn with_issuer(self, label: &str) -> Self;
     fn with_validity(self, from: &str, until: &str) -> Self;
