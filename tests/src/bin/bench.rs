@@ -479,11 +479,143 @@ async fn scale(plane: &ControlPlane, pki: &Pki, n: usize, args: &Args, with_decl
     // W4: renewals at a fixed rate.
     renewals(plane, &admin, pki, n, args).await;
 
-    if with_declarations && args.declarations > 0 {
-        declarations(plane, &admin, args.declarations, floor_rate).await;
-    }
+    let w3 = if with_declarations && args.declarations > 0 {
+        Some(declarations(plane, &admin, args.declarations, floor_rate).await)
+    } else {
+        None
+    };
     operator.stop().await;
+    if let Some(w3) = w3 {
+        // With the operator stopped: nothing reacts to the floor's writes.
+        let floor = same_writes_floor(&admin, &w3).await;
+        println!(
+            "W3 same-writes floor: {floor:.1}s for its {} writes; ratio {:.2}x",
+            total(&w3.writes),
+            w3.elapsed / floor
+        );
+    }
     steady
+}
+
+/// What W3 measured, for the same-writes floor.
+struct Conversions {
+    count: usize,
+    elapsed: f64,
+    writes: BTreeMap<String, usize>,
+}
+
+/// The W3 floor of its own writes: a plain client making as many requests of
+/// each kind as the operator made in W3, with the payloads it wrote (each
+/// declaration's status, validation ConfigMap and presentation Secret as they
+/// are at the end), as fast as the server takes them. A declaration status
+/// carries about nine conditions, and its patch costs the server several
+/// times the write floor's one-condition patch; this floor says how far the
+/// operator is from the cost of the writes themselves. Event patches (series
+/// counts) are replayed as creates. Returns seconds.
+async fn same_writes_floor(admin: &Client, w3: &Conversions) -> f64 {
+    use k8s_openapi::api::events::v1::Event;
+    const W3: &str = "conversion";
+    const FIELD_MANAGER: &str = "certshift-bench-floor";
+    let declarations: Api<ClusterCertificateDeclaration> = Api::namespaced(admin.clone(), W3);
+    let (maps, secrets, events) = (
+        Api::<ConfigMap>::namespaced(admin.clone(), W3),
+        Api::<Secret>::namespaced(admin.clone(), W3),
+        Api::<Event>::namespaced(admin.clone(), W3),
+    );
+    let name = |i: usize| format!("d-{}", i % w3.count);
+    let (mut statuses, mut validation, mut presentation) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..w3.count {
+        let d = declarations.get(&name(i)).await.expect("declaration");
+        statuses.push(d.status.expect("status"));
+        let strip = |mut meta: ObjectMeta| ObjectMeta {
+            name: meta.name.take(),
+            labels: meta.labels.take(),
+            annotations: meta.annotations.take(),
+            owner_references: meta.owner_references.take(),
+            ..ObjectMeta::default()
+        };
+        let mut map = maps.get(&format!("d-{i}-validation")).await.expect("validation");
+        map.metadata = strip(map.metadata);
+        validation.push(map);
+        let mut secret = secrets.get(&format!("d-{i}-presentation")).await.expect("presentation");
+        secret.metadata = strip(secret.metadata);
+        presentation.push(secret);
+    }
+    let kinds = [
+        "patch clustercertificatedeclarations/status",
+        "patch configmaps",
+        "patch secrets",
+        "create events",
+    ];
+    let count_of = |kind: &str| w3.writes.get(kind).copied().unwrap_or(0);
+    let mut requests: Vec<(usize, usize)> = Vec::new();
+    for (k, kind) in kinds.iter().enumerate() {
+        let n = count_of(kind) + if *kind == "create events" { count_of("patch events") } else { 0 };
+        requests.extend((0..n).map(|i| (k, i)));
+    }
+    let others: usize = w3.writes.iter().filter(|(kind, _)| !kinds.contains(&kind.as_str()) && kind.as_str() != "patch events").map(|(_, n)| n).sum();
+    assert_eq!(others, 0, "W3 made writes the floor does not replay: {:?}", w3.writes);
+    // Interleaved, as the operator's reconciles interleave them.
+    requests.sort_by_key(|&(k, i)| (i, k));
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let started = Instant::now();
+    futures::stream::iter(requests)
+        .map(|(k, i)| {
+            let (params, name) = (params.clone(), name(i));
+            let (declarations, maps, secrets, events) =
+                (declarations.clone(), maps.clone(), secrets.clone(), events.clone());
+            let mark = format!("floor patch {i}");
+            let (status, map, secret) = (&statuses, &validation, &presentation);
+            async move {
+                let result = match k {
+                    0 => {
+                        let mut status = status[i % w3.count].clone();
+                        if let Some(condition) = status.conditions.first_mut() {
+                            condition.message = mark;
+                        }
+                        let patch = serde_json::json!({
+                            "apiVersion": "certshift.io/v1alpha1", "kind": "ClusterCertificateDeclaration",
+                            "status": status,
+                        });
+                        declarations.patch_status(&name, &params, &Patch::Apply(&patch)).await.map(|_| ())
+                    }
+                    1 => {
+                        let mut map = map[i % w3.count].clone();
+                        map.annotations_mut().insert(REVISION_ANNOTATION.into(), mark);
+                        let mut value = serde_json::to_value(&map).expect("ConfigMap");
+                        value["apiVersion"] = "v1".into();
+                        value["kind"] = "ConfigMap".into();
+                        maps.patch(&map.name_any(), &params, &Patch::Apply(&value)).await.map(|_| ())
+                    }
+                    2 => {
+                        let mut secret = secret[i % w3.count].clone();
+                        secret.annotations_mut().insert(REVISION_ANNOTATION.into(), mark);
+                        let mut value = serde_json::to_value(&secret).expect("Secret");
+                        value["apiVersion"] = "v1".into();
+                        value["kind"] = "Secret".into();
+                        secrets.patch(&secret.name_any(), &params, &Patch::Apply(&value)).await.map(|_| ())
+                    }
+                    _ => {
+                        let event: Event = serde_json::from_value(serde_json::json!({
+                            "metadata": {"name": format!("{name}.floor-{i}")},
+                            "eventTime": jiff::Timestamp::now().to_string(),
+                            "reportingController": "certshift-bench-floor", "reportingInstance": "floor",
+                            "action": "Reconcile", "reason": "SwitchToCommonName", "type": "Normal",
+                            "note": format!("{mark}: revision published; members validate by common name as declared"),
+                            "regarding": {"apiVersion": "certshift.io/v1alpha1", "kind": "ClusterCertificateDeclaration",
+                                          "name": name, "namespace": W3},
+                        }))
+                        .expect("event");
+                        events.create(&PostParams::default(), &event).await.map(|_| ())
+                    }
+                };
+                result.unwrap_or_else(|err| panic!("same-writes floor, {}: {err}", kinds[k]));
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<()>()
+        .await;
+    started.elapsed().as_secs_f64()
 }
 
 async fn renewals(plane: &ControlPlane, admin: &Client, pki: &Pki, n: usize, args: &Args) {
@@ -577,7 +709,7 @@ async fn renewals(plane: &ControlPlane, admin: &Client, pki: &Pki, n: usize, arg
 
 /// W3: `count` declarations over one store, each gated by its own member
 /// pod, converted from thumbprint to common name at once.
-async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_rate: f64) {
+async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_rate: f64) -> Conversions {
     const W3: &str = "conversion";
     println!("\n== W3: {count} declarations mid-conversion, one member pod each");
     create_namespace(admin, W3).await;
@@ -678,4 +810,5 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
         total(&requests) as f64 / (count * 5) as f64
     );
     acker.abort();
+    Conversions { count, elapsed, writes }
 }
