@@ -147,14 +147,8 @@ async fn follow_outputs(shell: Arc<Shell>, secret_events: super::SecretEvents) {
 
 /// Whether the declaration's `spec.members.pods` selector takes a pod with `labels`.
 fn selects(declaration: &ClusterCertificateDeclaration, labels: &BTreeMap<String, String>) -> bool {
-    use kube::core::{Selector, SelectorExt as _};
-    declaration
-        .spec
-        .members
-        .as_ref()
-        .and_then(|m| m.pods.clone())
-        .and_then(|selector| Selector::try_from(selector).ok())
-        .is_some_and(|selector| selector.matches(labels))
+    let pods = declaration.spec.members.as_ref().and_then(|m| m.pods.as_ref());
+    pods.is_some_and(|selector| members::selects(selector, labels))
 }
 
 /// Metadata events of one workload kind (status changes move resourceVersion).

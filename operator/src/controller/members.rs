@@ -6,11 +6,12 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::ListParams;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::core::{PartialObjectMeta, Selector, SelectorExt as _};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 
 use super::{Context, Error, kube_err};
@@ -34,17 +35,14 @@ pub async fn report(
         return Ok(report);
     };
     if let Some(selector) = &members.pods {
-        // The planner blocks a selector that does not parse (`spec.members.pods`).
-        if let Ok(selector) = kube::core::Selector::try_from(selector.clone()) {
-            // Until the first list of pods is in, no member is known: wait
-            // rather than judge "no members" complete.
-            pods.wait_until_ready().await.map_err(|_| Error::CacheStopped("pod"))?;
-            report.members.extend(pod_members(
-                pods.state().iter().map(|pod| &pod.metadata),
-                namespace,
-                &selector,
-            ));
-        }
+        // Until the first list of pods is in, no member is known: wait
+        // rather than judge "no members" complete.
+        pods.wait_until_ready().await.map_err(|_| Error::CacheStopped("pod"))?;
+        report.members.extend(pod_members(
+            pods.state().iter().map(|pod| &pod.metadata),
+            namespace,
+            selector,
+        ));
     }
     // An endpoint has loaded the revision in force when it presents its certificate.
     for (label, endpoint) in endpoints(ctx, namespace, Some(members)).await? {
@@ -74,11 +72,11 @@ pub async fn report(
 fn pod_members<'a>(
     pods: impl Iterator<Item = &'a ObjectMeta>,
     namespace: &str,
-    selector: &Selector,
+    selector: &LabelSelector,
 ) -> Vec<(String, Option<u64>)> {
     let no_labels = BTreeMap::new();
     pods.filter(|pod| pod.namespace.as_deref() == Some(namespace) && pod.deletion_timestamp.is_none())
-        .filter(|pod| selector.matches(pod.labels.as_ref().unwrap_or(&no_labels)))
+        .filter(|pod| selects(selector, pod.labels.as_ref().unwrap_or(&no_labels)))
         .map(|pod| {
             let observed = pod
                 .annotations
@@ -88,6 +86,30 @@ fn pod_members<'a>(
             (format!("pod/{}", pod.name.as_deref().unwrap_or_default()), observed)
         })
         .collect()
+}
+
+/// Whether `selector` takes an object with `labels`, as the API server
+/// decides it. Called for every declaration on every pod event, so it reads
+/// the selector in place. A requirement the planner refuses (an unknown
+/// operator, values that do not fit it) takes nothing.
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let equal = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(key, value)| labels.get(key) == Some(value));
+    equal
+        && selector.match_expressions.iter().flatten().all(|requirement| {
+            let value = labels.get(&requirement.key);
+            let values = requirement.values.as_deref().unwrap_or_default();
+            match requirement.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => !values.is_empty() && value.is_none_or(|v| !values.contains(v)),
+                "Exists" => values.is_empty() && value.is_some(),
+                "DoesNotExist" => values.is_empty() && value.is_none(),
+                _ => false,
+            }
+        })
 }
 
 /// Drops from a cached pod all but what [`pod_members`] and the controller's
@@ -393,7 +415,10 @@ mod tests {
             trim_pod(pod);
         }
         assert_eq!(pods[0].metadata.uid, None, "trimmed");
-        let selector: Selector = [("app".to_owned(), "db".to_owned())].into_iter().collect();
+        let selector = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_owned(), "db".to_owned())])),
+            match_expressions: None,
+        };
         let members = pod_members(pods.iter().map(|p| &p.metadata), "a", &selector);
         assert_eq!(
             members,
@@ -404,6 +429,59 @@ mod tests {
                 ("pod/m-4".to_owned(), None),
             ]
         );
+    }
+
+    #[test]
+    fn selectors_take_what_the_api_server_takes() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+        let requirement = |key: &str, operator: &str, values: &[&str]| LabelSelectorRequirement {
+            key: key.into(),
+            operator: operator.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
+        };
+        let selector = |labels: &[(&str, &str)], expressions: Vec<LabelSelectorRequirement>| LabelSelector {
+            match_labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            match_expressions: Some(expressions),
+        };
+        let labels: BTreeMap<String, String> = [("app", "db"), ("tier", "back")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cases = [
+            (selector(&[], vec![]), true),
+            (selector(&[("app", "db")], vec![]), true),
+            (selector(&[("app", "web")], vec![]), false),
+            (selector(&[("zone", "a")], vec![]), false),
+            (selector(&[], vec![requirement("tier", "In", &["back", "mid"])]), true),
+            (selector(&[], vec![requirement("tier", "In", &["front"])]), false),
+            (selector(&[], vec![requirement("zone", "In", &["a"])]), false),
+            (selector(&[], vec![requirement("tier", "NotIn", &["front"])]), true),
+            (selector(&[], vec![requirement("tier", "NotIn", &["back"])]), false),
+            (selector(&[], vec![requirement("zone", "NotIn", &["a"])]), true),
+            (selector(&[], vec![requirement("app", "Exists", &[])]), true),
+            (selector(&[], vec![requirement("zone", "Exists", &[])]), false),
+            (selector(&[], vec![requirement("zone", "DoesNotExist", &[])]), true),
+            (selector(&[], vec![requirement("app", "DoesNotExist", &[])]), false),
+            (
+                selector(&[("app", "db")], vec![requirement("tier", "In", &["front"])]),
+                false,
+            ),
+        ];
+        for (selector, expected) in &cases {
+            assert_eq!(selects(selector, &labels), *expected, "{selector:?}");
+            // kube's own matcher agrees wherever the selector is valid.
+            use kube::core::{Selector, SelectorExt as _};
+            let theirs = Selector::try_from(selector.clone()).expect("valid");
+            assert_eq!(theirs.matches(&labels), *expected, "kube: {selector:?}");
+        }
+        // What the planner refuses takes nothing.
+        for invalid in [
+            requirement("app", "Equals", &["db"]),
+            requirement("app", "In", &[]),
+            requirement("app", "Exists", &["db"]),
+        ] {
+            assert!(!selects(&selector(&[], vec![invalid.clone()]), &labels), "{invalid:?}");
+        }
     }
 
     #[test]

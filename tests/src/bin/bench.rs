@@ -550,10 +550,20 @@ async fn same_writes_floor(admin: &Client, w3: &Conversions) -> f64 {
     let count_of = |kind: &str| w3.writes.get(kind).copied().unwrap_or(0);
     let mut requests: Vec<(usize, usize)> = Vec::new();
     for (k, kind) in kinds.iter().enumerate() {
-        let n = count_of(kind) + if *kind == "create events" { count_of("patch events") } else { 0 };
+        let n = count_of(kind)
+            + if *kind == "create events" {
+                count_of("patch events")
+            } else {
+                0
+            };
         requests.extend((0..n).map(|i| (k, i)));
     }
-    let others: usize = w3.writes.iter().filter(|(kind, _)| !kinds.contains(&kind.as_str()) && kind.as_str() != "patch events").map(|(_, n)| n).sum();
+    let others: usize = w3
+        .writes
+        .iter()
+        .filter(|(kind, _)| !kinds.contains(&kind.as_str()) && kind.as_str() != "patch events")
+        .map(|(_, n)| n)
+        .sum();
     assert_eq!(others, 0, "W3 made writes the floor does not replay: {:?}", w3.writes);
     // Interleaved, as the operator's reconciles interleave them.
     requests.sort_by_key(|&(k, i)| (i, k));
