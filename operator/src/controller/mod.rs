@@ -398,7 +398,20 @@ fn secret_events<const N: usize>(ctx: &Context) -> (impl Future<Output = ()> + S
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..N).map(|_| futures::channel::mpsc::unbounded()).unzip();
     let secrets: Api<PartialObjectMeta<Secret>> = ctx.watched();
     let watch = async move {
-        let mut events = std::pin::pin!(watcher(secrets, watcher::Config::default()).default_backoff());
+        // Every receiver reads the name, namespace and resourceVersion only:
+        // the rest (managedFields above all) would be cloned for each.
+        let events = watcher(secrets, watcher::Config::default())
+            .default_backoff()
+            .modify(|secret| {
+                let meta = std::mem::take(&mut secret.metadata);
+                secret.metadata = ObjectMeta {
+                    name: meta.name,
+                    namespace: meta.namespace,
+                    resource_version: meta.resource_version,
+                    ..ObjectMeta::default()
+                };
+            });
+        let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {

@@ -34,9 +34,10 @@ struct Slot<K> {
     object: Option<Arc<K>>,
 }
 
-/// `(namespace, name)` → the remembered object.
+/// namespace → name → the remembered object (nested, so that a watch event
+/// is looked up without allocating: most are of objects never asked for).
 pub struct Remembered<K> {
-    slots: Mutex<HashMap<(String, String), Slot<K>>>,
+    slots: Mutex<HashMap<String, HashMap<String, Slot<K>>>>,
 }
 
 impl<K> Default for Remembered<K> {
@@ -51,10 +52,7 @@ impl<K: kube::Resource> Remembered<K> {
     /// The remembered object, if the watch has shown no other version of it.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         let mut slots = self.lock();
-        let slot = slots.entry((namespace.to_owned(), name.to_owned())).or_insert(Slot {
-            seen: Seen::Nothing,
-            object: None,
-        });
+        let slot = slot(&mut slots, namespace, name);
         let object = slot.object.as_ref()?;
         match &slot.seen {
             Seen::Nothing => Some(object.clone()),
@@ -68,14 +66,8 @@ impl<K: kube::Resource> Remembered<K> {
     pub fn put(&self, mut object: K) -> Arc<K> {
         object.managed_fields_mut().clear();
         let object = Arc::new(object);
-        let key = (object.namespace().unwrap_or_default(), object.name_any());
-        self.lock()
-            .entry(key)
-            .or_insert(Slot {
-                seen: Seen::Nothing,
-                object: None,
-            })
-            .object = Some(object.clone());
+        let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+        slot(&mut self.lock(), &namespace, &name).object = Some(object.clone());
         object
     }
 
@@ -84,8 +76,12 @@ impl<K: kube::Resource> Remembered<K> {
     pub fn observe<M: kube::Resource>(&self, event: &watcher::Event<M>) {
         let mut slots = self.lock();
         let mut see = |object: &M, seen: Seen| {
-            let key = (object.namespace().unwrap_or_default(), object.name_any());
-            if let Some(slot) = slots.get_mut(&key) {
+            let meta = object.meta();
+            let (namespace, name) = (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref());
+            if let Some(slot) = slots
+                .get_mut(namespace)
+                .and_then(|n| n.get_mut(name.unwrap_or_default()))
+            {
                 slot.seen = seen;
             }
         };
@@ -96,15 +92,34 @@ impl<K: kube::Resource> Remembered<K> {
             watcher::Event::Delete(object) => see(object, Seen::Gone),
             // A relist does not report deletions: until it shows an object
             // again, nothing remembered of it is served.
-            watcher::Event::Init => slots.values_mut().for_each(|slot| slot.seen = Seen::Gone),
+            watcher::Event::Init => slots
+                .values_mut()
+                .flat_map(HashMap::values_mut)
+                .for_each(|slot| slot.seen = Seen::Gone),
             watcher::Event::InitDone => {}
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot<K>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Slot<K>>>> {
         // A slot is replaced whole: a panic elsewhere leaves none half-written.
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The slot of `namespace`/`name`, made empty if there is none.
+fn slot<'a, K>(
+    slots: &'a mut HashMap<String, HashMap<String, Slot<K>>>,
+    namespace: &str,
+    name: &str,
+) -> &'a mut Slot<K> {
+    slots
+        .entry(namespace.to_owned())
+        .or_default()
+        .entry(name.to_owned())
+        .or_insert(Slot {
+            seen: Seen::Nothing,
+            object: None,
+        })
 }
 
 #[cfg(test)]
@@ -179,6 +194,6 @@ mod tests {
         assert_eq!(version(&remembered, "a"), None, "absent from the relist");
         // Events of objects never asked for are not kept.
         remembered.observe(&watcher::Event::Apply(secret("c", "1")));
-        assert_eq!(remembered.lock().len(), 2);
+        assert_eq!(remembered.lock()["ns"].len(), 2);
     }
 }
