@@ -497,6 +497,21 @@ async fn scale(plane: &ControlPlane, pki: &Pki, n: usize, args: &Args, with_decl
     steady
 }
 
+/// Server-side applies `object` with `mark` as its revision annotation, so
+/// that each apply is a real write.
+async fn apply_marked<K>(api: &Api<K>, params: &PatchParams, mut object: K, mark: String) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    object.annotations_mut().insert(REVISION_ANNOTATION.into(), mark);
+    let mut value = serde_json::to_value(&object).expect("object serializes");
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    api.patch(&object.name_any(), params, &Patch::Apply(&value))
+        .await
+        .map(|_| ())
+}
+
 /// What W3 measured, for the same-writes floor.
 struct Conversions {
     count: usize,
@@ -589,22 +604,8 @@ async fn same_writes_floor(admin: &Client, w3: &Conversions) -> f64 {
                         });
                         declarations.patch_status(&name, &params, &Patch::Apply(&patch)).await.map(|_| ())
                     }
-                    1 => {
-                        let mut map = map[i % w3.count].clone();
-                        map.annotations_mut().insert(REVISION_ANNOTATION.into(), mark);
-                        let mut value = serde_json::to_value(&map).expect("ConfigMap");
-                        value["apiVersion"] = "v1".into();
-                        value["kind"] = "ConfigMap".into();
-                        maps.patch(&map.name_any(), &params, &Patch::Apply(&value)).await.map(|_| ())
-                    }
-                    2 => {
-                        let mut secret = secret[i % w3.count].clone();
-                        secret.annotations_mut().insert(REVISION_ANNOTATION.into(), mark);
-                        let mut value = serde_json::to_value(&secret).expect("Secret");
-                        value["apiVersion"] = "v1".into();
-                        value["kind"] = "Secret".into();
-                        secrets.patch(&secret.name_any(), &params, &Patch::Apply(&value)).await.map(|_| ())
-                    }
+                    1 => apply_marked(&maps, &params, map[i % w3.count].clone(), mark).await,
+                    2 => apply_marked(&secrets, &params, secret[i % w3.count].clone(), mark).await,
                     _ => {
                         let event: Event = serde_json::from_value(serde_json::json!({
                             "metadata": {"name": format!("{name}.floor-{i}")},
