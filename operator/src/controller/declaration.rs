@@ -19,7 +19,6 @@ use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::remembered::Remembered;
-
 use super::{
     Context, Error, OwnedSecret, apply_secret, apply_status, drive, kube_err, members, now, owned_by, publish_events,
 };
