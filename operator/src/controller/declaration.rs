@@ -224,11 +224,7 @@ where
     if let Some(object) = remembered.get(namespace, name) {
         return Ok(Some(object));
     }
-    let object = ctx
-        .api::<K>(namespace)
-        .get_opt(name)
-        .await
-        .map_err(kube_err(action, kind, namespace, name))?;
+    let object = ctx.get_opt::<K>(namespace, name, (action, kind)).await?;
     Ok(object.map(|o| remembered.put(o)))
 }
 
@@ -342,11 +338,7 @@ async fn pkcs12_password(
     reference: &crate::crd::KeySelector,
 ) -> Result<String, Error> {
     let key = reference.key.clone().unwrap_or_else(|| "password".to_owned());
-    let secret = ctx
-        .api::<Secret>(namespace)
-        .get_opt(&reference.name)
-        .await
-        .map_err(kube_err("GetSecret", "Secret", namespace, &reference.name))?;
+    let secret: Option<Secret> = ctx.get_opt(namespace, &reference.name, ("GetSecret", "Secret")).await?;
     secret
         .as_ref()
         .map(secret_data)
@@ -389,11 +381,7 @@ async fn trust_bundle(
     };
     if let Some(r) = &source.config_map_ref {
         let key = r.key.clone().unwrap_or_else(|| "ca.crt".into());
-        let map = ctx
-            .api::<ConfigMap>(namespace)
-            .get_opt(&r.name)
-            .await
-            .map_err(kube_err("GetConfigMap", "ConfigMap", namespace, &r.name))?;
+        let map: Option<ConfigMap> = ctx.get_opt(namespace, &r.name, ("GetConfigMap", "ConfigMap")).await?;
         return match map.and_then(|m| m.data.and_then(|mut d| d.remove(&key))) {
             Some(pem) => Ok(Ok(pem)),
             None => missing(format!("ConfigMap {namespace}/{} has no key {key:?}", r.name)),
@@ -401,12 +389,7 @@ async fn trust_bundle(
     }
     if let Some(r) = &source.secret_ref {
         let key = r.key.clone().unwrap_or_else(|| "ca.crt".into());
-        let secret = ctx.api::<Secret>(namespace).get_opt(&r.name).await.map_err(kube_err(
-            "GetSecret",
-            "Secret",
-            namespace,
-            &r.name,
-        ))?;
+        let secret: Option<Secret> = ctx.get_opt(namespace, &r.name, ("GetSecret", "Secret")).await?;
         return match secret.and_then(|s| s.data.and_then(|mut d| d.remove(&key))) {
             Some(bytes) => Ok(Ok(String::from_utf8_lossy(&bytes.0).into_owned())),
             None => missing(format!("Secret {namespace}/{} has no key {key:?}", r.name)),

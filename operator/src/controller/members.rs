@@ -146,12 +146,9 @@ async fn workload_revision(ctx: &Context, namespace: &str, workload: &WorkloadRe
     let name = &workload.name;
     Ok(match workload.kind.as_str() {
         "Deployment" => {
-            let Some(d) = ctx.api::<Deployment>(namespace).get_opt(name).await.map_err(kube_err(
-                "GetDeployment",
-                "Deployment",
-                namespace,
-                name,
-            ))?
+            let Some(d) = ctx
+                .get_opt::<Deployment>(namespace, name, ("GetDeployment", "Deployment"))
+                .await?
             else {
                 return Ok(None);
             };
@@ -168,12 +165,9 @@ async fn workload_revision(ctx: &Context, namespace: &str, workload: &WorkloadRe
             }
         }
         "StatefulSet" => {
-            let Some(set) = ctx.api::<StatefulSet>(namespace).get_opt(name).await.map_err(kube_err(
-                "GetStatefulSet",
-                "StatefulSet",
-                namespace,
-                name,
-            ))?
+            let Some(set) = ctx
+                .get_opt::<StatefulSet>(namespace, name, ("GetStatefulSet", "StatefulSet"))
+                .await?
             else {
                 return Ok(None);
             };
@@ -191,12 +185,9 @@ async fn workload_revision(ctx: &Context, namespace: &str, workload: &WorkloadRe
             }
         }
         "DaemonSet" => {
-            let Some(ds) = ctx.api::<DaemonSet>(namespace).get_opt(name).await.map_err(kube_err(
-                "GetDaemonSet",
-                "DaemonSet",
-                namespace,
-                name,
-            ))?
+            let Some(ds) = ctx
+                .get_opt::<DaemonSet>(namespace, name, ("GetDaemonSet", "DaemonSet"))
+                .await?
             else {
                 return Ok(None);
             };
@@ -256,25 +247,25 @@ pub async fn stamp(ctx: &Context, namespace: &str, members: Option<&Members>, re
 /// The revision stamped on a workload's pod template (rolled out or not).
 async fn stamped_revision(ctx: &Context, namespace: &str, workload: &WorkloadReference) -> Result<Option<u64>, Error> {
     let name = &workload.name;
+    let kind = ("GetWorkload", "Workload");
     let template = match workload.kind.as_str() {
         "Deployment" => ctx
-            .api::<Deployment>(namespace)
-            .get_opt(name)
-            .await
-            .map(|d| d.and_then(|d| d.spec).map(|s| s.template)),
+            .get_opt::<Deployment>(namespace, name, kind)
+            .await?
+            .and_then(|d| d.spec)
+            .map(|s| s.template),
         "StatefulSet" => ctx
-            .api::<StatefulSet>(namespace)
-            .get_opt(name)
-            .await
-            .map(|d| d.and_then(|d| d.spec).map(|s| s.template)),
+            .get_opt::<StatefulSet>(namespace, name, kind)
+            .await?
+            .and_then(|d| d.spec)
+            .map(|s| s.template),
         "DaemonSet" => ctx
-            .api::<DaemonSet>(namespace)
-            .get_opt(name)
-            .await
-            .map(|d| d.and_then(|d| d.spec).map(|s| s.template)),
-        _ => Ok(None),
-    }
-    .map_err(kube_err("GetWorkload", "Workload", namespace, name))?;
+            .get_opt::<DaemonSet>(namespace, name, kind)
+            .await?
+            .and_then(|d| d.spec)
+            .map(|s| s.template),
+        _ => None,
+    };
     Ok(template
         .and_then(|t| t.metadata)
         .and_then(|m| m.annotations)

@@ -58,6 +58,26 @@ impl Context {
         Api::namespaced(self.client.clone(), namespace)
     }
 
+    /// `name` in `namespace`, or `None` if there is none; a failure names
+    /// the action and the object.
+    async fn get_opt<K>(
+        &self,
+        namespace: &str,
+        name: &str,
+        (action, kind): (&'static str, &'static str),
+    ) -> Result<Option<K>, Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>(namespace)
+            .get_opt(name)
+            .await
+            .map_err(kube_err(action, kind, namespace, name))
+    }
+
     /// An Api over what `--namespace` lets the operator watch: one namespace, or all.
     fn watched<K>(&self) -> Api<K>
     where

@@ -17,8 +17,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use super::sources::SourceIndex;
 use super::{
-    Context, Error, OwnedSecret, SecretEvents, apply_status, create_secret, drive, kube_err, now, owned_by,
-    replace_secret_data,
+    Context, Error, OwnedSecret, SecretEvents, apply_status, create_secret, drive, now, owned_by, replace_secret_data,
 };
 use crate::cli::manifests::secret_data;
 use crate::conditions;
@@ -116,15 +115,8 @@ async fn reconcile(
         info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = cached.metadata.generation);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let ocerts = ctx.api::<ObservedCertificate>(&namespace);
-        let get_ocert = || async {
-            ocerts.get_opt(&name).await.map_err(kube_err(
-                "GetObservedCertificate",
-                "ObservedCertificate",
-                &namespace,
-                &name,
-            ))
-        };
+        let get_ocert =
+            || ctx.get_opt::<ObservedCertificate>(&namespace, &name, ("GetObservedCertificate", "ObservedCertificate"));
         // The cache keeps no status; and one without a status that this
         // process has reconciled before may not have seen that status yet.
         let mut ocert = if cached.status.is_none() && !lock(&index).has_read(&cached) {
@@ -135,26 +127,14 @@ async fn reconcile(
                 None => return Ok(Action::await_change()),
             }
         };
-        let secrets = ctx.api::<Secret>(&namespace);
         let source_name = &ocert.spec.source.secret_ref.name;
-        let source =
-            secrets
-                .get_opt(source_name)
-                .await
-                .map_err(kube_err("GetSecret", "Secret", &namespace, source_name))?;
+        let source: Option<Secret> = ctx.get_opt(&namespace, source_name, ("GetSecret", "Secret")).await?;
         lock(&index).read(
             &ocert,
             source.as_ref().and_then(|s| s.metadata.resource_version.as_deref()),
         );
         let store_secret_name = store_name(&name);
-        let get_store = || async {
-            secrets.get_opt(&store_secret_name).await.map_err(kube_err(
-                "GetSecret",
-                "Secret",
-                &namespace,
-                &store_secret_name,
-            ))
-        };
+        let get_store = || ctx.get_opt::<Secret>(&namespace, &store_secret_name, ("GetSecret", "Secret"));
         let source_data = source.as_ref().map(secret_data);
         let source_type = source.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or_default();
         let sorted_status = |ocert: &ObservedCertificate| {
@@ -268,16 +248,8 @@ async fn policy(
     let Some(reference) = &ocert.spec.policy_ref else {
         return Ok(None);
     };
-    let policy = ctx
-        .api::<CertificatePolicy>(namespace)
-        .get_opt(&reference.name)
-        .await
-        .map_err(kube_err(
-            "GetCertificatePolicy",
-            "CertificatePolicy",
-            namespace,
-            &reference.name,
-        ))?;
+    let kind = ("GetCertificatePolicy", "CertificatePolicy");
+    let policy: Option<CertificatePolicy> = ctx.get_opt(namespace, &reference.name, kind).await?;
     Ok(Some(match policy {
         None => Err((
             "PolicyNotFound",

@@ -17,8 +17,7 @@ use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{
-    Context, Error, OwnedSecret, SecretEvents, apply_secret, apply_status, drive, kube_err, now, owned_by,
-    publish_events,
+    Context, Error, OwnedSecret, SecretEvents, apply_secret, apply_status, drive, now, owned_by, publish_events,
 };
 use crate::cli::manifests::{secret_data, tls_material};
 use crate::conditions;
@@ -97,15 +96,11 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
         info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = policy.metadata.generation);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let secrets = ctx.api::<Secret>(&namespace);
         let secret_name = policy.spec.secret_name.trim().to_owned();
         let secret = if secret_name.is_empty() {
             None
         } else {
-            secrets
-                .get_opt(&secret_name)
-                .await
-                .map_err(kube_err("GetSecret", "Secret", &namespace, &secret_name))?
+            ctx.get_opt(&namespace, &secret_name, ("GetSecret", "Secret")).await?
         };
         let data = secret.as_ref().map(secret_data);
         let state = match &secret {
@@ -148,12 +143,10 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
             Plan::Issue(params, reason) => {
                 let ca = match &params.issuer {
                     IssuerKind::SelfSigned => Ok(None),
-                    IssuerKind::Ca(ca_name) => match secrets.get_opt(ca_name).await.map_err(kube_err(
-                        "GetSecret",
-                        "Secret",
-                        &namespace,
-                        ca_name,
-                    ))? {
+                    IssuerKind::Ca(ca_name) => match ctx
+                        .get_opt::<Secret>(&namespace, ca_name, ("GetSecret", "Secret"))
+                        .await?
+                    {
                         Some(ca) => {
                             let d = secret_data(&ca);
                             let text = |k: &str| d.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
