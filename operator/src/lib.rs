@@ -1,7 +1,13 @@
 //! certshift: Service Fabric-style certificate declarations for Kubernetes.
 //!
-//! The core ([`thumbprint`], [`facts`], [`rules`], [`planner`]) is pure: no
-//! client, no clock, no async. The binary's subcommands are thin shells over it.
+//! The core is pure: no client, no clock, no async. Its leaves are
+//! [`thumbprint`], [`names`] and [`duration`]; then [`facts`] (certificates
+//! reduced to facts), [`rules`] (Service Fabric validation and presentation),
+//! [`revision`], [`crd`] (the API types), [`planner`], [`outputs`] (what members
+//! consume), and the controllers' decisions [`observed`], [`declaration`] and
+//! [`policy`]. [`controller`] is the I/O shell and [`cli`] the commands; both
+//! sit on the core and nothing in the core uses them (`tests/modules.rs`
+//! checks that the module graph has no cycles).
 
 pub mod cli;
 pub mod conditions;
@@ -9,13 +15,17 @@ pub mod controller;
 pub mod crd;
 pub mod declaration;
 pub mod duration;
+pub mod events;
 pub mod facts;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod names;
 pub mod observed;
 pub mod outputs;
 pub mod planner;
 pub mod policy;
+pub mod revision;
 pub mod rules;
 pub mod thumbprint;
 

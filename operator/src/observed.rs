@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::cli::manifests::tls_material;
 use crate::conditions::{self, Decided};
 use crate::crd::{CurrentInstance, ObservedCertificateSpec, ObservedCertificateStatus};
 use crate::duration;
+use crate::facts::tls_material;
 use crate::facts::{CertificateBundle, CertificateFacts, FactsError, PrivateKeyState, TlsMaterial};
 use crate::thumbprint::Thumbprint;
 

@@ -5,12 +5,16 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::ClusterCertificateDeclarationSpec;
-use crate::planner::{Revision, Stage};
-use crate::rules::{Accepted, CommonNameRule};
-use crate::thumbprint::{Thumbprint, parse_thumbprint_list};
+use crate::crd::ClusterCertificateDeclaration;
+use crate::revision::{Revision, Stage};
+use crate::rules::{Accepted, Clients, CommonNameRule};
+use crate::thumbprint::Thumbprint;
 
 pub const REVISION_ANNOTATION: &str = "certshift.io/revision";
 pub const THUMBPRINT_ANNOTATION: &str = "certshift.io/thumbprint";
@@ -35,103 +39,19 @@ pub fn store_name(observed: &str) -> String {
     format!("{observed}-store")
 }
 
-/// `rules.json`: the revision's validation rules and client allow-lists.
+/// `rules.json`: the revision's validation rules and client allow-lists,
+/// and the certificate members present with it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RulesJson {
     pub revision: u64,
+    /// The presented certificate's thumbprint: with it a member holding both
+    /// volumes knows which revision it has loaded, though the presentation
+    /// Secret is rewritten only when the certificate changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presented: Option<Thumbprint>,
     pub accepted: Accepted,
     pub clients: Clients,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Clients {
-    pub thumbprints: Vec<ClientThumbprint>,
-    pub common_names: Vec<ClientCommonName>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClientThumbprint {
-    pub thumbprint: Thumbprint,
-    pub is_admin: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClientCommonName {
-    pub name: String,
-    pub issuer_thumbprints: Vec<Thumbprint>,
-    pub is_admin: bool,
-}
-
-impl Clients {
-    pub fn is_empty(&self) -> bool {
-        self.thumbprints.is_empty() && self.common_names.is_empty()
-    }
-
-    /// Everything either allows (widening: an added client, or more rights).
-    pub fn union(&self, other: &Clients) -> Clients {
-        let mut thumbprints = self.thumbprints.clone();
-        for c in &other.thumbprints {
-            match thumbprints.iter_mut().find(|t| t.thumbprint == c.thumbprint) {
-                Some(t) => t.is_admin |= c.is_admin,
-                None => thumbprints.push(c.clone()),
-            }
-        }
-        thumbprints.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
-        let mut common_names = self.common_names.clone();
-        for c in &other.common_names {
-            match common_names.iter_mut().find(|n| n.name.eq_ignore_ascii_case(&c.name)) {
-                Some(n) => {
-                    n.is_admin |= c.is_admin;
-                    if n.issuer_thumbprints.is_empty() || c.issuer_thumbprints.is_empty() {
-                        n.issuer_thumbprints.clear(); // unpinned is the wider
-                    } else {
-                        n.issuer_thumbprints.extend(c.issuer_thumbprints.iter().cloned());
-                        n.issuer_thumbprints.sort();
-                        n.issuer_thumbprints.dedup();
-                    }
-                }
-                None => common_names.push(c.clone()),
-            }
-        }
-        common_names.sort_by(|a, b| a.name.cmp(&b.name));
-        Clients {
-            thumbprints,
-            common_names,
-        }
-    }
-}
-
-/// Client rules of a spec (validated by `desired_from_spec` before use).
-pub fn clients(spec: &ClusterCertificateDeclarationSpec) -> Clients {
-    let mut thumbprints: Vec<ClientThumbprint> = spec
-        .client_certificate_thumbprints
-        .iter()
-        .filter_map(|c| {
-            Some(ClientThumbprint {
-                thumbprint: Thumbprint::parse("", &c.certificate_thumbprint).ok()?,
-                is_admin: c.is_admin,
-            })
-        })
-        .collect();
-    thumbprints.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
-    let mut common_names: Vec<ClientCommonName> = spec
-        .client_certificate_common_names
-        .iter()
-        .map(|c| ClientCommonName {
-            name: c.certificate_common_name.trim().to_owned(),
-            issuer_thumbprints: parse_thumbprint_list("", &c.certificate_issuer_thumbprint).unwrap_or_default(),
-            is_admin: c.is_admin,
-        })
-        .collect();
-    common_names.sort_by(|a, b| a.name.cmp(&b.name));
-    Clients {
-        thumbprints,
-        common_names,
-    }
 }
 
 /// The certificate and key material of the presented instance.
@@ -197,7 +117,85 @@ fn pkcs12(key_pem: &str, chain: &[Vec<u8>], password: &str) -> Result<Vec<u8>, S
     store.writer(password).write().map_err(|err| format!("PKCS#12: {err}"))
 }
 
-/// Annotations both outputs carry.
+/// Whether an object was created by certshift for the owner with `uid`: it
+/// carries our label and an owner reference to it. Anything else is never written.
+pub fn is_owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .map(String::as_str)
+        == Some(MANAGED_BY);
+    labelled && !uid.is_empty() && meta.owner_references.iter().flatten().any(|r| r.uid == uid)
+}
+
+/// The owner reference certshift puts on what it creates.
+pub fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn output_meta(
+    declaration: &ClusterCertificateDeclaration,
+    name: String,
+    annotations: BTreeMap<String, String>,
+) -> ObjectMeta {
+    let owner = declaration.meta().name.clone().unwrap_or_default();
+    ObjectMeta {
+        name: Some(name),
+        namespace: declaration.meta().namespace.clone(),
+        labels: Some(BTreeMap::from([
+            (DECLARATION_LABEL.to_owned(), owner),
+            (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+        ])),
+        annotations: Some(annotations),
+        owner_references: Some(vec![owner_reference(declaration)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The `<name>-validation` ConfigMap of `revision`, as certshift applies it.
+pub fn validation_config_map(
+    declaration: &ClusterCertificateDeclaration,
+    revision: &Revision,
+    data: BTreeMap<String, String>,
+) -> ConfigMap {
+    let name = validation_name(declaration.meta().name.as_deref().unwrap_or_default());
+    ConfigMap {
+        metadata: output_meta(declaration, name, annotations(revision)),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// The `<name>-presentation` Secret presenting `presented`, first presented
+/// at revision `since`.
+pub fn presentation_secret(
+    declaration: &ClusterCertificateDeclaration,
+    since: u64,
+    presented: &Thumbprint,
+    data: BTreeMap<String, Vec<u8>>,
+) -> Secret {
+    let name = presentation_name(declaration.meta().name.as_deref().unwrap_or_default());
+    let annotations = BTreeMap::from([
+        (REVISION_ANNOTATION.to_owned(), since.to_string()),
+        (THUMBPRINT_ANNOTATION.to_owned(), presented.to_string()),
+    ]);
+    Secret {
+        metadata: output_meta(declaration, name, annotations),
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+        ..Secret::default()
+    }
+}
+
+/// Annotations of the validation ConfigMap: the revision, what it presents, its stage.
 pub fn annotations(revision: &Revision) -> BTreeMap<String, String> {
     let mut annotations = BTreeMap::from([
         (REVISION_ANNOTATION.to_owned(), revision.revision.to_string()),
@@ -222,14 +220,14 @@ pub fn presentation_data(material: &PresentedMaterial) -> BTreeMap<String, Strin
 /// consumers configured by thumbprint).
 pub fn validation_data(
     revision: &Revision,
-    clients: &Clients,
     ca_bundle: &str,
     accepted_instances: &[Thumbprint],
 ) -> BTreeMap<String, String> {
     let rules = RulesJson {
         revision: revision.revision,
+        presented: Some(revision.presented.clone()),
         accepted: revision.accepted.clone(),
-        clients: clients.clone(),
+        clients: revision.clients.clone(),
     };
     let mut thumbprints: Vec<&Thumbprint> = revision.accepted.thumbprints.iter().chain(accepted_instances).collect();
     thumbprints.sort();
@@ -400,6 +398,11 @@ pub fn read_published(
             rules.revision
         ));
     }
+    if let Some(in_rules) = rules.presented.as_ref().filter(|p| **p != presented) {
+        return Err(format!(
+            "rules.json presents {in_rules}, the annotation says {presented}"
+        ));
+    }
     let stage = annotations
         .get(STAGE_ANNOTATION)
         .and_then(|s| serde_json::from_value::<Stage>(serde_json::Value::String(s.clone())).ok());
@@ -438,7 +441,7 @@ mod tests {
             accepted: Accepted::new([tp("A"), tp("G")], [CommonNameRule::new("cluster.example", [])]),
             clients: Default::default(),
         };
-        let data = validation_data(&revision, &Clients::default(), "", &[tp("G"), tp("Z")]);
+        let data = validation_data(&revision, "", &[tp("G"), tp("Z")]);
         let rules: serde_json::Value = serde_json::from_str(&data["rules.json"]).unwrap();
         assert_eq!(rules["revision"], 4);
         assert_eq!(rules["accepted"]["commonNames"][0]["name"], "cluster.example");
@@ -462,7 +465,7 @@ mod tests {
             accepted: Accepted::new([tp("G")], []),
             clients: Default::default(),
         };
-        let data = validation_data(&revision, &Clients::default(), "", &[]);
+        let data = validation_data(&revision, "", &[]);
         let mut annotations = annotations(&revision);
         annotations.insert(REVISION_ANNOTATION.into(), "3".into());
         assert!(
@@ -484,7 +487,6 @@ mod consumer_examples {
     /// Renders an example's templates for a revision presenting G by name.
     fn render(example: &str) -> BTreeMap<String, String> {
         let declaration: ClusterCertificateDeclaration = serde_yaml::from_str(example).unwrap();
-        desired_from_spec(&declaration.spec).expect("the example is a valid declaration");
         let ca = tp("CA");
         let revision = Revision {
             revision: 6,
@@ -495,7 +497,7 @@ mod consumer_examples {
             clients: Default::default(),
         };
         let presented = facts("G").cn("cluster.example").issuer("CA").build();
-        let clients = clients(&declaration.spec);
+        let clients = desired_from_spec(&declaration.spec).unwrap().clients;
         let context = TemplateContext::new(&revision, Some(&presented), &clients, &[tp("G")]);
         render_templates(&declaration.spec.output.unwrap().templates, &context).unwrap()
     }

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::CertificateFacts;
+use crate::names::names_match;
 use crate::thumbprint::Thumbprint;
 
 /// One accepted common name. No issuer thumbprints means "unpinned": the
@@ -201,23 +202,67 @@ impl TrustBundle {
     }
 }
 
-/// Name matching for validation: case-insensitive; a leading `*.` (on either
-/// side) stands for exactly one DNS label.
-pub fn names_match(declared: &str, presented: &str) -> bool {
-    declared.eq_ignore_ascii_case(presented)
-        || wildcard_matches(declared, presented)
-        || wildcard_matches(presented, declared)
+/// Who may call the cluster as a client, beside its members (Service Fabric
+/// `clientCertificateThumbprints` / `clientCertificateCommonNames`): client
+/// rules are validation, staged like `accepted`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Clients {
+    pub thumbprints: Vec<ClientThumbprint>,
+    pub common_names: Vec<ClientCommonName>,
 }
 
-fn wildcard_matches(pattern: &str, name: &str) -> bool {
-    let Some(suffix) = pattern.strip_prefix("*.") else {
-        return false;
-    };
-    match name.split_once('.') {
-        Some((label, rest)) => {
-            !label.is_empty() && label != "*" && !suffix.is_empty() && rest.eq_ignore_ascii_case(suffix)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientThumbprint {
+    pub thumbprint: Thumbprint,
+    pub is_admin: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCommonName {
+    pub name: String,
+    pub issuer_thumbprints: Vec<Thumbprint>,
+    pub is_admin: bool,
+}
+
+impl Clients {
+    pub fn is_empty(&self) -> bool {
+        self.thumbprints.is_empty() && self.common_names.is_empty()
+    }
+
+    /// Everything either allows (widening: an added client, or more rights).
+    pub fn union(&self, other: &Clients) -> Clients {
+        let mut thumbprints = self.thumbprints.clone();
+        for c in &other.thumbprints {
+            match thumbprints.iter_mut().find(|t| t.thumbprint == c.thumbprint) {
+                Some(t) => t.is_admin |= c.is_admin,
+                None => thumbprints.push(c.clone()),
+            }
         }
-        None => false,
+        thumbprints.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
+        let mut common_names = self.common_names.clone();
+        for c in &other.common_names {
+            match common_names.iter_mut().find(|n| n.name.eq_ignore_ascii_case(&c.name)) {
+                Some(n) => {
+                    n.is_admin |= c.is_admin;
+                    if n.issuer_thumbprints.is_empty() || c.issuer_thumbprints.is_empty() {
+                        n.issuer_thumbprints.clear(); // unpinned is the wider
+                    } else {
+                        n.issuer_thumbprints.extend(c.issuer_thumbprints.iter().cloned());
+                        n.issuer_thumbprints.sort();
+                        n.issuer_thumbprints.dedup();
+                    }
+                }
+                None => common_names.push(c.clone()),
+            }
+        }
+        common_names.sort_by(|a, b| a.name.cmp(&b.name));
+        Clients {
+            thumbprints,
+            common_names,
+        }
     }
 }
 
@@ -364,14 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn wildcards_stand_for_exactly_one_label() {
-        assert!(names_match("*.cluster.example", "node1.cluster.example"));
-        assert!(names_match("node1.cluster.example", "*.Cluster.Example"));
-        assert!(!names_match("*.cluster.example", "a.b.cluster.example"));
-        assert!(!names_match("*.cluster.example", "cluster.example"));
-        assert!(!names_match("*.example", "*.example.org"));
-        assert!(!names_match("x.*.example", "x.y.example"));
-        assert!(names_match("*.cluster.example", "*.cluster.example"));
+    fn a_declared_name_matches_a_wildcard_san() {
         let rules = Accepted::new([], [CommonNameRule::new("node1.cluster.example", [tp("CA")])]);
         let wildcard = facts("W")
             .cn("cluster.example")

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use certshift::facts::{CertificateFacts, inspect};
-use certshift::outputs::{REVISION_ANNOTATION, read_published};
+use certshift::outputs::{REVISION_ANNOTATION, THUMBPRINT_ANNOTATION, read_published};
 use certshift::planner::Revision;
 use certshift::rules::TrustBundle;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -159,11 +159,13 @@ async fn load(
     let secret = secrets.get_opt(&format!("{declaration}-presentation")).await.ok()??;
     let annotations = map.metadata.annotations.clone().unwrap_or_default();
     let revision_label = annotations.get(REVISION_ANNOTATION)?.clone();
-    if secret.metadata.annotations.as_ref()?.get(REVISION_ANNOTATION) != Some(&revision_label) {
-        return None; // the presentation write has not landed yet
-    }
     let data = map.data.clone().unwrap_or_default();
     let revision = read_published(&annotations, &data).ok()?;
+    // The Secret changes only with the certificate: it belongs to this
+    // revision when it presents what `rules.json` says is presented.
+    if secret.metadata.annotations.as_ref()?.get(THUMBPRINT_ANNOTATION) != Some(&revision.presented.to_string()) {
+        return None; // the presentation write has not landed yet
+    }
     let ca_bundle = data.get("ca-bundle.crt").cloned().unwrap_or_default();
     let trust = TrustBundle::new(
         inspect("ca-bundle", ca_bundle.as_bytes())

@@ -2,14 +2,11 @@
 //! multi-document YAML (or JSON) files as GitOps repositories and
 //! `kubectl get -o yaml` hold them, `List`s included.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::{ClusterCertificateDeclaration, ObservedCertificate};
-use crate::facts::TlsMaterial;
 
 /// Where a document came from, for error messages: `file.yaml: document 2 (Secret default/tls)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,27 +92,4 @@ impl Manifests {
 /// (`spec.store.observedCertificates: invalid type: …`).
 fn typed<T: DeserializeOwned>(origin: &Origin, value: serde_yaml::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|err| format!("{origin}: {}: {}", err.path(), err.inner()))
-}
-
-/// A Secret's keys, `stringData` over `data` as the API server merges them.
-pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(key, value)| (key.clone(), value.0.clone()))
-        .collect();
-    for (key, value) in secret.string_data.iter().flatten() {
-        data.insert(key.clone(), value.as_bytes().to_vec());
-    }
-    data
-}
-
-/// The TLS material of a Secret's data.
-pub fn tls_material(data: &BTreeMap<String, Vec<u8>>) -> TlsMaterial<'_> {
-    TlsMaterial {
-        tls_crt: data.get("tls.crt").map_or(&[], Vec::as_slice),
-        tls_key: data.get("tls.key").map(Vec::as_slice),
-        ca_crt: data.get("ca.crt").map(Vec::as_slice),
-    }
 }

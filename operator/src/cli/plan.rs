@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::manifests::{Manifests, Origin, secret_data, tls_material};
+use super::manifests::{Manifests, Origin};
 use crate::crd::ClusterCertificateDeclaration;
 use crate::facts::{CertificateBundle, CertificateFacts, inspect};
+use crate::facts::{secret_data, tls_material};
 use crate::planner::{self, BlockReason, Blocked, Plan, Revision, Store};
 use crate::rules::TrustBundle;
 use crate::thumbprint::Thumbprint;

@@ -1,6 +1,8 @@
-//! ClusterCertificateDeclaration: gather (store instances, published outputs,
-//! members) → decide (the pure planner and gates) → publish at most one
-//! revision → status → events.
+//! ClusterCertificateDeclaration, the shell: gather the world once (store,
+//! outputs, members), probe the endpoints with the candidate certificate if
+//! [`declaration::preflight`] names one, [`declaration::decide`] once, and
+//! apply the decision in order: validation ConfigMap, presentation Secret,
+//! workload stamps, status, events. Nothing is decided here.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -9,32 +11,20 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::remembered::Remembered;
-use super::{
-    Context, Error, OwnedSecret, apply_secret, apply_status, drive, kube_err, members, now, owned_by, publish_events,
-};
-use crate::cli::manifests::secret_data;
-use crate::conditions;
-use crate::crd::{ClusterCertificateDeclaration, ClusterCertificateDeclarationSpec, ObservedCertificate};
-use crate::declaration::{self, World};
-use crate::facts::inspect;
-use crate::observed::stored_instance;
-use crate::outputs::{
-    self, DECLARATION_LABEL, MANAGED_BY, MANAGED_BY_LABEL, PresentedMaterial, REVISION_ANNOTATION, presentation_name,
-    store_name, validation_name,
-};
-use crate::planner::{BlockReason, Blocked, Revision, Store};
-use crate::rules::TrustBundle;
-use crate::thumbprint::Thumbprint;
+use super::{Context, Error, Verb, apply_status, drive, kube_err, members, now, publish_events};
+use crate::crd::{ClusterCertificateDeclaration, ObservedCertificate, OutputFormat};
+use crate::declaration::store::{ObservedInput, StoreInputs, TrustBundleInput};
+use crate::declaration::{self, Decision, Effect, MemberInputs, Requeue, World};
+use crate::outputs::{MANAGED_BY, MANAGED_BY_LABEL, presentation_name, store_name, validation_name};
 
 const MANAGER: &str = "certshift-declaration";
 
@@ -147,7 +137,7 @@ async fn follow_outputs(shell: Arc<Shell>, secret_events: super::SecretEvents) {
 /// Whether the declaration's `spec.members.pods` selector takes a pod with `labels`.
 fn selects(declaration: &ClusterCertificateDeclaration, labels: &BTreeMap<String, String>) -> bool {
     let pods = declaration.spec.members.as_ref().and_then(|m| m.pods.as_ref());
-    pods.is_some_and(|selector| members::selects(selector, labels))
+    pods.is_some_and(|selector| declaration::selects(selector, labels))
 }
 
 /// Metadata events of one workload kind (status changes move resourceVersion).
@@ -213,7 +203,6 @@ async fn read<K>(
     remembered: &Remembered<K>,
     namespace: &str,
     name: &str,
-    (action, kind): (&'static str, &'static str),
 ) -> Result<Option<Arc<K>>, Error>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -224,7 +213,7 @@ where
     if let Some(object) = remembered.get(namespace, name) {
         return Ok(Some(object));
     }
-    let object = ctx.get_opt::<K>(namespace, name, (action, kind)).await?;
+    let object = ctx.get_opt::<K>(namespace, name).await?;
     Ok(object.map(|o| remembered.put(o)))
 }
 
@@ -233,442 +222,182 @@ fn error_policy(_: Arc<ClusterCertificateDeclaration>, err: &Error, shell: Arc<S
     Action::requeue(Duration::from_secs(15))
 }
 
-/// The store's instances with the material to present them, and the trust
-/// bundle's certificates as PEM.
-struct Gathered {
-    store: Store,
-    materials: BTreeMap<Thumbprint, PresentedMaterial>,
-    authorities: BTreeMap<Thumbprint, String>,
-}
-
-fn pem_of(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
-}
-
-async fn gather_store(
+/// Reads the world of one declaration: the only reads of a reconcile. The
+/// endpoints come back too, for the pre-flight probe.
+async fn gather(
     shell: &Shell,
-    namespace: &str,
-    spec: &ClusterCertificateDeclarationSpec,
-) -> Result<Result<Gathered, Blocked>, Error> {
+    declaration: &Arc<ClusterCertificateDeclaration>,
+) -> Result<(World, Vec<(String, crate::crd::Endpoint)>), Error> {
     let ctx = &shell.ctx;
-    let mut gathered = Gathered {
-        store: Store::default(),
-        materials: BTreeMap::new(),
-        authorities: BTreeMap::new(),
-    };
-    for (index, name) in spec.store.observed_certificates.iter().enumerate() {
-        let field = format!("spec.store.observedCertificates[{index}]");
-        let kind = ("GetObservedCertificate", "ObservedCertificate");
-        let Some(ocert) = read(ctx, &shell.ocerts, namespace, name, kind).await? else {
-            return Ok(Err(Blocked::new(
-                BlockReason::StoreNotFound,
-                format!("{field}: ObservedCertificate {namespace}/{name} does not exist"),
-            )));
-        };
-        let status = ocert.status.clone().unwrap_or_default();
-        if status.instances.is_empty() {
-            return Ok(Err(Blocked::new(
-                BlockReason::StoreNotSynced,
-                format!("{field}: ObservedCertificate {namespace}/{name} has no instances yet"),
-            )));
-        }
-        if let Some((reason, message)) = crate::observed::unreadable_source(&status) {
-            return Ok(Err(Blocked::new(
-                BlockReason::StoreNotSynced,
-                format!(
-                    "{field}: ObservedCertificate {namespace}/{name} cannot read its source ({reason}: {message}); holding the upgrade until it can"
-                ),
-            )));
-        }
-        let stored_name = store_name(name);
-        let stored = read(ctx, &shell.secrets, namespace, &stored_name, ("GetSecret", "Secret"))
-            .await?
-            .filter(|s| owned_by(&s.metadata, ocert.as_ref()));
-        let data = stored.as_deref().map(secret_data).unwrap_or_default();
-        for facts in status.instances {
-            match stored_instance(&data, &facts.thumbprint) {
-                Some(Ok(bundle)) => {
-                    for (thumbprint, der) in &bundle.authorities_der {
-                        gathered.authorities.insert(thumbprint.clone(), pem_of(der));
-                    }
-                    let text = |key: String| data.get(&key).map(|v| String::from_utf8_lossy(v).into_owned());
-                    let [crt, key, ca] = crate::observed::store_keys(&facts.thumbprint);
-                    if let (Some(tls_crt), Some(tls_key)) = (text(crt), text(key)) {
-                        let ca_crt = text(ca)
-                            .unwrap_or_else(|| bundle.authorities_der.iter().map(|(_, der)| pem_of(der)).collect());
-                        gathered.materials.insert(
-                            facts.thumbprint.clone(),
-                            PresentedMaterial {
-                                tls_crt,
-                                tls_key,
-                                ca_crt,
-                            },
-                        );
-                    }
-                    gathered.store.instances.push(bundle.leaf);
-                }
-                // Recorded but not stored (or unreadable): known, not presentable.
-                _ => gathered.store.instances.push(crate::facts::CertificateFacts {
-                    private_key: crate::facts::PrivateKeyState::Missing,
-                    ..facts
-                }),
+    let namespace = declaration.namespace().unwrap_or_default();
+    let name = declaration.name_any();
+    let spec = &declaration.spec;
+
+    let mut inputs = StoreInputs::default();
+    for ocert_name in &spec.store.observed_certificates {
+        let object = read(ctx, &shell.ocerts, &namespace, ocert_name).await?;
+        // The `-store` Secret is read only for an ObservedCertificate that has instances.
+        let stored = match object.as_ref().and_then(|o| o.status.as_ref()) {
+            Some(status) if !status.instances.is_empty() => {
+                read(ctx, &shell.secrets, &namespace, &store_name(ocert_name)).await?
             }
-        }
+            _ => None,
+        };
+        inputs.observed.push(ObservedInput {
+            name: ocert_name.clone(),
+            object,
+            stored,
+        });
     }
     if let Some(source) = &spec.trust_bundle {
-        match trust_bundle(ctx, namespace, source).await? {
-            Ok(pem) => match trust_bundle_certificates(&pem) {
-                Ok(roots) => gathered.authorities.extend(roots),
-                Err(err) => return Ok(Err(Blocked::new(BlockReason::StoreNotFound, err))),
-            },
-            Err(blocked) => return Ok(Err(blocked)),
-        }
-    }
-    gathered.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
-    gathered.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
-    gathered.store.trust = TrustBundle::new(gathered.authorities.keys().cloned());
-    Ok(Ok(gathered))
-}
-
-/// The PKCS#12 password from `spec.output.pkcs12.passwordSecretRef`.
-async fn pkcs12_password(
-    ctx: &Context,
-    namespace: &str,
-    declaration: &str,
-    reference: &crate::crd::KeySelector,
-) -> Result<String, Error> {
-    let key = reference.key.clone().unwrap_or_else(|| "password".to_owned());
-    let secret: Option<Secret> = ctx.get_opt(namespace, &reference.name, ("GetSecret", "Secret")).await?;
-    secret
-        .as_ref()
-        .map(secret_data)
-        .and_then(|mut d| d.remove(&key))
-        .map(|v| String::from_utf8_lossy(&v).trim_end_matches('\n').to_owned())
-        .ok_or_else(|| Error::Render {
-            namespace: namespace.to_owned(),
-            name: declaration.to_owned(),
-            message: format!(
-                "spec.output.pkcs12.passwordSecretRef: Secret {:?} has no key {key:?}",
-                reference.name
-            ),
-        })
-}
-
-/// The certificates of a trust bundle, each as its own PEM block.
-fn trust_bundle_certificates(pem: &str) -> Result<Vec<(Thumbprint, String)>, String> {
-    let blocks = pem::parse_many(pem).map_err(|err| format!("spec.trustBundle: malformed PEM: {err}"))?;
-    let mut roots = Vec::new();
-    for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
-        let facts = inspect("spec.trustBundle", block.contents()).map_err(|err| err.to_string())?;
-        roots.push((facts[0].thumbprint.clone(), pem_of(block.contents())));
-    }
-    if roots.is_empty() {
-        return Err("spec.trustBundle: no certificate found".to_owned());
-    }
-    Ok(roots)
-}
-
-async fn trust_bundle(
-    ctx: &Context,
-    namespace: &str,
-    source: &crate::crd::TrustBundleSource,
-) -> Result<Result<String, Blocked>, Error> {
-    let missing = |what: String| {
-        Ok(Err(Blocked::new(
-            BlockReason::StoreNotFound,
-            format!("spec.trustBundle: {what}"),
-        )))
-    };
-    if let Some(r) = &source.config_map_ref {
-        let key = r.key.clone().unwrap_or_else(|| "ca.crt".into());
-        let map: Option<ConfigMap> = ctx.get_opt(namespace, &r.name, ("GetConfigMap", "ConfigMap")).await?;
-        return match map.and_then(|m| m.data.and_then(|mut d| d.remove(&key))) {
-            Some(pem) => Ok(Ok(pem)),
-            None => missing(format!("ConfigMap {namespace}/{} has no key {key:?}", r.name)),
+        inputs.trust_bundle = match (&source.config_map_ref, &source.secret_ref) {
+            (Some(r), None) => Some(TrustBundleInput::ConfigMap(
+                ctx.get_opt(&namespace, &r.name).await?.map(Arc::new),
+            )),
+            (None, Some(r)) => Some(TrustBundleInput::Secret(
+                ctx.get_opt(&namespace, &r.name).await?.map(Arc::new),
+            )),
+            _ => None,
         };
     }
-    if let Some(r) = &source.secret_ref {
-        let key = r.key.clone().unwrap_or_else(|| "ca.crt".into());
-        let secret: Option<Secret> = ctx.get_opt(namespace, &r.name, ("GetSecret", "Secret")).await?;
-        return match secret.and_then(|s| s.data.and_then(|mut d| d.remove(&key))) {
-            Some(bytes) => Ok(Ok(String::from_utf8_lossy(&bytes.0).into_owned())),
-            None => missing(format!("Secret {namespace}/{} has no key {key:?}", r.name)),
-        };
-    }
-    missing("set configMapRef or secretRef".into())
-}
-
-/// The outputs as they are: the published revision (from the validation
-/// ConfigMap) and whether either output belongs to someone else.
-struct Outputs {
-    published: Option<Revision>,
-    blocked: Option<Blocked>,
-    validation: Option<Arc<ConfigMap>>,
-    presentation: Option<Arc<Secret>>,
-}
-
-async fn read_outputs(shell: &Shell, declaration: &ClusterCertificateDeclaration) -> Result<Outputs, Error> {
-    let namespace = declaration.namespace().unwrap_or_default();
-    let name = declaration.name_any();
-    let (validation_name, presentation_name) = (validation_name(&name), presentation_name(&name));
-    let kind = ("GetConfigMap", "ConfigMap");
-    let validation = read(&shell.ctx, &shell.config_maps, &namespace, &validation_name, kind).await?;
-    let kind = ("GetSecret", "Secret");
-    let presentation = read(&shell.ctx, &shell.secrets, &namespace, &presentation_name, kind).await?;
-    let foreign = |kind: &str, object: &str| {
-        Some(Blocked::new(
-            BlockReason::SecretOwnedElsewhere,
-            format!(
-                "{kind} {namespace}/{object} exists and was not created by certshift for this declaration; it is left untouched"
-            ),
-        ))
-    };
-    let blocked = match (&validation, &presentation) {
-        (Some(v), _) if !owned_by(&v.metadata, declaration) => foreign("ConfigMap", &validation_name),
-        (_, Some(p)) if !owned_by(&p.metadata, declaration) => foreign("Secret", &presentation_name),
+    let validation = read(ctx, &shell.config_maps, &namespace, &validation_name(&name)).await?;
+    let presentation = read(ctx, &shell.secrets, &namespace, &presentation_name(&name)).await?;
+    let pkcs12_password = match spec.output.as_ref() {
+        Some(output) if output.formats.contains(&OutputFormat::Pkcs12) => match &output.pkcs12 {
+            Some(pkcs12) if !pkcs12.password_secret_ref.name.is_empty() => ctx
+                .get_opt::<Secret>(&namespace, &pkcs12.password_secret_ref.name)
+                .await?
+                .map(Arc::new),
+            _ => None,
+        },
         _ => None,
     };
-    let published = match (&blocked, &validation) {
-        (None, Some(map)) => {
-            let annotations = map.metadata.annotations.clone().unwrap_or_default();
-            let data = map.data.clone().unwrap_or_default();
-            match outputs::read_published(&annotations, &data) {
-                Ok(revision) => Some(revision),
-                Err(err) => {
-                    warn!(error = %err, "the validation ConfigMap is unreadable; republishing");
-                    None
-                }
+
+    let mut members = MemberInputs::default();
+    let endpoints = members::endpoints(ctx, &namespace, spec.members.as_ref()).await?;
+    if let Some(spec_members) = &spec.members {
+        if let Some(selector) = &spec_members.pods {
+            // Until the first list of pods is in, no member is known: wait
+            // rather than judge "no members" complete.
+            shell
+                .pods
+                .wait_until_ready()
+                .await
+                .map_err(|_| Error::CacheStopped("pod"))?;
+            let pods = shell.pods.state();
+            members.pods = declaration::pod_members(pods.iter().map(|p| &p.metadata), &namespace, selector);
+        }
+        for workload in &spec_members.workloads {
+            let object = members::read_workload(ctx, &namespace, workload).await?;
+            members.workloads.push((workload.clone(), object));
+        }
+        for (label, endpoint) in &endpoints {
+            let presented = super::probe::presented(endpoint).await;
+            if let Err(err) = &presented {
+                debug!(endpoint = %endpoint.address, error = %err, "probe");
             }
+            members.endpoints.push((label.clone(), presented));
         }
-        _ => None,
-    };
-    Ok(Outputs {
-        published,
-        blocked,
+    }
+    let world = World {
+        declaration: declaration.clone(),
+        store: declaration::store::assemble(&namespace, spec, &inputs),
         validation,
         presentation,
-    })
+        pkcs12_password,
+        members,
+        preflight: None,
+        now: now(),
+    };
+    Ok((world, endpoints))
 }
 
-/// Writes both outputs for `revision` (validation first: a restart between the
-/// two writes then repairs the presentation instead of regressing it). Writes
-/// only what differs.
-async fn publish(
-    shell: &Shell,
-    declaration: &ClusterCertificateDeclaration,
-    revision: &Revision,
-    gathered: &Gathered,
-    current: &Outputs,
-) -> Result<(), Error> {
+/// Makes the decision's writes, in its order; each written output is
+/// remembered for the next reconcile.
+async fn apply(shell: &Shell, declaration: &ClusterCertificateDeclaration, decision: &Decision) -> Result<(), Error> {
     let ctx = &shell.ctx;
     let namespace = declaration.namespace().unwrap_or_default();
-    let name = declaration.name_any();
-    let Some(material) = gathered.materials.get(&revision.presented) else {
-        warn!(presented = %revision.presented, "no stored key material for the presented certificate");
-        return Ok(());
-    };
-    let annotations = outputs::annotations(revision);
-    let labels = BTreeMap::from([
-        (DECLARATION_LABEL.to_owned(), name.clone()),
-        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-    ]);
-    let ca_bundle: String = gathered.authorities.values().map(String::as_str).collect();
-    let accepted_instances: Vec<Thumbprint> = gathered
-        .store
-        .instances
-        .iter()
-        .filter(|f| revision.accepted.admits(f, &gathered.store.trust))
-        .map(|f| f.thumbprint.clone())
-        .collect();
-    let clients = revision.clients.clone();
-    let mut validation_data = outputs::validation_data(revision, &clients, &ca_bundle, &accepted_instances);
-    if let Some(output) = declaration.spec.output.as_ref().filter(|o| !o.templates.is_empty()) {
-        let presented = gathered.store.find(&revision.presented);
-        let context = outputs::TemplateContext::new(revision, presented, &clients, &accepted_instances);
-        let rendered = outputs::render_templates(&output.templates, &context).map_err(|message| Error::Render {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            message,
-        })?;
-        validation_data.extend(rendered);
-    }
-    let validation_current = current
-        .validation
-        .as_ref()
-        .map(|m| (m.metadata.annotations.clone(), m.data.clone()));
-    if validation_current != Some((Some(annotations.clone()), Some(validation_data.clone()))) {
-        let map = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(validation_name(&name)),
-                namespace: Some(namespace.clone()),
-                labels: Some(labels.clone()),
-                annotations: Some(annotations.clone()),
-                owner_references: Some(vec![super::owner_reference(declaration)]),
-                ..ObjectMeta::default()
-            },
-            data: Some(validation_data),
-            ..ConfigMap::default()
-        };
-        let mut value = serde_json::to_value(&map).expect("ConfigMap serializes");
-        value["apiVersion"] = "v1".into();
-        value["kind"] = "ConfigMap".into();
-        let written = ctx
-            .api::<ConfigMap>(&namespace)
-            .patch(
-                &validation_name(&name),
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(value),
-            )
-            .await
-            .map_err(kube_err(
-                "ApplyConfigMap",
-                "ConfigMap",
-                &namespace,
-                &validation_name(&name),
-            ))?;
-        shell.config_maps.put(written);
-        ctx.metrics.write("ConfigMap");
-    }
-    let mut presentation_data: BTreeMap<String, Vec<u8>> = outputs::presentation_data(material)
-        .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
-    let current_data: Option<BTreeMap<String, Vec<u8>>> = current.presentation.as_deref().map(secret_data);
-    let current_annotations = current
-        .presentation
-        .as_ref()
-        .and_then(|s| s.metadata.annotations.clone());
-    if let Some(output) = declaration.spec.output.as_ref().filter(|o| !o.formats.is_empty()) {
-        let password = match &output.pkcs12 {
-            Some(pkcs12) => Some(pkcs12_password(ctx, &namespace, &name, &pkcs12.password_secret_ref).await?),
-            None => None,
-        };
-        let formats =
-            outputs::format_data(material, &output.formats, password.as_deref()).map_err(|message| Error::Render {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                message,
-            })?;
-        presentation_data.extend(formats);
-        // PKCS#12 encryption is salted: keep the file already written for this
-        // revision, so an unchanged world makes no write.
-        let same_revision = current_annotations.as_ref() == Some(&annotations);
-        if let (true, Some(existing)) = (same_revision, current_data.as_ref().and_then(|d| d.get("tls.pfx"))) {
-            presentation_data.insert("tls.pfx".to_owned(), existing.clone());
+    let params = PatchParams::apply(MANAGER).force();
+    for effect in &decision.effects {
+        match effect {
+            Effect::PublishValidation(map) => {
+                let written = ctx
+                    .api::<ConfigMap>(&namespace)
+                    .patch(&map.name_any(), &params, &Patch::Apply(typed(map)))
+                    .await
+                    .map_err(kube_err::<ConfigMap>(Verb::Apply, &namespace, &map.name_any()))?;
+                shell.config_maps.put(written);
+                ctx.metrics.write("ConfigMap");
+            }
+            Effect::PublishPresentation(secret) => {
+                let written = ctx
+                    .api::<Secret>(&namespace)
+                    .patch(&secret.name_any(), &params, &Patch::Apply(typed(secret)))
+                    .await
+                    .map_err(kube_err::<Secret>(Verb::Apply, &namespace, &secret.name_any()))?;
+                shell.secrets.put(written);
+                ctx.metrics.write("Secret");
+            }
+            Effect::StampWorkload { workload, revision } => {
+                members::stamp(ctx, &namespace, workload, *revision).await?;
+            }
         }
     }
-    if current_data.as_ref() != Some(&presentation_data) || current_annotations.as_ref() != Some(&annotations) {
-        let secret = OwnedSecret {
-            name: &presentation_name(&name),
-            type_: "kubernetes.io/tls",
-            labels,
-            annotations,
-            data: &presentation_data,
-        };
-        shell
-            .secrets
-            .put(apply_secret(ctx, MANAGER, declaration, secret).await?);
+    if let Some(revision) = &decision.published {
+        ctx.metrics.published();
+        info!(revision = revision.revision, stage = ?revision.stage, change = ?revision.change, presented = %revision.presented, "published");
     }
+    match &decision.status {
+        Some(status) => {
+            debug!(after = %serde_json::to_string(status).unwrap_or_default(), "status changed");
+            apply_status(ctx, MANAGER, declaration, status).await?;
+        }
+        None => debug!("unchanged"),
+    }
+    publish_events(ctx, declaration, &decision.events, "Reconcile").await;
     Ok(())
+}
+
+/// An object as server-side apply wants it: with its apiVersion and kind.
+fn typed<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).expect("objects serialize");
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    value
 }
 
 async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, shell: Arc<Shell>) -> Result<Action, Error> {
     let ctx = shell.ctx.clone();
-    let namespace = declaration.namespace().unwrap_or_default();
-    let name = declaration.name_any();
     let span = info_span!(
         "reconcile",
         controller = CONTROLLER,
-        %namespace,
-        %name,
+        namespace = %declaration.namespace().unwrap_or_default(),
+        name = %declaration.name_any(),
         generation = declaration.metadata.generation,
         stage = tracing::field::Empty
     );
     async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let gathered = gather_store(&shell, &namespace, &declaration.spec).await?;
-        let outputs = read_outputs(&shell, &declaration).await?;
-        let members =
-            members::report(&ctx, &shell.pods, &namespace, declaration.spec.members.as_ref(), outputs.published.as_ref()).await?;
-        let mut status = declaration.status.clone().unwrap_or_default();
-        status.conditions = conditions::sorted(&status.conditions);
-        let now = now();
-        let decide = |preflight: Option<Blocked>| {
-            declaration::decide(World {
-                generation: declaration.metadata.generation,
-                spec: &declaration.spec,
-                status: &status,
-                store: gathered.as_ref().map(|g| g.store.clone()).map_err(Clone::clone),
-                published: outputs.published.clone(),
-                outputs_blocked: outputs.blocked.clone(),
-                preflight,
-                members: members.clone(),
-                now,
-            })
-        };
-        let mut decision = decide(None);
-        // Pre-flight: every endpoint must accept the certificate about to be
-        // presented, as a client, before members are told to present it.
-        if let (Some(revision), Ok(gathered)) = (&decision.publish, &gathered)
-            && revision.change == Some(crate::planner::Change::Presentation)
-            && let Some(material) = gathered.materials.get(&revision.presented)
-        {
-            for (_, endpoint) in members::endpoints(&ctx, &namespace, declaration.spec.members.as_ref()).await? {
-                if let Err(err) = super::probe::accepts(&endpoint, material).await {
-                    let blocked = Blocked::new(
-                        BlockReason::PeerRejectsCertificate,
-                        format!("endpoint {} does not accept {} as a client: {err}", endpoint.address, revision.presented),
-                    );
-                    decision = decide(Some(blocked));
-                    break;
-                }
+        let (mut world, endpoints) = gather(&shell, &declaration).await?;
+        // Plan first, probe only the candidate: every endpoint must accept the
+        // certificate about to be presented, as a client.
+        if let Some(preflight) = declaration::preflight(&world) {
+            let mut results = Vec::new();
+            for (label, endpoint) in &endpoints {
+                let accepted = super::probe::accepts(endpoint, &preflight.material).await;
+                results.push((label.clone(), accepted));
             }
+            world.preflight = Some(results);
         }
-        if let Ok(gathered) = &gathered {
-            // A restart between the two output writes left the presentation
-            // behind the validation ConfigMap: finish that write first.
-            if let (Some(published), None) = (&outputs.published, &decision.publish) {
-                let behind = outputs
-                    .presentation
-                    .as_ref()
-                    .and_then(|s| s.metadata.annotations.as_ref())
-                    .and_then(|a| a.get(REVISION_ANNOTATION))
-                    != Some(&published.revision.to_string());
-                if behind && outputs.blocked.is_none() {
-                    info!(revision = published.revision, "completing the presentation of the published revision");
-                    publish(&shell, &declaration, published, gathered, &outputs).await?;
-                }
-            }
-            if let Some(revision) = &decision.publish {
-                tracing::Span::current().record("stage", tracing::field::debug(revision.stage));
-                publish(&shell, &declaration, revision, gathered, &outputs).await?;
-                ctx.metrics.published();
-                info!(revision = revision.revision, stage = ?revision.stage, change = ?revision.change, presented = %revision.presented, "published");
-            }
+        let decision = declaration::decide(&world);
+        if let Some(stage) = decision.published.as_ref().and_then(|r| r.stage) {
+            tracing::Span::current().record("stage", tracing::field::display(stage));
         }
-        // Workload members roll out the revision now in force (stamped once).
-        if outputs.blocked.is_none()
-            && let Some(current) = decision.publish.as_ref().or(outputs.published.as_ref())
-        {
-            members::stamp(&ctx, &namespace, declaration.spec.members.as_ref(), current.revision).await?;
-        }
-        if declaration.status.is_none() || status != decision.status {
-            debug!(
-                before = %serde_json::to_string(&status).unwrap_or_default(),
-                after = %serde_json::to_string(&decision.status).unwrap_or_default(),
-                "status changed"
-            );
-            let kind = ("ClusterCertificateDeclaration", "ClusterCertificateDeclaration/status");
-            apply_status(&ctx, MANAGER, declaration.as_ref(), &decision.status, kind).await?;
-        } else {
-            debug!("unchanged");
-        }
-        publish_events(&ctx, declaration.as_ref(), &decision.events, "Reconcile").await;
-        // Endpoints have no watch: while they lag, probe them again soon.
-        let probing = declaration.spec.members.as_ref().is_some_and(|m| !m.endpoints.is_empty())
-            && decision.status.members.as_ref().is_some_and(|m| m.converged < m.total);
-        let after = decision.requeue.unwrap_or(Duration::from_secs(300));
-        Ok(Action::requeue(if probing { after.min(Duration::from_secs(2)) } else { after }))
+        apply(&shell, &declaration, &decision).await?;
+        Ok(match decision.requeue {
+            Requeue::AwaitChange => Action::await_change(),
+            Requeue::After(after) => Action::requeue(after),
+        })
     }
     .instrument(span)
     .await

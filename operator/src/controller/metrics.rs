@@ -18,8 +18,8 @@ pub struct Metrics {
     reconciles: Mutex<BTreeMap<&'static str, u64>>,
     /// (controller, error label) → count
     errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    /// kind → count
-    writes: Mutex<BTreeMap<&'static str, u64>>,
+    /// kind → count (kinds the code writes: a fixed set)
+    writes: Mutex<BTreeMap<String, u64>>,
     revisions_published: Mutex<u64>,
     /// (namespace, ObservedCertificate) → notAfter of its current instance
     expiry: Mutex<BTreeMap<(String, String), Timestamp>>,
@@ -43,8 +43,14 @@ impl Metrics {
     }
 
     /// One mutating request to the API server, by kind.
-    pub fn write(&self, kind: &'static str) {
-        bump(&self.writes, kind);
+    pub fn write(&self, kind: &str) {
+        let mut writes = self.writes.lock().expect("metrics lock");
+        match writes.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                writes.insert(kind.to_owned(), 1);
+            }
+        }
     }
 
     pub fn published(&self) {

@@ -20,16 +20,16 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 pub use leader::LeaderElection;
 use metrics::Metrics;
 
+use crate::events::{Event, EventType};
 use crate::outputs::{MANAGED_BY, MANAGED_BY_LABEL};
 
 /// How `certshift run` runs.
@@ -47,7 +47,8 @@ pub struct Context {
     pub client: Client,
     pub namespace: Option<String>,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    /// `reportingInstance` of the events this process records.
+    pub instance: String,
 }
 
 impl Context {
@@ -59,13 +60,8 @@ impl Context {
     }
 
     /// `name` in `namespace`, or `None` if there is none; a failure names
-    /// the action and the object.
-    async fn get_opt<K>(
-        &self,
-        namespace: &str,
-        name: &str,
-        (action, kind): (&'static str, &'static str),
-    ) -> Result<Option<K>, Error>
+    /// the object.
+    async fn get_opt<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, Error>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -75,7 +71,7 @@ impl Context {
         self.api::<K>(namespace)
             .get_opt(name)
             .await
-            .map_err(kube_err(action, kind, namespace, name))
+            .map_err(kube_err::<K>(Verb::Get, namespace, name))
     }
 
     /// An Api over what `--namespace` lets the operator watch: one namespace, or all.
@@ -91,13 +87,7 @@ impl Context {
 }
 
 /// Server-side applies `status` to `object`'s status subresource.
-async fn apply_status<K>(
-    ctx: &Context,
-    manager: &str,
-    object: &K,
-    status: &impl serde::Serialize,
-    (kind, metric): (&'static str, &'static str),
-) -> Result<(), Error>
+async fn apply_status<K>(ctx: &Context, manager: &str, object: &K, status: &impl serde::Serialize) -> Result<(), Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -113,30 +103,74 @@ where
     ctx.api::<K>(&namespace)
         .patch_status(&name, &PatchParams::apply(manager).force(), &Patch::Apply(patch))
         .await
-        .map_err(kube_err("ApplyStatus", kind, &namespace, &name))?;
-    ctx.metrics.write(metric);
+        .map_err(kube_err::<K>(Verb::ApplyStatus, &namespace, &name))?;
+    ctx.metrics.write(&format!("{}/status", K::kind(&())));
     Ok(())
 }
 
 /// Records the decided events on `object` (failures are logged, not fatal).
-async fn publish_events<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    object: &K,
-    events: &[crate::declaration::Event],
-    action: &str,
-) {
-    let reference = object.object_ref(&());
+/// Each is its own events.k8s.io/v1 Event: decisions emit an event only for
+/// an occurrence worth telling (a stage completed, a block), and each note
+/// says that occurrence, so nothing is folded into a series.
+async fn publish_events<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, events: &[Event], action: &str) {
+    use k8s_openapi::api::events::v1::Event as KubeEvent;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+    let api: Api<KubeEvent> = Api::namespaced(ctx.client.clone(), &namespace);
     for event in events {
-        let event = kube::runtime::events::Event {
-            type_: event.type_,
-            reason: event.reason.clone(),
+        let now = Timestamp::now();
+        let kube_event = KubeEvent {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some(action.to_owned()),
+            reason: Some(event.reason.clone()),
             note: Some(event.message.chars().take(1000).collect()),
-            action: action.into(),
-            secondary: None,
+            type_: Some(match event.type_ {
+                EventType::Normal => "Normal".to_owned(),
+                EventType::Warning => "Warning".to_owned(),
+            }),
+            regarding: Some(object.object_ref(&())),
+            reporting_controller: Some(REPORTING_CONTROLLER.to_owned()),
+            reporting_instance: Some(ctx.instance.clone()),
+            ..KubeEvent::default()
         };
-        match ctx.recorder.publish(&event, &reference).await {
-            Ok(()) => ctx.metrics.write("Event"),
-            Err(err) => warn!(error = %err, reason = %event.reason, "could not publish an event"),
+        match api.create(&PostParams::default(), &kube_event).await {
+            Ok(_) => ctx.metrics.write("Event"),
+            Err(err) => warn!(error = %err, reason = %event.reason, "could not record an event"),
+        }
+    }
+}
+
+/// `reportingController` of certshift's events.
+const REPORTING_CONTROLLER: &str = "certshift.io/operator";
+
+/// What a request to the API server was doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    List,
+    Create,
+    Replace,
+    Apply,
+    ApplyStatus,
+    /// Server-side apply of `certshift.io/revision` on a workload's pod template.
+    Stamp,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "Get",
+            Verb::List => "List",
+            Verb::Create => "Create",
+            Verb::Replace => "Replace",
+            Verb::Apply => "Apply",
+            Verb::ApplyStatus => "ApplyStatus",
+            Verb::Stamp => "Stamp",
         }
     }
 }
@@ -144,20 +178,14 @@ async fn publish_events<K: Resource<DynamicType = ()>>(
 /// I/O failures; everything a user must fix is a condition instead.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{action} {kind} {namespace}/{name}: {source}")]
+    #[error("{} {kind} {namespace}/{name}: {source}", verb.as_str())]
     Kube {
-        action: &'static str,
-        kind: &'static str,
+        verb: Verb,
+        kind: std::borrow::Cow<'static, str>,
         namespace: String,
         name: String,
         #[source]
         source: Box<kube::Error>,
-    },
-    #[error("rendering the templates of {namespace}/{name}: {message}")]
-    Render {
-        namespace: String,
-        name: String,
-        message: String,
     },
     /// The watch behind a cache ended before its first list (shutdown).
     #[error("the {0} cache stopped before its first list")]
@@ -165,26 +193,25 @@ pub enum Error {
 }
 
 impl Error {
-    /// A fixed metric label.
+    /// A fixed metric label: the verb of the request that failed.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube { action, .. } => action,
-            Error::Render { .. } => "RenderTemplates",
+            Error::Kube { verb, .. } => verb.as_str(),
             Error::CacheStopped(_) => "CacheStopped",
         }
     }
 }
 
-fn kube_err(
-    action: &'static str,
-    kind: &'static str,
+/// The error of a `verb` request for the `K` named `namespace/name`.
+fn kube_err<K: Resource<DynamicType = ()>>(
+    verb: Verb,
     namespace: &str,
     name: &str,
 ) -> impl FnOnce(kube::Error) -> Error {
     let (namespace, name) = (namespace.to_owned(), name.to_owned());
     move |source| Error::Kube {
-        action,
-        kind,
+        verb,
+        kind: K::kind(&()),
         namespace,
         name,
         source: Box::new(source),
@@ -196,34 +223,9 @@ pub fn now() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).expect("now is in range")
 }
 
-/// The owner reference the operator puts on what it creates.
-fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
-    OwnerReference {
-        api_version: K::api_version(&()).into_owned(),
-        kind: K::kind(&()).into_owned(),
-        name: owner.name_any(),
-        uid: owner.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-/// Whether an existing object was created by certshift for `owner`: it carries
-/// our label and an owner reference to it. Anything else is never written.
+/// Whether an existing object was created by certshift for `owner`.
 fn owned_by<K: Resource<DynamicType = ()>>(meta: &ObjectMeta, owner: &K) -> bool {
-    let labelled = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .map(String::as_str)
-        == Some(MANAGED_BY);
-    let uid = owner.uid();
-    labelled
-        && meta
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| Some(&r.uid) == uid.as_ref())
+    crate::outputs::is_owned_by(meta, owner.meta().uid.as_deref().unwrap_or_default())
 }
 
 /// A Secret the operator owns, as it should be.
@@ -251,7 +253,7 @@ fn owned_secret<K: Resource<DynamicType = ()>>(owner: &K, secret: OwnedSecret<'_
             namespace: owner.namespace(),
             labels: Some(labels),
             annotations: (!annotations.is_empty()).then_some(annotations),
-            owner_references: Some(vec![owner_reference(owner)]),
+            owner_references: Some(vec![crate::outputs::owner_reference(owner)]),
             ..ObjectMeta::default()
         },
         type_: Some(type_.to_owned()),
@@ -279,7 +281,7 @@ async fn apply_secret<K: Resource<DynamicType = ()>>(
         .api::<Secret>(&namespace)
         .patch(&name, &PatchParams::apply(manager).force(), &Patch::Apply(value))
         .await
-        .map_err(kube_err("ApplySecret", "Secret", &namespace, &name))?;
+        .map_err(kube_err::<Secret>(Verb::Apply, &namespace, &name))?;
     ctx.metrics.write("Secret");
     Ok(written)
 }
@@ -304,7 +306,7 @@ async fn create_secret<K: Resource<DynamicType = ()>>(
             Ok(true)
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(err) => Err(kube_err("CreateSecret", "Secret", &namespace, &name)(err)),
+        Err(err) => Err(kube_err::<Secret>(Verb::Create, &namespace, &name)(err)),
     }
 }
 
@@ -332,7 +334,7 @@ async fn replace_secret_data(
     ctx.api::<Secret>(&namespace)
         .replace(&name, &post_params(manager), &secret)
         .await
-        .map_err(kube_err("ReplaceSecret", "Secret", &namespace, &name))?;
+        .map_err(kube_err::<Secret>(Verb::Replace, &namespace, &name))?;
     ctx.metrics.write("Secret");
     Ok(())
 }
@@ -364,12 +366,8 @@ pub async fn run(
         lost_leadership = Some(lease);
     }
     metrics.set_ready(true);
-    let reporter = Reporter {
-        controller: "certshift".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        instance: std::env::var("POD_NAME").unwrap_or_else(|_| "certshift".to_owned()),
         client,
         namespace: options.namespace.clone(),
         metrics: metrics.clone(),

@@ -19,9 +19,9 @@ use super::sources::SourceIndex;
 use super::{
     Context, Error, OwnedSecret, SecretEvents, apply_status, create_secret, drive, now, owned_by, replace_secret_data,
 };
-use crate::cli::manifests::secret_data;
 use crate::conditions;
 use crate::crd::{CertificatePolicy, ObservedCertificate, ObservedCertificateStatus};
+use crate::facts::secret_data;
 use crate::observed::{self, Source};
 use crate::outputs::{OBSERVED_CERTIFICATE_LABEL, store_name};
 
@@ -115,8 +115,7 @@ async fn reconcile(
         info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = cached.metadata.generation);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let get_ocert =
-            || ctx.get_opt::<ObservedCertificate>(&namespace, &name, ("GetObservedCertificate", "ObservedCertificate"));
+        let get_ocert = || ctx.get_opt::<ObservedCertificate>(&namespace, &name);
         // The cache keeps no status; and one without a status that this
         // process has reconciled before may not have seen that status yet.
         let mut ocert = if cached.status.is_none() && !lock(&index).has_read(&cached) {
@@ -128,13 +127,13 @@ async fn reconcile(
             }
         };
         let source_name = &ocert.spec.source.secret_ref.name;
-        let source: Option<Secret> = ctx.get_opt(&namespace, source_name, ("GetSecret", "Secret")).await?;
+        let source: Option<Secret> = ctx.get_opt(&namespace, source_name).await?;
         lock(&index).read(
             &ocert,
             source.as_ref().and_then(|s| s.metadata.resource_version.as_deref()),
         );
         let store_secret_name = store_name(&name);
-        let get_store = || ctx.get_opt::<Secret>(&namespace, &store_secret_name, ("GetSecret", "Secret"));
+        let get_store = || ctx.get_opt::<Secret>(&namespace, &store_secret_name);
         let source_data = source.as_ref().map(secret_data);
         let source_type = source.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or_default();
         let sorted_status = |ocert: &ObservedCertificate| {
@@ -215,8 +214,7 @@ async fn reconcile(
             decision.status.current.as_ref().and_then(|c| c.not_after),
         );
         if ocert.status.is_none() || status != decision.status {
-            let kind = ("ObservedCertificate", "ObservedCertificate/status");
-            apply_status(&ctx, MANAGER, ocert.as_ref(), &decision.status, kind).await?;
+            apply_status(&ctx, MANAGER, ocert.as_ref(), &decision.status).await?;
             info!(current = ?decision.status.current.as_ref().map(|c| &c.short_thumbprint), "status updated");
         } else {
             debug!("unchanged");
@@ -248,8 +246,7 @@ async fn policy(
     let Some(reference) = &ocert.spec.policy_ref else {
         return Ok(None);
     };
-    let kind = ("GetCertificatePolicy", "CertificatePolicy");
-    let policy: Option<CertificatePolicy> = ctx.get_opt(namespace, &reference.name, kind).await?;
+    let policy: Option<CertificatePolicy> = ctx.get_opt(namespace, &reference.name).await?;
     Ok(Some(match policy {
         None => Err((
             "PolicyNotFound",

@@ -19,10 +19,10 @@ use tracing::{Instrument, info, info_span, warn};
 use super::{
     Context, Error, OwnedSecret, SecretEvents, apply_secret, apply_status, drive, now, owned_by, publish_events,
 };
-use crate::cli::manifests::{secret_data, tls_material};
 use crate::conditions;
 use crate::crd::{CertificatePolicy, CertificatePolicyStatus};
 use crate::facts::CertificateBundle;
+use crate::facts::{secret_data, tls_material};
 use crate::policy::issue::{CaMaterial, issue};
 use crate::policy::{self, IssuerKind, POLICY_HASH_ANNOTATION, Plan, SecretState};
 
@@ -79,14 +79,7 @@ async fn write_status(
     if policy.status.is_some() && before == after {
         return Ok(());
     }
-    apply_status(
-        ctx,
-        MANAGER,
-        policy,
-        after,
-        ("CertificatePolicy", "CertificatePolicy/status"),
-    )
-    .await
+    apply_status(ctx, MANAGER, policy, after).await
 }
 
 async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -100,7 +93,7 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
         let secret = if secret_name.is_empty() {
             None
         } else {
-            ctx.get_opt(&namespace, &secret_name, ("GetSecret", "Secret")).await?
+            ctx.get_opt(&namespace, &secret_name).await?
         };
         let data = secret.as_ref().map(secret_data);
         let state = match &secret {
@@ -143,10 +136,7 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
             Plan::Issue(params, reason) => {
                 let ca = match &params.issuer {
                     IssuerKind::SelfSigned => Ok(None),
-                    IssuerKind::Ca(ca_name) => match ctx
-                        .get_opt::<Secret>(&namespace, ca_name, ("GetSecret", "Secret"))
-                        .await?
-                    {
+                    IssuerKind::Ca(ca_name) => match ctx.get_opt::<Secret>(&namespace, ca_name).await? {
                         Some(ca) => {
                             let d = secret_data(&ca);
                             let text = |k: &str| d.get(k).map(|v| String::from_utf8_lossy(v).into_owned());

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::KeySelector;
-use crate::planner::{Change, Stage};
+use crate::revision::{Change, Stage};
 use crate::rules::SelectionPolicy;
 
 /// The certificates a clustered service's members present and accept, declared
@@ -182,10 +182,16 @@ pub struct Members {
     pub endpoints: Vec<Endpoint>,
 }
 
+/// The workload kinds a declaration can name as members.
+pub const WORKLOAD_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "DaemonSet"];
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadReference {
-    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    /// `Deployment`, `StatefulSet` or `DaemonSet` (apps/v1), in this namespace.
+    // A string here, so an object stored under an older schema still reads;
+    // the schema's enum has the API server refuse other kinds.
+    #[schemars(extend("enum" = ["Deployment", "StatefulSet", "DaemonSet"]))]
     pub kind: String,
     pub name: String,
 }

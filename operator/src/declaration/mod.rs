@@ -1,203 +1,253 @@
-//! The ClusterCertificateDeclaration controller's decision, pure: from what was
-//! gathered (spec, status, store, published outputs, members, `now`) to the
-//! status to write, the revision to publish (at most one), and the events.
+//! The ClusterCertificateDeclaration controller's decision, pure: from the
+//! [`World`] one reconcile read (the declaration, its store, the outputs as
+//! they are, the members, the pre-flight of the candidate revision, `now`) to
+//! a [`Decision`]: the status to write (if it changed), the writes to make in
+//! order ([`Effect`]), the events, and when to look again.
+//!
+//! The shell (`controller/declaration.rs`) gathers, asks [`preflight`] which
+//! certificate to probe the endpoints with, calls [`decide`] once and applies
+//! the effects: validation ConfigMap, then presentation Secret, then workload
+//! stamps, then status. The ConfigMap is the record of what is published; a
+//! restart between two writes is repaired from it.
 
+mod members;
+mod status;
+pub mod store;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::runtime::events::EventType;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::conditions::{self, Decided};
+pub use members::{MemberInputs, MemberReport, Workload, pod_members, selects};
+pub use status::{
+    BLOCKED, DECLARATION_SWITCHED, EXPIRING_SOON, EXPIRY_MARGIN, ISSUERS_PINNED, MEMBERS_CONVERGED, PROGRESSING, READY,
+    SAN_OVERLAP, SECONDARY_ADDED, declared_by, describe, effective_declaration, san_overlap,
+};
+pub use store::StoreContents;
+
+use crate::conditions;
 use crate::crd::{
-    CertificateCommonNames, CertificateThumbprints, ClusterCertificateDeclarationSpec,
-    ClusterCertificateDeclarationStatus, CommonNameDeclaration, EffectiveDeclaration, MembersStatus, PlannedRevision,
-    PresentingStatus, UpgradeStatus,
+    ClusterCertificateDeclaration, ClusterCertificateDeclarationStatus, MembersStatus, OutputFormat, PlannedRevision,
+    PresentingStatus, UpgradeStatus, WorkloadReference,
 };
 use crate::duration;
-use crate::planner::{self, BlockReason, Blocked, Desired, Effective, Revision, Store};
-use crate::rules::Accepted;
-use crate::thumbprint::join_thumbprints;
+use crate::events::{Event, EventType};
+use crate::facts::secret_data;
+use crate::outputs::{self, PresentedMaterial, REVISION_ANNOTATION, THUMBPRINT_ANNOTATION, is_owned_by};
+use crate::planner::{self, BlockReason, Blocked, Desired, Effective};
+use crate::revision::{Change, Revision, Stage};
+use crate::thumbprint::Thumbprint;
+use status::{Hold, secs};
 
-pub const READY: &str = "Ready";
-pub const PROGRESSING: &str = "Progressing";
-pub const SECONDARY_ADDED: &str = "SecondaryAdded";
-pub const DECLARATION_SWITCHED: &str = "DeclarationSwitched";
-pub const ISSUERS_PINNED: &str = "IssuersPinned";
-pub const MEMBERS_CONVERGED: &str = "MembersConverged";
-pub const BLOCKED: &str = "Blocked";
-pub const EXPIRING_SOON: &str = "ExpiringSoon";
-pub const SAN_OVERLAP: &str = "SanOverlap";
-
-/// Service Fabric's CertificateExpirySafetyMargin.
-pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How often a declaration is looked at without a watch event: expiry and
+/// the validity of store instances move with the clock.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Endpoint members have no watch: while they lag, probe them this often.
+pub const ENDPOINT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// A peer that refused the next certificate may be fixed by its owner.
+pub const PEER_RETRY: Duration = Duration::from_secs(30);
 
-/// What each member reports: the revision it has loaded, if any.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MemberReport {
-    /// `kind/name` → observed revision, sorted by name.
-    pub members: Vec<(String, Option<u64>)>,
-}
-
-impl MemberReport {
-    pub fn status(&self, revision: u64) -> MembersStatus {
-        let laggards: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, observed)| observed.is_none_or(|o| o < revision))
-            .map(|(name, _)| name.clone())
-            .collect();
-        let total = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
-        let converged = total - u32::try_from(laggards.len()).unwrap_or(total);
-        MembersStatus {
-            total,
-            converged,
-            laggards,
-            summary: format!("{converged}/{total}"),
-        }
-    }
-}
-
-/// Everything the controller read for one reconcile.
-pub struct World<'a> {
-    pub generation: Option<i64>,
-    pub spec: &'a ClusterCertificateDeclarationSpec,
-    pub status: &'a ClusterCertificateDeclarationStatus,
-    /// The store, or why it cannot be had (not found, not synced).
-    pub store: Result<Store, Blocked>,
-    /// The revision the outputs carry, if any were published.
-    pub published: Option<Revision>,
-    /// A reason nothing may be written (an output owned by someone else).
-    pub outputs_blocked: Option<Blocked>,
-    /// An endpoint refused the certificate about to be presented (pre-flight).
-    pub preflight: Option<Blocked>,
-    pub members: MemberReport,
+/// Everything one reconcile read.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub declaration: Arc<ClusterCertificateDeclaration>,
+    /// The store ([`store::assemble`] of what was read), or why it cannot be had.
+    pub store: Result<StoreContents, Blocked>,
+    /// The outputs as they are (anyone's: judged here).
+    pub validation: Option<Arc<ConfigMap>>,
+    pub presentation: Option<Arc<Secret>>,
+    /// `spec.output.pkcs12.passwordSecretRef`'s Secret, read when PKCS12 is asked for.
+    pub pkcs12_password: Option<Arc<Secret>>,
+    pub members: MemberInputs,
+    /// For the candidate of [`preflight`]: each endpoint, and whether it
+    /// accepted the certificate as a client. `None`: not probed.
+    pub preflight: Option<Vec<(String, Result<(), String>)>>,
     pub now: Timestamp,
 }
 
+/// The certificate to probe every endpoint with before publishing a
+/// presentation revision (DESIGN §6).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub type_: EventType,
-    pub reason: String,
-    pub message: String,
+pub struct Preflight {
+    pub revision: u64,
+    pub presented: Thumbprint,
+    pub material: PresentedMaterial,
 }
 
-/// The controller's decision: write `status`; publish `publish` first, if any.
+/// A write, in the order the shell must make them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Server-side apply of the validation ConfigMap, whole.
+    PublishValidation(ConfigMap),
+    /// Server-side apply of the presentation Secret, whole.
+    PublishPresentation(Secret),
+    /// Stamp `certshift.io/revision` on the workload's pod template.
+    StampWorkload { workload: WorkloadReference, revision: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// Only a change of what is watched can change the decision (a spec
+    /// mistake: the user must edit the spec).
+    AwaitChange,
+    After(Duration),
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
-    pub status: ClusterCertificateDeclarationStatus,
-    pub publish: Option<Revision>,
+    /// The status to write; `None` when it is the one stored.
+    pub status: Option<ClusterCertificateDeclarationStatus>,
+    pub effects: Vec<Effect>,
     pub events: Vec<Event>,
-    /// When to look again without a watch event (a soak or timeout ending).
-    pub requeue: Option<Duration>,
+    pub requeue: Requeue,
+    /// The revision this decision publishes, if any (logs and metrics).
+    pub published: Option<Revision>,
 }
 
-/// Why the next revision is not published now.
-enum Hold {
-    Blocked(Blocked),
-    Paused,
-    WaitingForMembers,
-    Soaking(Duration),
+/// What the plan and the gates say before any probe: the next revision due,
+/// or why none is.
+struct Next<'w> {
+    desired: Option<Desired>,
+    store: Option<&'w StoreContents>,
+    /// Nothing may be written: an output is someone else's.
+    foreign: bool,
+    published: Option<Revision>,
+    candidate: Option<Revision>,
+    /// Revisions after the candidate (or after the published one).
+    pending: Vec<Revision>,
+    hold: Option<Hold>,
+    goal: Option<Thumbprint>,
+    report: MemberReport,
+    password: Option<String>,
+    requeue: Option<Duration>,
 }
 
-pub fn decide(world: World<'_>) -> Decision {
-    let now = world.now;
-    let upgrade = world.spec.upgrade.clone().unwrap_or_default();
-    let desired = planner::desired_from_spec(world.spec);
-    let blocked_early = desired
-        .as_ref()
-        .err()
-        .cloned()
-        .or_else(|| world.store.as_ref().err().cloned())
-        .or_else(|| world.outputs_blocked.clone())
-        .or_else(|| world.preflight.clone());
-    let previous_upgrade = world.status.upgrade.clone().unwrap_or_default();
+/// The certificate the endpoints must accept before the next revision is
+/// published, when that revision changes presentation.
+pub fn preflight(world: &World) -> Option<Preflight> {
+    let next = next(world);
+    let candidate = next.candidate.as_ref()?;
+    if !needs_preflight(world, candidate) {
+        return None;
+    }
+    let material = next.store?.materials.get(&candidate.presented)?.clone();
+    Some(Preflight {
+        revision: candidate.revision,
+        presented: candidate.presented.clone(),
+        material,
+    })
+}
 
-    let mut publish: Option<Revision> = None;
-    let mut hold: Option<Hold> = None;
-    let mut pending: Vec<Revision> = Vec::new();
-    let mut goal: Option<crate::thumbprint::Thumbprint> = None;
-    let mut requeue = None;
+fn needs_preflight(world: &World, candidate: &Revision) -> bool {
+    candidate.change == Some(Change::Presentation) && !world.members.endpoints.is_empty()
+}
 
-    if let (None, Ok(desired), Ok(store)) = (&blocked_early, &desired, &world.store) {
-        let effective = world.published.as_ref().map(|p| Effective {
-            clients: Some(p.clients.clone()),
-            revision: p.revision,
-            accepted: p.accepted.clone(),
-            presented: Some(p.presented.clone()),
-        });
-        let plan = planner::plan(effective.as_ref(), desired, store, now);
-        goal = planner::goal(desired, store, now).ok().map(|g| g.thumbprint.clone());
-        match (&world.published, plan.blocked.clone()) {
-            (_, Some(blocked)) => hold = Some(Hold::Blocked(blocked)),
-            (None, None) => {
-                // Nothing published yet: the desired state is the first revision.
-                let first = plan.revisions[0].clone();
-                publish = Some(Revision {
-                    revision: previous_upgrade.revision + 1,
-                    ..first
-                });
+pub fn decide(world: &World) -> Decision {
+    let Next {
+        desired,
+        store,
+        foreign,
+        published,
+        mut candidate,
+        mut pending,
+        mut hold,
+        goal,
+        report,
+        password,
+        mut requeue,
+    } = next(world);
+    let declaration = world.declaration.as_ref();
+    let previous = declaration.status.clone().unwrap_or_default();
+    let previous_upgrade = previous.upgrade.clone().unwrap_or_default();
+
+    // Every endpoint must accept the certificate about to be presented, as a
+    // client, before members are told to present it.
+    if let Some(revision) = candidate.as_ref().filter(|c| needs_preflight(world, c)) {
+        match &world.preflight {
+            None => {
+                candidate = None;
+                requeue = Some(ENDPOINT_PROBE_INTERVAL);
             }
-            (Some(published), None) => {
-                pending = plan.pending().to_vec();
-                if let Some(next) = pending.first() {
-                    let members = world.members.status(published.revision);
-                    let acknowledged = acknowledged_time(&previous_upgrade, published.revision, &members, now);
-                    let min_soak = duration_or(&upgrade.min_soak, Duration::ZERO);
-                    let stage_timeout = duration_or(&upgrade.stage_timeout, DEFAULT_STAGE_TIMEOUT);
-                    let published_at = previous_upgrade
-                        .published_time
-                        .filter(|_| previous_upgrade.revision == published.revision)
-                        .unwrap_or(now);
-                    if upgrade.paused {
-                        hold = Some(Hold::Paused);
-                    } else if let Some(acknowledged) = acknowledged {
-                        let soaked = acknowledged.as_second().saturating_add(secs(min_soak));
-                        if now.as_second() >= soaked {
-                            publish = Some(next.clone());
-                            pending.remove(0);
-                        } else {
-                            let left = Duration::from_secs((soaked - now.as_second()).unsigned_abs());
-                            hold = Some(Hold::Soaking(left));
-                        }
-                    } else if now.as_second() > published_at.as_second().saturating_add(secs(stage_timeout)) {
-                        hold = Some(Hold::Blocked(Blocked::new(
-                            BlockReason::StageTimeout,
-                            format!(
-                                "revision {} was published at {published_at} and {} of {} members have not acknowledged it \
-                                 within stageTimeout; nothing is rolled back",
-                                published.revision,
-                                members.total - members.converged,
-                                members.total
-                            ),
-                        )));
-                    } else {
-                        hold = Some(Hold::WaitingForMembers);
-                        let deadline = published_at.as_second().saturating_add(secs(stage_timeout)) - now.as_second();
-                        requeue = Some(Duration::from_secs(deadline.unsigned_abs() + 1));
-                    }
+            Some(results) => {
+                if let Some((label, Err(err))) = results.iter().find(|(_, r)| r.is_err()) {
+                    hold = Some(Hold::Blocked(Blocked::new(
+                        BlockReason::PeerRejectsCertificate,
+                        format!(
+                            "endpoint {label} does not accept {} as a client: {err}",
+                            revision.presented
+                        ),
+                    )));
+                    candidate = None;
                 }
             }
         }
     }
-    if let Some(blocked) = blocked_early {
-        hold = Some(Hold::Blocked(blocked));
+
+    // The writes: the candidate's outputs, else the published revision's
+    // presentation (a restart between two writes) and workload stamps.
+    let mut effects = Vec::new();
+    if let (Some(store), false) = (store, foreign) {
+        if let Some(revision) = &candidate {
+            let outputs = validation_output(declaration, revision, store).and_then(|validation| {
+                let presentation = presentation_output(world, revision, store, password.as_deref())?;
+                Ok((validation, presentation))
+            });
+            match outputs {
+                Ok((validation, presentation)) => {
+                    effects.push(Effect::PublishValidation(validation));
+                    effects.extend(presentation.map(Effect::PublishPresentation));
+                }
+                Err(blocked) => {
+                    hold = Some(Hold::Blocked(blocked));
+                    candidate = None;
+                }
+            }
+        }
+        if let (None, Some(published)) = (&candidate, &published)
+            && let Ok(Some(secret)) = presentation_output(world, published, store, password.as_deref())
+        {
+            effects.push(Effect::PublishPresentation(secret));
+        }
+        if let Some(current) = candidate.as_ref().or(published.as_ref()) {
+            for (reference, workload) in &world.members.workloads {
+                if let Some(workload) = workload
+                    && workload.stamped() != Some(current.revision)
+                {
+                    effects.push(Effect::StampWorkload {
+                        workload: reference.clone(),
+                        revision: current.revision,
+                    });
+                }
+            }
+        }
+    }
+    if candidate.is_none() && hold.is_none() && !pending.is_empty() {
+        // Held for a reason of this reconcile's own (the pre-flight).
+        hold = Some(Hold::WaitingForMembers);
+    }
+    // What follows the published revision: its stage ends unless this is more of it.
+    let following = candidate.clone().or_else(|| pending.first().cloned());
+    let plan_blocked = matches!(hold, Some(Hold::Blocked(_)));
+    if candidate.is_some() && !pending.is_empty() {
+        pending.remove(0);
     }
 
     // The state members are told after this reconcile.
-    let current = publish.as_ref().or(world.published.as_ref());
-    let members = current
-        .map(|r| world.members.status(r.revision))
-        .unwrap_or_else(|| world.members.status(0));
+    let current = candidate.as_ref().or(published.as_ref());
+    let members = report.status(current.map_or(0, |r| r.revision));
     let converged = members.converged == members.total;
-    let store = world.store.as_ref().ok();
+    let store_facts = store.map(|s| &s.store);
 
-    let upgrade_status = current.map(|current| {
+    let upgrade = current.map(|current| {
         let same = previous_upgrade.revision == current.revision;
-        let acknowledged_time = if publish.is_some() {
+        let acknowledged_time = if candidate.is_some() {
             None
         } else {
-            acknowledged_time(&previous_upgrade, current.revision, &members, now)
+            acknowledged_time(&previous_upgrade, current.revision, &members, world.now)
         };
         let mut plan: Vec<PlannedRevision> =
             vec![planned(current, if converged { "Acknowledged" } else { "Published" })];
@@ -210,24 +260,16 @@ pub fn decide(world: World<'_>) -> Decision {
             },
             revision: current.revision,
             plan: if pending.is_empty() { Vec::new() } else { plan },
-            published_time: if publish.is_some() || !same {
-                Some(now)
+            published_time: if candidate.is_some() || !same {
+                Some(world.now)
             } else {
                 previous_upgrade.published_time
             },
             acknowledged_time,
         }
     });
-    if let Some(Hold::Soaking(left)) = &hold {
-        requeue = Some(*left + Duration::from_secs(1));
-    }
-    if publish.is_some() {
-        // Look again at once: with no members, the next revision is due now.
-        requeue = Some(Duration::from_secs(1));
-    }
-
     let presenting = current.map(|c| {
-        let facts = store.and_then(|s| s.find(&c.presented));
+        let facts = store_facts.and_then(|s| s.find(&c.presented));
         PresentingStatus {
             thumbprint: c.presented.to_string(),
             short_thumbprint: c.presented.short().to_owned(),
@@ -235,66 +277,400 @@ pub fn decide(world: World<'_>) -> Decision {
             not_after: facts.map(|f| f.not_after),
         }
     });
-
-    let mut decided = conditions_for(
-        &hold,
+    let mut decided = status::conditions(&status::Facts {
+        hold: hold.as_ref(),
         current,
-        pending.is_empty(),
-        &members,
-        desired.as_ref().ok(),
-        goal.as_ref(),
-        presenting.as_ref(),
-        now,
-    );
-    if let Some(store) = store {
+        up_to_date: pending.is_empty(),
+        members: &members,
+        desired: desired.as_ref(),
+        goal: goal.as_ref(),
+        presenting: presenting.as_ref(),
+        now: world.now,
+    });
+    if let Some(store) = store_facts {
         decided.push(san_overlap(&store.instances));
     }
-    let conditions = conditions::merge(&world.status.conditions, &decided, world.generation, now);
-
-    let mut events: Vec<Event> = Vec::new();
-    if let Some(revision) = &publish {
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: revision.stage.map_or_else(|| "Published".to_owned(), |s| s.to_string()),
-            message: describe(revision),
-        });
-    }
-    for condition in conditions::transitions(&world.status.conditions, &conditions) {
-        let warning =
-            matches!(condition.type_.as_str(), BLOCKED | EXPIRING_SOON | SAN_OVERLAP) && condition.status == "True";
-        // Only report what changed for the worse, or an upgrade's milestones.
-        let milestone = matches!(
-            condition.type_.as_str(),
-            SECONDARY_ADDED | DECLARATION_SWITCHED | ISSUERS_PINNED | READY
-        ) && condition.status == "True";
-        if warning || milestone {
-            events.push(Event {
-                type_: if warning { EventType::Warning } else { EventType::Normal },
-                reason: condition.reason.clone(),
-                message: condition.message.clone(),
-            });
-        }
-    }
-
+    let previous_conditions = conditions::sorted(&previous.conditions);
+    let conditions = conditions::merge(
+        &previous_conditions,
+        &decided,
+        declaration.metadata.generation,
+        world.now,
+    );
+    let events = events(
+        world,
+        (&previous_conditions, &conditions),
+        published.as_ref(),
+        &report,
+        (following.as_ref(), plan_blocked),
+    );
     let status = ClusterCertificateDeclarationStatus {
-        observed_generation: world.generation,
+        observed_generation: declaration.metadata.generation,
         conditions,
         declared_by: current.map(|c| declared_by(&c.accepted).to_owned()),
         effective: current.map(effective_declaration),
-        upgrade: upgrade_status,
-        members: Some(members),
+        upgrade,
+        members: Some(members.clone()),
         presenting,
+    };
+    let stored = ClusterCertificateDeclarationStatus {
+        conditions: previous_conditions,
+        ..previous
+    };
+    let status = (declaration.status.is_none() || status != stored).then_some(status);
+
+    let requeue = match (&hold, requeue) {
+        (Some(Hold::Blocked(blocked)), _) if blocked.reason.needs_spec_change() => Requeue::AwaitChange,
+        (Some(Hold::Blocked(blocked)), _) if blocked.reason == BlockReason::PeerRejectsCertificate => {
+            Requeue::After(PEER_RETRY)
+        }
+        (Some(Hold::Soaking(left)), _) => Requeue::After(*left + Duration::from_secs(1)),
+        (_, Some(after)) => Requeue::After(after),
+        _ if candidate.is_some() && report.members.is_empty() => {
+            // No member gates it: the next revision is due at once.
+            Requeue::After(Duration::from_secs(1))
+        }
+        _ => Requeue::After(RESYNC),
+    };
+    let endpoints_lag =
+        !world.members.endpoints.is_empty() && members.converged < members.total && requeue != Requeue::AwaitChange;
+    let requeue = match requeue {
+        Requeue::After(after) if endpoints_lag => Requeue::After(after.min(ENDPOINT_PROBE_INTERVAL)),
+        other => other,
     };
     Decision {
         status,
-        publish,
+        effects,
         events,
         requeue,
+        published: candidate,
     }
 }
 
-fn secs(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+/// The plan and the gates: the revision due now, or why none is.
+fn next(world: &World) -> Next<'_> {
+    let declaration = world.declaration.as_ref();
+    let spec = &declaration.spec;
+    let now = world.now;
+    let upgrade = spec.upgrade.clone().unwrap_or_default();
+    let previous_upgrade = declaration
+        .status
+        .as_ref()
+        .and_then(|s| s.upgrade.clone())
+        .unwrap_or_default();
+    let desired = planner::desired_from_spec(spec);
+    let store = world.store.as_ref().ok();
+    let foreign = foreign_output(world);
+    let published = match (&foreign, &world.validation) {
+        (None, Some(map)) => outputs::read_published(
+            map.metadata.annotations.as_ref().unwrap_or(&Default::default()),
+            map.data.as_ref().unwrap_or(&Default::default()),
+        )
+        .ok(),
+        _ => None,
+    };
+    let report = world.members.report(published.as_ref());
+    let password = pkcs12_password(world);
+    let blocked_early = desired
+        .as_ref()
+        .err()
+        .cloned()
+        .or_else(|| world.store.as_ref().err().cloned())
+        .or_else(|| foreign.clone())
+        .or_else(|| password.as_ref().err().cloned());
+    let mut next = Next {
+        desired: desired.as_ref().ok().cloned(),
+        store,
+        foreign: foreign.is_some(),
+        published: published.clone(),
+        candidate: None,
+        pending: Vec::new(),
+        hold: blocked_early.clone().map(Hold::Blocked),
+        goal: None,
+        report,
+        password: password.ok().flatten(),
+        requeue: None,
+    };
+    let (None, Ok(desired), Some(contents)) = (&blocked_early, &desired, store) else {
+        return next;
+    };
+    let effective = published.as_ref().map(|p| Effective {
+        clients: Some(p.clients.clone()),
+        revision: p.revision,
+        accepted: p.accepted.clone(),
+        presented: Some(p.presented.clone()),
+    });
+    let plan = planner::plan(effective.as_ref(), desired, &contents.store, now);
+    next.goal = planner::goal(desired, &contents.store, now)
+        .ok()
+        .map(|g| g.thumbprint.clone());
+    next.pending = plan.pending().to_vec();
+    if let Some(blocked) = plan.blocked {
+        next.hold = Some(Hold::Blocked(blocked));
+        return next;
+    }
+    let Some(published) = &published else {
+        // Nothing published yet: the desired state is the first revision.
+        next.candidate = Some(Revision {
+            revision: previous_upgrade.revision + 1,
+            ..plan.revisions[0].clone()
+        });
+        return next;
+    };
+    let Some(due) = next.pending.first().cloned() else {
+        return next;
+    };
+    let members = next.report.status(published.revision);
+    let min_soak = duration_or(&upgrade.min_soak, Duration::ZERO);
+    let stage_timeout = duration_or(&upgrade.stage_timeout, DEFAULT_STAGE_TIMEOUT);
+    let published_at = previous_upgrade
+        .published_time
+        .filter(|_| previous_upgrade.revision == published.revision)
+        .unwrap_or(now);
+    if upgrade.paused {
+        next.hold = Some(Hold::Paused);
+    } else if let Some(acknowledged) = acknowledged_time(&previous_upgrade, published.revision, &members, now) {
+        let soaked = acknowledged.as_second().saturating_add(secs(min_soak));
+        if now.as_second() >= soaked {
+            next.candidate = Some(due);
+        } else {
+            let left = Duration::from_secs((soaked - now.as_second()).unsigned_abs());
+            next.hold = Some(Hold::Soaking(left));
+        }
+    } else if now.as_second() > published_at.as_second().saturating_add(secs(stage_timeout)) {
+        next.hold = Some(Hold::Blocked(Blocked::new(
+            BlockReason::StageTimeout,
+            format!(
+                "revision {} was published at {published_at} and {} of {} members have not acknowledged it \
+                 within stageTimeout; nothing is rolled back",
+                published.revision,
+                members.total - members.converged,
+                members.total
+            ),
+        )));
+    } else {
+        next.hold = Some(Hold::WaitingForMembers);
+        let deadline = published_at.as_second().saturating_add(secs(stage_timeout)) - now.as_second();
+        next.requeue = Some(Duration::from_secs(deadline.unsigned_abs() + 1));
+    }
+    next
+}
+
+/// An output that exists and is not the declaration's own: nothing is written.
+fn foreign_output(world: &World) -> Option<Blocked> {
+    let declaration = world.declaration.as_ref();
+    let uid = declaration.metadata.uid.as_deref().unwrap_or_default();
+    let namespace = declaration.metadata.namespace.as_deref().unwrap_or_default();
+    let foreign = |kind: &str, name: &Option<String>| {
+        Blocked::new(
+            BlockReason::SecretOwnedElsewhere,
+            format!(
+                "{kind} {namespace}/{} exists and was not created by certshift for this declaration; it is left untouched",
+                name.as_deref().unwrap_or_default()
+            ),
+        )
+    };
+    let validation = world.validation.as_ref().map(|m| &m.metadata);
+    let presentation = world.presentation.as_ref().map(|s| &s.metadata);
+    match (validation, presentation) {
+        (Some(meta), _) if !is_owned_by(meta, uid) => Some(foreign("ConfigMap", &meta.name)),
+        (_, Some(meta)) if !is_owned_by(meta, uid) => Some(foreign("Secret", &meta.name)),
+        _ => None,
+    }
+}
+
+/// The PKCS#12 password, when the spec asks for the PKCS12 format.
+fn pkcs12_password(world: &World) -> Result<Option<String>, Blocked> {
+    let declaration = world.declaration.as_ref();
+    let Some(output) = declaration.spec.output.as_ref() else {
+        return Ok(None);
+    };
+    let Some(pkcs12) = output
+        .pkcs12
+        .as_ref()
+        .filter(|_| output.formats.contains(&OutputFormat::Pkcs12))
+    else {
+        return Ok(None);
+    };
+    let reference = &pkcs12.password_secret_ref;
+    let key = reference.key.clone().unwrap_or_else(|| "password".to_owned());
+    let namespace = declaration.metadata.namespace.as_deref().unwrap_or_default();
+    let field = "spec.output.pkcs12.passwordSecretRef";
+    let Some(secret) = &world.pkcs12_password else {
+        return Err(Blocked::new(
+            BlockReason::InvalidOutput,
+            format!("{field}: Secret {namespace}/{} does not exist", reference.name),
+        ));
+    };
+    match secret_data(secret).remove(&key) {
+        Some(value) => Ok(Some(String::from_utf8_lossy(&value).trim_end_matches('\n').to_owned())),
+        None => Err(Blocked::new(
+            BlockReason::InvalidOutput,
+            format!("{field}: Secret {namespace}/{} has no key {key:?}", reference.name),
+        )),
+    }
+}
+
+/// The validation ConfigMap of `revision`, templates rendered.
+fn validation_output(
+    declaration: &ClusterCertificateDeclaration,
+    revision: &Revision,
+    store: &StoreContents,
+) -> Result<ConfigMap, Blocked> {
+    let ca_bundle: String = store.authorities.values().map(String::as_str).collect();
+    let accepted_instances: Vec<Thumbprint> = store
+        .store
+        .instances
+        .iter()
+        .filter(|f| revision.accepted.admits(f, &store.store.trust))
+        .map(|f| f.thumbprint.clone())
+        .collect();
+    let mut data = outputs::validation_data(revision, &ca_bundle, &accepted_instances);
+    if let Some(output) = declaration.spec.output.as_ref().filter(|o| !o.templates.is_empty()) {
+        let presented = store.store.find(&revision.presented);
+        let context = outputs::TemplateContext::new(revision, presented, &revision.clients, &accepted_instances);
+        let rendered = outputs::render_templates(&output.templates, &context).map_err(|message| {
+            Blocked::new(
+                BlockReason::InvalidTemplate,
+                format!("spec.output.templates: {message}"),
+            )
+        })?;
+        data.extend(rendered);
+    }
+    Ok(outputs::validation_config_map(declaration, revision, data))
+}
+
+/// The presentation Secret for `revision`, when it differs from the one there.
+/// It changes only with the presented certificate (or the formats asked
+/// for): a validation revision leaves it as it is, and members learn the
+/// revision from `rules.json`, whose `presented` names it.
+fn presentation_output(
+    world: &World,
+    revision: &Revision,
+    store: &StoreContents,
+    password: Option<&str>,
+) -> Result<Option<Secret>, Blocked> {
+    let declaration = world.declaration.as_ref();
+    let existing = world.presentation.as_deref();
+    let annotation = |key: &str| {
+        existing
+            .and_then(|s| s.metadata.annotations.as_ref())
+            .and_then(|a| a.get(key))
+            .cloned()
+    };
+    let same_certificate = annotation(THUMBPRINT_ANNOTATION).as_deref() == Some(revision.presented.as_str());
+    let Some(material) = store.materials.get(&revision.presented) else {
+        if same_certificate {
+            return Ok(None);
+        }
+        return Err(Blocked::new(
+            BlockReason::PrivateKeyMissing,
+            format!(
+                "certificate {} has no key material in the store's Secrets; the presentation Secret cannot be written",
+                revision.presented
+            ),
+        ));
+    };
+    let existing_data = existing.map(secret_data);
+    let mut data: std::collections::BTreeMap<String, Vec<u8>> = outputs::presentation_data(material)
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    if let Some(output) = declaration.spec.output.as_ref().filter(|o| !o.formats.is_empty()) {
+        let formats = outputs::format_data(material, &output.formats, password)
+            .map_err(|message| Blocked::new(BlockReason::InvalidOutput, format!("spec.output.formats: {message}")))?;
+        data.extend(formats);
+        // PKCS#12 encryption is salted: keep the file already written for
+        // this certificate, so an unchanged world makes no write.
+        let unchanged = existing_data
+            .as_ref()
+            .is_some_and(|d| d.get("tls.crt") == data.get("tls.crt") && d.get("tls.key") == data.get("tls.key"));
+        if let (true, Some(pfx)) = (unchanged, existing_data.as_ref().and_then(|d| d.get("tls.pfx"))) {
+            data.insert("tls.pfx".to_owned(), pfx.clone());
+        }
+    }
+    // The revision this certificate was first presented at.
+    let since = annotation(REVISION_ANNOTATION)
+        .filter(|_| same_certificate)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(revision.revision);
+    let annotated = same_certificate && annotation(REVISION_ANNOTATION) == Some(since.to_string());
+    if annotated && existing_data.as_ref() == Some(&data) {
+        return Ok(None);
+    }
+    Ok(Some(outputs::presentation_secret(
+        declaration,
+        since,
+        &revision.presented,
+        data,
+    )))
+}
+
+/// The events of a decision: a Warning when something needs attention, and
+/// one Normal event when members complete a stage (at most one per revision).
+fn events(
+    world: &World,
+    (previous, next): (&[Condition], &[Condition]),
+    published: Option<&Revision>,
+    report: &MemberReport,
+    (following, blocked): (Option<&Revision>, bool),
+) -> Vec<Event> {
+    let mut events: Vec<Event> = conditions::transitions(previous, next)
+        .into_iter()
+        .filter(|c| matches!(c.type_.as_str(), BLOCKED | EXPIRING_SOON | SAN_OVERLAP) && c.status == "True")
+        .map(|c| Event {
+            type_: EventType::Warning,
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
+        .collect();
+    let previous_upgrade = world
+        .declaration
+        .status
+        .as_ref()
+        .and_then(|s| s.upgrade.clone())
+        .unwrap_or_default();
+    if let Some(revision) = published {
+        let members = report.status(revision.revision);
+        let acknowledged_before =
+            previous_upgrade.revision == revision.revision && previous_upgrade.acknowledged_time.is_some();
+        let stage_ends = following.is_none_or(|next| next.stage != revision.stage);
+        if members.converged == members.total && !acknowledged_before && stage_ends {
+            events.push(completed(revision, &members, following.is_none() && !blocked));
+        }
+    }
+    events
+}
+
+/// The event of a stage members completed: reason the milestone it reaches
+/// (`Ready` when nothing is left to publish; a renewal's is `Rollover`).
+fn completed(revision: &Revision, members: &MembersStatus, last: bool) -> Event {
+    let milestone = match revision.stage {
+        Some(Stage::AddSecondary) => SECONDARY_ADDED.to_owned(),
+        Some(Stage::SwitchToCommonName) => DECLARATION_SWITCHED.to_owned(),
+        Some(Stage::PinIssuers) => ISSUERS_PINNED.to_owned(),
+        Some(stage) => stage.to_string(),
+        None => READY.to_owned(),
+    };
+    let reason = match revision.stage {
+        Some(Stage::Rollover) => "Rollover".to_owned(),
+        _ if last => READY.to_owned(),
+        _ => milestone.clone(),
+    };
+    let acknowledged = format!("{}/{} members acknowledged", members.converged, members.total);
+    let message = match (revision.stage, last) {
+        (Some(stage), true) if reason == READY => format!(
+            "{stage} complete, the declaration is in force: {} ({acknowledged})",
+            describe(revision)
+        ),
+        (Some(stage), _) => format!("{stage} complete: {} ({acknowledged})", describe(revision)),
+        (None, _) => format!("the declaration is in force: {} ({acknowledged})", describe(revision)),
+    };
+    Event {
+        type_: EventType::Normal,
+        reason,
+        message,
+    }
 }
 
 fn duration_or(text: &Option<String>, default: Duration) -> Duration {
@@ -327,252 +703,6 @@ fn planned(revision: &Revision, state: &str) -> PlannedRevision {
         presented: revision.presented.to_string(),
         state: state.to_owned(),
     }
-}
-
-pub fn describe(revision: &Revision) -> String {
-    let change = match revision.change {
-        Some(change) => format!("{change:?} revision"),
-        None => "revision".to_owned(),
-    };
-    let mut accepted: Vec<String> = revision
-        .accepted
-        .thumbprints
-        .iter()
-        .map(|t| format!("thumbprint {t}"))
-        .collect();
-    accepted.extend(revision.accepted.common_names.iter().map(|rule| {
-        if rule.is_pinned() {
-            format!("{} from {}", rule.name, join_thumbprints(&rule.issuer_thumbprints))
-        } else {
-            format!("{} (trust bundle)", rule.name)
-        }
-    }));
-    format!(
-        "published {change} {}: present {}, accept {}",
-        revision.revision,
-        revision.presented,
-        accepted.join(", ")
-    )
-}
-
-/// Key Vault's link-on-renewal hazard: a certificate whose DNS SANs include
-/// all of another's (of a different common name) would redirect it. Pairs are
-/// reported once, smaller SAN list first, sorted, so the message is stable.
-pub fn san_overlap(instances: &[crate::facts::CertificateFacts]) -> Decided {
-    use std::collections::BTreeSet;
-    let sans = |f: &crate::facts::CertificateFacts| -> BTreeSet<String> {
-        f.dns_names.iter().map(|d| d.to_ascii_lowercase()).collect()
-    };
-    let cn = |f: &crate::facts::CertificateFacts| f.common_name.clone().unwrap_or_default().to_ascii_lowercase();
-    let mut pairs: Vec<String> = Vec::new();
-    for a in instances {
-        for b in instances {
-            let (sa, sb) = (sans(a), sans(b));
-            let different = cn(a) != cn(b) && a.thumbprint != b.thumbprint;
-            // Equal lists are one pair; report it from the smaller thumbprint.
-            let ordered = sa.len() < sb.len() || (sa == sb && a.thumbprint < b.thumbprint);
-            if different && !sa.is_empty() && sa.is_subset(&sb) && ordered {
-                pairs.push(format!(
-                    "the SANs of {} (CN {}) are all in {} (CN {})",
-                    a.thumbprint,
-                    a.common_name.as_deref().unwrap_or("-"),
-                    b.thumbprint,
-                    b.common_name.as_deref().unwrap_or("-")
-                ));
-            }
-        }
-    }
-    pairs.sort();
-    if pairs.is_empty() {
-        Decided::new(
-            SAN_OVERLAP,
-            false,
-            "NoOverlap",
-            "no store certificate's SANs contain another's",
-        )
-    } else {
-        Decided::new(
-            SAN_OVERLAP,
-            true,
-            SAN_OVERLAP,
-            format!(
-                "{}; a link-on-renewal would redirect one to the other",
-                pairs.join("; ")
-            ),
-        )
-    }
-}
-
-pub fn declared_by(accepted: &Accepted) -> &'static str {
-    match (accepted.thumbprints.is_empty(), accepted.common_names.is_empty()) {
-        (false, true) => "Thumbprint",
-        (true, false) => "CommonName",
-        _ => "ThumbprintAndCommonName",
-    }
-}
-
-/// A revision in the spec's Service Fabric shape (it fits the two slots).
-pub fn effective_declaration(revision: &Revision) -> EffectiveDeclaration {
-    let mut thumbprints = revision.accepted.thumbprints.iter();
-    // The presented thumbprint is the primary when it is declared by thumbprint.
-    let primary = revision
-        .accepted
-        .thumbprints
-        .iter()
-        .find(|t| **t == revision.presented)
-        .or_else(|| thumbprints.next());
-    let secondary = revision.accepted.thumbprints.iter().find(|t| Some(*t) != primary);
-    EffectiveDeclaration {
-        revision: revision.revision,
-        certificate: primary.map(|p| CertificateThumbprints {
-            thumbprint: p.to_string(),
-            thumbprint_secondary: secondary.map(ToString::to_string),
-        }),
-        certificate_common_names: (!revision.accepted.common_names.is_empty()).then(|| CertificateCommonNames {
-            common_names: revision
-                .accepted
-                .common_names
-                .iter()
-                .map(|rule| CommonNameDeclaration {
-                    certificate_common_name: rule.name.clone(),
-                    certificate_issuer_thumbprint: join_thumbprints(&rule.issuer_thumbprints),
-                })
-                .collect(),
-        }),
-        presented: Some(revision.presented.to_string()),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn conditions_for(
-    hold: &Option<Hold>,
-    current: Option<&Revision>,
-    up_to_date: bool,
-    members: &MembersStatus,
-    desired: Option<&Desired>,
-    goal: Option<&crate::thumbprint::Thumbprint>,
-    presenting: Option<&PresentingStatus>,
-    now: Timestamp,
-) -> Vec<Decided> {
-    let converged = members.converged == members.total;
-    let blocked = match hold {
-        Some(Hold::Blocked(blocked)) => Some(blocked),
-        _ => None,
-    };
-    let mut out = Vec::new();
-    out.push(match blocked {
-        Some(b) => Decided::new(BLOCKED, true, b.reason.to_string(), b.message.clone()),
-        None => Decided::new(BLOCKED, false, "NotBlocked", ""),
-    });
-    let members_message = if members.laggards.is_empty() {
-        format!("{}/{} members acknowledged", members.converged, members.total)
-    } else {
-        format!(
-            "{}/{} members acknowledged; waiting for {}",
-            members.converged,
-            members.total,
-            members.laggards.join(", ")
-        )
-    };
-    out.push(Decided::new(
-        MEMBERS_CONVERGED,
-        converged && current.is_some(),
-        if current.is_none() {
-            "NothingPublished"
-        } else if converged {
-            "Converged"
-        } else {
-            "WaitingForMembers"
-        },
-        members_message.clone(),
-    ));
-    let (progressing, reason, message) = match (hold, up_to_date) {
-        (Some(Hold::Blocked(b)), _) => (false, b.reason.to_string(), b.message.clone()),
-        (Some(Hold::Paused), _) => (
-            false,
-            "Paused".to_owned(),
-            "spec.upgrade.paused holds the next revision".to_owned(),
-        ),
-        (_, true) => (
-            false,
-            "UpToDate".to_owned(),
-            "the effective declaration is the desired one".to_owned(),
-        ),
-        (Some(Hold::Soaking(left)), _) => (
-            true,
-            "Soaking".to_owned(),
-            format!("next revision in {}s (minSoak)", left.as_secs()),
-        ),
-        (Some(Hold::WaitingForMembers), _) => (true, "WaitingForMembers".to_owned(), members_message.clone()),
-        (None, false) => (true, "Upgrading".to_owned(), "publishing the next revision".to_owned()),
-    };
-    out.push(Decided::new(PROGRESSING, progressing, reason, message));
-    let ready = blocked.is_none() && up_to_date && converged && current.is_some();
-    out.push(Decided::new(
-        READY,
-        ready,
-        if ready {
-            "Ready".to_owned()
-        } else if let Some(b) = blocked {
-            b.reason.to_string()
-        } else if !up_to_date {
-            "Upgrading".to_owned()
-        } else {
-            "WaitingForMembers".to_owned()
-        },
-        if ready {
-            current.map(describe).unwrap_or_default()
-        } else {
-            String::new()
-        },
-    ));
-
-    // The conversion's milestones, derived from what members have converged on;
-    // they apply to declarations by common name.
-    if let Some(desired) = desired.filter(|d| !d.accepted.common_names.is_empty()) {
-        let effective = current.filter(|_| converged).map(|c| &c.accepted);
-        let milestone = |type_: &'static str, done: bool, message: String| {
-            if done {
-                Decided::new(type_, true, type_, message)
-            } else {
-                Decided::new(type_, false, "Pending", message)
-            }
-        };
-        let goal_presented = matches!((current, goal), (Some(c), Some(g)) if converged && &c.presented == g);
-        out.push(milestone(
-            SECONDARY_ADDED,
-            goal_presented,
-            goal.map_or_else(String::new, |g| format!("members present the goal certificate {g}")),
-        ));
-        let switched = effective.is_some_and(|e| {
-            !e.common_names.is_empty() && e.thumbprints.is_empty() == desired.accepted.thumbprints.is_empty()
-        });
-        out.push(milestone(
-            DECLARATION_SWITCHED,
-            switched,
-            "members validate by common name as declared".to_owned(),
-        ));
-        let pinned = effective.is_some_and(|e| e.common_names == desired.accepted.common_names);
-        out.push(milestone(
-            ISSUERS_PINNED,
-            pinned,
-            "members accept the declared issuers only".to_owned(),
-        ));
-    }
-
-    let expiring = presenting
-        .and_then(|p| p.not_after)
-        .filter(|not_after| not_after.as_second() - now.as_second() < secs(EXPIRY_MARGIN));
-    out.push(match expiring {
-        Some(not_after) => Decided::new(
-            EXPIRING_SOON,
-            true,
-            "ExpiringSoon",
-            format!("the presented certificate expires at notAfter={not_after}"),
-        ),
-        None => Decided::new(EXPIRING_SOON, false, "NotExpiring", ""),
-    });
-    out
 }
 
 #[cfg(test)]

@@ -1,24 +1,55 @@
+//! `decide` as data in, decision out: every branch of the controller, no client.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use super::*;
-use crate::crd::{CertificateThumbprints, CommonNameDeclaration, UpgradePolicy};
-use crate::planner::{Change, Stage};
-use crate::rules::{CommonNameRule, TrustBundle};
+use crate::crd::{
+    CertificateCommonNames, CertificateThumbprints, ClusterCertificateDeclarationSpec, CommonNameDeclaration, Endpoint,
+    KeySelector, Members, OutputSpec, Pkcs12Output, UpgradePolicy,
+};
+use crate::planner::Store;
+use crate::rules::{Accepted, CommonNameRule, TrustBundle};
 use crate::testing::{facts, tp, ts};
 
-fn store() -> Store {
-    Store {
-        instances: vec![
-            facts("Old")
-                .cn("old")
-                .self_signed()
-                .valid("2026-01-01T00:00:00Z", "2027-06-01T00:00:00Z")
-                .build(),
-            facts("G")
-                .cn("cluster.example")
-                .issuer("CA")
-                .valid("2026-03-01T00:00:00Z", "2027-06-01T00:00:00Z")
-                .build(),
-        ],
-        trust: TrustBundle::new([tp("CA")]),
+fn instances() -> Vec<crate::facts::CertificateFacts> {
+    vec![
+        facts("Old")
+            .cn("old")
+            .self_signed()
+            .valid("2026-01-01T00:00:00Z", "2027-06-01T00:00:00Z")
+            .build(),
+        facts("G")
+            .cn("cluster.example")
+            .issuer("CA")
+            .valid("2026-03-01T00:00:00Z", "2027-06-01T00:00:00Z")
+            .build(),
+    ]
+}
+
+/// A store whose instances all have key material (fake PEM: `decide` does
+/// not parse it unless extra formats are asked for).
+fn contents(instances: Vec<crate::facts::CertificateFacts>) -> StoreContents {
+    let materials = instances
+        .iter()
+        .map(|f| {
+            let material = PresentedMaterial {
+                tls_crt: format!("crt of {}", f.thumbprint),
+                tls_key: format!("key of {}", f.thumbprint),
+                ca_crt: String::new(),
+            };
+            (f.thumbprint.clone(), material)
+        })
+        .collect();
+    StoreContents {
+        store: Store {
+            instances,
+            trust: TrustBundle::new([tp("CA")]),
+        },
+        materials,
+        authorities: BTreeMap::from([(tp("CA"), "CA PEM\n".to_owned())]),
     }
 }
 
@@ -53,7 +84,7 @@ fn by_thumbprint_spec() -> ClusterCertificateDeclarationSpec {
     }
 }
 
-fn published(revision: u64, presented: &str, accepted: Accepted) -> Revision {
+fn revision(revision: u64, presented: &str, accepted: Accepted) -> Revision {
     Revision {
         revision,
         stage: None,
@@ -68,50 +99,109 @@ fn thumbprint_rules() -> Accepted {
     Accepted::new([tp("Old")], [])
 }
 
-fn members(observed: &[Option<u64>]) -> MemberReport {
-    MemberReport {
-        members: observed
-            .iter()
-            .enumerate()
-            .map(|(i, o)| (format!("pod/m{i}"), *o))
-            .collect(),
-    }
+fn pods(observed: &[Option<u64>]) -> Vec<(String, Option<u64>)> {
+    observed
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (format!("pod/m{i}"), *o))
+        .collect()
 }
 
+/// One reconcile's world, and what the shell does with a decision.
 struct Case {
-    spec: ClusterCertificateDeclarationSpec,
-    status: ClusterCertificateDeclarationStatus,
-    published: Option<Revision>,
-    members: MemberReport,
-    /// Why the store cannot be gathered, if it cannot.
-    store_blocked: Option<Blocked>,
+    declaration: ClusterCertificateDeclaration,
+    store: Result<StoreContents, Blocked>,
+    validation: Option<Arc<ConfigMap>>,
+    presentation: Option<Arc<Secret>>,
+    password: Option<Arc<Secret>>,
+    members: MemberInputs,
+    preflight: Option<Vec<(String, Result<(), String>)>>,
     now: Timestamp,
-}
-
-impl Case {
-    fn decide(&self) -> Decision {
-        decide(World {
-            generation: Some(2),
-            spec: &self.spec,
-            status: &self.status,
-            store: self.store_blocked.clone().map_or_else(|| Ok(store()), Err),
-            published: self.published.clone(),
-            outputs_blocked: None,
-            preflight: None,
-            members: self.members.clone(),
-            now: self.now,
-        })
-    }
 }
 
 fn case(spec: ClusterCertificateDeclarationSpec) -> Case {
     Case {
-        spec,
-        status: ClusterCertificateDeclarationStatus::default(),
-        published: None,
-        members: MemberReport::default(),
-        store_blocked: None,
+        declaration: ClusterCertificateDeclaration {
+            metadata: ObjectMeta {
+                name: Some("cluster".into()),
+                namespace: Some("default".into()),
+                uid: Some("uid-cluster".into()),
+                generation: Some(2),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status: None,
+        },
+        store: Ok(contents(instances())),
+        validation: None,
+        presentation: None,
+        password: None,
+        members: MemberInputs::default(),
+        preflight: None,
         now: ts("2026-06-01T00:00:00Z"),
+    }
+}
+
+impl Case {
+    fn world(&self) -> World {
+        World {
+            declaration: Arc::new(self.declaration.clone()),
+            store: self.store.clone(),
+            validation: self.validation.clone(),
+            presentation: self.presentation.clone(),
+            pkcs12_password: self.password.clone(),
+            members: self.members.clone(),
+            preflight: self.preflight.clone(),
+            now: self.now,
+        }
+    }
+
+    fn decide(&self) -> Decision {
+        decide(&self.world())
+    }
+
+    /// Outputs as certshift would have written them for `published`,
+    /// presenting its certificate since that revision.
+    fn published(mut self, published: Revision) -> Self {
+        let data = outputs::validation_data(&published, "", &[]);
+        let map = outputs::validation_config_map(&self.declaration, &published, data);
+        self.validation = Some(Arc::new(map));
+        self.presentation = Some(Arc::new(
+            self.secret_presenting(&published.presented, published.revision),
+        ));
+        self
+    }
+
+    fn secret_presenting(&self, presented: &Thumbprint, since: u64) -> Secret {
+        let material = &self.store.as_ref().unwrap().materials[presented];
+        let data = outputs::presentation_data(material)
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        outputs::presentation_secret(&self.declaration, since, presented, data)
+    }
+
+    /// What the shell does: make the writes, store the status.
+    fn apply(&mut self, decision: &Decision) {
+        for effect in &decision.effects {
+            match effect {
+                Effect::PublishValidation(map) => self.validation = Some(Arc::new(map.clone())),
+                Effect::PublishPresentation(secret) => self.presentation = Some(Arc::new(secret.clone())),
+                Effect::StampWorkload { .. } => {}
+            }
+        }
+        if let Some(status) = &decision.status {
+            self.declaration.status = Some(status.clone());
+        }
+    }
+
+    /// The status after `decision`: the one it writes, or the one stored.
+    fn status(&self, decision: &Decision) -> ClusterCertificateDeclarationStatus {
+        decision
+            .status
+            .clone()
+            .or_else(|| self.declaration.status.clone())
+            .expect("a status")
     }
 }
 
@@ -120,27 +210,64 @@ fn condition<'a>(status: &'a ClusterCertificateDeclarationStatus, type_: &str) -
     (c.status.as_str(), c.reason.as_str())
 }
 
+fn written_revisions(decision: &Decision) -> Vec<(&'static str, String)> {
+    decision
+        .effects
+        .iter()
+        .map(|effect| match effect {
+            Effect::PublishValidation(map) => ("validation", map.annotations()[REVISION_ANNOTATION].clone()),
+            Effect::PublishPresentation(secret) => {
+                ("presentation", secret.annotations()[THUMBPRINT_ANNOTATION].clone())
+            }
+            Effect::StampWorkload { workload, revision } => ("stamp", format!("{}={revision}", workload.name)),
+        })
+        .collect()
+}
+
+use kube::ResourceExt as _;
+
 #[test]
 fn the_first_publication_is_the_desired_state_as_revision_1() {
-    let decision = case(by_thumbprint_spec()).decide();
-    let publish = decision.publish.expect("publish");
-    assert_eq!((publish.revision, &publish.presented), (1, &tp("Old")));
-    assert_eq!(decision.status.declared_by.as_deref(), Some("Thumbprint"));
-    assert_eq!(condition(&decision.status, READY), ("True", "Ready"));
-    assert_eq!(decision.events[0].reason, "Published");
+    let mut c = case(by_thumbprint_spec());
+    let decision = c.decide();
+    let published = decision.published.clone().expect("publish");
+    assert_eq!((published.revision, &published.presented), (1, &tp("Old")));
+    assert_eq!(
+        written_revisions(&decision),
+        [("validation", "1".to_owned()), ("presentation", tp("Old").to_string())],
+        "validation first, then presentation"
+    );
+    let status = decision.status.clone().expect("a status write");
+    assert_eq!(status.declared_by.as_deref(), Some("Thumbprint"));
+    assert_eq!(condition(&status, READY), ("True", "Ready"));
+    assert!(decision.events.is_empty(), "publishing is no event of its own");
+    assert_eq!(
+        decision.requeue,
+        Requeue::After(Duration::from_secs(1)),
+        "no member gates it"
+    );
+    c.apply(&decision);
+    // The next look sees it in force on every member (there are none).
+    let next = c.decide();
+    assert_eq!(next.events.len(), 1);
+    assert_eq!(
+        (next.events[0].type_, next.events[0].reason.as_str()),
+        (EventType::Normal, "Ready")
+    );
+    assert!(next.effects.is_empty());
 }
 
 #[test]
 fn a_spec_change_publishes_the_first_revision_of_the_plan_only() {
-    let mut c = case(by_name_spec("0s"));
-    c.published = Some(published(1, "Old", thumbprint_rules()));
+    let c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
     let decision = c.decide();
-    let publish = decision.publish.expect("publish");
+    let publish = decision.published.clone().expect("publish");
     assert_eq!(
         (publish.revision, publish.stage, publish.change),
         (2, Some(Stage::AddSecondary), Some(Change::Validation))
     );
-    let upgrade = decision.status.upgrade.clone().unwrap();
+    let status = decision.status.expect("status");
+    let upgrade = status.upgrade.clone().unwrap();
     assert_eq!(upgrade.revision, 2);
     assert_eq!(
         upgrade.plan.len(),
@@ -148,60 +275,122 @@ fn a_spec_change_publishes_the_first_revision_of_the_plan_only() {
         "the published revision and the four still pending"
     );
     assert_eq!(upgrade.plan[1].state, "Pending");
-    assert_eq!(condition(&decision.status, PROGRESSING), ("True", "Upgrading"));
-    assert_eq!(condition(&decision.status, SECONDARY_ADDED).0, "False");
+    assert_eq!(condition(&status, PROGRESSING), ("True", "Upgrading"));
+    assert_eq!(condition(&status, SECONDARY_ADDED).0, "False");
+}
+
+#[test]
+fn a_validation_revision_leaves_the_presentation_secret_as_it_is() {
+    let c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    let decision = c.decide();
+    assert_eq!(decision.published.as_ref().unwrap().change, Some(Change::Validation));
+    assert_eq!(written_revisions(&decision), [("validation", "2".to_owned())]);
+    let Effect::PublishValidation(map) = &decision.effects[0] else {
+        unreachable!()
+    };
+    let rules: serde_json::Value = serde_json::from_str(&map.data.as_ref().unwrap()["rules.json"]).unwrap();
+    assert_eq!(
+        rules["presented"],
+        tp("Old").to_string(),
+        "members read the revision from rules.json"
+    );
+}
+
+#[test]
+fn a_presentation_revision_writes_the_validation_configmap_then_the_secret() {
+    let mut r2 = revision(2, "Old", Accepted::new([tp("Old"), tp("G")], []));
+    r2.stage = Some(Stage::AddSecondary);
+    let mut c = case(by_name_spec("0s")).published(r2);
+    c.presentation = Some(Arc::new(c.secret_presenting(&tp("Old"), 1)));
+    let decision = c.decide();
+    assert_eq!(decision.published.as_ref().unwrap().change, Some(Change::Presentation));
+    assert_eq!(
+        written_revisions(&decision),
+        [("validation", "3".to_owned()), ("presentation", tp("G").to_string())]
+    );
+    let Effect::PublishPresentation(secret) = &decision.effects[1] else {
+        unreachable!()
+    };
+    assert_eq!(
+        secret.annotations()[REVISION_ANNOTATION],
+        "3",
+        "presented since revision 3"
+    );
+    assert_eq!(
+        secret.data.as_ref().unwrap()["tls.crt"],
+        ByteString(format!("crt of {}", tp("G")).into_bytes())
+    );
+}
+
+#[test]
+fn an_interrupted_presentation_write_is_finished_from_the_configmap() {
+    // Revision 3 (present G) reached the ConfigMap; the operator stopped
+    // before the Secret was written.
+    let mut r3 = revision(3, "G", Accepted::new([tp("Old"), tp("G")], []));
+    r3.stage = Some(Stage::AddSecondary);
+    let mut c = case(by_name_spec("0s")).published(r3);
+    c.presentation = Some(Arc::new(c.secret_presenting(&tp("Old"), 1)));
+    c.members.pods = pods(&[Some(2)]);
+    let decision = c.decide();
+    assert_eq!(decision.published, None, "members have not loaded revision 3");
+    assert_eq!(written_revisions(&decision), [("presentation", tp("G").to_string())]);
+    c.apply(&decision);
+    assert!(c.decide().effects.is_empty(), "repaired once");
 }
 
 #[test]
 fn nothing_is_published_until_every_member_acknowledged() {
-    let mut c = case(by_name_spec("0s"));
-    c.published = Some(published(1, "Old", thumbprint_rules()));
-    c.members = members(&[Some(1), Some(0)]);
+    let mut c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    c.members.pods = pods(&[Some(1), Some(0)]);
     let decision = c.decide();
-    assert_eq!(decision.publish, None);
-    let report = decision.status.members.clone().unwrap();
+    assert_eq!(decision.published, None);
+    assert!(decision.effects.is_empty());
+    let status = decision.status.expect("status");
+    let report = status.members.clone().unwrap();
     assert_eq!(
         (report.total, report.converged, report.laggards),
         (2, 1, vec!["pod/m1".to_owned()])
     );
-    assert_eq!(condition(&decision.status, PROGRESSING), ("True", "WaitingForMembers"));
+    assert_eq!(condition(&status, PROGRESSING), ("True", "WaitingForMembers"));
+    assert_eq!(condition(&status, MEMBERS_CONVERGED), ("False", "WaitingForMembers"));
     assert_eq!(
-        condition(&decision.status, MEMBERS_CONVERGED),
-        ("False", "WaitingForMembers")
+        decision.requeue,
+        Requeue::After(Duration::from_secs(601)),
+        "until stageTimeout"
     );
-    c.members = members(&[Some(1), Some(1)]);
-    assert!(c.decide().publish.is_some());
+    c.members.pods = pods(&[Some(1), Some(1)]);
+    assert!(c.decide().published.is_some());
 }
 
 #[test]
 fn min_soak_counts_from_the_acknowledgement() {
-    let mut c = case(by_name_spec("30s"));
-    c.published = Some(published(1, "Old", thumbprint_rules()));
-    c.members = members(&[Some(1)]);
+    let mut c = case(by_name_spec("30s")).published(revision(1, "Old", thumbprint_rules()));
+    c.members.pods = pods(&[Some(1)]);
     let first = c.decide();
-    assert_eq!(first.publish, None, "just acknowledged: soaking");
-    let acknowledged = first.status.upgrade.as_ref().unwrap().acknowledged_time.unwrap();
-    assert_eq!(acknowledged, c.now);
-    assert_eq!(condition(&first.status, PROGRESSING).1, "Soaking");
-    assert_eq!(first.requeue, Some(std::time::Duration::from_secs(31)));
-    c.status = first.status;
+    assert_eq!(first.published, None, "just acknowledged: soaking");
+    let status = c.status(&first);
+    assert_eq!(status.upgrade.as_ref().unwrap().acknowledged_time, Some(c.now));
+    assert_eq!(condition(&status, PROGRESSING).1, "Soaking");
+    assert_eq!(first.requeue, Requeue::After(Duration::from_secs(31)));
+    c.apply(&first);
     c.now = ts("2026-06-01T00:00:29Z");
-    assert_eq!(c.decide().publish, None);
+    assert_eq!(c.decide().published, None);
     c.now = ts("2026-06-01T00:00:30Z");
-    assert_eq!(c.decide().publish.map(|r| r.revision), Some(2));
+    assert_eq!(c.decide().published.map(|r| r.revision), Some(2));
 }
 
 #[test]
 fn a_stuck_stage_times_out_without_rolling_back() {
-    let mut c = case(by_name_spec("0s"));
-    c.published = Some(published(1, "Old", thumbprint_rules()));
-    c.members = members(&[Some(0)]);
-    c.status = c.decide().status;
+    let mut c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    c.members.pods = pods(&[Some(0)]);
+    let first = c.decide();
+    c.apply(&first);
     c.now = ts("2026-06-01T00:10:01Z");
     let decision = c.decide();
-    assert_eq!(decision.publish, None);
-    assert_eq!(condition(&decision.status, BLOCKED), ("True", "StageTimeout"));
-    assert_eq!(decision.status.effective.unwrap().revision, 1, "nothing rolled back");
+    assert_eq!(decision.published, None);
+    let status = c.status(&decision);
+    assert_eq!(condition(&status, BLOCKED), ("True", "StageTimeout"));
+    assert_eq!(status.effective.unwrap().revision, 1, "nothing rolled back");
     assert!(
         decision
             .events
@@ -214,61 +403,389 @@ fn a_stuck_stage_times_out_without_rolling_back() {
 fn paused_holds_the_next_revision() {
     let mut spec = by_name_spec("0s");
     spec.upgrade.as_mut().unwrap().paused = true;
-    let mut c = case(spec);
-    c.published = Some(published(1, "Old", thumbprint_rules()));
+    let c = case(spec).published(revision(1, "Old", thumbprint_rules()));
     let decision = c.decide();
-    assert_eq!(decision.publish, None);
-    assert_eq!(condition(&decision.status, PROGRESSING), ("False", "Paused"));
+    assert_eq!(decision.published, None);
+    let status = decision.status.expect("status");
+    assert_eq!(condition(&status, PROGRESSING), ("False", "Paused"));
+    assert_eq!(condition(&status, READY), ("False", "Paused"));
 }
 
 #[test]
-fn an_invalid_spec_publishes_nothing_and_says_why() {
+fn an_invalid_spec_publishes_nothing_and_waits_for_an_edit() {
     let mut spec = by_thumbprint_spec();
     spec.certificate.as_mut().unwrap().thumbprint = "not hex".into();
     let decision = case(spec).decide();
-    assert_eq!(decision.publish, None);
-    assert_eq!(condition(&decision.status, BLOCKED), ("True", "InvalidThumbprint"));
-    assert_eq!(condition(&decision.status, READY), ("False", "InvalidThumbprint"));
-    assert_eq!(decision.status.effective, None);
+    assert_eq!((decision.published.as_ref(), decision.effects.len()), (None, 0));
+    let status = decision.status.expect("status");
+    assert_eq!(condition(&status, BLOCKED), ("True", "InvalidThumbprint"));
+    assert_eq!(condition(&status, READY), ("False", "InvalidThumbprint"));
+    let ready = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
+    assert!(
+        ready.message.starts_with("spec.certificate.thumbprint:"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(status.effective, None);
+    assert_eq!(decision.requeue, Requeue::AwaitChange);
+}
+
+#[test]
+fn an_unknown_workload_kind_is_invalid_members() {
+    let mut spec = by_thumbprint_spec();
+    spec.members = Some(Members {
+        workloads: vec![WorkloadReference {
+            kind: "ReplicaSet".into(),
+            name: "m".into(),
+        }],
+        ..Members::default()
+    });
+    let decision = case(spec).decide();
+    let status = decision.status.expect("status");
+    assert_eq!(condition(&status, BLOCKED), ("True", "InvalidMembers"));
+    let blocked = status.conditions.iter().find(|c| c.type_ == BLOCKED).unwrap();
+    assert!(
+        blocked.message.starts_with("spec.members.workloads[0].kind:"),
+        "{}",
+        blocked.message
+    );
+    assert!(decision.effects.is_empty());
+    assert_eq!(decision.requeue, Requeue::AwaitChange);
+}
+
+fn pkcs12_spec() -> ClusterCertificateDeclarationSpec {
+    ClusterCertificateDeclarationSpec {
+        output: Some(OutputSpec {
+            formats: vec![OutputFormat::Pkcs12],
+            pkcs12: Some(Pkcs12Output {
+                password_secret_ref: KeySelector {
+                    name: "pfx".into(),
+                    key: None,
+                },
+            }),
+            templates: Vec::new(),
+        }),
+        ..by_thumbprint_spec()
+    }
+}
+
+#[test]
+fn a_missing_pkcs12_password_is_invalid_output_naming_the_field() {
+    let c = case(pkcs12_spec());
+    let status = c.status(&c.decide());
+    assert_eq!(condition(&status, BLOCKED), ("True", "InvalidOutput"));
+    let message = &status.conditions.iter().find(|c| c.type_ == BLOCKED).unwrap().message;
+    assert_eq!(
+        message,
+        "spec.output.pkcs12.passwordSecretRef: Secret default/pfx does not exist"
+    );
+    let mut c = case(pkcs12_spec());
+    c.password = Some(Arc::new(Secret {
+        data: Some(BTreeMap::from([("other".to_owned(), ByteString(b"x".to_vec()))])),
+        ..Secret::default()
+    }));
+    let decision = c.decide();
+    let status = c.status(&decision);
+    let message = &status.conditions.iter().find(|c| c.type_ == BLOCKED).unwrap().message;
+    assert!(message.ends_with("has no key \"password\""), "{message}");
+    assert!(decision.effects.is_empty(), "nothing published");
+    assert_eq!(
+        decision.requeue,
+        Requeue::After(RESYNC),
+        "the Secret can appear without a spec edit"
+    );
+}
+
+#[test]
+fn an_output_that_cannot_be_formatted_is_invalid_output() {
+    // The fake material is no PEM: the PKCS12 file cannot be made from it.
+    let mut c = case(pkcs12_spec());
+    c.password = Some(Arc::new(Secret {
+        data: Some(BTreeMap::from([(
+            "password".to_owned(),
+            ByteString(b"s3cret\n".to_vec()),
+        )])),
+        ..Secret::default()
+    }));
+    let decision = c.decide();
+    let status = c.status(&decision);
+    assert_eq!(condition(&status, BLOCKED), ("True", "InvalidOutput"));
+    let message = &status.conditions.iter().find(|c| c.type_ == BLOCKED).unwrap().message;
+    assert!(message.starts_with("spec.output.formats:"), "{message}");
+    assert!(decision.effects.is_empty() && decision.published.is_none());
+}
+
+#[test]
+fn a_template_that_fails_to_render_is_invalid_template() {
+    let mut spec = by_thumbprint_spec();
+    spec.output = Some(OutputSpec {
+        templates: vec![crate::crd::ConfigTemplate {
+            key: "app.json".into(),
+            template: "{{ presented.thumbprint | int }}".into(),
+        }],
+        ..OutputSpec::default()
+    });
+    let c = case(spec);
+    let decision = c.decide();
+    let status = c.status(&decision);
+    assert_eq!(condition(&status, BLOCKED), ("True", "InvalidTemplate"));
+    let message = &status.conditions.iter().find(|c| c.type_ == BLOCKED).unwrap().message;
+    assert!(
+        message.starts_with("spec.output.templates: template \"app.json\""),
+        "{message}"
+    );
+    assert!(decision.effects.is_empty() && decision.published.is_none());
+}
+
+#[test]
+fn outputs_someone_else_owns_are_never_written() {
+    let mut c = case(by_thumbprint_spec());
+    c.validation = Some(Arc::new(ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("cluster-validation".into()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    }));
+    let decision = c.decide();
+    let status = c.status(&decision);
+    assert_eq!(condition(&status, BLOCKED), ("True", "SecretOwnedElsewhere"));
+    assert!(decision.effects.is_empty() && decision.published.is_none());
+}
+
+#[test]
+fn workloads_are_stamped_with_the_revision_in_force_once() {
+    let mut spec = by_thumbprint_spec();
+    let reference = WorkloadReference {
+        kind: "Deployment".into(),
+        name: "app".into(),
+    };
+    spec.members = Some(Members {
+        workloads: vec![reference.clone()],
+        ..Members::default()
+    });
+    let deployment = |stamped: u64| {
+        let json = serde_json::json!({
+            "metadata": {"name": "app", "generation": 1},
+            "spec": {"selector": {}, "template": {"metadata": {"annotations": {"certshift.io/revision": stamped.to_string()}}}},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
+        });
+        Workload::Deployment(serde_json::from_value(json).unwrap())
+    };
+    let mut c = case(spec).published(revision(2, "Old", thumbprint_rules()));
+    c.members.workloads = vec![(reference.clone(), Some(deployment(1)))];
+    let decision = c.decide();
+    assert_eq!(written_revisions(&decision), [("stamp", "app=2".to_owned())]);
+    c.members.workloads = vec![(reference.clone(), Some(deployment(2)))];
+    assert!(c.decide().effects.is_empty(), "already stamped: no write");
+    c.members.workloads = vec![(reference, None)];
+    assert!(
+        c.decide().effects.is_empty(),
+        "a missing workload is a laggard, not a write"
+    );
+}
+
+fn endpoint_case() -> Case {
+    let mut r2 = revision(2, "Old", Accepted::new([tp("Old"), tp("G")], []));
+    r2.stage = Some(Stage::AddSecondary);
+    let mut spec = by_name_spec("0s");
+    spec.members = Some(Members {
+        endpoints: vec![Endpoint {
+            address: "10.0.0.1:443".into(),
+            ..Endpoint::default()
+        }],
+        ..Members::default()
+    });
+    let mut c = case(spec).published(r2);
+    c.members.endpoints = vec![("10.0.0.1:443".into(), Ok(tp("Old")))];
+    c
+}
+
+#[test]
+fn the_preflight_is_asked_for_a_presentation_revision_with_endpoints_only() {
+    let c = endpoint_case();
+    let asked = preflight(&c.world()).expect("revision 3 presents G");
+    assert_eq!((asked.revision, &asked.presented), (3, &tp("G")));
+    assert_eq!(asked.material.tls_crt, format!("crt of {}", tp("G")));
+    // A validation revision is not probed.
+    let c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    assert_eq!(preflight(&c.world()), None);
+    // Without endpoints there is no one to probe.
+    let mut c = endpoint_case();
+    c.members.endpoints.clear();
+    assert_eq!(preflight(&c.world()), None);
+}
+
+#[test]
+fn a_presentation_revision_is_not_published_without_its_preflight() {
+    let c = endpoint_case();
+    let decision = c.decide();
+    assert_eq!(decision.published, None);
+    assert!(decision.effects.is_empty());
+    assert_eq!(decision.requeue, Requeue::After(ENDPOINT_PROBE_INTERVAL));
+}
+
+#[test]
+fn an_endpoint_that_refuses_the_next_certificate_blocks_it() {
+    let mut c = endpoint_case();
+    c.preflight = Some(vec![("10.0.0.1:443".into(), Err("alert: bad certificate".into()))]);
+    let decision = c.decide();
+    assert_eq!(decision.published, None);
+    let status = c.status(&decision);
+    assert_eq!(condition(&status, BLOCKED), ("True", "PeerRejectsCertificate"));
+    let message = &status.conditions.iter().find(|c| c.type_ == BLOCKED).unwrap().message;
+    assert_eq!(
+        message,
+        &format!(
+            "endpoint 10.0.0.1:443 does not accept {} as a client: alert: bad certificate",
+            tp("G")
+        )
+    );
+    assert_eq!(decision.requeue, Requeue::After(PEER_RETRY));
+    c.preflight = Some(vec![("10.0.0.1:443".into(), Ok(()))]);
+    let decision = c.decide();
+    assert_eq!(decision.published.map(|r| r.revision), Some(3));
+    assert_eq!(
+        decision.requeue,
+        Requeue::After(ENDPOINT_PROBE_INTERVAL),
+        "the endpoint must be probed again until it presents G"
+    );
 }
 
 #[test]
 fn deciding_again_on_an_unchanged_world_changes_nothing() {
-    let mut c = case(by_name_spec("0s"));
-    c.published = Some(published(1, "Old", thumbprint_rules()));
-    c.members = members(&[Some(0)]);
+    let mut c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    c.members.pods = pods(&[Some(0)]);
     let first = c.decide();
-    c.status = first.status.clone();
+    c.apply(&first);
     c.now = ts("2026-06-01T00:05:00Z");
     let again = c.decide();
-    assert_eq!(again.status, first.status, "no status write");
+    assert_eq!(again.status, None, "no status write");
     assert!(again.events.is_empty(), "no events without transitions");
+    assert!(again.effects.is_empty(), "no writes");
+}
+
+/// The whole conversion with one member acknowledging each revision: the
+/// writes and events per revision the benchmark counts, decided here.
+#[test]
+fn a_conversion_writes_each_revision_once_and_tells_each_completed_stage_once() {
+    let mut c = case(by_thumbprint_spec());
+    c.members.pods = pods(&[None]);
+    for _ in 0..3 {
+        let decision = c.decide();
+        c.apply(&decision);
+        c.members.pods = pods(&[decision.published.map(|r| r.revision).or(c.members.pods[0].1)]);
+    }
+    c.apply(&c.decide());
+    assert_eq!(condition(c.declaration.status.as_ref().unwrap(), READY).0, "True");
+
+    c.declaration.spec = by_name_spec("0s");
+    c.declaration.metadata.generation = Some(3);
+    let (mut statuses, mut validations, mut presentations, mut events) = (0, 0, 0, Vec::new());
+    let mut stages = Vec::new();
+    for _ in 0..20 {
+        let decision = c.decide();
+        statuses += usize::from(decision.status.is_some());
+        for effect in &decision.effects {
+            match effect {
+                Effect::PublishValidation(_) => validations += 1,
+                Effect::PublishPresentation(_) => presentations += 1,
+                Effect::StampWorkload { .. } => {}
+            }
+        }
+        events.extend(decision.events.iter().map(|e| e.reason.clone()));
+        if let Some(published) = &decision.published {
+            stages.push(published.stage);
+        }
+        c.apply(&decision);
+        // The member loads whatever is published, before the next look.
+        let published = c
+            .validation
+            .as_ref()
+            .map(|m| m.annotations()[REVISION_ANNOTATION].parse().unwrap());
+        c.members.pods = pods(&[published]);
+    }
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(condition(&status, READY), ("True", "Ready"));
+    assert_eq!(status.declared_by.as_deref(), Some("CommonName"));
+    assert_eq!(
+        stages,
+        [
+            Some(Stage::AddSecondary),
+            Some(Stage::AddSecondary),
+            Some(Stage::SwitchToCommonName),
+            Some(Stage::SwitchToCommonName),
+            Some(Stage::PinIssuers)
+        ]
+    );
+    assert_eq!(
+        (validations, presentations),
+        (5, 1),
+        "the Secret changes with the certificate only"
+    );
+    assert_eq!(statuses, 6, "one status per revision, and Ready");
+    assert_eq!(events, [SECONDARY_ADDED, DECLARATION_SWITCHED, READY]);
+}
+
+#[test]
+fn a_renewal_by_common_name_is_a_rollover_told_once() {
+    let pinned = Accepted::new([], [CommonNameRule::new("cluster.example", [tp("CA")])]);
+    let mut c = case(by_name_spec("0s")).published(revision(6, "G", pinned));
+    c.members.pods = pods(&[Some(6)]);
+    c.apply(&c.decide());
+    let mut renewed = instances();
+    renewed.push(
+        facts("G2")
+            .cn("cluster.example")
+            .issuer("CA")
+            .valid("2026-05-01T00:00:00Z", "2027-09-01T00:00:00Z")
+            .build(),
+    );
+    c.store = Ok(contents(renewed));
+    let decision = c.decide();
+    let published = decision.published.clone().expect("rollover");
+    assert_eq!(
+        (published.stage, &published.presented),
+        (Some(Stage::Rollover), &tp("G2"))
+    );
+    assert!(decision.events.is_empty());
+    c.apply(&decision);
+    c.members.pods = pods(&[Some(7)]);
+    let done = c.decide();
+    assert_eq!(done.events.len(), 1);
+    assert_eq!(done.events[0].reason, "Rollover");
+    assert!(
+        done.events[0].message.contains(tp("G2").as_str()),
+        "{}",
+        done.events[0].message
+    );
 }
 
 #[test]
 fn a_settled_conversion_reports_its_milestones() {
-    let mut c = case(by_name_spec("0s"));
-    c.published = Some(published(
+    let c = case(by_name_spec("0s")).published(revision(
         6,
         "G",
         Accepted::new([], [CommonNameRule::new("cluster.example", [tp("CA")])]),
     ));
     let decision = c.decide();
-    assert_eq!(decision.publish, None);
+    assert_eq!(decision.published, None);
+    let status = c.status(&decision);
     for milestone in [SECONDARY_ADDED, DECLARATION_SWITCHED, ISSUERS_PINNED, READY] {
-        assert_eq!(condition(&decision.status, milestone).0, "True", "{milestone}");
+        assert_eq!(condition(&status, milestone).0, "True", "{milestone}");
     }
-    assert_eq!(decision.status.declared_by.as_deref(), Some("CommonName"));
-    let presenting = decision.status.presenting.unwrap();
+    assert_eq!(status.declared_by.as_deref(), Some("CommonName"));
+    let presenting = status.presenting.unwrap();
     assert_eq!(
         (presenting.short_thumbprint.len(), presenting.common_name.as_deref()),
         (8, Some("cluster.example"))
     );
+    assert_eq!(decision.requeue, Requeue::After(RESYNC));
 }
 
 #[test]
 fn the_effective_declaration_keeps_the_service_fabric_shape() {
-    let revision = published(
+    let revision = revision(
         3,
         "G",
         Accepted::new([tp("Old"), tp("G")], [CommonNameRule::new("x", [tp("CA")])]),
@@ -294,13 +811,12 @@ fn the_effective_declaration_keeps_the_service_fabric_shape() {
 fn a_spec_change_mid_upgrade_replans_from_what_is_published() {
     // Revision 3 of the conversion is out (both thumbprints accepted, G
     // presented); the owner reverts the spec to the old thumbprint.
-    let mut c = case(by_thumbprint_spec());
-    c.published = Some(published(3, "G", Accepted::new([tp("Old"), tp("G")], [])));
+    let c = case(by_thumbprint_spec()).published(revision(3, "G", Accepted::new([tp("Old"), tp("G")], [])));
     let decision = c.decide();
-    let next = decision.publish.expect("the revert is planned");
+    let next = decision.published.clone().expect("the revert is planned");
     assert_eq!(next.revision, 4, "numbering continues");
     assert_eq!((next.change, &next.presented), (Some(Change::Presentation), &tp("Old")));
-    let plan = decision.status.upgrade.unwrap().plan;
+    let plan = c.status(&decision).upgrade.unwrap().plan;
     assert_eq!(plan.last().map(|p| p.stage), Some(Some(Stage::NarrowValidation)));
 }
 
@@ -331,94 +847,65 @@ fn san_overlap_names_both_certificates_once() {
 
 #[test]
 fn a_san_overlap_in_the_store_is_a_warning() {
-    let mut c = case(by_thumbprint_spec());
-    c.published = Some(published(1, "Old", thumbprint_rules()));
-    let mut overlapping = store();
-    overlapping
-        .instances
-        .push(facts("X").cn("x.example").dns("x.example").build());
-    overlapping
-        .instances
-        .push(facts("Y").cn("y.example").dns("x.example").dns("y.example").build());
-    let decision = decide(World {
-        generation: Some(2),
-        spec: &c.spec,
-        status: &c.status,
-        store: Ok(overlapping),
-        published: c.published.clone(),
-        outputs_blocked: None,
-        preflight: None,
-        members: MemberReport::default(),
-        now: c.now,
-    });
-    assert_eq!(condition(&decision.status, SAN_OVERLAP), ("True", "SanOverlap"));
+    let mut c = case(by_thumbprint_spec()).published(revision(1, "Old", thumbprint_rules()));
+    let clean = c.status(&c.decide());
+    assert_eq!(condition(&clean, SAN_OVERLAP), ("False", "NoOverlap"));
+    let mut overlapping = instances();
+    overlapping.push(facts("X").cn("x.example").dns("x.example").build());
+    overlapping.push(facts("Y").cn("y.example").dns("x.example").dns("y.example").build());
+    c.store = Ok(contents(overlapping));
+    let decision = c.decide();
+    assert_eq!(condition(&c.status(&decision), SAN_OVERLAP), ("True", "SanOverlap"));
     assert!(
         decision
             .events
             .iter()
             .any(|e| e.type_ == EventType::Warning && e.reason == "SanOverlap")
     );
-    assert_eq!(condition(&c.decide().status, SAN_OVERLAP), ("False", "NoOverlap"));
 }
 
 /// The Kubernetes cases of the malformed-input catalogue, at the declaration:
 /// a source Secret deleted or replaced by something unreadable mid-stage (the
-/// gather reports `StoreNotSynced`), and a defective goal certificate. Each
-/// holds the stage: nothing is published, one status, then no further write.
+/// store reports `StoreNotSynced`). Each holds the stage: nothing is
+/// published, one status, then no further write.
 #[test]
-fn an_unreadable_or_defective_store_mid_upgrade_holds_the_stage() {
-    let holds = |c: &mut Case, reason: &str| {
-        let first = c.decide();
-        assert_eq!(first.publish, None, "{reason}: nothing published");
-        assert_eq!(condition(&first.status, BLOCKED), ("True", reason));
-        c.status = first.status.clone();
-        c.now = ts("2026-06-01T00:05:00Z");
-        let again = c.decide();
-        assert_eq!(again.status, first.status, "{reason}: one status write");
-        assert_eq!((again.publish, again.events.len()), (None, 0), "{reason}");
-    };
+fn an_unreadable_store_mid_upgrade_holds_the_stage() {
     for reason in [
         "SecretNotFound",
         "MalformedCertificate",
         "UnexpectedSecretType",
         "MissingKey",
     ] {
-        let mut c = case(by_name_spec("0s"));
-        c.published = Some(published(2, "Old", Accepted::new([tp("Old"), tp("G")], [])));
-        c.store_blocked = Some(Blocked::new(
+        let mut c = case(by_name_spec("0s")).published(revision(2, "Old", Accepted::new([tp("Old"), tp("G")], [])));
+        c.store = Err(Blocked::new(
             BlockReason::StoreNotSynced,
             format!("ObservedCertificate store cannot read its source ({reason})"),
         ));
-        holds(&mut c, "StoreNotSynced");
+        let first = c.decide();
+        assert_eq!(first.published, None, "{reason}: nothing published");
+        assert!(first.effects.is_empty(), "{reason}: no writes");
+        assert_eq!(condition(&c.status(&first), BLOCKED), ("True", "StoreNotSynced"));
+        c.apply(&first);
+        c.now = ts("2026-06-01T00:05:00Z");
+        let again = c.decide();
+        assert_eq!(again.status, None, "{reason}: one status write");
+        assert_eq!((again.published, again.events.len()), (None, 0), "{reason}");
     }
 }
 
 #[test]
 fn a_defective_goal_blocks_with_the_defect() {
-    let mut c = case(by_name_spec("0s"));
-    c.published = Some(published(1, "Old", thumbprint_rules()));
-    let decision = decide(World {
-        generation: Some(2),
-        spec: &c.spec,
-        status: &c.status,
-        store: Ok(Store {
-            instances: vec![
-                store().instances[0].clone(),
-                facts("G")
-                    .cn("cluster.example")
-                    .issuer("CA")
-                    .rsa(1024)
-                    .valid("2026-03-01T00:00:00Z", "2027-06-01T00:00:00Z")
-                    .build(),
-            ],
-            trust: TrustBundle::new([tp("CA")]),
-        }),
-        published: c.published.clone(),
-        outputs_blocked: None,
-        preflight: None,
-        members: MemberReport::default(),
-        now: c.now,
-    });
-    assert_eq!(decision.publish, None);
-    assert_eq!(condition(&decision.status, BLOCKED), ("True", "KeyTooWeak"));
+    let mut c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    c.store = Ok(contents(vec![
+        instances()[0].clone(),
+        facts("G")
+            .cn("cluster.example")
+            .issuer("CA")
+            .rsa(1024)
+            .valid("2026-03-01T00:00:00Z", "2027-06-01T00:00:00Z")
+            .build(),
+    ]));
+    let decision = c.decide();
+    assert_eq!(decision.published, None);
+    assert_eq!(condition(&c.status(&decision), BLOCKED), ("True", "KeyTooWeak"));
 }

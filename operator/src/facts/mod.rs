@@ -4,6 +4,8 @@
 mod der;
 mod keys;
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -97,7 +99,7 @@ impl CertificateFacts {
         // RFC 6125 peers ignore the CN once DNS names are present.
         if let Some(cn) = &self.common_name
             && !self.dns_names.is_empty()
-            && !self.dns_names.iter().any(|dns| crate::rules::names_match(dns, cn))
+            && !self.dns_names.iter().any(|dns| crate::names::names_match(dns, cn))
         {
             return Some(Defect::SubjectAlternativeNameMismatch);
         }
@@ -229,6 +231,29 @@ pub struct TlsMaterial<'a> {
     pub tls_crt: &'a [u8],
     pub tls_key: Option<&'a [u8]>,
     pub ca_crt: Option<&'a [u8]>,
+}
+
+/// A Secret's keys, `stringData` over `data` as the API server merges them.
+pub fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(key, value)| (key.clone(), value.0.clone()))
+        .collect();
+    for (key, value) in secret.string_data.iter().flatten() {
+        data.insert(key.clone(), value.as_bytes().to_vec());
+    }
+    data
+}
+
+/// The TLS material of a Secret's data.
+pub fn tls_material(data: &BTreeMap<String, Vec<u8>>) -> TlsMaterial<'_> {
+    TlsMaterial {
+        tls_crt: data.get("tls.crt").map_or(&[], Vec::as_slice),
+        tls_key: data.get("tls.key").map(Vec::as_slice),
+        ca_crt: data.get("ca.crt").map(Vec::as_slice),
+    }
 }
 
 /// The facts of a TLS Secret: the leaf, the rest of its chain, the `ca.crt` entries.

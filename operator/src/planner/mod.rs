@@ -13,77 +13,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::{CertificateFacts, Defect, PrivateKeyState};
-use crate::outputs::Clients;
-use crate::rules::{Accepted, CommonNameRule, PresentBy, Rejection, SelectionPolicy, TrustBundle, select};
+pub use crate::revision::{Change, Revision, Stage, State};
+use crate::rules::{Accepted, Clients, CommonNameRule, PresentBy, Rejection, SelectionPolicy, TrustBundle, select};
 use crate::thumbprint::Thumbprint;
 pub use spec::{desired_from_spec, effective_from_status, validate_spec};
 
 /// Service Fabric keeps two thumbprint slots (`thumbprint`, `thumbprintSecondary`);
 /// every revision fits them, so the effective declaration stays in that shape.
 pub const THUMBPRINT_SLOTS: usize = 2;
-
-/// The stage a revision belongs to. Conversion from thumbprint to common name
-/// uses the first three, in order; other changes widen, present, then narrow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum Stage {
-    /// The goal certificate is accepted by thumbprint and then presented.
-    AddSecondary,
-    /// Common names are accepted, then the thumbprints are dropped.
-    SwitchToCommonName,
-    /// The common names are narrowed to the pinned issuers.
-    PinIssuers,
-    /// Validation accepts both the old and the new presented certificate.
-    WidenValidation,
-    /// Members present the new certificate.
-    SwitchPresentation,
-    /// Validation drops what is no longer declared.
-    NarrowValidation,
-    /// No declaration change: a newer acceptable instance is presented.
-    Rollover,
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-/// What a revision changes: never both.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum Change {
-    Validation,
-    Presentation,
-}
-
-/// What members are told at one point: what to present and what to accept.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct State {
-    pub presented: Thumbprint,
-    pub accepted: Accepted,
-}
-
-/// One published (or to be published) state. Revision 0 of a plan is the
-/// effective state; the last is the desired one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Revision {
-    pub revision: u64,
-    pub stage: Option<Stage>,
-    pub change: Option<Change>,
-    pub presented: Thumbprint,
-    pub accepted: Accepted,
-    /// Client allow-lists in force with this revision (validation, like `accepted`).
-    #[serde(default, skip_serializing_if = "Clients::is_empty")]
-    pub clients: Clients,
-}
-
-impl Revision {
-    pub fn state(&self) -> State {
-        State {
-            presented: self.presented.clone(),
-            accepted: self.accepted.clone(),
-        }
-    }
-}
 
 /// The declaration's desired end state, validated and normalized.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,6 +152,23 @@ impl From<Defect> for BlockReason {
             Defect::UnsupportedKeySize { .. } => BlockReason::UnsupportedKeySize,
             Defect::SubjectAlternativeNameMismatch => BlockReason::SubjectAlternativeNameMismatch,
         }
+    }
+}
+
+impl BlockReason {
+    /// A mistake in the spec itself: nothing but an edit of the spec can
+    /// clear it, so the controller waits for one instead of looking again.
+    pub fn needs_spec_change(self) -> bool {
+        matches!(
+            self,
+            BlockReason::InvalidThumbprint
+                | BlockReason::InvalidCommonName
+                | BlockReason::DuplicateCommonName
+                | BlockReason::InvalidDeclaration
+                | BlockReason::InvalidDuration
+                | BlockReason::InvalidTemplate
+                | BlockReason::InvalidMembers
+        )
     }
 }
 

@@ -4,9 +4,10 @@
 use super::{BlockReason, Blocked, Desired, Effective, PresentationForm};
 use crate::crd::{
     CertificateCommonNames, CertificateThumbprints, ClusterCertificateDeclarationSpec, EffectiveDeclaration,
+    WORKLOAD_KINDS,
 };
 use crate::duration;
-use crate::rules::{Accepted, CommonNameRule};
+use crate::rules::{Accepted, ClientCommonName, ClientThumbprint, Clients, CommonNameRule};
 use crate::thumbprint::{Thumbprint, ThumbprintError, parse_thumbprint_list};
 
 fn invalid_thumbprint(err: ThumbprintError) -> Blocked {
@@ -92,6 +93,25 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
             }
         }
     }
+    for (index, workload) in spec.members.iter().flat_map(|m| m.workloads.iter()).enumerate() {
+        let field = format!("spec.members.workloads[{index}]");
+        if !WORKLOAD_KINDS.contains(&workload.kind.as_str()) {
+            return Err(Blocked::new(
+                BlockReason::InvalidMembers,
+                format!(
+                    "{field}.kind: {:?} is not one of {}",
+                    workload.kind,
+                    WORKLOAD_KINDS.join(", ")
+                ),
+            ));
+        }
+        if workload.name.is_empty() {
+            return Err(Blocked::new(
+                BlockReason::InvalidMembers,
+                format!("{field}.name: required"),
+            ));
+        }
+    }
     let expressions = spec.members.iter().filter_map(|m| m.pods.as_ref());
     for (index, requirement) in expressions
         .flat_map(|s| s.match_expressions.iter().flatten())
@@ -124,7 +144,7 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
         }
     }
     Ok(Desired {
-        clients: crate::outputs::clients(spec),
+        clients: clients(spec),
         present_by: PresentationForm::of(&accepted),
         accepted,
         selection: upgrade.selection,
@@ -214,4 +234,33 @@ fn common_name<'a>(field: &str, raw: &'a str) -> Result<&'a str, Blocked> {
         return Err(invalid(&format!("{name:?} contains {bad:?}")));
     }
     Ok(name)
+}
+
+/// Client rules of a spec (validated by `desired_from_spec` before use).
+fn clients(spec: &ClusterCertificateDeclarationSpec) -> Clients {
+    let mut thumbprints: Vec<ClientThumbprint> = spec
+        .client_certificate_thumbprints
+        .iter()
+        .filter_map(|c| {
+            Some(ClientThumbprint {
+                thumbprint: Thumbprint::parse("", &c.certificate_thumbprint).ok()?,
+                is_admin: c.is_admin,
+            })
+        })
+        .collect();
+    thumbprints.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
+    let mut common_names: Vec<ClientCommonName> = spec
+        .client_certificate_common_names
+        .iter()
+        .map(|c| ClientCommonName {
+            name: c.certificate_common_name.trim().to_owned(),
+            issuer_thumbprints: parse_thumbprint_list("", &c.certificate_issuer_thumbprint).unwrap_or_default(),
+            is_admin: c.is_admin,
+        })
+        .collect();
+    common_names.sort_by(|a, b| a.name.cmp(&b.name));
+    Clients {
+        thumbprints,
+        common_names,
+    }
 }

@@ -3,7 +3,7 @@ use crate::crd::{
     CertificateCommonNames, CertificateStore, CertificateThumbprints, ClientCertificateThumbprint,
     ClusterCertificateDeclarationSpec, CommonNameDeclaration, UpgradePolicy,
 };
-use crate::outputs::{ClientThumbprint, Clients};
+use crate::rules::{ClientThumbprint, Clients};
 use crate::testing::{facts, tp, ts};
 
 const CN: &str = "cluster.example";

@@ -8,13 +8,13 @@ pub mod issue;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::events::{Event, EventType};
 use jiff::Timestamp;
-use kube::runtime::events::EventType;
 use sha2::Digest as _;
 
 use crate::conditions::{self, Decided};
 use crate::crd::{CertificatePolicySpec, CertificatePolicyStatus, Subject};
-use crate::declaration::Event;
+
 use crate::duration;
 use crate::facts::CertificateFacts;
 

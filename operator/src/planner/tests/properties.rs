@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::outputs::{ClientThumbprint, Clients};
+use crate::rules::{ClientThumbprint, Clients};
 
 const NAMES: [&str; 2] = ["a.example", "b.example"];
 const CAS: [&str; 3] = ["CA1", "CA2", "CA3"];

@@ -1,0 +1,294 @@
+//! The declaration's status in users' terms (DESIGN §7): conditions, the
+//! effective declaration in the Service Fabric shape, and the sentences that
+//! describe a revision. Pure, and deterministic: messages carry fixed figures.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::conditions::Decided;
+use crate::crd::{
+    CertificateCommonNames, CertificateThumbprints, CommonNameDeclaration, EffectiveDeclaration, MembersStatus,
+    PresentingStatus,
+};
+use crate::facts::CertificateFacts;
+use crate::planner::{Blocked, Desired};
+use crate::revision::Revision;
+use crate::rules::Accepted;
+use crate::thumbprint::{Thumbprint, join_thumbprints};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const SECONDARY_ADDED: &str = "SecondaryAdded";
+pub const DECLARATION_SWITCHED: &str = "DeclarationSwitched";
+pub const ISSUERS_PINNED: &str = "IssuersPinned";
+pub const MEMBERS_CONVERGED: &str = "MembersConverged";
+pub const BLOCKED: &str = "Blocked";
+pub const EXPIRING_SOON: &str = "ExpiringSoon";
+pub const SAN_OVERLAP: &str = "SanOverlap";
+
+/// Service Fabric's CertificateExpirySafetyMargin.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Why the next revision is not published now.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Hold {
+    Blocked(Blocked),
+    Paused,
+    WaitingForMembers,
+    Soaking(Duration),
+}
+
+/// One line on a revision: what it changes, what members present and accept.
+pub fn describe(revision: &Revision) -> String {
+    let change = match revision.change {
+        Some(change) => format!("{change:?} revision"),
+        None => "revision".to_owned(),
+    };
+    format!(
+        "{change} {}: present {}, accept {}",
+        revision.revision,
+        revision.presented,
+        describe_accepted(&revision.accepted)
+    )
+}
+
+fn describe_accepted(accepted: &Accepted) -> String {
+    let mut parts: Vec<String> = accepted.thumbprints.iter().map(|t| format!("thumbprint {t}")).collect();
+    parts.extend(accepted.common_names.iter().map(|rule| {
+        if rule.is_pinned() {
+            format!("{} from {}", rule.name, join_thumbprints(&rule.issuer_thumbprints))
+        } else {
+            format!("{} (trust bundle)", rule.name)
+        }
+    }));
+    parts.join(", ")
+}
+
+/// Key Vault's link-on-renewal hazard: a certificate whose DNS SANs include
+/// all of another's (of a different common name) would redirect it. Pairs are
+/// reported once, smaller SAN list first, sorted, so the message is stable.
+pub fn san_overlap(instances: &[CertificateFacts]) -> Decided {
+    use std::collections::BTreeSet;
+    let sans =
+        |f: &CertificateFacts| -> BTreeSet<String> { f.dns_names.iter().map(|d| d.to_ascii_lowercase()).collect() };
+    let cn = |f: &CertificateFacts| f.common_name.clone().unwrap_or_default().to_ascii_lowercase();
+    let mut pairs: Vec<String> = Vec::new();
+    for a in instances {
+        for b in instances {
+            let (sa, sb) = (sans(a), sans(b));
+            let different = cn(a) != cn(b) && a.thumbprint != b.thumbprint;
+            // Equal lists are one pair; report it from the smaller thumbprint.
+            let ordered = sa.len() < sb.len() || (sa == sb && a.thumbprint < b.thumbprint);
+            if different && !sa.is_empty() && sa.is_subset(&sb) && ordered {
+                pairs.push(format!(
+                    "the SANs of {} (CN {}) are all in {} (CN {})",
+                    a.thumbprint,
+                    a.common_name.as_deref().unwrap_or("-"),
+                    b.thumbprint,
+                    b.common_name.as_deref().unwrap_or("-")
+                ));
+            }
+        }
+    }
+    pairs.sort();
+    if pairs.is_empty() {
+        Decided::new(
+            SAN_OVERLAP,
+            false,
+            "NoOverlap",
+            "no store certificate's SANs contain another's",
+        )
+    } else {
+        Decided::new(
+            SAN_OVERLAP,
+            true,
+            SAN_OVERLAP,
+            format!(
+                "{}; a link-on-renewal would redirect one to the other",
+                pairs.join("; ")
+            ),
+        )
+    }
+}
+
+pub fn declared_by(accepted: &Accepted) -> &'static str {
+    match (accepted.thumbprints.is_empty(), accepted.common_names.is_empty()) {
+        (false, true) => "Thumbprint",
+        (true, false) => "CommonName",
+        _ => "ThumbprintAndCommonName",
+    }
+}
+
+/// A revision in the spec's Service Fabric shape (it fits the two slots).
+pub fn effective_declaration(revision: &Revision) -> EffectiveDeclaration {
+    let mut thumbprints = revision.accepted.thumbprints.iter();
+    // The presented thumbprint is the primary when it is declared by thumbprint.
+    let primary = revision
+        .accepted
+        .thumbprints
+        .iter()
+        .find(|t| **t == revision.presented)
+        .or_else(|| thumbprints.next());
+    let secondary = revision.accepted.thumbprints.iter().find(|t| Some(*t) != primary);
+    EffectiveDeclaration {
+        revision: revision.revision,
+        certificate: primary.map(|p| CertificateThumbprints {
+            thumbprint: p.to_string(),
+            thumbprint_secondary: secondary.map(ToString::to_string),
+        }),
+        certificate_common_names: (!revision.accepted.common_names.is_empty()).then(|| CertificateCommonNames {
+            common_names: revision
+                .accepted
+                .common_names
+                .iter()
+                .map(|rule| CommonNameDeclaration {
+                    certificate_common_name: rule.name.clone(),
+                    certificate_issuer_thumbprint: join_thumbprints(&rule.issuer_thumbprints),
+                })
+                .collect(),
+        }),
+        presented: Some(revision.presented.to_string()),
+    }
+}
+
+/// What the conditions are decided from.
+pub(super) struct Facts<'a> {
+    pub hold: Option<&'a Hold>,
+    /// The revision members are told after this reconcile.
+    pub current: Option<&'a Revision>,
+    /// Nothing left to publish after `current`.
+    pub up_to_date: bool,
+    pub members: &'a MembersStatus,
+    pub desired: Option<&'a Desired>,
+    pub goal: Option<&'a Thumbprint>,
+    pub presenting: Option<&'a PresentingStatus>,
+    pub now: Timestamp,
+}
+
+pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
+    let Facts {
+        hold,
+        current,
+        up_to_date,
+        members,
+        desired,
+        goal,
+        presenting,
+        now,
+    } = *facts;
+    let converged = members.converged == members.total;
+    let blocked = match hold {
+        Some(Hold::Blocked(blocked)) => Some(blocked),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    out.push(match blocked {
+        Some(b) => Decided::new(BLOCKED, true, b.reason.to_string(), b.message.clone()),
+        None => Decided::new(BLOCKED, false, "NotBlocked", ""),
+    });
+    let members_message = if members.laggards.is_empty() {
+        format!("{}/{} members acknowledged", members.converged, members.total)
+    } else {
+        format!(
+            "{}/{} members acknowledged; waiting for {}",
+            members.converged,
+            members.total,
+            members.laggards.join(", ")
+        )
+    };
+    out.push(Decided::new(
+        MEMBERS_CONVERGED,
+        converged && current.is_some(),
+        if current.is_none() {
+            "NothingPublished"
+        } else if converged {
+            "Converged"
+        } else {
+            "WaitingForMembers"
+        },
+        members_message.clone(),
+    ));
+    let paused = "spec.upgrade.paused holds the next revision";
+    let (progressing, reason, message) = match (hold, up_to_date) {
+        (Some(Hold::Blocked(b)), _) => (false, b.reason.to_string(), b.message.clone()),
+        (Some(Hold::Paused), _) => (false, "Paused".to_owned(), paused.to_owned()),
+        (_, true) => (
+            false,
+            "UpToDate".to_owned(),
+            "the effective declaration is the desired one".to_owned(),
+        ),
+        (Some(Hold::Soaking(left)), _) => (
+            true,
+            "Soaking".to_owned(),
+            format!("next revision in {}s (minSoak)", left.as_secs()),
+        ),
+        (Some(Hold::WaitingForMembers), _) => (true, "WaitingForMembers".to_owned(), members_message.clone()),
+        (None, false) => (true, "Upgrading".to_owned(), "publishing the next revision".to_owned()),
+    };
+    out.push(Decided::new(PROGRESSING, progressing, reason, message.clone()));
+    let ready = blocked.is_none() && up_to_date && converged && current.is_some();
+    let (reason, message) = if ready {
+        ("Ready".to_owned(), current.map(describe).unwrap_or_default())
+    } else if let Some(b) = blocked {
+        (b.reason.to_string(), b.message.clone())
+    } else if matches!(hold, Some(Hold::Paused)) {
+        ("Paused".to_owned(), paused.to_owned())
+    } else if !up_to_date {
+        ("Upgrading".to_owned(), message)
+    } else {
+        ("WaitingForMembers".to_owned(), members_message)
+    };
+    out.push(Decided::new(READY, ready, reason, message));
+
+    // The conversion's milestones, derived from what members have converged on;
+    // they apply to declarations by common name.
+    if let Some(desired) = desired.filter(|d| !d.accepted.common_names.is_empty()) {
+        let effective = current.filter(|_| converged).map(|c| &c.accepted);
+        let milestone = |type_: &'static str, done: bool, message: String| {
+            if done {
+                Decided::new(type_, true, type_, message)
+            } else {
+                Decided::new(type_, false, "Pending", message)
+            }
+        };
+        let goal_presented = matches!((current, goal), (Some(c), Some(g)) if converged && &c.presented == g);
+        out.push(milestone(
+            SECONDARY_ADDED,
+            goal_presented,
+            goal.map_or_else(String::new, |g| format!("members present the goal certificate {g}")),
+        ));
+        let switched = effective.is_some_and(|e| {
+            !e.common_names.is_empty() && e.thumbprints.is_empty() == desired.accepted.thumbprints.is_empty()
+        });
+        out.push(milestone(
+            DECLARATION_SWITCHED,
+            switched,
+            "members validate by common name as declared".to_owned(),
+        ));
+        let pinned = effective.is_some_and(|e| e.common_names == desired.accepted.common_names);
+        out.push(milestone(
+            ISSUERS_PINNED,
+            pinned,
+            "members accept the declared issuers only".to_owned(),
+        ));
+    }
+
+    let expiring = presenting
+        .and_then(|p| p.not_after)
+        .filter(|not_after| not_after.duration_since(now) < jiff::SignedDuration::from_secs(secs(EXPIRY_MARGIN)));
+    out.push(match expiring {
+        Some(not_after) => Decided::new(
+            EXPIRING_SOON,
+            true,
+            "ExpiringSoon",
+            format!("the presented certificate expires at notAfter={not_after}"),
+        ),
+        None => Decided::new(EXPIRING_SOON, false, "NotExpiring", ""),
+    });
+    out
+}
+
+pub(super) fn secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}

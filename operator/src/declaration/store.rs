@@ -1,0 +1,393 @@
+//! A declaration's store (DESIGN §1: a node's certificate store) from what
+//! the shell read: each ObservedCertificate the spec names, its `-store`
+//! Secret, and the object `spec.trustBundle` names. Pure: every reason the
+//! store cannot be had is a [`Blocked`] naming the field.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+use crate::crd::{ClusterCertificateDeclarationSpec, ObservedCertificate, TrustBundleSource};
+use crate::facts::{CertificateFacts, PrivateKeyState, inspect, secret_data};
+use crate::observed::{store_keys, stored_instance, unreadable_source};
+use crate::outputs::{PresentedMaterial, is_owned_by, store_name};
+use crate::planner::{BlockReason, Blocked, Store};
+use crate::rules::TrustBundle;
+use crate::thumbprint::Thumbprint;
+
+/// One `spec.store.observedCertificates` entry as read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedInput {
+    pub name: String,
+    pub object: Option<Arc<ObservedCertificate>>,
+    /// Its `<name>-store` Secret, if there is one (owned or not: judged here).
+    pub stored: Option<Arc<Secret>>,
+}
+
+/// The object `spec.trustBundle` names, as read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrustBundleInput {
+    ConfigMap(Option<Arc<ConfigMap>>),
+    Secret(Option<Arc<Secret>>),
+}
+
+/// What the shell read for the store.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreInputs {
+    pub observed: Vec<ObservedInput>,
+    /// `None` when the spec names no trust bundle.
+    pub trust_bundle: Option<TrustBundleInput>,
+}
+
+/// The store's instances with the material to present them, and the trust
+/// bundle's certificates as PEM (for `ca-bundle.crt`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreContents {
+    pub store: Store,
+    pub materials: BTreeMap<Thumbprint, PresentedMaterial>,
+    pub authorities: BTreeMap<Thumbprint, String>,
+}
+
+fn pem_of(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+/// The store of a declaration in `namespace`, or why it cannot be had.
+pub fn assemble(
+    namespace: &str,
+    spec: &ClusterCertificateDeclarationSpec,
+    inputs: &StoreInputs,
+) -> Result<StoreContents, Blocked> {
+    let mut contents = StoreContents::default();
+    for (index, input) in inputs.observed.iter().enumerate() {
+        let (name, field) = (&input.name, format!("spec.store.observedCertificates[{index}]"));
+        let Some(ocert) = &input.object else {
+            return Err(Blocked::new(
+                BlockReason::StoreNotFound,
+                format!("{field}: ObservedCertificate {namespace}/{name} does not exist"),
+            ));
+        };
+        let status = ocert.status.clone().unwrap_or_default();
+        if status.instances.is_empty() {
+            return Err(Blocked::new(
+                BlockReason::StoreNotSynced,
+                format!("{field}: ObservedCertificate {namespace}/{name} has no instances yet"),
+            ));
+        }
+        if let Some((reason, message)) = unreadable_source(&status) {
+            return Err(Blocked::new(
+                BlockReason::StoreNotSynced,
+                format!(
+                    "{field}: ObservedCertificate {namespace}/{name} cannot read its source ({reason}: {message}); holding the upgrade until it can"
+                ),
+            ));
+        }
+        // Only the ObservedCertificate's own `-store` Secret holds its keys.
+        let uid = ocert.metadata.uid.as_deref().unwrap_or_default();
+        let data = input
+            .stored
+            .as_deref()
+            .filter(|s| s.metadata.name.as_deref() == Some(store_name(name).as_str()) && is_owned_by(&s.metadata, uid))
+            .map(secret_data)
+            .unwrap_or_default();
+        for facts in status.instances {
+            match stored_instance(&data, &facts.thumbprint) {
+                Some(Ok(bundle)) => {
+                    for (thumbprint, der) in &bundle.authorities_der {
+                        contents.authorities.insert(thumbprint.clone(), pem_of(der));
+                    }
+                    let text = |key: &String| data.get(key).map(|v| String::from_utf8_lossy(v).into_owned());
+                    let [crt, key, ca] = store_keys(&facts.thumbprint);
+                    if let (Some(tls_crt), Some(tls_key)) = (text(&crt), text(&key)) {
+                        let ca_crt = text(&ca)
+                            .unwrap_or_else(|| bundle.authorities_der.iter().map(|(_, der)| pem_of(der)).collect());
+                        let material = PresentedMaterial {
+                            tls_crt,
+                            tls_key,
+                            ca_crt,
+                        };
+                        contents.materials.insert(facts.thumbprint.clone(), material);
+                    }
+                    contents.store.instances.push(bundle.leaf);
+                }
+                // Recorded but not stored (or unreadable): known, not presentable.
+                _ => contents.store.instances.push(CertificateFacts {
+                    private_key: PrivateKeyState::Missing,
+                    ..facts
+                }),
+            }
+        }
+    }
+    if let Some(source) = &spec.trust_bundle {
+        let roots = trust_bundle(namespace, source, inputs.trust_bundle.as_ref())?;
+        contents.authorities.extend(roots);
+    }
+    contents.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
+    contents.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
+    contents.store.trust = TrustBundle::new(contents.authorities.keys().cloned());
+    Ok(contents)
+}
+
+/// The key of `spec.trustBundle`'s object that holds the bundle.
+pub fn trust_bundle_key(source: &TrustBundleSource) -> String {
+    let reference = source.config_map_ref.as_ref().or(source.secret_ref.as_ref());
+    reference
+        .and_then(|r| r.key.clone())
+        .unwrap_or_else(|| "ca.crt".to_owned())
+}
+
+fn trust_bundle(
+    namespace: &str,
+    source: &TrustBundleSource,
+    input: Option<&TrustBundleInput>,
+) -> Result<Vec<(Thumbprint, String)>, Blocked> {
+    let blocked = |what: String| Blocked::new(BlockReason::StoreNotFound, format!("spec.trustBundle: {what}"));
+    let key = trust_bundle_key(source);
+    let (what, bytes) = match (input, &source.config_map_ref, &source.secret_ref) {
+        (Some(TrustBundleInput::ConfigMap(map)), Some(r), _) => (
+            format!("ConfigMap {namespace}/{}", r.name),
+            map.as_ref()
+                .map(|m| m.data.as_ref().and_then(|d| d.get(&key)).map(|v| v.as_bytes().to_vec())),
+        ),
+        (Some(TrustBundleInput::Secret(secret)), None, Some(r)) => (
+            format!("Secret {namespace}/{}", r.name),
+            secret.as_ref().map(|s| secret_data(s).remove(&key)),
+        ),
+        _ => return Err(blocked("set configMapRef or secretRef".to_owned())),
+    };
+    let bytes = match bytes {
+        None => return Err(blocked(format!("{what} does not exist"))),
+        Some(None) => return Err(blocked(format!("{what} has no key {key:?}"))),
+        Some(Some(bytes)) => bytes,
+    };
+    trust_bundle_certificates(&bytes).map_err(|err| blocked(format!("{what} key {key:?}: {err}")))
+}
+
+/// The certificates of a trust bundle, each with its PEM block.
+pub fn trust_bundle_certificates(bytes: &[u8]) -> Result<Vec<(Thumbprint, String)>, String> {
+    let blocks = pem::parse_many(bytes).map_err(|err| format!("malformed PEM: {err}"))?;
+    let mut roots = Vec::new();
+    for (index, block) in blocks.iter().filter(|b| b.tag() == "CERTIFICATE").enumerate() {
+        let facts = inspect("", block.contents()).map_err(|err| match err {
+            crate::facts::FactsError::MalformedCertificate { message, .. } => {
+                format!("certificate {index} is not valid DER X.509: {message}")
+            }
+            other => other.to_string(),
+        })?;
+        roots.push((facts[0].thumbprint.clone(), pem_of(block.contents())));
+    }
+    if roots.is_empty() {
+        return Err("no certificate found".to_owned());
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+
+    use super::*;
+    use crate::crd::{KeySelector, ObservedCertificateStatus};
+    use crate::facts::CertificateBundle;
+    use crate::outputs::{MANAGED_BY, MANAGED_BY_LABEL, owner_reference};
+    use crate::testing::{Issued, cert, ts};
+
+    struct Pki {
+        ca: Issued,
+        leaf: Issued,
+    }
+
+    fn pki() -> Pki {
+        let ca = cert("Cluster CA").ca().self_signed();
+        let leaf = cert("cluster.example").dns("cluster.example").signed_by(&ca);
+        Pki { ca, leaf }
+    }
+
+    fn facts_of(pki: &Pki) -> CertificateFacts {
+        let material = crate::facts::TlsMaterial {
+            tls_crt: pki.leaf.pem.as_bytes(),
+            tls_key: None,
+            ca_crt: Some(pki.ca.pem.as_bytes()),
+        };
+        CertificateBundle::from_tls(&material).expect("facts").leaf
+    }
+
+    fn ocert(name: &str, instances: Vec<CertificateFacts>) -> Arc<ObservedCertificate> {
+        let mut ocert = ObservedCertificate::new(name, Default::default());
+        ocert.metadata.namespace = Some("default".into());
+        ocert.metadata.uid = Some(format!("uid-{name}"));
+        ocert.status = Some(ObservedCertificateStatus {
+            instances,
+            ..Default::default()
+        });
+        Arc::new(ocert)
+    }
+
+    /// The `-store` Secret the ObservedCertificate controller writes.
+    fn stored(owner: &ObservedCertificate, pki: &Pki, owned: bool) -> Arc<Secret> {
+        let thumbprint = facts_of(pki).thumbprint;
+        let [crt, key, ca] = store_keys(&thumbprint);
+        let data = BTreeMap::from([
+            (crt, ByteString(pki.leaf.pem.clone().into_bytes())),
+            (key, ByteString(pki.leaf.key_pem().into_bytes())),
+            (ca, ByteString(pki.ca.pem.clone().into_bytes())),
+        ]);
+        let name = owner.metadata.name.clone().unwrap_or_default();
+        Arc::new(Secret {
+            metadata: ObjectMeta {
+                name: Some(store_name(&name)),
+                labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())])),
+                owner_references: owned.then(|| vec![owner_reference(owner)]),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            ..Secret::default()
+        })
+    }
+
+    fn spec(names: &[&str]) -> ClusterCertificateDeclarationSpec {
+        ClusterCertificateDeclarationSpec {
+            store: crate::crd::CertificateStore {
+                observed_certificates: names.iter().map(|n| n.to_string()).collect(),
+            },
+            ..Default::default()
+        }
+    }
+
+    fn input(name: &str, object: Option<Arc<ObservedCertificate>>, stored: Option<Arc<Secret>>) -> ObservedInput {
+        ObservedInput {
+            name: name.into(),
+            object,
+            stored,
+        }
+    }
+
+    #[test]
+    fn an_owned_store_gives_each_instance_its_key_material_and_its_issuers() {
+        let pki = pki();
+        let owner = ocert("a", vec![facts_of(&pki)]);
+        let inputs = StoreInputs {
+            observed: vec![input("a", Some(owner.clone()), Some(stored(&owner, &pki, true)))],
+            trust_bundle: None,
+        };
+        let contents = assemble("default", &spec(&["a"]), &inputs).expect("store");
+        let leaf = &contents.store.instances[0];
+        assert_eq!(leaf.private_key, PrivateKeyState::Matches);
+        let material = &contents.materials[&leaf.thumbprint];
+        assert_eq!(
+            (material.tls_crt.as_str(), material.ca_crt.as_str()),
+            (pki.leaf.pem.as_str(), pki.ca.pem.as_str())
+        );
+        let ca = inspect("ca", &pki.ca.der).unwrap().remove(0);
+        assert!(contents.store.trust.contains(&ca.thumbprint), "the chain's CA");
+        assert_eq!(leaf.issuer_thumbprint.as_ref(), Some(&ca.thumbprint));
+    }
+
+    #[test]
+    fn a_store_secret_someone_else_owns_gives_no_key_material() {
+        let pki = pki();
+        let owner = ocert("a", vec![facts_of(&pki)]);
+        let inputs = StoreInputs {
+            observed: vec![input("a", Some(owner.clone()), Some(stored(&owner, &pki, false)))],
+            trust_bundle: None,
+        };
+        let contents = assemble("default", &spec(&["a"]), &inputs).expect("store");
+        assert_eq!(contents.store.instances[0].private_key, PrivateKeyState::Missing);
+        assert!(contents.materials.is_empty(), "never presented from a foreign Secret");
+    }
+
+    #[test]
+    fn a_missing_unsynced_or_unreadable_observed_certificate_blocks_naming_the_entry() {
+        let pki = pki();
+        let blocked = |inputs: StoreInputs| assemble("default", &spec(&["a", "b"]), &inputs).unwrap_err();
+        let ready = input("a", Some(ocert("a", vec![facts_of(&pki)])), None);
+        let err = blocked(StoreInputs {
+            observed: vec![ready.clone(), input("b", None, None)],
+            trust_bundle: None,
+        });
+        assert_eq!(err.reason, BlockReason::StoreNotFound);
+        assert_eq!(
+            err.message,
+            "spec.store.observedCertificates[1]: ObservedCertificate default/b does not exist"
+        );
+        let err = blocked(StoreInputs {
+            observed: vec![ready.clone(), input("b", Some(ocert("b", Vec::new())), None)],
+            trust_bundle: None,
+        });
+        assert_eq!(err.reason, BlockReason::StoreNotSynced);
+        let mut unreadable = (*ocert("b", vec![facts_of(&pki)])).clone();
+        unreadable.status.as_mut().unwrap().conditions = vec![Condition {
+            type_: "Synced".into(),
+            status: "False".into(),
+            reason: "SecretNotFound".into(),
+            message: "Secret \"src\" not found".into(),
+            last_transition_time: Time(ts("2026-01-01T00:00:00Z")),
+            observed_generation: None,
+        }];
+        let err = blocked(StoreInputs {
+            observed: vec![ready, input("b", Some(Arc::new(unreadable)), None)],
+            trust_bundle: None,
+        });
+        assert_eq!(err.reason, BlockReason::StoreNotSynced);
+        assert!(err.message.contains("(SecretNotFound: "), "{}", err.message);
+    }
+
+    #[test]
+    fn the_trust_bundle_adds_its_roots_or_says_what_is_wrong_with_it() {
+        let pki = pki();
+        let other_root = cert("Other Root").ca().self_signed();
+        let owner = ocert("a", vec![facts_of(&pki)]);
+        let mut with_bundle = spec(&["a"]);
+        with_bundle.trust_bundle = Some(TrustBundleSource {
+            config_map_ref: Some(KeySelector {
+                name: "roots".into(),
+                key: None,
+            }),
+            secret_ref: None,
+        });
+        let map = |data: Option<(&str, String)>| {
+            Some(TrustBundleInput::ConfigMap(Some(Arc::new(ConfigMap {
+                data: data.map(|(k, v)| BTreeMap::from([(k.to_owned(), v)])),
+                ..ConfigMap::default()
+            }))))
+        };
+        let with = |trust_bundle| StoreInputs {
+            observed: vec![input("a", Some(owner.clone()), None)],
+            trust_bundle,
+        };
+        let contents = assemble(
+            "default",
+            &with_bundle,
+            &with(map(Some(("ca.crt", other_root.pem.clone())))),
+        );
+        let root = inspect("root", &other_root.der).unwrap().remove(0);
+        assert!(contents.expect("store").store.trust.contains(&root.thumbprint));
+        for (input, expected) in [
+            (
+                Some(TrustBundleInput::ConfigMap(None)),
+                "spec.trustBundle: ConfigMap default/roots does not exist",
+            ),
+            (
+                map(Some(("other", other_root.pem.clone()))),
+                "spec.trustBundle: ConfigMap default/roots has no key \"ca.crt\"",
+            ),
+            (
+                map(Some((
+                    "ca.crt",
+                    "-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n".to_owned(),
+                ))),
+                "spec.trustBundle: ConfigMap default/roots key \"ca.crt\": certificate 0 is not valid DER X.509: ",
+            ),
+            (
+                map(Some(("ca.crt", "no PEM at all".to_owned()))),
+                "spec.trustBundle: ConfigMap default/roots key \"ca.crt\": no certificate found",
+            ),
+        ] {
+            let err = assemble("default", &with_bundle, &with(input)).unwrap_err();
+            assert_eq!(err.reason, BlockReason::StoreNotFound);
+            assert!(err.message.starts_with(expected), "{}", err.message);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! A revision: what members are told at one point of a staged upgrade (what
+//! to present, what to accept), and the stage and kind of change it belongs
+//! to. The planner makes them, the outputs carry them, the CRD status shows them.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{Accepted, Clients};
+use crate::thumbprint::Thumbprint;
+
+/// The stage a revision belongs to. Conversion from thumbprint to common name
+/// uses the first three, in order; other changes widen, present, then narrow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Stage {
+    /// The goal certificate is accepted by thumbprint and then presented.
+    AddSecondary,
+    /// Common names are accepted, then the thumbprints are dropped.
+    SwitchToCommonName,
+    /// The common names are narrowed to the pinned issuers.
+    PinIssuers,
+    /// Validation accepts both the old and the new presented certificate.
+    WidenValidation,
+    /// Members present the new certificate.
+    SwitchPresentation,
+    /// Validation drops what is no longer declared.
+    NarrowValidation,
+    /// No declaration change: a newer acceptable instance is presented.
+    Rollover,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What a revision changes: never both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Change {
+    Validation,
+    Presentation,
+}
+
+/// What members are told at one point: what to present and what to accept.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct State {
+    pub presented: Thumbprint,
+    pub accepted: Accepted,
+}
+
+/// One published (or to be published) state. Revision 0 of a plan is the
+/// effective state; the last is the desired one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub revision: u64,
+    pub stage: Option<Stage>,
+    pub change: Option<Change>,
+    pub presented: Thumbprint,
+    pub accepted: Accepted,
+    /// Client allow-lists in force with this revision (validation, like `accepted`).
+    #[serde(default, skip_serializing_if = "Clients::is_empty")]
+    pub clients: Clients,
+}
+
+impl Revision {
+    pub fn state(&self) -> State {
+        State {
+            presented: self.presented.clone(),
+            accepted: self.accepted.clone(),
+        }
+    }
+}

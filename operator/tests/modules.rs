@@ -1,0 +1,234 @@
+//! The module graph of `operator/src`: the crate's top-level modules and
+//! which use which (`crate::x` paths, grouped imports included). It must have
+//! no cycles, and the pure core must not reach the I/O shell or the CLI.
+//! Test code (`#[cfg(test)]` modules, `tests.rs` files) is left out: tests
+//! may build their fixtures with any module.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Test support, not part of the graph: every module's tests use it.
+const TEST_SUPPORT: &str = "testing";
+/// The I/O shell and the commands; everything else is the core.
+const SHELL: [&str; 3] = ["controller", "cli", "fuzzing"];
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("operator/src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module a file belongs to (`lib.rs`/`main.rs`: none).
+fn module_of(root: &Path, file: &Path) -> Option<String> {
+    let relative = file.strip_prefix(root).ok()?;
+    let first = relative.components().next()?.as_os_str().to_string_lossy().into_owned();
+    let name = first.trim_end_matches(".rs").to_owned();
+    (name != "lib" && name != "main").then_some(name)
+}
+
+/// Text without comments and without `#[cfg(test)]` modules, so prose and
+/// test fixtures name no edges.
+fn code(text: &str) -> String {
+    let text = text
+        .lines()
+        .map(|line| match line.find("//") {
+            Some(at) if !line[..at].contains('"') => &line[..at],
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        // Up to the end of the item: a `;` (`mod tests;`) or its braces.
+        let mut depth = 0usize;
+        let mut end = rest.len();
+        for (i, c) in rest.char_indices() {
+            match c {
+                ';' if depth == 0 => {
+                    end = i + 1;
+                    break;
+                }
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Files that are test modules of their own.
+fn is_test_file(file: &Path) -> bool {
+    file.file_name().is_some_and(|n| n == "tests.rs") || file.components().any(|c| c.as_os_str() == "tests")
+}
+
+/// Top-level modules named after `crate::` in `text`, in `crate::x` and in
+/// `crate::{x::y, z}` alike.
+fn used_modules(text: &str) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // The group's top-level items, up to its closing brace.
+            let (mut depth, mut item, mut end) = (0usize, String::new(), group.len());
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        end = i;
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        used.extend(first_segment(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                if depth == 0 {
+                    item.push(c);
+                }
+            }
+            used.extend(first_segment(&item));
+            rest = &group[end..];
+        } else {
+            used.extend(first_segment(rest));
+        }
+    }
+    used
+}
+
+fn first_segment(path: &str) -> Option<String> {
+    let name: String = path
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty() && name != "self").then_some(name)
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let Some(module) = module_of(&root, &file) else {
+            continue;
+        };
+        if module == TEST_SUPPORT || is_test_file(file.strip_prefix(&root).unwrap_or(&file)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("source");
+        let uses = graph.entry(module.clone()).or_default();
+        for used in used_modules(&code(&text)) {
+            if used != module && used != TEST_SUPPORT {
+                uses.insert(used);
+            }
+        }
+    }
+    graph
+}
+
+/// A cycle through `start`, if there is one (depth-first).
+fn cycle_from(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option<Vec<String>> {
+    fn visit(
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        start: &str,
+        node: &str,
+        path: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
+        for next in graph.get(node).into_iter().flatten() {
+            if next == start {
+                path.push(next.clone());
+                return true;
+            }
+            if seen.insert(next.clone()) {
+                path.push(next.clone());
+                if visit(graph, start, next, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start.to_owned()];
+    visit(graph, start, start, &mut path, &mut BTreeSet::new()).then_some(path)
+}
+
+#[test]
+fn the_module_graph_has_no_cycles() {
+    let graph = graph();
+    assert!(graph.len() > 10, "the graph was read: {graph:?}");
+    assert!(graph["declaration"].contains("planner"), "edges were read: {graph:?}");
+    let cycles: Vec<String> = graph
+        .keys()
+        .filter_map(|module| cycle_from(&graph, module))
+        .map(|cycle| cycle.join(" -> "))
+        .collect();
+    assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn the_core_uses_neither_the_shell_nor_a_client() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = graph();
+    for (module, uses) in &graph {
+        if SHELL.contains(&module.as_str()) {
+            continue;
+        }
+        let shell: Vec<&String> = uses.iter().filter(|u| SHELL.contains(&u.as_str())).collect();
+        assert!(shell.is_empty(), "the core module {module} uses {shell:?}");
+    }
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    for file in files {
+        let module = module_of(&root, &file).unwrap_or_default();
+        if SHELL.contains(&module.as_str()) || module.is_empty() {
+            continue;
+        }
+        let text = code(&std::fs::read_to_string(&file).expect("source"));
+        for io in [
+            "kube::runtime",
+            "kube::Api",
+            "kube::Client",
+            "tokio::",
+            "Timestamp::now()",
+        ] {
+            assert!(!text.contains(io), "{} (core) uses {io}", file.display());
+        }
+    }
+}
+
+#[test]
+fn grouped_imports_name_their_modules() {
+    let text = "use crate::{facts::{self, Defect}, rules, thumbprint::Thumbprint};\nlet x = crate::names::names_match(a, b);\n#[cfg(test)]\nmod tests {\n    use crate::planner::Plan;\n}\n";
+    assert_eq!(
+        used_modules(&code(text)),
+        ["facts", "names", "rules", "thumbprint"].map(String::from).into()
+    );
+    let mut cyclic = BTreeMap::new();
+    cyclic.insert("a".to_owned(), BTreeSet::from(["b".to_owned()]));
+    cyclic.insert("b".to_owned(), BTreeSet::from(["a".to_owned()]));
+    assert_eq!(cycle_from(&cyclic, "a"), Some(vec!["a".into(), "b".into(), "a".into()]));
+}
