@@ -12,13 +12,15 @@ use kube::Resource;
 use serde::{Deserialize, Serialize};
 
 use crate::crd::ClusterCertificateDeclaration;
-use crate::revision::{Revision, Stage};
+use crate::revision::{Change, Revision, Stage};
 use crate::rules::{Accepted, Clients, CommonNameRule};
 use crate::thumbprint::Thumbprint;
 
 pub const REVISION_ANNOTATION: &str = "certshift.io/revision";
 pub const THUMBPRINT_ANNOTATION: &str = "certshift.io/thumbprint";
 pub const STAGE_ANNOTATION: &str = "certshift.io/stage";
+/// `Validation` or `Presentation`: what the revision changes.
+pub const CHANGE_ANNOTATION: &str = "certshift.io/change";
 /// Written by members (a reload hook or sidecar) on their Pod.
 pub const OBSERVED_REVISION_ANNOTATION: &str = "certshift.io/observed-revision";
 /// On every object the operator creates, with the owner's name.
@@ -203,6 +205,9 @@ pub fn annotations(revision: &Revision) -> BTreeMap<String, String> {
     ]);
     if let Some(stage) = revision.stage {
         annotations.insert(STAGE_ANNOTATION.to_owned(), stage.to_string());
+    }
+    if let Some(change) = revision.change {
+        annotations.insert(CHANGE_ANNOTATION.to_owned(), format!("{change:?}"));
     }
     annotations
 }
@@ -406,6 +411,9 @@ pub fn read_published(
     let stage = annotations
         .get(STAGE_ANNOTATION)
         .and_then(|s| serde_json::from_value::<Stage>(serde_json::Value::String(s.clone())).ok());
+    let change = annotations
+        .get(CHANGE_ANNOTATION)
+        .and_then(|s| serde_json::from_value::<Change>(serde_json::Value::String(s.clone())).ok());
     // Normalize through the constructors so comparisons with planned revisions hold.
     let accepted = Accepted::new(
         rules.accepted.thumbprints,
@@ -418,7 +426,7 @@ pub fn read_published(
     Ok(Revision {
         revision,
         stage,
-        change: None,
+        change,
         presented,
         accepted,
         clients: rules.clients,
@@ -428,7 +436,6 @@ pub fn read_published(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::planner::Change;
     use crate::testing::tp;
 
     #[test]
@@ -451,8 +458,7 @@ mod tests {
         );
         assert_eq!(data["thumbprints.txt"], format!("{},{},{}", tp("A"), tp("G"), tp("Z")));
         let back = read_published(&annotations(&revision), &data).unwrap();
-        assert_eq!(back.state(), revision.state());
-        assert_eq!(back.stage, Some(Stage::SwitchToCommonName));
+        assert_eq!(back, revision, "the whole revision reads back");
     }
 
     #[test]

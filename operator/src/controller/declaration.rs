@@ -4,9 +4,9 @@
 //! apply the decision in order: validation ConfigMap, presentation Secret,
 //! workload stamps, status, events. Nothing is decided here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -21,7 +21,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::remembered::Remembered;
 use super::{Context, Error, Verb, apply_status, drive, kube_err, members, now, publish_events};
-use crate::crd::{ClusterCertificateDeclaration, ObservedCertificate, OutputFormat};
+use crate::crd::{
+    ClusterCertificateDeclaration, ClusterCertificateDeclarationStatus, ObservedCertificate, OutputFormat,
+};
 use crate::declaration::store::{ObservedInput, StoreInputs, TrustBundleInput};
 use crate::declaration::{self, Decision, Effect, MemberInputs, Requeue, World};
 use crate::outputs::{MANAGED_BY, MANAGED_BY_LABEL, presentation_name, store_name, validation_name};
@@ -63,6 +65,7 @@ pub(super) async fn controller(
         ocerts: Remembered::default(),
         secrets: Remembered::default(),
         config_maps: Remembered::default(),
+        written: Mutex::default(),
     });
     let ocert_events = {
         let shell = shell.clone();
@@ -195,6 +198,80 @@ struct Shell {
     secrets: Remembered<Secret>,
     /// The validation ConfigMaps.
     config_maps: Remembered<ConfigMap>,
+    /// The status each declaration was last given, until the cache shows it.
+    written: Mutex<HashMap<String, Written>>,
+}
+
+/// The last status write, by declaration uid: what was written, and the
+/// statuses it superseded that the cache may still show (a few reconciles
+/// can write before the watch brings the first write back).
+struct Written {
+    generation: Option<i64>,
+    superseded: Vec<Option<ClusterCertificateDeclarationStatus>>,
+    after: ClusterCertificateDeclarationStatus,
+}
+
+/// How many superseded statuses are kept: more writes than this before the
+/// watch catches up only cost a repeated write.
+const SUPERSEDED: usize = 4;
+
+impl Shell {
+    /// The declaration as this process last left it. A reconcile can start
+    /// before the watch has brought back the status the previous one wrote;
+    /// deciding on the older status would write it again and repeat its
+    /// events. Only a cached object that shows exactly a status those writes
+    /// replaced is taken for stale; any other change wins.
+    fn current(&self, cached: Arc<ClusterCertificateDeclaration>) -> Arc<ClusterCertificateDeclaration> {
+        let uid = cached.metadata.uid.clone().unwrap_or_default();
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        match written.get(&uid) {
+            Some(w)
+                if w.generation == cached.metadata.generation && w.superseded.contains(&normalized(&cached.status)) =>
+            {
+                let mut current = (*cached).clone();
+                current.status = Some(w.after.clone());
+                Arc::new(current)
+            }
+            Some(_) => {
+                written.remove(&uid);
+                cached
+            }
+            None => cached,
+        }
+    }
+
+    fn wrote(&self, declaration: &ClusterCertificateDeclaration, status: &ClusterCertificateDeclarationStatus) {
+        let uid = declaration.metadata.uid.clone().unwrap_or_default();
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        // Writes chain while the cache lags: the statuses they replaced stay stale.
+        let before = normalized(&declaration.status);
+        let mut superseded = written
+            .remove(&uid)
+            .filter(|w| Some(&w.after) == before.as_ref())
+            .map(|w| w.superseded)
+            .unwrap_or_default();
+        superseded.push(before);
+        if superseded.len() > SUPERSEDED {
+            superseded.remove(0);
+        }
+        written.insert(
+            uid,
+            Written {
+                generation: declaration.metadata.generation,
+                superseded,
+                after: normalized(&Some(status.clone())).unwrap_or_default(),
+            },
+        );
+    }
+}
+
+/// A status as compared: conditions in a canonical order (server-side apply
+/// keeps the order entries were first written in).
+fn normalized(status: &Option<ClusterCertificateDeclarationStatus>) -> Option<ClusterCertificateDeclarationStatus> {
+    status.clone().map(|mut status| {
+        status.conditions = crate::conditions::sorted(&status.conditions);
+        status
+    })
 }
 
 /// `name` as remembered, or read from the API server (and remembered).
@@ -351,6 +428,7 @@ async fn apply(shell: &Shell, declaration: &ClusterCertificateDeclaration, decis
         Some(status) => {
             debug!(after = %serde_json::to_string(status).unwrap_or_default(), "status changed");
             apply_status(ctx, MANAGER, declaration, status).await?;
+            shell.wrote(declaration, status);
         }
         None => debug!("unchanged"),
     }
@@ -378,6 +456,7 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, shell: Arc<S
     );
     async move {
         ctx.metrics.reconciled(CONTROLLER);
+        let declaration = shell.current(declaration);
         let (mut world, endpoints) = gather(&shell, &declaration).await?;
         // Plan first, probe only the candidate: every endpoint must accept the
         // certificate about to be presented, as a client.

@@ -223,8 +223,12 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
             "Soaking".to_owned(),
             format!("next revision in {}s (minSoak)", left.as_secs()),
         ),
-        (Some(Hold::WaitingForMembers), _) => (true, "WaitingForMembers".to_owned(), members_message.clone()),
-        (None, false) => (true, "Upgrading".to_owned(), "publishing the next revision".to_owned()),
+        // Just published, or published before: the same wait, the same words,
+        // so the look after a publication finds nothing to write.
+        (Some(Hold::WaitingForMembers), _) | (None, false) if !converged => {
+            (true, "WaitingForMembers".to_owned(), members_message.clone())
+        }
+        (_, false) => (true, "Upgrading".to_owned(), "publishing the next revision".to_owned()),
     };
     out.push(Decided::new(PROGRESSING, progressing, reason, message.clone()));
     let ready = blocked.is_none() && up_to_date && converged && current.is_some();

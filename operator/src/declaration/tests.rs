@@ -363,6 +363,20 @@ fn nothing_is_published_until_every_member_acknowledged() {
 }
 
 #[test]
+fn the_look_after_a_publication_finds_nothing_to_write() {
+    let mut c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    c.members.pods = pods(&[Some(1)]);
+    let publication = c.decide();
+    assert_eq!(publication.published.as_ref().map(|r| r.revision), Some(2));
+    c.apply(&publication);
+    // The member has not loaded revision 2 yet; the outputs read back say
+    // what the publication wrote.
+    let again = c.decide();
+    assert_eq!(again.status, None, "the status written with the publication still holds");
+    assert!(again.effects.is_empty() && again.events.is_empty());
+}
+
+#[test]
 fn min_soak_counts_from_the_acknowledgement() {
     let mut c = case(by_name_spec("30s")).published(revision(1, "Old", thumbprint_rules()));
     c.members.pods = pods(&[Some(1)]);

@@ -317,7 +317,7 @@ fn difference(after: &BTreeMap<String, usize>, before: &BTreeMap<String, usize>)
 fn main() {
     let args = args();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")))
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
