@@ -4,6 +4,7 @@
 
 pub mod control_plane;
 pub mod judge;
+pub mod manifests;
 pub mod member;
 pub mod pki;
 
@@ -322,23 +323,6 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
 
 pub fn free_addr() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], control_plane::free_port()))
-}
-
-/// A Pod that plays a member: never scheduled (no kubelet), labelled `labels`
-/// (a YAML flow map such as `{app: member}`).
-pub fn member_pod(name: &str, labels: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {labels}\nspec:\n  containers:\n  - name: app\n    image: example.invalid/member\n"
-    )
-}
-
-/// An example declaration with `spec.members.pods` selecting `labels` and
-/// `minSoak` instead of the example's 5s.
-pub fn with_pod_members(declaration: &str, min_soak: &str, labels: &str) -> String {
-    declaration.replace(
-        "  upgrade:\n    minSoak: 5s\n",
-        &format!("  upgrade:\n    minSoak: {min_soak}\n  members:\n    pods:\n      matchLabels: {labels}\n"),
-    )
 }
 
 /// A member pod reports the revision it loaded, as a workload's sidecar would.

@@ -67,22 +67,15 @@ pub fn leaf_with_key(common_name: &str, start_days: i64, issuer: &Issued, key: O
     )
 }
 
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}\n")).collect()
-}
-
-/// A `kubernetes.io/tls` Secret manifest for `cert`, with `ca` as `ca.crt`.
-pub fn tls_secret(name: &str, cert: &Issued, ca: &Issued) -> String {
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}  ca.crt: |\n{}",
-        indent(&cert.pem),
-        indent(&cert.key.serialize_pem()),
-        indent(&ca.pem)
-    )
-}
-
-pub fn observed(name: &str) -> String {
-    format!(
-        "apiVersion: certshift.io/v1alpha1\nkind: ObservedCertificate\nmetadata:\n  name: {name}\nspec:\n  source:\n    secretRef:\n      name: {name}\n"
+/// A `kubernetes.io/tls` Secret for `cert`, with `ca` as `ca.crt`.
+pub fn tls_secret(name: &str, cert: &Issued, ca: &Issued) -> k8s_openapi::api::core::v1::Secret {
+    crate::manifests::secret(
+        name,
+        Some("kubernetes.io/tls"),
+        &[
+            ("tls.crt", &cert.pem),
+            ("tls.key", &cert.key.serialize_pem()),
+            ("ca.crt", &ca.pem),
+        ],
     )
 }

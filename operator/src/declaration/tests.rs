@@ -372,7 +372,10 @@ fn the_look_after_a_publication_finds_nothing_to_write() {
     // The member has not loaded revision 2 yet; the outputs read back say
     // what the publication wrote.
     let again = c.decide();
-    assert_eq!(again.status, None, "the status written with the publication still holds");
+    assert_eq!(
+        again.status, None,
+        "the status written with the publication still holds"
+    );
     assert!(again.effects.is_empty() && again.events.is_empty());
 }
 

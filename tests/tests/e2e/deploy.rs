@@ -1,0 +1,188 @@
+//! certshift as users deploy it: the process (leader election, health, metrics) and the Helm chart under its RBAC.
+
+use super::*;
+
+pub async fn process_elects_a_leader_and_serves_health_and_metrics(s: Scenario) {
+    use certshift::controller::{LeaderElection, Options};
+    let ns = &s.namespace;
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    apply_yaml(&s.admin, ns, &example("declaration-thumbprint.yaml")).await;
+    let options = |identity: &str, addr| Options {
+        namespace: Some(ns.clone()),
+        leader_election: Some(LeaderElection {
+            namespace: ns.clone(),
+            name: "certshift-leader".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+        }),
+        metrics_addr: Some(addr),
+    };
+    let (leader_addr, standby_addr) = (free_addr(), free_addr());
+    let leader = Operator::start_with(&s.plane, options("replica-a", leader_addr));
+    wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(s.admin.clone(), ns)
+        .get("certshift-leader")
+        .await
+        .expect("the leader Lease");
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-a"));
+
+    // A second replica waits for the lease and is not ready meanwhile.
+    let standby = Operator::start_with(&s.plane, options("replica-b", standby_addr));
+    let (code, _) = eventually("the standby's /readyz", Duration::from_secs(10), || {
+        http_get(standby_addr, "/readyz")
+    })
+    .await;
+    assert_eq!(code, 503, "a standby replica is not ready");
+    assert_eq!(http_get(standby_addr, "/healthz").await.map(|r| r.0), Some(200));
+
+    assert_eq!(http_get(leader_addr, "/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(http_get(leader_addr, "/readyz").await.map(|r| r.0), Some(200));
+    let (code, metrics) = http_get(leader_addr, "/metrics").await.expect("/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "certshift_reconciles_total{controller=\"declaration\"}".to_owned(),
+        "certshift_revisions_published_total 1".to_owned(),
+        format!("certshift_certificate_not_after_seconds{{namespace=\"{ns}\",name=\"cluster-cn\"}} "),
+        "certshift_writes_total{kind=\"ConfigMap\"} 1".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from /metrics:\n{metrics}");
+    }
+    standby.stop().await;
+    leader.stop().await;
+}
+
+/// Whether `user` may `verb` `resource` (in `namespace`, or cluster-wide).
+async fn can(admin: &Client, user: &str, verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> bool {
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{CHART_NAMESPACE}"),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.to_owned()),
+                group: Some(group.to_owned()),
+                resource: Some(resource.to_owned()),
+                namespace: namespace.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviewed = Api::<SubjectAccessReview>::all(admin.clone())
+        .create(&Default::default(), &review)
+        .await
+        .expect("SubjectAccessReview");
+    reviewed.status.expect("review status").allowed
+}
+
+pub async fn chart_rbac_runs_the_conversion_and_never_deletes_secrets(s: Scenario) {
+    use certshift::controller::{LeaderElection, Options};
+    let ns = &s.namespace;
+    let path = std::env::var("CERTSHIFT_CHART_RENDERED").unwrap_or_else(|_| {
+        certshift_e2e::repo_path("target/chart/default.yaml")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let rendered = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+        panic!("{path}: {err}: hack/test.sh renders the chart with Helm's engine (python3 hack/chart.py target/chart)")
+    });
+    assert!(
+        !rendered
+            .lines()
+            .any(|l| l.contains("'*'") || l.contains("\"*\"") || l.trim() == "- '*'"),
+        "no wildcard in the chart's RBAC"
+    );
+    create_namespace(&s.admin, CHART_NAMESPACE).await;
+    apply_rendered(&s.admin, &rendered).await;
+
+    let sa = CHART_SERVICE_ACCOUNT;
+    for (verb, group, resource, namespace, allowed) in [
+        ("delete", "", "secrets", Some(ns.as_str()), false),
+        ("delete", "", "secrets", None, false),
+        ("deletecollection", "", "secrets", Some(ns.as_str()), false),
+        ("delete", "", "configmaps", Some(ns.as_str()), false),
+        (
+            "delete",
+            "certshift.io",
+            "clustercertificatedeclarations",
+            Some(ns.as_str()),
+            false,
+        ),
+        (
+            "update",
+            "certshift.io",
+            "clustercertificatedeclarations",
+            Some(ns.as_str()),
+            false,
+        ),
+        ("get", "", "secrets", Some(ns.as_str()), true),
+        ("watch", "", "secrets", None, true),
+        ("create", "", "secrets", Some(ns.as_str()), true),
+        ("patch", "", "secrets", Some(ns.as_str()), true),
+        (
+            "patch",
+            "certshift.io",
+            "clustercertificatedeclarations/status",
+            Some(ns.as_str()),
+            true,
+        ),
+        ("create", "events.k8s.io", "events", Some(ns.as_str()), true),
+        ("update", "coordination.k8s.io", "leases", Some(CHART_NAMESPACE), true),
+        ("update", "coordination.k8s.io", "leases", Some(ns.as_str()), false),
+    ] {
+        let where_ = namespace.unwrap_or("(cluster)");
+        assert_eq!(
+            can(&s.admin, sa, verb, group, resource, namespace).await,
+            allowed,
+            "{sa} {verb} {group}/{resource} in {where_}"
+        );
+    }
+
+    // The conversion, as the chart's ServiceAccount, with its leader election.
+    let judge = Judge::watch(&s.admin, ns);
+    know_secrets(&judge, &example("store.yaml"));
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    apply_yaml(&s.admin, ns, &example("declaration-thumbprint.yaml")).await;
+    let options = Options {
+        // Scoped to the scenario's namespace so scenarios stay apart; the
+        // chart's ClusterRole is what authorizes it.
+        namespace: Some(ns.clone()),
+        leader_election: Some(LeaderElection {
+            namespace: CHART_NAMESPACE.into(),
+            name: "certshift-leader".into(),
+            identity: "chart-replica".into(),
+            lease_duration: Duration::from_secs(15),
+        }),
+        metrics_addr: None,
+    };
+    let operator = Operator::start_as(&s.plane, CHART_TOKEN, options);
+    wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    apply_yaml(&s.admin, ns, &example("declaration-common-name.yaml")).await;
+    eventually(
+        "the conversion under the chart's RBAC",
+        Duration::from_secs(120),
+        || async {
+            let d = declaration(&s.admin, ns, DECLARATION).await;
+            let status = d.status.clone()?;
+            (is_true(&d, "Ready") && status.declared_by.as_deref() == Some("CommonName")).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        stages_after_first(&judge),
+        [Stage::AddSecondary, Stage::SwitchToCommonName, Stage::PinIssuers]
+    );
+    assert_judged_clean(&judge);
+    let writes = s.plane.writes(sa, ns);
+    assert!(!writes.is_empty(), "the audit log shows the ServiceAccount's writes");
+    assert!(
+        writes.iter().all(|w| !w.starts_with("delete")),
+        "no deletes: {writes:?}"
+    );
+    operator.stop().await;
+    judge.stop();
+}

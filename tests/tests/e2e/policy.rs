@@ -1,0 +1,185 @@
+//! CertificatePolicy: issuing, renewing and checking certificates, wired into a declaration.
+
+use super::*;
+
+/// The policy as the API server has it now.
+pub async fn current_policy(s: &Scenario) -> certshift::crd::CertificatePolicy {
+    Api::<certshift::crd::CertificatePolicy>::namespaced(s.admin.clone(), &s.namespace)
+        .get("cluster")
+        .await
+        .expect("policy")
+}
+
+pub async fn policy_issues_renews_rolls_over_and_an_unpinned_ca_blocks(s: Scenario) {
+    let ns = &s.namespace;
+    let judge = Judge::watch(&s.admin, ns);
+    let ca = pki::ca("policy CA");
+    let rogue = pki::ca("unpinned CA");
+    apply(&s.admin, ns, &ca_secret("cluster-ca", &ca)).await;
+    apply(&s.admin, ns, &ca_secret("other-ca", &rogue)).await;
+    apply(&s.admin, ns, &policy("cluster-tls", "cluster-ca", "90s", 50)).await;
+    let observed = observed_certificate("cluster-tls", "cluster-tls", Some("cluster"));
+    apply(&s.admin, ns, &observed).await;
+    Declaration::example("declaration-common-name.yaml")
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .store(&["cluster-tls"])
+        .apply(&s.admin, ns)
+        .await;
+    let operator = Operator::start(&s.plane, ns);
+
+    let first = wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    let issued = current_policy(&s).await.status.expect("policy status");
+    assert_eq!(issued.revision, 1);
+    let first_thumbprint = issued.current_thumbprint.clone().expect("issued");
+    assert_eq!(first.status.unwrap().presenting.unwrap().thumbprint, first_thumbprint);
+    let renewal_time = issued.renewal_time.expect("renewal time");
+    assert_eq!(
+        renewal_time.as_second() - issued.not_before.unwrap().as_second(),
+        45,
+        "renew at 50% of 90s"
+    );
+    let observed = Api::<certshift::crd::ObservedCertificate>::namespaced(s.admin.clone(), ns)
+        .get("cluster-tls")
+        .await
+        .unwrap();
+    let compliant = observed
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Compliant")
+        .expect("Compliant");
+    assert_eq!(
+        (compliant.status.as_str(), compliant.reason.as_str()),
+        ("True", "Compliant")
+    );
+
+    // Renewal at the lifetime action, rolled over touch-free by the declaration.
+    let renewed = eventually("the renewal to be presented", Duration::from_secs(90), || async {
+        let p = current_policy(&s).await.status?;
+        let d = declaration(&s.admin, ns, DECLARATION).await;
+        let presenting = d.status.as_ref()?.presenting.as_ref()?.thumbprint.clone();
+        (p.revision == 2 && p.current_thumbprint.as_deref() == Some(presenting.as_str()) && is_true(&d, "Ready"))
+            .then_some(p)
+    })
+    .await;
+    let renewed_at = renewed.not_before.unwrap().as_second();
+    assert!(
+        (renewal_time.as_second()..=renewal_time.as_second() + 10).contains(&renewed_at),
+        "renewed at {renewed_at}, due at {renewal_time}"
+    );
+    for reason in ["Issued", "Renewed", "Rollover"] {
+        wait_event(&s.admin, ns, None, reason).await;
+    }
+
+    // The policy moves to a CA that is not pinned: the next certificate is refused.
+    // (A second apart, so it is strictly newer: validity has whole seconds, and
+    // a tie in notBefore and notAfter goes to the smaller thumbprint.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    apply(&s.admin, ns, &policy("cluster-tls", "other-ca", "90s", 50)).await;
+    let blocked = eventually("Blocked/IssuerNotPinned", Duration::from_secs(15), || async {
+        let d = declaration(&s.admin, ns, DECLARATION).await;
+        let blocked = condition(&d, "Blocked")?;
+        (blocked.status == "True" && blocked.reason == "IssuerNotPinned").then_some(d)
+    })
+    .await;
+    assert_eq!(
+        blocked.status.unwrap().presenting.unwrap().thumbprint,
+        renewed.current_thumbprint.unwrap(),
+        "the renewal from the pinned CA stays presented"
+    );
+    assert_ne!(
+        current_policy(&s).await.status.unwrap().current_thumbprint,
+        Some(first_thumbprint)
+    );
+    assert_judged_clean(&judge);
+    assert!(
+        judge.observations().len() >= 2,
+        "at least the first and the rollover revision"
+    );
+    operator.stop().await;
+    judge.stop();
+}
+
+pub async fn policy_failures_back_off_with_bounded_writes(s: Scenario) {
+    let ns = &s.namespace;
+    apply(&s.admin, ns, &policy("cluster-tls", "missing-ca", "90s", 50)).await;
+    let operator = Operator::start(&s.plane, ns);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let status = current_policy(&s).await.status.expect("status");
+    // Attempts at 0s, 5s, 15s (then 35s): three or four in 25s, not one per reconcile.
+    assert!(
+        (3..=4).contains(&status.failed_attempts),
+        "attempts: {}",
+        status.failed_attempts
+    );
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "IssuingFailed")
+    );
+    assert!(ready.message.contains("missing-ca"), "{}", ready.message);
+    let writes = s.plane.writes(OPERATOR_USER, ns);
+    let status_writes = writes
+        .iter()
+        .filter(|w| w.contains("certificatepolicies/cluster/status"))
+        .count();
+    assert!(
+        status_writes <= status.failed_attempts as usize + 1,
+        "status writes {status_writes} for {} attempts: {writes:?}",
+        status.failed_attempts
+    );
+    assert!(
+        !writes.iter().any(|w| w.contains("secrets/")),
+        "no Secret is created: {writes:?}"
+    );
+    println!(
+        "  backoff: {} attempts, {status_writes} status writes, {} writes in all in 25s",
+        status.failed_attempts,
+        writes.len()
+    );
+    operator.stop().await;
+}
+
+pub async fn policy_example_enrolls_like_service_fabric(s: Scenario) {
+    let ns = &s.namespace;
+    apply_yaml(&s.admin, ns, &example("ca.yaml")).await;
+    let policy_example = std::fs::read_to_string(certshift_e2e::repo_path("examples/policy/policy.yaml")).unwrap();
+    apply_yaml(&s.admin, ns, &policy_example).await;
+    let operator = Operator::start(&s.plane, ns);
+    let ready = eventually("the enrolled declaration", Duration::from_secs(60), || async {
+        let d = Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), ns)
+            .get("cluster-issued")
+            .await
+            .ok()?;
+        is_true(&d, "Ready").then_some(d)
+    })
+    .await;
+    let issued = current_policy(&s).await.status.unwrap();
+    assert_eq!(
+        ready.status.unwrap().presenting.unwrap().thumbprint,
+        issued.current_thumbprint.unwrap()
+    );
+    let lifetime = issued.not_after.unwrap().as_second() - issued.not_before.unwrap().as_second();
+    assert_eq!(lifetime, 2880 * 3600, "4 months (120 days)");
+    assert_eq!(
+        issued.renewal_time.unwrap().as_second() - issued.not_before.unwrap().as_second(),
+        lifetime * 75 / 100
+    );
+    let observed = Api::<certshift::crd::ObservedCertificate>::namespaced(s.admin.clone(), ns)
+        .get("cluster-issued")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let facts = &observed.instances[0];
+    assert_eq!((facts.key_algorithm.as_str(), facts.key_size), ("RSA", 2048));
+    assert_eq!(facts.extended_key_usages, ["serverAuth", "clientAuth"]);
+    assert!(
+        observed
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Compliant" && c.status == "True")
+    );
+    operator.stop().await;
+}
