@@ -19,6 +19,10 @@ use crate::thumbprint::Thumbprint;
 pub const REVISION_ANNOTATION: &str = "certshift.io/revision";
 pub const THUMBPRINT_ANNOTATION: &str = "certshift.io/thumbprint";
 pub const STAGE_ANNOTATION: &str = "certshift.io/stage";
+/// On the presentation Secret: ties its `tls.pfx` to the password it was
+/// encrypted with (SHA-256 of the password and the file), so a new password
+/// makes a new file and an unchanged one keeps the salted file as it is.
+pub const PKCS12_DIGEST_ANNOTATION: &str = "certshift.io/pkcs12-digest";
 /// `Validation` or `Presentation`: what the revision changes.
 pub const CHANGE_ANNOTATION: &str = "certshift.io/change";
 /// Written by members (a reload hook or sidecar) on their Pod.
@@ -98,6 +102,16 @@ pub fn format_data(
         }
     }
     Ok(data)
+}
+
+/// The digest [`PKCS12_DIGEST_ANNOTATION`] carries for a file and its password.
+pub fn pkcs12_digest(password: &str, pfx: &[u8]) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(password.as_bytes());
+    hash.update([0]);
+    hash.update(pfx);
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A PKCS#12 file (PBES2/AES-256, HMAC-SHA256) with the key and its chain.

@@ -4,9 +4,9 @@
 //! apply the decision in order: validation ConfigMap, presentation Secret,
 //! workload stamps, status, events. Nothing is decided here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -20,10 +20,9 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::remembered::Remembered;
+use super::written::WrittenStatuses;
 use super::{Context, Error, Verb, apply_status, drive, kube_err, members, now, publish_events};
-use crate::crd::{
-    ClusterCertificateDeclaration, ClusterCertificateDeclarationStatus, ObservedCertificate, OutputFormat,
-};
+use crate::crd::{ClusterCertificateDeclaration, ObservedCertificate, OutputFormat};
 use crate::declaration::store::{ObservedInput, StoreInputs, TrustBundleInput};
 use crate::declaration::{self, Decision, Effect, MemberInputs, Requeue, World};
 use crate::outputs::{MANAGED_BY, MANAGED_BY_LABEL, presentation_name, store_name, validation_name};
@@ -44,7 +43,21 @@ pub(super) async fn controller(
     // revision: the mapper matches labels, the reconcile counts members.
     let (declarations, pods): (Api<ClusterCertificateDeclaration>, Api<PartialObjectMeta<Pod>>) =
         (ctx.watched(), ctx.watched());
-    let controller = super::lean_controller(declarations, super::Trigger::EveryChange);
+    // Deleted declarations leave nothing behind in the written statuses.
+    let written: Arc<WrittenStatuses<ClusterCertificateDeclaration>> = Arc::default();
+    let controller = {
+        let written = written.clone();
+        super::lean_controller_with(
+            declarations,
+            super::Trigger::EveryChange,
+            |_| {},
+            move |event| {
+                if let watcher::Event::Delete(declaration) = event {
+                    written.forget(declaration);
+                }
+            },
+        )
+    };
     let by_store = controller.store();
     let by_members = controller.store();
     let (pod_cache, pod_writer) = reflector::store();
@@ -65,7 +78,7 @@ pub(super) async fn controller(
         ocerts: Remembered::default(),
         secrets: Remembered::default(),
         config_maps: Remembered::default(),
-        written: Mutex::default(),
+        written,
     });
     let ocert_events = {
         let shell = shell.clone();
@@ -198,80 +211,8 @@ struct Shell {
     secrets: Remembered<Secret>,
     /// The validation ConfigMaps.
     config_maps: Remembered<ConfigMap>,
-    /// The status each declaration was last given, until the cache shows it.
-    written: Mutex<HashMap<String, Written>>,
-}
-
-/// The last status write, by declaration uid: what was written, and the
-/// statuses it superseded that the cache may still show (a few reconciles
-/// can write before the watch brings the first write back).
-struct Written {
-    generation: Option<i64>,
-    superseded: Vec<Option<ClusterCertificateDeclarationStatus>>,
-    after: ClusterCertificateDeclarationStatus,
-}
-
-/// How many superseded statuses are kept: more writes than this before the
-/// watch catches up only cost a repeated write.
-const SUPERSEDED: usize = 4;
-
-impl Shell {
-    /// The declaration as this process last left it. A reconcile can start
-    /// before the watch has brought back the status the previous one wrote;
-    /// deciding on the older status would write it again and repeat its
-    /// events. Only a cached object that shows exactly a status those writes
-    /// replaced is taken for stale; any other change wins.
-    fn current(&self, cached: Arc<ClusterCertificateDeclaration>) -> Arc<ClusterCertificateDeclaration> {
-        let uid = cached.metadata.uid.clone().unwrap_or_default();
-        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-        match written.get(&uid) {
-            Some(w)
-                if w.generation == cached.metadata.generation && w.superseded.contains(&normalized(&cached.status)) =>
-            {
-                let mut current = (*cached).clone();
-                current.status = Some(w.after.clone());
-                Arc::new(current)
-            }
-            Some(_) => {
-                written.remove(&uid);
-                cached
-            }
-            None => cached,
-        }
-    }
-
-    fn wrote(&self, declaration: &ClusterCertificateDeclaration, status: &ClusterCertificateDeclarationStatus) {
-        let uid = declaration.metadata.uid.clone().unwrap_or_default();
-        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-        // Writes chain while the cache lags: the statuses they replaced stay stale.
-        let before = normalized(&declaration.status);
-        let mut superseded = written
-            .remove(&uid)
-            .filter(|w| Some(&w.after) == before.as_ref())
-            .map(|w| w.superseded)
-            .unwrap_or_default();
-        superseded.push(before);
-        if superseded.len() > SUPERSEDED {
-            superseded.remove(0);
-        }
-        written.insert(
-            uid,
-            Written {
-                generation: declaration.metadata.generation,
-                superseded,
-                after: normalized(&Some(status.clone())).unwrap_or_default(),
-            },
-        );
-    }
-}
-
-/// A status as compared: conditions in a canonical order (server-side apply
-/// keeps the order entries were first written in).
-fn normalized(status: &Option<ClusterCertificateDeclarationStatus>) -> Option<ClusterCertificateDeclarationStatus> {
-    status.clone().map(|mut status| {
-        status.conditions = crate::conditions::sorted(&status.conditions);
-        status
-    })
+    /// The declaration as its last status write left it, until the watch shows it.
+    written: Arc<WrittenStatuses<ClusterCertificateDeclaration>>,
 }
 
 /// `name` as remembered, or read from the API server (and remembered).
@@ -304,7 +245,7 @@ fn error_policy(_: Arc<ClusterCertificateDeclaration>, err: &Error, shell: Arc<S
 async fn gather(
     shell: &Shell,
     declaration: &Arc<ClusterCertificateDeclaration>,
-) -> Result<(World, Vec<(String, crate::crd::Endpoint)>), Error> {
+) -> Result<(World, Vec<(String, Result<crate::crd::Endpoint, String>)>), Error> {
     let ctx = &shell.ctx;
     let namespace = declaration.namespace().unwrap_or_default();
     let name = declaration.name_any();
@@ -369,9 +310,12 @@ async fn gather(
             members.workloads.push((workload.clone(), object));
         }
         for (label, endpoint) in &endpoints {
-            let presented = super::probe::presented(endpoint).await;
+            let presented = match endpoint {
+                Ok(endpoint) => super::probe::presented(endpoint).await,
+                Err(unresolved) => Err(unresolved.clone()),
+            };
             if let Err(err) = &presented {
-                debug!(endpoint = %endpoint.address, error = %err, "probe");
+                debug!(endpoint = %label, error = %err, "probe");
             }
             members.endpoints.push((label.clone(), presented));
         }
@@ -427,8 +371,8 @@ async fn apply(shell: &Shell, declaration: &ClusterCertificateDeclaration, decis
     match &decision.status {
         Some(status) => {
             debug!(after = %serde_json::to_string(status).unwrap_or_default(), "status changed");
-            apply_status(ctx, MANAGER, declaration, status).await?;
-            shell.wrote(declaration, status);
+            let written = apply_status(ctx, MANAGER, declaration, status).await?;
+            shell.written.wrote(declaration, written);
         }
         None => debug!("unchanged"),
     }
@@ -456,15 +400,17 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, shell: Arc<S
     );
     async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let declaration = shell.current(declaration);
+        let declaration = shell.written.current(declaration);
         let (mut world, endpoints) = gather(&shell, &declaration).await?;
         // Plan first, probe only the candidate: every endpoint must accept the
         // certificate about to be presented, as a client.
         if let Some(preflight) = declaration::preflight(&world) {
             let mut results = Vec::new();
             for (label, endpoint) in &endpoints {
-                let accepted = super::probe::accepts(endpoint, &preflight.material).await;
-                results.push((label.clone(), accepted));
+                if let Ok(endpoint) = endpoint {
+                    let accepted = super::probe::accepts(endpoint, &preflight.material).await;
+                    results.push((label.clone(), accepted));
+                }
             }
             world.preflight = Some(results);
         }

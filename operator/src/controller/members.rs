@@ -98,15 +98,17 @@ pub async fn stamp(ctx: &Context, namespace: &str, workload: &WorkloadReference,
 /// The endpoints to probe, each with a label naming it: `address` ones as
 /// given, `service` ones resolved to every ready address of the Service's
 /// EndpointSlices (discovery.k8s.io/v1, or v1beta1 on servers before 1.21).
+/// A Service with no ready address for the port is a member that has loaded
+/// nothing (a typo must not remove the gate): its entry says why.
 pub async fn endpoints(
     ctx: &Context,
     namespace: &str,
     members: Option<&Members>,
-) -> Result<Vec<(String, Endpoint)>, Error> {
+) -> Result<Vec<(String, Result<Endpoint, String>)>, Error> {
     let mut out = Vec::new();
     for endpoint in members.map(|m| m.endpoints.as_slice()).unwrap_or_default() {
         let Some(service) = &endpoint.service else {
-            out.push((endpoint.address.clone(), endpoint.clone()));
+            out.push((endpoint.address.clone(), Ok(endpoint.clone())));
             continue;
         };
         let selector = format!("kubernetes.io/service-name={}", service.name);
@@ -133,14 +135,29 @@ pub async fn endpoints(
             .server_name
             .clone()
             .unwrap_or_else(|| format!("{}.{namespace}.svc", service.name));
-        for address in slice_addresses(&slices, service) {
+        let addresses = slice_addresses(&slices, service);
+        if addresses.is_empty() {
+            let port = match (&service.port_name, service.port) {
+                (Some(name), _) => format!("port {name:?}"),
+                (None, Some(number)) => format!("port {number}"),
+                (None, None) => "its only port".to_owned(),
+            };
+            out.push((
+                format!("{}/-", service.name),
+                Err(format!(
+                    "Service {namespace}/{} has no ready address for {port}",
+                    service.name
+                )),
+            ));
+        }
+        for address in addresses {
             out.push((
                 format!("{}/{address}", service.name),
-                Endpoint {
+                Ok(Endpoint {
                     address,
                     server_name: Some(server_name.clone()),
                     service: None,
-                },
+                }),
             ));
         }
     }

@@ -11,6 +11,7 @@ pub mod policy;
 pub mod probe;
 mod remembered;
 mod sources;
+mod written;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -86,8 +87,9 @@ impl Context {
     }
 }
 
-/// Server-side applies `status` to `object`'s status subresource.
-async fn apply_status<K>(ctx: &Context, manager: &str, object: &K, status: &impl serde::Serialize) -> Result<(), Error>
+/// Server-side applies `status` to `object`'s status subresource; returns
+/// the object as written (managedFields dropped).
+async fn apply_status<K>(ctx: &Context, manager: &str, object: &K, status: &impl serde::Serialize) -> Result<K, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -100,12 +102,14 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    ctx.api::<K>(&namespace)
+    let mut written = ctx
+        .api::<K>(&namespace)
         .patch_status(&name, &PatchParams::apply(manager).force(), &Patch::Apply(patch))
         .await
         .map_err(kube_err::<K>(Verb::ApplyStatus, &namespace, &name))?;
     ctx.metrics.write(&format!("{}/status", K::kind(&())));
-    Ok(())
+    written.managed_fields_mut().clear();
+    Ok(written)
 }
 
 /// Records the decided events on `object` (failures are logged, not fatal).

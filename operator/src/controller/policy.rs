@@ -79,7 +79,7 @@ async fn write_status(
     if policy.status.is_some() && before == after {
         return Ok(());
     }
-    apply_status(ctx, MANAGER, policy, after).await
+    apply_status(ctx, MANAGER, policy, after).await.map(drop)
 }
 
 async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {

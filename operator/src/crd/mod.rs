@@ -127,6 +127,18 @@ mod tests {
     }
 
     #[test]
+    fn the_workload_kind_enum_is_the_kinds_the_operator_reads() {
+        let crd = ClusterCertificateDeclaration::crd();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let workloads =
+            &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["members"]["properties"]["workloads"];
+        assert_eq!(
+            workloads["items"]["properties"]["kind"]["enum"],
+            serde_json::json!(WORKLOAD_KINDS)
+        );
+    }
+
+    #[test]
     fn declaration_printer_columns_follow_the_design() {
         let crd = ClusterCertificateDeclaration::crd();
         let columns: Vec<String> = crd.spec.versions[0]

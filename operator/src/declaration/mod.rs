@@ -36,7 +36,9 @@ use crate::crd::{
 use crate::duration;
 use crate::events::{Event, EventType};
 use crate::facts::secret_data;
-use crate::outputs::{self, PresentedMaterial, REVISION_ANNOTATION, THUMBPRINT_ANNOTATION, is_owned_by};
+use crate::outputs::{
+    self, PKCS12_DIGEST_ANNOTATION, PresentedMaterial, REVISION_ANNOTATION, THUMBPRINT_ANNOTATION, is_owned_by,
+};
 use crate::planner::{self, BlockReason, Blocked, Desired, Effective};
 use crate::revision::{Change, Revision, Stage};
 use crate::thumbprint::Thumbprint;
@@ -167,23 +169,38 @@ pub fn decide(world: &World) -> Decision {
     // Every endpoint must accept the certificate about to be presented, as a
     // client, before members are told to present it.
     if let Some(revision) = candidate.as_ref().filter(|c| needs_preflight(world, c)) {
-        match &world.preflight {
-            None => {
+        let material = store.is_some_and(|s| s.materials.contains_key(&revision.presented));
+        let refused = world.preflight.as_ref().map(|results| {
+            // Every endpoint must have been probed and have accepted.
+            world.members.endpoints.iter().find_map(|(label, _)| {
+                match results.iter().find(|(probed, _)| probed == label).map(|(_, r)| r) {
+                    Some(Ok(())) => None,
+                    Some(Err(err)) => Some(format!(
+                        "endpoint {label} does not accept {} as a client: {err}",
+                        revision.presented
+                    )),
+                    None => Some(format!(
+                        "endpoint {label} could not be probed with {}",
+                        revision.presented
+                    )),
+                }
+            })
+        });
+        match (material, refused) {
+            // No key to probe with: said by the presentation output below.
+            (false, _) => {}
+            (true, None) => {
                 candidate = None;
                 requeue = Some(ENDPOINT_PROBE_INTERVAL);
             }
-            Some(results) => {
-                if let Some((label, Err(err))) = results.iter().find(|(_, r)| r.is_err()) {
-                    hold = Some(Hold::Blocked(Blocked::new(
-                        BlockReason::PeerRejectsCertificate,
-                        format!(
-                            "endpoint {label} does not accept {} as a client: {err}",
-                            revision.presented
-                        ),
-                    )));
-                    candidate = None;
-                }
+            (true, Some(Some(message))) => {
+                hold = Some(Hold::Blocked(Blocked::new(
+                    BlockReason::PeerRejectsCertificate,
+                    message,
+                )));
+                candidate = None;
             }
+            (true, Some(None)) => {}
         }
     }
 
@@ -207,10 +224,13 @@ pub fn decide(world: &World) -> Decision {
                 }
             }
         }
-        if let (None, Some(published)) = (&candidate, &published)
-            && let Ok(Some(secret)) = presentation_output(world, published, store, password.as_deref())
-        {
-            effects.push(Effect::PublishPresentation(secret));
+        if let (None, Some(published)) = (&candidate, &published) {
+            // The published revision's presentation: repaired after a
+            // restart between two writes, or changed formats.
+            match presentation_output(world, published, store, password.as_deref()) {
+                Ok(secret) => effects.extend(secret.map(Effect::PublishPresentation)),
+                Err(blocked) => hold = Some(Hold::Blocked(blocked)),
+            }
         }
         if let Some(current) = candidate.as_ref().or(published.as_ref()) {
             for (reference, workload) in &world.members.workloads {
@@ -320,7 +340,10 @@ pub fn decide(world: &World) -> Decision {
     let status = (declaration.status.is_none() || status != stored).then_some(status);
 
     let requeue = match (&hold, requeue) {
-        (Some(Hold::Blocked(blocked)), _) if blocked.reason.needs_spec_change() => Requeue::AwaitChange,
+        // Nothing in force to keep an eye on (expiry): wait for the edit.
+        (Some(Hold::Blocked(blocked)), _) if blocked.reason.needs_spec_change() && current.is_none() => {
+            Requeue::AwaitChange
+        }
         (Some(Hold::Blocked(blocked)), _) if blocked.reason == BlockReason::PeerRejectsCertificate => {
             Requeue::After(PEER_RETRY)
         }
@@ -394,12 +417,24 @@ fn next(world: &World) -> Next<'_> {
     let (None, Ok(desired), Some(contents)) = (&blocked_early, &desired, store) else {
         return next;
     };
-    let effective = published.as_ref().map(|p| Effective {
-        clients: Some(p.clients.clone()),
-        revision: p.revision,
-        accepted: p.accepted.clone(),
-        presented: Some(p.presented.clone()),
-    });
+    // What is in force: the published revision; without one (the ConfigMap is
+    // gone or unreadable), what the status last recorded, so that members are
+    // walked from there and never skipped past it.
+    let in_force = declaration
+        .status
+        .as_ref()
+        .and_then(|s| s.effective.as_ref())
+        .filter(|e| e.revision > 0)
+        .and_then(|e| planner::effective_from_status(e).ok());
+    let effective = match &published {
+        Some(p) => Some(Effective {
+            clients: Some(p.clients.clone()),
+            revision: p.revision,
+            accepted: p.accepted.clone(),
+            presented: Some(p.presented.clone()),
+        }),
+        None => in_force,
+    };
     let plan = planner::plan(effective.as_ref(), desired, &contents.store, now);
     next.goal = planner::goal(desired, &contents.store, now)
         .ok()
@@ -410,9 +445,12 @@ fn next(world: &World) -> Next<'_> {
         return next;
     }
     let Some(published) = &published else {
-        // Nothing published yet: the desired state is the first revision.
+        // Nothing published: the first revision is what is in force (or, for a
+        // declaration new to certshift, the desired state), numbered on.
         next.candidate = Some(Revision {
             revision: previous_upgrade.revision + 1,
+            stage: None,
+            change: None,
             ..plan.revisions[0].clone()
         });
         return next;
@@ -427,9 +465,12 @@ fn next(world: &World) -> Next<'_> {
         .published_time
         .filter(|_| previous_upgrade.revision == published.revision)
         .unwrap_or(now);
+    let converged = members.converged == members.total;
     if upgrade.paused {
         next.hold = Some(Hold::Paused);
-    } else if let Some(acknowledged) = acknowledged_time(&previous_upgrade, published.revision, &members, now) {
+    } else if let Some(acknowledged) =
+        acknowledged_time(&previous_upgrade, published.revision, &members, now).filter(|_| converged)
+    {
         let soaked = acknowledged.as_second().saturating_add(secs(min_soak));
         if now.as_second() >= soaked {
             next.candidate = Some(due);
@@ -537,8 +578,23 @@ fn validation_output(
         })?;
         data.extend(rendered);
     }
+    // The API server refuses a larger ConfigMap; say so rather than retry.
+    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > CONFIG_MAP_LIMIT {
+        return Err(Blocked::new(
+            BlockReason::InvalidOutput,
+            format!(
+                "the validation ConfigMap of revision {} would hold {size} bytes (ca-bundle.crt {}, templates included); a ConfigMap holds at most {CONFIG_MAP_LIMIT}",
+                revision.revision,
+                data.get("ca-bundle.crt").map_or(0, String::len)
+            ),
+        ));
+    }
     Ok(outputs::validation_config_map(declaration, revision, data))
 }
+
+/// What kube-apiserver accepts in a ConfigMap's data (1 MiB).
+pub const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
 
 /// The presentation Secret for `revision`, when it differs from the one there.
 /// It changes only with the presented certificate (or the formats asked
@@ -581,29 +637,38 @@ fn presentation_output(
             .map_err(|message| Blocked::new(BlockReason::InvalidOutput, format!("spec.output.formats: {message}")))?;
         data.extend(formats);
         // PKCS#12 encryption is salted: keep the file already written for
-        // this certificate, so an unchanged world makes no write.
-        let unchanged = existing_data
+        // this certificate and this password, so an unchanged world makes no write.
+        let same_material = existing_data
             .as_ref()
             .is_some_and(|d| d.get("tls.crt") == data.get("tls.crt") && d.get("tls.key") == data.get("tls.key"));
-        if let (true, Some(pfx)) = (unchanged, existing_data.as_ref().and_then(|d| d.get("tls.pfx"))) {
+        let existing_pfx = existing_data.as_ref().and_then(|d| d.get("tls.pfx"));
+        if let (true, Some(pfx), Some(password)) =
+            (same_material && data.contains_key("tls.pfx"), existing_pfx, password)
+            && annotation(PKCS12_DIGEST_ANNOTATION) == Some(outputs::pkcs12_digest(password, pfx))
+        {
             data.insert("tls.pfx".to_owned(), pfx.clone());
         }
     }
+    let pkcs12_digest = data
+        .get("tls.pfx")
+        .zip(password)
+        .map(|(pfx, password)| outputs::pkcs12_digest(password, pfx));
     // The revision this certificate was first presented at.
     let since = annotation(REVISION_ANNOTATION)
         .filter(|_| same_certificate)
         .and_then(|r| r.parse().ok())
         .unwrap_or(revision.revision);
-    let annotated = same_certificate && annotation(REVISION_ANNOTATION) == Some(since.to_string());
+    let annotated = same_certificate
+        && annotation(REVISION_ANNOTATION) == Some(since.to_string())
+        && annotation(PKCS12_DIGEST_ANNOTATION) == pkcs12_digest;
     if annotated && existing_data.as_ref() == Some(&data) {
         return Ok(None);
     }
-    Ok(Some(outputs::presentation_secret(
-        declaration,
-        since,
-        &revision.presented,
-        data,
-    )))
+    let mut secret = outputs::presentation_secret(declaration, since, &revision.presented, data);
+    if let (Some(digest), Some(annotations)) = (pkcs12_digest, secret.metadata.annotations.as_mut()) {
+        annotations.insert(PKCS12_DIGEST_ANNOTATION.to_owned(), digest);
+    }
+    Ok(Some(secret))
 }
 
 /// The events of a decision: a Warning when something needs attention, and
@@ -679,19 +744,19 @@ fn duration_or(text: &Option<String>, default: Duration) -> Duration {
         .unwrap_or(default)
 }
 
-/// When every member acknowledged `revision`: kept from status once recorded.
+/// When every member had acknowledged `revision`: kept from status once
+/// recorded, even while a member that came later catches up (a scaled-up or
+/// restarted pod), so the stage is completed, soaked and told once.
 fn acknowledged_time(
     previous: &UpgradeStatus,
     revision: u64,
     members: &MembersStatus,
     now: Timestamp,
 ) -> Option<Timestamp> {
-    if members.converged < members.total {
-        return None;
-    }
     match previous.acknowledged_time {
         Some(time) if previous.revision == revision => Some(time),
-        _ => Some(now),
+        _ if members.converged == members.total => Some(now),
+        _ => None,
     }
 }
 

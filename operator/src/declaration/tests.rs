@@ -926,3 +926,178 @@ fn a_defective_goal_blocks_with_the_defect() {
     assert_eq!(decision.published, None);
     assert_eq!(condition(&c.status(&decision), BLOCKED), ("True", "KeyTooWeak"));
 }
+
+#[test]
+fn formats_added_later_without_a_password_block_the_declaration_in_force() {
+    let mut c = case(pkcs12_spec()).published(revision(1, "Old", thumbprint_rules()));
+    c.declaration.status = Some(c.decide().status.unwrap_or_default());
+    let decision = c.decide();
+    let status = c.status(&decision);
+    assert_eq!(condition(&status, BLOCKED), ("True", "InvalidOutput"));
+    assert!(decision.effects.is_empty());
+    assert_eq!(
+        decision.requeue,
+        Requeue::After(RESYNC),
+        "something is in force: expiry stays watched"
+    );
+}
+
+#[test]
+fn a_presentation_revision_without_key_material_says_so_and_does_not_wait() {
+    let mut c = endpoint_case();
+    c.store.as_mut().unwrap().materials.remove(&tp("G"));
+    assert_eq!(preflight(&c.world()), None, "nothing to probe with");
+    let decision = c.decide();
+    assert_eq!(condition(&c.status(&decision), BLOCKED), ("True", "PrivateKeyMissing"));
+    assert_eq!(decision.published, None);
+}
+
+#[test]
+fn a_member_that_comes_later_neither_repeats_the_completion_nor_is_skipped() {
+    let mut c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    c.members.pods = pods(&[Some(1)]);
+    let publication = c.decide();
+    c.apply(&publication);
+    c.members.pods = pods(&[Some(2)]);
+    let completed = c.decide();
+    assert_eq!(
+        completed.events.len(),
+        0,
+        "revision 2 completes no stage (AddSecondary goes on)"
+    );
+    assert_eq!(completed.published.as_ref().map(|r| r.revision), Some(3));
+    c.apply(&completed);
+    c.members.pods = pods(&[Some(3)]);
+    let stage = c.decide();
+    assert_eq!(
+        stage.events.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
+        [SECONDARY_ADDED]
+    );
+    // Paused after revision 3, so the acknowledgement is what is recorded.
+    c.declaration.spec.upgrade.as_mut().unwrap().paused = true;
+    let paused = c.decide();
+    c.apply(&paused);
+    assert!(c.status(&paused).upgrade.unwrap().acknowledged_time.is_some());
+    // A new pod starts before it has loaded revision 3.
+    c.members.pods = pods(&[Some(3), None]);
+    let lagging = c.decide();
+    assert!(lagging.events.is_empty(), "no second completion");
+    assert!(c.status(&lagging).upgrade.unwrap().acknowledged_time.is_some(), "kept");
+    c.apply(&lagging);
+    c.declaration.spec.upgrade.as_mut().unwrap().paused = false;
+    assert_eq!(c.decide().published, None, "the next revision waits for the new pod");
+    c.members.pods = pods(&[Some(3), Some(3)]);
+    let caught_up = c.decide();
+    assert!(caught_up.events.is_empty());
+    assert_eq!(caught_up.published.map(|r| r.revision), Some(4));
+}
+
+#[test]
+fn a_lost_configmap_republishes_what_is_in_force_not_the_desired_state() {
+    // Revision 3 of the conversion is in force; its ConfigMap is deleted.
+    let mut r3 = revision(3, "G", Accepted::new([tp("Old"), tp("G")], []));
+    r3.stage = Some(Stage::AddSecondary);
+    let mut c = case(by_name_spec("0s")).published(r3);
+    c.members.pods = pods(&[Some(2)]);
+    c.apply(&c.decide());
+    c.validation = None;
+    let decision = c.decide();
+    let republished = decision.published.clone().expect("republished");
+    assert_eq!(republished.revision, 4, "numbered on");
+    assert_eq!(
+        (&republished.presented, &republished.accepted),
+        (&tp("G"), &Accepted::new([tp("Old"), tp("G")], [])),
+        "what was in force, not the desired declaration by common name"
+    );
+}
+
+#[test]
+fn a_validation_configmap_over_the_api_limit_is_invalid_output() {
+    let mut c = case(by_thumbprint_spec());
+    let bundle = "x".repeat(CONFIG_MAP_LIMIT);
+    c.store.as_mut().unwrap().authorities.insert(tp("Big"), bundle);
+    let decision = c.decide();
+    let status = c.status(&decision);
+    assert_eq!(condition(&status, BLOCKED), ("True", "InvalidOutput"));
+    assert!(decision.effects.is_empty() && decision.published.is_none());
+}
+
+#[test]
+fn the_pkcs12_file_follows_its_password_and_its_format() {
+    use crate::testing::cert;
+    let ca = cert("Issuing CA").ca().self_signed();
+    let leaf = cert("old").signed_by(&ca);
+    let mut c = case(pkcs12_spec());
+    let mut store = contents(instances());
+    store.materials.insert(
+        tp("Old"),
+        PresentedMaterial {
+            tls_crt: format!("{}{}", leaf.pem, ca.pem),
+            tls_key: leaf.key_pem(),
+            ca_crt: ca.pem.clone(),
+        },
+    );
+    c.store = Ok(store);
+    let password = |p: &str| {
+        Some(Arc::new(Secret {
+            data: Some(BTreeMap::from([(
+                "password".to_owned(),
+                ByteString(p.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        }))
+    };
+    c.password = password("one");
+    let first = c.decide();
+    c.apply(&first);
+    let pfx = |c: &Case| {
+        c.presentation
+            .as_ref()
+            .unwrap()
+            .data
+            .as_ref()
+            .unwrap()
+            .get("tls.pfx")
+            .cloned()
+    };
+    let written = pfx(&c).expect("tls.pfx");
+    assert!(c.decide().effects.is_empty(), "the salted file is kept");
+    c.password = password("two");
+    let rotated = c.decide();
+    assert_eq!(written_revisions(&rotated), [("presentation", tp("Old").to_string())]);
+    c.apply(&rotated);
+    assert_ne!(pfx(&c), Some(written), "a new password makes a new file");
+    assert!(c.decide().effects.is_empty());
+    c.declaration.spec.output.as_mut().unwrap().formats = vec![OutputFormat::Der];
+    let without = c.decide();
+    c.apply(&without);
+    assert_eq!(pfx(&c), None, "PKCS12 no longer asked for");
+    assert!(
+        c.presentation
+            .as_ref()
+            .unwrap()
+            .data
+            .as_ref()
+            .unwrap()
+            .contains_key("tls.cer")
+    );
+}
+
+#[test]
+fn formats_that_cannot_be_made_for_the_revision_in_force_block_it() {
+    // Revision 1 is in force; PKCS12 is then asked for, and the material
+    // (fake PEM here) cannot be encoded: the repair of the Secret says so.
+    let mut c = case(by_thumbprint_spec()).published(revision(1, "Old", thumbprint_rules()));
+    c.apply(&c.decide());
+    c.declaration.spec = pkcs12_spec();
+    c.password = Some(Arc::new(Secret {
+        data: Some(BTreeMap::from([("password".to_owned(), ByteString(b"s3cret".to_vec()))])),
+        ..Secret::default()
+    }));
+    let decision = c.decide();
+    let status = c.status(&decision);
+    assert_eq!(condition(&status, BLOCKED), ("True", "InvalidOutput"));
+    let message = &status.conditions.iter().find(|c| c.type_ == BLOCKED).unwrap().message;
+    assert!(message.starts_with("spec.output.formats:"), "{message}");
+    assert!(decision.effects.is_empty());
+}

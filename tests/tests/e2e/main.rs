@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         conversion::conversion_walks_the_three_stages_and_idles_without_writes,
         conversion::renewals_roll_over_when_pinned_and_are_refused_when_not,
         conversion::invalid_specs_and_foreign_secrets_publish_nothing,
-        outputs::consumer_templates_render_with_each_revision,
+        outputs::consumer_templates_and_formats_reach_the_outputs_without_rewrites,
         members::members_gate_each_revision_and_min_soak_is_respected,
         members::a_statefulset_rollout_gates_each_revision,
         members::tls_members_acknowledge_by_probe_and_a_rejecting_peer_blocks,

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub async fn consumer_templates_render_with_each_revision(s: Scenario) {
+pub async fn consumer_templates_and_formats_reach_the_outputs_without_rewrites(s: Scenario) {
     let ns = &s.namespace;
     apply_yaml(&s.admin, ns, &example("store.yaml")).await;
     let consumer = std::fs::read_to_string(certshift_e2e::repo_path(
