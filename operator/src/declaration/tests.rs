@@ -1091,7 +1091,10 @@ fn formats_that_cannot_be_made_for_the_revision_in_force_block_it() {
     c.apply(&c.decide());
     c.declaration.spec = pkcs12_spec();
     c.password = Some(Arc::new(Secret {
-        data: Some(BTreeMap::from([("password".to_owned(), ByteString(b"s3cret".to_vec()))])),
+        data: Some(BTreeMap::from([(
+            "password".to_owned(),
+            ByteString(b"s3cret".to_vec()),
+        )])),
         ..Secret::default()
     }));
     let decision = c.decide();
