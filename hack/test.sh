@@ -7,8 +7,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/common.sh
 
-# PKCS#12 output is checked with OpenSSL, an independent implementation.
-command -v openssl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
+# Real third-party programs the tests use: OpenSSL (PKCS#12 output, and
+# `s_server` as a member the probes judge), nginx (a member that checks client
+# certificates after the handshake), curl. nginx is installed without
+# starting its system service (policy-rc.d), and run by the tests on loopback.
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  rm -f /usr/sbin/policy-rc.d
+fi
 
 CERTSHIFT_KUBE_APISERVER="$(hack/kube-apiserver.sh)"
 CERTSHIFT_CHART_RENDERED="$(pwd)/$(hack/chart.sh target/chart)"

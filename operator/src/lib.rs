@@ -5,7 +5,8 @@
 //! reduced to facts), [`rules`] (Service Fabric validation and presentation),
 //! [`revision`], [`crd`] (the API types), [`planner`], [`outputs`] (what members
 //! consume), and the controllers' decisions [`observed`], [`declaration`] and
-//! [`policy`]. [`controller`] is the I/O shell and [`cli`] the commands; both
+//! [`policy`], and [`verifier`] (a revision's rules as rustls verifiers, for
+//! members and applications). [`controller`] is the I/O shell and [`cli`] the commands; both
 //! sit on the core and nothing in the core uses them (`tests/modules.rs`
 //! checks that the module graph has no cycles).
 
@@ -28,6 +29,7 @@ pub mod policy;
 pub mod revision;
 pub mod rules;
 pub mod thumbprint;
+pub mod verifier;
 
 #[cfg(test)]
 pub(crate) mod testing;

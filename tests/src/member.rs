@@ -1,7 +1,9 @@
 //! A member as a real TLS server on loopback: it loads the presentation Secret
 //! and validation ConfigMap of a declaration (polling, as a reload hook would),
 //! presents that certificate, and requires client certificates that the loaded
-//! `rules.json` accepts. One can be told to reject a common name.
+//! `rules.json` accepts. Like ordinary servers, it keeps an accepted
+//! connection open waiting for a request. One can be told to reject a common
+//! name.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -16,7 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -128,9 +130,11 @@ impl Member {
                 let config = current.read().unwrap().as_ref().map(|(_, c)| c.clone());
                 let Some(config) = config else { continue };
                 tokio::spawn(async move {
+                    // As ordinary servers do: keep the connection open,
+                    // waiting for a request, until the client leaves.
                     if let Ok(mut tls) = TlsAcceptor::from(config).accept(tcp).await {
-                        let _ = tls.write_all(b"ok\n").await;
-                        let _ = tls.shutdown().await;
+                        let mut request = Vec::new();
+                        let _ = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut request)).await;
                     }
                 });
             }

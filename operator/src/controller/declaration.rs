@@ -309,7 +309,7 @@ async fn gather(
             let object = members::read_workload(ctx, &namespace, workload).await?;
             members.workloads.push((workload.clone(), object));
         }
-        for (label, endpoint) in &endpoints {
+        let probes = endpoints.iter().map(|(label, endpoint)| async move {
             let presented = match endpoint {
                 Ok(endpoint) => super::probe::presented(endpoint).await,
                 Err(unresolved) => Err(unresolved.clone()),
@@ -317,8 +317,9 @@ async fn gather(
             if let Err(err) = &presented {
                 debug!(endpoint = %label, error = %err, "probe");
             }
-            members.endpoints.push((label.clone(), presented));
-        }
+            (label.clone(), presented)
+        });
+        members.endpoints = futures::future::join_all(probes).await;
     }
     let world = World {
         declaration: declaration.clone(),
@@ -405,14 +406,16 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, shell: Arc<S
         // Plan first, probe only the candidate: every endpoint must accept the
         // certificate about to be presented, as a client.
         if let Some(preflight) = declaration::preflight(&world) {
-            let mut results = Vec::new();
-            for (label, endpoint) in &endpoints {
-                if let Ok(endpoint) = endpoint {
-                    let accepted = super::probe::accepts(endpoint, &preflight.material).await;
-                    results.push((label.clone(), accepted));
-                }
-            }
-            world.preflight = Some(results);
+            let probes = endpoints.iter().filter_map(|(label, endpoint)| {
+                let endpoint = endpoint.as_ref().ok()?;
+                let material = &preflight.material;
+                Some(async move {
+                    let answer = super::probe::accepts(endpoint, material).await;
+                    debug!(endpoint = %label, ?answer, "pre-flight");
+                    (label.clone(), answer.map(drop))
+                })
+            });
+            world.preflight = Some(futures::future::join_all(probes).await);
         }
         let decision = declaration::decide(&world);
         if let Some(stage) = decision.published.as_ref().and_then(|r| r.stage) {

@@ -157,6 +157,7 @@ pub async fn endpoints(
                     address,
                     server_name: Some(server_name.clone()),
                     service: None,
+                    http_get: endpoint.http_get.clone(),
                 }),
             ));
         }

@@ -208,6 +208,20 @@ pub struct Endpoint {
     /// A Service in this namespace: every ready address of its EndpointSlices is a member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceEndpoint>,
+    /// Ask over HTTP after the handshake. Servers that judge a client
+    /// certificate after the handshake (nginx's `ssl_verify_client`, many
+    /// HTTP frameworks) answer a refused one with an HTTP error, not a TLS
+    /// alert: the pre-flight then sends `GET <path>` and takes 400, 403, 495
+    /// and 496 for a refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetProbe>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetProbe {
+    /// The path to request, e.g. `/healthz`.
+    pub path: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

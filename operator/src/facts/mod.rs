@@ -322,6 +322,25 @@ impl CertificateBundle {
     }
 }
 
+/// The facts of a peer's certificate as a TLS handshake delivers it: the
+/// leaf (DER), its direct issuer found (by name and signature) among the
+/// certificates the peer sent and `issuers` (a trust bundle's).
+pub fn peer_facts(
+    leaf: &[u8],
+    sent: &[&[u8]],
+    issuers: &[(Thumbprint, Vec<u8>)],
+) -> Result<CertificateFacts, FactsError> {
+    let parsed = parse_der("peer certificate", 0, leaf)?;
+    let mut candidates: Vec<(Thumbprint, Vec<u8>)> = sent
+        .iter()
+        .map(|der| (Thumbprint::from_digest(&sha1::Sha1::digest(der)), der.to_vec()))
+        .collect();
+    candidates.extend(issuers.iter().cloned());
+    let mut facts = parsed.facts;
+    facts.issuer_thumbprint = find_issuer(leaf, &facts, &candidates);
+    Ok(facts)
+}
+
 /// Facts of every certificate in a PEM or DER file, issuers resolved among them,
 /// and the private key (if the file holds one) matched against the first.
 pub fn inspect(field: &str, bytes: &[u8]) -> Result<Vec<CertificateFacts>, FactsError> {

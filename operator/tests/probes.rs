@@ -1,0 +1,336 @@
+//! The endpoint probes against servers that behave as real ones do: they keep
+//! an accepted connection open waiting for a request, or hang up with or
+//! without `close_notify`, or refuse the client certificate in TLS 1.2 or
+//! TLS 1.3; and against real third-party servers, `openssl s_server` and
+//! nginx (`hack/test.sh` installs both from Debian; these tests fail, never
+//! skip, without them).
+
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certshift::controller::probe::{self, Accepted};
+use certshift::crd::{Endpoint, HttpGetProbe};
+use certshift::outputs::{PresentedMaterial, RulesJson};
+use certshift::rules::{Accepted as Rules, Clients};
+use certshift::verifier::{Identity, Verifier};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+struct Issued {
+    pem: String,
+    key: String,
+    thumbprint: certshift::thumbprint::Thumbprint,
+}
+
+struct Pki {
+    ca: Issued,
+    server: Issued,
+    /// Issued by the CA the servers trust.
+    good: Issued,
+    /// Issued by another CA.
+    bad: Issued,
+    dir: PathBuf,
+}
+
+fn issue(name: &str, ca: Option<(&CertificateParams, &KeyPair)>, is_ca: bool) -> (Issued, CertificateParams, KeyPair) {
+    let mut params = CertificateParams::new(vec![name.to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    if is_ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    }
+    let key = KeyPair::generate().expect("key");
+    let cert = match ca {
+        Some((ca_params, ca_key)) => params.signed_by(&key, &Issuer::from_params(ca_params, ca_key)),
+        None => params.self_signed(&key),
+    }
+    .expect("certificate");
+    use sha1::Digest as _;
+    let issued = Issued {
+        pem: cert.pem(),
+        key: key.serialize_pem(),
+        thumbprint: certshift::thumbprint::Thumbprint::from_digest(&sha1::Sha1::digest(cert.der())),
+    };
+    (issued, params, key)
+}
+
+fn pki() -> Pki {
+    let (ca, ca_params, ca_key) = issue("Members CA", None, true);
+    let (_, other_params, other_key) = issue("Other CA", None, true);
+    let (server, _, _) = issue("localhost", Some((&ca_params, &ca_key)), false);
+    let (good, _, _) = issue("member.example", Some((&ca_params, &ca_key)), false);
+    let (bad, _, _) = issue("member.example", Some((&other_params, &other_key)), false);
+    let dir = std::env::temp_dir().join(format!("certshift-probes-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (name, text) in [
+        ("ca.pem", &ca.pem),
+        ("server.pem", &server.pem),
+        ("server.key", &server.key),
+    ] {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+    Pki {
+        ca,
+        server,
+        good,
+        bad,
+        dir,
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn material(issued: &Issued) -> PresentedMaterial {
+    PresentedMaterial {
+        tls_crt: issued.pem.clone(),
+        tls_key: issued.key.clone(),
+        ca_crt: String::new(),
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn endpoint(port: u16) -> Endpoint {
+    Endpoint {
+        address: format!("127.0.0.1:{port}"),
+        server_name: Some("localhost".to_owned()),
+        ..Endpoint::default()
+    }
+}
+
+/// What a Rust test server does after a handshake it accepted.
+#[derive(Clone, Copy, Debug)]
+enum After {
+    KeepOpen,
+    HangUp,
+    CloseNotify,
+    Data,
+}
+
+/// A rustls server presenting `pki.server`, admitting clients from the
+/// members CA (the certshift verifier, pinned to that CA), in one TLS version.
+async fn rust_server(pki: &Pki, version: &'static rustls::SupportedProtocolVersion, after: After) -> u16 {
+    let rules = RulesJson {
+        revision: 1,
+        presented: None,
+        accepted: Rules::new(
+            [],
+            [certshift::rules::CommonNameRule::new(
+                "member.example",
+                [pki.ca.thumbprint.clone()],
+            )],
+        ),
+        clients: Clients::default(),
+    };
+    let verifier = Arc::new(
+        Verifier::from_outputs(&serde_json::to_vec(&rules).unwrap(), pki.ca.pem.as_bytes()).expect("verifier"),
+    );
+    let identity = Identity::from_pem(pki.server.pem.as_bytes(), pki.server.key.as_bytes()).expect("identity");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[version])
+        .expect("version")
+        .with_client_cert_verifier(verifier.clone())
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .expect("config");
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                match after {
+                    After::KeepOpen => tokio::time::sleep(Duration::from_secs(30)).await,
+                    After::HangUp => drop(tls.into_inner().0),
+                    After::CloseNotify => {
+                        let _ = tls.shutdown().await;
+                    }
+                    After::Data => {
+                        let _ = tls.write_all(b"hello\n").await;
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn servers_that_accept_are_told_from_servers_that_refuse() {
+    let pki = pki();
+    let versions: [(&str, &'static rustls::SupportedProtocolVersion); 2] = [
+        ("TLS 1.2", &rustls::version::TLS12),
+        ("TLS 1.3", &rustls::version::TLS13),
+    ];
+    for (label, version) in versions {
+        for (after, expected) in [
+            (After::KeepOpen, Accepted::Idle),
+            (After::HangUp, Accepted::Eof),
+            (After::CloseNotify, Accepted::CloseNotify),
+            (After::Data, Accepted::Data),
+        ] {
+            let port = rust_server(&pki, version, after).await;
+            let answer = probe::accepts(&endpoint(port), &material(&pki.good)).await;
+            assert_eq!(answer, Ok(expected), "{label}, {after:?}");
+            let presented = probe::presented(&endpoint(port)).await;
+            assert_eq!(presented, Ok(pki.server.thumbprint.clone()), "{label}, {after:?}");
+            let refused = probe::accepts(&endpoint(port), &material(&pki.bad)).await;
+            let err = refused.expect_err("a certificate from another CA is refused");
+            assert!(err.contains("alert"), "{label}, {after:?}: {err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn nothing_listening_and_no_tls_are_errors_not_acceptances() {
+    let pki = pki();
+    let closed = probe::accepts(&endpoint(free_port()), &material(&pki.good)).await;
+    assert!(closed.is_err(), "{closed:?}");
+    // A plain TCP server that answers no TLS at all.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let _ = tcp.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let plain = probe::accepts(&endpoint(port), &material(&pki.good)).await;
+    assert!(plain.is_err(), "{plain:?}");
+}
+
+/// A process killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn program(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{name} is not installed: hack/test.sh installs it from Debian (openssl, nginx-light)");
+}
+
+async fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn openssl_s_server_requiring_a_client_certificate() {
+    let pki = pki();
+    for version in ["-tls1_2", "-tls1_3"] {
+        let port = free_port();
+        let server = Server(
+            Command::new(program("openssl"))
+                .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+                .arg("-cert")
+                .arg(pki.dir.join("server.pem"))
+                .arg("-key")
+                .arg(pki.dir.join("server.key"))
+                .arg("-CAfile")
+                .arg(pki.dir.join("ca.pem"))
+                .args(["-Verify", "2", "-verify_return_error", version])
+                // Its stdin stays open: s_server keeps each connection open.
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("openssl s_server"),
+        );
+        wait_listening(port).await;
+        let answer = probe::accepts(&endpoint(port), &material(&pki.good)).await;
+        assert_eq!(
+            answer,
+            Ok(Accepted::Idle),
+            "{version}: accepted, the connection kept open"
+        );
+        assert_eq!(
+            probe::presented(&endpoint(port)).await,
+            Ok(pki.server.thumbprint.clone()),
+            "{version}"
+        );
+        let refused = probe::accepts(&endpoint(port), &material(&pki.bad)).await;
+        let err = refused.expect_err("refused");
+        assert!(err.contains("alert"), "{version}: {err}");
+        drop(server);
+    }
+}
+
+#[tokio::test]
+async fn nginx_with_ssl_verify_client_refuses_over_http() {
+    let pki = pki();
+    let port = free_port();
+    let dir = &pki.dir;
+    let config = format!(
+        "daemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log info;\nevents {{}}\nhttp {{\n  access_log {dir}/access.log;\n  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {dir}/server.pem; ssl_certificate_key {dir}/server.key;\n    ssl_client_certificate {dir}/ca.pem; ssl_verify_client on;\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+        dir = dir.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), config).unwrap();
+    let server = Server(
+        Command::new(program("nginx"))
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx"),
+    );
+    wait_listening(port).await;
+    assert_eq!(
+        probe::presented(&endpoint(port)).await,
+        Ok(pki.server.thumbprint.clone())
+    );
+    // nginx completes the handshake whatever the client certificate, and
+    // says what it thinks of it at the HTTP level: without `httpGet`, the
+    // pre-flight cannot tell (the reason `httpGet` exists).
+    let silent = probe::accepts(&endpoint(port), &material(&pki.bad)).await;
+    assert_eq!(silent, Ok(Accepted::Idle));
+    let over_http = Endpoint {
+        http_get: Some(HttpGetProbe { path: "/".to_owned() }),
+        ..endpoint(port)
+    };
+    assert_eq!(
+        probe::accepts(&over_http, &material(&pki.good)).await,
+        Ok(Accepted::Http(200))
+    );
+    let refused = probe::accepts(&over_http, &material(&pki.bad)).await;
+    let err = refused.expect_err("refused over HTTP");
+    assert!(err.contains("400"), "{err}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
