@@ -115,8 +115,8 @@ pub struct Decision {
 struct Next<'w> {
     desired: Option<Desired>,
     store: Option<&'w StoreContents>,
-    /// Nothing may be written: an output is someone else's.
-    foreign: bool,
+    /// Nothing may be written: an output is someone else's, or cannot be made.
+    no_writes: bool,
     published: Option<Revision>,
     candidate: Option<Revision>,
     /// Revisions after the candidate (or after the published one).
@@ -152,7 +152,7 @@ pub fn decide(world: &World) -> Decision {
     let Next {
         desired,
         store,
-        foreign,
+        no_writes,
         published,
         mut candidate,
         mut pending,
@@ -207,7 +207,7 @@ pub fn decide(world: &World) -> Decision {
     // The writes: the candidate's outputs, else the published revision's
     // presentation (a restart between two writes) and workload stamps.
     let mut effects = Vec::new();
-    if let (Some(store), false) = (store, foreign) {
+    if let (Some(store), false) = (store, no_writes) {
         if let Some(revision) = &candidate {
             let outputs = validation_output(declaration, revision, store).and_then(|validation| {
                 let presentation = presentation_output(world, revision, store, password.as_deref())?;
@@ -404,12 +404,21 @@ fn next(world: &World) -> Next<'_> {
     let mut next = Next {
         desired: desired.as_ref().ok().cloned(),
         store,
-        foreign: foreign.is_some(),
+        // An output that is someone else's, or one that cannot be made (the
+        // PKCS#12 password): nothing is written.
+        no_writes: foreign.is_some() || password.is_err(),
         published: published.clone(),
         candidate: None,
         pending: Vec::new(),
         hold: blocked_early.clone().map(Hold::Blocked),
-        goal: None,
+        // What members would present by the desired declaration, for the
+        // milestones, whatever holds the upgrade.
+        goal: match (&desired, store) {
+            (Ok(desired), Some(contents)) => planner::goal(desired, &contents.store, now)
+                .ok()
+                .map(|g| g.thumbprint.clone()),
+            _ => None,
+        },
         report,
         password: password.ok().flatten(),
         requeue: None,
@@ -436,9 +445,6 @@ fn next(world: &World) -> Next<'_> {
         None => in_force,
     };
     let plan = planner::plan(effective.as_ref(), desired, &contents.store, now);
-    next.goal = planner::goal(desired, &contents.store, now)
-        .ok()
-        .map(|g| g.thumbprint.clone());
     next.pending = plan.pending().to_vec();
     if let Some(blocked) = plan.blocked {
         next.hold = Some(Hold::Blocked(blocked));

@@ -185,7 +185,7 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
     let mut out = Vec::new();
     out.push(match blocked {
         Some(b) => Decided::new(BLOCKED, true, b.reason.to_string(), b.message.clone()),
-        None => Decided::new(BLOCKED, false, "NotBlocked", ""),
+        None => Decided::new(BLOCKED, false, "NotBlocked", "nothing holds the declaration"),
     });
     let members_message = if members.laggards.is_empty() {
         format!("{}/{} members acknowledged", members.converged, members.total)
@@ -288,7 +288,14 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
             "ExpiringSoon",
             format!("the presented certificate expires at notAfter={not_after}"),
         ),
-        None => Decided::new(EXPIRING_SOON, false, "NotExpiring", ""),
+        None => Decided::new(
+            EXPIRING_SOON,
+            false,
+            "NotExpiring",
+            presenting.and_then(|p| p.not_after).map_or_else(String::new, |at| {
+                format!("the presented certificate is valid until notAfter={at}")
+            }),
+        ),
     });
     out
 }

@@ -49,8 +49,10 @@ pub struct StoreContents {
     pub authorities: BTreeMap<Thumbprint, String>,
 }
 
+/// PEM with LF line endings, as the files it is put beside (`pem` defaults to CRLF).
 fn pem_of(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new("CERTIFICATE", der.to_vec()), config)
 }
 
 /// The store of a declaration in `namespace`, or why it cannot be had.

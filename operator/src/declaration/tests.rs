@@ -1104,3 +1104,23 @@ fn formats_that_cannot_be_made_for_the_revision_in_force_block_it() {
     assert!(message.starts_with("spec.output.formats:"), "{message}");
     assert!(decision.effects.is_empty());
 }
+
+#[test]
+fn a_missing_password_for_the_revision_in_force_is_named_and_keeps_the_milestones() {
+    // The conversion is done; then PKCS12 is asked for with no password Secret.
+    let pinned = Accepted::new([], [CommonNameRule::new("cluster.example", [tp("CA")])]);
+    let mut c = case(by_name_spec("0s")).published(revision(6, "G", pinned));
+    c.apply(&c.decide());
+    c.declaration.spec.output = pkcs12_spec().output;
+    let decision = c.decide();
+    let status = c.status(&decision);
+    let blocked = status.conditions.iter().find(|c| c.type_ == BLOCKED).unwrap();
+    assert_eq!(
+        blocked.message,
+        "spec.output.pkcs12.passwordSecretRef: Secret default/pfx does not exist"
+    );
+    assert!(decision.effects.is_empty(), "nothing written");
+    for milestone in [SECONDARY_ADDED, DECLARATION_SWITCHED, ISSUERS_PINNED] {
+        assert_eq!(condition(&status, milestone).0, "True", "{milestone} stays");
+    }
+}
