@@ -6,10 +6,12 @@
 //! [`revision`], [`crd`] (the API types), [`planner`], [`outputs`] (what members
 //! consume), and the controllers' decisions [`observed`], [`declaration`] and
 //! [`policy`], and [`verifier`] (a revision's rules as rustls verifiers, for
-//! members and applications). [`controller`] is the I/O shell and [`cli`] the commands; both
+//! members and applications). [`controller`] is the operator's I/O shell,
+//! [`agent`] the member side's (`certshift agent`) and [`cli`] the commands; both
 //! sit on the core and nothing in the core uses them (`tests/modules.rs`
 //! checks that the module graph has no cycles).
 
+pub mod agent;
 pub mod cli;
 pub mod conditions;
 pub mod controller;

@@ -50,6 +50,9 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
         output: Format,
     },
+    /// The member side: load each revision from the mounted outputs, proxy or
+    /// reload, and acknowledge it on this Pod (a sidecar; docs/agent.md).
+    Agent(AgentArgs),
     /// Print the facts of the certificates in a PEM/DER file or Secret manifest.
     Inspect {
         /// A file, or `-` for standard input.
@@ -83,6 +86,54 @@ struct RunArgs {
     log_format: LogFormat,
 }
 
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// One `projected` volume holding the presentation Secret and the
+    /// validation ConfigMap (recommended: the kubelet writes both at once).
+    #[arg(long, conflicts_with_all = ["presentation", "validation"], required_unless_present = "presentation")]
+    dir: Option<std::path::PathBuf>,
+    /// The presentation Secret's volume (with --validation).
+    #[arg(long, requires = "validation")]
+    presentation: Option<std::path::PathBuf>,
+    /// The validation ConfigMap's volume (with --presentation).
+    #[arg(long, requires = "presentation")]
+    validation: Option<std::path::PathBuf>,
+    /// `LISTEN=UPSTREAM`: terminate mutual TLS on LISTEN, admit peers by the
+    /// revision's rules, forward to UPSTREAM (the application, on loopback).
+    #[arg(long, value_name = "LISTEN=UPSTREAM")]
+    inbound: Vec<String>,
+    /// `LISTEN=REMOTE`: accept plaintext on LISTEN (loopback), dial REMOTE with
+    /// mutual TLS, verify it by the revision's rules.
+    #[arg(long, value_name = "LISTEN=REMOTE")]
+    outbound: Vec<String>,
+    /// Run this command (`sh -c`) after a revision is on disk; a non-zero exit
+    /// is a failed reload, and the revision is not acknowledged.
+    #[arg(long)]
+    reload_exec: Vec<String>,
+    /// Send this signal (`HUP`, `USR1`…) to --reload-process after a revision is on disk.
+    #[arg(long, requires = "reload_process")]
+    reload_signal: Option<String>,
+    /// The process name (as in /proc/PID/comm) --reload-signal goes to.
+    #[arg(long, requires = "reload_signal")]
+    reload_process: Option<String>,
+    /// The Pod to acknowledge on (default: $POD_NAME, from the downward API).
+    #[arg(long)]
+    pod: Option<String>,
+    /// Its namespace (default: $POD_NAMESPACE).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Do not acknowledge (the member is judged some other way).
+    #[arg(long)]
+    no_ack: bool,
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_addr: std::net::SocketAddr,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -102,13 +153,83 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, St
     kube::Client::try_from(config).map_err(|err| err.to_string())
 }
 
-fn run_operator(args: RunArgs) -> Result<i32, String> {
+fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match args.log_format {
+    match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+fn run_agent(args: AgentArgs) -> Result<i32, String> {
+    use certshift::agent::{Inbound, Options, Outbound, PodRef, Reload, Volumes};
+    init_logs(args.log_format);
+    let pair = |flag: &str, value: &str| -> Result<(std::net::SocketAddr, String), String> {
+        let (listen, to) = value
+            .split_once('=')
+            .ok_or_else(|| format!("--{flag} {value:?}: expected LISTEN=ADDRESS"))?;
+        let listen = listen
+            .parse()
+            .map_err(|err| format!("--{flag} {value:?}: LISTEN {listen:?}: {err}"))?;
+        Ok((listen, to.to_owned()))
+    };
+    let volumes = match (args.dir, args.presentation, args.validation) {
+        (Some(dir), _, _) => Volumes::Projected(dir),
+        (None, Some(presentation), Some(validation)) => Volumes::Separate {
+            presentation,
+            validation,
+        },
+        _ => return Err("give --dir, or --presentation and --validation".to_owned()),
+    };
+    let mut reload: Vec<Reload> = args.reload_exec.into_iter().map(Reload::Exec).collect();
+    if let (Some(signal), Some(process)) = (args.reload_signal, args.reload_process) {
+        reload.push(Reload::Signal { signal, process });
+    }
+    let pod = if args.no_ack {
+        None
+    } else {
+        let name = args.pod.or_else(|| std::env::var("POD_NAME").ok());
+        let namespace = args.namespace.or_else(|| std::env::var("POD_NAMESPACE").ok());
+        match (name, namespace) {
+            (Some(name), Some(namespace)) => Some(PodRef { namespace, name }),
+            _ => {
+                return Err(
+                    "the Pod to acknowledge on: set POD_NAME and POD_NAMESPACE (downward API), or --pod and --namespace, or --no-ack"
+                        .to_owned(),
+                );
+            }
+        }
+    };
+    let options = Options {
+        volumes,
+        inbound: args
+            .inbound
+            .iter()
+            .map(|v| pair("inbound", v).map(|(listen, upstream)| Inbound { listen, upstream }))
+            .collect::<Result<_, _>>()?,
+        outbound: args
+            .outbound
+            .iter()
+            .map(|v| pair("outbound", v).map(|(listen, remote)| Outbound { listen, remote }))
+            .collect::<Result<_, _>>()?,
+        reload,
+        pod,
+        metrics_addr: Some(args.metrics_addr),
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
+    runtime.block_on(async move {
+        let client = match &options.pod {
+            Some(_) => Some(client(args.kubeconfig.as_deref()).await?),
+            None => None,
+        };
+        certshift::agent::run(options, client, shutdown_signal()).await?;
+        Ok(0)
+    })
+}
+
+fn run_operator(args: RunArgs) -> Result<i32, String> {
+    init_logs(args.log_format);
     let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
     runtime.block_on(async move {
         let client = client(args.kubeconfig.as_deref()).await?;
@@ -176,6 +297,7 @@ fn expand(path: &str) -> Vec<Result<String, String>> {
 fn run(cli: Cli) -> Result<i32, String> {
     match cli.command {
         Command::Run(args) => run_operator(args),
+        Command::Agent(args) => run_agent(args),
         Command::Status {
             name,
             namespace,

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// Test support, not part of the graph: every module's tests use it.
 const TEST_SUPPORT: &str = "testing";
-/// The I/O shell and the commands; everything else is the core.
-const SHELL: [&str; 3] = ["controller", "cli", "fuzzing"];
+/// The I/O shells (the operator's, the agent's) and the commands; everything
+/// else is the core.
+const SHELL: [&str; 4] = ["controller", "agent", "cli", "fuzzing"];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("operator/src") {

@@ -114,11 +114,28 @@ impl Metrics {
 
 /// Serves until the process ends; one request per connection.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let ready = metrics.clone();
+    serve_with(
+        listener,
+        move || metrics.render(),
+        move || ready.ready.load(Ordering::SeqCst),
+    )
+    .await;
+}
+
+/// `/metrics` (what `render` says), `/healthz`, and `/readyz` (200 while
+/// `ready` says so, else 503), one request per connection.
+pub async fn serve_with(
+    listener: TcpListener,
+    render: impl Fn() -> String + Send + Sync + 'static,
+    ready: impl Fn() -> bool + Send + Sync + 'static,
+) {
+    let state = Arc::new((render, ready));
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let metrics = metrics.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let mut buffer = [0u8; 1024];
             let Ok(read) = stream.read(&mut buffer).await else {
@@ -126,10 +143,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             };
             let request = String::from_utf8_lossy(&buffer[..read]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (render, ready) = (&state.0, &state.1);
             let (code, body) = match path {
-                "/metrics" => ("200 OK", metrics.render()),
+                "/metrics" => ("200 OK", render()),
                 "/healthz" => ("200 OK", "ok\n".to_owned()),
-                "/readyz" if metrics.ready.load(Ordering::SeqCst) => ("200 OK", "ok\n".to_owned()),
+                "/readyz" if ready() => ("200 OK", "ok\n".to_owned()),
                 "/readyz" => ("503 Service Unavailable", "not ready\n".to_owned()),
                 _ => ("404 Not Found", "not found\n".to_owned()),
             };

@@ -1,0 +1,472 @@
+//! `certshift agent`: the member side, what the Service Fabric runtime is on
+//! each node. A sidecar that follows the presentation Secret and validation
+//! ConfigMap volumes, loads a revision when both agree on it (`load`), then
+//! serves it — proxying with mutual TLS by the revision's rules, and/or
+//! reloading the application — and only then acknowledges it on its own Pod
+//! (`certshift.io/observed-revision`, server-side apply). What cannot be
+//! loaded is said (logs, metrics) and never acknowledged; the last good
+//! revision keeps serving. New handshakes use a new revision at once;
+//! established connections are not cut.
+
+pub mod load;
+mod metrics;
+pub mod volume;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{debug, info, warn};
+
+use crate::outputs::OBSERVED_REVISION_ANNOTATION;
+use crate::verifier::Refusal;
+use load::{Loaded, Outcome, Snapshot};
+pub use metrics::Metrics;
+
+/// The field manager of the acknowledgements.
+pub const MANAGER: &str = "certshift-agent";
+/// How often the volumes are read again without a filesystem event.
+pub const RESYNC: Duration = Duration::from_secs(2);
+
+/// Where the revisions come from.
+#[derive(Clone, Debug)]
+pub enum Volumes {
+    /// One `projected` volume holding both (recommended: the kubelet writes
+    /// both halves of a revision together).
+    Projected(PathBuf),
+    Separate {
+        presentation: PathBuf,
+        validation: PathBuf,
+    },
+}
+
+impl Volumes {
+    fn dirs(&self) -> Vec<&PathBuf> {
+        match self {
+            Volumes::Projected(dir) => vec![dir],
+            Volumes::Separate {
+                presentation,
+                validation,
+            } => vec![presentation, validation],
+        }
+    }
+
+    fn read(&self) -> std::io::Result<Snapshot> {
+        Ok(match self {
+            Volumes::Projected(dir) => {
+                let files = volume::read(dir)?;
+                Snapshot {
+                    presentation: files.clone(),
+                    validation: files,
+                }
+            }
+            Volumes::Separate {
+                presentation,
+                validation,
+            } => Snapshot {
+                presentation: volume::read(presentation)?,
+                validation: volume::read(validation)?,
+            },
+        })
+    }
+}
+
+/// `--inbound LISTEN=UPSTREAM`: terminate mutual TLS, forward in plaintext.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub listen: SocketAddr,
+    pub upstream: String,
+}
+
+/// `--outbound LISTEN=REMOTE`: accept plaintext, dial REMOTE with mutual TLS.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    pub listen: SocketAddr,
+    pub remote: String,
+}
+
+/// How the application learns of a new revision, in reload mode.
+#[derive(Clone, Debug)]
+pub enum Reload {
+    /// Run a command (`sh -c`); a non-zero exit is a failed reload.
+    Exec(String),
+    /// Send a signal (`HUP`, `USR1`, …) to the processes named so (a
+    /// shared process namespace).
+    Signal { signal: String, process: String },
+}
+
+/// The pod the agent acknowledges on.
+#[derive(Clone, Debug)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub volumes: Volumes,
+    pub inbound: Vec<Inbound>,
+    pub outbound: Vec<Outbound>,
+    pub reload: Vec<Reload>,
+    /// `None`: no acknowledgement (a member judged some other way).
+    pub pod: Option<PodRef>,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The revision being served, shared by the proxies.
+#[derive(Default)]
+struct Serving(RwLock<Option<Arc<Loaded>>>);
+
+impl Serving {
+    fn get(&self) -> Option<Arc<Loaded>> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, loaded: Arc<Loaded>) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(loaded);
+    }
+}
+
+/// Runs until `shutdown` resolves. `client` (for acknowledgements) may be
+/// `None` when `options.pod` is.
+pub async fn run(
+    options: Options,
+    client: Option<Client>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::default());
+    let serving = Arc::new(Serving::default());
+    let mut tasks = Vec::new();
+    if let Some(addr) = options.metrics_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|err| format!("binding {addr}: {err}"))?;
+        info!(%addr, "serving /metrics, /healthz and /readyz");
+        let metrics = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            let ready = metrics.clone();
+            crate::controller::metrics::serve_with(listener, move || metrics.render(), move || ready.is_ready()).await;
+        }));
+    }
+    for inbound in &options.inbound {
+        let listener = TcpListener::bind(inbound.listen)
+            .await
+            .map_err(|err| format!("--inbound {}: {err}", inbound.listen))?;
+        info!(listen = %inbound.listen, upstream = %inbound.upstream, "inbound proxy");
+        tasks.push(tokio::spawn(serve_inbound(
+            listener,
+            inbound.upstream.clone(),
+            serving.clone(),
+            metrics.clone(),
+        )));
+    }
+    for outbound in &options.outbound {
+        let listener = TcpListener::bind(outbound.listen)
+            .await
+            .map_err(|err| format!("--outbound {}: {err}", outbound.listen))?;
+        info!(listen = %outbound.listen, remote = %outbound.remote, "outbound proxy");
+        tasks.push(tokio::spawn(serve_outbound(
+            listener,
+            outbound.remote.clone(),
+            serving.clone(),
+            metrics.clone(),
+        )));
+    }
+    let (acknowledge, acknowledged) = tokio::sync::watch::channel(0u64);
+    if let (Some(pod), Some(client)) = (options.pod.clone(), client) {
+        tasks.push(tokio::spawn(acknowledge_loop(
+            client,
+            pod,
+            acknowledged,
+            metrics.clone(),
+        )));
+    }
+    let follow = follow(options, serving, metrics, acknowledge);
+    tokio::select! {
+        outcome = follow => outcome?,
+        () = shutdown => info!("shutting down"),
+    }
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
+}
+
+/// Follows the volumes: loads each new revision, reloads, acknowledges.
+async fn follow(
+    options: Options,
+    serving: Arc<Serving>,
+    metrics: Arc<Metrics>,
+    acknowledge: tokio::sync::watch::Sender<u64>,
+) -> Result<(), String> {
+    let inotify = inotify::Inotify::init().map_err(|err| format!("inotify: {err}"))?;
+    let mask = inotify::WatchMask::CREATE
+        | inotify::WatchMask::MOVED_TO
+        | inotify::WatchMask::MODIFY
+        | inotify::WatchMask::DELETE
+        | inotify::WatchMask::CLOSE_WRITE
+        | inotify::WatchMask::ATTRIB;
+    for dir in options.volumes.dirs() {
+        // A volume not mounted yet is read again on the next resync.
+        if let Err(err) = inotify.watches().add(dir, mask) {
+            warn!(dir = %dir.display(), error = %err, "cannot watch the volume; reading it every {}s", RESYNC.as_secs());
+        }
+    }
+    let mut buffer = vec![0u8; 4096];
+    let mut events = inotify
+        .into_event_stream(&mut buffer)
+        .map_err(|err| format!("inotify: {err}"))?;
+    let mut resync = tokio::time::interval(RESYNC);
+    let mut last_said: Option<String> = None;
+    // A revision loaded whose reload failed: tried again on every look.
+    let mut pending_reload: Option<Arc<Loaded>> = None;
+    loop {
+        let snapshot = options.volumes.read();
+        let loaded = serving.get().map(|l| l.revision);
+        let outcome = match snapshot {
+            Ok(snapshot) => load::judge(&snapshot, loaded, Timestamp::now()),
+            Err(err) => Outcome::Waiting(format!("reading the volumes: {err}")),
+        };
+        let mut say = |message: String, invalid: bool| {
+            if last_said.as_ref() != Some(&message) {
+                if invalid {
+                    warn!(
+                        "{message}; serving revision {}",
+                        loaded.map_or("none".to_owned(), |r| r.to_string())
+                    );
+                } else {
+                    debug!("{message}");
+                }
+                last_said = Some(message);
+            }
+        };
+        match outcome {
+            Outcome::Load(new) => {
+                let new: Arc<Loaded> = Arc::from(new);
+                info!(revision = new.revision, presented = %new.presented, "loaded");
+                // Proxies take the new revision for their next handshakes.
+                serving.set(new.clone());
+                metrics.loaded(new.revision);
+                pending_reload = Some(new);
+            }
+            Outcome::Invalid { reason, message } => {
+                metrics.load_error(reason);
+                say(format!("{reason}: {message}"), true);
+            }
+            Outcome::Older { revision, loaded } => {
+                metrics.load_error("OlderRevision");
+                say(
+                    format!("revision {revision} is older than revision {loaded}, which is served"),
+                    true,
+                );
+            }
+            Outcome::Waiting(why) => say(why, false),
+            Outcome::Same => {}
+        }
+        if let Some(loaded) = pending_reload.clone() {
+            match reload_all(&options.reload, loaded.revision).await {
+                Ok(()) => {
+                    if !options.reload.is_empty() {
+                        metrics.reload(true);
+                    }
+                    pending_reload = None;
+                    // Never more than what is loaded (and reloaded).
+                    acknowledge.send_replace(loaded.revision);
+                }
+                Err(err) => {
+                    metrics.reload(false);
+                    warn!(revision = loaded.revision, error = %err, "reload failed; not acknowledged");
+                }
+            }
+        }
+        tokio::select! {
+            _ = events.next() => {
+                // Let a burst of events (one payload swap) settle.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ = resync.tick() => {}
+        }
+    }
+}
+
+async fn reload_all(reloads: &[Reload], revision: u64) -> Result<(), String> {
+    for reload in reloads {
+        match reload {
+            Reload::Exec(command) => {
+                let status = tokio::time::timeout(
+                    Duration::from_secs(60),
+                    tokio::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(command)
+                        .env("CERTSHIFT_REVISION", revision.to_string())
+                        .status(),
+                )
+                .await
+                .map_err(|_| format!("{command:?} did not finish within 60s"))?
+                .map_err(|err| format!("{command:?}: {err}"))?;
+                if !status.success() {
+                    return Err(format!("{command:?} exited with {status}"));
+                }
+            }
+            Reload::Signal { signal, process } => {
+                let pids = processes_named(process);
+                if pids.is_empty() {
+                    return Err(format!("no process named {process:?} to send SIG{signal} to"));
+                }
+                for pid in pids {
+                    let status = tokio::process::Command::new("kill")
+                        .arg("-s")
+                        .arg(signal)
+                        .arg(pid.to_string())
+                        .status()
+                        .await
+                        .map_err(|err| format!("kill -s {signal} {pid}: {err}"))?;
+                    if !status.success() {
+                        return Err(format!("kill -s {signal} {pid} exited with {status}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Processes whose name (`/proc/<pid>/comm`) is `name`.
+fn processes_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == name))
+        .collect()
+}
+
+/// Sets `certshift.io/observed-revision` on the agent's Pod to the newest
+/// revision loaded, retrying with backoff while the API server is away.
+async fn acknowledge_loop(
+    client: Client,
+    pod: PodRef,
+    mut revision: tokio::sync::watch::Receiver<u64>,
+    metrics: Arc<Metrics>,
+) {
+    let pods: Api<Pod> = Api::namespaced(client, &pod.namespace);
+    let params = PatchParams::apply(MANAGER).force();
+    let mut acknowledged = 0;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let target = *revision.borrow_and_update();
+        if target > acknowledged {
+            let patch = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod.name, "annotations": {OBSERVED_REVISION_ANNOTATION: target.to_string()}},
+            });
+            match pods.patch(&pod.name, &params, &Patch::Apply(&patch)).await {
+                Ok(_) => {
+                    info!(revision = target, "acknowledged");
+                    metrics.acknowledged(true);
+                    acknowledged = target;
+                    backoff = Duration::from_millis(500);
+                }
+                Err(err) => {
+                    metrics.acknowledged(false);
+                    warn!(revision = target, error = %err, "acknowledging; retrying in {}ms", backoff.as_millis());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            }
+        }
+        if revision.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The reason a handshake failed, for the metrics (a fixed set).
+fn refusal_reason(err: &std::io::Error) -> &'static str {
+    err.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map_or("HandshakeFailed", |tls| match tls {
+            rustls::Error::AlertReceived(_) => "AlertReceived",
+            rustls::Error::NoCertificatesPresented => "NoCertificate",
+            other => Refusal::from_tls_error(other).map_or("HandshakeFailed", |r| r.reason),
+        })
+}
+
+async fn serve_inbound(listener: TcpListener, upstream: String, serving: Arc<Serving>, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        // Until a revision is loaded there is nothing to present.
+        let Some(loaded) = serving.get() else { continue };
+        let (upstream, metrics) = (upstream.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let mut tls = match TlsAcceptor::from(loaded.server.clone()).accept(tcp).await {
+                Ok(tls) => tls,
+                Err(err) => {
+                    let reason = refusal_reason(&err);
+                    metrics.handshake("inbound", Some(reason));
+                    debug!(%peer, %reason, error = %err, "inbound handshake refused");
+                    return;
+                }
+            };
+            metrics.handshake("inbound", None);
+            let Ok(mut app) = TcpStream::connect(&upstream).await else {
+                warn!(%upstream, "the application does not answer");
+                return;
+            };
+            let _open = metrics.connection("inbound");
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut app).await;
+        });
+    }
+}
+
+async fn serve_outbound(listener: TcpListener, remote: String, serving: Arc<Serving>, metrics: Arc<Metrics>) {
+    let host = remote
+        .rsplit_once(':')
+        .map_or(remote.as_str(), |(host, _)| host)
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let Ok(name) = ServerName::try_from(host.clone()) else {
+        warn!(%remote, "not a host:port");
+        return;
+    };
+    loop {
+        let Ok((mut app, _)) = listener.accept().await else {
+            continue;
+        };
+        let Some(loaded) = serving.get() else { continue };
+        let (remote, name, metrics) = (remote.clone(), name.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let Ok(tcp) = TcpStream::connect(&remote).await else {
+                debug!(%remote, "the peer does not answer");
+                return;
+            };
+            let mut tls = match TlsConnector::from(loaded.client.clone()).connect(name, tcp).await {
+                Ok(tls) => tls,
+                Err(err) => {
+                    let reason = refusal_reason(&err);
+                    metrics.handshake("outbound", Some(reason));
+                    debug!(%remote, %reason, error = %err, "outbound handshake refused");
+                    return;
+                }
+            };
+            metrics.handshake("outbound", None);
+            let _open = metrics.connection("outbound");
+            let _ = tokio::io::copy_bidirectional(&mut app, &mut tls).await;
+        });
+    }
+}

@@ -1,0 +1,358 @@
+//! `certshift agent` in-process, following volumes written as the kubelet
+//! writes them: it loads a revision when both volumes agree on it, proxies
+//! by its rules (refusing what they refuse), keeps serving the last good
+//! revision when a volume is corrupt, takes a new revision for new
+//! handshakes without cutting established connections, and reloads the
+//! application. Acknowledgements need an API server: the end-to-end tests
+//! have them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certshift::agent::{self, Inbound, Options, Outbound, Reload, Volumes, volume};
+use certshift::outputs::RulesJson;
+use certshift::rules::{Accepted, Clients, CommonNameRule};
+use certshift::thumbprint::Thumbprint;
+use certshift::verifier::{Identity, Verifier};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Cert {
+    pem: String,
+    key: String,
+    thumbprint: Thumbprint,
+    params: CertificateParams,
+    pair: KeyPair,
+}
+
+fn issue(name: &str, ca: Option<&Cert>, is_ca: bool) -> Cert {
+    let mut params = CertificateParams::new(vec![name.to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    if is_ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    }
+    let pair = KeyPair::generate().expect("key");
+    let cert = match ca {
+        Some(ca) => params.signed_by(&pair, &Issuer::from_params(&ca.params, &ca.pair)),
+        None => params.self_signed(&pair),
+    }
+    .expect("certificate");
+    use sha1::Digest as _;
+    Cert {
+        pem: cert.pem(),
+        key: pair.serialize_pem(),
+        thumbprint: Thumbprint::from_digest(&sha1::Sha1::digest(cert.der())),
+        params,
+        pair,
+    }
+}
+
+fn temp(label: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("certshift-agent-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The validation ConfigMap's files for a revision accepting CN
+/// `cluster.example` from `ca` and presenting `presented`.
+fn validation(revision: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Vec<u8>> {
+    let rules = RulesJson {
+        revision,
+        presented: Some(presented.thumbprint.clone()),
+        accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca.thumbprint.clone()])]),
+        clients: Clients::default(),
+    };
+    BTreeMap::from([
+        ("rules.json".to_owned(), serde_json::to_vec_pretty(&rules).unwrap()),
+        ("ca-bundle.crt".to_owned(), ca.pem.clone().into_bytes()),
+    ])
+}
+
+fn presentation(cert: &Cert, ca: &Cert) -> BTreeMap<String, Vec<u8>> {
+    BTreeMap::from([
+        ("tls.crt".to_owned(), cert.pem.clone().into_bytes()),
+        ("tls.key".to_owned(), cert.key.clone().into_bytes()),
+        ("ca.crt".to_owned(), ca.pem.clone().into_bytes()),
+    ])
+}
+
+/// An application on loopback: answers each line with `app: <line>`.
+async fn application() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 1024];
+                while let Ok(n) = tcp.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut reply = b"app: ".to_vec();
+                    reply.extend_from_slice(&buffer[..n]);
+                    if tcp.write_all(&reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn http(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut tcp) = TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let _ = tcp
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await;
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out).await;
+    out
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client presenting `cert`, accepting servers by the rules pinned to `ca`.
+fn client(cert: &Cert, ca: &Cert) -> tokio_rustls::TlsConnector {
+    let files = validation(1, cert, ca);
+    let verifier = Arc::new(Verifier::from_outputs(&files["rules.json"], &files["ca-bundle.crt"]).unwrap());
+    let identity = Identity::from_pem(cert.pem.as_bytes(), cert.key.as_bytes()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(verifier.client_config(&identity).unwrap()))
+}
+
+/// Connects through the inbound proxy, says `line`, returns the answer and
+/// the certificate the proxy presented.
+async fn call(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    line: &str,
+) -> Result<(String, Thumbprint), String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("cluster.example").unwrap();
+    let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let presented = {
+        use sha1::Digest as _;
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        Thumbprint::from_digest(&sha1::Sha1::digest(leaf.as_ref()))
+    };
+    tls.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut buffer = [0u8; 256];
+    let n = tls.read(&mut buffer).await.map_err(|e| e.to_string())?;
+    Ok((String::from_utf8_lossy(&buffer[..n]).into_owned(), presented))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_each_revision_both_volumes_agree_on() {
+    let ca = issue("Cluster CA", None, true);
+    let rogue_ca = issue("Rogue CA", None, true);
+    let first = issue("cluster.example", Some(&ca), false);
+    let renewal = issue("cluster.example", Some(&ca), false);
+    let peer = issue("cluster.example", Some(&ca), false);
+    let rogue = issue("cluster.example", Some(&rogue_ca), false);
+    let (secret_dir, config_dir) = (temp("secret"), temp("configmap"));
+    let app = application().await;
+    let (inbound, metrics_addr) = (free_addr(), free_addr());
+    let marker = temp("reload").join("reloaded");
+    let options = Options {
+        volumes: Volumes::Separate {
+            presentation: secret_dir.clone(),
+            validation: config_dir.clone(),
+        },
+        inbound: vec![Inbound {
+            listen: inbound,
+            upstream: app.to_string(),
+        }],
+        outbound: Vec::new(),
+        reload: vec![Reload::Exec(format!(
+            "echo $CERTSHIFT_REVISION >> {}",
+            marker.display()
+        ))],
+        pod: None,
+        metrics_addr: Some(metrics_addr),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(agent::run(options, None, async move {
+        let _ = stopped.await;
+    }));
+    eventually("the metrics endpoint", || async {
+        !http(metrics_addr, "/healthz").await.is_empty()
+    })
+    .await;
+    assert!(
+        http(metrics_addr, "/readyz").await.starts_with("HTTP/1.1 503"),
+        "nothing loaded yet"
+    );
+
+    // Revision 1: the Secret lands first, then the ConfigMap.
+    volume::write_atomically(&secret_dir, &presentation(&first, &ca)).unwrap();
+    volume::write_atomically(&config_dir, &validation(1, &first, &ca)).unwrap();
+    eventually("revision 1 served", || async {
+        http(metrics_addr, "/readyz").await.starts_with("HTTP/1.1 200")
+    })
+    .await;
+    let member = client(&peer, &ca);
+    let (answer, presented) = call(&member, inbound, "hello").await.expect("a member is admitted");
+    assert_eq!((answer.as_str(), presented), ("app: hello", first.thumbprint.clone()));
+    // The rogue member trusts the cluster's CA, and presents a certificate from its own.
+    let refused = call(&client(&rogue, &ca), inbound, "hello").await;
+    assert!(
+        refused.is_err(),
+        "a certificate from an unpinned CA is refused: {refused:?}"
+    );
+    eventually("the refusal counted", || async {
+        http(metrics_addr, "/metrics")
+            .await
+            .contains("certshift_agent_handshakes_total{direction=\"inbound\",result=\"IssuerNotPinned\"} 1")
+    })
+    .await;
+
+    // A connection established under revision 1 stays up across revision 2.
+    let tcp = TcpStream::connect(inbound).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("cluster.example").unwrap();
+    let mut established = member.connect(name, tcp).await.unwrap();
+
+    // A corrupt ConfigMap at revision 2: revision 1 keeps serving.
+    let mut corrupt = validation(2, &renewal, &ca);
+    corrupt.insert("rules.json".to_owned(), b"{\"revision\": 2, not json".to_vec());
+    volume::write_atomically(&config_dir, &corrupt).unwrap();
+    eventually("the corrupt volume counted", || async {
+        http(metrics_addr, "/metrics")
+            .await
+            .contains("certshift_agent_load_errors_total{reason=\"InvalidRules\"}")
+    })
+    .await;
+    assert_eq!(call(&member, inbound, "still").await.unwrap().1, first.thumbprint);
+
+    // Revision 2 presents the renewal: the ConfigMap first, the Secret later.
+    volume::write_atomically(&config_dir, &validation(2, &renewal, &ca)).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        call(&member, inbound, "waiting").await.unwrap().1,
+        first.thumbprint,
+        "the volumes disagree: revision 1 serves on"
+    );
+    volume::write_atomically(&secret_dir, &presentation(&renewal, &ca)).unwrap();
+    eventually("revision 2 served", || async {
+        call(&member, inbound, "new")
+            .await
+            .is_ok_and(|(_, p)| p == renewal.thumbprint)
+    })
+    .await;
+    established.write_all(b"old").await.unwrap();
+    let mut buffer = [0u8; 64];
+    let n = established.read(&mut buffer).await.unwrap();
+    assert_eq!(&buffer[..n], b"app: old", "the established connection was not cut");
+    let reloads = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(
+        reloads.lines().collect::<Vec<_>>(),
+        ["1", "2"],
+        "one reload per revision"
+    );
+    let metrics = http(metrics_addr, "/metrics").await;
+    assert!(metrics.contains("certshift_agent_revision 2"), "{metrics}");
+
+    // An older revision is kept out.
+    volume::write_atomically(&config_dir, &validation(1, &renewal, &ca)).unwrap();
+    eventually("the older revision counted", || async {
+        http(metrics_addr, "/metrics")
+            .await
+            .contains("certshift_agent_load_errors_total{reason=\"OlderRevision\"}")
+    })
+    .await;
+    assert_eq!(call(&member, inbound, "x").await.unwrap().1, renewal.thumbprint);
+    let _ = stop.send(());
+    agent.await.unwrap().unwrap();
+    for dir in [secret_dir, config_dir] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Two agents in one projected-volume layout each: an application dials its
+/// outbound proxy in plaintext and reaches the other member's application
+/// through mutual TLS by the rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_call_each_other_through_their_proxies() {
+    let ca = issue("Cluster CA", None, true);
+    let (a, b) = (
+        issue("cluster.example", Some(&ca), false),
+        issue("cluster.example", Some(&ca), false),
+    );
+    let app_b = application().await;
+    let (inbound_b, outbound_a) = (free_addr(), free_addr());
+    let start = |cert: &Cert, inbound: Vec<Inbound>, outbound: Vec<Outbound>| {
+        let dir = temp("projected");
+        let mut files = presentation(cert, &ca);
+        files.extend(validation(1, cert, &ca));
+        volume::write_atomically(&dir, &files).unwrap();
+        let options = Options {
+            volumes: Volumes::Projected(dir),
+            inbound,
+            outbound,
+            reload: Vec::new(),
+            pod: None,
+            metrics_addr: None,
+        };
+        tokio::spawn(agent::run(options, None, std::future::pending()))
+    };
+    let agent_b = start(
+        &b,
+        vec![Inbound {
+            listen: inbound_b,
+            upstream: app_b.to_string(),
+        }],
+        Vec::new(),
+    );
+    let agent_a = start(
+        &a,
+        Vec::new(),
+        vec![Outbound {
+            listen: outbound_a,
+            remote: format!("127.0.0.1:{}", inbound_b.port()),
+        }],
+    );
+    let mut reply = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reply.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reply = ping(outbound_a).await;
+    }
+    assert_eq!(reply.as_deref(), Some("app: ping"));
+    agent_a.abort();
+    agent_b.abort();
+}
+
+async fn ping(addr: SocketAddr) -> Option<String> {
+    let mut tcp = TcpStream::connect(addr).await.ok()?;
+    tcp.write_all(b"ping").await.ok()?;
+    let mut buffer = [0u8; 64];
+    let n = tcp.read(&mut buffer).await.ok()?;
+    (n > 0).then(|| String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
