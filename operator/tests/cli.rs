@@ -257,3 +257,43 @@ fn crds_prints_the_committed_crds() {
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds/certshift.io.yaml"));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), committed.unwrap());
 }
+
+/// The members example: its declaration is valid, its pods mount both outputs
+/// in one projected volume (never subPath), and the agent's Pod comes from the
+/// downward API.
+#[test]
+fn the_members_example_runs_the_agent_as_documented() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/members/members.yaml")).unwrap();
+    let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let declaration = documents
+        .iter()
+        .find(|d| d["kind"] == "ClusterCertificateDeclaration")
+        .expect("a declaration");
+    let declaration: certshift::crd::ClusterCertificateDeclaration =
+        serde_yaml::from_value(declaration.clone()).unwrap();
+    certshift::planner::validate_spec(&declaration.spec).expect("valid");
+    let set = documents
+        .iter()
+        .find(|d| d["kind"] == "StatefulSet")
+        .expect("a StatefulSet");
+    let pod = &set["spec"]["template"]["spec"];
+    let sources = &pod["volumes"][0]["projected"]["sources"];
+    assert_eq!(sources[0]["secret"]["name"], "cluster-presentation");
+    assert_eq!(sources[1]["configMap"]["name"], "cluster-validation");
+    for container in pod["containers"].as_sequence().unwrap() {
+        for mount in container["volumeMounts"].as_sequence().into_iter().flatten() {
+            assert!(mount.get("subPath").is_none(), "never subPath: {mount:?}");
+        }
+    }
+    let agent = pod["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "certshift-agent")
+        .expect("the agent");
+    assert_eq!(agent["args"][0], "agent");
+    assert_eq!(agent["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+}

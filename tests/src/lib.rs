@@ -4,6 +4,7 @@
 
 pub mod control_plane;
 pub mod judge;
+pub mod kubelet;
 pub mod manifests;
 pub mod member;
 pub mod pki;

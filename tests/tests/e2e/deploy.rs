@@ -142,6 +142,32 @@ pub async fn chart_rbac_runs_the_conversion_and_never_deletes_secrets(s: Scenari
         );
     }
 
+    // The agent's ClusterRole, bound in a member namespace: its own Pod's
+    // annotation, nothing more.
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "members-agent"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "certshift-agent"},
+        "subjects": [{"kind": "ServiceAccount", "name": "members", "namespace": ns}],
+    }))
+    .unwrap();
+    apply(&s.admin, ns, &binding).await;
+    let member = format!("system:serviceaccount:{ns}:members");
+    for (verb, resource, namespace, allowed) in [
+        ("get", "pods", Some(ns.as_str()), true),
+        ("patch", "pods", Some(ns.as_str()), true),
+        ("delete", "pods", Some(ns.as_str()), false),
+        ("patch", "pods", Some(CHART_NAMESPACE), false),
+        ("get", "secrets", Some(ns.as_str()), false),
+        ("list", "pods", None, false),
+    ] {
+        let where_ = namespace.unwrap_or("(cluster)");
+        assert_eq!(
+            can(&s.admin, &member, verb, "", resource, namespace).await,
+            allowed,
+            "{member} {verb} {resource} in {where_}"
+        );
+    }
+
     // The conversion, as the chart's ServiceAccount, with its leader election.
     let judge = Judge::watch(&s.admin, ns);
     know_secrets(&judge, &example("store.yaml"));

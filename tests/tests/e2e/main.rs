@@ -8,6 +8,7 @@
 //! where a new one goes. `cargo test -p certshift-e2e --test e2e -- WORDS`
 //! runs the scenarios whose names contain WORDS.
 
+mod agents;
 mod chaos;
 mod conversion;
 mod deploy;
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
         members::members_gate_each_revision_and_min_soak_is_respected,
         members::a_statefulset_rollout_gates_each_revision,
         members::tls_members_acknowledge_by_probe_and_a_rejecting_peer_blocks,
+        agents::agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_call,
         policy::policy_issues_renews_rolls_over_and_an_unpinned_ca_blocks,
         policy::policy_failures_back_off_with_bounded_writes,
         policy::policy_example_enrolls_like_service_fabric,

@@ -1,0 +1,387 @@
+//! Members that are `certshift agent`s: each in front of a real HTTP server
+//! (Python's `http.server`), its volumes kept by the test playing the
+//! kubelet (atomic-writer layout, random delays per member and per volume),
+//! acknowledging on its own Pod. Every member calls every other member
+//! through its outbound proxy the whole time.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use certshift::agent::{self, Inbound, Options, Outbound, PodRef, Volumes};
+use certshift_e2e::kubelet;
+use certshift_e2e::pki::Issued;
+
+use super::*;
+
+const MEMBERS: usize = 3;
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Member {
+    name: String,
+    inbound: SocketAddr,
+    /// To each other member, by index.
+    outbound: Vec<(usize, SocketAddr)>,
+    _http: Process,
+    _volumes: kubelet::Volumes,
+    agent: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+fn loopback() -> SocketAddr {
+    certshift_e2e::free_addr()
+}
+
+/// Starts member `index`: its HTTP server, its volumes, its agent.
+async fn member(
+    s: &Scenario,
+    index: usize,
+    addresses: &[(SocketAddr, Vec<SocketAddr>)],
+    root: &std::path::Path,
+) -> Member {
+    let name = format!("member-{index}");
+    let dir = root.join(&name);
+    std::fs::create_dir_all(dir.join("site")).unwrap();
+    std::fs::write(dir.join("site").join("index.html"), format!("{name}\n")).unwrap();
+    let upstream = loopback();
+    let http = Process(
+        Command::new("python3")
+            .args(["-m", "http.server", &upstream.port().to_string(), "--bind", "127.0.0.1"])
+            .arg("--directory")
+            .arg(dir.join("site"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server"),
+    );
+    let volumes = kubelet::Volumes::start(&s.admin, &s.namespace, DECLARATION, &dir, Duration::from_millis(1500));
+    let (inbound, outbound_addresses) = &addresses[index];
+    let outbound: Vec<(usize, SocketAddr)> = (0..MEMBERS)
+        .filter(|other| *other != index)
+        .zip(outbound_addresses.iter().copied())
+        .collect();
+    let options = Options {
+        volumes: Volumes::Separate {
+            presentation: volumes.presentation.clone(),
+            validation: volumes.validation.clone(),
+        },
+        inbound: vec![Inbound {
+            listen: *inbound,
+            upstream: upstream.to_string(),
+        }],
+        outbound: outbound
+            .iter()
+            .map(|(other, listen)| Outbound {
+                listen: *listen,
+                remote: addresses[*other].0.to_string(),
+            })
+            .collect(),
+        reload: Vec::new(),
+        pod: Some(PodRef {
+            namespace: s.namespace.clone(),
+            name: name.clone(),
+        }),
+        metrics_addr: None,
+    };
+    let agent = tokio::spawn(agent::run(options, Some(s.admin.clone()), std::future::pending()));
+    Member {
+        name,
+        inbound: *inbound,
+        outbound,
+        _http: http,
+        _volumes: volumes,
+        agent,
+    }
+}
+
+/// `GET /` through a plaintext proxy port: the HTTP status line.
+async fn get(addr: SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let call = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(b"GET / HTTP/1.0\r\nHost: member\r\n\r\n").await?;
+        let mut response = Vec::new();
+        tcp.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|err| err.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    if status.contains(" 200 ") {
+        Ok(status)
+    } else {
+        Err(format!("answer {status:?}"))
+    }
+}
+
+/// Calls every other member from every member through the outbound
+/// proxies until stopped; counts the calls and keeps the failures.
+struct Calls {
+    made: AtomicUsize,
+    failed: StdMutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+async fn call_all_the_time(calls: Arc<Calls>, routes: Vec<(String, SocketAddr)>) {
+    while !calls.stop.load(Ordering::Relaxed) {
+        let round = routes
+            .iter()
+            .map(|(route, addr)| async move { (route, get(*addr).await) });
+        for (route, result) in futures::future::join_all(round).await {
+            calls.made.fetch_add(1, Ordering::Relaxed);
+            if let Err(err) = result {
+                calls.failed.lock().unwrap().push(format!("{route}: {err}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The SHA-1 thumbprint of what `openssl s_client` sees presented at `addr`.
+fn presented_by_openssl(addr: SocketAddr) -> Option<String> {
+    let script = format!(
+        "openssl s_client -connect {addr} -servername cluster.example </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha1"
+    );
+    let out = Command::new("sh").arg("-c").arg(script).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fingerprint = text.trim().rsplit('=').next()?.replace(':', "");
+    (fingerprint.len() == 40).then_some(fingerprint)
+}
+
+/// `curl` with a client certificate through an inbound proxy: the HTTP
+/// status it got (`200` when admitted), or how it failed.
+fn curl(addr: SocketAddr, cert_pem: &str, key_pem: &str, dir: &std::path::Path, label: &str) -> String {
+    let (crt, key) = (dir.join(format!("{label}.crt")), dir.join(format!("{label}.key")));
+    std::fs::write(&crt, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    let status = Command::new("curl")
+        .args(["-sSk", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg("--cert")
+        .arg(&crt)
+        .arg("--key")
+        .arg(&key)
+        .arg(format!("https://{addr}/"))
+        .output()
+        .expect("curl (hack/test.sh installs it)");
+    format!(
+        "{} {}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr).trim()
+    )
+    .trim()
+    .to_owned()
+}
+
+async fn observed_revisions(s: &Scenario) -> Vec<Option<u64>> {
+    let pods: Api<Pod> = Api::namespaced(s.admin.clone(), &s.namespace);
+    let mut out = Vec::new();
+    for i in 0..MEMBERS {
+        let pod = pods.get(&format!("member-{i}")).await.unwrap();
+        out.push(
+            pod.metadata
+                .annotations
+                .unwrap_or_default()
+                .get(certshift::outputs::OBSERVED_REVISION_ANNOTATION)
+                .and_then(|r| r.parse().ok()),
+        );
+    }
+    out
+}
+
+pub async fn agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_call(s: Scenario) {
+    let ns = s.namespace.clone();
+    let root = std::env::temp_dir().join(format!("certshift-e2e-agents-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let judge = Judge::watch(&s.admin, &ns);
+    // The store: the old certificate (declared by thumbprint) and the goal, by CN from the CA.
+    let (old_ca, ca, unpinned_ca) = (pki::ca("old CA"), pki::ca("agents CA"), pki::ca("unpinned CA"));
+    let old = pki::leaf("old.cluster.example", -20, &old_ca);
+    let goal = pki::leaf("cluster.example", -10, &ca);
+    for (name, cert, issuer) in [("cluster-old", &old, &old_ca), ("cluster-cn", &goal, &ca)] {
+        judge.know(&cert.pem, Some(&issuer.pem));
+        apply(&s.admin, &ns, &pki::tls_secret(name, cert, issuer)).await;
+        apply(&s.admin, &ns, &observed_certificate(name, name, None)).await;
+    }
+    for i in 0..MEMBERS {
+        apply(&s.admin, &ns, &member_pod(&format!("member-{i}"), &[("app", "agents")])).await;
+    }
+    let by_thumbprint = Declaration::example("declaration-thumbprint.yaml")
+        .by_thumbprint(&old.thumbprint)
+        .min_soak("1s")
+        .pod_members(&[("app", "agents")]);
+    by_thumbprint.apply(&s.admin, &ns).await;
+    let operator = Operator::start(&s.plane, &ns);
+
+    let addresses: Vec<(SocketAddr, Vec<SocketAddr>)> = (0..MEMBERS)
+        .map(|_| (loopback(), (0..MEMBERS - 1).map(|_| loopback()).collect()))
+        .collect();
+    let mut members = Vec::new();
+    for index in 0..MEMBERS {
+        members.push(member(&s, index, &addresses, &root).await);
+    }
+    let ready = wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
+    let first = ready.status.unwrap().upgrade.unwrap().revision;
+    assert_eq!(
+        observed_revisions(&s).await,
+        vec![Some(first); MEMBERS],
+        "the agents themselves acknowledged revision {first}"
+    );
+
+    // Every member calls every other member, the whole time from here on.
+    let routes: Vec<(String, SocketAddr)> = members
+        .iter()
+        .flat_map(|m| {
+            m.outbound
+                .iter()
+                .map(move |(other, addr)| (format!("{} -> member-{other}", m.name), *addr))
+        })
+        .collect();
+    let calls = Arc::new(Calls {
+        made: AtomicUsize::new(0),
+        failed: StdMutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+    });
+    let caller = tokio::spawn(call_all_the_time(calls.clone(), routes));
+    // What openssl s_client sees member-0 present, sampled along the way.
+    let seen: Arc<StdMutex<Vec<String>>> = Arc::default();
+    let sampler = {
+        let (seen, addr, calls) = (seen.clone(), members[0].inbound, calls.clone());
+        tokio::task::spawn_blocking(move || {
+            while !calls.stop.load(Ordering::Relaxed) {
+                if let Some(thumbprint) = presented_by_openssl(addr) {
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last() != Some(&thumbprint) {
+                        seen.push(thumbprint);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+
+    // The conversion: thumbprint → common name, the CA pinned.
+    by_thumbprint
+        .clone()
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .apply(&s.admin, &ns)
+        .await;
+    let converted = wait_converted(&s.admin, &ns, DECLARATION, Duration::from_secs(180)).await;
+    let converted_at = converted.status.unwrap().upgrade.unwrap().revision;
+    assert_eq!(
+        observed_revisions(&s).await,
+        vec![Some(converted_at); MEMBERS],
+        "every revision acknowledged by the agents"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [old.thumbprint.clone(), goal.thumbprint.clone()],
+        "openssl s_client saw the presented certificate change once, at the presentation revision"
+    );
+    // After PinIssuers: the inbound proxy admits the goal certificate, and
+    // refuses the old one and one from a CA that is not pinned.
+    let inbound = members[0].inbound;
+    let unpinned = pki::leaf("cluster.example", -1, &unpinned_ca);
+    // curl runs on a blocking thread: the proxies it talks to run on this runtime.
+    let curl_with = |cert: &Issued, label: &'static str| {
+        let (pem, key, root) = (cert.pem.clone(), cert.key.serialize_pem(), root.clone());
+        tokio::task::spawn_blocking(move || curl(inbound, &pem, &key, &root, label))
+    };
+    let admitted = curl_with(&goal, "goal").await.unwrap();
+    assert_eq!(admitted, "200", "the goal certificate is admitted");
+    let refused = curl_with(&old, "old").await.unwrap();
+    assert!(refused.starts_with("000"), "the old certificate is refused: {refused}");
+    let refused = curl_with(&unpinned, "unpinned").await.unwrap();
+    assert!(
+        refused.starts_with("000"),
+        "a certificate from an unpinned CA is refused: {refused}"
+    );
+
+    // A renewal from the pinned CA: a rollover, presented touch-free.
+    let renewal = pki::leaf("cluster.example", -5, &ca);
+    judge.know(&renewal.pem, Some(&ca.pem));
+    apply(&s.admin, &ns, &pki::tls_secret("cluster-cn", &renewal, &ca)).await;
+    eventually(
+        "the rollover, acknowledged by every agent",
+        Duration::from_secs(120),
+        || async {
+            let d = declaration(&s.admin, &ns, DECLARATION).await;
+            let status = d.status.clone()?;
+            let presenting = status.presenting.as_ref()?.thumbprint == renewal.thumbprint;
+            let revision = status.upgrade.as_ref()?.revision;
+            let acknowledged = observed_revisions(&s).await == vec![Some(revision); MEMBERS];
+            (presenting && is_true(&d, "Ready") && acknowledged).then_some(())
+        },
+    )
+    .await;
+    // A thumbprint rotation: declared by the renewal's thumbprint, then by
+    // a new certificate's (widen, present, narrow).
+    let wait_presenting = |thumbprint: String, declared_by: &'static str| {
+        let s = &s;
+        let ns = ns.clone();
+        async move {
+            eventually(
+                &format!("{declared_by} {thumbprint}, acknowledged"),
+                Duration::from_secs(120),
+                || async {
+                    let d = declaration(&s.admin, &ns, DECLARATION).await;
+                    let status = d.status.clone()?;
+                    let current = status.observed_generation == d.metadata.generation;
+                    let presenting = status.presenting.as_ref()?.thumbprint == thumbprint;
+                    let by = status.declared_by.as_deref() == Some(declared_by);
+                    let revision = status.upgrade.as_ref()?.revision;
+                    let acknowledged = observed_revisions(s).await == vec![Some(revision); MEMBERS];
+                    (current && presenting && by && is_true(&d, "Ready") && acknowledged).then_some(())
+                },
+            )
+            .await;
+        }
+    };
+    by_thumbprint
+        .clone()
+        .by_thumbprint(&renewal.thumbprint)
+        .apply(&s.admin, &ns)
+        .await;
+    wait_presenting(renewal.thumbprint.clone(), "Thumbprint").await;
+    let next = pki::leaf("next.cluster.example", -1, &old_ca);
+    judge.know(&next.pem, Some(&old_ca.pem));
+    apply(&s.admin, &ns, &pki::tls_secret("cluster-old", &next, &old_ca)).await;
+    by_thumbprint
+        .clone()
+        .by_thumbprint(&next.thumbprint)
+        .apply(&s.admin, &ns)
+        .await;
+    wait_presenting(next.thumbprint.clone(), "Thumbprint").await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    calls.stop.store(true, Ordering::Relaxed);
+    caller.await.unwrap();
+    sampler.await.unwrap();
+    let made = calls.made.load(Ordering::Relaxed);
+    let failed = calls.failed.lock().unwrap().clone();
+    println!(
+        "  agents: {made} calls between {MEMBERS} members through the conversion, a rollover and a thumbprint rotation, {} failed",
+        failed.len()
+    );
+    assert!(made > 100, "calls were made: {made}");
+    assert!(failed.is_empty(), "failed calls: {failed:#?}");
+    assert_judged_clean(&judge);
+    for member in members {
+        member.agent.abort();
+    }
+    operator.stop().await;
+    judge.stop();
+    let _ = std::fs::remove_dir_all(&root);
+}
