@@ -1,46 +1,31 @@
 //! A member as a real TLS server on loopback: it loads the presentation Secret
 //! and validation ConfigMap of a declaration (polling, as a reload hook would),
 //! presents that certificate, and requires client certificates that the loaded
-//! `rules.json` accepts. Like ordinary servers, it keeps an accepted
+//! `rules.json` accepts (by `certshift::verifier`, as members do). Like ordinary servers, it keeps an accepted
 //! connection open waiting for a request. One can be told to reject a common
 //! name.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use certshift::facts::{CertificateFacts, inspect};
+use certshift::facts::inspect;
 use certshift::outputs::{REVISION_ANNOTATION, THUMBPRINT_ANNOTATION, read_published};
-use certshift::planner::Revision;
-use certshift::rules::TrustBundle;
+use certshift::verifier::{Identity, Verifier};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// Verifies client certificates against the loaded rules.
+/// Admits clients by the loaded revision (certshift's own verifier), and
+/// refuses one common name on top when told to (a member that rejects).
 #[derive(Debug)]
 struct Rules {
-    revision: Revision,
-    trust: TrustBundle,
-    ca_bundle: String,
+    verifier: Arc<Verifier>,
     reject_common_name: Option<String>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl Rules {
-    fn facts(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Option<CertificateFacts> {
-        let mut pem: String = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.as_ref().to_vec())))
-            .collect();
-        pem.push_str(&self.ca_bundle);
-        inspect("client", pem.as_bytes()).ok()?.into_iter().next()
-    }
 }
 
 impl ClientCertVerifier for Rules {
@@ -52,19 +37,19 @@ impl ClientCertVerifier for Rules {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _: UnixTime,
+        now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let refuse = || rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure);
-        let facts = self.facts(end_entity, intermediates).ok_or_else(refuse)?;
-        if self.reject_common_name.is_some() && facts.common_name == self.reject_common_name {
-            return Err(refuse());
+        if let Some(name) = &self.reject_common_name {
+            let facts = inspect("client", end_entity.as_ref())
+                .ok()
+                .and_then(|f| f.into_iter().next());
+            if facts.is_some_and(|f| f.common_name.as_ref() == Some(name)) {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ));
+            }
         }
-        let now = jiff::Timestamp::now();
-        self.revision
-            .accepted
-            .check(&facts, &self.trust, now)
-            .map_err(|_| refuse())?;
-        Ok(ClientCertVerified::assertion())
+        self.verifier.verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
@@ -73,7 +58,7 @@ impl ClientCertVerifier for Rules {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.verifier.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -82,11 +67,11 @@ impl ClientCertVerifier for Rules {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.verifier.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        ClientCertVerifier::supported_verify_schemes(self.verifier.as_ref())
     }
 }
 
@@ -170,31 +155,20 @@ async fn load(
     if secret.metadata.annotations.as_ref()?.get(THUMBPRINT_ANNOTATION) != Some(&revision.presented.to_string()) {
         return None; // the presentation write has not landed yet
     }
+    let rules_json = data.get("rules.json")?;
     let ca_bundle = data.get("ca-bundle.crt").cloned().unwrap_or_default();
-    let trust = TrustBundle::new(
-        inspect("ca-bundle", ca_bundle.as_bytes())
-            .map(|all| all.into_iter().map(|f| f.thumbprint))
-            .into_iter()
-            .flatten(),
-    );
+    let verifier = Arc::new(Verifier::from_outputs(rules_json.as_bytes(), ca_bundle.as_bytes()).ok()?);
     let secret_data = secret.data?;
-    let chain = CertificateDer::pem_slice_iter(&secret_data.get("tls.crt")?.0)
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
-    let key = PrivateKeyDer::from_pem_slice(&secret_data.get("tls.key")?.0).ok()?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(Rules {
-        revision,
-        trust,
-        ca_bundle,
+    let identity = Identity::from_pem(&secret_data.get("tls.crt")?.0, &secret_data.get("tls.key")?.0).ok()?;
+    let rules = Arc::new(Rules {
+        verifier,
         reject_common_name,
-        provider: provider.clone(),
     });
-    let config = ServerConfig::builder_with_provider(provider)
+    let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .ok()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
+        .with_client_cert_verifier(rules)
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .ok()?;
     Some((revision_label, Arc::new(config)))
 }
