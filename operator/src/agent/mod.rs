@@ -145,59 +145,61 @@ pub async fn run(
 ) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let serving = Arc::new(Serving::default());
-    let mut tasks = Vec::new();
+    // Dropped with `run` (its end, or the caller dropping it): the
+    // listeners and loops stop with it, freeing their ports.
+    let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = options.metrics_addr {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|err| format!("binding {addr}: {err}"))?;
         info!(%addr, "serving /metrics, /healthz and /readyz");
         let metrics = metrics.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let ready = metrics.clone();
             crate::controller::metrics::serve_with(listener, move || metrics.render(), move || ready.is_ready()).await;
-        }));
+        });
     }
     for inbound in &options.inbound {
         let listener = TcpListener::bind(inbound.listen)
             .await
             .map_err(|err| format!("--inbound {}: {err}", inbound.listen))?;
         info!(listen = %inbound.listen, upstream = %inbound.upstream, "inbound proxy");
-        tasks.push(tokio::spawn(serve_inbound(
+        tasks.spawn(serve_inbound(
             listener,
             inbound.upstream.clone(),
             serving.clone(),
             metrics.clone(),
-        )));
+        ));
     }
     for outbound in &options.outbound {
         let listener = TcpListener::bind(outbound.listen)
             .await
             .map_err(|err| format!("--outbound {}: {err}", outbound.listen))?;
         info!(listen = %outbound.listen, remote = %outbound.remote, "outbound proxy");
-        tasks.push(tokio::spawn(serve_outbound(
+        tasks.spawn(serve_outbound(
             listener,
             outbound.remote.clone(),
             serving.clone(),
             metrics.clone(),
-        )));
+        ));
     }
     let (acknowledge, acknowledged) = tokio::sync::watch::channel(0u64);
+    let (warn_on_pod, warnings) = tokio::sync::mpsc::unbounded_channel();
     if let (Some(pod), Some(client)) = (options.pod.clone(), client) {
-        tasks.push(tokio::spawn(acknowledge_loop(
-            client,
-            pod,
+        tasks.spawn(acknowledge_loop(
+            client.clone(),
+            pod.clone(),
             acknowledged,
             metrics.clone(),
-        )));
+        ));
+        tasks.spawn(record_warnings(client, pod, warnings));
     }
-    let follow = follow(options, serving, metrics, acknowledge);
+    let follow = follow(options, serving, metrics, acknowledge, warn_on_pod);
     tokio::select! {
         outcome = follow => outcome?,
         () = shutdown => info!("shutting down"),
     }
-    for task in tasks {
-        task.abort();
-    }
+    tasks.abort_all();
     Ok(())
 }
 
@@ -207,6 +209,7 @@ async fn follow(
     serving: Arc<Serving>,
     metrics: Arc<Metrics>,
     acknowledge: tokio::sync::watch::Sender<u64>,
+    warn_on_pod: tokio::sync::mpsc::UnboundedSender<Warning>,
 ) -> Result<(), String> {
     let inotify = inotify::Inotify::init().map_err(|err| format!("inotify: {err}"))?;
     let mask = inotify::WatchMask::CREATE
@@ -229,6 +232,8 @@ async fn follow(
     let mut last_said: Option<String> = None;
     // A revision loaded whose reload failed: tried again on every look.
     let mut pending_reload: Option<Arc<Loaded>> = None;
+    // A failed reload is told once per revision (it is retried on every look).
+    let mut last_reload_failure: Option<u64> = None;
     loop {
         let snapshot = options.volumes.read();
         let loaded = serving.get().map(|l| l.revision);
@@ -236,13 +241,15 @@ async fn follow(
             Ok(snapshot) => load::judge(&snapshot, loaded, Timestamp::now()),
             Err(err) => Outcome::Waiting(format!("reading the volumes: {err}")),
         };
-        let mut say = |message: String, invalid: bool| {
+        let serving_now = loaded.map_or("none".to_owned(), |r| r.to_string());
+        let mut say = |reason: Option<&'static str>, message: String| {
             if last_said.as_ref() != Some(&message) {
-                if invalid {
-                    warn!(
-                        "{message}; serving revision {}",
-                        loaded.map_or("none".to_owned(), |r| r.to_string())
-                    );
+                if let Some(reason) = reason {
+                    warn!("{message}; serving revision {serving_now}");
+                    let _ = warn_on_pod.send(Warning {
+                        reason,
+                        message: format!("{message}; serving revision {serving_now}, not acknowledged"),
+                    });
                 } else {
                     debug!("{message}");
                 }
@@ -260,16 +267,16 @@ async fn follow(
             }
             Outcome::Invalid { reason, message } => {
                 metrics.load_error(reason);
-                say(format!("{reason}: {message}"), true);
+                say(Some(reason), format!("{reason}: {message}"));
             }
             Outcome::Older { revision, loaded } => {
                 metrics.load_error("OlderRevision");
                 say(
+                    Some("OlderRevision"),
                     format!("revision {revision} is older than revision {loaded}, which is served"),
-                    true,
                 );
             }
-            Outcome::Waiting(why) => say(why, false),
+            Outcome::Waiting(why) => say(None, why),
             Outcome::Same => {}
         }
         if let Some(loaded) = pending_reload.clone() {
@@ -285,6 +292,16 @@ async fn follow(
                 Err(err) => {
                     metrics.reload(false);
                     warn!(revision = loaded.revision, error = %err, "reload failed; not acknowledged");
+                    if last_reload_failure != Some(loaded.revision) {
+                        last_reload_failure = Some(loaded.revision);
+                        let _ = warn_on_pod.send(Warning {
+                            reason: "ReloadFailed",
+                            message: format!(
+                                "reloading the application for revision {}: {err}; not acknowledged, retried",
+                                loaded.revision
+                            ),
+                        });
+                    }
                 }
             }
         }
@@ -394,6 +411,61 @@ async fn acknowledge_loop(
     }
 }
 
+/// What the agent cannot serve, told on its Pod as a Warning Event.
+#[derive(Debug)]
+struct Warning {
+    reason: &'static str,
+    message: String,
+}
+
+/// `reportingController` of the agents' events.
+const REPORTING_CONTROLLER: &str = "certshift.io/agent";
+
+/// Records each warning as an events.k8s.io/v1 Event on the agent's Pod.
+/// Events are optional (the chart grants `create events` only with
+/// `agent.rbac.events`): when the API server forbids them, the agent says
+/// so once and goes on with logs and metrics.
+async fn record_warnings(client: Client, pod: PodRef, mut warnings: tokio::sync::mpsc::UnboundedReceiver<Warning>) {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::events::v1::Event;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    let events: Api<Event> = Api::namespaced(client, &pod.namespace);
+    let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| pod.name.clone());
+    while let Some(warning) = warnings.recv().await {
+        let now = Timestamp::now();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", pod.name, now.as_nanosecond())),
+                namespace: Some(pod.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some("Load".to_owned()),
+            reason: Some(warning.reason.to_owned()),
+            note: Some(warning.message.chars().take(1000).collect()),
+            type_: Some("Warning".to_owned()),
+            regarding: Some(ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Pod".to_owned()),
+                namespace: Some(pod.namespace.clone()),
+                name: Some(pod.name.clone()),
+                ..ObjectReference::default()
+            }),
+            reporting_controller: Some(REPORTING_CONTROLLER.to_owned()),
+            reporting_instance: Some(instance.clone()),
+            ..Event::default()
+        };
+        match events.create(&kube::api::PostParams::default(), &event).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                info!("not allowed to record Events (agent.rbac.events); warnings go to logs and metrics only");
+                return;
+            }
+            Err(err) => debug!(error = %err, reason = warning.reason, "could not record an event"),
+        }
+    }
+}
+
 /// The reason a handshake failed, for the metrics (a fixed set).
 fn refusal_reason(err: &std::io::Error) -> &'static str {
     err.get_ref()
@@ -412,6 +484,9 @@ async fn serve_inbound(listener: TcpListener, upstream: String, serving: Arc<Ser
         };
         // Until a revision is loaded there is nothing to present.
         let Some(loaded) = serving.get() else { continue };
+        // A proxy forwards what it gets at once: Nagle's algorithm against
+        // delayed ACKs would hold each small write for up to 40 ms.
+        let _ = tcp.set_nodelay(true);
         let (upstream, metrics) = (upstream.clone(), metrics.clone());
         tokio::spawn(async move {
             let mut tls = match TlsAcceptor::from(loaded.server.clone()).accept(tcp).await {
@@ -428,6 +503,7 @@ async fn serve_inbound(listener: TcpListener, upstream: String, serving: Arc<Ser
                 warn!(%upstream, "the application does not answer");
                 return;
             };
+            let _ = app.set_nodelay(true);
             let _open = metrics.connection("inbound");
             let _ = tokio::io::copy_bidirectional(&mut tls, &mut app).await;
         });
@@ -449,12 +525,14 @@ async fn serve_outbound(listener: TcpListener, remote: String, serving: Arc<Serv
             continue;
         };
         let Some(loaded) = serving.get() else { continue };
+        let _ = app.set_nodelay(true);
         let (remote, name, metrics) = (remote.clone(), name.clone(), metrics.clone());
         tokio::spawn(async move {
             let Ok(tcp) = TcpStream::connect(&remote).await else {
                 debug!(%remote, "the peer does not answer");
                 return;
             };
+            let _ = tcp.set_nodelay(true);
             let mut tls = match TlsConnector::from(loaded.client.clone()).connect(name, tcp).await {
                 Ok(tls) => tls,
                 Err(err) => {

@@ -5,6 +5,7 @@
 //! through its outbound proxy the whole time.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -384,4 +385,235 @@ pub async fn agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_
     operator.stop().await;
     judge.stop();
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The revision in a member's validation volume (what it could have loaded).
+fn volume_revision(dir: &std::path::Path) -> Option<u64> {
+    let files = certshift::agent::volume::read(dir).ok()?;
+    let rules: serde_json::Value = serde_json::from_slice(files.get("rules.json")?).ok()?;
+    rules["revision"].as_u64()
+}
+
+async fn agent_metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let _ = tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await;
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out).await;
+    out
+}
+
+pub async fn an_agent_restarted_or_given_a_corrupt_volume_never_acknowledges_what_it_has_not_loaded(s: Scenario) {
+    let ns = s.namespace.clone();
+    let root = std::env::temp_dir().join(format!("certshift-e2e-resilient-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let judge = Judge::watch(&s.admin, &ns);
+    let (old_ca, ca) = (pki::ca("old CA"), pki::ca("resilient CA"));
+    let (old, goal) = (
+        pki::leaf("old.example", -20, &old_ca),
+        pki::leaf("cluster.example", -10, &ca),
+    );
+    for (name, cert, issuer) in [("cluster-old", &old, &old_ca), ("cluster-cn", &goal, &ca)] {
+        judge.know(&cert.pem, Some(&issuer.pem));
+        apply(&s.admin, &ns, &pki::tls_secret(name, cert, issuer)).await;
+        apply(&s.admin, &ns, &observed_certificate(name, name, None)).await;
+    }
+    let names = ["resilient-0", "resilient-1"];
+    for name in names {
+        apply(&s.admin, &ns, &member_pod(name, &[("app", "resilient")])).await;
+    }
+    let declared = Declaration::example("declaration-thumbprint.yaml")
+        .by_thumbprint(&old.thumbprint)
+        .min_soak("0s")
+        .pod_members(&[("app", "resilient")]);
+    declared.apply(&s.admin, &ns).await;
+    let operator = Operator::start(&s.plane, &ns);
+    let metrics: Vec<SocketAddr> = names.iter().map(|_| loopback()).collect();
+    let start_agent = |index: usize, volumes: &kubelet::Volumes| {
+        let options = Options {
+            volumes: Volumes::Separate {
+                presentation: volumes.presentation.clone(),
+                validation: volumes.validation.clone(),
+            },
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+            reload: Vec::new(),
+            pod: Some(PodRef {
+                namespace: ns.clone(),
+                name: names[index].to_owned(),
+            }),
+            metrics_addr: Some(metrics[index]),
+        };
+        tokio::spawn(agent::run(options, Some(s.admin.clone()), std::future::pending()))
+    };
+    let kubelet = |index: usize| {
+        kubelet::Volumes::start(
+            &s.admin,
+            &ns,
+            DECLARATION,
+            &root.join(names[index]),
+            Duration::from_millis(800),
+        )
+    };
+    let mut volumes = vec![kubelet(0), kubelet(1)];
+    let mut agents = vec![start_agent(0, &volumes[0]), start_agent(1, &volumes[1])];
+    wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
+
+    // A watch on the invariant: a Pod never says more than its volume held.
+    let pods: Api<Pod> = Api::namespaced(s.admin.clone(), &ns);
+    let dirs: Vec<PathBuf> = volumes.iter().map(|v| v.validation.clone()).collect();
+    let watching = Arc::new(AtomicBool::new(true));
+    let overreach: Arc<StdMutex<Vec<String>>> = Arc::default();
+    let watcher_task = {
+        let (pods, watching, overreach) = (pods.clone(), watching.clone(), overreach.clone());
+        tokio::spawn(async move {
+            // The newest revision each volume has held (a corrupt payload holds none).
+            let mut held = [0u64; 2];
+            while watching.load(Ordering::Relaxed) {
+                for ((name, dir), held) in names.iter().zip(&dirs).zip(&mut held) {
+                    // The acknowledgement first, then the volume: volumes only move forward.
+                    let Ok(pod) = pods.get(name).await else { continue };
+                    let observed: Option<u64> = pod
+                        .metadata
+                        .annotations
+                        .unwrap_or_default()
+                        .get(certshift::outputs::OBSERVED_REVISION_ANNOTATION)
+                        .and_then(|r| r.parse().ok());
+                    *held = (*held).max(volume_revision(dir).unwrap_or(0));
+                    if observed.is_some_and(|o| o > *held) {
+                        overreach
+                            .lock()
+                            .unwrap()
+                            .push(format!("{name}: acknowledged {observed:?}, volume held {held}"));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // The conversion; agent 0 is killed once revision 3 is out, and comes back.
+    declared
+        .clone()
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .apply(&s.admin, &ns)
+        .await;
+    eventually("revision 3 published", Duration::from_secs(60), || async {
+        let d = declaration(&s.admin, &ns, DECLARATION).await;
+        (d.status?.upgrade?.revision >= 3).then_some(())
+    })
+    .await;
+    agents[0].abort();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    agents[0] = start_agent(0, &volumes[0]);
+    let converted = wait_converted(&s.admin, &ns, DECLARATION, Duration::from_secs(120)).await;
+    let converted_at = converted.status.unwrap().upgrade.unwrap().revision;
+    eventually("both acknowledged the conversion", Duration::from_secs(30), || async {
+        (observed_revisions_of(&s, &names).await == vec![Some(converted_at); 2]).then_some(())
+    })
+    .await;
+
+    // Member 1's kubelet stops and its validation volume gets a corrupt payload.
+    volumes.remove(1);
+    let corrupt = std::collections::BTreeMap::from([(
+        "rules.json".to_owned(),
+        format!("{{\"revision\": {}, not json", converted_at + 1).into_bytes(),
+    )]);
+    certshift::agent::volume::write_atomically(&root.join(names[1]).join("validation"), &corrupt).unwrap();
+    // A renewal: the next revision, which member 1 cannot load.
+    let renewal = pki::leaf("cluster.example", -5, &ca);
+    judge.know(&renewal.pem, Some(&ca.pem));
+    apply(&s.admin, &ns, &pki::tls_secret("cluster-cn", &renewal, &ca)).await;
+    eventually(
+        "member 0 acknowledges the rollover",
+        Duration::from_secs(60),
+        || async {
+            let observed = observed_revisions_of(&s, &names).await;
+            (observed[0].is_some_and(|r| r > converted_at)).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        observed_revisions_of(&s, &names).await[1],
+        Some(converted_at),
+        "the corrupt volume is never acknowledged"
+    );
+    let said = agent_metrics(metrics[1]).await;
+    assert!(
+        said.contains(&format!("certshift_agent_revision {converted_at}")),
+        "the last good revision serves: {said}"
+    );
+    assert!(
+        said.contains("certshift_agent_load_errors_total{reason=\"InvalidRules\"}"),
+        "{said}"
+    );
+    // And it says so on its Pod (the agents here may create Events).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(s.admin.clone(), &ns);
+    let told: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(names[1])
+                && e.reporting_controller.as_deref() == Some("certshift.io/agent")
+                && e.reason.as_deref() == Some("InvalidRules")
+        })
+        .collect();
+    assert!(
+        told.len() == 1
+            && told[0].type_.as_deref() == Some("Warning")
+            && told[0]
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains(&format!("serving revision {converted_at}"))),
+        "one Warning Event (not one per re-read) on the Pod whose volume is corrupt: {told:#?}"
+    );
+    let d = declaration(&s.admin, &ns, DECLARATION).await;
+    assert!(!is_true(&d, "Ready"), "the rollover waits for member 1");
+    // Its kubelet comes back: member 1 catches up, the rollover completes.
+    volumes.insert(1, kubelet(1));
+    eventually(
+        "the rollover, acknowledged by both",
+        Duration::from_secs(60),
+        || async {
+            let d = declaration(&s.admin, &ns, DECLARATION).await;
+            let status = d.status.clone()?;
+            let revision = status.upgrade.as_ref()?.revision;
+            let both = observed_revisions_of(&s, &names).await == vec![Some(revision); 2];
+            (is_true(&d, "Ready") && status.presenting?.thumbprint == renewal.thumbprint && both).then_some(())
+        },
+    )
+    .await;
+    watching.store(false, Ordering::Relaxed);
+    watcher_task.await.unwrap();
+    let overreach = overreach.lock().unwrap().clone();
+    assert!(overreach.is_empty(), "acknowledged beyond the volume: {overreach:#?}");
+    assert_judged_clean(&judge);
+    for agent in agents {
+        agent.abort();
+    }
+    operator.stop().await;
+    judge.stop();
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+async fn observed_revisions_of(s: &Scenario, names: &[&str]) -> Vec<Option<u64>> {
+    let pods: Api<Pod> = Api::namespaced(s.admin.clone(), &s.namespace);
+    let mut out = Vec::new();
+    for name in names {
+        let pod = pods.get(name).await.unwrap();
+        out.push(
+            pod.metadata
+                .annotations
+                .unwrap_or_default()
+                .get(certshift::outputs::OBSERVED_REVISION_ANNOTATION)
+                .and_then(|r| r.parse().ok()),
+        );
+    }
+    out
 }
