@@ -1,5 +1,5 @@
 # certshift: the two commands of the README's quick start, and helpers.
-.PHONY: demo demo-down test lint crds examples bench bench-core fuzz
+.PHONY: demo demo-down test lint crds examples bench bench-core bench-agent fuzz
 
 # The main job: a local control plane, the operator, and the Service Fabric
 # conversion walking its stages to Ready (left running).
@@ -20,6 +20,11 @@ bench:
 # The core micro-benchmark and its regression check (part of make test).
 bench-core:
 	cargo bench -p certshift --bench core -- --check
+
+# The agent's inbound proxy against a direct rustls server, reloads under load,
+# heap per idle connection (~20 s after the build): docs/performance.md.
+bench-agent:
+	cargo bench -p certshift --bench agent -- --check
 
 # 10^7 executions per fuzz target, then the corpus is reduced: docs/reliability.md.
 fuzz:
