@@ -2,7 +2,8 @@
 
 Usage: chart.py OUT_DIR
 Writes OUT_DIR/default.yaml (cluster-wide, leader election on, the release the
-end-to-end tests install) and OUT_DIR/single-namespace.yaml; fails on any lint
+end-to-end tests install), OUT_DIR/single-namespace.yaml and OUT_DIR/node.yaml
+(the release on the test node, hack/node.sh); fails on any lint
 error or when the chart's copy of the CRDs differs from crds/.
 """
 import pathlib
@@ -32,6 +33,12 @@ def main(out: pathlib.Path) -> int:
         "default.yaml": {"leaderElection": {"enabled": True}},
         "single-namespace.yaml": {"watchNamespace": "team-a", "crds": {"install": True},
                                   "metrics": {"serviceMonitor": {"enabled": True}}},
+        # The test node's release: the image hack/images.sh imports, the
+        # member pods' ServiceAccount bound to the agent's role.
+        "node.yaml": {"leaderElection": {"enabled": True},
+                      "image": {"repository": "docker.io/local/certshift", "tag": "1", "pullPolicy": "Never"},
+                      "agent": {"rbac": {"events": True,
+                                         "bindings": [{"namespace": "node-members", "serviceAccount": "member"}]}}},
     }
     for file, values in variants.items():
         rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: formatting, clippy, then every test of the workspace, the
 # end-to-end scenarios against a real kube-apiserver and etcd included.
-# hack/kube-apiserver.sh installs etcd and builds kube-apiserver once per machine;
+# hack/kube-apiserver.sh installs etcd and builds kube-apiserver once per machine,
+# hack/node.sh prepare the rest of a real node (kubelet, containerd, images);
 # hack/chart.sh lints and renders the Helm chart with Helm's own engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 CERTSHIFT_KUBE_APISERVER="$(hack/kube-apiserver.sh)"
+# The real node's packages, binaries (built once per machine) and images
+# (tests/tests/node.rs starts and stops the node itself).
+hack/node.sh prepare
 CERTSHIFT_CHART_RENDERED="$(pwd)/$(hack/chart.sh target/chart)"
 export CERTSHIFT_KUBE_APISERVER CERTSHIFT_CHART_RENDERED
 

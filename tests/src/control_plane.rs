@@ -58,7 +58,7 @@ pub fn apiserver_binary() -> PathBuf {
             .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"))
             .join("certshift")
     });
-    cache.join("kube-apiserver-v1.20.2/kube-apiserver")
+    cache.join("kubernetes-v1.20.2/kube-apiserver")
 }
 
 fn require(path: &Path, what: &str) {

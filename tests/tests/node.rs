@@ -1,0 +1,364 @@
+//! On a real node (`hack/node.sh`: kubelet, containerd, controller-manager,
+//! scheduler, kube-proxy): certshift runs as a pod from the chart, with
+//! in-cluster configuration under the chart's ServiceAccount, and its
+//! members are pods with the `certshift agent` sidecar in front of a real
+//! HTTP server (busybox httpd), their revisions delivered by the kubelet
+//! into a projected volume. Every member calls the others through its
+//! outbound proxy and the members' Service the whole time.
+//!
+//! The test brings the node up and down itself (`hack/node.sh`); it needs
+//! root, and fails when the node cannot start.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use certshift_e2e::manifests::{Declaration, apply, observed_certificate};
+use certshift_e2e::{apply_rendered, declaration, eventually, install_crds, is_true, pki, repo_path, wait_ready};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use kube::api::{LogParams, PostParams};
+use kube::{Api, Client};
+
+const NAMESPACE: &str = "node-members";
+const DECLARATION: &str = "cluster";
+const MEMBERS: usize = 3;
+
+/// The node, taken down when the test ends (logs kept under `.node/run/logs`).
+struct Node {
+    kubeconfig: String,
+}
+
+impl Node {
+    fn up() -> Self {
+        // A node left up by an interrupted run goes first.
+        let _ = Command::new(repo_path("hack/node.sh")).arg("down").status();
+        let out = Command::new(repo_path("hack/node.sh"))
+            .arg("up")
+            .output()
+            .expect("hack/node.sh");
+        assert!(
+            out.status.success(),
+            "hack/node.sh up failed (the node scenarios need root, and hack/test.sh's set-up): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            kubeconfig: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        }
+    }
+
+    fn audit_log(&self) -> String {
+        let dir = std::path::Path::new(&self.kubeconfig).parent().unwrap();
+        std::fs::read_to_string(dir.join("logs/audit.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What a failed run needs: the pods as the API server and the
+            // kubelet saw them, their containers' logs kept with the node's.
+            let logs = std::path::Path::new(&self.kubeconfig).parent().unwrap().join("logs");
+            for args in [
+                vec!["get", "pods", "-A", "-o", "wide"],
+                vec!["describe", "pods", "-n", NAMESPACE],
+                vec!["get", "events", "-A"],
+            ] {
+                let _ = Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(&self.kubeconfig)
+                    .args(&args)
+                    .status();
+            }
+            let _ = Command::new("cp")
+                .arg("-r")
+                .arg("/var/log/pods")
+                .arg(logs.join("pods"))
+                .status();
+            eprintln!("node logs kept in {}", logs.display());
+            if std::env::var_os("CERTSHIFT_NODE_KEEP").is_some() {
+                eprintln!(
+                    "CERTSHIFT_NODE_KEEP: the node is left up; KUBECONFIG={}",
+                    self.kubeconfig
+                );
+                return;
+            }
+        }
+        let _ = Command::new(repo_path("hack/node.sh")).arg("down").status();
+    }
+}
+
+async fn client(kubeconfig: &str) -> Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig"),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_yaml::from_str(text).expect("manifest")
+}
+
+/// A member: busybox httpd on loopback, the agent in front of it (inbound
+/// 8443, outbound 9443 to the members' Service), and a caller that counts
+/// calls through the outbound proxy once the first one succeeds.
+fn member(name: &str, service_ip: &str) -> Pod {
+    yaml(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: member}}
+spec:
+  serviceAccountName: member
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: backend
+    image: docker.io/local/busybox:1
+    imagePullPolicy: Never
+    command: [sh, -c, 'mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www']
+  - name: certshift-agent
+    image: docker.io/local/certshift:1
+    imagePullPolicy: Never
+    args: [agent, --dir, /etc/certshift, --inbound, "0.0.0.0:8443=127.0.0.1:8080",
+           --outbound, "127.0.0.1:9443={service_ip}:8443", --metrics-addr, "0.0.0.0:9090"]
+    env:
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: POD_NAMESPACE, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
+    ports: [{{containerPort: 8443, name: https}}, {{containerPort: 9090, name: agent-metrics}}]
+    readinessProbe:
+      httpGet: {{path: /readyz, port: 9090}}
+      periodSeconds: 1
+    volumeMounts: [{{name: certshift, mountPath: /etc/certshift, readOnly: true}}]
+  - name: caller
+    image: docker.io/local/busybox:1
+    imagePullPolicy: Never
+    command:
+    - sh
+    - -c
+    - |
+      # (busybox wget's own -T crashes: the timeout comes from timeout(1))
+      until timeout 5 wget -q -O /dev/null http://127.0.0.1:9443/; do sleep 0.5; done
+      calls=0; failed=0
+      while true; do
+        if timeout 5 wget -q -O /dev/null http://127.0.0.1:9443/; then calls=$((calls+1)); else failed=$((failed+1)); echo "failed call at $(date)"; fi
+        echo "calls=$calls failed=$failed"
+        sleep 0.2
+      done
+  volumes:
+  - name: certshift
+    projected:
+      sources:
+      - secret: {{name: {DECLARATION}-presentation}}
+      - configMap: {{name: {DECLARATION}-validation}}
+"#
+    ))
+}
+
+/// The caller's last `calls=N failed=M` line.
+async fn calls(pods: &Api<Pod>, name: &str) -> Option<(u64, u64)> {
+    let params = LogParams {
+        container: Some("caller".to_owned()),
+        tail_lines: Some(20),
+        ..LogParams::default()
+    };
+    let text = pods.logs(name, &params).await.ok()?;
+    let line = text.lines().rev().find(|l| l.starts_with("calls="))?;
+    let (calls, failed) = line.trim_start_matches("calls=").split_once(" failed=")?;
+    Some((calls.parse().ok()?, failed.parse().ok()?))
+}
+
+fn observed_revision(pod: &Pod) -> Option<u64> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(certshift::outputs::OBSERVED_REVISION_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn on_a_real_node_agents_in_member_pods_carry_the_conversion_with_no_failed_call() {
+    let node = Node::up();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(scenario(&node));
+}
+
+async fn scenario(node: &Node) {
+    let started = Instant::now();
+    let admin = client(&node.kubeconfig).await;
+    install_crds(&admin).await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for name in ["certshift-system", NAMESPACE] {
+        let ns: Namespace = yaml(&format!("metadata: {{name: {name}}}"));
+        let _ = namespaces.create(&PostParams::default(), &ns).await;
+    }
+    // The operator: the chart as rendered for the node (local image, leader election).
+    let rendered = std::fs::read_to_string(
+        std::env::var("CERTSHIFT_CHART_RENDERED")
+            .map(|p| std::path::PathBuf::from(p).with_file_name("node.yaml"))
+            .unwrap_or_else(|_| repo_path("target/chart/node.yaml")),
+    )
+    .expect("the chart rendered for the node: hack/chart.sh");
+    apply_rendered(&admin, &rendered).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "certshift-system");
+    eventually(
+        "the operator's Deployment available",
+        Duration::from_secs(120),
+        || async {
+            let d = deployments.get("certshift").await.ok()?;
+            (d.status?.available_replicas? >= 1).then_some(())
+        },
+    )
+    .await;
+
+    // The store and the declaration by thumbprint; members select by label.
+    let (old_ca, ca) = (pki::ca("old CA"), pki::ca("node CA"));
+    let (old, goal) = (
+        pki::leaf("old.example", -20, &old_ca),
+        pki::leaf("cluster.example", -10, &ca),
+    );
+    for (name, cert, issuer) in [("cluster-old", &old, &old_ca), ("cluster-cn", &goal, &ca)] {
+        apply(&admin, NAMESPACE, &pki::tls_secret(name, cert, issuer)).await;
+        apply(&admin, NAMESPACE, &observed_certificate(name, name, None)).await;
+    }
+    let declared = Declaration::example("declaration-thumbprint.yaml")
+        .by_thumbprint(&old.thumbprint)
+        .min_soak("0s")
+        .pod_members(&[("app", "member")]);
+    declared.apply(&admin, NAMESPACE).await;
+    wait_ready(&admin, NAMESPACE, DECLARATION, Duration::from_secs(60)).await;
+
+    // The members: their ServiceAccount (bound to the chart's agent role), a
+    // Service in front of their inbound proxies, and the pods.
+    let services: Api<Service> = Api::namespaced(admin.clone(), NAMESPACE);
+    apply(
+        &admin,
+        NAMESPACE,
+        &yaml::<k8s_openapi::api::core::v1::ServiceAccount>("metadata: {name: member}"),
+    )
+    .await;
+    let service: Service = yaml(
+        "metadata: {name: members}\nspec: {selector: {app: member}, ports: [{name: https, port: 8443, targetPort: 8443}]}",
+    );
+    let _ = services.create(&PostParams::default(), &service).await;
+    let service_ip = services.get("members").await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
+    let names: Vec<String> = (0..MEMBERS).map(|i| format!("member-{i}")).collect();
+    for name in &names {
+        pods.create(&PostParams::default(), &member(name, &service_ip))
+            .await
+            .unwrap();
+    }
+    eventually("the members Ready and calling", Duration::from_secs(120), || async {
+        for name in &names {
+            let pod = pods.get(name).await.ok()?;
+            let ready = pod
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if !ready || calls(&pods, name).await?.0 == 0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let first = declaration(&admin, NAMESPACE, DECLARATION)
+        .await
+        .status
+        .unwrap()
+        .upgrade
+        .unwrap()
+        .revision;
+    eventually(
+        "the members acknowledge the first revision themselves",
+        Duration::from_secs(60),
+        || async {
+            for name in &names {
+                (observed_revision(&pods.get(name).await.ok()?)? >= first).then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
+
+    // The conversion, carried by kubelet-delivered volumes and the agents.
+    let converting = Instant::now();
+    declared
+        .clone()
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .apply(&admin, NAMESPACE)
+        .await;
+    let revision = eventually(
+        "the conversion Ready, acknowledged by every member",
+        Duration::from_secs(240),
+        || async {
+            let d = declaration(&admin, NAMESPACE, DECLARATION).await;
+            let status = d.status.clone()?;
+            let revision = status.upgrade.as_ref()?.revision;
+            let converted = is_true(&d, "Ready")
+                && status.declared_by.as_deref() == Some("CommonName")
+                && status.presenting.as_ref()?.thumbprint == goal.thumbprint;
+            for name in &names {
+                (observed_revision(&pods.get(name).await.ok()?)? == revision).then_some(())?;
+            }
+            converted.then_some(revision)
+        },
+    )
+    .await;
+    let conversion = converting.elapsed();
+
+    // No member call failed; each member made calls throughout.
+    let mut total = 0;
+    let mut failures = BTreeMap::new();
+    for name in &names {
+        let (made, failed) = calls(&pods, name).await.expect("the caller's count");
+        total += made;
+        if failed > 0 {
+            failures.insert(name.clone(), failed);
+        }
+    }
+    assert!(failures.is_empty(), "failed calls between members: {failures:?}");
+
+    // Who wrote what: the members acknowledged themselves, the operator ran
+    // as the chart's ServiceAccount.
+    let audit = node.audit_log();
+    let writers = |resource: &str, verb: &str| -> Vec<String> {
+        let mut users: Vec<String> = audit
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|e| {
+                e["objectRef"]["resource"] == resource
+                    && e["objectRef"]["namespace"] == NAMESPACE
+                    && e["objectRef"]["subresource"].is_null()
+                    && e["verb"] == verb
+                    && e["stage"] == "ResponseComplete"
+            })
+            .filter_map(|e| e["user"]["username"].as_str().map(str::to_owned))
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    };
+    assert_eq!(
+        writers("pods", "patch"),
+        vec![format!("system:serviceaccount:{NAMESPACE}:member")],
+        "pods (not their status, which the kubelet writes) are patched by the members' agents only"
+    );
+    assert_eq!(
+        writers("configmaps", "patch"),
+        vec!["system:serviceaccount:certshift-system:certshift".to_owned()],
+        "the validation ConfigMap is written by the operator's pod"
+    );
+    println!(
+        "  node: conversion to revision {revision} in {:.1}s on kubelet-delivered volumes, {total} calls between {MEMBERS} member pods, 0 failed; scenario {:.0}s",
+        conversion.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
