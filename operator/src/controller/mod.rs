@@ -89,10 +89,20 @@ impl Context {
 
 /// Server-side applies `status` to `object`'s status subresource; returns
 /// the object as written (managedFields dropped).
+///
+/// An apply removes only the fields its manager owns. An update of the
+/// object by someone else can take that ownership away (kube-apiserver
+/// 1.20 drops the status fields of other managers when a client-side
+/// `kubectl apply` removes a `status:` block from its manifest), and the
+/// fields this status no longer has (an earlier revision's
+/// `acknowledgedTime`, a condition that no longer applies) would then stay.
+/// So the answer is checked: when the status written is not the one
+/// decided, it is replaced whole (one more write, in that case only).
 async fn apply_status<K>(ctx: &Context, manager: &str, object: &K, status: &impl serde::Serialize) -> Result<K, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
+        + serde::Serialize
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
@@ -108,6 +118,30 @@ where
         .await
         .map_err(kube_err::<K>(Verb::ApplyStatus, &namespace, &name))?;
     ctx.metrics.write(&format!("{}/status", K::kind(&())));
+    let decided = serde_json::to_value(status).unwrap_or_default();
+    let mut object = serde_json::to_value(&written).unwrap_or_default();
+    if object.get("status") != Some(&decided) {
+        warn!(%namespace, %name, "fields this status does not have stayed after the apply; replacing the status");
+        object["status"] = decided;
+        if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("managedFields");
+        }
+        let replacement: K = serde_json::from_value(object)
+            .map_err(|err| kube_err::<K>(Verb::ReplaceStatus, &namespace, &name)(kube::Error::SerdeError(err)))?;
+        written = ctx
+            .api::<K>(&namespace)
+            .replace_status(
+                &name,
+                &PostParams {
+                    field_manager: Some(manager.to_owned()),
+                    ..PostParams::default()
+                },
+                &replacement,
+            )
+            .await
+            .map_err(kube_err::<K>(Verb::ReplaceStatus, &namespace, &name))?;
+        ctx.metrics.write(&format!("{}/status", K::kind(&())));
+    }
     written.managed_fields_mut().clear();
     Ok(written)
 }
@@ -161,6 +195,7 @@ pub enum Verb {
     Replace,
     Apply,
     ApplyStatus,
+    ReplaceStatus,
     /// Server-side apply of `certshift.io/revision` on a workload's pod template.
     Stamp,
 }
@@ -174,6 +209,7 @@ impl Verb {
             Verb::Replace => "Replace",
             Verb::Apply => "Apply",
             Verb::ApplyStatus => "ApplyStatus",
+            Verb::ReplaceStatus => "ReplaceStatus",
             Verb::Stamp => "Stamp",
         }
     }

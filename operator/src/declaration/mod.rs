@@ -703,8 +703,10 @@ fn events(
         .unwrap_or_default();
     if let Some(revision) = published {
         let members = report.status(revision.revision);
-        let acknowledged_before =
-            previous_upgrade.revision == revision.revision && previous_upgrade.acknowledged_time.is_some();
+        let acknowledged_before = previous_upgrade.revision == revision.revision
+            && previous_upgrade
+                .acknowledged_time
+                .is_some_and(|a| previous_upgrade.published_time.is_none_or(|p| a >= p));
         let stage_ends = following.is_none_or(|next| next.stage != revision.stage);
         if members.converged == members.total && !acknowledged_before && stage_ends {
             events.push(completed(revision, &members, following.is_none() && !blocked));
@@ -752,7 +754,10 @@ fn duration_or(text: &Option<String>, default: Duration) -> Duration {
 
 /// When every member had acknowledged `revision`: kept from status once
 /// recorded, even while a member that came later catches up (a scaled-up or
-/// restarted pod), so the stage is completed, soaked and told once.
+/// restarted pod), so the stage is completed, soaked and told once. A time
+/// before the revision's publication is an earlier revision's, left in the
+/// status by a write that did not clear it (another field manager sharing
+/// the field keeps it through an apply that omits it): never this one's.
 fn acknowledged_time(
     previous: &UpgradeStatus,
     revision: u64,
@@ -760,7 +765,7 @@ fn acknowledged_time(
     now: Timestamp,
 ) -> Option<Timestamp> {
     match previous.acknowledged_time {
-        Some(time) if previous.revision == revision => Some(time),
+        Some(time) if previous.revision == revision && previous.published_time.is_none_or(|p| time >= p) => Some(time),
         _ if members.converged == members.total => Some(now),
         _ => None,
     }

@@ -1124,3 +1124,64 @@ fn a_missing_password_for_the_revision_in_force_is_named_and_keeps_the_milestone
         assert_eq!(condition(&status, milestone).0, "True", "{milestone} stays");
     }
 }
+
+/// A new spec after a finished upgrade: the first revision of the new
+/// upgrade soaks from its own acknowledgement, not the last one's.
+#[test]
+fn a_new_upgrade_after_ready_soaks_each_revision_from_its_own_acknowledgement() {
+    let mut c = case(by_thumbprint_spec()).published(revision(1, "Old", thumbprint_rules()));
+    c.declaration.spec.upgrade = Some(UpgradePolicy {
+        min_soak: Some("5s".into()),
+        stage_timeout: Some("10m".into()),
+        ..Default::default()
+    });
+    c.members.pods = pods(&[Some(1)]);
+    let ready = c.decide();
+    c.apply(&ready);
+    assert!(c.status(&ready).upgrade.unwrap().acknowledged_time.is_some());
+    // Long after: the declaration changes to common names.
+    c.now = ts("2026-06-01T01:00:00Z");
+    c.declaration.spec = ClusterCertificateDeclarationSpec {
+        upgrade: c.declaration.spec.upgrade.clone(),
+        ..by_name_spec("5s")
+    };
+    c.declaration.metadata.generation = Some(3);
+    let first = c.decide();
+    assert_eq!(first.published.as_ref().map(|r| r.revision), Some(2), "soaked long ago");
+    assert_eq!(c.status(&first).upgrade.unwrap().acknowledged_time, None);
+    c.apply(&first);
+    // The member loads revision 2 at once: revision 3 waits out minSoak.
+    c.now = ts("2026-06-01T01:00:01Z");
+    c.members.pods = pods(&[Some(2)]);
+    let acknowledged = c.decide();
+    assert_eq!(
+        acknowledged.published, None,
+        "revision 2 soaks 5s from its acknowledgement"
+    );
+    assert_eq!(c.status(&acknowledged).upgrade.unwrap().acknowledged_time, Some(c.now));
+    c.apply(&acknowledged);
+    c.now = ts("2026-06-01T01:00:06Z");
+    assert_eq!(c.decide().published.map(|r| r.revision), Some(3));
+}
+
+/// An acknowledgement time older than the revision's publication (left by a
+/// write that did not clear it) is not this revision's: the soak starts when
+/// the members acknowledge it.
+#[test]
+fn a_stale_acknowledgement_time_does_not_shorten_the_soak() {
+    let mut c = case(by_name_spec("5s")).published(revision(2, "Old", thumbprint_rules()));
+    c.declaration.status = Some(ClusterCertificateDeclarationStatus {
+        upgrade: Some(UpgradeStatus {
+            revision: 2,
+            published_time: Some(ts("2026-06-01T00:00:00Z")),
+            acknowledged_time: Some(ts("2026-05-31T23:59:00Z")),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c.now = ts("2026-06-01T00:00:01Z");
+    c.members.pods = pods(&[Some(2)]);
+    let decision = c.decide();
+    assert_eq!(decision.published, None, "revision 2 was acknowledged just now");
+    assert_eq!(c.status(&decision).upgrade.unwrap().acknowledged_time, Some(c.now));
+}

@@ -1,5 +1,7 @@
 //! The conversion from thumbprint to common name, renewals, and specs that must publish nothing.
 
+use std::process::Command;
+
 use super::*;
 
 pub async fn conversion_walks_the_three_stages_and_idles_without_writes(s: Scenario) {
@@ -284,5 +286,77 @@ pub async fn invalid_specs_and_foreign_secrets_publish_nothing(s: Scenario) {
             .contains("spec.members.workloads.kind: Unsupported value: \"ReplicaSet\""),
         "the refusal names the field: {refused}"
     );
+    operator.stop().await;
+}
+
+/// `kubectl apply` (client-side, as most users and GitOps tools run it) of
+/// the examples, whose common-name manifest carries a `status:` block for
+/// `certshift plan`: converting there and back, the status never keeps what
+/// an earlier revision or declaration had (kube-apiserver 1.20 takes the
+/// operator's ownership of status fields away when that block is dropped).
+pub async fn kubectl_client_side_apply_there_and_back_leaves_no_stale_status(s: Scenario) {
+    let ns = &s.namespace;
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    let kubeconfig = s.plane.write_kubeconfig();
+    let kubectl_apply = |file: &str| {
+        use std::io::Write as _;
+        let manifest = example(file).replace("namespace: default", &format!("namespace: {ns}"));
+        let mut kubectl = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        kubectl.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+        let out = kubectl.wait_with_output().expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl apply {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    kubectl_apply("declaration-thumbprint.yaml");
+    let operator = Operator::start(&s.plane, ns);
+    wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    for (file, declared_by) in [
+        ("declaration-common-name.yaml", "CommonName"),
+        ("declaration-thumbprint.yaml", "Thumbprint"),
+        ("declaration-common-name.yaml", "CommonName"),
+    ] {
+        kubectl_apply(file);
+        // Every status seen on the way: an acknowledgement is never older
+        // than the publication it acknowledges.
+        let done = eventually(&format!("{declared_by} in force"), Duration::from_secs(120), || async {
+            let d = declaration(&s.admin, ns, DECLARATION).await;
+            let status = d.status.clone()?;
+            if let Some(u) = &status.upgrade
+                && let (Some(published), Some(acknowledged)) = (u.published_time, u.acknowledged_time)
+            {
+                assert!(
+                    acknowledged >= published,
+                    "revision {} acknowledged at {acknowledged}, before its publication at {published}",
+                    u.revision
+                );
+            }
+            (is_true(&d, "Ready")
+                && status.observed_generation == d.metadata.generation
+                && status.declared_by.as_deref() == Some(declared_by))
+            .then_some(d)
+        })
+        .await;
+        let types: Vec<String> = done.status.unwrap().conditions.into_iter().map(|c| c.type_).collect();
+        let milestones = ["SecondaryAdded", "DeclarationSwitched", "IssuersPinned"];
+        if declared_by == "Thumbprint" {
+            assert!(
+                milestones.iter().all(|m| !types.iter().any(|t| t == m)),
+                "a declaration by thumbprint has no conversion milestones: {types:?}"
+            );
+        } else {
+            assert!(milestones.iter().all(|m| types.iter().any(|t| t == m)), "{types:?}");
+        }
+    }
     operator.stop().await;
 }

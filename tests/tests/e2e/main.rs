@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         conversion::conversion_walks_the_three_stages_and_idles_without_writes,
         conversion::renewals_roll_over_when_pinned_and_are_refused_when_not,
         conversion::invalid_specs_and_foreign_secrets_publish_nothing,
+        conversion::kubectl_client_side_apply_there_and_back_leaves_no_stale_status,
         outputs::consumer_templates_and_formats_reach_the_outputs_without_rewrites,
         members::members_gate_each_revision_and_min_soak_is_respected,
         members::a_statefulset_rollout_gates_each_revision,
