@@ -125,6 +125,8 @@ struct AgentArgs {
     /// Do not acknowledge (the member is judged some other way).
     #[arg(long)]
     no_ack: bool,
+    /// The kubeconfig for acknowledgements (default: in-cluster, then
+    /// $KUBECONFIG or ~/.kube/config).
     #[arg(long)]
     kubeconfig: Option<std::path::PathBuf>,
     /// Where /metrics, /healthz and /readyz are served.
@@ -155,7 +157,10 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, St
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only for a person at a terminal, not in files and collectors.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -172,6 +177,10 @@ fn run_agent(args: AgentArgs) -> Result<i32, String> {
         let listen = listen
             .parse()
             .map_err(|err| format!("--{flag} {value:?}: LISTEN {listen:?}: {err}"))?;
+        match to.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => return Err(format!("--{flag} {value:?}: {to:?} is not HOST:PORT")),
+        }
         Ok((listen, to.to_owned()))
     };
     let volumes = match (args.dir, args.presentation, args.validation) {
@@ -184,7 +193,12 @@ fn run_agent(args: AgentArgs) -> Result<i32, String> {
     };
     let mut reload: Vec<Reload> = args.reload_exec.into_iter().map(Reload::Exec).collect();
     if let (Some(signal), Some(process)) = (args.reload_signal, args.reload_process) {
-        reload.push(Reload::Signal { signal, process });
+        let name = signal.trim_start_matches("SIG").to_ascii_uppercase();
+        const SIGNALS: [&str; 9] = ["HUP", "INT", "QUIT", "USR1", "USR2", "TERM", "WINCH", "ALRM", "CONT"];
+        if !SIGNALS.contains(&name.as_str()) {
+            return Err(format!("--reload-signal {signal:?}: not one of {}", SIGNALS.join(", ")));
+        }
+        reload.push(Reload::Signal { signal: name, process });
     }
     let pod = if args.no_ack {
         None

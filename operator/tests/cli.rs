@@ -297,3 +297,31 @@ fn the_members_example_runs_the_agent_as_documented() {
     assert_eq!(agent["args"][0], "agent");
     assert_eq!(agent["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
 }
+
+/// Flags that cannot work are refused at start, naming the flag and the
+/// problem, not retried forever once running.
+#[test]
+fn agent_flags_that_cannot_work_are_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("certshift-cli-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.to_str().unwrap();
+    for (args, said) in [
+        (
+            vec!["--reload-signal", "HUPP", "--reload-process", "nginx"],
+            "--reload-signal \"HUPP\": not one of HUP",
+        ),
+        (
+            vec!["--inbound", "127.0.0.1:8443=127.0.0.1"],
+            "\"127.0.0.1\" is not HOST:PORT",
+        ),
+        (vec!["--outbound", "127.0.0.1:9443=peer:0"], "\"peer:0\" is not HOST:PORT"),
+        (vec!["--inbound", "8443=127.0.0.1:8080"], "LISTEN \"8443\""),
+    ] {
+        let mut full = vec!["agent", "--dir", dir, "--no-ack", "--metrics-addr", "127.0.0.1:0"];
+        full.extend(args.iter().copied());
+        let out = certshift(&full, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?} should say {said:?}: {stderr}");
+    }
+}

@@ -115,7 +115,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP certshift_agent_load_errors_total Revisions that could not be loaded, by reason."
+            "# HELP certshift_agent_load_errors_total Problems that kept a revision from being loaded, each counted once, by reason."
         );
         let _ = writeln!(out, "# TYPE certshift_agent_load_errors_total counter");
         let errors = self

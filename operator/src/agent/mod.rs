@@ -36,6 +36,8 @@ pub use metrics::Metrics;
 pub const MANAGER: &str = "certshift-agent";
 /// How often the volumes are read again without a filesystem event.
 pub const RESYNC: Duration = Duration::from_secs(2);
+/// How long the two volumes may disagree before it is logged.
+const WAITING_TOLD_AFTER: Duration = Duration::from_secs(30);
 
 /// Where the revisions come from.
 #[derive(Clone, Debug)]
@@ -203,6 +205,35 @@ pub async fn run(
     Ok(())
 }
 
+/// The problem last told, so a volume re-read every few seconds does not
+/// repeat it; a wait told once more when it lasts.
+#[derive(Default)]
+struct Told {
+    message: Option<String>,
+    since: Option<std::time::Instant>,
+    waiting_told: bool,
+}
+
+impl Told {
+    fn is_new(&mut self, message: &str) -> bool {
+        if self.message.as_deref() == Some(message) {
+            return false;
+        }
+        *self = Told {
+            message: Some(message.to_owned()),
+            since: Some(std::time::Instant::now()),
+            waiting_told: false,
+        };
+        true
+    }
+
+    fn waiting_too_long(&mut self) -> bool {
+        let due = !self.waiting_told && self.since.is_some_and(|s| s.elapsed() >= WAITING_TOLD_AFTER);
+        self.waiting_told |= due;
+        due
+    }
+}
+
 /// Follows the volumes: loads each new revision, reloads, acknowledges.
 async fn follow(
     options: Options,
@@ -229,7 +260,7 @@ async fn follow(
         .into_event_stream(&mut buffer)
         .map_err(|err| format!("inotify: {err}"))?;
     let mut resync = tokio::time::interval(RESYNC);
-    let mut last_said: Option<String> = None;
+    let mut told = Told::default();
     // A revision loaded whose reload failed: tried again on every look.
     let mut pending_reload: Option<Arc<Loaded>> = None;
     // A failed reload is told once per revision (it is retried on every look).
@@ -242,9 +273,29 @@ async fn follow(
             Err(err) => Outcome::Waiting(format!("reading the volumes: {err}")),
         };
         let serving_now = loaded.map_or("none".to_owned(), |r| r.to_string());
-        let mut say = |reason: Option<&'static str>, message: String| {
-            if last_said.as_ref() != Some(&message) {
+        let problem = match outcome {
+            Outcome::Load(new) => {
+                let new: Arc<Loaded> = Arc::from(new);
+                info!(revision = new.revision, presented = %new.presented, "loaded");
+                // Proxies take the new revision for their next handshakes.
+                serving.set(new.clone());
+                metrics.loaded(new.revision);
+                pending_reload = Some(new);
+                None
+            }
+            Outcome::Invalid { reason, message } => Some((Some(reason), format!("{reason}: {message}"))),
+            Outcome::Older { revision, loaded } => Some((
+                Some("OlderRevision"),
+                format!("OlderRevision: revision {revision} is older than revision {loaded}, which is served"),
+            )),
+            Outcome::Waiting(why) => Some((None, why)),
+            Outcome::Same => None,
+        };
+        // Each problem is logged, counted and told once, not on every re-read.
+        match problem {
+            Some((reason, message)) if told.is_new(&message) => {
                 if let Some(reason) = reason {
+                    metrics.load_error(reason);
                     warn!("{message}; serving revision {serving_now}");
                     let _ = warn_on_pod.send(Warning {
                         reason,
@@ -253,31 +304,16 @@ async fn follow(
                 } else {
                     debug!("{message}");
                 }
-                last_said = Some(message);
             }
-        };
-        match outcome {
-            Outcome::Load(new) => {
-                let new: Arc<Loaded> = Arc::from(new);
-                info!(revision = new.revision, presented = %new.presented, "loaded");
-                // Proxies take the new revision for their next handshakes.
-                serving.set(new.clone());
-                metrics.loaded(new.revision);
-                pending_reload = Some(new);
-            }
-            Outcome::Invalid { reason, message } => {
-                metrics.load_error(reason);
-                say(Some(reason), format!("{reason}: {message}"));
-            }
-            Outcome::Older { revision, loaded } => {
-                metrics.load_error("OlderRevision");
-                say(
-                    Some("OlderRevision"),
-                    format!("revision {revision} is older than revision {loaded}, which is served"),
+            Some((None, message)) if told.waiting_too_long() => {
+                // The halves normally agree within a kubelet sync.
+                info!(
+                    "{message} for {}s; serving revision {serving_now}",
+                    WAITING_TOLD_AFTER.as_secs()
                 );
             }
-            Outcome::Waiting(why) => say(None, why),
-            Outcome::Same => {}
+            Some(_) => {}
+            None => told = Told::default(),
         }
         if let Some(loaded) = pending_reload.clone() {
             match reload_all(&options.reload, loaded.revision).await {
