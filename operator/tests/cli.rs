@@ -314,7 +314,10 @@ fn agent_flags_that_cannot_work_are_refused_at_start() {
             vec!["--inbound", "127.0.0.1:8443=127.0.0.1"],
             "\"127.0.0.1\" is not HOST:PORT",
         ),
-        (vec!["--outbound", "127.0.0.1:9443=peer:0"], "\"peer:0\" is not HOST:PORT"),
+        (
+            vec!["--outbound", "127.0.0.1:9443=peer:0"],
+            "\"peer:0\" is not HOST:PORT",
+        ),
         (vec!["--inbound", "8443=127.0.0.1:8080"], "LISTEN \"8443\""),
     ] {
         let mut full = vec!["agent", "--dir", dir, "--no-ack", "--metrics-addr", "127.0.0.1:0"];
