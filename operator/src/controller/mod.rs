@@ -120,8 +120,18 @@ where
     ctx.metrics.write(&format!("{}/status", K::kind(&())));
     let decided = serde_json::to_value(status).unwrap_or_default();
     let mut object = serde_json::to_value(&written).unwrap_or_default();
-    if object.get("status") != Some(&decided) {
-        warn!(%namespace, %name, "fields this status does not have stayed after the apply; replacing the status");
+    let (as_written, as_decided) = (
+        object.get("status").map(conditions_by_type),
+        conditions_by_type(&decided),
+    );
+    if as_written.as_ref() != Some(&as_decided) {
+        let stayed: Vec<&String> = match (&as_written, &as_decided) {
+            (Some(serde_json::Value::Object(written)), serde_json::Value::Object(decided)) => {
+                written.keys().filter(|k| written.get(*k) != decided.get(*k)).collect()
+            }
+            _ => Vec::new(),
+        };
+        warn!(%namespace, %name, ?stayed, "fields this status does not have stayed after the apply; replacing the status");
         object["status"] = decided;
         if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
             meta.remove("managedFields");
@@ -144,6 +154,16 @@ where
     }
     written.managed_fields_mut().clear();
     Ok(written)
+}
+
+/// A status with its conditions in type order: a list keyed by type, which
+/// an apply merges by key and may return in another order.
+fn conditions_by_type(status: &serde_json::Value) -> serde_json::Value {
+    let mut status = status.clone();
+    if let Some(conditions) = status.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        conditions.sort_by(|a, b| a["type"].as_str().cmp(&b["type"].as_str()));
+    }
+    status
 }
 
 /// Records the decided events on `object` (failures are logged, not fatal).
