@@ -7,6 +7,7 @@
 #   hack/node.sh prepare  installs the packages, builds the binaries and images
 #   hack/node.sh up     starts it (state in $CERTSHIFT_NODE_DIR, default .node/),
 #                       prints the admin kubeconfig's path
+#   hack/node.sh restart-kubelet   stops the kubelet and starts it again
 #   hack/node.sh down   stops everything up started and undoes what it changed
 #                       (mounts, bridge, iptables rules, sysctls, cgroups)
 #
@@ -58,6 +59,25 @@ prepare() {
   apt_install etcd-server containerd runc containernetworking-plugins iptables conntrack busybox-static gcc
   hack/kubernetes.sh "${BINARIES[@]}" >/dev/null
   hack/images.sh "$STATE/images" >&2
+}
+
+start_kubelet() {
+  setsid "$1/kubelet" --config="$R/kubelet.yaml" --kubeconfig="$R/kubelet.kubeconfig" --root-dir="$R/kubelet" \
+    --cert-dir="$R/kubelet/pki" --container-runtime=remote --container-runtime-endpoint="unix://$SOCK" \
+    --node-ip="$NODE_IP" --hostname-override="$NODE" --v=1 >> "$R/logs/kubelet.log" 2>&1 &
+  rec kubelet $!
+}
+
+# The kubelet stopped and started again (pods keep running in containerd).
+restart_kubelet() {
+  local pid
+  pid="$(pid_of kubelet)"
+  [ -n "$pid" ] || { log "not up"; exit 1; }
+  kill "$pid"
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  sed -i "/^kubelet /d" "$STATE/pids"
+  start_kubelet "$(hack/kubernetes.sh "${BINARIES[@]}")"
+  log "kubelet restarted"
 }
 
 up() {
@@ -255,10 +275,7 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.availa
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 EOF
-  setsid "$bin/kubelet" --config="$R/kubelet.yaml" --kubeconfig="$R/kubelet.kubeconfig" --root-dir="$R/kubelet" \
-    --cert-dir="$R/kubelet/pki" --container-runtime=remote --container-runtime-endpoint="unix://$SOCK" \
-    --node-ip="$NODE_IP" --hostname-override="$NODE" --v=1 > "$R/logs/kubelet.log" 2>&1 &
-  rec kubelet $!
+  start_kubelet "$bin"
   setsid "$bin/kube-proxy" --kubeconfig="$R/proxy.kubeconfig" --hostname-override="$NODE" --proxy-mode=iptables \
     --cluster-cidr="$POD_CIDR" --conntrack-max-per-core=0 --bind-address=127.0.0.1 \
     --healthz-bind-address=127.0.0.1:10256 --metrics-bind-address=127.0.0.1:10249 --v=1 > "$R/logs/kube-proxy.log" 2>&1 &
@@ -360,6 +377,7 @@ down() {
 case "${1:-}" in
   prepare) prepare ;;
   up) up ;;
+  restart-kubelet) restart_kubelet ;;
   down) down ;;
-  *) echo "usage: hack/node.sh prepare|up|down" >&2; exit 2 ;;
+  *) echo "usage: hack/node.sh prepare|up|restart-kubelet|down" >&2; exit 2 ;;
 esac

@@ -181,56 +181,98 @@ fn observed_revision(pod: &Pod) -> Option<u64> {
         .ok()
 }
 
+/// The node's scenarios, one after another on one node and one operator
+/// (a node takes about 20 s to start and as long to clean up).
 #[test]
-fn on_a_real_node_agents_in_member_pods_carry_the_conversion_with_no_failed_call() {
+fn on_a_real_node() {
     let node = Node::up();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(scenario(&node));
+    runtime.block_on(async {
+        let admin = client(&node.kubeconfig).await;
+        install_operator(&admin).await;
+        agents_in_member_pods_carry_the_conversion_with_no_failed_call(&node, &admin).await;
+        let (deployment, statefulset, daemonset) = tokio::join!(
+            workload_rollouts_gate_each_revision(&admin, "Deployment"),
+            workload_rollouts_gate_each_revision(&admin, "StatefulSet"),
+            workload_rollouts_gate_each_revision(&admin, "DaemonSet"),
+        );
+        println!(
+            "  node: rollouts by the controller-manager gated every revision: {deployment}; {statefulset}; {daemonset}"
+        );
+        deleting_a_declaration_collects_its_outputs_and_no_user_secret(&admin, "node-deployment").await;
+        an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_repeat_nothing(&node, &admin).await;
+    });
 }
 
-async fn scenario(node: &Node) {
-    let started = Instant::now();
-    let admin = client(&node.kubeconfig).await;
-    install_crds(&admin).await;
+async fn create_namespace(admin: &Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(admin.clone());
-    for name in ["certshift-system", NAMESPACE] {
-        let ns: Namespace = yaml(&format!("metadata: {{name: {name}}}"));
-        let _ = namespaces.create(&PostParams::default(), &ns).await;
+    let ns: Namespace = yaml(&format!("metadata: {{name: {name}}}"));
+    let _ = namespaces.create(&PostParams::default(), &ns).await;
+}
+
+/// The operator: the chart as rendered for the node (local image, leader
+/// election), running as a pod.
+async fn install_operator(admin: &Client) {
+    install_crds(admin).await;
+    // The chart binds the agent role in the members' namespace.
+    for ns in ["certshift-system", NAMESPACE] {
+        create_namespace(admin, ns).await;
     }
-    // The operator: the chart as rendered for the node (local image, leader election).
     let rendered = std::fs::read_to_string(
         std::env::var("CERTSHIFT_CHART_RENDERED")
             .map(|p| std::path::PathBuf::from(p).with_file_name("node.yaml"))
             .unwrap_or_else(|_| repo_path("target/chart/node.yaml")),
     )
     .expect("the chart rendered for the node: hack/chart.sh");
-    apply_rendered(&admin, &rendered).await;
+    apply_rendered(admin, &rendered).await;
+    operator_available(admin).await;
+}
+
+async fn operator_available(admin: &Client) {
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "certshift-system");
     eventually(
         "the operator's Deployment available",
         Duration::from_secs(120),
         || async {
             let d = deployments.get("certshift").await.ok()?;
-            (d.status?.available_replicas? >= 1).then_some(())
+            let status = d.status?;
+            (status.available_replicas? >= 1 && status.unavailable_replicas.unwrap_or(0) == 0).then_some(())
         },
     )
     .await;
+}
 
-    // The store and the declaration by thumbprint; members select by label.
+/// The store (an old self-signed certificate and the goal from a CA) and a
+/// declaration by thumbprint of the old one, with `members`.
+async fn store_and_declaration(
+    admin: &Client,
+    ns: &str,
+    members: impl FnOnce(Declaration) -> Declaration,
+) -> (Declaration, pki::Issued, pki::Issued) {
     let (old_ca, ca) = (pki::ca("old CA"), pki::ca("node CA"));
     let (old, goal) = (
         pki::leaf("old.example", -20, &old_ca),
         pki::leaf("cluster.example", -10, &ca),
     );
     for (name, cert, issuer) in [("cluster-old", &old, &old_ca), ("cluster-cn", &goal, &ca)] {
-        apply(&admin, NAMESPACE, &pki::tls_secret(name, cert, issuer)).await;
-        apply(&admin, NAMESPACE, &observed_certificate(name, name, None)).await;
+        apply(admin, ns, &pki::tls_secret(name, cert, issuer)).await;
+        apply(admin, ns, &observed_certificate(name, name, None)).await;
     }
-    let declared = Declaration::example("declaration-thumbprint.yaml")
-        .by_thumbprint(&old.thumbprint)
-        .min_soak("0s")
-        .pod_members(&[("app", "member")]);
-    declared.apply(&admin, NAMESPACE).await;
+    let declared = members(
+        Declaration::example("declaration-thumbprint.yaml")
+            .by_thumbprint(&old.thumbprint)
+            .min_soak("0s"),
+    );
+    declared.apply(admin, ns).await;
+    (declared, goal, ca)
+}
+
+async fn agents_in_member_pods_carry_the_conversion_with_no_failed_call(node: &Node, admin: &Client) {
+    let started = Instant::now();
+    let admin = admin.clone();
+    create_namespace(&admin, NAMESPACE).await;
+    // The store and the declaration by thumbprint; members select by label.
+    let (declared, goal, ca) = store_and_declaration(&admin, NAMESPACE, |d| d.pod_members(&[("app", "member")])).await;
     wait_ready(&admin, NAMESPACE, DECLARATION, Duration::from_secs(60)).await;
 
     // The members: their ServiceAccount (bound to the chart's agent role), a
@@ -357,8 +399,238 @@ async fn scenario(node: &Node) {
         "the validation ConfigMap is written by the operator's pod"
     );
     println!(
-        "  node: conversion to revision {revision} in {:.1}s on kubelet-delivered volumes, {total} calls between {MEMBERS} member pods, 0 failed; scenario {:.0}s",
+        "  node: agents: conversion to revision {revision} in {:.1}s on kubelet-delivered volumes, {total} calls between {MEMBERS} member pods, 0 failed; scenario {:.0}s",
         conversion.as_secs_f64(),
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// A workload of `kind` named `members`: busybox pods that sleep.
+fn workload(kind: &str) -> serde_json::Value {
+    let template = serde_json::json!({
+        "metadata": {"labels": {"app": "workload"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{
+                "name": "member", "image": "docker.io/local/busybox:1", "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+            }],
+        },
+    });
+    let mut spec = serde_json::json!({"selector": {"matchLabels": {"app": "workload"}}, "template": template});
+    match kind {
+        "Deployment" => spec["replicas"] = 2.into(),
+        "StatefulSet" => {
+            spec["replicas"] = 2.into();
+            spec["serviceName"] = "members".into();
+            spec["podManagementPolicy"] = "Parallel".into();
+        }
+        _ => {}
+    }
+    serde_json::json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "members"}, "spec": spec})
+}
+
+/// How many pod templates the workload's controller has rolled out: its
+/// ReplicaSets, or its ControllerRevisions.
+async fn templates_rolled_out(admin: &Client, ns: &str, kind: &str) -> usize {
+    let params = kube::api::ListParams::default().labels("app=workload");
+    if kind == "Deployment" {
+        let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(admin.clone(), ns);
+        sets.list(&params).await.map_or(0, |l| l.items.len())
+    } else {
+        let revisions: Api<k8s_openapi::api::apps::v1::ControllerRevision> = Api::namespaced(admin.clone(), ns);
+        revisions.list(&params).await.map_or(0, |l| l.items.len())
+    }
+}
+
+/// A declaration whose member is a workload: each revision is stamped on
+/// its pod template and gates on the real controller-manager rolling it
+/// out. Returns a line for the summary.
+async fn workload_rollouts_gate_each_revision(admin: &Client, kind: &str) -> String {
+    let ns = format!("node-{}", kind.to_ascii_lowercase());
+    create_namespace(admin, &ns).await;
+    let dynamic = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps", "v1", kind));
+    let workloads: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &dynamic);
+    let object: kube::api::DynamicObject = serde_json::from_value(workload(kind)).unwrap();
+    workloads.create(&PostParams::default(), &object).await.unwrap();
+    let (declared, goal, ca) = store_and_declaration(admin, &ns, |d| d.workload(kind, "members")).await;
+    wait_ready(admin, &ns, DECLARATION, Duration::from_secs(120)).await;
+    let converting = Instant::now();
+    declared
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .apply(admin, &ns)
+        .await;
+    let revision = eventually(
+        &format!("the {kind}'s conversion Ready"),
+        Duration::from_secs(300),
+        || async {
+            let d = declaration(admin, &ns, DECLARATION).await;
+            let status = d.status.clone()?;
+            (is_true(&d, "Ready")
+                && status.declared_by.as_deref() == Some("CommonName")
+                && status.presenting.as_ref()?.thumbprint == goal.thumbprint)
+                .then_some(status.upgrade?.revision)
+        },
+    )
+    .await;
+    // Every revision was a rollout the controller-manager made (the
+    // template before the first stamp, then one per revision), and the
+    // last one is complete.
+    let live = workloads.get("members").await.unwrap();
+    let stamped = live.data["spec"]["template"]["metadata"]["annotations"][certshift::outputs::REVISION_ANNOTATION]
+        .as_str()
+        .map(str::to_owned);
+    assert_eq!(
+        stamped,
+        Some(revision.to_string()),
+        "{kind}: the template carries the last revision"
+    );
+    let status = &live.data["status"];
+    let complete = match kind {
+        "DaemonSet" => {
+            status["updatedNumberScheduled"] == status["desiredNumberScheduled"]
+                && status["numberReady"] == status["desiredNumberScheduled"]
+        }
+        _ => status["updatedReplicas"] == 2 && status["readyReplicas"] == 2,
+    };
+    assert!(complete, "{kind}: the last rollout is complete: {status}");
+    let templates = templates_rolled_out(admin, &ns, kind).await;
+    assert_eq!(
+        templates,
+        revision as usize + 1,
+        "{kind}: one rollout per revision, after the unstamped template"
+    );
+    format!(
+        "{kind} {} revisions in {:.1}s",
+        revision,
+        converting.elapsed().as_secs_f64()
+    )
+}
+
+/// Outputs are owned by their declaration: the garbage collector removes
+/// them with it; the user's Secrets (the store's sources) stay.
+async fn deleting_a_declaration_collects_its_outputs_and_no_user_secret(admin: &Client, ns: &str) {
+    let declarations: Api<certshift::crd::ClusterCertificateDeclaration> = Api::namespaced(admin.clone(), ns);
+    declarations
+        .delete(DECLARATION, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), ns);
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin.clone(), ns);
+    eventually("the outputs collected", Duration::from_secs(60), || async {
+        let presentation = secrets.get_opt(&format!("{DECLARATION}-presentation")).await.ok()?;
+        let validation = maps.get_opt(&format!("{DECLARATION}-validation")).await.ok()?;
+        (presentation.is_none() && validation.is_none()).then_some(())
+    })
+    .await;
+    for name in ["cluster-old", "cluster-cn"] {
+        assert!(
+            secrets.get_opt(name).await.unwrap().is_some(),
+            "the user's Secret {name} stays"
+        );
+    }
+    println!(
+        "  node: deleting the declaration: its outputs collected by the garbage collector, the user's Secrets kept"
+    );
+}
+
+/// Mid-conversion the operator's pod is killed and the kubelet restarted:
+/// the new pod takes over (leader election) and every revision is
+/// published once, none lost and none repeated (audit log).
+async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_repeat_nothing(
+    node: &Node,
+    admin: &Client,
+) {
+    let ns = "node-restart";
+    create_namespace(admin, ns).await;
+    let dynamic = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps", "v1", "Deployment"));
+    let workloads: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), ns, &dynamic);
+    let object: kube::api::DynamicObject = serde_json::from_value(workload("Deployment")).unwrap();
+    workloads.create(&PostParams::default(), &object).await.unwrap();
+    let (declared, goal, ca) = store_and_declaration(admin, ns, |d| d.workload("Deployment", "members")).await;
+    wait_ready(admin, ns, DECLARATION, Duration::from_secs(120)).await;
+    declared
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .apply(admin, ns)
+        .await;
+    eventually("revision 3 published", Duration::from_secs(120), || async {
+        let d = declaration(admin, ns, DECLARATION).await;
+        (d.status?.upgrade?.revision >= 3).then_some(())
+    })
+    .await;
+    let operators: Api<Pod> = Api::namespaced(admin.clone(), "certshift-system");
+    let killed: Vec<String> = operators
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    for name in &killed {
+        operators
+            .delete(
+                name,
+                &kube::api::DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let restarted = Command::new(repo_path("hack/node.sh"))
+        .arg("restart-kubelet")
+        .status()
+        .unwrap();
+    assert!(restarted.success(), "hack/node.sh restart-kubelet");
+    operator_available(admin).await;
+    let revision = eventually(
+        "the conversion Ready after the restarts",
+        Duration::from_secs(300),
+        || async {
+            let d = declaration(admin, ns, DECLARATION).await;
+            let status = d.status.clone()?;
+            (is_true(&d, "Ready")
+                && status.declared_by.as_deref() == Some("CommonName")
+                && status.presenting.as_ref()?.thumbprint == goal.thumbprint)
+                .then_some(status.upgrade?.revision)
+        },
+    )
+    .await;
+    // Each revision's validation ConfigMap written once: by the first pod
+    // up to the kill, by its successor after.
+    let published: Vec<(String, String)> = node
+        .audit_log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| {
+            e["objectRef"]["resource"] == "configmaps"
+                && e["objectRef"]["namespace"] == ns
+                && e["objectRef"]["name"] == format!("{DECLARATION}-validation")
+                && e["verb"] == "patch"
+                && e["stage"] == "ResponseComplete"
+                && e["responseStatus"]["code"].as_u64().is_some_and(|c| c < 300)
+        })
+        .map(|e| {
+            (
+                e["user"]["username"].as_str().unwrap_or_default().to_owned(),
+                e["auditID"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        published.len() as u64,
+        revision,
+        "one write of the validation ConfigMap per revision, none lost, none repeated: {published:?}"
+    );
+    assert!(
+        published
+            .iter()
+            .all(|(user, _)| user == "system:serviceaccount:certshift-system:certshift"),
+        "{published:?}"
+    );
+    println!(
+        "  node: operator pod {killed:?} killed and the kubelet restarted at revision 3: the conversion reached revision {revision}, each published once"
     );
 }
