@@ -35,11 +35,20 @@ def main(out: pathlib.Path) -> int:
                                   "metrics": {"serviceMonitor": {"enabled": True}}},
         # The test node's release: the image hack/images.sh imports, the
         # member pods' ServiceAccount bound to the agent's role.
-        "node.yaml": {"leaderElection": {"enabled": True},
+        "node.yaml": {"leaderElection": {"enabled": True}, "replicaCount": 2,
                       "image": {"repository": "docker.io/local/certshift", "tag": "1", "pullPolicy": "Never"},
                       "agent": {"rbac": {"events": True,
                                          "bindings": [{"namespace": "node-members", "serviceAccount": "member"}]}}},
     }
+    # Values that cannot work are refused when rendering.
+    try:
+        chart.render({"replicaCount": 2}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    except Exception as err:  # the engine's error names the template and the reason
+        if "needs leaderElection.enabled" not in str(err):
+            raise
+    else:
+        print("replicaCount 2 without leader election rendered", file=sys.stderr)
+        return 1
     for file, values in variants.items():
         rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
         documents = [text.strip() for path, text in sorted(rendered.items())

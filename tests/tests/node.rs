@@ -201,6 +201,7 @@ fn on_a_real_node() {
         );
         deleting_a_declaration_collects_its_outputs_and_no_user_secret(&admin, "node-deployment").await;
         an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_repeat_nothing(&node, &admin).await;
+        a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one_writer(&node, &admin).await;
     });
 }
 
@@ -598,10 +599,27 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
         },
     )
     .await;
-    // Each revision's validation ConfigMap written once: by the first pod
-    // up to the kill, by its successor after.
-    let published: Vec<(String, String)> = node
-        .audit_log()
+    let published = validation_writes(node, ns);
+    assert_eq!(
+        published.len() as u64,
+        revision,
+        "one write of the validation ConfigMap per revision, none lost, none repeated: {published:?}"
+    );
+    assert!(
+        published
+            .iter()
+            .all(|(user, _)| user == "system:serviceaccount:certshift-system:certshift"),
+        "{published:?}"
+    );
+    println!(
+        "  node: operator pod {killed:?} killed and the kubelet restarted at revision 3: the conversion reached revision {revision}, each published once"
+    );
+}
+
+/// Each revision's validation ConfigMap is written once (by whichever
+/// replica leads): (user, audit ID) of every successful write in `ns`.
+fn validation_writes(node: &Node, ns: &str) -> Vec<(String, String)> {
+    node.audit_log()
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|e| {
@@ -618,19 +636,77 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
                 e["auditID"].as_str().unwrap_or_default().to_owned(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Mid-conversion the operator's Deployment (two replicas, leader
+/// election) is rolled as `helm upgrade` or `kubectl rollout restart` rolls
+/// it: the rollout completes (a standby is Ready), the leader hands over,
+/// and every revision is published once.
+async fn a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one_writer(node: &Node, admin: &Client) {
+    let ns = "node-upgrade";
+    create_namespace(admin, ns).await;
+    let dynamic = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps", "v1", "Deployment"));
+    let workloads: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), ns, &dynamic);
+    let object: kube::api::DynamicObject = serde_json::from_value(workload("Deployment")).unwrap();
+    workloads.create(&PostParams::default(), &object).await.unwrap();
+    let (declared, goal, ca) = store_and_declaration(admin, ns, |d| d.workload("Deployment", "members")).await;
+    wait_ready(admin, ns, DECLARATION, Duration::from_secs(120)).await;
+    declared
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .apply(admin, ns)
+        .await;
+    eventually("revision 2 published", Duration::from_secs(120), || async {
+        let d = declaration(admin, ns, DECLARATION).await;
+        (d.status?.upgrade?.revision >= 2).then_some(())
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "certshift-system");
+    let restart = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": jiff::Timestamp::now().to_string()
+    }}}}});
+    let rolled = deployments
+        .patch(
+            "certshift",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&restart),
+        )
+        .await
+        .unwrap();
+    let generation = rolled.metadata.generation.unwrap_or_default();
+    let rolling = Instant::now();
+    eventually("the operator's rollout complete", Duration::from_secs(180), || async {
+        let d = deployments.get("certshift").await.ok()?;
+        let status = d.status?;
+        (status.observed_generation? >= generation
+            && status.updated_replicas? == 2
+            && status.available_replicas? == 2
+            && status.replicas? == 2)
+            .then_some(())
+    })
+    .await;
+    let rollout = rolling.elapsed();
+    let revision = eventually(
+        "the conversion Ready after the rollout",
+        Duration::from_secs(300),
+        || async {
+            let d = declaration(admin, ns, DECLARATION).await;
+            let status = d.status.clone()?;
+            (is_true(&d, "Ready")
+                && status.declared_by.as_deref() == Some("CommonName")
+                && status.presenting.as_ref()?.thumbprint == goal.thumbprint)
+                .then_some(status.upgrade?.revision)
+        },
+    )
+    .await;
+    let published = validation_writes(node, ns);
     assert_eq!(
         published.len() as u64,
         revision,
-        "one write of the validation ConfigMap per revision, none lost, none repeated: {published:?}"
-    );
-    assert!(
-        published
-            .iter()
-            .all(|(user, _)| user == "system:serviceaccount:certshift-system:certshift"),
-        "{published:?}"
+        "one write per revision across the handover: {published:?}"
     );
     println!(
-        "  node: operator pod {killed:?} killed and the kubelet restarted at revision 3: the conversion reached revision {revision}, each published once"
+        "  node: the operator's 2 replicas rolled mid-conversion in {:.1}s; the conversion reached revision {revision}, each published once",
+        rollout.as_secs_f64()
     );
 }

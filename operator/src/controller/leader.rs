@@ -27,16 +27,25 @@ enum Attempt {
 }
 
 impl LeaderElection {
-    /// Waits until this process holds the lease (or `stop`). The returned
-    /// future resolves, with a message, if the lease is lost later.
+    /// Waits until this process holds the lease (or `stop`), calling
+    /// `reached` once the API server has answered (a standby is ready to
+    /// take over from then on). The returned future resolves, with a
+    /// message, if the lease is lost later: held by another, or not renewed
+    /// within two thirds of its duration (renewals are retried every second
+    /// until then, so one failed request does not end the process).
     pub async fn acquire(
         &self,
         client: &Client,
         mut stop: watch::Receiver<bool>,
+        reached: &(dyn Fn() + Sync),
     ) -> Result<impl Future<Output = String> + use<>, String> {
         let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
         loop {
-            match self.try_acquire(&api).await {
+            let attempt = self.try_acquire(&api).await;
+            if attempt.is_ok() {
+                reached();
+            }
+            match attempt {
                 Ok(Attempt::Acquired) => break,
                 Ok(Attempt::HeldElsewhere(holder)) => debug!(%holder, "lease held elsewhere"),
                 Err(err) => warn!(error = %err, "leader election"),
@@ -48,15 +57,49 @@ impl LeaderElection {
         }
         let election = self.clone();
         Ok(async move {
+            let deadline = election.lease_duration * 2 / 3;
+            let mut renewed = tokio::time::Instant::now();
+            let mut wait = election.lease_duration / 3;
             loop {
-                tokio::time::sleep(election.lease_duration / 3).await;
+                tokio::time::sleep(wait).await;
                 match election.try_acquire(&api).await {
-                    Ok(Attempt::Acquired) => {}
+                    Ok(Attempt::Acquired) => {
+                        renewed = tokio::time::Instant::now();
+                        wait = election.lease_duration / 3;
+                    }
                     Ok(Attempt::HeldElsewhere(holder)) => return format!("lost the leader lease to {holder}"),
-                    Err(err) => return format!("could not renew the leader lease: {err}"),
+                    Err(err) if renewed.elapsed() >= deadline => {
+                        return format!(
+                            "could not renew the leader lease for {}s: {err}",
+                            renewed.elapsed().as_secs()
+                        );
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "renewing the leader lease; retrying");
+                        wait = Duration::from_secs(1);
+                    }
                 }
             }
         })
+    }
+
+    /// Gives the lease up (on shutdown), so a standby takes over at once
+    /// rather than when it expires.
+    pub async fn release(&self, client: &Client) {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let Ok(Some(mut lease)) = api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else { return };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        match api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => debug!("released the leader lease"),
+            Err(err) => warn!(error = %err, "releasing the leader lease"),
+        }
     }
 
     async fn try_acquire(&self, api: &Api<Lease>) -> Result<Attempt, kube::Error> {

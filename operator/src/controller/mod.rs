@@ -421,14 +421,17 @@ pub async fn run(
     });
     let mut lost_leadership = None;
     if let Some(election) = &options.leader_election {
-        let lease = election.acquire(&client, stop_rx.clone()).await?;
+        // A standby is ready: it takes over when the leader goes.
+        let lease = election
+            .acquire(&client, stop_rx.clone(), &|| metrics.set_ready(true))
+            .await?;
         info!(identity = %election.identity, "acquired the leader lease");
         lost_leadership = Some(lease);
     }
     metrics.set_ready(true);
     let ctx = Arc::new(Context {
         instance: std::env::var("POD_NAME").unwrap_or_else(|_| "certshift".to_owned()),
-        client,
+        client: client.clone(),
         namespace: options.namespace.clone(),
         metrics: metrics.clone(),
     });
@@ -460,6 +463,9 @@ pub async fn run(
     };
     secret_watch.abort();
     metrics.set_ready(false);
+    if let (Some(election), Ok(())) = (&options.leader_election, &outcome) {
+        election.release(&client).await;
+    }
     info!("controllers stopped");
     outcome
 }

@@ -26,14 +26,29 @@ pub async fn process_elects_a_leader_and_serves_health_and_metrics(s: Scenario) 
         .expect("the leader Lease");
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-a"));
 
-    // A second replica waits for the lease and is not ready meanwhile.
+    // A second replica waits for the lease, ready to take over: a rolling
+    // update (helm upgrade, Flux, Argo CD) must see it Ready, or it never
+    // replaces the leader.
     let standby = Operator::start_with(&s.plane, options("replica-b", standby_addr));
     let (code, _) = eventually("the standby's /readyz", Duration::from_secs(10), || {
         http_get(standby_addr, "/readyz")
     })
     .await;
-    assert_eq!(code, 503, "a standby replica is not ready");
+    assert_eq!(code, 200, "a standby replica is ready to take over");
     assert_eq!(http_get(standby_addr, "/healthz").await.map(|r| r.0), Some(200));
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(s.admin.clone(), ns);
+    let holder = || async {
+        leases
+            .get("certshift-leader")
+            .await
+            .ok()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("replica-a"),
+        "the standby does not write"
+    );
 
     assert_eq!(http_get(leader_addr, "/healthz").await.map(|r| r.0), Some(200));
     assert_eq!(http_get(leader_addr, "/readyz").await.map(|r| r.0), Some(200));
@@ -47,8 +62,26 @@ pub async fn process_elects_a_leader_and_serves_health_and_metrics(s: Scenario) 
     ] {
         assert!(metrics.contains(&line), "{line} missing from /metrics:\n{metrics}");
     }
-    standby.stop().await;
+    // The leader stops (a rolling update): it gives the lease up, and the
+    // standby takes over well before the 15 s lease would have expired.
+    let renewed = |lease: k8s_openapi::api::coordination::v1::Lease| lease.spec.and_then(|s| s.renew_time);
+    let last_renewal = renewed(leases.get("certshift-leader").await.unwrap()).expect("renewTime");
     leader.stop().await;
+    eventually("the standby takes over", Duration::from_secs(20), || async {
+        (holder().await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    let spec = leases.get("certshift-leader").await.unwrap().spec.unwrap();
+    let acquired = spec.acquire_time.expect("acquireTime").0;
+    // Before the old lease could have expired: it was given up, not left to run out.
+    assert!(
+        acquired < last_renewal.0 + jiff::SignedDuration::from_secs(15),
+        "acquired at {acquired}, the leader last renewed at {}",
+        last_renewal.0
+    );
+    apply_yaml(&s.admin, ns, &example("declaration-common-name.yaml")).await;
+    wait_converted(&s.admin, ns, DECLARATION, Duration::from_secs(120)).await;
+    standby.stop().await;
 }
 
 /// Whether `user` may `verb` `resource` (in `namespace`, or cluster-wide).
