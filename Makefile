@@ -1,13 +1,14 @@
 # certshift: the two commands of the README's quick start, and helpers.
 .PHONY: demo demo-down test lint crds examples bench bench-core bench-agent fuzz
 
-# The main job: a local control plane, the operator, and the Service Fabric
-# conversion walking its stages to Ready (left running).
+# The main job: a real single-node cluster on this machine, certshift from its
+# chart, member pods with the agent, and the Service Fabric conversion walking
+# its stages to Ready (left running).
 demo:
 	hack/demo.sh
 
 demo-down:
-	hack/control-plane.sh stop
+	hack/node.sh down
 
 # Everything CI runs: formatting, lints, unit, property and CLI tests.
 test:
