@@ -22,10 +22,11 @@ if [ ${#need[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-CERTSHIFT_KUBE_APISERVER="$(hack/kube-apiserver.sh)"
-# The real node's packages, binaries (built once per machine) and images
-# (tests/tests/node.rs starts and stops the node itself).
+# The real node's packages, binaries (kube-apiserver among them, all built in
+# one make, once per machine) and images (tests/tests/node.rs starts and stops
+# the node itself).
 hack/node.sh prepare
+CERTSHIFT_KUBE_APISERVER="$(hack/kube-apiserver.sh)"
 CERTSHIFT_CHART_RENDERED="$(pwd)/$(hack/chart.sh target/chart)"
 export CERTSHIFT_KUBE_APISERVER CERTSHIFT_CHART_RENDERED
 

@@ -203,6 +203,31 @@ fn on_a_real_node() {
         an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_repeat_nothing(&node, &admin).await;
         a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one_writer(&node, &admin).await;
     });
+    // The egress guard stayed first through everything kube-proxy and the
+    // CNI plugins added: no packet from a pod left by another interface.
+    let rules = Command::new("iptables")
+        .args(["-t", "mangle", "-S", "POSTROUTING"])
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&rules.stdout)
+        .lines()
+        .find(|l| l.starts_with("-A "))
+        .map(str::to_owned);
+    assert_eq!(
+        first.as_deref(),
+        Some("-A POSTROUTING -j CERTSHIFT-NODE-GUARD"),
+        "the egress guard is first"
+    );
+    let counters = Command::new("iptables")
+        .args(["-t", "mangle", "-L", "CERTSHIFT-NODE-GUARD", "-n", "-v", "-x"])
+        .output()
+        .unwrap();
+    let dropped: u64 = String::from_utf8_lossy(&counters.stdout)
+        .lines()
+        .filter(|l| l.contains("DROP"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    println!("  node: the egress guard stayed first in mangle POSTROUTING; {dropped} packets dropped by it");
 }
 
 async fn create_namespace(admin: &Client, name: &str) {
