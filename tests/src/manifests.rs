@@ -11,7 +11,6 @@ use certshift::crd::{
     LifetimeAction, LocalObjectReference, Members, ObservedCertificate, OutputFormat, OutputSpec, Pkcs12Output,
     ServiceEndpoint, Subject, UpgradePolicy, WorkloadReference,
 };
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Patch, PatchParams};
@@ -276,23 +275,6 @@ pub fn policy(secret_name: &str, ca_secret: &str, validity: &str, percentage: u8
             ..CertificatePolicySpec::default()
         },
     )
-}
-
-/// A StatefulSet of `replicas` member pods labelled `app: <name>`.
-pub fn statefulset(name: &str, replicas: i32) -> StatefulSet {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "example.invalid/member"}]},
-            },
-        },
-    }))
-    .expect("StatefulSet")
 }
 
 /// An EndpointSlice of Service `service` with one ready IPv4 address and a

@@ -11,10 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use certshift_e2e::manifests::{Declaration, apply, observed_certificate};
 use certshift_e2e::{apply_rendered, declaration, eventually, install_crds, is_true, pki, repo_path, wait_ready};
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{LogParams, PostParams};
@@ -192,9 +194,9 @@ fn on_a_real_node() {
         install_operator(&admin).await;
         agents_in_member_pods_carry_the_conversion_with_no_failed_call(&node, &admin).await;
         let (deployment, statefulset, daemonset) = tokio::join!(
-            workload_rollouts_gate_each_revision(&admin, "Deployment"),
-            workload_rollouts_gate_each_revision(&admin, "StatefulSet"),
-            workload_rollouts_gate_each_revision(&admin, "DaemonSet"),
+            workload_rollouts_gate_each_revision(&node, &admin, "Deployment"),
+            workload_rollouts_gate_each_revision(&node, &admin, "StatefulSet"),
+            workload_rollouts_gate_each_revision(&node, &admin, "DaemonSet"),
         );
         println!(
             "  node: rollouts by the controller-manager gated every revision: {deployment}; {statefulset}; {daemonset}"
@@ -431,11 +433,18 @@ async fn agents_in_member_pods_carry_the_conversion_with_no_failed_call(node: &N
     );
 }
 
+/// The readiness gate of the workloads' pods: Ready only once the test has
+/// seen them up for a second and released them (a readiness gate is how
+/// load balancers and other controllers hold pods back), so the test knows
+/// when each rollout can have completed.
+const RELEASED: &str = "certshift.io/test-released";
+
 /// A workload of `kind` named `members`: busybox pods that sleep.
 fn workload(kind: &str) -> serde_json::Value {
     let template = serde_json::json!({
         "metadata": {"labels": {"app": "workload"}},
         "spec": {
+            "readinessGates": [{"conditionType": RELEASED}],
             "terminationGracePeriodSeconds": 0,
             "containers": [{
                 "name": "member", "image": "docker.io/local/busybox:1", "imagePullPolicy": "Never",
@@ -469,12 +478,85 @@ async fn templates_rolled_out(admin: &Client, ns: &str, kind: &str) -> usize {
     }
 }
 
+/// Releases the workload pods of `ns` (their readiness gate) a second after
+/// their containers are ready, until the task is aborted; records, for each
+/// stamped revision, when its last pod was released.
+fn release_pods(admin: &Client, ns: &str) -> (tokio::task::JoinHandle<()>, Arc<StdMutex<BTreeMap<u64, Timestamp>>>) {
+    let released: Arc<StdMutex<BTreeMap<u64, Timestamp>>> = Arc::default();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
+    let record = released.clone();
+    let task = tokio::spawn(async move {
+        let mut seen: BTreeMap<String, Instant> = BTreeMap::new();
+        loop {
+            let listed = pods
+                .list(&kube::api::ListParams::default().labels("app=workload"))
+                .await;
+            for pod in listed.map(|l| l.items).unwrap_or_default() {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let status = pod.status.clone().unwrap_or_default();
+                let conditions = status.conditions.unwrap_or_default();
+                let holds = |type_: &str| conditions.iter().any(|c| c.type_ == type_ && c.status == "True");
+                if holds(RELEASED) || !holds("ContainersReady") || pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                if seen.entry(name.clone()).or_insert_with(Instant::now).elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                let now = Timestamp::now();
+                let patch = serde_json::json!({"status": {"conditions": [{
+                    "type": RELEASED, "status": "True", "lastTransitionTime": now.to_string(),
+                }]}});
+                if pods
+                    .patch_status(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Strategic(&patch),
+                    )
+                    .await
+                    .is_ok()
+                    && let Some(revision) = pod
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(certshift::outputs::REVISION_ANNOTATION))
+                        .and_then(|r| r.parse::<u64>().ok())
+                {
+                    let mut record = record.lock().unwrap();
+                    let last = record.entry(revision).or_insert(now);
+                    *last = (*last).max(now);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (task, released)
+}
+
+/// When each validation ConfigMap write of `ns` completed (server time),
+/// in order: the k-th is revision k's publication.
+fn publication_times(node: &Node, ns: &str) -> Vec<Timestamp> {
+    node.audit_log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| {
+            e["objectRef"]["resource"] == "configmaps"
+                && e["objectRef"]["namespace"] == ns
+                && e["objectRef"]["name"] == format!("{DECLARATION}-validation")
+                && e["verb"] == "patch"
+                && e["stage"] == "ResponseComplete"
+                && e["responseStatus"]["code"].as_u64().is_some_and(|c| c < 300)
+        })
+        .filter_map(|e| e["stageTimestamp"].as_str()?.parse().ok())
+        .collect()
+}
+
 /// A declaration whose member is a workload: each revision is stamped on
 /// its pod template and gates on the real controller-manager rolling it
 /// out. Returns a line for the summary.
-async fn workload_rollouts_gate_each_revision(admin: &Client, kind: &str) -> String {
+async fn workload_rollouts_gate_each_revision(node: &Node, admin: &Client, kind: &str) -> String {
     let ns = format!("node-{}", kind.to_ascii_lowercase());
     create_namespace(admin, &ns).await;
+    let (releaser, released) = release_pods(admin, &ns);
     let dynamic = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps", "v1", kind));
     let workloads: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &dynamic);
     let object: kube::api::DynamicObject = serde_json::from_value(workload(kind)).unwrap();
@@ -526,6 +608,26 @@ async fn workload_rollouts_gate_each_revision(admin: &Client, kind: &str) -> Str
         revision as usize + 1,
         "{kind}: one rollout per revision, after the unstamped template"
     );
+    // Each revision was published only after the previous one's rollout
+    // could complete: after its last pod was released.
+    releaser.abort();
+    let released = released.lock().unwrap().clone();
+    let published = publication_times(node, &ns);
+    assert_eq!(published.len() as u64, revision, "{kind}: each revision published once");
+    for r in 1..revision {
+        let rolled_out = released.get(&r).unwrap_or_else(|| {
+            panic!(
+                "{kind}: no pod of revision {r} was ever released, yet {} was published",
+                r + 1
+            )
+        });
+        let next = published[r as usize];
+        assert!(
+            next > *rolled_out,
+            "{kind}: revision {} published at {next}, before the rollout of {r} could complete ({rolled_out})",
+            r + 1
+        );
+    }
     format!(
         "{kind} {} revisions in {:.1}s",
         revision,
@@ -569,6 +671,7 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
 ) {
     let ns = "node-restart";
     create_namespace(admin, ns).await;
+    let (releaser, _) = release_pods(admin, ns);
     let dynamic = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps", "v1", "Deployment"));
     let workloads: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), ns, &dynamic);
     let object: kube::api::DynamicObject = serde_json::from_value(workload("Deployment")).unwrap();
@@ -636,6 +739,7 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
             .all(|(user, _)| user == "system:serviceaccount:certshift-system:certshift"),
         "{published:?}"
     );
+    releaser.abort();
     println!(
         "  node: operator pod {killed:?} killed and the kubelet restarted at revision 3: the conversion reached revision {revision}, each published once"
     );
@@ -671,6 +775,7 @@ fn validation_writes(node: &Node, ns: &str) -> Vec<(String, String)> {
 async fn a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one_writer(node: &Node, admin: &Client) {
     let ns = "node-upgrade";
     create_namespace(admin, ns).await;
+    let (releaser, _) = release_pods(admin, ns);
     let dynamic = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps", "v1", "Deployment"));
     let workloads: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), ns, &dynamic);
     let object: kube::api::DynamicObject = serde_json::from_value(workload("Deployment")).unwrap();
@@ -730,6 +835,7 @@ async fn a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one
         revision,
         "one write per revision across the handover: {published:?}"
     );
+    releaser.abort();
     println!(
         "  node: the operator's 2 replicas rolled mid-conversion in {:.1}s; the conversion reached revision {revision}, each published once",
         rollout.as_secs_f64()

@@ -27,7 +27,7 @@ use certshift::planner::Stage;
 use certshift_e2e::control_plane::{ADMIN_TOKEN, CHART_NAMESPACE, CHART_SERVICE_ACCOUNT, CHART_TOKEN, OPERATOR_USER};
 use certshift_e2e::judge::Judge;
 use certshift_e2e::manifests::{
-    Declaration, apply, apply_endpoint_slice, ca_secret, member_pod, observed_certificate, policy, secret, statefulset,
+    Declaration, apply, apply_endpoint_slice, ca_secret, member_pod, observed_certificate, policy, secret,
 };
 use certshift_e2e::{
     ControlPlane, Operator, acknowledge, apply_rendered, apply_yaml, condition, create_namespace, declaration,
@@ -73,7 +73,6 @@ fn main() -> ExitCode {
         conversion::kubectl_client_side_apply_there_and_back_leaves_no_stale_status,
         outputs::consumer_templates_and_formats_reach_the_outputs_without_rewrites,
         members::members_gate_each_revision_and_min_soak_is_respected,
-        members::a_statefulset_rollout_gates_each_revision,
         members::tls_members_acknowledge_by_probe_and_a_rejecting_peer_blocks,
         agents::agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_call,
         agents::an_agent_restarted_or_given_a_corrupt_volume_never_acknowledges_what_it_has_not_loaded,
