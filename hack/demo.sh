@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 command -v kubectl >/dev/null || { echo "kubectl is needed for the demo" >&2; exit 1; }
 NS=node-members
 
-echo "== Preparing the node: Debian packages, Kubernetes v1.20.2 (built once per machine, ~5 min), images"
+echo "== Preparing the node: Debian packages, Kubernetes v1.20.2 (built once per machine, ~5 min),"
+echo "   certshift's release build (a few minutes the first time) and the images"
 hack/node.sh down >/dev/null 2>&1 || true
 hack/node.sh prepare
 hack/chart.sh target/chart >/dev/null

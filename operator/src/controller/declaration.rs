@@ -367,7 +367,13 @@ async fn apply(shell: &Shell, declaration: &ClusterCertificateDeclaration, decis
     }
     if let Some(revision) = &decision.published {
         ctx.metrics.published();
-        info!(revision = revision.revision, stage = ?revision.stage, change = ?revision.change, presented = %revision.presented, "published");
+        info!(
+            revision = revision.revision,
+            stage = %revision.stage.map_or("-".to_owned(), |s| s.to_string()),
+            change = %revision.change.map_or("-".to_owned(), |c| format!("{c:?}")),
+            presented = %revision.presented,
+            "published"
+        );
     }
     match &decision.status {
         Some(status) => {
@@ -395,7 +401,8 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, shell: Arc<S
         "reconcile",
         controller = CONTROLLER,
         namespace = %declaration.namespace().unwrap_or_default(),
-        name = %declaration.name_any(),
+        // Not `name`: JSON logs give the span's own name that key.
+        object = %declaration.name_any(),
         generation = declaration.metadata.generation,
         stage = tracing::field::Empty
     );

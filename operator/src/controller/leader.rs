@@ -48,6 +48,8 @@ impl LeaderElection {
             match attempt {
                 Ok(Attempt::Acquired) => break,
                 Ok(Attempt::HeldElsewhere(holder)) => debug!(%holder, "lease held elsewhere"),
+                // Another replica created or renewed it first: the usual race, tried again.
+                Err(kube::Error::Api(status)) if status.code == 409 => debug!("lease taken by another replica"),
                 Err(err) => warn!(error = %err, "leader election"),
             }
             tokio::select! {

@@ -111,8 +111,7 @@ async fn reconcile(
 ) -> Result<Action, Error> {
     let namespace = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
-    let span =
-        info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = cached.metadata.generation);
+    let span = info_span!("reconcile", controller = CONTROLLER, %namespace, object = %name, generation = cached.metadata.generation);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
         let get_ocert = || ctx.get_opt::<ObservedCertificate>(&namespace, &name);
@@ -215,7 +214,10 @@ async fn reconcile(
         );
         if ocert.status.is_none() || status != decision.status {
             apply_status(&ctx, MANAGER, ocert.as_ref(), &decision.status).await?;
-            info!(current = ?decision.status.current.as_ref().map(|c| &c.short_thumbprint), "status updated");
+            info!(
+                current = %decision.status.current.as_ref().map_or("-", |c| c.short_thumbprint.as_str()),
+                "status updated"
+            );
         } else {
             debug!("unchanged");
         }

@@ -85,8 +85,7 @@ async fn write_status(
 async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
-    let span =
-        info_span!("reconcile", controller = CONTROLLER, %namespace, %name, generation = policy.metadata.generation);
+    let span = info_span!("reconcile", controller = CONTROLLER, %namespace, object = %name, generation = policy.metadata.generation);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
         let secret_name = policy.spec.secret_name.trim().to_owned();
