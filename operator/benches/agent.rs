@@ -35,9 +35,7 @@ use cap::Cap;
 use certshift::agent::{self, Inbound, Options, Volumes, volume};
 use certshift::outputs::RulesJson;
 use certshift::rules::{Accepted, Clients, CommonNameRule};
-use certshift::thumbprint::Thumbprint;
 use certshift::verifier::{Identity, Verifier};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -57,37 +55,9 @@ const RELOADS: u64 = 100;
 const LONG_LIVED: usize = 8;
 const IDLE: usize = 500;
 
-struct Cert {
-    pem: String,
-    key: String,
-    thumbprint: Thumbprint,
-    params: CertificateParams,
-    pair: KeyPair,
-}
-
-fn issue(name: &str, ca: Option<&Cert>) -> Cert {
-    let mut params = CertificateParams::new(vec![name.to_owned()]).expect("params");
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
-    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
-    if ca.is_none() {
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    }
-    let pair = KeyPair::generate().expect("key");
-    let cert = match ca {
-        Some(ca) => params.signed_by(&pair, &Issuer::from_params(&ca.params, &ca.pair)),
-        None => params.self_signed(&pair),
-    }
-    .expect("certificate");
-    use sha1::Digest as _;
-    Cert {
-        pem: cert.pem(),
-        key: pair.serialize_pem(),
-        thumbprint: Thumbprint::from_digest(&sha1::Sha1::digest(cert.der())),
-        params,
-        pair,
-    }
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{Cert, issue};
 
 /// A revision's files in one projected volume: CN `cluster.example` from `ca`.
 fn revision(number: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Vec<u8>> {
@@ -480,11 +450,11 @@ fn main() {
 }
 
 async fn run() -> bool {
-    let ca = issue("Cluster CA", None);
+    let ca = issue("Cluster CA", None, true);
     let (a, b, peer) = (
-        issue("cluster.example", Some(&ca)),
-        issue("cluster.example", Some(&ca)),
-        issue("cluster.example", Some(&ca)),
+        issue("cluster.example", Some(&ca), false),
+        issue("cluster.example", Some(&ca), false),
+        issue("cluster.example", Some(&ca), false),
     );
     let first = revision(1, &a, &ca);
     let app = plaintext_application().await;

@@ -17,41 +17,11 @@ use certshift::outputs::RulesJson;
 use certshift::rules::{Accepted, Clients, CommonNameRule};
 use certshift::thumbprint::Thumbprint;
 use certshift::verifier::{Identity, Verifier};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-struct Cert {
-    pem: String,
-    key: String,
-    thumbprint: Thumbprint,
-    params: CertificateParams,
-    pair: KeyPair,
-}
-
-fn issue(name: &str, ca: Option<&Cert>, is_ca: bool) -> Cert {
-    let mut params = CertificateParams::new(vec![name.to_owned()]).expect("params");
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
-    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
-    if is_ca {
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    }
-    let pair = KeyPair::generate().expect("key");
-    let cert = match ca {
-        Some(ca) => params.signed_by(&pair, &Issuer::from_params(&ca.params, &ca.pair)),
-        None => params.self_signed(&pair),
-    }
-    .expect("certificate");
-    use sha1::Digest as _;
-    Cert {
-        pem: cert.pem(),
-        key: pair.serialize_pem(),
-        thumbprint: Thumbprint::from_digest(&sha1::Sha1::digest(cert.der())),
-        params,
-        pair,
-    }
-}
+mod support;
+use support::{Cert, issue};
 
 fn temp(label: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -327,6 +327,16 @@ pub fn free_addr() -> std::net::SocketAddr {
 }
 
 /// A member pod reports the revision it loaded, as a workload's sidecar would.
+/// The revision a pod says it has loaded (`certshift.io/observed-revision`).
+pub fn observed_revision(pod: &Pod) -> Option<u64> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(certshift::outputs::OBSERVED_REVISION_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
 pub async fn acknowledge(pods: &Api<Pod>, pod: &str, revision: &str) -> kube::Result<()> {
     let patch = serde_json::json!({"metadata": {"annotations": {
         certshift::outputs::OBSERVED_REVISION_ANNOTATION: revision

@@ -15,10 +15,13 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use certshift_e2e::manifests::{Declaration, apply, observed_certificate};
-use certshift_e2e::{apply_rendered, declaration, eventually, install_crds, is_true, pki, repo_path, wait_ready};
+use certshift_e2e::{
+    apply_rendered, create_namespace, declaration, eventually, install_crds, is_true, observed_revision, pki,
+    repo_path, wait_ready,
+};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{LogParams, PostParams};
 use kube::{Api, Client};
 
@@ -174,15 +177,6 @@ async fn calls(pods: &Api<Pod>, name: &str) -> Option<(u64, u64)> {
     Some((calls.parse().ok()?, failed.parse().ok()?))
 }
 
-fn observed_revision(pod: &Pod) -> Option<u64> {
-    pod.metadata
-        .annotations
-        .as_ref()?
-        .get(certshift::outputs::OBSERVED_REVISION_ANNOTATION)?
-        .parse()
-        .ok()
-}
-
 /// The node's scenarios, one after another on one node and one operator
 /// (a node takes about 20 s to start and as long to clean up).
 #[test]
@@ -230,12 +224,6 @@ fn on_a_real_node() {
         .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     println!("  node: the egress guard stayed first in mangle POSTROUTING; {dropped} packets dropped by it");
-}
-
-async fn create_namespace(admin: &Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    let ns: Namespace = yaml(&format!("metadata: {{name: {name}}}"));
-    let _ = namespaces.create(&PostParams::default(), &ns).await;
 }
 
 /// The operator: the chart as rendered for the node (local image, leader
@@ -298,7 +286,7 @@ async fn store_and_declaration(
 async fn agents_in_member_pods_carry_the_conversion_with_no_failed_call(node: &Node, admin: &Client) {
     let started = Instant::now();
     let admin = admin.clone();
-    create_namespace(&admin, NAMESPACE).await;
+    // (The namespace is the operator's install's: the chart binds the agent role there.)
     // The store and the declaration by thumbprint; members select by label.
     let (declared, goal, ca) = store_and_declaration(&admin, NAMESPACE, |d| d.pod_members(&[("app", "member")])).await;
     wait_ready(&admin, NAMESPACE, DECLARATION, Duration::from_secs(60)).await;
@@ -532,22 +520,53 @@ fn release_pods(admin: &Client, ns: &str) -> (tokio::task::JoinHandle<()>, Arc<S
     (task, released)
 }
 
-/// When each validation ConfigMap write of `ns` completed (server time),
-/// in order: the k-th is revision k's publication.
-fn publication_times(node: &Node, ns: &str) -> Vec<Timestamp> {
-    node.audit_log()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|e| {
-            e["objectRef"]["resource"] == "configmaps"
-                && e["objectRef"]["namespace"] == ns
-                && e["objectRef"]["name"] == format!("{DECLARATION}-validation")
-                && e["verb"] == "patch"
-                && e["stage"] == "ResponseComplete"
-                && e["responseStatus"]["code"].as_u64().is_some_and(|c| c < 300)
-        })
-        .filter_map(|e| e["stageTimestamp"].as_str()?.parse().ok())
-        .collect()
+/// A namespace with a workload of `kind` as the declaration's member (its
+/// pods released by `release_pods`), the declaration in force by
+/// thumbprint, then edited to common name.
+async fn start_workload_conversion(admin: &Client, ns: &str, kind: &str) -> WorkloadConversion {
+    create_namespace(admin, ns).await;
+    let (releaser, released) = release_pods(admin, ns);
+    let dynamic = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps", "v1", kind));
+    let workloads: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), ns, &dynamic);
+    let object: kube::api::DynamicObject = serde_json::from_value(workload(kind)).unwrap();
+    workloads.create(&PostParams::default(), &object).await.unwrap();
+    let (declared, goal, ca) = store_and_declaration(admin, ns, |d| d.workload(kind, "members")).await;
+    wait_ready(admin, ns, DECLARATION, Duration::from_secs(120)).await;
+    let converting = Instant::now();
+    declared
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .apply(admin, ns)
+        .await;
+    WorkloadConversion {
+        workloads,
+        goal,
+        converting,
+        releaser,
+        released,
+    }
+}
+
+struct WorkloadConversion {
+    workloads: Api<kube::api::DynamicObject>,
+    goal: pki::Issued,
+    /// When the declaration was edited to common name.
+    converting: Instant,
+    releaser: tokio::task::JoinHandle<()>,
+    released: Arc<StdMutex<BTreeMap<u64, Timestamp>>>,
+}
+
+/// Waits until the declaration in `ns` is Ready by common name, presenting
+/// `goal`; returns its revision.
+async fn converted(admin: &Client, ns: &str, goal: &pki::Issued, what: &str) -> u64 {
+    eventually(what, Duration::from_secs(300), || async {
+        let d = declaration(admin, ns, DECLARATION).await;
+        let status = d.status.clone()?;
+        (is_true(&d, "Ready")
+            && status.declared_by.as_deref() == Some("CommonName")
+            && status.presenting.as_ref()?.thumbprint == goal.thumbprint)
+            .then_some(status.upgrade?.revision)
+    })
+    .await
 }
 
 /// A declaration whose member is a workload: each revision is stamped on
@@ -555,32 +574,14 @@ fn publication_times(node: &Node, ns: &str) -> Vec<Timestamp> {
 /// out. Returns a line for the summary.
 async fn workload_rollouts_gate_each_revision(node: &Node, admin: &Client, kind: &str) -> String {
     let ns = format!("node-{}", kind.to_ascii_lowercase());
-    create_namespace(admin, &ns).await;
-    let (releaser, released) = release_pods(admin, &ns);
-    let dynamic = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps", "v1", kind));
-    let workloads: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &dynamic);
-    let object: kube::api::DynamicObject = serde_json::from_value(workload(kind)).unwrap();
-    workloads.create(&PostParams::default(), &object).await.unwrap();
-    let (declared, goal, ca) = store_and_declaration(admin, &ns, |d| d.workload(kind, "members")).await;
-    wait_ready(admin, &ns, DECLARATION, Duration::from_secs(120)).await;
-    let converting = Instant::now();
-    declared
-        .by_common_names(&[("cluster.example", &ca.thumbprint)])
-        .apply(admin, &ns)
-        .await;
-    let revision = eventually(
-        &format!("the {kind}'s conversion Ready"),
-        Duration::from_secs(300),
-        || async {
-            let d = declaration(admin, &ns, DECLARATION).await;
-            let status = d.status.clone()?;
-            (is_true(&d, "Ready")
-                && status.declared_by.as_deref() == Some("CommonName")
-                && status.presenting.as_ref()?.thumbprint == goal.thumbprint)
-                .then_some(status.upgrade?.revision)
-        },
-    )
-    .await;
+    let WorkloadConversion {
+        workloads,
+        goal,
+        converting,
+        releaser,
+        released,
+    } = start_workload_conversion(admin, &ns, kind).await;
+    let revision = converted(admin, &ns, &goal, &format!("the {kind}'s conversion Ready")).await;
     // Every revision was a rollout the controller-manager made (the
     // template before the first stamp, then one per revision), and the
     // last one is complete.
@@ -612,7 +613,7 @@ async fn workload_rollouts_gate_each_revision(node: &Node, admin: &Client, kind:
     // could complete: after its last pod was released.
     releaser.abort();
     let released = released.lock().unwrap().clone();
-    let published = publication_times(node, &ns);
+    let published = validation_writes(node, &ns);
     assert_eq!(published.len() as u64, revision, "{kind}: each revision published once");
     for r in 1..revision {
         let rolled_out = released.get(&r).unwrap_or_else(|| {
@@ -621,7 +622,7 @@ async fn workload_rollouts_gate_each_revision(node: &Node, admin: &Client, kind:
                 r + 1
             )
         });
-        let next = published[r as usize];
+        let next = published[r as usize].at;
         assert!(
             next > *rolled_out,
             "{kind}: revision {} published at {next}, before the rollout of {r} could complete ({rolled_out})",
@@ -670,18 +671,7 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
     admin: &Client,
 ) {
     let ns = "node-restart";
-    create_namespace(admin, ns).await;
-    let (releaser, _) = release_pods(admin, ns);
-    let dynamic = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps", "v1", "Deployment"));
-    let workloads: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), ns, &dynamic);
-    let object: kube::api::DynamicObject = serde_json::from_value(workload("Deployment")).unwrap();
-    workloads.create(&PostParams::default(), &object).await.unwrap();
-    let (declared, goal, ca) = store_and_declaration(admin, ns, |d| d.workload("Deployment", "members")).await;
-    wait_ready(admin, ns, DECLARATION, Duration::from_secs(120)).await;
-    declared
-        .by_common_names(&[("cluster.example", &ca.thumbprint)])
-        .apply(admin, ns)
-        .await;
+    let WorkloadConversion { goal, releaser, .. } = start_workload_conversion(admin, ns, "Deployment").await;
     eventually("revision 3 published", Duration::from_secs(120), || async {
         let d = declaration(admin, ns, DECLARATION).await;
         (d.status?.upgrade?.revision >= 3).then_some(())
@@ -714,19 +704,7 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
         .unwrap();
     assert!(restarted.success(), "hack/node.sh restart-kubelet");
     operator_available(admin).await;
-    let revision = eventually(
-        "the conversion Ready after the restarts",
-        Duration::from_secs(300),
-        || async {
-            let d = declaration(admin, ns, DECLARATION).await;
-            let status = d.status.clone()?;
-            (is_true(&d, "Ready")
-                && status.declared_by.as_deref() == Some("CommonName")
-                && status.presenting.as_ref()?.thumbprint == goal.thumbprint)
-                .then_some(status.upgrade?.revision)
-        },
-    )
-    .await;
+    let revision = converted(admin, ns, &goal, "the conversion Ready after the restarts").await;
     let published = validation_writes(node, ns);
     assert_eq!(
         published.len() as u64,
@@ -736,7 +714,7 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
     assert!(
         published
             .iter()
-            .all(|(user, _)| user == "system:serviceaccount:certshift-system:certshift"),
+            .all(|w| w.user == "system:serviceaccount:certshift-system:certshift"),
         "{published:?}"
     );
     releaser.abort();
@@ -745,9 +723,19 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
     );
 }
 
-/// Each revision's validation ConfigMap is written once (by whichever
-/// replica leads): (user, audit ID) of every successful write in `ns`.
-fn validation_writes(node: &Node, ns: &str) -> Vec<(String, String)> {
+/// A successful write of a declaration's validation ConfigMap, as the
+/// audit log has it.
+#[derive(Debug)]
+struct ValidationWrite {
+    user: String,
+    /// When it completed (server time).
+    at: Timestamp,
+}
+
+/// The validation ConfigMap writes of `ns`, in order: each revision's
+/// publication is one (by whichever replica leads), so the k-th is
+/// revision k's.
+fn validation_writes(node: &Node, ns: &str) -> Vec<ValidationWrite> {
     node.audit_log()
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -759,11 +747,11 @@ fn validation_writes(node: &Node, ns: &str) -> Vec<(String, String)> {
                 && e["stage"] == "ResponseComplete"
                 && e["responseStatus"]["code"].as_u64().is_some_and(|c| c < 300)
         })
-        .map(|e| {
-            (
-                e["user"]["username"].as_str().unwrap_or_default().to_owned(),
-                e["auditID"].as_str().unwrap_or_default().to_owned(),
-            )
+        .filter_map(|e| {
+            Some(ValidationWrite {
+                user: e["user"]["username"].as_str()?.to_owned(),
+                at: e["stageTimestamp"].as_str()?.parse().ok()?,
+            })
         })
         .collect()
 }
@@ -774,18 +762,7 @@ fn validation_writes(node: &Node, ns: &str) -> Vec<(String, String)> {
 /// and every revision is published once.
 async fn a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one_writer(node: &Node, admin: &Client) {
     let ns = "node-upgrade";
-    create_namespace(admin, ns).await;
-    let (releaser, _) = release_pods(admin, ns);
-    let dynamic = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps", "v1", "Deployment"));
-    let workloads: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), ns, &dynamic);
-    let object: kube::api::DynamicObject = serde_json::from_value(workload("Deployment")).unwrap();
-    workloads.create(&PostParams::default(), &object).await.unwrap();
-    let (declared, goal, ca) = store_and_declaration(admin, ns, |d| d.workload("Deployment", "members")).await;
-    wait_ready(admin, ns, DECLARATION, Duration::from_secs(120)).await;
-    declared
-        .by_common_names(&[("cluster.example", &ca.thumbprint)])
-        .apply(admin, ns)
-        .await;
+    let WorkloadConversion { goal, releaser, .. } = start_workload_conversion(admin, ns, "Deployment").await;
     eventually("revision 2 published", Duration::from_secs(120), || async {
         let d = declaration(admin, ns, DECLARATION).await;
         (d.status?.upgrade?.revision >= 2).then_some(())
@@ -816,19 +793,7 @@ async fn a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one
     })
     .await;
     let rollout = rolling.elapsed();
-    let revision = eventually(
-        "the conversion Ready after the rollout",
-        Duration::from_secs(300),
-        || async {
-            let d = declaration(admin, ns, DECLARATION).await;
-            let status = d.status.clone()?;
-            (is_true(&d, "Ready")
-                && status.declared_by.as_deref() == Some("CommonName")
-                && status.presenting.as_ref()?.thumbprint == goal.thumbprint)
-                .then_some(status.upgrade?.revision)
-        },
-    )
-    .await;
+    let revision = converted(admin, ns, &goal, "the conversion Ready after the rollout").await;
     let published = validation_writes(node, ns);
     assert_eq!(
         published.len() as u64,

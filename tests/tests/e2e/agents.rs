@@ -11,8 +11,8 @@ use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use certshift::agent::{self, Inbound, Options, Outbound, PodRef, Volumes};
-use certshift_e2e::kubelet;
 use certshift_e2e::pki::Issued;
+use certshift_e2e::{kubelet, observed_revision};
 
 use super::*;
 
@@ -186,19 +186,8 @@ fn curl(addr: SocketAddr, cert_pem: &str, key_pem: &str, dir: &std::path::Path, 
 }
 
 async fn observed_revisions(s: &Scenario) -> Vec<Option<u64>> {
-    let pods: Api<Pod> = Api::namespaced(s.admin.clone(), &s.namespace);
-    let mut out = Vec::new();
-    for i in 0..MEMBERS {
-        let pod = pods.get(&format!("member-{i}")).await.unwrap();
-        out.push(
-            pod.metadata
-                .annotations
-                .unwrap_or_default()
-                .get(certshift::outputs::OBSERVED_REVISION_ANNOTATION)
-                .and_then(|r| r.parse().ok()),
-        );
-    }
-    out
+    let names: Vec<String> = (0..MEMBERS).map(|i| format!("member-{i}")).collect();
+    observed_revisions_of(s, &names.iter().map(String::as_str).collect::<Vec<_>>()).await
 }
 
 pub async fn agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_call(s: Scenario) {
@@ -475,12 +464,7 @@ pub async fn an_agent_restarted_or_given_a_corrupt_volume_never_acknowledges_wha
                 for ((name, dir), held) in names.iter().zip(&dirs).zip(&mut held) {
                     // The acknowledgement first, then the volume: volumes only move forward.
                     let Ok(pod) = pods.get(name).await else { continue };
-                    let observed: Option<u64> = pod
-                        .metadata
-                        .annotations
-                        .unwrap_or_default()
-                        .get(certshift::outputs::OBSERVED_REVISION_ANNOTATION)
-                        .and_then(|r| r.parse().ok());
+                    let observed = observed_revision(&pod);
                     *held = (*held).max(volume_revision(dir).unwrap_or(0));
                     if observed.is_some_and(|o| o > *held) {
                         overreach
@@ -606,14 +590,7 @@ async fn observed_revisions_of(s: &Scenario, names: &[&str]) -> Vec<Option<u64>>
     let pods: Api<Pod> = Api::namespaced(s.admin.clone(), &s.namespace);
     let mut out = Vec::new();
     for name in names {
-        let pod = pods.get(name).await.unwrap();
-        out.push(
-            pod.metadata
-                .annotations
-                .unwrap_or_default()
-                .get(certshift::outputs::OBSERVED_REVISION_ANNOTATION)
-                .and_then(|r| r.parse().ok()),
-        );
+        out.push(observed_revision(&pods.get(name).await.unwrap()));
     }
     out
 }
