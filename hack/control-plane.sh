@@ -22,7 +22,7 @@ start() {
   local apiserver
   apiserver="$(hack/kube-apiserver.sh)"
   stop
-  rm -rf "$DIR/etcd"
+  rm -rf "$DIR/etcd" "$DIR/certs"
   mkdir -p "$DIR/certs"
   [ -f "$DIR/sa.key" ] || openssl genrsa -out "$DIR/sa.key" 2048 2>/dev/null
   echo "certshift-demo-admin,admin,admin,\"system:masters\"" > "$DIR/tokens.csv"
@@ -44,7 +44,7 @@ start() {
 apiVersion: v1
 kind: Config
 clusters:
-- cluster: {server: "https://127.0.0.1:$API_PORT", insecure-skip-tls-verify: true}
+- cluster: {server: "https://127.0.0.1:$API_PORT", certificate-authority: "$DIR/certs/apiserver.crt"}
   name: certshift-demo
 users:
 - name: admin
@@ -55,7 +55,10 @@ contexts:
 current-context: certshift-demo
 KUBECONFIG
   for _ in $(seq 1 120); do
-    if curl -sk -H "Authorization: Bearer certshift-demo-admin" "https://127.0.0.1:$API_PORT/readyz" 2>/dev/null | grep -qx ok; then
+    # kube-apiserver writes its self-signed serving certificate (and the CA
+    # that signed it) to --cert-dir before it listens; clients verify with it.
+    if [ -f "$DIR/certs/apiserver.crt" ] && curl -s --cacert "$DIR/certs/apiserver.crt" \
+        -H "Authorization: Bearer certshift-demo-admin" "https://127.0.0.1:$API_PORT/readyz" 2>/dev/null | grep -qx ok; then
       echo "$DIR/kubeconfig"
       return 0
     fi

@@ -25,6 +25,60 @@ impl Decided {
     }
 }
 
+/// kstatus's conditions (cli-utils `pkg/kstatus/status`), read by Flux, Argo
+/// CD's generic checks and `kubectl wait`: `Reconciling` True means "not there
+/// yet, still working", `Stalled` True means "not there and only a person can
+/// move it on". Every certshift kind carries both.
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// Where an object stands against its spec, in kstatus's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// What the spec asks is done.
+    Done,
+    /// On its way; it gets there without anyone's help (`reason`, `message`).
+    Reconciling(String, String),
+    /// Held until a person changes the spec or what it names (`reason`, `message`).
+    Stalled(String, String),
+    /// Held by the spec itself (`spec.upgrade.paused`): neither working nor failed.
+    Paused(String),
+}
+
+impl Standing {
+    /// `Reconciling` and `Stalled`; the reason of a False one says why not.
+    pub fn conditions(&self) -> [Decided; 2] {
+        let not = |reason: &str, message: &str| {
+            [
+                Decided::new(RECONCILING, false, reason, message),
+                Decided::new(STALLED, false, reason, message),
+            ]
+        };
+        match self {
+            Standing::Done => not("Done", "the object is as its spec asks"),
+            Standing::Paused(message) => not("Paused", message),
+            Standing::Reconciling(reason, message) => [
+                Decided::new(RECONCILING, true, reason.clone(), message.clone()),
+                Decided::new(
+                    STALLED,
+                    false,
+                    "Reconciling",
+                    "certshift is still working toward the spec",
+                ),
+            ],
+            Standing::Stalled(reason, message) => [
+                Decided::new(
+                    RECONCILING,
+                    false,
+                    "Stalled",
+                    "waiting for a change to the spec or to what it names",
+                ),
+                Decided::new(STALLED, true, reason.clone(), message.clone()),
+            ],
+        }
+    }
+}
+
 fn status_str(status: bool) -> &'static str {
     if status { "True" } else { "False" }
 }

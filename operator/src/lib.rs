@@ -23,6 +23,7 @@ pub mod facts;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod kstatus;
 pub mod names;
 pub mod observed;
 pub mod outputs;

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::conditions::{self, Decided};
+use crate::conditions::{self, Decided, Standing};
 use crate::crd::{CurrentInstance, ObservedCertificateSpec, ObservedCertificateStatus};
 use crate::duration;
 use crate::facts::tls_material;
 use crate::facts::{CertificateBundle, CertificateFacts, FactsError, PrivateKeyState, TlsMaterial};
 use crate::thumbprint::Thumbprint;
 
+pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
 pub const VALID: &str = "Valid";
 pub const EXPIRING_SOON: &str = "ExpiringSoon";
@@ -131,6 +132,45 @@ fn not_a_certificate_source(
         ));
     }
     None
+}
+
+/// `Ready` (Synced, Valid, and Compliant when a policy is referenced) and
+/// kstatus's pair. A Secret that does not exist yet, or a certificate that
+/// does not yet meet its policy (a renewal may be on its way), is still
+/// reconciling; a source certshift cannot use, or a Secret it must not touch,
+/// needs a person.
+fn readiness(decided: &[Decided], has_policy: bool) -> [Decided; 3] {
+    let find = |type_: &str| decided.iter().find(|d| d.type_ == type_);
+    let synced = find(SYNCED);
+    let valid = find(VALID);
+    let compliant = find(crate::policy::COMPLIANT);
+    let standing = match (synced, valid, compliant) {
+        (Some(s), ..) if !s.status && s.reason == "SecretNotFound" => {
+            Standing::Reconciling(s.reason.clone(), s.message.clone())
+        }
+        (Some(s), ..) if !s.status => Standing::Stalled(s.reason.clone(), s.message.clone()),
+        (_, Some(v), _) if !v.status => Standing::Stalled(v.reason.clone(), v.message.clone()),
+        (_, None, _) => Standing::Reconciling("NotRead".to_owned(), "the source has not been read yet".to_owned()),
+        (.., Some(c)) if has_policy && !c.status && c.reason == "InvalidPolicy" => {
+            Standing::Stalled(c.reason.clone(), c.message.clone())
+        }
+        (.., Some(c)) if has_policy && !c.status => Standing::Reconciling(c.reason.clone(), c.message.clone()),
+        _ => Standing::Done,
+    };
+    let ready = match &standing {
+        Standing::Done => Decided::new(
+            READY,
+            true,
+            "Ready",
+            valid.map_or_else(String::new, |v| v.message.clone()),
+        ),
+        Standing::Reconciling(reason, message) | Standing::Stalled(reason, message) => {
+            Decided::new(READY, false, reason.clone(), message.clone())
+        }
+        Standing::Paused(message) => Decided::new(READY, false, "Paused", message.clone()),
+    };
+    let [reconciling, stalled] = standing.conditions();
+    [ready, reconciling, stalled]
 }
 
 pub fn decide(world: World<'_>) -> Decision {
@@ -304,6 +344,8 @@ pub fn decide(world: World<'_>) -> Decision {
             decided.push(Decided::new(crate::policy::COMPLIANT, false, *reason, message.clone()))
         }
     }
+
+    decided.extend(readiness(&decided, world.spec.policy_ref.is_some()));
 
     let conditions = conditions::merge(&world.status.conditions, &decided, world.generation, now);
     let instances_changed = kept != world.status.instances;

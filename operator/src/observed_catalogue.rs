@@ -420,3 +420,81 @@ fn a_source_replaced_then_deleted_keeps_history_and_holds() {
     let restored = decide_on(&data, &deleted.status);
     assert!(unreadable_source(&restored.status).is_none());
 }
+
+/// kstatus over the status `decide` writes (see `crate::kstatus`): a Secret
+/// not there yet is in progress, one certshift cannot use fails, a usable one
+/// is current and `Ready`; a policy that does not exist yet is in progress,
+/// an invalid one fails; an edit not yet seen is in progress.
+#[test]
+fn kstatus_reads_each_state_as_flux_should_report_it() {
+    use crate::kstatus::{Status, compute};
+    let good = cert("c.example").self_signed();
+    let good = secret(good.pem.clone().into_bytes(), Some(good.key_pem().into_bytes()));
+    let garbage = secret(b"not a certificate".to_vec(), None);
+    let read = |status: &ObservedCertificateStatus, generation: i64| {
+        let object = crate::crd::ObservedCertificate {
+            metadata: kube::api::ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: spec(),
+            status: Some(status.clone()),
+        };
+        compute(&serde_json::to_value(&object).unwrap()).0
+    };
+    let with_policy = |source: Source<'_>, policy| {
+        decide(World {
+            name: "cluster",
+            generation: Some(1),
+            spec: &ObservedCertificateSpec {
+                policy_ref: Some(LocalObjectReference { name: "p".into() }),
+                ..spec()
+            },
+            status: &ObservedCertificateStatus::default(),
+            source,
+            stored: None,
+            store_owned_elsewhere: false,
+            policy: Some(policy),
+            now: ts(NOW),
+        })
+        .status
+    };
+    let empty = ObservedCertificateStatus::default();
+    let current = decide_on(&good, &empty).status;
+    let rows = [
+        (
+            "secret not there yet",
+            look(Source::Missing, &empty, NOW).status,
+            1,
+            Status::InProgress,
+        ),
+        ("unusable source", decide_on(&garbage, &empty).status, 1, Status::Failed),
+        ("done", current.clone(), 1, Status::Current),
+        ("stale generation", current.clone(), 2, Status::InProgress),
+        (
+            "policy not there yet",
+            with_policy(Source::Present(&good, TLS), Err(("PolicyNotFound", "not found".into()))),
+            1,
+            Status::InProgress,
+        ),
+        (
+            "invalid policy",
+            with_policy(
+                Source::Present(&good, TLS),
+                Err(("InvalidPolicy", "spec.validity".into())),
+            ),
+            1,
+            Status::Failed,
+        ),
+    ];
+    for (state, status, generation, expected) in rows {
+        assert_eq!(read(&status, generation), expected, "{state}: {:#?}", status.conditions);
+        let ready = status.conditions.iter().find(|c| c.type_ == READY).expect("Ready");
+        assert_eq!(
+            ready.status == "True",
+            state == "done" || state == "stale generation",
+            "{state}"
+        );
+        assert_ne!(ready.message, ready.reason, "{state}: Ready says more than its reason");
+    }
+}

@@ -26,6 +26,8 @@ pub struct ControlPlane {
     /// How kube-apiserver was started, to start it again.
     apiserver_command: (PathBuf, Vec<String>),
     pub url: String,
+    /// The CA of the API server's serving certificate.
+    pub ca_pem: String,
 }
 
 /// A free loopback port that no other caller in this process was given. Ports
@@ -95,6 +97,14 @@ impl ControlPlane {
             .spawn()
             .expect("etcd starts");
 
+        // The serving certificate comes from a CA of the test bed's own, so
+        // clients and kubeconfigs verify the API server instead of skipping it.
+        let ca = crate::pki::ca("certshift-e2e-apiserver-ca");
+        let serving = crate::pki::loopback_server("kube-apiserver", &ca);
+        std::fs::write(dir.join("ca.crt"), &ca.pem).expect("ca.crt");
+        std::fs::write(dir.join("apiserver.crt"), &serving.pem).expect("apiserver.crt");
+        std::fs::write(dir.join("apiserver.key"), serving.key.serialize_pem()).expect("apiserver.key");
+
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("service account key");
         std::fs::write(dir.join("sa.key"), key.serialize_pem()).expect("sa.key");
         std::fs::write(dir.join("sa.pub"), key.public_key_pem()).expect("sa.pub");
@@ -117,7 +127,8 @@ impl ControlPlane {
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
             format!("--secure-port={secure_port}"),
-            format!("--cert-dir={}", path("certs")),
+            format!("--tls-cert-file={}", path("apiserver.crt")),
+            format!("--tls-private-key-file={}", path("apiserver.key")),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
             format!("--service-account-key-file={}", path("sa.pub")),
@@ -141,6 +152,7 @@ impl ControlPlane {
             apiserver: std::sync::Mutex::new(apiserver),
             apiserver_command: (apiserver_bin, args),
             url: format!("https://127.0.0.1:{secure_port}"),
+            ca_pem: ca.pem,
         };
         plane.wait_ready();
         plane
@@ -193,10 +205,11 @@ impl ControlPlane {
         self.keep.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// A client with `token`'s identity (skips TLS verification on loopback).
+    /// A client with `token`'s identity, verifying the API server by its CA.
     pub fn client(&self, token: &str) -> Client {
         let mut config = kube::Config::new(self.url.parse().expect("url"));
-        config.accept_invalid_certs = true;
+        let ca = pem::parse(&self.ca_pem).expect("CA PEM");
+        config.root_cert = Some(vec![ca.into_contents()]);
         config.auth_info.token = Some(token.to_owned().into());
         config.default_namespace = "default".into();
         Client::try_from(config).expect("client")
@@ -255,8 +268,9 @@ impl ControlPlane {
         let mut file = std::fs::File::create(&path).expect("kubeconfig");
         let _ = write!(
             file,
-            "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"{}\", insecure-skip-tls-verify: true}}\n  name: e2e\nusers:\n- name: admin\n  user: {{token: {ADMIN_TOKEN}}}\ncontexts:\n- context: {{cluster: e2e, user: admin}}\n  name: e2e\ncurrent-context: e2e\n",
-            self.url
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"{}\", certificate-authority: \"{}\"}}\n  name: e2e\nusers:\n- name: admin\n  user: {{token: {ADMIN_TOKEN}}}\ncontexts:\n- context: {{cluster: e2e, user: admin}}\n  name: e2e\ncurrent-context: e2e\n",
+            self.url,
+            self.dir.join("ca.crt").display()
         );
         path
     }

@@ -54,6 +54,22 @@ pub fn leaf(common_name: &str, start_days: i64, issuer: &Issued) -> Issued {
     issue(params, Some(issuer))
 }
 
+/// A serving certificate for loopback (`localhost`, 127.0.0.1, ::1).
+pub fn loopback_server(common_name: &str, issuer: &Issued) -> Issued {
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.subject_alt_names.extend(
+        [
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ]
+        .map(rcgen::SanType::IpAddress),
+    );
+    params.not_before = days_from_now(-1);
+    params.not_after = days_from_now(365);
+    issue(params, Some(issuer))
+}
+
 /// A leaf like [`leaf`], with a given key pair (an RSA key, say) when `key` is set.
 pub fn leaf_with_key(common_name: &str, start_days: i64, issuer: &Issued, key: Option<KeyPair>) -> Issued {
     let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");

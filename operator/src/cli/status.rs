@@ -124,6 +124,9 @@ pub fn render(report: &Report, now: Timestamp) -> String {
             .map_or_else(|| "-".to_owned(), |g| g.to_string())
     );
     let _ = writeln!(out, "Declared by: {}", status.declared_by.as_deref().unwrap_or("-"));
+    // What Flux and other kstatus readers make of it.
+    let (kstatus, message) = crate::kstatus::compute(&serde_json::to_value(d).unwrap_or_default());
+    let _ = writeln!(out, "kstatus:     {kstatus:?} ({message})");
 
     let _ = writeln!(out, "\nConditions:");
     for c in &status.conditions {

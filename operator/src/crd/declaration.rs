@@ -17,6 +17,8 @@ use crate::rules::SelectionPolicy;
     version = "v1alpha1",
     kind = "ClusterCertificateDeclaration",
     namespaced,
+    doc = "A clustered service's certificate declaration, as in a Service Fabric cluster manifest: the certificates its members present and accept, by thumbprint or by common name with pinned issuers. The spec is the desired end state; certshift walks the members there in staged upgrades and reports the declaration in force in status.",
+    category = "certshift",
     status = "ClusterCertificateDeclarationStatus",
     shortname = "ccd",
     derive = "PartialEq",
@@ -27,6 +29,8 @@ use crate::rules::SelectionPolicy;
     printcolumn = r#"{"name":"Members","type":"string","jsonPath":".status.members.summary"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.presenting.notAfter"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -52,6 +56,7 @@ pub struct ClusterCertificateDeclarationSpec {
     /// Who must acknowledge a revision before the next is published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Members>,
+    /// How revisions are paced: soak, stage timeout, pause, presentation selection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradePolicy>,
     /// Extra outputs for consumers that are not PEM-native.
@@ -69,6 +74,7 @@ pub struct OutputSpec {
     /// `CombinedPEM` (`tls-combined.pem`, key then chain).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub formats: Vec<OutputFormat>,
+    /// Settings of the `PKCS12` format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pkcs12: Option<Pkcs12Output>,
     /// Consumer configuration rendered into the validation ConfigMap with each
@@ -99,6 +105,7 @@ pub struct Pkcs12Output {
 pub struct ConfigTemplate {
     /// The ConfigMap key the rendered text goes to.
     pub key: String,
+    /// A minijinja template; see docs/outputs.md for the variables.
     pub template: String,
 }
 
@@ -106,7 +113,9 @@ pub struct ConfigTemplate {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateThumbprints {
+    /// SHA-1 (40 hex digits) or SHA-256 (64) thumbprint of the primary certificate; spaces, colons and pasted invisible marks are ignored.
     pub thumbprint: String,
+    /// A second certificate members accept and may present (Service Fabric `thumbprintSecondary`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thumbprint_secondary: Option<String>,
 }
@@ -115,6 +124,7 @@ pub struct CertificateThumbprints {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateCommonNames {
+    /// The accepted common names, each with its pinned issuers; no two alike.
     #[serde(default)]
     pub common_names: Vec<CommonNameDeclaration>,
 }
@@ -150,7 +160,9 @@ pub struct TrustBundleSource {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCertificateThumbprint {
+    /// The client certificate's SHA-1 or SHA-256 thumbprint.
     pub certificate_thumbprint: String,
+    /// The client has admin rights (Service Fabric `isAdmin`); published in `rules.json`.
     #[serde(default)]
     pub is_admin: bool,
 }
@@ -158,9 +170,12 @@ pub struct ClientCertificateThumbprint {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCertificateCommonName {
+    /// The client certificate's subject common name, without `CN=`.
     pub certificate_common_name: String,
+    /// Direct issuer thumbprints, comma-separated; empty means "chains to the trust bundle".
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub certificate_issuer_thumbprint: String,
+    /// The client has admin rights (Service Fabric `isAdmin`); published in `rules.json`.
     #[serde(default)]
     pub is_admin: bool,
 }
@@ -193,6 +208,7 @@ pub struct WorkloadReference {
     // the schema's enum has the API server refuse other kinds.
     #[schemars(extend("enum" = ["Deployment", "StatefulSet", "DaemonSet"]))]
     pub kind: String,
+    /// The workload's name.
     pub name: String,
 }
 
@@ -227,6 +243,7 @@ pub struct HttpGetProbe {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEndpoint {
+    /// The Service's name.
     pub name: String,
     /// The endpoint port by number (as in the EndpointSlices)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,25 +271,32 @@ pub struct UpgradePolicy {
     pub selection: SelectionPolicy,
 }
 
+/// The declaration in force, the upgrade toward the spec, and its conditions (written by certshift).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterCertificateDeclarationStatus {
+    /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Ready, Reconciling, Stalled, Progressing, Blocked, MembersConverged, the conversion milestones, ExpiringSoon and SanOverlap.
     #[serde(default)]
     #[schemars(schema_with = "super::conditions_schema")]
     pub conditions: Vec<Condition>,
     /// `Thumbprint`, `CommonName` or `ThumbprintAndCommonName`: how the
     /// effective declaration names the cluster certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Thumbprint", "CommonName", "ThumbprintAndCommonName"]))]
     pub declared_by: Option<String>,
     /// What members are told now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective: Option<EffectiveDeclaration>,
+    /// The staged upgrade: stage, last revision, plan and gate times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeStatus>,
+    /// How many members acknowledged the current revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<MembersStatus>,
+    /// The certificate members present now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presenting: Option<PresentingStatus>,
 }
@@ -282,6 +306,7 @@ pub struct ClusterCertificateDeclarationStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveDeclaration {
+    /// The revision members are told now (0 before the first).
     #[serde(default)]
     pub revision: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,6 +321,7 @@ pub struct EffectiveDeclaration {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeStatus {
+    /// The stage of the revision published last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<Stage>,
     /// The revision published last.
@@ -315,20 +341,27 @@ pub struct UpgradeStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedRevision {
+    /// The revision number.
     pub revision: u64,
+    /// The stage the revision belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<Stage>,
+    /// `Validation` or `Presentation`: what the revision changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<Change>,
+    /// SHA-1 thumbprint members present at this revision.
     pub presented: String,
     /// `Published`, `Acknowledged` or `Pending`.
+    #[schemars(extend("enum" = ["Published", "Acknowledged", "Pending"]))]
     pub state: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MembersStatus {
+    /// Members that must acknowledge each revision.
     pub total: u32,
+    /// Members that acknowledged the current revision.
     pub converged: u32,
     /// Members that have not acknowledged the current revision, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -340,10 +373,14 @@ pub struct MembersStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PresentingStatus {
+    /// SHA-1 thumbprint, 40 upper-case hex digits.
     pub thumbprint: String,
+    /// The first 8 digits of the thumbprint, for `kubectl get`.
     pub short_thumbprint: String,
+    /// Subject common name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub common_name: Option<String>,
+    /// The end of the certificate's validity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<Timestamp>,
 }

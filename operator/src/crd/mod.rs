@@ -22,12 +22,14 @@ pub const VERSION: &str = "v1alpha1";
 /// A reference to an object in the same namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LocalObjectReference {
+    /// The object's name.
     pub name: String,
 }
 
 /// A key of a ConfigMap or Secret in the same namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct KeySelector {
+    /// The ConfigMap's or Secret's name.
     pub name: String,
     /// Defaults to `ca.crt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,14 +56,18 @@ pub fn all() -> Vec<CustomResourceDefinition> {
 
 /// Schema defaults (from `#[serde(default)]`) are dropped: the operator
 /// applies its defaults itself, and `kubectl get -o yaml` then shows what the
-/// user wrote. Null enum members go too (see below).
+/// user wrote. `nullable` and null enum members go too (see below).
 fn without_defaults(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     fn strip(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
                 map.remove("default");
-                // `nullable: true` already admits null; a null enum member
-                // makes kube-apiserver 1.20 reject the whole schema.
+                // Optional fields are omitted when unset, never sent as null.
+                // A `nullable` object is published in OpenAPI v2 as an empty
+                // schema, which leaves `kubectl explain` blank below it.
+                map.remove("nullable");
+                // A null enum member makes kube-apiserver 1.20 reject the
+                // whole schema.
                 if let Some(serde_json::Value::Array(members)) = map.get_mut("enum") {
                     members.retain(|member| !member.is_null());
                 }
@@ -126,16 +132,117 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_workload_kind_enum_is_the_kinds_the_operator_reads() {
-        let crd = ClusterCertificateDeclaration::crd();
+    /// Every property at every depth, as `kind.path.to.field`.
+    fn properties(crd: &CustomResourceDefinition) -> Vec<(String, serde_json::Value)> {
+        fn walk(path: &str, schema: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+            let object = if schema["type"] == "array" {
+                &schema["items"]
+            } else {
+                schema
+            };
+            if let Some(properties) = object["properties"].as_object() {
+                for (name, child) in properties {
+                    let path = format!("{path}.{name}");
+                    out.push((path.clone(), child.clone()));
+                    walk(&path, child, out);
+                }
+            }
+        }
         let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
-        let workloads =
-            &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["members"]["properties"]["workloads"];
-        assert_eq!(
-            workloads["items"]["properties"]["kind"]["enum"],
-            serde_json::json!(WORKLOAD_KINDS)
+        let mut out = Vec::new();
+        walk(&crd.spec.names.kind, &schema["openAPIV3Schema"], &mut out);
+        out
+    }
+
+    #[test]
+    fn every_field_has_a_type_and_a_description_and_none_is_nullable() {
+        let mut missing = Vec::new();
+        for crd in all() {
+            let root = &serde_json::to_value(&crd.spec.versions[0].schema).unwrap()["openAPIV3Schema"];
+            let description = root["description"].as_str().unwrap_or_default();
+            if description.is_empty() || description.contains("Auto-generated") {
+                missing.push(format!("{}: root description {description:?}", crd.spec.names.kind));
+            }
+            for (path, schema) in properties(&crd) {
+                if schema["description"].as_str().is_none_or(str::is_empty) {
+                    missing.push(format!("{path}: no description"));
+                }
+                if schema["type"].as_str().is_none() && schema["x-kubernetes-int-or-string"].is_null() {
+                    missing.push(format!("{path}: no type"));
+                }
+                if !schema["nullable"].is_null() {
+                    missing.push(format!("{path}: nullable"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "{} problems:\n{}",
+            missing.len(),
+            missing.join("\n")
         );
+    }
+
+    #[test]
+    fn closed_sets_are_enums_of_what_the_operator_reads() {
+        let enums: std::collections::BTreeMap<String, serde_json::Value> = all()
+            .iter()
+            .flat_map(properties)
+            .filter_map(|(path, schema)| {
+                let items = if schema["type"] == "array" {
+                    &schema["items"]
+                } else {
+                    &schema
+                };
+                (!items["enum"].is_null()).then(|| (path, items["enum"].clone()))
+            })
+            .collect();
+        let json = |values: &[&str]| serde_json::json!(values);
+        for (path, expected) in [
+            (
+                "ClusterCertificateDeclaration.spec.members.workloads.kind",
+                json(&WORKLOAD_KINDS),
+            ),
+            (
+                "ClusterCertificateDeclaration.spec.upgrade.selection",
+                json(&["NewestNotBefore", "LatestNotAfter"]),
+            ),
+            (
+                "ClusterCertificateDeclaration.spec.output.formats",
+                json(&["DER", "PKCS12", "CombinedPEM"]),
+            ),
+            (
+                "CertificatePolicy.spec.extendedKeyUsages",
+                json(&crate::policy::EXTENDED_KEY_USAGES),
+            ),
+            ("CertificatePolicy.spec.keyUsages", json(&crate::policy::KEY_USAGES)),
+            (
+                "CertificatePolicy.spec.key.algorithm",
+                json(&["ECDSA", "RSA", "Ed25519"]),
+            ),
+        ] {
+            assert_eq!(enums.get(path), Some(&expected), "{path}");
+        }
+    }
+
+    #[test]
+    fn every_kind_has_ready_reason_and_message_columns_and_the_certshift_category() {
+        for crd in all() {
+            let columns = crd.spec.versions[0]
+                .additional_printer_columns
+                .clone()
+                .unwrap_or_default();
+            let column = |name: &str| columns.iter().find(|c| c.name == name).cloned();
+            let kind = &crd.spec.names.kind;
+            assert!(column("Ready").is_some(), "{kind}");
+            assert_eq!(column("Reason").map(|c| c.priority), Some(None), "{kind}");
+            assert_eq!(
+                column("Message").map(|c| c.priority),
+                Some(Some(1)),
+                "{kind}: -o wide only"
+            );
+            assert_eq!(crd.spec.names.categories, Some(vec!["certshift".to_owned()]), "{kind}");
+        }
     }
 
     #[test]
@@ -156,6 +263,8 @@ mod tests {
                 "MEMBERS",
                 "EXPIRES",
                 "READY",
+                "REASON",
+                "MESSAGE",
                 "AGE"
             ]
         );

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::conditions::Decided;
+use crate::conditions::{Decided, Standing};
 use crate::crd::{
     CertificateCommonNames, CertificateThumbprints, CommonNameDeclaration, EffectiveDeclaration, MembersStatus,
     PresentingStatus,
@@ -230,19 +230,26 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
         }
         (_, false) => (true, "Upgrading".to_owned(), "publishing the next revision".to_owned()),
     };
-    out.push(Decided::new(PROGRESSING, progressing, reason, message.clone()));
+    out.push(Decided::new(PROGRESSING, progressing, reason.clone(), message.clone()));
     let ready = blocked.is_none() && up_to_date && converged && current.is_some();
-    let (reason, message) = if ready {
-        ("Ready".to_owned(), current.map(describe).unwrap_or_default())
-    } else if let Some(b) = blocked {
-        (b.reason.to_string(), b.message.clone())
-    } else if matches!(hold, Some(Hold::Paused)) {
-        ("Paused".to_owned(), paused.to_owned())
-    } else if !up_to_date {
-        ("Upgrading".to_owned(), message)
-    } else {
-        ("WaitingForMembers".to_owned(), members_message)
+    let standing = match (hold, ready) {
+        (_, true) => Standing::Done,
+        (Some(Hold::Blocked(b)), _) if b.reason.needs_a_person() => {
+            Standing::Stalled(b.reason.to_string(), b.message.clone())
+        }
+        (Some(Hold::Blocked(b)), _) => Standing::Reconciling(b.reason.to_string(), b.message.clone()),
+        (Some(Hold::Paused), _) => Standing::Paused(paused.to_owned()),
+        (_, false) if !up_to_date => Standing::Reconciling(reason, message),
+        (_, false) => Standing::Reconciling("WaitingForMembers".to_owned(), members_message),
     };
+    let (reason, message) = match &standing {
+        Standing::Done => ("Ready".to_owned(), current.map(describe).unwrap_or_default()),
+        Standing::Reconciling(reason, message) | Standing::Stalled(reason, message) => {
+            (reason.clone(), message.clone())
+        }
+        Standing::Paused(message) => ("Paused".to_owned(), message.clone()),
+    };
+    out.extend(standing.conditions());
     out.push(Decided::new(READY, ready, reason, message));
 
     // The conversion's milestones, derived from what members have converged on;

@@ -1185,3 +1185,90 @@ fn a_stale_acknowledgement_time_does_not_shorten_the_soak() {
     assert_eq!(decision.published, None, "revision 2 was acknowledged just now");
     assert_eq!(c.status(&decision).upgrade.unwrap().acknowledged_time, Some(c.now));
 }
+
+/// kstatus (Flux, cli-utils) over the status `decide` writes, in each state a
+/// declaration can be in: what a GitOps tool waiting on it would report.
+#[test]
+fn kstatus_reads_each_state_as_flux_should_report_it() {
+    use crate::kstatus::{Status, compute};
+    fn read(c: &Case, decision: &Decision) -> (Status, String) {
+        let object = ClusterCertificateDeclaration {
+            status: Some(c.status(decision)),
+            ..c.declaration.clone()
+        };
+        compute(&serde_json::to_value(&object).unwrap())
+    }
+    let settle = |mut c: Case| {
+        for _ in 0..5 {
+            let decision = c.decide();
+            c.apply(&decision);
+        }
+        c
+    };
+    let mut rows: Vec<(&str, Case, Status)> = Vec::new();
+
+    // The first reconcile of a new declaration whose members have not loaded revision 1.
+    let mut new = case(by_thumbprint_spec());
+    new.members.pods = pods(&[None]);
+    rows.push(("new object", new, Status::InProgress));
+    let mut stale = settle(case(by_thumbprint_spec()));
+    stale.declaration.metadata.generation = Some(3);
+    rows.push(("stale generation", stale, Status::InProgress));
+    let mut mid = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    mid.members.pods = pods(&[Some(1), Some(0)]);
+    rows.push(("mid-upgrade", mid, Status::InProgress));
+    let mut soaking = case(by_name_spec("30s")).published(revision(1, "Old", thumbprint_rules()));
+    soaking.members.pods = pods(&[Some(1)]);
+    rows.push(("soaking", soaking, Status::InProgress));
+    let mut spec = by_name_spec("0s");
+    spec.upgrade.as_mut().unwrap().paused = true;
+    // Paused by the spec: held where the user asked, not failing (Argo CD: Suspended).
+    rows.push((
+        "paused",
+        case(spec).published(revision(1, "Old", thumbprint_rules())),
+        Status::Current,
+    ));
+    let mut spec = by_thumbprint_spec();
+    spec.certificate.as_mut().unwrap().thumbprint = "not hex".into();
+    rows.push(("blocked for a person: invalid spec", case(spec), Status::Failed));
+    let mut timeout = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    timeout.members.pods = pods(&[Some(0)]);
+    let first = timeout.decide();
+    timeout.apply(&first);
+    timeout.now = ts("2026-06-01T00:10:01Z");
+    rows.push(("blocked for a person: StageTimeout", timeout, Status::Failed));
+    let mut syncing = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    syncing.store = Err(Blocked::new(
+        BlockReason::StoreNotSynced,
+        "ObservedCertificate store has not read its source yet",
+    ));
+    rows.push(("transient block: store syncing", syncing, Status::InProgress));
+    rows.push(("done", settle(case(by_thumbprint_spec())), Status::Current));
+
+    for (state, c, expected) in rows {
+        // The edit not seen yet: the object as it is before the next reconcile.
+        let decision = if state == "stale generation" {
+            Decision {
+                status: None,
+                ..c.decide()
+            }
+        } else {
+            c.decide()
+        };
+        let (status, message) = read(&c, &decision);
+        assert_eq!(status, expected, "{state}: {message}");
+        let written = c.status(&decision);
+        let ready = written.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_ne!(ready.message, ready.reason, "{state}: Ready says more than its reason");
+        if state == "paused" {
+            assert_eq!(ready.reason, "Paused");
+        }
+        if expected == Status::Failed {
+            assert_eq!(
+                condition(&written, READY).1,
+                condition(&written, "Stalled").1,
+                "{state}"
+            );
+        }
+    }
+}

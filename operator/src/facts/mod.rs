@@ -43,15 +43,21 @@ pub struct CertificateFacts {
     pub thumbprint: Thumbprint,
     /// SHA-256 thumbprint, 64 upper-case hex digits.
     pub sha256: Thumbprint,
+    /// Subject distinguished name (RFC 4514).
     pub subject: String,
+    /// Subject common name (CN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub common_name: Option<String>,
+    /// DNS subject alternative names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_names: Vec<String>,
+    /// IP address subject alternative names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_addresses: Vec<String>,
+    /// URI subject alternative names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uris: Vec<String>,
+    /// Issuer distinguished name (RFC 4514).
     pub issuer: String,
     /// SHA-1 thumbprint of the direct issuer, when the chain or `ca.crt` holds it
     /// (a self-signed certificate is its own issuer).
@@ -59,18 +65,24 @@ pub struct CertificateFacts {
     pub issuer_thumbprint: Option<Thumbprint>,
     /// Serial number, upper-case hex.
     pub serial: String,
+    /// Start of validity.
     pub not_before: Timestamp,
+    /// End of validity.
     pub not_after: Timestamp,
     /// `RSA`, `ECDSA`, `Ed25519`, or the algorithm OID.
     pub key_algorithm: String,
     /// Key size in bits (RSA modulus, ECDSA curve).
     pub key_size: u32,
+    /// The algorithm the issuer signed with, e.g. `ecdsa-with-SHA256`.
     pub signature_algorithm: String,
     /// `serverAuth`, `clientAuth`, … or the OID of a usage without a short name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extended_key_usages: Vec<String>,
+    /// Basic constraints say it is a CA.
     pub is_ca: bool,
+    /// Issuer and subject are the same and the certificate verifies with its own key.
     pub self_signed: bool,
+    /// Whether the private key came with it, and whether it matches.
     pub private_key: PrivateKeyState,
 }
 

@@ -172,6 +172,23 @@ impl BlockReason {
     }
 }
 
+impl BlockReason {
+    /// Only a person can clear it: a spec to edit, a certificate to replace, a
+    /// peer to reconfigure, a stuck member to look at (kstatus `Stalled`). The
+    /// others clear by themselves as what the spec names appears or syncs,
+    /// e.g. a store created in the same `kubectl apply` (kstatus `Reconciling`).
+    pub fn needs_a_person(self) -> bool {
+        !matches!(
+            self,
+            BlockReason::StoreNotFound
+                | BlockReason::StoreNotSynced
+                | BlockReason::GoalCertificateNotFound
+                | BlockReason::ThumbprintNotInStore
+                | BlockReason::CertificateNotYetValid
+        )
+    }
+}
+
 impl fmt::Display for BlockReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)

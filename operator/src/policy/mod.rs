@@ -12,7 +12,7 @@ use crate::events::{Event, EventType};
 use jiff::Timestamp;
 use sha2::Digest as _;
 
-use crate::conditions::{self, Decided};
+use crate::conditions::{self, Decided, Standing};
 use crate::crd::{CertificatePolicySpec, CertificatePolicyStatus, Subject};
 
 use crate::duration;
@@ -92,23 +92,7 @@ fn reject(reason: &'static str, message: impl Into<String>) -> PolicyError {
     }
 }
 
-pub const EXTENDED_KEY_USAGES: [&str; 6] = [
-    "serverAuth",
-    "clientAuth",
-    "codeSigning",
-    "emailProtection",
-    "timeStamping",
-    "ocspSigning",
-];
-pub const KEY_USAGES: [&str; 7] = [
-    "digitalSignature",
-    "contentCommitment",
-    "keyEncipherment",
-    "dataEncipherment",
-    "keyAgreement",
-    "keyCertSign",
-    "crlSign",
-];
+pub use crate::crd::{EXTENDED_KEY_USAGES, KEY_USAGES};
 
 /// Validates a spec; every rejection names the field.
 pub fn params(spec: &CertificatePolicySpec) -> Result<PolicyParams, PolicyError> {
@@ -332,9 +316,12 @@ pub fn decide(world: &World<'_>) -> Plan {
     let now = world.now;
     let status = world.status;
     let refuse = |reason: &str, message: String| {
+        let [reconciling, stalled] = Standing::Stalled(reason.to_owned(), message.clone()).conditions();
         let decided = [
             Decided::new(READY, false, reason, message.clone()),
             Decided::new(ISSUING, false, reason, message.clone()),
+            reconciling,
+            stalled,
         ];
         let next = CertificatePolicyStatus {
             observed_generation: world.generation,
@@ -421,7 +408,12 @@ pub fn after_attempt(
         }
         Err(message) => {
             let attempts = status.failed_attempts.saturating_add(1);
+            // Retried with backoff: the CA Secret may appear, the signer recover.
+            let [reconciling, stalled] =
+                Standing::Reconciling("IssuingFailed".to_owned(), message.clone()).conditions();
             let decided = [
+                reconciling,
+                stalled,
                 Decided::new(
                     READY,
                     status.current_thumbprint.is_some() && ready_before(status),
@@ -468,7 +460,10 @@ fn issued_status(
             format!("{} valid until notAfter={}", leaf.thumbprint, leaf.not_after),
         ),
         Decided::new(ISSUING, false, "Idle", format!("renewal at {renewal}")),
-    ];
+    ]
+    .into_iter()
+    .chain(Standing::Done.conditions())
+    .collect::<Vec<_>>();
     CertificatePolicyStatus {
         observed_generation: world.generation,
         conditions: conditions::merge(&world.status.conditions, &decided, world.generation, world.now),

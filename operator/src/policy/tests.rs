@@ -372,3 +372,66 @@ fn compliance_names_what_is_wrong() {
     };
     assert_eq!(check(&long).1, "ValidityTooLong");
 }
+
+/// kstatus over the statuses a policy is written with (see `crate::kstatus`):
+/// issued is current, a refused spec or a Secret owned elsewhere fails, a
+/// failed issuance (retried with backoff) is in progress, an edit not yet
+/// seen is in progress.
+#[test]
+fn kstatus_reads_each_state_as_flux_should_report_it() {
+    use crate::kstatus::{Status, compute};
+    let read = |status: &CertificatePolicyStatus, generation: i64| {
+        let object = crate::crd::CertificatePolicy {
+            metadata: kube::api::ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: spec(),
+            status: Some(status.clone()),
+        };
+        compute(&serde_json::to_value(&object).unwrap()).0
+    };
+    let good = spec();
+    let empty = CertificatePolicyStatus::default();
+    let now = "2026-06-01T00:00:00Z";
+    let params = params(&good).unwrap();
+    let issued = issue(&params, None, None, ts(now)).unwrap();
+    let (done, _) = after_attempt(
+        &world(&good, &empty, SecretState::Missing, now),
+        &params,
+        IssueReason::Initial,
+        Ok(&issued.leaf),
+    );
+    let (failed, _) = after_attempt(
+        &world(&good, &empty, SecretState::Missing, now),
+        &params,
+        IssueReason::Initial,
+        Err("CA Secret \"ca\" not found".into()),
+    );
+    let refused = |spec: &CertificatePolicySpec, secret| match decide(&world(spec, &empty, secret, now)) {
+        Plan::Refuse(status, _) => status,
+        other => panic!("refused: {other:?}"),
+    };
+    let mut invalid = spec();
+    invalid.validity = Some("forever".into());
+    let rows = [
+        ("done", done.clone(), 1, Status::Current),
+        ("stale generation", done, 2, Status::InProgress),
+        ("issuance failed, retrying", failed, 1, Status::InProgress),
+        (
+            "invalid spec",
+            refused(&invalid, SecretState::Missing),
+            1,
+            Status::Failed,
+        ),
+        (
+            "Secret owned elsewhere",
+            refused(&good, SecretState::OwnedElsewhere),
+            1,
+            Status::Failed,
+        ),
+    ];
+    for (state, status, generation, expected) in rows {
+        assert_eq!(read(&status, generation), expected, "{state}: {:#?}", status.conditions);
+    }
+}
