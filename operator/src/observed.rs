@@ -139,7 +139,7 @@ fn not_a_certificate_source(
 /// does not yet meet its policy (a renewal may be on its way), is still
 /// reconciling; a source certshift cannot use, or a Secret it must not touch,
 /// needs a person.
-fn readiness(decided: &[Decided], has_policy: bool) -> [Decided; 3] {
+fn readiness(decided: &[Decided], has_policy: bool, current: Option<&CurrentInstance>) -> [Decided; 3] {
     let find = |type_: &str| decided.iter().find(|d| d.type_ == type_);
     let synced = find(SYNCED);
     let valid = find(VALID);
@@ -162,7 +162,13 @@ fn readiness(decided: &[Decided], has_policy: bool) -> [Decided; 3] {
             READY,
             true,
             "Ready",
-            valid.map_or_else(String::new, |v| v.message.clone()),
+            format!(
+                "current instance {}{}",
+                valid.map_or("", |v| v.message.as_str()),
+                current
+                    .and_then(|c| c.not_after)
+                    .map_or_else(String::new, |at| format!(", notAfter={at}"))
+            ),
         ),
         Standing::Reconciling(reason, message) | Standing::Stalled(reason, message) => {
             Decided::new(READY, false, reason.clone(), message.clone())
@@ -345,7 +351,7 @@ pub fn decide(world: World<'_>) -> Decision {
         }
     }
 
-    decided.extend(readiness(&decided, world.spec.policy_ref.is_some()));
+    decided.extend(readiness(&decided, world.spec.policy_ref.is_some(), current.as_ref()));
 
     let conditions = conditions::merge(&world.status.conditions, &decided, world.generation, now);
     let instances_changed = kept != world.status.instances;

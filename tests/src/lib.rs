@@ -2,6 +2,7 @@
 //! namespace per scenario, the operator in-process, and a judge that checks
 //! every published revision.
 
+pub mod argocd;
 pub mod control_plane;
 pub mod judge;
 pub mod kubelet;

@@ -56,16 +56,24 @@ pub fn all() -> Vec<CustomResourceDefinition> {
 
 /// Schema defaults (from `#[serde(default)]`) are dropped: the operator
 /// applies its defaults itself, and `kubectl get -o yaml` then shows what the
-/// user wrote. `nullable` and null enum members go too (see below).
+/// user wrote. `nullable` on anything but objects and null enum members go
+/// too (see below).
 fn without_defaults(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     fn strip(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
                 map.remove("default");
-                // Optional fields are omitted when unset, never sent as null.
-                // A `nullable` object is published in OpenAPI v2 as an empty
-                // schema, which leaves `kubectl explain` blank below it.
-                map.remove("nullable");
+                // Optional fields are omitted when unset, never sent as null:
+                // scalars and lists need no `nullable` (OpenAPI v2 publishes a
+                // nullable field untyped, `kubectl explain` shows `<>`).
+                // Optional objects keep it: server-side apply that drops an
+                // object field stores null (kubernetes/kubernetes#103011),
+                // which a non-nullable schema refuses, so `kubectl apply
+                // --server-side` and Flux could not remove `certificate` in
+                // the conversion to common name (docs/gitops.md).
+                if map.get("type").and_then(|t| t.as_str()) != Some("object") {
+                    map.remove("nullable");
+                }
                 // A null enum member makes kube-apiserver 1.20 reject the
                 // whole schema.
                 if let Some(serde_json::Value::Array(members)) = map.get_mut("enum") {
@@ -155,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn every_field_has_a_type_and_a_description_and_none_is_nullable() {
+    fn every_field_has_a_type_and_a_description_and_only_objects_are_nullable() {
         let mut missing = Vec::new();
         for crd in all() {
             let root = &serde_json::to_value(&crd.spec.versions[0].schema).unwrap()["openAPIV3Schema"];
@@ -170,8 +178,8 @@ mod tests {
                 if schema["type"].as_str().is_none() && schema["x-kubernetes-int-or-string"].is_null() {
                     missing.push(format!("{path}: no type"));
                 }
-                if !schema["nullable"].is_null() {
-                    missing.push(format!("{path}: nullable"));
+                if !schema["nullable"].is_null() && schema["type"] != "object" {
+                    missing.push(format!("{path}: nullable {}", schema["type"]));
                 }
             }
         }

@@ -12,6 +12,7 @@ mod agents;
 mod chaos;
 mod conversion;
 mod deploy;
+mod gitops;
 mod members;
 mod outputs;
 mod policy;
@@ -84,6 +85,8 @@ fn main() -> ExitCode {
         chaos::a_restarted_operator_resumes_without_repeating_or_skipping,
         chaos::deleting_certshift_objects_never_deletes_user_secrets,
         chaos::chaos_restarts_during_the_conversion_and_crd_deletion,
+        gitops::argo_cd_and_kstatus_read_every_state_of_every_kind,
+        gitops::kubectl_explains_every_field_and_gets_the_certshift_category,
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()

@@ -1,0 +1,1 @@
+../ClusterCertificateDeclaration/health.lua

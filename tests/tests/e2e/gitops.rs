@@ -1,0 +1,427 @@
+//! What the tools users drive certshift with make of it, on objects read
+//! from the real API server: Argo CD's health checks (run by a real Lua 5.1),
+//! kstatus (Flux), `kubectl explain` and `kubectl get certshift`.
+
+use super::*;
+use certshift::crd::{CertificatePolicy, ObservedCertificate};
+use certshift::kstatus::{self, Status};
+use certshift_e2e::argocd;
+use kube::api::DynamicObject;
+
+/// One state an object is in, as Argo CD and kstatus must read it.
+struct Expect {
+    kind: &'static str,
+    name: &'static str,
+    /// The testdata file it is captured to (`CERTSHIFT_CAPTURE_ARGOCD=1`).
+    file: &'static str,
+    health: &'static str,
+    kstatus: Status,
+    /// How Argo CD's message starts (the reason, for the states that share a health).
+    message: &'static str,
+}
+
+fn api(s: &Scenario, kind: &str) -> Api<DynamicObject> {
+    let resource = match kind {
+        "ClusterCertificateDeclaration" => kube::api::ApiResource::erase::<ClusterCertificateDeclaration>(&()),
+        "ObservedCertificate" => kube::api::ApiResource::erase::<ObservedCertificate>(&()),
+        _ => kube::api::ApiResource::erase::<CertificatePolicy>(&()),
+    };
+    Api::namespaced_with(s.admin.clone(), &s.namespace, &resource)
+}
+
+/// Waits until the object reads as `expect` says, to Argo CD's script and to
+/// kstatus; with `CERTSHIFT_CAPTURE_ARGOCD=1` it is written to the kind's
+/// testdata and `health_test.yaml`, as Argo CD's own checks are kept.
+async fn expect(s: &Scenario, expect: Expect) {
+    let api = api(s, expect.kind);
+    let what = format!("{} {} {}", expect.kind, expect.name, expect.health);
+    let (object, message) = eventually(&what, Duration::from_secs(60), || async {
+        let object = serde_json::to_value(api.get(expect.name).await.ok()?).ok()?;
+        let value = object.clone();
+        let kind = expect.kind;
+        let (health, message) = tokio::task::spawn_blocking(move || argocd::health(kind, &value))
+            .await
+            .expect("lua");
+        (health == expect.health
+            && kstatus::compute(&object).0 == expect.kstatus
+            && message.starts_with(expect.message))
+        .then_some((object, message))
+    })
+    .await;
+    assert!(!message.is_empty(), "{what}: a message");
+    if std::env::var_os("CERTSHIFT_CAPTURE_ARGOCD").is_some() {
+        capture(&expect, object, &message);
+    }
+}
+
+fn capture(expect: &Expect, mut object: serde_json::Value, message: &str) {
+    let metadata = object["metadata"].as_object_mut().expect("metadata");
+    for noise in ["managedFields", "uid", "resourceVersion", "selfLink"] {
+        metadata.remove(noise);
+    }
+    metadata.insert("namespace".into(), "default".into());
+    let dir = argocd::kind_dir(expect.kind);
+    let yaml = serde_yaml::to_string(&object).expect("yaml");
+    std::fs::write(dir.join("testdata").join(expect.file), yaml).expect("testdata");
+    let tests = dir.join("health_test.yaml");
+    let mut text = std::fs::read_to_string(&tests).unwrap_or_else(|_| "tests:\n".to_owned());
+    let entry = format!(
+        "- healthStatus:\n    status: {}\n    message: {}\n  inputPath: testdata/{}\n",
+        expect.health,
+        serde_json::to_string(message).expect("message"),
+        expect.file
+    );
+    // One entry per file: a new capture replaces the old.
+    let marker = format!("  inputPath: testdata/{}\n", expect.file);
+    if let Some(at) = text.find(&marker) {
+        let start = text[..at].rfind("- healthStatus:").expect("entry");
+        text.replace_range(start..at + marker.len(), &entry);
+    } else {
+        text.push_str(&entry);
+    }
+    std::fs::write(tests, text).expect("health_test.yaml");
+}
+
+/// Every state of each kind, walked on the API server: Progressing while
+/// certshift works, Degraded when only a person can help, Suspended when
+/// paused, Healthy when done; an edit not seen yet is Progressing.
+pub async fn argo_cd_and_kstatus_read_every_state_of_every_kind(s: Scenario) {
+    let ns = s.namespace.as_str();
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    apply(
+        &s.admin,
+        ns,
+        &secret(
+            "garbage",
+            Some("kubernetes.io/tls"),
+            &[("tls.crt", "not a certificate"), ("tls.key", "not a key")],
+        ),
+    )
+    .await;
+    for (name, source) in [("absent", "absent"), ("garbage", "garbage")] {
+        apply(&s.admin, ns, &observed_certificate(name, source, None)).await;
+    }
+    apply(&s.admin, ns, &member_pod("m0", &[("app", "member")])).await;
+    Declaration::example("declaration-thumbprint.yaml")
+        .pod_members(&[("app", "member")])
+        .apply(&s.admin, ns)
+        .await;
+    let mut invalid = Declaration::example("declaration-thumbprint.yaml").named("invalid");
+    invalid.0.spec.certificate.as_mut().unwrap().thumbprint = "not a thumbprint".into();
+    invalid.apply(&s.admin, ns).await;
+    apply_yaml(&s.admin, ns, &example("ca.yaml")).await;
+    let ca_name = "cluster-ca";
+    for (name, secret_name, ca) in [
+        ("issued", "issued", ca_name),
+        ("no-ca", "no-ca", "absent-ca"),
+        ("owned-elsewhere", "cluster-old", ca_name),
+    ] {
+        let mut p = policy(secret_name, ca, "2160h", 75);
+        p.metadata.name = Some(name.to_owned());
+        apply(&s.admin, ns, &p).await;
+    }
+    let operator = Operator::start(&s.plane, ns);
+    let ocert = "ObservedCertificate";
+    let ccd = "ClusterCertificateDeclaration";
+    let cpol = "CertificatePolicy";
+    for e in [
+        (ocert, "cluster-old", "healthy.yaml", "Healthy", Status::Current),
+        (
+            ocert,
+            "absent",
+            "progressing_secret_not_found.yaml",
+            "Progressing",
+            Status::InProgress,
+        ),
+        (
+            ocert,
+            "garbage",
+            "degraded_malformed_certificate.yaml",
+            "Degraded",
+            Status::Failed,
+        ),
+        (
+            ccd,
+            DECLARATION,
+            "progressing_waiting_for_members.yaml",
+            "Progressing",
+            Status::InProgress,
+        ),
+        (
+            ccd,
+            "invalid",
+            "degraded_invalid_thumbprint.yaml",
+            "Degraded",
+            Status::Failed,
+        ),
+        (cpol, "issued", "healthy.yaml", "Healthy", Status::Current),
+        (
+            cpol,
+            "no-ca",
+            "progressing_issuing_failed.yaml",
+            "Progressing",
+            Status::InProgress,
+        ),
+        (
+            cpol,
+            "owned-elsewhere",
+            "degraded_secret_owned_elsewhere.yaml",
+            "Degraded",
+            Status::Failed,
+        ),
+    ]
+    .map(|(kind, name, file, health, kstatus)| Expect {
+        kind,
+        name,
+        file,
+        health,
+        kstatus,
+        message: "",
+    }) {
+        expect(&s, e).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(s.admin.clone(), ns);
+    acknowledge(&pods, "m0", "1").await.expect("acknowledge");
+    expect(
+        &s,
+        Expect {
+            kind: ccd,
+            name: DECLARATION,
+            file: "healthy.yaml",
+            health: "Healthy",
+            message: "revision",
+            kstatus: Status::Current,
+        },
+    )
+    .await;
+
+    // Paused before the conversion's first revision: held where the user asked.
+    let mut paused = Declaration::example("declaration-common-name.yaml").pod_members(&[("app", "member")]);
+    paused.0.spec.upgrade.get_or_insert_default().paused = true;
+    paused.apply(&s.admin, ns).await;
+    expect(
+        &s,
+        Expect {
+            kind: ccd,
+            name: DECLARATION,
+            file: "suspended_paused.yaml",
+            health: "Suspended",
+            message: "Paused",
+            kstatus: Status::Current,
+        },
+    )
+    .await;
+
+    // An edit certshift has not seen yet (the operator is stopped).
+    operator.stop().await;
+    let resumed = Declaration::example("declaration-common-name.yaml").pod_members(&[("app", "member")]);
+    resumed.apply(&s.admin, ns).await;
+    expect(
+        &s,
+        Expect {
+            kind: ccd,
+            name: DECLARATION,
+            file: "progressing_stale_generation.yaml",
+            health: "Progressing",
+            message: "Waiting for certshift to observe generation",
+            kstatus: Status::InProgress,
+        },
+    )
+    .await;
+    let operator = Operator::start(&s.plane, ns);
+    // Revision 2 (AddSecondary's widening) acknowledged: minSoak (5s) holds the next.
+    eventually("revision 2 published", Duration::from_secs(60), || async {
+        let d = declaration(&s.admin, ns, DECLARATION).await;
+        (d.status?.upgrade?.revision == 2).then_some(())
+    })
+    .await;
+    acknowledge(&pods, "m0", "2").await.expect("acknowledge");
+    expect(
+        &s,
+        Expect {
+            kind: ccd,
+            name: DECLARATION,
+            file: "progressing_soaking.yaml",
+            health: "Progressing",
+            message: "Soaking",
+            kstatus: Status::InProgress,
+        },
+    )
+    .await;
+    operator.stop().await;
+}
+
+/// `kubectl explain` (the real kubectl, against the API server's published
+/// OpenAPI) gives the type and description of every field at every depth of
+/// the three kinds, and `kubectl get certshift` lists all three.
+pub async fn kubectl_explains_every_field_and_gets_the_certshift_category(s: Scenario) {
+    let kubeconfig = s.plane.write_kubeconfig();
+    let kubectl = |args: Vec<String>| {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            let out = tokio::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(&args)
+                .output()
+                .await
+                .expect("kubectl");
+            assert!(
+                out.status.success(),
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).expect("utf-8")
+        }
+    };
+    let (mut explained, mut nullable_objects) = (0, 0);
+    for crd in certshift::crd::all() {
+        let plural = crd.spec.names.plural.clone();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap()["openAPIV3Schema"].clone();
+        // Every object in the schema, with the path kubectl explain takes.
+        let mut objects = vec![(plural.clone(), schema)];
+        while let Some((path, schema)) = objects.pop() {
+            let object = if schema["type"] == "array" {
+                &schema["items"]
+            } else {
+                &schema
+            };
+            let Some(properties) = object["properties"].as_object() else {
+                continue;
+            };
+            let text = kubectl(vec!["explain".into(), path.clone()]).await;
+            explained += 1;
+            let fields = explained_fields(&text);
+            assert!(
+                text.contains("DESCRIPTION:") && !description_of(&text).is_empty(),
+                "{path}: no description\n{text}"
+            );
+            for (name, child) in properties {
+                let Some((type_, description)) = fields.get(name) else {
+                    panic!("kubectl explain {path} does not list {name}:\n{text}");
+                };
+                assert!(!description.is_empty(), "{path}.{name} has no description:\n{text}");
+                // Optional objects are nullable (server-side apply needs it,
+                // see crd::without_defaults); a server that publishes only
+                // OpenAPI v2, as kube-apiserver 1.20 does, publishes them
+                // untyped and without their fields. From OpenAPI v3 (1.27+)
+                // kubectl explains them whole.
+                if child["nullable"] == true && type_.is_empty() {
+                    nullable_objects += 1;
+                    continue;
+                }
+                assert_eq!(type_, &explain_type(child), "{path}.{name}:\n{text}");
+                objects.push((format!("{path}.{name}"), child.clone()));
+            }
+        }
+    }
+    assert!(explained >= 10, "{explained} objects explained");
+    println!("kubectl explain: {explained} objects explained, {nullable_objects} optional objects published untyped");
+
+    // Server-side apply (kubectl --server-side, Flux) removing `certificate`
+    // in the conversion to common name: stored, not refused.
+    let ns = s.namespace.as_str();
+    let manifest = |file: &str| {
+        let path = s.plane.dir().join(format!("{ns}-{file}"));
+        std::fs::write(
+            &path,
+            example(file).replace("namespace: default", &format!("namespace: {ns}")),
+        )
+        .unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    for file in ["declaration-thumbprint.yaml", "declaration-common-name.yaml"] {
+        kubectl(vec![
+            "apply".into(),
+            "--server-side".into(),
+            "-f".into(),
+            manifest(file),
+        ])
+        .await;
+    }
+    let d = declaration(&s.admin, ns, DECLARATION).await;
+    assert!(
+        d.spec.certificate.is_none() && d.spec.certificate_common_names.is_some(),
+        "server-side apply removed spec.certificate: {:?}",
+        d.spec
+    );
+
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    let mut p = policy("issued", "cluster-ca", "2160h", 75);
+    p.metadata.name = Some("issued".into());
+    apply(&s.admin, ns, &p).await;
+    let listed = kubectl(vec![
+        "get".into(),
+        "certshift".into(),
+        "-n".into(),
+        ns.to_owned(),
+        "-o".into(),
+        "name".into(),
+    ])
+    .await;
+    for name in [
+        "certificatepolicy.certshift.io/issued",
+        "observedcertificate.certshift.io/cluster-old",
+        "clustercertificatedeclaration.certshift.io/cluster",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == name),
+            "kubectl get certshift lacks {name}:\n{listed}"
+        );
+    }
+}
+
+/// The type kubectl explain prints for a schema.
+fn explain_type(schema: &serde_json::Value) -> String {
+    match schema["type"].as_str() {
+        Some("array") => format!("[]{}", explain_type(&schema["items"])),
+        Some("object") if schema["additionalProperties"].is_object() => {
+            format!("map[string]{}", explain_type(&schema["additionalProperties"]))
+        }
+        // An empty object (`selfSigned: {}`) is published as a map of nothing.
+        Some("object") if schema["properties"].is_null() => "map[string]".to_owned(),
+        Some("object") => "Object".to_owned(),
+        Some(other) => other.to_owned(),
+        None => String::new(),
+    }
+}
+
+/// The text under `DESCRIPTION:`.
+fn description_of(text: &str) -> String {
+    text.split("DESCRIPTION:")
+        .nth(1)
+        .and_then(|rest| rest.split("FIELDS:").next())
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// `FIELDS:` entries: name → (type, description), from
+/// `   name\t<type>[ -required-]` and the indented lines under it.
+fn explained_fields(text: &str) -> BTreeMap<String, (String, String)> {
+    let mut fields = BTreeMap::new();
+    let Some(listing) = text.split("FIELDS:").nth(1) else {
+        return fields;
+    };
+    let mut current: Option<(String, String, String)> = None;
+    for line in listing.lines() {
+        let trimmed = line.trim();
+        if let Some((name, rest)) = trimmed.split_once('\t')
+            && rest.starts_with('<')
+        {
+            if let Some((name, type_, description)) = current.take() {
+                fields.insert(name, (type_, description.trim().to_owned()));
+            }
+            let type_ = rest.trim_start_matches('<').split('>').next().unwrap_or_default();
+            current = Some((name.to_owned(), type_.to_owned(), String::new()));
+        } else if let Some((_, _, description)) = current.as_mut() {
+            description.push_str(trimmed);
+            description.push(' ');
+        }
+    }
+    if let Some((name, type_, description)) = current {
+        fields.insert(name, (type_, description.trim().to_owned()));
+    }
+    fields
+}
