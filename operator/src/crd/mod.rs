@@ -54,39 +54,57 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     ]
 }
 
-/// Schema defaults (from `#[serde(default)]`) are dropped: the operator
-/// applies its defaults itself, and `kubectl get -o yaml` then shows what the
-/// user wrote. `nullable` on anything but objects and null enum members go
-/// too (see below).
+/// The generated schemas, shaped for the API server and its users:
+/// - defaults (from `#[serde(default)]`) are dropped: the operator applies
+///   its own, and `kubectl get -o yaml` then shows what the user wrote;
+/// - nothing is `nullable` (optional fields are omitted, never null): OpenAPI
+///   v2 publishes a nullable field untyped, which leaves `kubectl explain`
+///   blank below it; null enum members go too (kube-apiserver 1.20 rejects
+///   the whole schema for one);
+/// - optional objects are atomic (`x-kubernetes-map-type: atomic`): server-side
+///   apply that drops a granular object field stores null in its place
+///   (kubernetes/kubernetes#103011), which a non-nullable schema refuses, so
+///   `kubectl apply --server-side` and Flux could not remove `certificate` in
+///   the conversion to common name. An atomic object is owned and removed
+///   whole. The roots (`spec`, `status`) stay granular: each controller owns
+///   its own conditions.
 fn without_defaults(crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    fn strip(value: &mut serde_json::Value) {
-        match value {
-            serde_json::Value::Object(map) => {
-                map.remove("default");
-                // Optional fields are omitted when unset, never sent as null:
-                // scalars and lists need no `nullable` (OpenAPI v2 publishes a
-                // nullable field untyped, `kubectl explain` shows `<>`).
-                // Optional objects keep it: server-side apply that drops an
-                // object field stores null (kubernetes/kubernetes#103011),
-                // which a non-nullable schema refuses, so `kubectl apply
-                // --server-side` and Flux could not remove `certificate` in
-                // the conversion to common name (docs/gitops.md).
-                if map.get("type").and_then(|t| t.as_str()) != Some("object") {
-                    map.remove("nullable");
+    fn shape(schema: &mut serde_json::Value, inside_atomic: bool) {
+        let Some(map) = schema.as_object_mut() else {
+            return;
+        };
+        map.remove("default");
+        map.remove("nullable");
+        if let Some(serde_json::Value::Array(members)) = map.get_mut("enum") {
+            members.retain(|member| !member.is_null());
+        }
+        // A list is replaced whole (or merged per key, for conditions, whose
+        // items have no optional objects): nothing inside it is left null.
+        if let Some(items) = map.get_mut("items") {
+            shape(items, true);
+        }
+        let required: Vec<String> = map
+            .get("required")
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .unwrap_or_default();
+        if let Some(serde_json::Value::Object(properties)) = map.get_mut("properties") {
+            for (name, child) in properties.iter_mut() {
+                let optional_object = child["type"] == "object" && !required.contains(name);
+                let atomic = optional_object && !inside_atomic;
+                if atomic {
+                    child["x-kubernetes-map-type"] = "atomic".into();
                 }
-                // A null enum member makes kube-apiserver 1.20 reject the
-                // whole schema.
-                if let Some(serde_json::Value::Array(members)) = map.get_mut("enum") {
-                    members.retain(|member| !member.is_null());
-                }
-                map.values_mut().for_each(strip);
+                shape(child, inside_atomic || atomic);
             }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
         }
     }
     let mut json = serde_json::to_value(&crd).expect("CRD serializes");
-    strip(&mut json["spec"]["versions"]);
+    for version in json["spec"]["versions"].as_array_mut().expect("versions") {
+        let root = &mut version["schema"]["openAPIV3Schema"];
+        for part in ["spec", "status"] {
+            shape(&mut root["properties"][part], false);
+        }
+    }
     serde_json::from_value(json).expect("CRD deserializes")
 }
 
@@ -163,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn every_field_has_a_type_and_a_description_and_only_objects_are_nullable() {
+    fn every_field_has_a_type_and_a_description_and_none_is_nullable() {
         let mut missing = Vec::new();
         for crd in all() {
             let root = &serde_json::to_value(&crd.spec.versions[0].schema).unwrap()["openAPIV3Schema"];
@@ -178,8 +196,8 @@ mod tests {
                 if schema["type"].as_str().is_none() && schema["x-kubernetes-int-or-string"].is_null() {
                     missing.push(format!("{path}: no type"));
                 }
-                if !schema["nullable"].is_null() && schema["type"] != "object" {
-                    missing.push(format!("{path}: nullable {}", schema["type"]));
+                if !schema["nullable"].is_null() {
+                    missing.push(format!("{path}: nullable"));
                 }
             }
         }
@@ -189,6 +207,39 @@ mod tests {
             missing.len(),
             missing.join("\n")
         );
+    }
+
+    /// Server-side apply can remove any optional object (kubernetes#103011):
+    /// each is atomic, or inside one, or inside a list.
+    #[test]
+    fn optional_objects_are_atomic() {
+        let atomic: Vec<String> = all()
+            .iter()
+            .flat_map(properties)
+            .filter(|(_, schema)| schema["x-kubernetes-map-type"] == "atomic")
+            .map(|(path, _)| path)
+            .collect();
+        for path in [
+            "ClusterCertificateDeclaration.spec.certificate",
+            "ClusterCertificateDeclaration.spec.certificateCommonNames",
+            "ClusterCertificateDeclaration.spec.trustBundle",
+            "ClusterCertificateDeclaration.spec.members",
+            "ClusterCertificateDeclaration.spec.upgrade",
+            "ClusterCertificateDeclaration.spec.output",
+            "ClusterCertificateDeclaration.status.presenting",
+            "ObservedCertificate.spec.policyRef",
+            "ObservedCertificate.status.current",
+            "CertificatePolicy.spec.issuer.ca",
+            "CertificatePolicy.spec.issuer.selfSigned",
+            "CertificatePolicy.spec.key",
+        ] {
+            assert!(atomic.iter().any(|p| p == path), "{path} is not atomic: {atomic:?}");
+        }
+        for path in &atomic {
+            let nested = atomic.iter().any(|outer| path.starts_with(&format!("{outer}.")));
+            assert!(!nested, "{path} is inside an atomic object already");
+        }
+        assert!(!atomic.iter().any(|p| p.ends_with(".spec") || p.ends_with(".status")));
     }
 
     #[test]

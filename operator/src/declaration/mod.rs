@@ -52,6 +52,11 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const ENDPOINT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// A peer that refused the next certificate may be fixed by its owner.
 pub const PEER_RETRY: Duration = Duration::from_secs(30);
+/// How long after a declaration's creation a store that has not synced (or
+/// does not exist yet) is waited for quietly: created together, as `kubectl
+/// apply -f dir/` and GitOps tools do, the ObservedCertificates need a moment
+/// to read their Secrets. After it, the block is a Warning.
+pub const STORE_SYNC_GRACE: Duration = Duration::from_secs(30);
 
 /// Everything one reconcile read.
 #[derive(Clone, Debug)]
@@ -297,6 +302,13 @@ pub fn decide(world: &World) -> Decision {
             not_after: facts.map(|f| f.not_after),
         }
     });
+    // A store still syncing just after creation is waited for, not a block yet.
+    let grace_left = store_grace_left(declaration, world.now);
+    if let (Some(Hold::Blocked(blocked)), Some(_)) = (&hold, grace_left)
+        && matches!(blocked.reason, BlockReason::StoreNotSynced | BlockReason::StoreNotFound)
+    {
+        hold = Some(Hold::WaitingForStore(blocked.message.clone()));
+    }
     let mut decided = status::conditions(&status::Facts {
         hold: hold.as_ref(),
         current,
@@ -348,6 +360,7 @@ pub fn decide(world: &World) -> Decision {
             Requeue::After(PEER_RETRY)
         }
         (Some(Hold::Soaking(left)), _) => Requeue::After(*left + Duration::from_secs(1)),
+        (Some(Hold::WaitingForStore(_)), _) => Requeue::After(grace_left.unwrap_or_default() + Duration::from_secs(1)),
         (_, Some(after)) => Requeue::After(after),
         _ if candidate.is_some() && report.members.is_empty() => {
             // No member gates it: the next revision is due at once.
@@ -368,6 +381,14 @@ pub fn decide(world: &World) -> Decision {
         requeue,
         published: candidate,
     }
+}
+
+/// What is left of [`STORE_SYNC_GRACE`] for a declaration created at its
+/// `creationTimestamp`; `None` once it has passed.
+fn store_grace_left(declaration: &ClusterCertificateDeclaration, now: Timestamp) -> Option<Duration> {
+    let created = declaration.metadata.creation_timestamp.as_ref()?.0;
+    let left = created.as_second().saturating_add(secs(STORE_SYNC_GRACE)) - now.as_second();
+    (left > 0).then(|| Duration::from_secs(left.unsigned_abs()))
 }
 
 /// The plan and the gates: the revision due now, or why none is.

@@ -35,6 +35,8 @@ pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
 pub(super) enum Hold {
     Blocked(Blocked),
     Paused,
+    /// A store block just after creation, within `STORE_SYNC_GRACE` (the message).
+    WaitingForStore(String),
     WaitingForMembers,
     Soaking(Duration),
 }
@@ -183,9 +185,15 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
         _ => None,
     };
     let mut out = Vec::new();
-    out.push(match blocked {
-        Some(b) => Decided::new(BLOCKED, true, b.reason.to_string(), b.message.clone()),
-        None => Decided::new(BLOCKED, false, "NotBlocked", "nothing holds the declaration"),
+    out.push(match (blocked, hold) {
+        (Some(b), _) => Decided::new(BLOCKED, true, b.reason.to_string(), b.message.clone()),
+        (None, Some(Hold::WaitingForStore(message))) => Decided::new(
+            BLOCKED,
+            false,
+            "WaitingForStore",
+            format!("{message}; not a block until the store had time to sync"),
+        ),
+        (None, _) => Decided::new(BLOCKED, false, "NotBlocked", "nothing holds the declaration"),
     });
     let members_message = if members.laggards.is_empty() {
         format!("{}/{} members acknowledged", members.converged, members.total)
@@ -213,6 +221,7 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
     let (progressing, reason, message) = match (hold, up_to_date) {
         (Some(Hold::Blocked(b)), _) => (false, b.reason.to_string(), b.message.clone()),
         (Some(Hold::Paused), _) => (false, "Paused".to_owned(), paused.to_owned()),
+        (Some(Hold::WaitingForStore(message)), _) => (true, "WaitingForStore".to_owned(), message.clone()),
         (_, true) => (
             false,
             "UpToDate".to_owned(),
@@ -239,6 +248,9 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
         }
         (Some(Hold::Blocked(b)), _) => Standing::Reconciling(b.reason.to_string(), b.message.clone()),
         (Some(Hold::Paused), _) => Standing::Paused(paused.to_owned()),
+        (Some(Hold::WaitingForStore(message)), _) => {
+            Standing::Reconciling("WaitingForStore".to_owned(), message.clone())
+        }
         (_, false) if !up_to_date => Standing::Reconciling(reason, message),
         (_, false) => Standing::Reconciling("WaitingForMembers".to_owned(), members_message),
     };

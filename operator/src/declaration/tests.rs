@@ -1272,3 +1272,40 @@ fn kstatus_reads_each_state_as_flux_should_report_it() {
         }
     }
 }
+
+/// Created together with its store, a declaration waits for the store to
+/// sync without a Warning; a store still not synced after the grace period
+/// blocks it, with one Warning then.
+#[test]
+fn a_store_syncing_just_after_creation_is_waited_for_without_a_warning() {
+    let mut c = case(by_thumbprint_spec());
+    c.declaration.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(c.now));
+    c.store = Err(Blocked::new(
+        BlockReason::StoreNotSynced,
+        "ObservedCertificate cluster-old has not read its source yet",
+    ));
+    let first = c.decide();
+    let status = c.status(&first);
+    assert_eq!(condition(&status, BLOCKED), ("False", "WaitingForStore"));
+    assert_eq!(condition(&status, "Reconciling"), ("True", "WaitingForStore"));
+    assert!(first.events.is_empty(), "{:?}", first.events);
+    assert_eq!(
+        first.requeue,
+        Requeue::After(Duration::from_secs(31)),
+        "looks again when the grace ends"
+    );
+    c.apply(&first);
+    c.now = ts("2026-06-01T00:00:30Z");
+    let later = c.decide();
+    assert_eq!(condition(&c.status(&later), BLOCKED), ("True", "StoreNotSynced"));
+    assert_eq!(
+        later
+            .events
+            .iter()
+            .map(|e| (e.type_, e.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [(EventType::Warning, "StoreNotSynced")]
+    );
+    c.apply(&later);
+    assert!(c.decide().events.is_empty(), "told once");
+}

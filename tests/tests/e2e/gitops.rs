@@ -275,7 +275,7 @@ pub async fn kubectl_explains_every_field_and_gets_the_certshift_category(s: Sce
             String::from_utf8(out.stdout).expect("utf-8")
         }
     };
-    let (mut explained, mut nullable_objects) = (0, 0);
+    let mut explained = 0;
     for crd in certshift::crd::all() {
         let plural = crd.spec.names.plural.clone();
         let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap()["openAPIV3Schema"].clone();
@@ -302,50 +302,45 @@ pub async fn kubectl_explains_every_field_and_gets_the_certshift_category(s: Sce
                     panic!("kubectl explain {path} does not list {name}:\n{text}");
                 };
                 assert!(!description.is_empty(), "{path}.{name} has no description:\n{text}");
-                // Optional objects are nullable (server-side apply needs it,
-                // see crd::without_defaults); a server that publishes only
-                // OpenAPI v2, as kube-apiserver 1.20 does, publishes them
-                // untyped and without their fields. From OpenAPI v3 (1.27+)
-                // kubectl explains them whole.
-                if child["nullable"] == true && type_.is_empty() {
-                    nullable_objects += 1;
-                    continue;
-                }
                 assert_eq!(type_, &explain_type(child), "{path}.{name}:\n{text}");
                 objects.push((format!("{path}.{name}"), child.clone()));
             }
         }
     }
-    assert!(explained >= 10, "{explained} objects explained");
-    println!("kubectl explain: {explained} objects explained, {nullable_objects} optional objects published untyped");
+    assert!(explained >= 30, "{explained} objects explained");
 
-    // Server-side apply (kubectl --server-side, Flux) removing `certificate`
-    // in the conversion to common name: stored, not refused.
+    // Server-side apply (kubectl --server-side, Flux) dropping optional
+    // objects: `certificate` in the conversion to common name, then
+    // `certificateCommonNames` and `upgrade` on the way back.
     let ns = s.namespace.as_str();
-    let manifest = |file: &str| {
+    let manifest = |file: &str, drop_upgrade: bool| {
+        let mut text = example(file).replace("namespace: default", &format!("namespace: {ns}"));
+        if drop_upgrade {
+            text = text.replace("  upgrade:\n    minSoak: 5s\n", "");
+        }
         let path = s.plane.dir().join(format!("{ns}-{file}"));
-        std::fs::write(
-            &path,
-            example(file).replace("namespace: default", &format!("namespace: {ns}")),
-        )
-        .unwrap();
+        std::fs::write(&path, text).unwrap();
         path.to_string_lossy().into_owned()
     };
-    for file in ["declaration-thumbprint.yaml", "declaration-common-name.yaml"] {
-        kubectl(vec![
-            "apply".into(),
-            "--server-side".into(),
-            "-f".into(),
-            manifest(file),
-        ])
-        .await;
+    for (file, drop_upgrade) in [
+        ("declaration-thumbprint.yaml", false),
+        ("declaration-common-name.yaml", false),
+        ("declaration-thumbprint.yaml", true),
+    ] {
+        let path = manifest(file, drop_upgrade);
+        kubectl(vec!["apply".into(), "--server-side".into(), "-f".into(), path]).await;
+        let spec = declaration(&s.admin, ns, DECLARATION).await.spec;
+        let by_thumbprint = file.contains("thumbprint");
+        assert_eq!(
+            (
+                spec.certificate.is_some(),
+                spec.certificate_common_names.is_some(),
+                spec.upgrade.is_some()
+            ),
+            (by_thumbprint, !by_thumbprint, !drop_upgrade),
+            "server-side apply of {file}: {spec:?}"
+        );
     }
-    let d = declaration(&s.admin, ns, DECLARATION).await;
-    assert!(
-        d.spec.certificate.is_none() && d.spec.certificate_common_names.is_some(),
-        "server-side apply removed spec.certificate: {:?}",
-        d.spec
-    );
 
     apply_yaml(&s.admin, ns, &example("store.yaml")).await;
     let mut p = policy("issued", "cluster-ca", "2160h", 75);
