@@ -2,8 +2,9 @@
 
 Usage: chart.py OUT_DIR
 Writes OUT_DIR/default.yaml (cluster-wide, leader election on, the release the
-end-to-end tests install), OUT_DIR/single-namespace.yaml and OUT_DIR/node.yaml
-(the release on the test node, hack/node.sh); fails on any lint
+end-to-end tests install), OUT_DIR/single-namespace.yaml (most values set),
+OUT_DIR/crds-not-kept.yaml and OUT_DIR/node.yaml (the release on the test node,
+hack/node.sh); refuses values values.schema.json does not admit; fails on any lint
 error or when the chart's copy of the CRDs differs from crds/.
 """
 import pathlib
@@ -32,7 +33,12 @@ def main(out: pathlib.Path) -> int:
     variants = {
         "default.yaml": {"leaderElection": {"enabled": True}},
         "single-namespace.yaml": {"watchNamespace": "team-a", "crds": {"install": True},
-                                  "metrics": {"serviceMonitor": {"enabled": True}}},
+                                  "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+                                  "podDisruptionBudget": {"enabled": True}, "fullnameOverride": "cs",
+                                  "imagePullSecrets": [{"name": "registry"}],
+                                  "serviceAccount": {"annotations": {"example.com/identity": "certshift"}}},
+        # CRDs templated and left to go with the release (tests/tests/chart.rs).
+        "crds-not-kept.yaml": {"crds": {"install": True, "keep": False}},
         # The test node's release: the image hack/images.sh imports, the
         # member pods' ServiceAccount bound to the agent's role.
         "node.yaml": {"leaderElection": {"enabled": True}, "replicaCount": 2,
@@ -49,6 +55,20 @@ def main(out: pathlib.Path) -> int:
     else:
         print("replicaCount 2 without leader election rendered", file=sys.stderr)
         return 1
+    # values.schema.json: Helm refuses values that do not fit it, naming them.
+    for wrong, named in [({"replicaCount": "two"}, "replicaCount"), ({"logFormat": "xml"}, "logFormat"),
+                         ({"leaderElecton": {"enabled": True}}, "leaderElecton"),
+                         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy")]:
+        try:
+            chart.render(wrong, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        except Exception as err:
+            if named not in str(err):
+                print(f"values {wrong} refused without naming {named}: {err}", file=sys.stderr)
+                return 1
+            print(f"refused as it should be: {wrong}: {str(err).splitlines()[0][:160]}")
+        else:
+            print(f"values {wrong} rendered: values.schema.json does not refuse them", file=sys.stderr)
+            return 1
     for file, values in variants.items():
         rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
         documents = [text.strip() for path, text in sorted(rendered.items())

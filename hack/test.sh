@@ -30,7 +30,10 @@ fi
 hack/node.sh prepare
 CERTSHIFT_KUBE_APISERVER="$(hack/kube-apiserver.sh)"
 CERTSHIFT_CHART_RENDERED="$(pwd)/$(hack/chart.sh target/chart)"
-export CERTSHIFT_KUBE_APISERVER CERTSHIFT_CHART_RENDERED
+# Helm's engine (helm-python-sdk) that chart.sh installed: the e2e tests
+# install, upgrade and uninstall the chart with it.
+CERTSHIFT_HELM_PYTHON="${CERTSHIFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/certshift}/helm-venv/bin/python"
+export CERTSHIFT_KUBE_APISERVER CERTSHIFT_CHART_RENDERED CERTSHIFT_HELM_PYTHON
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -58,6 +58,7 @@ pub(super) async fn controller(
             },
         )
     };
+    ctx.metrics.follow_declarations(controller.store());
     let by_store = controller.store();
     let by_members = controller.store();
     let (pod_cache, pod_writer) = reflector::store();
@@ -406,7 +407,8 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, shell: Arc<S
         generation = declaration.metadata.generation,
         stage = tracing::field::Empty
     );
-    async move {
+    let (metrics, started) = (shell.ctx.metrics.clone(), std::time::Instant::now());
+    let outcome = async move {
         ctx.metrics.reconciled(CONTROLLER);
         let declaration = shell.written.current(declaration);
         let (mut world, endpoints) = gather(&shell, &declaration).await?;
@@ -435,5 +437,7 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, shell: Arc<S
         })
     }
     .instrument(span)
-    .await
+    .await;
+    metrics.reconcile_took(CONTROLLER, started.elapsed().as_secs_f64());
+    outcome
 }

@@ -8,8 +8,23 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::Timestamp;
+use kube::ResourceExt as _;
+use kube::runtime::reflector::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::crd::{CertificatePolicy, ClusterCertificateDeclaration};
+
+/// Upper bounds of the reconcile duration histogram, in seconds.
+const DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A Prometheus histogram's state: counts per bucket (not cumulative), sum.
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; DURATION_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -23,6 +38,12 @@ pub struct Metrics {
     revisions_published: Mutex<u64>,
     /// (namespace, ObservedCertificate) → notAfter of its current instance
     expiry: Mutex<BTreeMap<(String, String), Timestamp>>,
+    /// controller → reconcile durations
+    durations: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// The controllers' caches: declarations' and policies' gauges are read
+    /// from them at scrape time (what the API server says, nothing kept twice).
+    declarations: Mutex<Option<Store<ClusterCertificateDeclaration>>>,
+    policies: Mutex<Option<Store<CertificatePolicy>>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -51,6 +72,24 @@ impl Metrics {
                 writes.insert(kind.to_owned(), 1);
             }
         }
+    }
+
+    pub fn reconcile_took(&self, controller: &'static str, seconds: f64) {
+        let mut durations = self.durations.lock().expect("metrics lock");
+        let histogram = durations.entry(controller).or_default();
+        if let Some(bucket) = DURATION_BUCKETS.iter().position(|le| seconds <= *le) {
+            histogram.buckets[bucket] += 1;
+        }
+        histogram.count += 1;
+        histogram.sum += seconds;
+    }
+
+    pub fn follow_declarations(&self, store: Store<ClusterCertificateDeclaration>) {
+        *self.declarations.lock().expect("metrics lock") = Some(store);
+    }
+
+    pub fn follow_policies(&self, store: Store<CertificatePolicy>) {
+        *self.policies.lock().expect("metrics lock") = Some(store);
     }
 
     pub fn published(&self) {
@@ -96,20 +135,233 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE certshift_revisions_published_total counter");
         let published = *self.revisions_published.lock().expect("metrics lock");
         let _ = writeln!(out, "certshift_revisions_published_total {published}");
+        let expiry = self.expiry.lock().expect("metrics lock").clone();
+        for (metric, help) in [
+            (
+                "certshift_certificate_not_after_timestamp_seconds",
+                "notAfter of each ObservedCertificate's current instance, as a Unix time.",
+            ),
+            (
+                "certshift_certificate_not_after_seconds",
+                "Deprecated, the same as certshift_certificate_not_after_timestamp_seconds (removed in the next release).",
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}");
+            let _ = writeln!(out, "# TYPE {metric} gauge");
+            for ((namespace, name), at) in &expiry {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{namespace=\"{namespace}\",name=\"{name}\"}} {}",
+                    at.as_second()
+                );
+            }
+        }
         let _ = writeln!(
             out,
-            "# HELP certshift_certificate_not_after_seconds notAfter of each ObservedCertificate's current instance."
+            "# HELP certshift_reconcile_duration_seconds How long reconciles took, by controller."
         );
-        let _ = writeln!(out, "# TYPE certshift_certificate_not_after_seconds gauge");
-        for ((namespace, name), at) in self.expiry.lock().expect("metrics lock").iter() {
+        let _ = writeln!(out, "# TYPE certshift_reconcile_duration_seconds histogram");
+        for (controller, histogram) in self.durations.lock().expect("metrics lock").iter() {
+            let mut cumulative = 0;
+            for (le, n) in DURATION_BUCKETS.iter().zip(histogram.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "certshift_reconcile_duration_seconds_bucket{{controller=\"{controller}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
             let _ = writeln!(
                 out,
-                "certshift_certificate_not_after_seconds{{namespace=\"{namespace}\",name=\"{name}\"}} {}",
+                "certshift_reconcile_duration_seconds_bucket{{controller=\"{controller}\",le=\"+Inf\"}} {}",
+                histogram.count
+            );
+            let _ = writeln!(
+                out,
+                "certshift_reconcile_duration_seconds_sum{{controller=\"{controller}\"}} {}",
+                histogram.sum
+            );
+            let _ = writeln!(
+                out,
+                "certshift_reconcile_duration_seconds_count{{controller=\"{controller}\"}} {}",
+                histogram.count
+            );
+        }
+        if let Some(store) = self.declarations.lock().expect("metrics lock").as_ref() {
+            out.push_str(&declaration_gauges(&store.state()));
+        }
+        if let Some(store) = self.policies.lock().expect("metrics lock").as_ref() {
+            out.push_str(&policy_gauges(&store.state()));
+        }
+        let _ = writeln!(out, "# HELP certshift_build_info The running certshift's version.");
+        let _ = writeln!(out, "# TYPE certshift_build_info gauge");
+        let _ = writeln!(
+            out,
+            "certshift_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        out
+    }
+}
+
+/// The status of one condition type as cert-manager's `certificate_ready_status`
+/// shapes it: one series per possible status, 1 for the one that holds.
+fn condition_series(out: &mut String, metric: &str, labels: &str, status: Option<&str>) {
+    for candidate in ["True", "False", "Unknown"] {
+        let value = u8::from(status.unwrap_or("Unknown") == candidate);
+        let _ = writeln!(out, "{metric}{{{labels},condition=\"{candidate}\"}} {value}");
+    }
+}
+
+fn ready_status(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<&str> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
+/// Declarations' gauges, from their status as the API server has it.
+/// Label values are names and fixed sets (block reasons, stages).
+pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDeclaration>]) -> String {
+    let mut sorted: Vec<_> = declarations.iter().collect();
+    sorted.sort_by_key(|d| (d.namespace(), d.name_any()));
+    let mut out = String::new();
+    let labels = |d: &ClusterCertificateDeclaration| {
+        format!(
+            "namespace=\"{}\",name=\"{}\"",
+            d.namespace().unwrap_or_default(),
+            d.name_any()
+        )
+    };
+    let status = |d: &ClusterCertificateDeclaration| d.status.clone().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# HELP certshift_declaration_ready_status The Ready condition of each declaration."
+    );
+    let _ = writeln!(out, "# TYPE certshift_declaration_ready_status gauge");
+    for d in &sorted {
+        let status = status(d);
+        condition_series(
+            &mut out,
+            "certshift_declaration_ready_status",
+            &labels(d),
+            ready_status(&status.conditions),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP certshift_declaration_blocked Declarations held by a block, with its reason (1 while blocked)."
+    );
+    let _ = writeln!(out, "# TYPE certshift_declaration_blocked gauge");
+    for d in &sorted {
+        let status = status(d);
+        if let Some(blocked) = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Blocked" && c.status == "True")
+        {
+            let _ = writeln!(
+                out,
+                "certshift_declaration_blocked{{{},reason=\"{}\"}} 1",
+                labels(d),
+                blocked.reason
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP certshift_declaration_stage The stage of each declaration's upgrade (1; UpToDate when none)."
+    );
+    let _ = writeln!(out, "# TYPE certshift_declaration_stage gauge");
+    for d in &sorted {
+        let stage = status(d)
+            .upgrade
+            .and_then(|u| u.stage)
+            .map_or_else(|| "UpToDate".to_owned(), |s| s.to_string());
+        let _ = writeln!(out, "certshift_declaration_stage{{{},stage=\"{stage}\"}} 1", labels(d));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP certshift_declaration_revision The revision each declaration has published last."
+    );
+    let _ = writeln!(out, "# TYPE certshift_declaration_revision gauge");
+    for d in &sorted {
+        if let Some(upgrade) = status(d).upgrade {
+            let _ = writeln!(
+                out,
+                "certshift_declaration_revision{{{}}} {}",
+                labels(d),
+                upgrade.revision
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP certshift_declaration_presented_not_after_timestamp_seconds notAfter of the certificate each declaration's members present, as a Unix time."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE certshift_declaration_presented_not_after_timestamp_seconds gauge"
+    );
+    for d in &sorted {
+        if let Some(at) = status(d).presenting.and_then(|p| p.not_after) {
+            let _ = writeln!(
+                out,
+                "certshift_declaration_presented_not_after_timestamp_seconds{{{}}} {}",
+                labels(d),
                 at.as_second()
             );
         }
-        out
     }
+    out
+}
+
+/// Policies' gauges, from their status as the API server has it.
+pub fn policy_gauges(policies: &[std::sync::Arc<CertificatePolicy>]) -> String {
+    let mut sorted: Vec<_> = policies.iter().collect();
+    sorted.sort_by_key(|p| (p.namespace(), p.name_any()));
+    let mut out = String::new();
+    let labels = |p: &CertificatePolicy| {
+        format!(
+            "namespace=\"{}\",name=\"{}\"",
+            p.namespace().unwrap_or_default(),
+            p.name_any()
+        )
+    };
+    let _ = writeln!(
+        out,
+        "# HELP certshift_policy_ready_status The Ready condition of each CertificatePolicy."
+    );
+    let _ = writeln!(out, "# TYPE certshift_policy_ready_status gauge");
+    for p in &sorted {
+        let conditions = p.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        condition_series(
+            &mut out,
+            "certshift_policy_ready_status",
+            &labels(p),
+            ready_status(&conditions),
+        );
+    }
+    for (metric, help, field) in [
+        (
+            "certshift_policy_not_after_timestamp_seconds",
+            "notAfter of the certificate each CertificatePolicy issued last, as a Unix time.",
+            (|p: &CertificatePolicy| p.status.as_ref()?.not_after) as fn(&CertificatePolicy) -> Option<Timestamp>,
+        ),
+        (
+            "certshift_policy_renewal_timestamp_seconds",
+            "When each CertificatePolicy renews its certificate, as a Unix time.",
+            |p: &CertificatePolicy| p.status.as_ref()?.renewal_time,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}");
+        let _ = writeln!(out, "# TYPE {metric} gauge");
+        for p in &sorted {
+            if let Some(at) = field(p) {
+                let _ = writeln!(out, "{metric}{{{}}} {}", labels(p), at.as_second());
+            }
+        }
+    }
+    out
 }
 
 /// Serves until the process ends; one request per connection.
@@ -157,5 +409,93 @@ pub async fn serve_with(
             );
             let _ = stream.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    use super::*;
+    use crate::crd::{ClusterCertificateDeclarationStatus, PresentingStatus, UpgradeStatus};
+    use crate::revision::Stage;
+
+    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+        Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: String::new(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        }
+    }
+
+    #[test]
+    fn declaration_gauges_follow_the_status_with_fixed_label_values() {
+        let mut blocked = ClusterCertificateDeclaration::new("b", Default::default());
+        blocked.metadata.namespace = Some("ns".into());
+        blocked.status = Some(ClusterCertificateDeclarationStatus {
+            conditions: vec![
+                condition("Ready", "False", "StageTimeout"),
+                condition("Blocked", "True", "StageTimeout"),
+            ],
+            upgrade: Some(UpgradeStatus {
+                stage: Some(Stage::SwitchToCommonName),
+                revision: 4,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let mut ready = ClusterCertificateDeclaration::new("a", Default::default());
+        ready.metadata.namespace = Some("ns".into());
+        ready.status = Some(ClusterCertificateDeclarationStatus {
+            conditions: vec![
+                condition("Ready", "True", "Ready"),
+                condition("Blocked", "False", "NotBlocked"),
+            ],
+            presenting: Some(PresentingStatus {
+                not_after: Some("2027-01-01T00:00:00Z".parse().unwrap()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let text = declaration_gauges(&[Arc::new(blocked), Arc::new(ready)]);
+        for line in [
+            r#"certshift_declaration_ready_status{namespace="ns",name="a",condition="True"} 1"#,
+            r#"certshift_declaration_ready_status{namespace="ns",name="a",condition="False"} 0"#,
+            r#"certshift_declaration_ready_status{namespace="ns",name="b",condition="False"} 1"#,
+            r#"certshift_declaration_blocked{namespace="ns",name="b",reason="StageTimeout"} 1"#,
+            r#"certshift_declaration_stage{namespace="ns",name="a",stage="UpToDate"} 1"#,
+            r#"certshift_declaration_stage{namespace="ns",name="b",stage="SwitchToCommonName"} 1"#,
+            r#"certshift_declaration_revision{namespace="ns",name="b"} 4"#,
+            r#"certshift_declaration_presented_not_after_timestamp_seconds{namespace="ns",name="a"} 1798761600"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains(r#"certshift_declaration_blocked{namespace="ns",name="a""#));
+        // Sorted by name: a's series come before b's.
+        assert!(text.find(r#"name="a""#) < text.find(r#"name="b""#));
+    }
+
+    #[test]
+    fn reconcile_durations_are_a_cumulative_histogram() {
+        let metrics = Metrics::default();
+        for seconds in [0.001, 0.02, 0.02, 3.0, 60.0] {
+            metrics.reconcile_took("declaration", seconds);
+        }
+        let text = metrics.render();
+        for line in [
+            r#"certshift_reconcile_duration_seconds_bucket{controller="declaration",le="0.005"} 1"#,
+            r#"certshift_reconcile_duration_seconds_bucket{controller="declaration",le="0.025"} 3"#,
+            r#"certshift_reconcile_duration_seconds_bucket{controller="declaration",le="5"} 4"#,
+            r#"certshift_reconcile_duration_seconds_bucket{controller="declaration",le="+Inf"} 5"#,
+            r#"certshift_reconcile_duration_seconds_count{controller="declaration"} 5"#,
+            r#"certshift_build_info{version="0.1.0"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

@@ -112,7 +112,8 @@ async fn reconcile(
     let namespace = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
     let span = info_span!("reconcile", controller = CONTROLLER, %namespace, object = %name, generation = cached.metadata.generation);
-    async move {
+    let (metrics, started) = (ctx.metrics.clone(), std::time::Instant::now());
+    let outcome = async move {
         ctx.metrics.reconciled(CONTROLLER);
         let get_ocert = || ctx.get_opt::<ObservedCertificate>(&namespace, &name);
         // The cache keeps no status; and one without a status that this
@@ -228,7 +229,9 @@ async fn reconcile(
         })
     }
     .instrument(span)
-    .await
+    .await;
+    metrics.reconcile_took(CONTROLLER, started.elapsed().as_secs_f64());
+    outcome
 }
 
 /// The `<name>-store` Secret as this reconcile knows it.

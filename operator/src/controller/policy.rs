@@ -38,6 +38,7 @@ pub(super) async fn controller(
     let policies: Api<CertificatePolicy> = ctx.watched();
     let controller = super::lean_controller(policies, super::Trigger::SpecChanges);
     let store = controller.store();
+    ctx.metrics.follow_policies(controller.store());
     // A policy cares about its own Secret and its CA's.
     let secret_events = secret_events.filter_map(|event| {
         futures::future::ready(match event {
@@ -86,7 +87,8 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let span = info_span!("reconcile", controller = CONTROLLER, %namespace, object = %name, generation = policy.metadata.generation);
-    async move {
+    let (metrics, started) = (ctx.metrics.clone(), std::time::Instant::now());
+    let outcome = async move {
         ctx.metrics.reconciled(CONTROLLER);
         let secret_name = policy.spec.secret_name.trim().to_owned();
         let secret = if secret_name.is_empty() {
@@ -208,5 +210,7 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
         }
     }
     .instrument(span)
-    .await
+    .await;
+    metrics.reconcile_took(CONTROLLER, started.elapsed().as_secs_f64());
+    outcome
 }

@@ -5,7 +5,7 @@
 use super::*;
 use certshift::crd::{CertificatePolicy, ObservedCertificate};
 use certshift::kstatus::{self, Status};
-use certshift_e2e::argocd;
+use certshift_e2e::{argocd, repo_path};
 use kube::api::DynamicObject;
 
 /// One state an object is in, as Argo CD and kstatus must read it.
@@ -419,4 +419,122 @@ fn explained_fields(text: &str) -> BTreeMap<String, (String, String)> {
         fields.insert(name, (type_, description.trim().to_owned()));
     }
     fields
+}
+
+/// The Python of the virtualenv `hack/chart.sh` installs Helm's engine into.
+fn helm_python() -> std::path::PathBuf {
+    std::env::var_os("CERTSHIFT_HELM_PYTHON").map_or_else(
+        || {
+            let cache = std::env::var_os("CERTSHIFT_CACHE").map_or_else(
+                || std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/certshift"),
+                std::path::PathBuf::from,
+            );
+            cache.join("helm-venv/bin/python")
+        },
+        std::path::PathBuf::from,
+    )
+}
+
+/// Helm itself (its Go engine through helm-python-sdk) installs, upgrades
+/// and uninstalls the chart with its CRDs on a control plane of its own (the
+/// shared one has the CRDs already): the CRDs carry
+/// `helm.sh/resource-policy: keep` and outlive the release, and with them the
+/// users' declarations.
+pub async fn helm_uninstall_keeps_the_crds_and_the_declarations(_shared: Scenario) {
+    let plane = Arc::new(
+        tokio::task::spawn_blocking(ControlPlane::start)
+            .await
+            .expect("control plane"),
+    );
+    let admin = plane.client(ADMIN_TOKEN);
+    let kubeconfig = plane.write_kubeconfig();
+    let helm = |args: Vec<&'static str>| {
+        let mut command = tokio::process::Command::new(helm_python());
+        command
+            .arg(repo_path("hack/helm-release.py"))
+            .arg(&kubeconfig)
+            .args(&args);
+        async move {
+            let out = command.output().await.unwrap_or_else(|err| {
+                panic!(
+                    "{}: {err}: hack/chart.sh installs Helm's engine (make test does)",
+                    helm_python().display()
+                )
+            });
+            assert!(
+                out.status.success(),
+                "helm {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    create_namespace(&admin, CHART_NAMESPACE).await;
+    helm(vec![
+        "install",
+        "certshift",
+        CHART_NAMESPACE,
+        r#"{"crds": {"install": true}}"#,
+    ])
+    .await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(admin.clone());
+    let name = "clustercertificatedeclarations.certshift.io";
+    let crd = crds.get(name).await.expect("the release's CRD");
+    assert_eq!(
+        crd.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("helm.sh/resource-policy")
+            .map(String::as_str),
+        Some("keep")
+    );
+    eventually("the CRD established", Duration::from_secs(30), || async {
+        let crd = crds.get(name).await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ns = "team-a";
+    create_namespace(&admin, ns).await;
+    Declaration::example("declaration-thumbprint.yaml")
+        .apply(&admin, ns)
+        .await;
+    // An upgrade to two replicas with leader election (Helm's own three-way merge).
+    helm(vec![
+        "upgrade",
+        "certshift",
+        CHART_NAMESPACE,
+        r#"{"crds": {"install": true}, "replicaCount": 2, "leaderElection": {"enabled": true}}"#,
+    ])
+    .await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(admin.clone(), CHART_NAMESPACE);
+    let deployment = deployments.get("certshift").await.expect("deployment");
+    assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(2));
+    helm(vec!["uninstall", "certshift", CHART_NAMESPACE]).await;
+    eventually("the release's Deployment is gone", Duration::from_secs(30), || async {
+        deployments.get_opt("certshift").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    for crd in [
+        "clustercertificatedeclarations",
+        "observedcertificates",
+        "certificatepolicies",
+    ] {
+        assert!(
+            crds.get_opt(&format!("{crd}.certshift.io")).await.unwrap().is_some(),
+            "{crd} outlives the release"
+        );
+    }
+    assert!(
+        Api::<ClusterCertificateDeclaration>::namespaced(admin.clone(), ns)
+            .get_opt(DECLARATION)
+            .await
+            .unwrap()
+            .is_some(),
+        "the users' declarations with it"
+    );
 }

@@ -87,6 +87,7 @@ fn main() -> ExitCode {
         chaos::chaos_restarts_during_the_conversion_and_crd_deletion,
         gitops::argo_cd_and_kstatus_read_every_state_of_every_kind,
         gitops::kubectl_explains_every_field_and_gets_the_certshift_category,
+        gitops::helm_uninstall_keeps_the_crds_and_the_declarations,
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()
