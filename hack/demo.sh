@@ -118,6 +118,11 @@ kubectl -n "$NS" get pods -o custom-columns='POD:.metadata.name,READY:.status.co
 echo
 "$bin" status cluster -n "$NS" --kubeconfig "$KUBECONFIG"
 echo
+echo "== What a GitOps pipeline waits on, and what kubectl explains"
+kubectl -n "$NS" wait --for=condition=Ready ccd/cluster --timeout=60s
+kubectl get certshift -n "$NS"
+kubectl explain ccd.spec.upgrade
+echo
 echo "The node, certshift and the members keep running. Try:"
 echo "  export KUBECONFIG=$KUBECONFIG"
 echo "  kubectl -n $NS get ccd,ocert,pods; kubectl -n certshift-system logs deploy/certshift"
