@@ -8,6 +8,8 @@
 #   hack/node.sh up     starts it (state in $CERTSHIFT_NODE_DIR, default .node/),
 #                       prints the admin kubeconfig's path
 #   hack/node.sh restart-kubelet   stops the kubelet and starts it again
+#   hack/node.sh restart-apiserver [SECONDS]   stops kube-apiserver, starts it
+#                       again after SECONDS (15)
 #   hack/node.sh down   stops everything up started and undoes what it changed
 #                       (mounts, bridge, iptables rules, sysctls, cgroups)
 #
@@ -66,6 +68,43 @@ start_kubelet() {
     --cert-dir="$R/kubelet/pki" --container-runtime=remote --container-runtime-endpoint="unix://$SOCK" \
     --node-ip="$NODE_IP" --hostname-override="$NODE" --v=1 >> "$R/logs/kubelet.log" 2>&1 &
   rec kubelet $!
+}
+
+# kube-apiserver on the node's address (ports from $R/env), waited for.
+start_apiserver() {
+  local api_port etcd_port
+  api_port="$(sed -n 's/.*API_PORT=\([0-9]*\).*/\1/p' "$R/env")"
+  etcd_port="$(sed -n 's/.*ETCD_PORT=\([0-9]*\).*/\1/p' "$R/env")"
+  setsid "$1/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" --secure-port="$api_port" \
+    --bind-address="$NODE_IP" --advertise-address="$NODE_IP" \
+    --tls-cert-file="$R/pki/apiserver.crt" --tls-private-key-file="$R/pki/apiserver.key" \
+    --client-ca-file="$R/pki/ca.crt" --service-cluster-ip-range="$SVC_CIDR" \
+    --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$R/pki/sa.key" \
+    --service-account-signing-key-file="$R/pki/sa.key" --token-auth-file="$R/tokens.csv" \
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+    --kubelet-client-certificate="$R/pki/kubelet-client.crt" --kubelet-client-key="$R/pki/kubelet-client.key" \
+    --audit-log-path="$R/logs/audit.log" --audit-policy-file="$R/audit-policy.yaml" \
+    --kubelet-preferred-address-types=InternalIP --allow-privileged=true >> "$R/logs/kube-apiserver.log" 2>&1 &
+  rec kube-apiserver $!
+  for i in $(seq 120); do
+    curl -sf --cacert "$R/pki/ca.crt" -H "Authorization: Bearer admin-token" "https://$NODE_IP:$api_port/readyz" >/dev/null 2>&1 && break
+    sleep 0.5
+    [ "$i" = 120 ] && { log "kube-apiserver not ready: $R/logs/kube-apiserver.log"; exit 1; }
+  done
+}
+
+# kube-apiserver stopped, left down for SECONDS (default 15), started again
+# (etcd keeps the data): an outage as long as a control-plane upgrade's.
+restart_apiserver() {
+  local pid
+  pid="$(pid_of kube-apiserver)"
+  [ -n "$pid" ] || { log "not up"; exit 1; }
+  kill "$pid"
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  sed -i "/^kube-apiserver /d" "$STATE/pids"
+  sleep "${1:-15}"
+  start_apiserver "$(hack/kubernetes.sh "${BINARIES[@]}")"
+  log "kube-apiserver restarted"
 }
 
 # The kubelet stopped and started again (pods keep running in containerd).
@@ -149,7 +188,7 @@ proxy-token,system:kube-proxy,proxy
 EOF
   local etcd_port peer_port api_port
   etcd_port=$(freeport) peer_port=$(freeport) api_port=$(freeport)
-  echo "API_PORT=$api_port NODE_IP=$NODE_IP NODE=$NODE" > "$R/env"
+  echo "API_PORT=$api_port NODE_IP=$NODE_IP NODE=$NODE ETCD_PORT=$etcd_port" > "$R/env"
   for who in admin kubelet kcm scheduler proxy; do
     cat > "$R/$who.kubeconfig" <<EOF
 apiVersion: v1
@@ -180,22 +219,7 @@ EOF
     --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "default=http://127.0.0.1:$peer_port" > "$R/logs/etcd.log" 2>&1 &
   rec etcd $!
-  setsid "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" --secure-port="$api_port" \
-    --bind-address="$NODE_IP" --advertise-address="$NODE_IP" \
-    --tls-cert-file="$R/pki/apiserver.crt" --tls-private-key-file="$R/pki/apiserver.key" \
-    --client-ca-file="$R/pki/ca.crt" --service-cluster-ip-range="$SVC_CIDR" \
-    --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$R/pki/sa.key" \
-    --service-account-signing-key-file="$R/pki/sa.key" --token-auth-file="$R/tokens.csv" \
-    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
-    --kubelet-client-certificate="$R/pki/kubelet-client.crt" --kubelet-client-key="$R/pki/kubelet-client.key" \
-    --audit-log-path="$R/logs/audit.log" --audit-policy-file="$R/audit-policy.yaml" \
-    --kubelet-preferred-address-types=InternalIP --allow-privileged=true > "$R/logs/kube-apiserver.log" 2>&1 &
-  rec kube-apiserver $!
-  for i in $(seq 120); do
-    curl -sf --cacert "$R/pki/ca.crt" -H "Authorization: Bearer admin-token" "https://$NODE_IP:$api_port/readyz" >/dev/null 2>&1 && break
-    sleep 0.5
-    [ "$i" = 120 ] && { log "kube-apiserver not ready: $R/logs/kube-apiserver.log"; exit 1; }
-  done
+  start_apiserver "$bin"
   K create clusterrolebinding certshift-node-apiserver-kubelet --clusterrole=system:kubelet-api-admin \
     --user=kube-apiserver-kubelet-client >/dev/null
 
@@ -378,6 +402,7 @@ case "${1:-}" in
   prepare) prepare ;;
   up) up ;;
   restart-kubelet) restart_kubelet ;;
+  restart-apiserver) restart_apiserver "${2:-15}" ;;
   down) down ;;
-  *) echo "usage: hack/node.sh prepare|up|restart-kubelet|down" >&2; exit 2 ;;
+  *) echo "usage: hack/node.sh prepare|up|restart-kubelet|restart-apiserver [SECONDS]|down" >&2; exit 2 ;;
 esac

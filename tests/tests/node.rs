@@ -198,7 +198,9 @@ fn on_a_real_node() {
         deleting_a_declaration_collects_its_outputs_and_no_user_secret(&admin, "node-deployment").await;
         an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_repeat_nothing(&node, &admin).await;
         a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one_writer(&node, &admin).await;
+        kube_apiserver_outages_mid_conversion_lose_and_repeat_nothing(&node, &admin).await;
     });
+    only_the_lease_holder_ever_wrote(&node);
     // The egress guard stayed first through everything kube-proxy and the
     // CNI plugins added: no packet from a pod left by another interface.
     let rules = Command::new("iptables")
@@ -720,6 +722,115 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
     releaser.abort();
     println!(
         "  node: operator pod {killed:?} killed and the kubelet restarted at revision 3: the conversion reached revision {revision}, each published once"
+    );
+}
+
+/// Mid-conversion kube-apiserver goes away twice for longer than the
+/// leader can go without renewing its lease (two thirds of 15 s): the
+/// leader gives up and stops, its container is restarted, and after each
+/// outage one replica takes the lease and the conversion goes on; every
+/// revision is published once and both replicas end Ready.
+async fn kube_apiserver_outages_mid_conversion_lose_and_repeat_nothing(node: &Node, admin: &Client) {
+    let ns = "node-apiserver";
+    let WorkloadConversion { goal, releaser, .. } = start_workload_conversion(admin, ns, "Deployment").await;
+    for (revision, outage) in [(2, 15), (4, 20)] {
+        eventually(
+            &format!("revision {revision} published"),
+            Duration::from_secs(180),
+            || async {
+                let d = declaration(admin, ns, DECLARATION).await;
+                (d.status?.upgrade?.revision >= revision).then_some(())
+            },
+        )
+        .await;
+        let restarted = tokio::process::Command::new(repo_path("hack/node.sh"))
+            .args(["restart-apiserver", &outage.to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(restarted.success(), "hack/node.sh restart-apiserver");
+    }
+    let revision = converted(admin, ns, &goal, "the conversion Ready after two API server outages").await;
+    let published = validation_writes(node, ns);
+    assert_eq!(
+        published.len() as u64,
+        revision,
+        "one write of the validation ConfigMap per revision across the outages: {published:?}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "certshift-system");
+    eventually("both operator replicas Ready", Duration::from_secs(180), || async {
+        let status = deployments.get("certshift").await.ok()?.status?;
+        (status.ready_replicas? == 2).then_some(())
+    })
+    .await;
+    releaser.abort();
+    println!(
+        "  node: kube-apiserver down 15 s at revision 2 and 20 s at revision 4: the conversion reached revision {revision}, each published once; both replicas Ready"
+    );
+}
+
+/// Over the whole run (pods killed, the kubelet and kube-apiserver
+/// restarted, the Deployment rolled): every write by the operator's
+/// ServiceAccount came from the pod (source IP) that had written the leader
+/// Lease last — acquired or renewed it — before the write was received.
+/// The replicas share the ServiceAccount; the audit log tells them apart by
+/// their pod addresses.
+fn only_the_lease_holder_ever_wrote(node: &Node) {
+    let sa = "system:serviceaccount:certshift-system:certshift";
+    let mut events: Vec<(Timestamp, bool, String, String)> = node
+        .audit_log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["user"]["username"] == sa
+                && ["create", "update", "patch", "delete"].contains(&e["verb"].as_str().unwrap_or_default())
+                && e["responseStatus"]["code"].as_u64().is_some_and(|c| c < 300)
+        })
+        .filter_map(|e| {
+            let lease = e["objectRef"]["resource"] == "leases";
+            // A lease write counts from when it took effect, any other from
+            // when it was received.
+            let at = if lease {
+                &e["stageTimestamp"]
+            } else {
+                &e["requestReceivedTimestamp"]
+            };
+            let what = format!(
+                "{} {}/{}/{}",
+                e["verb"].as_str()?,
+                e["objectRef"]["resource"].as_str()?,
+                e["objectRef"]["namespace"].as_str().unwrap_or_default(),
+                e["objectRef"]["name"].as_str().unwrap_or_default()
+            );
+            Some((
+                at.as_str()?.parse().ok()?,
+                lease,
+                e["sourceIPs"][0].as_str()?.to_owned(),
+                what,
+            ))
+        })
+        .collect();
+    events.sort_by_key(|(at, lease, ..)| (*at, !lease));
+    let mut holder: Option<&str> = None;
+    let (mut writes, mut holders) = (0, std::collections::BTreeSet::new());
+    for (at, lease, ip, what) in &events {
+        if *lease {
+            holder = Some(ip);
+            holders.insert(ip.clone());
+        } else {
+            writes += 1;
+            assert_eq!(
+                holder,
+                Some(ip.as_str()),
+                "{what} at {at} from {ip}, while the lease was last written by {holder:?}"
+            );
+        }
+    }
+    assert!(writes > 100 && holders.len() >= 3, "{writes} writes by {holders:?}");
+    println!(
+        "  node: {writes} writes by the operator, each from the pod holding the lease ({} holders over the run)",
+        holders.len()
     );
 }
 
