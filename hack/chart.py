@@ -58,7 +58,10 @@ def main(out: pathlib.Path) -> int:
     # values.schema.json: Helm refuses values that do not fit it, naming them.
     for wrong, named in [({"replicaCount": "two"}, "replicaCount"), ({"logFormat": "xml"}, "logFormat"),
                          ({"leaderElecton": {"enabled": True}}, "leaderElecton"),
-                         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy")]:
+                         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+                         ({"watchNamespace": "team-a,team-b"}, "watchNamespace"),
+                         ({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+                          "needs metrics.service.enabled")]:
         try:
             chart.render(wrong, name=RELEASE, namespace=NAMESPACE, is_install=True)
         except Exception as err:

@@ -26,6 +26,14 @@ struct Histogram {
     sum: f64,
 }
 
+/// What an ObservedCertificate's reconcile reports (its cache keeps no status).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedGauges {
+    pub not_after: Option<Timestamp>,
+    /// Its `Ready` condition's status.
+    pub ready: Option<String>,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     ready: AtomicBool,
@@ -36,8 +44,8 @@ pub struct Metrics {
     /// kind → count (kinds the code writes: a fixed set)
     writes: Mutex<BTreeMap<String, u64>>,
     revisions_published: Mutex<u64>,
-    /// (namespace, ObservedCertificate) → notAfter of its current instance
-    expiry: Mutex<BTreeMap<(String, String), Timestamp>>,
+    /// (namespace, ObservedCertificate) → its gauges, as its last reconcile left them
+    observed: Mutex<BTreeMap<(String, String), ObservedGauges>>,
     /// controller → reconcile durations
     durations: Mutex<BTreeMap<&'static str, Histogram>>,
     /// The controllers' caches: declarations' and policies' gauges are read
@@ -96,12 +104,13 @@ impl Metrics {
         *self.revisions_published.lock().expect("metrics lock") += 1;
     }
 
-    pub fn expiry(&self, namespace: &str, name: &str, not_after: Option<Timestamp>) {
-        let mut expiry = self.expiry.lock().expect("metrics lock");
+    /// An ObservedCertificate's gauges after its reconcile; `None` once it is gone.
+    pub fn observed(&self, namespace: &str, name: &str, gauges: Option<ObservedGauges>) {
+        let mut observed = self.observed.lock().expect("metrics lock");
         let key = (namespace.to_owned(), name.to_owned());
-        match not_after {
-            Some(at) => expiry.insert(key, at),
-            None => expiry.remove(&key),
+        match gauges {
+            Some(gauges) => observed.insert(key, gauges),
+            None => observed.remove(&key),
         };
     }
 
@@ -135,7 +144,24 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE certshift_revisions_published_total counter");
         let published = *self.revisions_published.lock().expect("metrics lock");
         let _ = writeln!(out, "certshift_revisions_published_total {published}");
-        let expiry = self.expiry.lock().expect("metrics lock").clone();
+        let observed = self.observed.lock().expect("metrics lock").clone();
+        let expiry: BTreeMap<&(String, String), Timestamp> = observed
+            .iter()
+            .filter_map(|(key, g)| Some((key, g.not_after?)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "# HELP certshift_observed_certificate_ready_status The Ready condition of each ObservedCertificate."
+        );
+        let _ = writeln!(out, "# TYPE certshift_observed_certificate_ready_status gauge");
+        for ((namespace, name), gauges) in &observed {
+            condition_series(
+                &mut out,
+                "certshift_observed_certificate_ready_status",
+                &format!("namespace=\"{namespace}\",name=\"{name}\""),
+                gauges.ready.as_deref(),
+            );
+        }
         for (metric, help) in [
             (
                 "certshift_certificate_not_after_timestamp_seconds",
@@ -269,14 +295,29 @@ pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDecla
     }
     let _ = writeln!(
         out,
-        "# HELP certshift_declaration_stage The stage of each declaration's upgrade (1; UpToDate when none)."
+        "# HELP certshift_declaration_paused Declarations held by spec.upgrade.paused with revisions waiting (1)."
+    );
+    let _ = writeln!(out, "# TYPE certshift_declaration_paused gauge");
+    for d in &sorted {
+        if status(d)
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "Paused")
+        {
+            let _ = writeln!(out, "certshift_declaration_paused{{{}}} 1", labels(d));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP certshift_declaration_stage The stage of the revision in force (1; UpToDate when the upgrade is done; none before the first publication)."
     );
     let _ = writeln!(out, "# TYPE certshift_declaration_stage gauge");
     for d in &sorted {
-        let stage = status(d)
-            .upgrade
-            .and_then(|u| u.stage)
-            .map_or_else(|| "UpToDate".to_owned(), |s| s.to_string());
+        // Nothing published yet: no stage to tell.
+        let Some(upgrade) = status(d).upgrade else {
+            continue;
+        };
+        let stage = upgrade.stage.map_or_else(|| "UpToDate".to_owned(), |s| s.to_string());
         let _ = writeln!(out, "certshift_declaration_stage{{{},stage=\"{stage}\"}} 1", labels(d));
     }
     let _ = writeln!(
@@ -462,7 +503,17 @@ mod tests {
             }),
             ..Default::default()
         });
-        let text = declaration_gauges(&[Arc::new(blocked), Arc::new(ready)]);
+        ready.status.as_mut().unwrap().upgrade = Some(UpgradeStatus {
+            revision: 2,
+            ..Default::default()
+        });
+        let mut paused = ClusterCertificateDeclaration::new("c", Default::default());
+        paused.metadata.namespace = Some("ns".into());
+        paused.status = Some(ClusterCertificateDeclarationStatus {
+            conditions: vec![condition("Ready", "False", "Paused")],
+            ..Default::default()
+        });
+        let text = declaration_gauges(&[Arc::new(blocked), Arc::new(ready), Arc::new(paused)]);
         for line in [
             r#"certshift_declaration_ready_status{namespace="ns",name="a",condition="True"} 1"#,
             r#"certshift_declaration_ready_status{namespace="ns",name="a",condition="False"} 0"#,
@@ -476,6 +527,15 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         assert!(!text.contains(r#"certshift_declaration_blocked{namespace="ns",name="a""#));
+        assert!(
+            text.lines()
+                .any(|l| l == r#"certshift_declaration_paused{namespace="ns",name="c"} 1"#)
+        );
+        assert!(!text.contains(r#"certshift_declaration_paused{namespace="ns",name="a""#));
+        assert!(
+            !text.contains(r#"certshift_declaration_stage{namespace="ns",name="c""#),
+            "nothing published, no stage"
+        );
         // Sorted by name: a's series come before b's.
         assert!(text.find(r#"name="a""#) < text.find(r#"name="b""#));
     }

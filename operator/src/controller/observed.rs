@@ -123,7 +123,10 @@ async fn reconcile(
         } else {
             match get_ocert().await? {
                 Some(fresh) => Arc::new(fresh),
-                None => return Ok(Action::await_change()),
+                None => {
+                    ctx.metrics.observed(&namespace, &name, None);
+                    return Ok(Action::await_change());
+                }
             }
         };
         let source_name = &ocert.spec.source.secret_ref.name;
@@ -208,10 +211,18 @@ async fn reconcile(
             info!(instances = decision.status.instance_count, "stored instances");
             break decision;
         };
-        ctx.metrics.expiry(
+        let ready = decision
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::observed::READY);
+        ctx.metrics.observed(
             &namespace,
             &name,
-            decision.status.current.as_ref().and_then(|c| c.not_after),
+            Some(super::metrics::ObservedGauges {
+                not_after: decision.status.current.as_ref().and_then(|c| c.not_after),
+                ready: ready.map(|c| c.status.clone()),
+            }),
         );
         if ocert.status.is_none() || status != decision.status {
             apply_status(&ctx, MANAGER, ocert.as_ref(), &decision.status).await?;

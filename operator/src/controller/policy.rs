@@ -115,12 +115,21 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
         };
         let mut status = policy.status.clone().unwrap_or_default();
         status.conditions = conditions::sorted(&status.conditions);
+        // After a failure, whether the CA Secret changed since (its watch wakes this reconcile).
+        let issuer_changed_at = match (&policy.spec.issuer.ca, status.failed_attempts) {
+            (Some(ca), 1..) => ctx
+                .get_opt::<Secret>(&namespace, &ca.secret_ref.name)
+                .await?
+                .and_then(|secret| changed_at(&secret.metadata)),
+            _ => None,
+        };
         let world = policy::World {
             generation: policy.metadata.generation,
             spec: &policy.spec,
             status: &status,
             secret: state.clone(),
             now: now(),
+            issuer_changed_at,
         };
         match policy::decide(&world) {
             Plan::Refuse(next, events) => {
@@ -213,4 +222,15 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
     .await;
     metrics.reconcile_took(CONTROLLER, started.elapsed().as_secs_f64());
     outcome
+}
+
+/// When an object was last created or written, from its metadata.
+fn changed_at(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<jiff::Timestamp> {
+    metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|entry| entry.time.as_ref().map(|t| t.0))
+        .chain(metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .max()
 }

@@ -142,8 +142,9 @@ pub struct CommonNameDeclaration {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateStore {
-    /// Names of ObservedCertificates in this namespace.
+    /// Names of ObservedCertificates in this namespace (at least one).
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub observed_certificates: Vec<String>,
 }
 
@@ -267,6 +268,9 @@ pub struct UpgradePolicy {
     /// Hold the next publication.
     #[serde(default)]
     pub paused: bool,
+    /// How a member picks among several matching certificates:
+    /// `NewestNotBefore` (default; Service Fabric 7.2 CU4 and later) or
+    /// `LatestNotAfter` (before 7.2 CU4).
     #[serde(default)]
     pub selection: SelectionPolicy,
 }

@@ -50,8 +50,39 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         without_defaults(CertificatePolicy::crd()),
         without_defaults(ObservedCertificate::crd()),
-        without_defaults(ClusterCertificateDeclaration::crd()),
+        without_defaults(required(
+            ClusterCertificateDeclaration::crd(),
+            &[(&["spec"], "store"), (&["spec", "store"], "observedCertificates")],
+        )),
     ]
+}
+
+/// Marks fields required in the schema that the types read with a default
+/// (`#[serde(default)]`), so an object stored before they were required
+/// still reads, while the API server refuses new ones without them.
+fn required(crd: CustomResourceDefinition, fields: &[(&[&str], &str)]) -> CustomResourceDefinition {
+    let mut json = serde_json::to_value(&crd).expect("CRD serializes");
+    for version in json["spec"]["versions"].as_array_mut().expect("versions") {
+        for (path, field) in fields {
+            let mut schema = &mut version["schema"]["openAPIV3Schema"];
+            for part in *path {
+                schema = &mut schema["properties"][*part];
+            }
+            let required = schema["required"]
+                .as_array_mut()
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let mut names: Vec<String> = required
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            names.push((*field).to_owned());
+            names.sort();
+            names.dedup();
+            schema["required"] = serde_json::json!(names);
+        }
+    }
+    serde_json::from_value(json).expect("CRD deserializes")
 }
 
 /// The generated schemas, shaped for the API server and its users:

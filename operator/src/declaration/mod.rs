@@ -318,6 +318,7 @@ pub fn decide(world: &World) -> Decision {
         goal: goal.as_ref(),
         presenting: presenting.as_ref(),
         now: world.now,
+        fresh: grace_left.is_some(),
     });
     if let Some(store) = store_facts {
         decided.push(san_overlap(&store.instances));

@@ -12,7 +12,7 @@ use crate::crd::{
     PresentingStatus,
 };
 use crate::facts::CertificateFacts;
-use crate::planner::{Blocked, Desired};
+use crate::planner::{BlockReason, Blocked, Desired};
 use crate::revision::Revision;
 use crate::rules::Accepted;
 use crate::thumbprint::{Thumbprint, join_thumbprints};
@@ -166,6 +166,9 @@ pub(super) struct Facts<'a> {
     pub goal: Option<&'a Thumbprint>,
     pub presenting: Option<&'a PresentingStatus>,
     pub now: Timestamp,
+    /// Within the grace period after the declaration's creation: what may
+    /// clear by itself is still waited for.
+    pub fresh: bool,
 }
 
 pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
@@ -178,6 +181,7 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
         goal,
         presenting,
         now,
+        fresh,
     } = *facts;
     let converged = members.converged == members.total;
     let blocked = match hold {
@@ -192,6 +196,12 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
             false,
             "WaitingForStore",
             format!("{message}; not a block until the store had time to sync"),
+        ),
+        (None, Some(Hold::Paused)) => Decided::new(
+            BLOCKED,
+            false,
+            "NotBlocked",
+            "nothing blocks the declaration; spec.upgrade.paused holds it",
         ),
         (None, _) => Decided::new(BLOCKED, false, "NotBlocked", "nothing holds the declaration"),
     });
@@ -240,13 +250,17 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
         (_, false) => (true, "Upgrading".to_owned(), "publishing the next revision".to_owned()),
     };
     out.push(Decided::new(PROGRESSING, progressing, reason.clone(), message.clone()));
-    let ready = blocked.is_none() && up_to_date && converged && current.is_some();
+    // A store still syncing is no block yet, and no readiness either.
+    let waiting_for_store = matches!(hold, Some(Hold::WaitingForStore(_)));
+    let ready = blocked.is_none() && !waiting_for_store && up_to_date && converged && current.is_some();
     let standing = match (hold, ready) {
         (_, true) => Standing::Done,
-        (Some(Hold::Blocked(b)), _) if b.reason.needs_a_person() => {
-            Standing::Stalled(b.reason.to_string(), b.message.clone())
+        (Some(Hold::Blocked(b)), _)
+            if !b.reason.needs_a_person() && (fresh || b.reason == BlockReason::CertificateNotYetValid) =>
+        {
+            Standing::Reconciling(b.reason.to_string(), b.message.clone())
         }
-        (Some(Hold::Blocked(b)), _) => Standing::Reconciling(b.reason.to_string(), b.message.clone()),
+        (Some(Hold::Blocked(b)), _) => Standing::Stalled(b.reason.to_string(), b.message.clone()),
         (Some(Hold::Paused), _) => Standing::Paused(paused.to_owned()),
         (Some(Hold::WaitingForStore(message)), _) => {
             Standing::Reconciling("WaitingForStore".to_owned(), message.clone())
@@ -272,7 +286,7 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
             if done {
                 Decided::new(type_, true, type_, message)
             } else {
-                Decided::new(type_, false, "Pending", message)
+                Decided::new(type_, false, "Pending", format!("not yet: {message}"))
             }
         };
         let goal_presented = matches!((current, goal), (Some(c), Some(g)) if converged && &c.presented == g);

@@ -1242,7 +1242,27 @@ fn kstatus_reads_each_state_as_flux_should_report_it() {
         BlockReason::StoreNotSynced,
         "ObservedCertificate store has not read its source yet",
     ));
-    rows.push(("transient block: store syncing", syncing, Status::InProgress));
+    let mut stuck = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    stuck.store = syncing.store.clone();
+    syncing.declaration.metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(syncing.now));
+    rows.push((
+        "transient block: store syncing just after creation",
+        syncing,
+        Status::InProgress,
+    ));
+    // Created long ago (no creationTimestamp here): still not synced needs a look.
+    rows.push(("store not synced after the grace period", stuck, Status::Failed));
+    let mut not_yet = case(by_thumbprint_spec());
+    not_yet.store = Err(Blocked::new(
+        BlockReason::CertificateNotYetValid,
+        "notBefore=2026-07-01T00:00:00Z",
+    ));
+    rows.push((
+        "a certificate not yet valid: time clears it",
+        not_yet,
+        Status::InProgress,
+    ));
     rows.push(("done", settle(case(by_thumbprint_spec())), Status::Current));
 
     for (state, c, expected) in rows {

@@ -175,8 +175,11 @@ impl BlockReason {
 impl BlockReason {
     /// Only a person can clear it: a spec to edit, a certificate to replace, a
     /// peer to reconfigure, a stuck member to look at (kstatus `Stalled`). The
-    /// others clear by themselves as what the spec names appears or syncs,
-    /// e.g. a store created in the same `kubectl apply` (kstatus `Reconciling`).
+    /// others may clear by themselves as what the spec names appears or syncs,
+    /// e.g. a store created in the same `kubectl apply`; the declaration says
+    /// so for a grace period after its creation, then holds them for a person
+    /// too (see `declaration::STORE_SYNC_GRACE`), except a certificate not yet
+    /// valid, which time alone clears.
     pub fn needs_a_person(self) -> bool {
         !matches!(
             self,

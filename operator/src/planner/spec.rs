@@ -34,7 +34,7 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
     }
     if spec.store.observed_certificates.is_empty() {
         return Err(Blocked::new(
-            BlockReason::StoreNotFound,
+            BlockReason::InvalidDeclaration,
             "spec.store.observedCertificates: name at least one ObservedCertificate",
         ));
     }

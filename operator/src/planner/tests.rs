@@ -687,7 +687,7 @@ fn multi_byte_names_and_pasted_marks_are_refused_not_panicked_on() {
 fn an_empty_store_or_declaration_is_refused() {
     let mut bad = spec();
     bad.store.observed_certificates.clear();
-    assert_eq!(spec_error(&bad).0, BlockReason::StoreNotFound);
+    assert_eq!(spec_error(&bad).0, BlockReason::InvalidDeclaration);
     let empty = ClusterCertificateDeclarationSpec {
         store: spec().store,
         ..Default::default()

@@ -299,6 +299,10 @@ pub struct World<'a> {
     pub status: &'a CertificatePolicyStatus,
     pub secret: SecretState,
     pub now: Timestamp,
+    /// When the CA Secret (`spec.issuer.ca`) was last created or changed, if
+    /// the shell looked (after a failure): a CA that arrives or is fixed
+    /// after the last failed attempt is tried at once, not after the backoff.
+    pub issuer_changed_at: Option<Timestamp>,
 }
 
 /// What to do now.
@@ -363,8 +367,13 @@ pub fn decide(world: &World<'_>) -> Plan {
         let wait = Duration::from_secs((renewal.as_second() - now.as_second()).max(1).unsigned_abs());
         return Plan::Wait(next, Some(wait));
     };
-    // Back off after failures, counted in status so a restart keeps the pace.
-    if status.failed_attempts > 0 {
+    // Back off after failures, counted in status so a restart keeps the pace;
+    // unless the CA Secret changed since the last failure.
+    let issuer_changed = matches!(
+        (world.issuer_changed_at, status.last_failure_time),
+        (Some(changed), Some(failed)) if changed > failed
+    );
+    if status.failed_attempts > 0 && !issuer_changed {
         let last = status.last_failure_time.unwrap_or(now);
         let next_attempt =
             last.as_second() + i64::try_from(backoff(status.failed_attempts).as_secs()).unwrap_or(i64::MAX);

@@ -235,7 +235,35 @@ fn world<'a>(
         status,
         secret,
         now: ts(now),
+        issuer_changed_at: None,
     }
+}
+
+/// A CA Secret created or fixed after the last failed attempt is tried at
+/// once; an unchanged one waits out the backoff.
+#[test]
+fn a_ca_that_arrives_after_a_failure_is_tried_without_waiting_out_the_backoff() {
+    let spec = spec();
+    let failed = CertificatePolicyStatus {
+        failed_attempts: 4,
+        last_failure_time: Some(ts("2026-06-01T00:00:00Z")),
+        ..Default::default()
+    };
+    let at = |changed: Option<&str>| {
+        decide(&World {
+            issuer_changed_at: changed.map(ts),
+            ..world(&spec, &failed, SecretState::Missing, "2026-06-01T00:00:05Z")
+        })
+    };
+    assert!(matches!(at(None), Plan::Wait(_, Some(_))), "backing off");
+    assert!(
+        matches!(at(Some("2026-05-31T00:00:00Z")), Plan::Wait(_, Some(_))),
+        "unchanged since"
+    );
+    assert!(matches!(
+        at(Some("2026-06-01T00:00:03Z")),
+        Plan::Issue(_, IssueReason::Initial)
+    ));
 }
 
 #[test]

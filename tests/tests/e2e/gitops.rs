@@ -248,6 +248,32 @@ pub async fn argo_cd_and_kstatus_read_every_state_of_every_kind(s: Scenario) {
         },
     )
     .await;
+
+    // The missing CA arrives (a GitOps tool applying it later), just after
+    // the 4th failed attempt: the policy issues at once, not 40 s later when
+    // its backoff would next try.
+    let policies: Api<CertificatePolicy> = Api::namespaced(s.admin.clone(), ns);
+    let (failures, last_failure) = eventually("no-ca failed 4 times", Duration::from_secs(90), || async {
+        let status = policies.get("no-ca").await.ok()?.status?;
+        (status.failed_attempts >= 4).then_some((status.failed_attempts, status.last_failure_time?))
+    })
+    .await;
+    apply(&s.admin, ns, &ca_secret("absent-ca", &pki::ca("late CA"))).await;
+    let issued = eventually("no-ca issued once its CA exists", Duration::from_secs(90), || async {
+        let p = policies.get("no-ca").await.ok()?;
+        let ready = p
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.status == "True")?;
+        Some(ready.last_transition_time.0)
+    })
+    .await;
+    let next_attempt = last_failure + certshift::policy::backoff(failures);
+    assert!(
+        issued < next_attempt,
+        "issued at {issued}; after {failures} failures (the last at {last_failure}) the backoff's next attempt was {next_attempt}"
+    );
     operator.stop().await;
 }
 
