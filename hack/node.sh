@@ -93,15 +93,20 @@ start_apiserver() {
   done
 }
 
-# kube-apiserver stopped, left down for SECONDS (default 15), started again
-# (etcd keeps the data): an outage as long as a control-plane upgrade's.
-restart_apiserver() {
+# Stops one recorded process (NAME) and forgets it, for a restart.
+stop_for_restart() {
   local pid
-  pid="$(pid_of kube-apiserver)"
+  pid="$(pid_of "$1")"
   [ -n "$pid" ] || { log "not up"; exit 1; }
   kill "$pid"
   for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  sed -i "/^kube-apiserver /d" "$STATE/pids"
+  sed -i "/^$1 /d" "$STATE/pids"
+}
+
+# kube-apiserver stopped, left down for SECONDS (default 15), started again
+# (etcd keeps the data): an outage as long as a control-plane upgrade's.
+restart_apiserver() {
+  stop_for_restart kube-apiserver
   sleep "${1:-15}"
   start_apiserver "$(hack/kubernetes.sh "${BINARIES[@]}")"
   log "kube-apiserver restarted"
@@ -109,12 +114,7 @@ restart_apiserver() {
 
 # The kubelet stopped and started again (pods keep running in containerd).
 restart_kubelet() {
-  local pid
-  pid="$(pid_of kubelet)"
-  [ -n "$pid" ] || { log "not up"; exit 1; }
-  kill "$pid"
-  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  sed -i "/^kubelet /d" "$STATE/pids"
+  stop_for_restart kubelet
   start_kubelet "$(hack/kubernetes.sh "${BINARIES[@]}")"
   log "kubelet restarted"
 }

@@ -18,6 +18,11 @@ pub enum Status {
     Terminating,
 }
 
+/// kstatus's verdict on a typed object, as the API server would return it.
+pub fn of(object: &impl serde::Serialize) -> (Status, String) {
+    compute(&serde_json::to_value(object).unwrap_or_default())
+}
+
 /// kstatus's verdict on `object` (the JSON the API server returns), with its message.
 pub fn compute(object: &Value) -> (Status, String) {
     if object["metadata"]["deletionTimestamp"]

@@ -427,20 +427,15 @@ fn a_source_replaced_then_deleted_keeps_history_and_holds() {
 /// an invalid one fails; an edit not yet seen is in progress.
 #[test]
 fn kstatus_reads_each_state_as_flux_should_report_it() {
-    use crate::kstatus::{Status, compute};
+    use crate::kstatus::Status;
     let good = cert("c.example").self_signed();
     let good = secret(good.pem.clone().into_bytes(), Some(good.key_pem().into_bytes()));
     let garbage = secret(b"not a certificate".to_vec(), None);
     let read = |status: &ObservedCertificateStatus, generation: i64| {
-        let object = crate::crd::ObservedCertificate {
-            metadata: kube::api::ObjectMeta {
-                generation: Some(generation),
-                ..Default::default()
-            },
-            spec: spec(),
-            status: Some(status.clone()),
-        };
-        compute(&serde_json::to_value(&object).unwrap()).0
+        let mut object = crate::crd::ObservedCertificate::new("o", spec());
+        object.metadata.generation = Some(generation);
+        object.status = Some(status.clone());
+        crate::kstatus::of(&object).0
     };
     let with_policy = |source: Source<'_>, policy| {
         decide(World {

@@ -557,6 +557,19 @@ struct WorkloadConversion {
     released: Arc<StdMutex<BTreeMap<u64, Timestamp>>>,
 }
 
+/// Waits until the declaration in `ns` has published `revision`.
+async fn published(admin: &Client, ns: &str, revision: u64) {
+    eventually(
+        &format!("{ns}: revision {revision} published"),
+        Duration::from_secs(180),
+        || async {
+            let d = declaration(admin, ns, DECLARATION).await;
+            (d.status?.upgrade?.revision >= revision).then_some(())
+        },
+    )
+    .await;
+}
+
 /// Waits until the declaration in `ns` is Ready by common name, presenting
 /// `goal`; returns its revision.
 async fn converted(admin: &Client, ns: &str, goal: &pki::Issued, what: &str) -> u64 {
@@ -674,11 +687,7 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
 ) {
     let ns = "node-restart";
     let WorkloadConversion { goal, releaser, .. } = start_workload_conversion(admin, ns, "Deployment").await;
-    eventually("revision 3 published", Duration::from_secs(120), || async {
-        let d = declaration(admin, ns, DECLARATION).await;
-        (d.status?.upgrade?.revision >= 3).then_some(())
-    })
-    .await;
+    published(admin, ns, 3).await;
     let operators: Api<Pod> = Api::namespaced(admin.clone(), "certshift-system");
     let killed: Vec<String> = operators
         .list(&kube::api::ListParams::default())
@@ -734,15 +743,7 @@ async fn kube_apiserver_outages_mid_conversion_lose_and_repeat_nothing(node: &No
     let ns = "node-apiserver";
     let WorkloadConversion { goal, releaser, .. } = start_workload_conversion(admin, ns, "Deployment").await;
     for (revision, outage) in [(2, 15), (4, 20)] {
-        eventually(
-            &format!("revision {revision} published"),
-            Duration::from_secs(180),
-            || async {
-                let d = declaration(admin, ns, DECLARATION).await;
-                (d.status?.upgrade?.revision >= revision).then_some(())
-            },
-        )
-        .await;
+        published(admin, ns, revision).await;
         let restarted = tokio::process::Command::new(repo_path("hack/node.sh"))
             .args(["restart-apiserver", &outage.to_string()])
             .status()
@@ -874,11 +875,7 @@ fn validation_writes(node: &Node, ns: &str) -> Vec<ValidationWrite> {
 async fn a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one_writer(node: &Node, admin: &Client) {
     let ns = "node-upgrade";
     let WorkloadConversion { goal, releaser, .. } = start_workload_conversion(admin, ns, "Deployment").await;
-    eventually("revision 2 published", Duration::from_secs(120), || async {
-        let d = declaration(admin, ns, DECLARATION).await;
-        (d.status?.upgrade?.revision >= 2).then_some(())
-    })
-    .await;
+    published(admin, ns, 2).await;
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "certshift-system");
     let restart = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
         "kubectl.kubernetes.io/restartedAt": jiff::Timestamp::now().to_string()

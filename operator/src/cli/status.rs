@@ -125,7 +125,7 @@ pub fn render(report: &Report, now: Timestamp) -> String {
     );
     let _ = writeln!(out, "Declared by: {}", status.declared_by.as_deref().unwrap_or("-"));
     // What Flux and other kstatus readers make of it.
-    let (kstatus, message) = crate::kstatus::compute(&serde_json::to_value(d).unwrap_or_default());
+    let (kstatus, message) = crate::kstatus::of(d);
     let _ = writeln!(out, "kstatus:     {kstatus:?} ({message})");
 
     let _ = writeln!(out, "\nConditions:");

@@ -115,13 +115,17 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
         };
         let mut status = policy.status.clone().unwrap_or_default();
         status.conditions = conditions::sorted(&status.conditions);
-        // After a failure, whether the CA Secret changed since (its watch wakes this reconcile).
-        let issuer_changed_at = match (&policy.spec.issuer.ca, status.failed_attempts) {
-            (Some(ca), 1..) => ctx
-                .get_opt::<Secret>(&namespace, &ca.secret_ref.name)
-                .await?
-                .and_then(|secret| changed_at(&secret.metadata)),
-            _ => None,
+        // The CA Secret's version: a failure remembers it, and a CA that
+        // arrives or changes since is tried without waiting out the backoff.
+        let issuer_version = match &policy.spec.issuer.ca {
+            Some(ca) => Some(
+                ctx.get_opt::<Secret>(&namespace, &ca.secret_ref.name)
+                    .await?
+                    .and_then(|secret| secret.metadata.resource_version)
+                    // Not "": kube-apiserver 1.20's apply stores an empty string as null.
+                    .unwrap_or_else(|| policy::ISSUER_MISSING.to_owned()),
+            ),
+            None => None,
         };
         let world = policy::World {
             generation: policy.metadata.generation,
@@ -129,7 +133,7 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
             status: &status,
             secret: state.clone(),
             now: now(),
-            issuer_changed_at,
+            issuer_version,
         };
         match policy::decide(&world) {
             Plan::Refuse(next, events) => {
@@ -222,15 +226,4 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
     .await;
     metrics.reconcile_took(CONTROLLER, started.elapsed().as_secs_f64());
     outcome
-}
-
-/// When an object was last created or written, from its metadata.
-fn changed_at(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<jiff::Timestamp> {
-    metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter_map(|entry| entry.time.as_ref().map(|t| t.0))
-        .chain(metadata.creation_timestamp.as_ref().map(|t| t.0))
-        .max()
 }

@@ -198,4 +198,8 @@ pub struct CertificatePolicyStatus {
     /// When issuance last failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_time: Option<Timestamp>,
+    /// The CA Secret's resourceVersion at the last failed attempt (`-` when
+    /// it did not exist): a CA Secret that differs now is tried at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_issuer_version: Option<String>,
 }

@@ -1190,13 +1190,12 @@ fn a_stale_acknowledgement_time_does_not_shorten_the_soak() {
 /// declaration can be in: what a GitOps tool waiting on it would report.
 #[test]
 fn kstatus_reads_each_state_as_flux_should_report_it() {
-    use crate::kstatus::{Status, compute};
+    use crate::kstatus::Status;
     fn read(c: &Case, decision: &Decision) -> (Status, String) {
-        let object = ClusterCertificateDeclaration {
+        crate::kstatus::of(&ClusterCertificateDeclaration {
             status: Some(c.status(decision)),
             ..c.declaration.clone()
-        };
-        compute(&serde_json::to_value(&object).unwrap())
+        })
     }
     let settle = |mut c: Case| {
         for _ in 0..5 {

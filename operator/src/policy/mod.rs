@@ -293,16 +293,20 @@ pub enum IssueReason {
     Renewal,
 }
 
+/// The CA Secret's version when it does not exist (no resourceVersion is `-`).
+pub const ISSUER_MISSING: &str = "-";
+
 pub struct World<'a> {
     pub generation: Option<i64>,
     pub spec: &'a CertificatePolicySpec,
     pub status: &'a CertificatePolicyStatus,
     pub secret: SecretState,
     pub now: Timestamp,
-    /// When the CA Secret (`spec.issuer.ca`) was last created or changed, if
-    /// the shell looked (after a failure): a CA that arrives or is fixed
-    /// after the last failed attempt is tried at once, not after the backoff.
-    pub issuer_changed_at: Option<Timestamp>,
+    /// The CA Secret's (`spec.issuer.ca`) resourceVersion, [`ISSUER_MISSING`]
+    /// when it does not exist; `None` for a self-signed policy. A CA Secret that arrived or
+    /// changed since the last failed attempt is tried at once, not after the
+    /// backoff.
+    pub issuer_version: Option<String>,
 }
 
 /// What to do now.
@@ -370,8 +374,8 @@ pub fn decide(world: &World<'_>) -> Plan {
     // Back off after failures, counted in status so a restart keeps the pace;
     // unless the CA Secret changed since the last failure.
     let issuer_changed = matches!(
-        (world.issuer_changed_at, status.last_failure_time),
-        (Some(changed), Some(failed)) if changed > failed
+        (&world.issuer_version, &status.last_failure_issuer_version),
+        (Some(now), Some(then)) if now != then
     );
     if status.failed_attempts > 0 && !issuer_changed {
         let last = status.last_failure_time.unwrap_or(now);
@@ -444,6 +448,7 @@ pub fn after_attempt(
                 conditions: conditions::merge(&status.conditions, &decided, world.generation, now),
                 failed_attempts: attempts,
                 last_failure_time: Some(now),
+                last_failure_issuer_version: world.issuer_version.clone(),
                 ..status.clone()
             };
             (next, Vec::new())
@@ -482,6 +487,7 @@ fn issued_status(
         renewal_time: Some(renewal),
         revision,
         failed_attempts: 0,
+        last_failure_issuer_version: None,
         last_failure_time: None,
     }
 }

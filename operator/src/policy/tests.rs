@@ -235,7 +235,7 @@ fn world<'a>(
         status,
         secret,
         now: ts(now),
-        issuer_changed_at: None,
+        issuer_version: None,
     }
 }
 
@@ -244,26 +244,41 @@ fn world<'a>(
 #[test]
 fn a_ca_that_arrives_after_a_failure_is_tried_without_waiting_out_the_backoff() {
     let spec = spec();
+    // The last attempt failed with no CA Secret.
     let failed = CertificatePolicyStatus {
         failed_attempts: 4,
         last_failure_time: Some(ts("2026-06-01T00:00:00Z")),
+        last_failure_issuer_version: Some(ISSUER_MISSING.to_owned()),
         ..Default::default()
     };
-    let at = |changed: Option<&str>| {
+    let with = |status: &CertificatePolicyStatus, version: Option<&str>| {
         decide(&World {
-            issuer_changed_at: changed.map(ts),
-            ..world(&spec, &failed, SecretState::Missing, "2026-06-01T00:00:05Z")
+            issuer_version: version.map(str::to_owned),
+            ..world(&spec, status, SecretState::Missing, "2026-06-01T00:00:05Z")
         })
     };
-    assert!(matches!(at(None), Plan::Wait(_, Some(_))), "backing off");
+    assert!(matches!(with(&failed, None), Plan::Wait(_, Some(_))), "backing off");
     assert!(
-        matches!(at(Some("2026-05-31T00:00:00Z")), Plan::Wait(_, Some(_))),
-        "unchanged since"
+        matches!(with(&failed, Some(ISSUER_MISSING)), Plan::Wait(_, Some(_))),
+        "still no CA Secret"
     );
-    assert!(matches!(
-        at(Some("2026-06-01T00:00:03Z")),
-        Plan::Issue(_, IssueReason::Initial)
-    ));
+    assert!(
+        matches!(with(&failed, Some("4711")), Plan::Issue(_, IssueReason::Initial)),
+        "it arrived"
+    );
+    // A failure remembers the version it failed with: the same broken CA
+    // waits out the backoff.
+    let (after, _) = after_attempt(
+        &World {
+            issuer_version: Some("4711".into()),
+            ..world(&spec, &failed, SecretState::Missing, "2026-06-01T00:00:05Z")
+        },
+        &params(&spec).unwrap(),
+        IssueReason::Initial,
+        Err("CA Secret \"ca\" lacks tls.key".into()),
+    );
+    assert_eq!(after.last_failure_issuer_version.as_deref(), Some("4711"));
+    assert!(matches!(with(&after, Some("4711")), Plan::Wait(_, Some(_))));
 }
 
 #[test]
@@ -407,17 +422,12 @@ fn compliance_names_what_is_wrong() {
 /// seen is in progress.
 #[test]
 fn kstatus_reads_each_state_as_flux_should_report_it() {
-    use crate::kstatus::{Status, compute};
+    use crate::kstatus::Status;
     let read = |status: &CertificatePolicyStatus, generation: i64| {
-        let object = crate::crd::CertificatePolicy {
-            metadata: kube::api::ObjectMeta {
-                generation: Some(generation),
-                ..Default::default()
-            },
-            spec: spec(),
-            status: Some(status.clone()),
-        };
-        compute(&serde_json::to_value(&object).unwrap()).0
+        let mut object = crate::crd::CertificatePolicy::new("p", spec());
+        object.metadata.generation = Some(generation);
+        object.status = Some(status.clone());
+        crate::kstatus::of(&object).0
     };
     let good = spec();
     let empty = CertificatePolicyStatus::default();
