@@ -11,13 +11,15 @@ cd "$(dirname "$0")/.."
 # Real third-party programs the tests use: OpenSSL (PKCS#12 output, and
 # `s_server` as a member the probes judge), nginx (a member that checks client
 # certificates after the handshake), curl, Lua 5.1 (Argo CD's health checks,
-# which Argo CD runs in gopher-lua, a Lua 5.1). nginx is installed without
+# which Argo CD runs in gopher-lua, a Lua 5.1), ca-certificates. nginx is installed without
 # starting its system service (policy-rc.d), and run by the tests on loopback.
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v curl >/dev/null || need+=(curl)
 command -v lua5.1 >/dev/null || need+=(lua5.1)
+# Debian's bundle of the public roots: the trust bundle tests use it as users do.
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

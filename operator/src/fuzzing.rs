@@ -40,6 +40,7 @@ pub fn certificate_source(data: &[u8]) {
         assert!(!bundle.chain_der.is_empty());
     }
     let _ = facts::inspect("fuzz", data);
+    let _ = facts::parse_bundle("fuzz", data);
 
     let mut secret: BTreeMap<String, Vec<u8>> = BTreeMap::from([("tls.crt".to_owned(), tls_crt.to_vec())]);
     if let Some(key) = tls_key {

@@ -328,3 +328,65 @@ fn agent_flags_that_cannot_work_are_refused_at_start() {
         assert!(stderr.contains(said), "{args:?} should say {said:?}: {stderr}");
     }
 }
+
+/// Debian's bundle of the public roots (what trust-manager's `useDefaultCAs`
+/// holds); `make test` installs the ca-certificates package.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn system_roots() -> String {
+    std::fs::read_to_string(SYSTEM_ROOTS)
+        .unwrap_or_else(|err| panic!("{SYSTEM_ROOTS}: {err}: make test installs Debian's ca-certificates"))
+}
+
+/// The first certificate of a PEM block in a manifest, unindented.
+fn first_certificate(manifest: &str) -> String {
+    let lines: Vec<&str> = manifest.lines().map(str::trim).collect();
+    let begin = lines.iter().position(|l| *l == "-----BEGIN CERTIFICATE-----").unwrap();
+    let end = begin
+        + lines[begin..]
+            .iter()
+            .position(|l| *l == "-----END CERTIFICATE-----")
+            .unwrap();
+    lines[begin..=end].join("\n") + "\n"
+}
+
+#[test]
+fn inspect_lists_every_certificate_of_the_system_bundle() {
+    let roots = system_roots();
+    let out = certshift(&["inspect", "-o", "json", SYSTEM_ROOTS], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let facts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = facts.as_array().unwrap().len();
+    assert_eq!(listed, roots.matches("-----BEGIN CERTIFICATE-----").count());
+    assert!(listed > 100, "{listed} certificates: a real bundle");
+}
+
+/// A declaration whose trust bundle is the system's public roots plus the
+/// cluster CA, as trust-manager writes one: planned, not refused.
+#[test]
+fn a_trust_bundle_of_the_system_roots_and_the_cluster_ca_is_planned() {
+    let ca = first_certificate(&std::fs::read_to_string(example("ca.yaml")).unwrap());
+    let bundle = format!("{}{ca}", system_roots());
+    let indented: String = bundle.lines().map(|l| format!("    {l}\n")).collect();
+    let config_map = temp_file(
+        "roots.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: roots\n  namespace: default\ndata:\n  ca.crt: |\n{indented}"
+        ),
+    );
+    let declaration = std::fs::read_to_string(example("declaration-common-name.yaml"))
+        .unwrap()
+        .replace(
+            "  store:\n",
+            "  trustBundle:\n    configMapRef: {name: roots}\n  store:\n",
+        );
+    assert!(declaration.contains("trustBundle"));
+    let declaration = temp_file("with-roots.yaml", &declaration);
+    let (code, json, stderr) = plan(&[example("store.yaml"), declaration, config_map], &[]);
+    assert_eq!(code, 0, "{stderr}\n{json}");
+    assert_eq!(json["blocked"], Value::Null);
+    assert!(
+        json["revisions"].as_array().unwrap().len() > 1,
+        "the conversion's revisions: {json}"
+    );
+}

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::manifests::{Manifests, Origin};
 use crate::crd::ClusterCertificateDeclaration;
-use crate::facts::{CertificateBundle, CertificateFacts, inspect};
+use crate::facts::{CertificateBundle, CertificateFacts};
 use crate::facts::{secret_data, tls_material};
 use crate::planner::{self, BlockReason, Blocked, Plan, Revision, Store};
 use crate::rules::TrustBundle;
@@ -153,7 +153,7 @@ fn trust_bundle_roots(
     source: &crate::crd::TrustBundleSource,
     namespace: &str,
 ) -> Result<Vec<Thumbprint>, Blocked> {
-    let not_found = |what: String| Blocked::new(BlockReason::StoreNotFound, format!("spec.trustBundle: {what}"));
+    let not_found = |what: String| Blocked::new(BlockReason::InvalidTrustBundle, format!("spec.trustBundle: {what}"));
     let matches = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, name: &str| {
         meta.name.as_deref() == Some(name) && meta.namespace.as_deref().unwrap_or("default") == namespace
     };
@@ -182,8 +182,8 @@ fn trust_bundle_roots(
         return Err(not_found("set configMapRef or secretRef".to_owned()));
     };
     let bytes = bytes.ok_or_else(|| not_found(format!("{origin} has no key {key:?}")))?;
-    let roots = inspect(&key, &bytes).map_err(|err| not_found(format!("{origin}: {err}")))?;
-    Ok(roots.into_iter().map(|root| root.thumbprint).collect())
+    let roots = crate::facts::parse_bundle(&key, &bytes).map_err(|err| not_found(format!("{origin}: {err}")))?;
+    Ok(roots.into_iter().map(|(root, _)| root.thumbprint).collect())
 }
 
 pub fn render_json(report: &PlanReport) -> String {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use crate::crd::{ClusterCertificateDeclarationSpec, ObservedCertificate, TrustBundleSource};
-use crate::facts::{CertificateFacts, PrivateKeyState, inspect, secret_data};
+use crate::facts::{CertificateFacts, PrivateKeyState, parse_bundle, secret_data};
 use crate::observed::{store_keys, stored_instance, unreadable_source};
 use crate::outputs::{PresentedMaterial, is_owned_by, store_name};
 use crate::planner::{BlockReason, Blocked, Store};
@@ -144,7 +144,7 @@ fn trust_bundle(
     source: &TrustBundleSource,
     input: Option<&TrustBundleInput>,
 ) -> Result<Vec<(Thumbprint, String)>, Blocked> {
-    let blocked = |what: String| Blocked::new(BlockReason::StoreNotFound, format!("spec.trustBundle: {what}"));
+    let blocked = |what: String| Blocked::new(BlockReason::InvalidTrustBundle, format!("spec.trustBundle: {what}"));
     let key = trust_bundle_key(source);
     let (what, bytes) = match (input, &source.config_map_ref, &source.secret_ref) {
         (Some(TrustBundleInput::ConfigMap(map)), Some(r), _) => (
@@ -166,23 +166,17 @@ fn trust_bundle(
     trust_bundle_certificates(&bytes).map_err(|err| blocked(format!("{what} key {key:?}: {err}")))
 }
 
-/// The certificates of a trust bundle, each with its PEM block.
+/// The certificates of a trust bundle, each with its PEM block (bounded as
+/// [`crate::facts::parse_bundle`] says; the error names the reason).
 pub fn trust_bundle_certificates(bytes: &[u8]) -> Result<Vec<(Thumbprint, String)>, String> {
-    let blocks = pem::parse_many(bytes).map_err(|err| format!("malformed PEM: {err}"))?;
-    let mut roots = Vec::new();
-    for (index, block) in blocks.iter().filter(|b| b.tag() == "CERTIFICATE").enumerate() {
-        let facts = inspect("", block.contents()).map_err(|err| match err {
-            crate::facts::FactsError::MalformedCertificate { message, .. } => {
-                format!("certificate {index} is not valid DER X.509: {message}")
-            }
-            other => other.to_string(),
-        })?;
-        roots.push((facts[0].thumbprint.clone(), pem_of(block.contents())));
-    }
-    if roots.is_empty() {
-        return Err("no certificate found".to_owned());
-    }
-    Ok(roots)
+    let certificates = parse_bundle("bundle", bytes).map_err(|err| {
+        let message = err.to_string();
+        format!("{} ({})", message.trim_start_matches("bundle: "), err.reason())
+    })?;
+    Ok(certificates
+        .into_iter()
+        .map(|(facts, der)| (facts.thumbprint, pem_of(&der)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -192,7 +186,7 @@ mod tests {
 
     use super::*;
     use crate::crd::{KeySelector, ObservedCertificateStatus};
-    use crate::facts::CertificateBundle;
+    use crate::facts::{CertificateBundle, inspect};
     use crate::outputs::{MANAGED_BY, MANAGED_BY_LABEL, owner_reference};
     use crate::testing::{Issued, cert, ts};
 
@@ -384,11 +378,15 @@ mod tests {
             ),
             (
                 map(Some(("ca.crt", "no PEM at all".to_owned()))),
-                "spec.trustBundle: ConfigMap default/roots key \"ca.crt\": no certificate found",
+                "spec.trustBundle: ConfigMap default/roots key \"ca.crt\": certificate 0 is not valid DER X.509",
+            ),
+            (
+                map(Some(("ca.crt", format!("{}{}", other_root.pem, other_root.key_pem())))),
+                "spec.trustBundle: ConfigMap default/roots key \"ca.crt\": PEM block 1 is \"PRIVATE KEY\", expected \"CERTIFICATE\" (UnexpectedPemLabel)",
             ),
         ] {
             let err = assemble("default", &with_bundle, &with(input)).unwrap_err();
-            assert_eq!(err.reason, BlockReason::StoreNotFound);
+            assert_eq!(err.reason, BlockReason::InvalidTrustBundle);
             assert!(err.message.starts_with(expected), "{}", err.message);
         }
     }

@@ -146,6 +146,8 @@ pub enum FactsError {
     },
     #[error("{field}: more than {limit} PEM blocks")]
     TooManyBlocks { field: String, limit: usize },
+    #[error("{field}: {size} bytes, more than a trust bundle's {limit}")]
+    TooLarge { field: String, size: usize, limit: usize },
 }
 
 impl FactsError {
@@ -156,6 +158,7 @@ impl FactsError {
             FactsError::UnexpectedPemLabel { .. } => "UnexpectedPemLabel",
             FactsError::MalformedCertificate { .. } => "MalformedCertificate",
             FactsError::TooManyBlocks { .. } => "TooManyBlocks",
+            FactsError::TooLarge { .. } => "TooLarge",
         }
     }
 }
@@ -228,6 +231,13 @@ impl Defect {
 /// A bound on blocks per field: a certificate chain is a handful of blocks;
 /// thousands mean the Secret is not what it claims to be.
 pub const MAX_BLOCKS: usize = 100;
+
+/// A trust bundle's bounds. The operating system's public roots are about 150
+/// certificates and 220 KiB (Debian's `ca-certificates.crt`, trust-manager's
+/// `useDefaultCAs`); a ConfigMap holds 1 MiB. These leave room for bundles
+/// many times that, and still bound the work a malformed one can cause.
+pub const MAX_BUNDLE_CERTIFICATES: usize = 5000;
+pub const MAX_BUNDLE_BYTES: usize = 8 << 20;
 
 /// One certificate with what is needed to link it to its issuer.
 #[derive(Clone, Debug)]
@@ -357,12 +367,17 @@ pub fn peer_facts(
 /// and the private key (if the file holds one) matched against the first.
 pub fn inspect(field: &str, bytes: &[u8]) -> Result<Vec<CertificateFacts>, FactsError> {
     let mut parsed = parse_certificates_lenient(field, bytes)?;
-    let issuers: Vec<(Thumbprint, Vec<u8>)> = parsed
-        .iter()
-        .map(|p| (p.facts.thumbprint.clone(), p.der.clone()))
-        .collect();
+    // Candidates by subject name, so a bundle of thousands links in one pass.
+    let mut by_subject: BTreeMap<String, Vec<(Thumbprint, Vec<u8>)>> = BTreeMap::new();
+    for p in &parsed {
+        by_subject
+            .entry(p.facts.subject.clone())
+            .or_default()
+            .push((p.facts.thumbprint.clone(), p.der.clone()));
+    }
     for p in &mut parsed {
-        p.facts.issuer_thumbprint = find_issuer(&p.der, &p.facts, &issuers);
+        let candidates = by_subject.get(&p.facts.issuer).map_or(&[][..], Vec::as_slice);
+        p.facts.issuer_thumbprint = find_issuer(&p.der, &p.facts, candidates);
     }
     if has_private_key_block(bytes) {
         let (state, _) = match_private_key(bytes, parsed[0].public_key.as_ref());
@@ -383,7 +398,7 @@ fn looks_like_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
-fn pem_blocks(field: &str, bytes: &[u8]) -> Result<Vec<pem::Pem>, FactsError> {
+fn pem_blocks(field: &str, bytes: &[u8], limit: usize) -> Result<Vec<pem::Pem>, FactsError> {
     let bytes = strip_bom(bytes);
     let blocks = pem::parse_many(bytes).map_err(|err| FactsError::MalformedPem {
         field: field.to_owned(),
@@ -396,13 +411,51 @@ fn pem_blocks(field: &str, bytes: &[u8]) -> Result<Vec<pem::Pem>, FactsError> {
             message: format!("{begins} BEGIN lines but {} complete blocks", blocks.len()),
         });
     }
-    if blocks.len() > MAX_BLOCKS {
+    if blocks.len() > limit {
         return Err(FactsError::TooManyBlocks {
             field: field.to_owned(),
-            limit: MAX_BLOCKS,
+            limit,
         });
     }
     Ok(blocks)
+}
+
+/// The certificates of a trust bundle (PEM `CERTIFICATE` blocks, as
+/// trust-manager and the operating systems write them, or one DER
+/// certificate), each with its DER, within the bundle bounds. Issuers are
+/// not linked: a bundle's certificates are anchors, not a chain.
+pub fn parse_bundle(field: &str, bytes: &[u8]) -> Result<Vec<(CertificateFacts, Vec<u8>)>, FactsError> {
+    if bytes.len() > MAX_BUNDLE_BYTES {
+        return Err(FactsError::TooLarge {
+            field: field.to_owned(),
+            size: bytes.len(),
+            limit: MAX_BUNDLE_BYTES,
+        });
+    }
+    let bytes = strip_bom(bytes);
+    if !looks_like_pem(bytes) {
+        return parse_certificates(field, bytes).map(|parsed| parsed.into_iter().map(|p| (p.facts, p.der)).collect());
+    }
+    let blocks = pem_blocks(field, bytes, MAX_BUNDLE_CERTIFICATES)?;
+    if blocks.is_empty() {
+        return Err(FactsError::NoCertificate {
+            field: field.to_owned(),
+        });
+    }
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(index, block)| {
+            if block.tag() != "CERTIFICATE" {
+                return Err(FactsError::UnexpectedPemLabel {
+                    field: field.to_owned(),
+                    index,
+                    label: block.tag().to_owned(),
+                });
+            }
+            parse_der(field, index, block.contents()).map(|p| (p.facts, p.der))
+        })
+        .collect()
 }
 
 /// Certificates of a Secret field: PEM `CERTIFICATE` blocks only, or one DER
@@ -417,7 +470,7 @@ fn parse_certificates(field: &str, bytes: &[u8]) -> Result<Vec<Parsed>, FactsErr
         }
         return Ok(vec![parse_der(field, 0, bytes)?]);
     }
-    let blocks = pem_blocks(field, bytes)?;
+    let blocks = pem_blocks(field, bytes, MAX_BLOCKS)?;
     if blocks.is_empty() {
         return Err(FactsError::NoCertificate {
             field: field.to_owned(),
@@ -446,7 +499,8 @@ fn parse_certificates_lenient(field: &str, bytes: &[u8]) -> Result<Vec<Parsed>, 
     if !looks_like_pem(bytes) {
         return parse_certificates(field, bytes);
     }
-    let parsed = pem_blocks(field, bytes)?
+    // A file may be a whole trust bundle: the bundle's bound, not a chain's.
+    let parsed = pem_blocks(field, bytes, MAX_BUNDLE_CERTIFICATES)?
         .iter()
         .enumerate()
         .filter(|(_, block)| block.tag() == "CERTIFICATE")

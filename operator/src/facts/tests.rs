@@ -290,3 +290,56 @@ mod robustness {
         }
     }
 }
+
+/// A trust bundle of a real size reads whole (the operating system's roots
+/// are about 150; this is twice that), an oversized or mislabelled one is
+/// named, and nothing panics.
+#[test]
+fn trust_bundles_read_at_real_size_and_bad_ones_are_named() {
+    let roots: Vec<String> = (0..300)
+        .map(|i| cert(&format!("Root {i}")).ca().self_signed().pem)
+        .collect();
+    let bundle = roots.concat();
+    let read = parse_bundle("ca.crt", bundle.as_bytes()).unwrap();
+    assert_eq!(read.len(), 300);
+    assert!(read.iter().all(|(facts, der)| facts.is_ca && !der.is_empty()));
+    // A chain field keeps its small bound.
+    assert_eq!(
+        CertificateBundle::from_tls(&tls(&bundle, None, None))
+            .unwrap_err()
+            .reason(),
+        "TooManyBlocks"
+    );
+    // `inspect` (certshift inspect) lists every certificate of a bundle file.
+    assert_eq!(inspect("ca-certificates.crt", bundle.as_bytes()).unwrap().len(), 300);
+
+    let too_many = roots[0].repeat(MAX_BUNDLE_CERTIFICATES + 1);
+    let err = parse_bundle("ca.crt", too_many.as_bytes()).unwrap_err();
+    assert_eq!(err.reason(), "TooManyBlocks");
+    assert!(err.to_string().contains(&MAX_BUNDLE_CERTIFICATES.to_string()), "{err}");
+    let too_large = " ".repeat(MAX_BUNDLE_BYTES + 1);
+    assert_eq!(
+        parse_bundle("ca.crt", too_large.as_bytes()).unwrap_err().reason(),
+        "TooLarge"
+    );
+    let key = cert("k.example").self_signed().key_pem();
+    let labelled = format!("{}{key}", roots[0]);
+    let err = parse_bundle("ca.crt", labelled.as_bytes()).unwrap_err();
+    assert_eq!(err.reason(), "UnexpectedPemLabel");
+    assert!(err.to_string().contains("PEM block 1"), "{err}");
+    for (garbage, reason) in [
+        (&b"not a bundle"[..], "MalformedCertificate"),
+        (b"", "NoCertificate"),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n", "MalformedPem"),
+        (
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "MalformedCertificate",
+        ),
+    ] {
+        assert_eq!(
+            parse_bundle("ca.crt", garbage).unwrap_err().reason(),
+            reason,
+            "{garbage:?}"
+        );
+    }
+}

@@ -130,6 +130,9 @@ pub enum BlockReason {
     /// `spec.members` names an endpoint it cannot probe.
     InvalidMembers,
     InvalidEffectiveState,
+    /// `spec.trustBundle` names an object or key that does not exist, or
+    /// that does not hold a trust bundle certshift can read.
+    InvalidTrustBundle,
     StoreNotFound,
     /// An ObservedCertificate of the store has not read its source yet.
     StoreNotSynced,
@@ -185,6 +188,7 @@ impl BlockReason {
             self,
             BlockReason::StoreNotFound
                 | BlockReason::StoreNotSynced
+                | BlockReason::InvalidTrustBundle
                 | BlockReason::GoalCertificateNotFound
                 | BlockReason::ThumbprintNotInStore
                 | BlockReason::CertificateNotYetValid

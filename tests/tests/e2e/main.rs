@@ -16,6 +16,7 @@ mod gitops;
 mod members;
 mod outputs;
 mod policy;
+mod trust;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -88,6 +89,7 @@ fn main() -> ExitCode {
         gitops::argo_cd_and_kstatus_read_every_state_of_every_kind,
         gitops::kubectl_explains_every_field_and_gets_the_certshift_category,
         gitops::helm_uninstall_keeps_the_crds_and_the_declarations,
+        trust::a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_conversion,
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()

@@ -1,0 +1,88 @@
+//! Trust bundles as users supply them: the operating system's public roots
+//! plus the cluster CA (what trust-manager's `useDefaultCAs` writes), and one
+//! that cannot be read.
+
+use super::*;
+
+/// Debian's bundle of the public roots; `make test` installs ca-certificates.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A ConfigMap `roots` with the system's roots and the example CA in `ca.crt`.
+fn roots_config_map(extra: &str) -> ConfigMap {
+    let system = std::fs::read_to_string(SYSTEM_ROOTS)
+        .unwrap_or_else(|err| panic!("{SYSTEM_ROOTS}: {err}: make test installs Debian's ca-certificates"));
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "roots"},
+        "data": {"ca.crt": format!("{system}{extra}")},
+    }))
+    .expect("ConfigMap")
+}
+
+/// The example CA's certificate, from `examples/conversion/ca.yaml`.
+fn example_ca() -> String {
+    let text = example("ca.yaml");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let begin = lines.iter().position(|l| *l == "-----BEGIN CERTIFICATE-----").unwrap();
+    let end = begin
+        + lines[begin..]
+            .iter()
+            .position(|l| *l == "-----END CERTIFICATE-----")
+            .unwrap();
+    lines[begin..=end].join("\n") + "\n"
+}
+
+/// The conversion with `spec.trustBundle` naming a real-size bundle (144
+/// public roots and the cluster CA) completes; a bundle that cannot be read
+/// blocks with `InvalidTrustBundle`, naming the object and key, and
+/// publishes nothing.
+pub async fn a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_conversion(s: Scenario) {
+    let ns = s.namespace.as_str();
+    apply_yaml(&s.admin, ns, &example("store.yaml")).await;
+    apply(&s.admin, ns, &roots_config_map(&example_ca())).await;
+    Declaration::example("declaration-thumbprint.yaml")
+        .apply(&s.admin, ns)
+        .await;
+    let operator = Operator::start(&s.plane, ns);
+    wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    let mut by_name = Declaration::example("declaration-common-name.yaml");
+    by_name.0.spec.trust_bundle = Some(certshift::crd::TrustBundleSource {
+        config_map_ref: Some(certshift::crd::KeySelector {
+            name: "roots".into(),
+            key: None,
+        }),
+        secret_ref: None,
+    });
+    by_name.apply(&s.admin, ns).await;
+    let converted = wait_converted(&s.admin, ns, DECLARATION, Duration::from_secs(120)).await;
+    assert!(is_true(&converted, "IssuersPinned"));
+
+    let mut broken = Declaration::example("declaration-thumbprint.yaml").named("broken-bundle");
+    broken.0.spec.trust_bundle = Some(certshift::crd::TrustBundleSource {
+        config_map_ref: Some(certshift::crd::KeySelector {
+            name: "roots".into(),
+            key: Some("missing.crt".into()),
+        }),
+        secret_ref: None,
+    });
+    broken.apply(&s.admin, ns).await;
+    let blocked = eventually(
+        "broken-bundle Blocked/InvalidTrustBundle",
+        Duration::from_secs(60),
+        || async {
+            let d = declaration(&s.admin, ns, "broken-bundle").await;
+            let c = condition(&d, "Blocked")?;
+            (c.status == "True" && c.reason == "InvalidTrustBundle").then_some(c.message.clone())
+        },
+    )
+    .await;
+    assert!(
+        blocked.contains("ConfigMap") && blocked.contains("roots") && blocked.contains("missing.crt"),
+        "{blocked}"
+    );
+    let maps: Api<ConfigMap> = Api::namespaced(s.admin.clone(), ns);
+    assert!(
+        maps.get_opt("broken-bundle-validation").await.unwrap().is_none(),
+        "nothing published"
+    );
+    operator.stop().await;
+}
