@@ -338,18 +338,6 @@ fn system_roots() -> String {
         .unwrap_or_else(|err| panic!("{SYSTEM_ROOTS}: {err}: make test installs Debian's ca-certificates"))
 }
 
-/// The first certificate of a PEM block in a manifest, unindented.
-fn first_certificate(manifest: &str) -> String {
-    let lines: Vec<&str> = manifest.lines().map(str::trim).collect();
-    let begin = lines.iter().position(|l| *l == "-----BEGIN CERTIFICATE-----").unwrap();
-    let end = begin
-        + lines[begin..]
-            .iter()
-            .position(|l| *l == "-----END CERTIFICATE-----")
-            .unwrap();
-    lines[begin..=end].join("\n") + "\n"
-}
-
 #[test]
 fn inspect_lists_every_certificate_of_the_system_bundle() {
     let roots = system_roots();
@@ -365,7 +353,9 @@ fn inspect_lists_every_certificate_of_the_system_bundle() {
 /// cluster CA, as trust-manager writes one: planned, not refused.
 #[test]
 fn a_trust_bundle_of_the_system_roots_and_the_cluster_ca_is_planned() {
-    let ca = first_certificate(&std::fs::read_to_string(example("ca.yaml")).unwrap());
+    let ca_secret: k8s_openapi::api::core::v1::Secret =
+        serde_yaml::from_str(&std::fs::read_to_string(example("ca.yaml")).unwrap()).unwrap();
+    let ca = &ca_secret.string_data.unwrap()["tls.crt"];
     let bundle = format!("{}{ca}", system_roots());
     let indented: String = bundle.lines().map(|l| format!("    {l}\n")).collect();
     let config_map = temp_file(

@@ -432,35 +432,18 @@ pub fn parse_bundle(field: &str, bytes: &[u8]) -> Result<Vec<(CertificateFacts, 
             limit: MAX_BUNDLE_BYTES,
         });
     }
-    let bytes = strip_bom(bytes);
-    if !looks_like_pem(bytes) {
-        return parse_certificates(field, bytes).map(|parsed| parsed.into_iter().map(|p| (p.facts, p.der)).collect());
-    }
-    let blocks = pem_blocks(field, bytes, MAX_BUNDLE_CERTIFICATES)?;
-    if blocks.is_empty() {
-        return Err(FactsError::NoCertificate {
-            field: field.to_owned(),
-        });
-    }
-    blocks
-        .iter()
-        .enumerate()
-        .map(|(index, block)| {
-            if block.tag() != "CERTIFICATE" {
-                return Err(FactsError::UnexpectedPemLabel {
-                    field: field.to_owned(),
-                    index,
-                    label: block.tag().to_owned(),
-                });
-            }
-            parse_der(field, index, block.contents()).map(|p| (p.facts, p.der))
-        })
-        .collect()
+    let parsed = parse_certificates_within(field, bytes, MAX_BUNDLE_CERTIFICATES)?;
+    Ok(parsed.into_iter().map(|p| (p.facts, p.der)).collect())
 }
 
 /// Certificates of a Secret field: PEM `CERTIFICATE` blocks only, or one DER
 /// certificate. Any other PEM block is an error (a key pasted into `tls.crt`).
 fn parse_certificates(field: &str, bytes: &[u8]) -> Result<Vec<Parsed>, FactsError> {
+    parse_certificates_within(field, bytes, MAX_BLOCKS)
+}
+
+/// [`parse_certificates`] with at most `limit` PEM blocks.
+fn parse_certificates_within(field: &str, bytes: &[u8], limit: usize) -> Result<Vec<Parsed>, FactsError> {
     let bytes = strip_bom(bytes);
     if !looks_like_pem(bytes) {
         if is_blank(bytes) {
@@ -470,7 +453,7 @@ fn parse_certificates(field: &str, bytes: &[u8]) -> Result<Vec<Parsed>, FactsErr
         }
         return Ok(vec![parse_der(field, 0, bytes)?]);
     }
-    let blocks = pem_blocks(field, bytes, MAX_BLOCKS)?;
+    let blocks = pem_blocks(field, bytes, limit)?;
     if blocks.is_empty() {
         return Err(FactsError::NoCertificate {
             field: field.to_owned(),

@@ -18,17 +18,10 @@ fn roots_config_map(extra: &str) -> ConfigMap {
     .expect("ConfigMap")
 }
 
-/// The example CA's certificate, from `examples/conversion/ca.yaml`.
+/// The example CA's certificate (`tls.crt` of `examples/conversion/ca.yaml`).
 fn example_ca() -> String {
-    let text = example("ca.yaml");
-    let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    let begin = lines.iter().position(|l| *l == "-----BEGIN CERTIFICATE-----").unwrap();
-    let end = begin
-        + lines[begin..]
-            .iter()
-            .position(|l| *l == "-----END CERTIFICATE-----")
-            .unwrap();
-    lines[begin..=end].join("\n") + "\n"
+    let secret: Secret = serde_yaml::from_str(&example("ca.yaml")).expect("ca.yaml");
+    secret.string_data.expect("stringData")["tls.crt"].clone()
 }
 
 /// The conversion with `spec.trustBundle` naming a real-size bundle (144
