@@ -16,56 +16,29 @@ use certshift::crd::{Endpoint, HttpGetProbe};
 use certshift::outputs::{PresentedMaterial, RulesJson};
 use certshift::rules::{Accepted as Rules, Clients};
 use certshift::verifier::{Identity, Verifier};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-struct Issued {
-    pem: String,
-    key: String,
-    thumbprint: certshift::thumbprint::Thumbprint,
-}
+mod support;
+use support::{Cert, issue};
 
 struct Pki {
-    ca: Issued,
-    server: Issued,
+    ca: Cert,
+    server: Cert,
     /// Issued by the CA the servers trust.
-    good: Issued,
+    good: Cert,
     /// Issued by another CA.
-    bad: Issued,
+    bad: Cert,
     dir: PathBuf,
 }
 
-fn issue(name: &str, ca: Option<(&CertificateParams, &KeyPair)>, is_ca: bool) -> (Issued, CertificateParams, KeyPair) {
-    let mut params = CertificateParams::new(vec![name.to_owned()]).expect("params");
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
-    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
-    if is_ca {
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    }
-    let key = KeyPair::generate().expect("key");
-    let cert = match ca {
-        Some((ca_params, ca_key)) => params.signed_by(&key, &Issuer::from_params(ca_params, ca_key)),
-        None => params.self_signed(&key),
-    }
-    .expect("certificate");
-    use sha1::Digest as _;
-    let issued = Issued {
-        pem: cert.pem(),
-        key: key.serialize_pem(),
-        thumbprint: certshift::thumbprint::Thumbprint::from_digest(&sha1::Sha1::digest(cert.der())),
-    };
-    (issued, params, key)
-}
-
 fn pki() -> Pki {
-    let (ca, ca_params, ca_key) = issue("Members CA", None, true);
-    let (_, other_params, other_key) = issue("Other CA", None, true);
-    let (server, _, _) = issue("localhost", Some((&ca_params, &ca_key)), false);
-    let (good, _, _) = issue("member.example", Some((&ca_params, &ca_key)), false);
-    let (bad, _, _) = issue("member.example", Some((&other_params, &other_key)), false);
+    let ca = issue("Members CA", None, true);
+    let other = issue("Other CA", None, true);
+    let server = issue("localhost", Some(&ca), false);
+    let good = issue("member.example", Some(&ca), false);
+    let bad = issue("member.example", Some(&other), false);
     let dir = std::env::temp_dir().join(format!("certshift-probes-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).expect("dir");
     for (name, text) in [
@@ -91,7 +64,7 @@ fn rand_suffix() -> u64 {
         .unwrap_or(0)
 }
 
-fn material(issued: &Issued) -> PresentedMaterial {
+fn material(issued: &Cert) -> PresentedMaterial {
     PresentedMaterial {
         tls_crt: issued.pem.clone(),
         tls_key: issued.key.clone(),

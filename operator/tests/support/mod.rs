@@ -1,4 +1,4 @@
-//! What the agent's tests and its benchmark share: certificates made with
+//! What the agent's and the probes' tests and the agent benchmark share: certificates made with
 //! rcgen, a day old and valid for thirty days, self-signed or issued by a CA
 //! made the same way. (The benchmark includes this file by path.)
 
