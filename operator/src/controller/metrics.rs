@@ -13,7 +13,9 @@ use kube::runtime::reflector::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::crd::{CertificatePolicy, ClusterCertificateDeclaration};
+use crate::crd::{
+    CertificatePolicy, CertificatePolicyStatus, ClusterCertificateDeclaration, ClusterCertificateDeclarationStatus,
+};
 
 /// Upper bounds of the reconcile duration histogram, in seconds.
 const DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -248,28 +250,19 @@ fn ready_status(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Co
 /// Declarations' gauges, from their status as the API server has it.
 /// Label values are names and fixed sets (block reasons, stages).
 pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDeclaration>]) -> String {
-    let mut sorted: Vec<_> = declarations.iter().collect();
-    sorted.sort_by_key(|d| (d.namespace(), d.name_any()));
+    let empty = ClusterCertificateDeclarationStatus::default();
+    let rows = labelled(declarations, |d| d.status.as_ref(), &empty);
     let mut out = String::new();
-    let labels = |d: &ClusterCertificateDeclaration| {
-        format!(
-            "namespace=\"{}\",name=\"{}\"",
-            d.namespace().unwrap_or_default(),
-            d.name_any()
-        )
-    };
-    let status = |d: &ClusterCertificateDeclaration| d.status.clone().unwrap_or_default();
     let _ = writeln!(
         out,
         "# HELP certshift_declaration_ready_status The Ready condition of each declaration."
     );
     let _ = writeln!(out, "# TYPE certshift_declaration_ready_status gauge");
-    for d in &sorted {
-        let status = status(d);
+    for (labels, status) in &rows {
         condition_series(
             &mut out,
             "certshift_declaration_ready_status",
-            &labels(d),
+            labels,
             ready_status(&status.conditions),
         );
     }
@@ -278,8 +271,7 @@ pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDecla
         "# HELP certshift_declaration_blocked Declarations held by a block, with its reason (1 while blocked)."
     );
     let _ = writeln!(out, "# TYPE certshift_declaration_blocked gauge");
-    for d in &sorted {
-        let status = status(d);
+    for (labels, status) in &rows {
         if let Some(blocked) = status
             .conditions
             .iter()
@@ -287,8 +279,7 @@ pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDecla
         {
             let _ = writeln!(
                 out,
-                "certshift_declaration_blocked{{{},reason=\"{}\"}} 1",
-                labels(d),
+                "certshift_declaration_blocked{{{labels},reason=\"{}\"}} 1",
                 blocked.reason
             );
         }
@@ -298,13 +289,13 @@ pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDecla
         "# HELP certshift_declaration_paused Declarations held by spec.upgrade.paused with revisions waiting (1)."
     );
     let _ = writeln!(out, "# TYPE certshift_declaration_paused gauge");
-    for d in &sorted {
-        if status(d)
+    for (labels, status) in &rows {
+        if status
             .conditions
             .iter()
             .any(|c| c.type_ == "Ready" && c.reason == "Paused")
         {
-            let _ = writeln!(out, "certshift_declaration_paused{{{}}} 1", labels(d));
+            let _ = writeln!(out, "certshift_declaration_paused{{{labels}}} 1");
         }
     }
     let _ = writeln!(
@@ -312,27 +303,22 @@ pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDecla
         "# HELP certshift_declaration_stage The stage of the revision in force (1; UpToDate when the upgrade is done; none before the first publication)."
     );
     let _ = writeln!(out, "# TYPE certshift_declaration_stage gauge");
-    for d in &sorted {
+    for (labels, status) in &rows {
         // Nothing published yet: no stage to tell.
-        let Some(upgrade) = status(d).upgrade else {
+        let Some(upgrade) = &status.upgrade else {
             continue;
         };
         let stage = upgrade.stage.map_or_else(|| "UpToDate".to_owned(), |s| s.to_string());
-        let _ = writeln!(out, "certshift_declaration_stage{{{},stage=\"{stage}\"}} 1", labels(d));
+        let _ = writeln!(out, "certshift_declaration_stage{{{labels},stage=\"{stage}\"}} 1");
     }
     let _ = writeln!(
         out,
         "# HELP certshift_declaration_revision The revision each declaration has published last."
     );
     let _ = writeln!(out, "# TYPE certshift_declaration_revision gauge");
-    for d in &sorted {
-        if let Some(upgrade) = status(d).upgrade {
-            let _ = writeln!(
-                out,
-                "certshift_declaration_revision{{{}}} {}",
-                labels(d),
-                upgrade.revision
-            );
+    for (labels, status) in &rows {
+        if let Some(upgrade) = &status.upgrade {
+            let _ = writeln!(out, "certshift_declaration_revision{{{labels}}} {}", upgrade.revision);
         }
     }
     let _ = writeln!(
@@ -343,12 +329,11 @@ pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDecla
         out,
         "# TYPE certshift_declaration_presented_not_after_timestamp_seconds gauge"
     );
-    for d in &sorted {
-        if let Some(at) = status(d).presenting.and_then(|p| p.not_after) {
+    for (labels, status) in &rows {
+        if let Some(at) = status.presenting.as_ref().and_then(|p| p.not_after) {
             let _ = writeln!(
                 out,
-                "certshift_declaration_presented_not_after_timestamp_seconds{{{}}} {}",
-                labels(d),
+                "certshift_declaration_presented_not_after_timestamp_seconds{{{labels}}} {}",
                 at.as_second()
             );
         }
@@ -358,51 +343,65 @@ pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDecla
 
 /// Policies' gauges, from their status as the API server has it.
 pub fn policy_gauges(policies: &[std::sync::Arc<CertificatePolicy>]) -> String {
-    let mut sorted: Vec<_> = policies.iter().collect();
-    sorted.sort_by_key(|p| (p.namespace(), p.name_any()));
+    let empty = CertificatePolicyStatus::default();
+    let rows = labelled(policies, |p| p.status.as_ref(), &empty);
     let mut out = String::new();
-    let labels = |p: &CertificatePolicy| {
-        format!(
-            "namespace=\"{}\",name=\"{}\"",
-            p.namespace().unwrap_or_default(),
-            p.name_any()
-        )
-    };
     let _ = writeln!(
         out,
         "# HELP certshift_policy_ready_status The Ready condition of each CertificatePolicy."
     );
     let _ = writeln!(out, "# TYPE certshift_policy_ready_status gauge");
-    for p in &sorted {
-        let conditions = p.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    for (labels, status) in &rows {
         condition_series(
             &mut out,
             "certshift_policy_ready_status",
-            &labels(p),
-            ready_status(&conditions),
+            labels,
+            ready_status(&status.conditions),
         );
     }
     for (metric, help, field) in [
         (
             "certshift_policy_not_after_timestamp_seconds",
             "notAfter of the certificate each CertificatePolicy issued last, as a Unix time.",
-            (|p: &CertificatePolicy| p.status.as_ref()?.not_after) as fn(&CertificatePolicy) -> Option<Timestamp>,
+            (|s: &CertificatePolicyStatus| s.not_after) as fn(&CertificatePolicyStatus) -> Option<Timestamp>,
         ),
         (
             "certshift_policy_renewal_timestamp_seconds",
             "When each CertificatePolicy renews its certificate, as a Unix time.",
-            |p: &CertificatePolicy| p.status.as_ref()?.renewal_time,
+            |s: &CertificatePolicyStatus| s.renewal_time,
         ),
     ] {
         let _ = writeln!(out, "# HELP {metric} {help}");
         let _ = writeln!(out, "# TYPE {metric} gauge");
-        for p in &sorted {
-            if let Some(at) = field(p) {
-                let _ = writeln!(out, "{metric}{{{}}} {}", labels(p), at.as_second());
+        for (labels, status) in &rows {
+            if let Some(at) = field(status) {
+                let _ = writeln!(out, "{metric}{{{labels}}} {}", at.as_second());
             }
         }
     }
     out
+}
+
+/// Each object's `namespace`/`name` labels with its status (`empty` while
+/// it has none), sorted by the labels: read once per scrape, borrowed.
+fn labelled<'a, K: kube::Resource, S>(
+    objects: &'a [std::sync::Arc<K>],
+    status: impl Fn(&'a K) -> Option<&'a S>,
+    empty: &'a S,
+) -> Vec<(String, &'a S)> {
+    let mut rows: Vec<(String, &S)> = objects
+        .iter()
+        .map(|object| {
+            let labels = format!(
+                "namespace=\"{}\",name=\"{}\"",
+                object.namespace().unwrap_or_default(),
+                object.name_any()
+            );
+            (labels, status(object).unwrap_or(empty))
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
 }
 
 /// Serves until the process ends; one request per connection.
