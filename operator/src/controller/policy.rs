@@ -115,18 +115,20 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
         };
         let mut status = policy.status.clone().unwrap_or_default();
         status.conditions = conditions::sorted(&status.conditions);
-        // The CA Secret's version: a failure remembers it, and a CA that
-        // arrives or changes since is tried without waiting out the backoff.
-        let issuer_version = match &policy.spec.issuer.ca {
-            Some(ca) => Some(
-                ctx.get_opt::<Secret>(&namespace, &ca.secret_ref.name)
-                    .await?
-                    .and_then(|secret| secret.metadata.resource_version)
-                    // Not "": kube-apiserver 1.20's apply stores an empty string as null.
-                    .unwrap_or_else(|| policy::ISSUER_MISSING.to_owned()),
-            ),
+        // The CA Secret, read once: issued with, and its version remembered
+        // by a failure, so a CA that arrives or changes since is tried
+        // without waiting out the backoff.
+        let ca_secret = match &policy.spec.issuer.ca {
+            Some(ca) => ctx.get_opt::<Secret>(&namespace, &ca.secret_ref.name).await?,
             None => None,
         };
+        let issuer_version = policy.spec.issuer.ca.as_ref().map(|_| {
+            ca_secret
+                .as_ref()
+                .and_then(|secret| secret.metadata.resource_version.clone())
+                // Not "": kube-apiserver 1.20's apply stores an empty string as null.
+                .unwrap_or_else(|| policy::ISSUER_MISSING.to_owned())
+        });
         let world = policy::World {
             generation: policy.metadata.generation,
             spec: &policy.spec,
@@ -150,9 +152,9 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
             Plan::Issue(params, reason) => {
                 let ca = match &params.issuer {
                     IssuerKind::SelfSigned => Ok(None),
-                    IssuerKind::Ca(ca_name) => match ctx.get_opt::<Secret>(&namespace, ca_name).await? {
+                    IssuerKind::Ca(ca_name) => match &ca_secret {
                         Some(ca) => {
-                            let d = secret_data(&ca);
+                            let d = secret_data(ca);
                             let text = |k: &str| d.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
                             match (text("tls.crt"), text("tls.key")) {
                                 (Some(crt), Some(key)) => Ok(Some((crt, key))),
