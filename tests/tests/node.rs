@@ -628,8 +628,7 @@ async fn workload_rollouts_gate_each_revision(node: &Node, admin: &Client, kind:
     // could complete: after its last pod was released.
     releaser.abort();
     let released = released.lock().unwrap().clone();
-    let published = validation_writes(node, &ns);
-    assert_eq!(published.len() as u64, revision, "{kind}: each revision published once");
+    let published = published_once(node, &ns, revision, kind);
     for r in 1..revision {
         let rolled_out = released.get(&r).unwrap_or_else(|| {
             panic!(
@@ -716,12 +715,7 @@ async fn an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_
     assert!(restarted.success(), "hack/node.sh restart-kubelet");
     operator_available(admin).await;
     let revision = converted(admin, ns, &goal, "the conversion Ready after the restarts").await;
-    let published = validation_writes(node, ns);
-    assert_eq!(
-        published.len() as u64,
-        revision,
-        "one write of the validation ConfigMap per revision, none lost, none repeated: {published:?}"
-    );
+    let published = published_once(node, ns, revision, "after the restarts");
     assert!(
         published
             .iter()
@@ -752,12 +746,7 @@ async fn kube_apiserver_outages_mid_conversion_lose_and_repeat_nothing(node: &No
         assert!(restarted.success(), "hack/node.sh restart-apiserver");
     }
     let revision = converted(admin, ns, &goal, "the conversion Ready after two API server outages").await;
-    let published = validation_writes(node, ns);
-    assert_eq!(
-        published.len() as u64,
-        revision,
-        "one write of the validation ConfigMap per revision across the outages: {published:?}"
-    );
+    published_once(node, ns, revision, "across the outages");
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "certshift-system");
     eventually("both operator replicas Ready", Duration::from_secs(180), || async {
         let status = deployments.get("certshift").await.ok()?.status?;
@@ -844,6 +833,18 @@ struct ValidationWrite {
     at: Timestamp,
 }
 
+/// The validation ConfigMap writes of `ns`, asserted to be one per revision
+/// up to `revision` (none lost, none repeated, whichever replica led).
+fn published_once(node: &Node, ns: &str, revision: u64, when: &str) -> Vec<ValidationWrite> {
+    let published = validation_writes(node, ns);
+    assert_eq!(
+        published.len() as u64,
+        revision,
+        "{ns} {when}: one write of the validation ConfigMap per revision: {published:?}"
+    );
+    published
+}
+
 /// The validation ConfigMap writes of `ns`, in order: each revision's
 /// publication is one (by whichever replica leads), so the k-th is
 /// revision k's.
@@ -902,12 +903,7 @@ async fn a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one
     .await;
     let rollout = rolling.elapsed();
     let revision = converted(admin, ns, &goal, "the conversion Ready after the rollout").await;
-    let published = validation_writes(node, ns);
-    assert_eq!(
-        published.len() as u64,
-        revision,
-        "one write per revision across the handover: {published:?}"
-    );
+    published_once(node, ns, revision, "across the handover");
     releaser.abort();
     println!(
         "  node: the operator's 2 replicas rolled mid-conversion in {:.1}s; the conversion reached revision {revision}, each published once",
