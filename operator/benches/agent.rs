@@ -66,6 +66,7 @@ fn revision(number: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Vec<u8
         presented: Some(presented.thumbprint.clone()),
         accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca.thumbprint.clone()])]),
         clients: Clients::default(),
+        anchors: None,
     };
     BTreeMap::from([
         ("rules.json".to_owned(), serde_json::to_vec(&rules).unwrap()),
@@ -76,7 +77,7 @@ fn revision(number: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Vec<u8
 }
 
 fn verifier(files: &BTreeMap<String, Vec<u8>>) -> Arc<Verifier> {
-    Arc::new(Verifier::from_outputs(&files["rules.json"], &files["ca-bundle.crt"]).unwrap())
+    Arc::new(Verifier::from_outputs(|key| files.get(key).cloned()).unwrap())
 }
 
 fn identity(files: &BTreeMap<String, Vec<u8>>) -> Identity {

@@ -32,6 +32,7 @@ pub mod policy;
 pub mod revision;
 pub mod rules;
 pub mod thumbprint;
+pub mod trust;
 pub mod verifier;
 
 #[cfg(test)]

@@ -12,9 +12,11 @@ use kube::Resource;
 use serde::{Deserialize, Serialize};
 
 use crate::crd::ClusterCertificateDeclaration;
+use crate::facts::CertificateFacts;
 use crate::revision::{Change, Revision, Stage};
 use crate::rules::{Accepted, Clients, CommonNameRule};
 use crate::thumbprint::Thumbprint;
+use crate::trust::{PathEnd, TrustBundle};
 
 pub const REVISION_ANNOTATION: &str = "certshift.io/revision";
 pub const THUMBPRINT_ANNOTATION: &str = "certshift.io/thumbprint";
@@ -58,6 +60,11 @@ pub struct RulesJson {
     pub presented: Option<Thumbprint>,
     pub accepted: Accepted,
     pub clients: Clients,
+    /// The thumbprints of the certificates of `ca-bundle.crt` that are trust
+    /// anchors with this revision (the others are pinned issuers). Empty
+    /// when no name is unpinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchors: Option<Vec<Thumbprint>>,
 }
 
 /// The certificate and key material of the presented instance.
@@ -234,12 +241,73 @@ pub fn presentation_data(material: &PresentedMaterial) -> BTreeMap<String, Strin
     ])
 }
 
-/// `rules.json`, `ca-bundle.crt` and `thumbprints.txt` (the accepted
-/// thumbprints and those of the store's certificates the rules accept, for
-/// consumers configured by thumbprint).
+/// The certificates a revision publishes for members to judge peers with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RevisionTrust {
+    /// The anchors in force: the trust bundle's, when some name (of members
+    /// or clients) is unpinned; none otherwise.
+    pub anchors: Vec<Thumbprint>,
+    /// `ca-bundle.crt`: the anchors in force and the pinned issuers, PEM. For
+    /// consumers that take one CA file (nginx, Envoy): exactly what the
+    /// revision trusts, so it narrows at `PinIssuers`.
+    pub ca_bundle: String,
+    /// `intermediates.crt`: the other CA certificates on the paths of the
+    /// store's certificates, PEM, to build paths with (never anchors).
+    pub intermediates: String,
+}
+
+/// What `revision` trusts, cut from the store's trust bundle and every CA
+/// certificate known (`pem`, by thumbprint).
+pub fn revision_trust(
+    revision: &Revision,
+    trust: &TrustBundle,
+    instances: &[CertificateFacts],
+    pem: &BTreeMap<Thumbprint, String>,
+) -> RevisionTrust {
+    let unpinned = revision.accepted.common_names.iter().any(|r| !r.is_pinned())
+        || revision
+            .clients
+            .common_names
+            .iter()
+            .any(|c| c.issuer_thumbprints.is_empty());
+    let anchors: Vec<Thumbprint> = if unpinned {
+        trust.anchors().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    let pinned = revision
+        .accepted
+        .common_names
+        .iter()
+        .flat_map(|r| &r.issuer_thumbprints)
+        .chain(revision.clients.common_names.iter().flat_map(|c| &c.issuer_thumbprints));
+    let bundled: std::collections::BTreeSet<&Thumbprint> = anchors.iter().chain(pinned).collect();
+    let mut on_paths: std::collections::BTreeSet<&Thumbprint> = std::collections::BTreeSet::new();
+    for instance in instances {
+        let path = trust.path(instance);
+        on_paths.extend(path.certificates[1..].iter().map(|c| &c.thumbprint));
+        if let PathEnd::Anchor(root) | PathEnd::UntrustedRoot(root) = path.end
+            && let Some(known) = trust.authority(&root)
+        {
+            on_paths.insert(&known.thumbprint);
+        }
+    }
+    let pem_of = |set: &mut dyn Iterator<Item = &&Thumbprint>| -> String {
+        set.filter_map(|tp| pem.get(*tp).map(String::as_str)).collect()
+    };
+    RevisionTrust {
+        ca_bundle: pem_of(&mut bundled.iter()),
+        intermediates: pem_of(&mut on_paths.iter().filter(|tp| !bundled.contains(*tp))),
+        anchors,
+    }
+}
+
+/// `rules.json`, `ca-bundle.crt`, `intermediates.crt` and `thumbprints.txt`
+/// (the accepted thumbprints and those of the store's certificates the rules
+/// accept, for consumers configured by thumbprint).
 pub fn validation_data(
     revision: &Revision,
-    ca_bundle: &str,
+    trust: &RevisionTrust,
     accepted_instances: &[Thumbprint],
 ) -> BTreeMap<String, String> {
     let rules = RulesJson {
@@ -247,6 +315,7 @@ pub fn validation_data(
         presented: Some(revision.presented.clone()),
         accepted: revision.accepted.clone(),
         clients: revision.clients.clone(),
+        anchors: Some(trust.anchors.clone()),
     };
     let mut thumbprints: Vec<&Thumbprint> = revision.accepted.thumbprints.iter().chain(accepted_instances).collect();
     thumbprints.sort();
@@ -256,7 +325,8 @@ pub fn validation_data(
             "rules.json".to_owned(),
             serde_json::to_string_pretty(&rules).expect("rules serialize") + "\n",
         ),
-        ("ca-bundle.crt".to_owned(), ca_bundle.to_owned()),
+        ("ca-bundle.crt".to_owned(), trust.ca_bundle.clone()),
+        ("intermediates.crt".to_owned(), trust.intermediates.clone()),
         (
             "thumbprints.txt".to_owned(),
             thumbprints.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(","),
@@ -265,7 +335,7 @@ pub fn validation_data(
 }
 
 /// The keys the validation ConfigMap always has; templates may not use them.
-pub const VALIDATION_KEYS: [&str; 3] = ["rules.json", "ca-bundle.crt", "thumbprints.txt"];
+pub const VALIDATION_KEYS: [&str; 4] = ["rules.json", "ca-bundle.crt", "intermediates.crt", "thumbprints.txt"];
 
 /// Checks `spec.output.templates`: keys valid and distinct, templates that compile.
 pub fn validate_templates(templates: &[crate::crd::ConfigTemplate]) -> Result<(), String> {
@@ -462,7 +532,7 @@ mod tests {
             accepted: Accepted::new([tp("A"), tp("G")], [CommonNameRule::new("cluster.example", [])]),
             clients: Default::default(),
         };
-        let data = validation_data(&revision, "", &[tp("G"), tp("Z")]);
+        let data = validation_data(&revision, &RevisionTrust::default(), &[tp("G"), tp("Z")]);
         let rules: serde_json::Value = serde_json::from_str(&data["rules.json"]).unwrap();
         assert_eq!(rules["revision"], 4);
         assert_eq!(rules["accepted"]["commonNames"][0]["name"], "cluster.example");
@@ -485,7 +555,7 @@ mod tests {
             accepted: Accepted::new([tp("G")], []),
             clients: Default::default(),
         };
-        let data = validation_data(&revision, "", &[]);
+        let data = validation_data(&revision, &RevisionTrust::default(), &[]);
         let mut annotations = annotations(&revision);
         annotations.insert(REVISION_ANNOTATION.into(), "3".into());
         assert!(

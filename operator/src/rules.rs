@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::facts::CertificateFacts;
 use crate::names::names_match;
 use crate::thumbprint::Thumbprint;
+pub use crate::trust::TrustBundle;
+use crate::trust::{ChainError, Issuance};
 
 /// One accepted common name. No issuer thumbprints means "unpinned": the
-/// certificate must chain to a CA in the declaration's trust bundle.
+/// certificate must chain to an anchor of the declaration's trust bundle.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommonNameRule {
@@ -35,6 +37,11 @@ impl CommonNameRule {
 
     pub fn is_pinned(&self) -> bool {
         !self.issuer_thumbprints.is_empty()
+    }
+
+    /// What the rule asks of a matching certificate's issuers.
+    pub fn issuance(&self) -> Issuance<'_> {
+        issuance(&self.issuer_thumbprints)
     }
 
     /// Whether this entry's declared name matches the certificate's subject CN or
@@ -87,44 +94,65 @@ impl Accepted {
     /// Validation (DESIGN §3): time-valid, and declared by thumbprint, or by a
     /// common name whose issuer rule holds.
     pub fn check(&self, cert: &CertificateFacts, trust: &TrustBundle, now: Timestamp) -> Result<(), Rejection> {
+        self.check_with(cert, trust, &[], now)
+    }
+
+    /// [`Self::check`], with CA certificates the peer sent (`extra`).
+    pub fn check_with(
+        &self,
+        cert: &CertificateFacts,
+        trust: &TrustBundle,
+        extra: &[CertificateFacts],
+        now: Timestamp,
+    ) -> Result<(), Rejection> {
         if now < cert.not_before {
             return Err(Rejection::NotYetValid);
         }
         if now > cert.not_after {
             return Err(Rejection::Expired);
         }
-        self.check_declared(cert, trust)
+        self.check_declared(cert, trust, extra, Some(now))
     }
 
     /// Validation without the clock: whether the rules themselves admit the
     /// certificate. The staging invariant is about rule changes, so it uses this.
     pub fn admits(&self, cert: &CertificateFacts, trust: &TrustBundle) -> bool {
-        self.check_declared(cert, trust).is_ok()
+        self.check_rules(cert, trust, &[]).is_ok()
     }
 
-    fn check_declared(&self, cert: &CertificateFacts, trust: &TrustBundle) -> Result<(), Rejection> {
-        if self.thumbprints.iter().any(|tp| cert.has_thumbprint(tp)) {
-            return Ok(());
-        }
+    /// [`Self::admits`] with the reason, and with CA certificates the peer sent.
+    pub fn check_rules(
+        &self,
+        cert: &CertificateFacts,
+        trust: &TrustBundle,
+        extra: &[CertificateFacts],
+    ) -> Result<(), Rejection> {
+        self.check_declared(cert, trust, extra, None)
+    }
+
+    fn check_declared(
+        &self,
+        cert: &CertificateFacts,
+        trust: &TrustBundle,
+        extra: &[CertificateFacts],
+        now: Option<Timestamp>,
+    ) -> Result<(), Rejection> {
         let mut rejection = Rejection::NotDeclared;
+        let mut consider = |found: Rejection| {
+            if found.rank() < rejection.rank() {
+                rejection = found;
+            }
+        };
+        if self.thumbprints.iter().any(|tp| cert.has_thumbprint(tp)) {
+            match trust.judge_with(cert, extra, Issuance::Built, now) {
+                Ok(()) => return Ok(()),
+                Err(err) => consider(Rejection::of_chain(err, None)),
+            }
+        }
         for rule in self.common_names.iter().filter(|rule| rule.matches_name(cert)) {
-            let issuer = cert.issuer_thumbprint.as_ref();
-            if rule.is_pinned() {
-                if issuer.is_some_and(|issuer| rule.issuer_thumbprints.contains(issuer)) {
-                    return Ok(());
-                }
-                rejection = Rejection::IssuerNotPinned {
-                    name: rule.name.clone(),
-                };
-            } else {
-                if issuer.is_some_and(|issuer| trust.contains(issuer)) {
-                    return Ok(());
-                }
-                if rejection == Rejection::NotDeclared {
-                    rejection = Rejection::IssuerNotTrusted {
-                        name: rule.name.clone(),
-                    };
-                }
+            match trust.judge_with(cert, extra, rule.issuance(), now) {
+                Ok(()) => return Ok(()),
+                Err(err) => consider(Rejection::of_chain(err, Some(&rule.name))),
             }
         }
         Err(rejection)
@@ -132,6 +160,15 @@ impl Accepted {
 
     pub fn accepts(&self, cert: &CertificateFacts, trust: &TrustBundle, now: Timestamp) -> bool {
         self.check(cert, trust, now).is_ok()
+    }
+}
+
+/// What a common name's pins ask of a certificate's issuers.
+pub fn issuance(pins: &[Thumbprint]) -> Issuance<'_> {
+    if pins.is_empty() {
+        Issuance::Anchored
+    } else {
+        Issuance::Pinned(pins)
     }
 }
 
@@ -143,24 +180,69 @@ pub enum Rejection {
     /// Neither its thumbprint nor any of its names is declared
     /// (Service Fabric's `CertificateNotMatched`).
     NotDeclared,
-    /// Its name is declared with pinned issuers, and its issuer is not one of them.
+    /// Its name is declared with pinned issuers, and its direct issuer is not one of them.
     IssuerNotPinned {
         name: String,
+        issuer: Option<Thumbprint>,
     },
-    /// Its name is declared unpinned, and it does not chain to the trust bundle.
-    IssuerNotTrusted {
+    /// The issuer of `certificate` (itself or a CA on its path) is not
+    /// known, so the path cannot be built.
+    ChainIncomplete {
+        certificate: Thumbprint,
+        issuer: String,
+    },
+    /// Its name is declared unpinned, and its path ends in `root`, which is
+    /// not an anchor of the trust bundle.
+    UntrustedRoot {
         name: String,
+        root: Thumbprint,
+    },
+    /// `certificate` (itself or a CA on its path) is revoked.
+    Revoked {
+        certificate: Thumbprint,
+    },
+    /// `authority`, a CA on its path, is expired or not yet valid.
+    ChainNotTimeValid {
+        authority: Thumbprint,
     },
 }
 
 impl Rejection {
+    fn of_chain(err: ChainError, name: Option<&str>) -> Self {
+        let name = name.unwrap_or_default().to_owned();
+        match err {
+            ChainError::Incomplete { certificate, issuer } => Rejection::ChainIncomplete { certificate, issuer },
+            ChainError::UntrustedRoot { root } => Rejection::UntrustedRoot { name, root },
+            ChainError::NotPinned { issuer } => Rejection::IssuerNotPinned { name, issuer },
+            ChainError::Revoked { certificate } => Rejection::Revoked { certificate },
+            ChainError::AuthorityNotTimeValid { authority } => Rejection::ChainNotTimeValid { authority },
+        }
+    }
+
+    /// Which of several rules' rejections to report: the gravest, then the
+    /// one naming the most specific rule.
+    fn rank(&self) -> u8 {
+        match self {
+            Rejection::Revoked { .. } => 0,
+            Rejection::NotYetValid | Rejection::Expired => 1,
+            Rejection::ChainNotTimeValid { .. } => 2,
+            Rejection::IssuerNotPinned { .. } => 3,
+            Rejection::UntrustedRoot { .. } => 4,
+            Rejection::ChainIncomplete { .. } => 5,
+            Rejection::NotDeclared => 6,
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::NotYetValid => "CertificateNotYetValid",
             Rejection::Expired => "CertificateExpired",
             Rejection::NotDeclared => "CertificateNotMatched",
             Rejection::IssuerNotPinned { .. } => "IssuerNotPinned",
-            Rejection::IssuerNotTrusted { .. } => "IssuerNotTrusted",
+            Rejection::ChainIncomplete { .. } => "ChainIncomplete",
+            Rejection::UntrustedRoot { .. } => "UntrustedRoot",
+            Rejection::Revoked { .. } => "CertificateRevoked",
+            Rejection::ChainNotTimeValid { .. } => "ChainNotTimeValid",
         }
     }
 
@@ -170,35 +252,36 @@ impl Rejection {
             Rejection::NotYetValid => format!("certificate {tp} is not valid before {}", cert.not_before),
             Rejection::Expired => format!("certificate {tp} expired at {}", cert.not_after),
             Rejection::NotDeclared => format!("certificate {tp} matches no declared thumbprint or common name"),
-            Rejection::IssuerNotPinned { name } => format!(
-                "certificate {tp} for {name:?} is issued by {}, which is not a pinned issuer",
-                cert.issuer_thumbprint
-                    .as_ref()
-                    .map_or("an unknown issuer", Thumbprint::as_str)
+            Rejection::IssuerNotPinned {
+                name,
+                issuer: Some(issuer),
+            } => format!("certificate {tp} for {name:?} is issued by {issuer}, which is not a pinned issuer"),
+            Rejection::IssuerNotPinned { name, issuer: None } => format!(
+                "certificate {tp} for {name:?} is issued by {:?}, which is not a pinned issuer",
+                cert.issuer
             ),
-            Rejection::IssuerNotTrusted { name } => {
-                format!("certificate {tp} for {name:?} does not chain to a CA in the trust bundle")
+            Rejection::ChainIncomplete { certificate, issuer } if certificate == tp => format!(
+                "certificate {tp}: its issuer {issuer:?} is in neither its chain, the store's CAs nor the trust bundle"
+            ),
+            Rejection::ChainIncomplete { certificate, issuer } => format!(
+                "certificate {tp}: the issuer {issuer:?} of CA {certificate} on its path is in neither its chain, the store's CAs nor the trust bundle"
+            ),
+            Rejection::UntrustedRoot { name, root } => format!(
+                "certificate {tp} for {name:?} chains to root {root}, which is not an anchor of the trust bundle (spec.trustBundle)"
+            ),
+            Rejection::Revoked { certificate } if certificate == tp => {
+                format!(
+                    "certificate {tp} (serial {}) is revoked by its issuer's CRL",
+                    cert.serial
+                )
+            }
+            Rejection::Revoked { certificate } => {
+                format!("certificate {tp}: CA {certificate} on its path is revoked by its issuer's CRL")
+            }
+            Rejection::ChainNotTimeValid { authority } => {
+                format!("certificate {tp}: CA {authority} on its path is expired or not yet valid")
             }
         }
-    }
-}
-
-/// The CA thumbprints "chains to a trusted CA" means for unpinned common names:
-/// the CAs seen in the store's chains and `ca.crt`, plus roots the declaration adds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrustBundle(BTreeSet<Thumbprint>);
-
-impl TrustBundle {
-    pub fn new(authorities: impl IntoIterator<Item = Thumbprint>) -> Self {
-        Self(authorities.into_iter().collect())
-    }
-
-    pub fn contains(&self, thumbprint: &Thumbprint) -> bool {
-        self.0.contains(thumbprint)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Thumbprint> {
-        self.0.iter()
     }
 }
 
@@ -335,10 +418,28 @@ mod tests {
     }
 
     #[test]
-    fn declared_thumbprint_is_accepted_whatever_the_issuer() {
-        let cert = facts("A").cn("x").issuer("unknown").build();
+    fn a_declared_thumbprint_needs_its_chain_to_build_not_a_trusted_root() {
+        // Service Fabric (notes/service-fabric.md, "Validation rules"): "By
+        // thumbprint: ... the chain must build and the certificate must be
+        // time-valid; other trust errors are ignored."
         let rules = Accepted::new([tp("A")], []);
-        assert_eq!(rules.check(&cert, &trust(&[]), now()), Ok(()));
+        let untrusted_root = facts("R").cn("R").ca().self_signed().build();
+        let trust = TrustBundle::with_authorities([], [untrusted_root]);
+        let cert = facts("A").cn("x").issuer("R").build();
+        assert_eq!(rules.check(&cert, &trust, now()), Ok(()));
+        let orphan = facts("A").cn("x").unknown_issuer("CN=Gone").build();
+        assert_eq!(
+            rules.check(&orphan, &trust, now()),
+            Err(Rejection::ChainIncomplete {
+                certificate: tp("A"),
+                issuer: "CN=Gone".into()
+            })
+        );
+        let named_only = facts("A").cn("x").issuer("Unknown").build();
+        assert_eq!(
+            rules.check(&named_only, &trust, now()).unwrap_err().reason(),
+            "ChainIncomplete"
+        );
     }
 
     #[test]
@@ -362,25 +463,37 @@ mod tests {
         let rules = Accepted::new([], [CommonNameRule::new("cluster.example", [tp("CA1")])]);
         let good = facts("G").cn("cluster.example").issuer("CA1").build();
         let other = facts("H").cn("cluster.example").issuer("CA2").build();
-        let unknown = facts("U").cn("cluster.example").build();
+        let unknown = facts("U").cn("cluster.example").unknown_issuer("CN=Gone").build();
         assert!(rules.accepts(&good, &trust(&[]), now()));
-        let pinned = Err(Rejection::IssuerNotPinned {
-            name: "cluster.example".into(),
-        });
-        assert_eq!(rules.check(&other, &trust(&["CA2"]), now()), pinned);
-        assert_eq!(rules.check(&unknown, &trust(&[]), now()), pinned);
+        assert_eq!(
+            rules.check(&other, &trust(&["CA2"]), now()),
+            Err(Rejection::IssuerNotPinned {
+                name: "cluster.example".into(),
+                issuer: Some(tp("CA2"))
+            })
+        );
+        assert_eq!(
+            rules.check(&unknown, &trust(&[]), now()).unwrap_err().reason(),
+            "IssuerNotPinned"
+        );
     }
 
     #[test]
-    fn unpinned_common_name_needs_the_trust_bundle() {
+    fn unpinned_common_name_needs_a_path_to_an_anchor() {
         let rules = Accepted::new([], [CommonNameRule::new("cluster.example", [])]);
         let cert = facts("G").cn("cluster.example").issuer("CA1").build();
         assert!(rules.accepts(&cert, &trust(&["CA1"]), now()));
+        let known_root = facts("CA1").cn("CA1").ca().self_signed().build();
         assert_eq!(
-            rules.check(&cert, &trust(&["CA2"]), now()),
-            Err(Rejection::IssuerNotTrusted {
-                name: "cluster.example".into()
+            rules.check(&cert, &TrustBundle::with_authorities([], [known_root]), now()),
+            Err(Rejection::UntrustedRoot {
+                name: "cluster.example".into(),
+                root: tp("CA1")
             })
+        );
+        assert_eq!(
+            rules.check(&cert, &trust(&["CA2"]), now()).unwrap_err().reason(),
+            "ChainIncomplete"
         );
     }
 

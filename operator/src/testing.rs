@@ -150,6 +150,7 @@ fn offset(rfc3339: &str) -> time::OffsetDateTime {
 
 /// Synthetic facts for the pure core: `facts("A").cn("x").issuer("CA1")`.
 /// The thumbprint is the label repeated to 40 hex digits, so tests read well.
+/// Without `issuer`, the certificate is self-signed: its chain builds.
 pub fn tp(label: &str) -> Thumbprint {
     let hex: String = label
         .bytes()
@@ -174,7 +175,7 @@ pub fn facts(label: &str) -> FactsBuilder {
         ip_addresses: Vec::new(),
         uris: Vec::new(),
         issuer: String::new(),
-        issuer_thumbprint: None,
+        issuer_thumbprint: Some(tp(label)),
         serial: "01".into(),
         not_before: ts("2026-01-01T00:00:00Z"),
         not_after: ts("2027-01-01T00:00:00Z"),
@@ -183,7 +184,7 @@ pub fn facts(label: &str) -> FactsBuilder {
         signature_algorithm: "ecdsaWithSHA256".into(),
         extended_key_usages: vec!["serverAuth".into(), "clientAuth".into()],
         is_ca: false,
-        self_signed: false,
+        self_signed: true,
         private_key: PrivateKeyState::Matches,
     })
 }
@@ -201,14 +202,34 @@ impl FactsBuilder {
     }
 
     pub fn issuer(mut self, label: &str) -> Self {
+        self.0.self_signed = false;
         self.0.issuer_thumbprint = Some(tp(label));
         self.0.issuer = format!("CN={label}");
+        self
+    }
+
+    /// A CA certificate (basicConstraints CA:TRUE).
+    pub fn ca(mut self) -> Self {
+        self.0.is_ca = true;
+        self
+    }
+
+    pub fn serial(mut self, serial: &str) -> Self {
+        self.0.serial = serial.into();
         self
     }
 
     pub fn self_signed(mut self) -> Self {
         self.0.self_signed = true;
         self.0.issuer_thumbprint = Some(self.0.thumbprint.clone());
+        self
+    }
+
+    /// An issuer that is nowhere to be found (not even its thumbprint).
+    pub fn unknown_issuer(mut self, name: &str) -> Self {
+        self.0.self_signed = false;
+        self.0.issuer_thumbprint = None;
+        self.0.issuer = name.into();
         self
     }
 

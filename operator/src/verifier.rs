@@ -1,17 +1,17 @@
 //! The Service Fabric rules of one revision as rustls verifiers: what a
 //! member accepts from a peer member (thumbprint, or common name with pinned
-//! issuers or a chain to the trust bundle, time-valid), and which clients it
-//! admits (members, and the revision's client allow-lists). Built from what
-//! the validation ConfigMap carries (`rules.json`, `ca-bundle.crt`); the
+//! issuers or a chain to an anchor, time-valid, not revoked), and which
+//! clients it admits (members, and the revision's client allow-lists). Built
+//! from what the validation ConfigMap carries (`rules.json`, `ca-bundle.crt`,
+//! `intermediates.crt`); the
 //! `certshift agent`, the operator's probes and Rust applications use this
 //! one implementation.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), String> {
 //! use std::sync::Arc;
-//! let rules = std::fs::read("/etc/certshift/validation/rules.json").map_err(|e| e.to_string())?;
-//! let bundle = std::fs::read("/etc/certshift/validation/ca-bundle.crt").map_err(|e| e.to_string())?;
-//! let verifier = Arc::new(certshift::verifier::Verifier::from_outputs(&rules, &bundle)?);
+//! let dir = std::path::Path::new("/etc/certshift/validation");
+//! let verifier = Arc::new(certshift::verifier::Verifier::from_outputs(|key| std::fs::read(dir.join(key)).ok())?);
 //! let chain = std::fs::read("/etc/certshift/presentation/tls.crt").map_err(|e| e.to_string())?;
 //! let key = std::fs::read("/etc/certshift/presentation/tls.key").map_err(|e| e.to_string())?;
 //! let identity = certshift::verifier::Identity::from_pem(&chain, &key)?;
@@ -32,11 +32,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
-use crate::facts::{CertificateFacts, peer_facts};
+use crate::facts::{CertificateFacts, der_facts, parse_bundle};
 use crate::names::names_match;
 use crate::outputs::RulesJson;
-use crate::rules::{Accepted, Clients, Rejection, TrustBundle};
+use crate::rules::{Accepted, Clients, Rejection, issuance};
 use crate::thumbprint::Thumbprint;
+use crate::trust::{TrustBundle, TrustPool};
 
 /// Why a peer was refused, as the TLS error carries it (downcast
 /// `rustls::CertificateError::Other` to read it back).
@@ -118,28 +119,47 @@ pub struct Verifier {
     accepted: Accepted,
     clients: Clients,
     trust: TrustBundle,
-    /// The bundle's certificates, to find a peer's direct issuer.
-    issuers: Vec<(Thumbprint, Vec<u8>)>,
+    /// The same certificates with their DER, to link a peer's chain to them.
+    pool: TrustPool,
     provider: Arc<CryptoProvider>,
 }
 
+/// The validation ConfigMap's keys the verifier reads, beside `rules.json`:
+/// the anchors and pinned issuers, and the other CA certificates of the
+/// store's paths (never anchors).
+pub const TRUST_FILES: [&str; 2] = ["ca-bundle.crt", "intermediates.crt"];
+
 impl Verifier {
-    /// From `rules.json` and `ca-bundle.crt` as the validation ConfigMap
-    /// carries them (an empty bundle is allowed: thumbprints and pinned
-    /// issuers need none).
-    pub fn from_outputs(rules_json: &[u8], ca_bundle: &[u8]) -> Result<Self, String> {
-        let rules: RulesJson = serde_json::from_slice(rules_json).map_err(|err| format!("rules.json: {err}"))?;
-        let mut issuers = Vec::new();
-        for (index, der) in CertificateDer::pem_slice_iter(ca_bundle).enumerate() {
-            let der = der.map_err(|err| format!("ca-bundle.crt: certificate {index}: {err}"))?;
-            use sha1::Digest as _;
-            issuers.push((Thumbprint::from_digest(&sha1::Sha1::digest(der.as_ref())), der.to_vec()));
+    /// From the validation ConfigMap's files, read through `file` by key:
+    /// `rules.json`, and the certificates of [`TRUST_FILES`] (either may be
+    /// missing or empty: thumbprints and pinned issuers need no anchor).
+    /// The anchors are those `rules.json` names; a `rules.json` that names
+    /// none (written before anchors were published) trusts all of `ca-bundle.crt`.
+    pub fn from_outputs(file: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Self, String> {
+        let rules_json = file("rules.json").ok_or("rules.json: missing")?;
+        let rules: RulesJson = serde_json::from_slice(&rules_json).map_err(|err| format!("rules.json: {err}"))?;
+        let mut pool = TrustPool::default();
+        for key in TRUST_FILES {
+            let Some(bytes) = file(key).filter(|b| !b.iter().all(u8::is_ascii_whitespace)) else {
+                continue;
+            };
+            for (facts, der) in parse_bundle(key, &bytes).map_err(|err| err.to_string())? {
+                let anchor = match &rules.anchors {
+                    Some(anchors) => anchors.contains(&facts.thumbprint),
+                    None => key == TRUST_FILES[0],
+                };
+                if anchor {
+                    pool.add_anchor(facts, der);
+                } else {
+                    pool.add_authority(facts, der);
+                }
+            }
         }
-        Ok(Self::new(rules, issuers))
+        Ok(Self::new(rules, pool))
     }
 
-    /// From the rules and the bundle's certificates (DER, by thumbprint).
-    pub fn new(rules: RulesJson, issuers: Vec<(Thumbprint, Vec<u8>)>) -> Self {
+    /// From the rules and the certificates the revision publishes.
+    pub fn new(rules: RulesJson, pool: TrustPool) -> Self {
         Self {
             revision: rules.revision,
             presented: rules.presented,
@@ -152,8 +172,8 @@ impl Verifier {
                     .map(|r| crate::rules::CommonNameRule::new(r.name, r.issuer_thumbprints)),
             ),
             clients: rules.clients,
-            trust: TrustBundle::new(issuers.iter().map(|(t, _)| t.clone())),
-            issuers,
+            trust: pool.build(),
+            pool,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         }
     }
@@ -167,12 +187,31 @@ impl Verifier {
         self.presented.as_ref()
     }
 
-    fn facts(&self, end_entity: &[u8], intermediates: &[CertificateDer<'_>]) -> Result<CertificateFacts, Refusal> {
-        let sent: Vec<&[u8]> = intermediates.iter().map(|c| c.as_ref()).collect();
-        peer_facts(end_entity, &sent, &self.issuers).map_err(|err| Refusal {
+    /// The peer's certificate, its issuer linked among what it sent and the
+    /// revision's certificates, and the CA certificates it sent (linked too).
+    fn facts(
+        &self,
+        end_entity: &[u8],
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(CertificateFacts, Vec<CertificateFacts>), Refusal> {
+        let refusal = |err: crate::facts::FactsError| Refusal {
             reason: err.reason(),
             message: err.to_string(),
-        })
+        };
+        let mut sent = Vec::with_capacity(intermediates.len());
+        for (index, der) in intermediates.iter().enumerate() {
+            let facts = der_facts(&format!("peer chain certificate {}", index + 1), der).map_err(refusal)?;
+            sent.push((facts, der.to_vec()));
+        }
+        let mut leaf = der_facts("peer certificate", end_entity).map_err(refusal)?;
+        self.pool.link_with(&mut leaf, end_entity, &sent);
+        let mut linked = Vec::with_capacity(sent.len());
+        for (facts, der) in &sent {
+            let mut facts = facts.clone();
+            self.pool.link_with(&mut facts, der, &sent);
+            linked.push(facts);
+        }
+        Ok((leaf, linked))
     }
 
     /// Service Fabric validation of a peer member's certificate.
@@ -182,9 +221,23 @@ impl Verifier {
         intermediates: &[CertificateDer<'_>],
         now: Timestamp,
     ) -> Result<CertificateFacts, Refusal> {
-        let facts = self.facts(end_entity, intermediates)?;
+        let (facts, sent) = self.facts(end_entity, intermediates)?;
         self.accepted
-            .check(&facts, &self.trust, now)
+            .check_with(&facts, &self.trust, &sent, now)
+            .map_err(|rejection| Refusal::of(&rejection, &facts))?;
+        Ok(facts)
+    }
+
+    /// Whether the revision's rules admit a member's certificate, the clock
+    /// aside (the staging invariant's question: it is about rule changes).
+    pub fn admits_member(
+        &self,
+        end_entity: &[u8],
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<CertificateFacts, Refusal> {
+        let (facts, sent) = self.facts(end_entity, intermediates)?;
+        self.accepted
+            .check_rules(&facts, &self.trust, &sent)
             .map_err(|rejection| Refusal::of(&rejection, &facts))?;
         Ok(facts)
     }
@@ -198,17 +251,18 @@ impl Verifier {
         intermediates: &[CertificateDer<'_>],
         now: Timestamp,
     ) -> Result<Admitted, Refusal> {
-        let facts = self.facts(end_entity, intermediates)?;
-        let rejection = match self.accepted.check(&facts, &self.trust, now) {
+        let (facts, sent) = self.facts(end_entity, intermediates)?;
+        let rejection = match self.accepted.check_with(&facts, &self.trust, &sent, now) {
             Ok(()) => return Ok(Admitted::Member),
             Err(rejection) => rejection,
         };
         if facts.is_time_valid(now) {
+            let judge = |pins| self.trust.judge_with(&facts, &sent, pins, Some(now)).is_ok();
             let by_thumbprint = self
                 .clients
                 .thumbprints
                 .iter()
-                .find(|c| facts.has_thumbprint(&c.thumbprint))
+                .find(|c| facts.has_thumbprint(&c.thumbprint) && judge(crate::trust::Issuance::Built))
                 .map(|c| c.is_admin);
             let by_name = self.clients.common_names.iter().find_map(|c| {
                 let named = facts
@@ -216,13 +270,7 @@ impl Verifier {
                     .iter()
                     .chain(&facts.dns_names)
                     .any(|n| names_match(&c.name, n));
-                let issuer = facts.issuer_thumbprint.as_ref();
-                let issued = if c.issuer_thumbprints.is_empty() {
-                    issuer.is_some_and(|i| self.trust.contains(i))
-                } else {
-                    issuer.is_some_and(|i| c.issuer_thumbprints.contains(i))
-                };
-                (named && issued).then_some(c.is_admin)
+                (named && judge(issuance(&c.issuer_thumbprints))).then_some(c.is_admin)
             });
             if let Some(is_admin) = by_thumbprint.or(by_name) {
                 return Ok(Admitted::Client { is_admin });

@@ -47,6 +47,7 @@ fn validation(revision: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Ve
         presented: Some(presented.thumbprint.clone()),
         accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca.thumbprint.clone()])]),
         clients: Clients::default(),
+        anchors: None,
     };
     BTreeMap::from([
         ("rules.json".to_owned(), serde_json::to_vec_pretty(&rules).unwrap()),
@@ -113,7 +114,7 @@ where
 /// A client presenting `cert`, accepting servers by the rules pinned to `ca`.
 fn client(cert: &Cert, ca: &Cert) -> tokio_rustls::TlsConnector {
     let files = validation(1, cert, ca);
-    let verifier = Arc::new(Verifier::from_outputs(&files["rules.json"], &files["ca-bundle.crt"]).unwrap());
+    let verifier = Arc::new(Verifier::from_outputs(|key| files.get(key).cloned()).unwrap());
     let identity = Identity::from_pem(cert.pem.as_bytes(), cert.key.as_bytes()).unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(verifier.client_config(&identity).unwrap()))
 }

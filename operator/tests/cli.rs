@@ -366,17 +366,18 @@ fn a_trust_bundle_of_the_system_roots_and_the_cluster_ca_is_planned() {
     );
     let declaration = std::fs::read_to_string(example("declaration-common-name.yaml"))
         .unwrap()
-        .replace(
-            "  store:\n",
-            "  trustBundle:\n    configMapRef: {name: roots}\n  store:\n",
-        );
-    assert!(declaration.contains("trustBundle"));
+        .replace("      name: cluster-trust\n", "      name: roots\n");
+    assert!(declaration.contains("name: roots"));
     let declaration = temp_file("with-roots.yaml", &declaration);
     let (code, json, stderr) = plan(&[example("store.yaml"), declaration, config_map], &[]);
     assert_eq!(code, 0, "{stderr}\n{json}");
     assert_eq!(json["blocked"], Value::Null);
+    let stages: Vec<&str> = json["revisions"].as_array().unwrap()[1..]
+        .iter()
+        .map(|r| r["stage"].as_str().unwrap())
+        .collect();
     assert!(
-        json["revisions"].as_array().unwrap().len() > 1,
-        "the conversion's revisions: {json}"
+        stages.contains(&"SwitchToCommonName") && stages.contains(&"PinIssuers"),
+        "the conversion, unpinned through the bundle's CA: {json}"
     );
 }

@@ -111,9 +111,15 @@ async fn rust_server(pki: &Pki, version: &'static rustls::SupportedProtocolVersi
             )],
         ),
         clients: Clients::default(),
+        anchors: None,
     };
     let verifier = Arc::new(
-        Verifier::from_outputs(&serde_json::to_vec(&rules).unwrap(), pki.ca.pem.as_bytes()).expect("verifier"),
+        Verifier::from_outputs(|key| match key {
+            "rules.json" => serde_json::to_vec(&rules).ok(),
+            "ca-bundle.crt" => Some(pki.ca.pem.clone().into_bytes()),
+            _ => None,
+        })
+        .expect("verifier"),
     );
     let identity = Identity::from_pem(pki.server.pem.as_bytes(), pki.server.key.as_bytes()).expect("identity");
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use certshift::facts::{CertificateBundle, CertificateFacts, TlsMaterial};
+use certshift::facts::{CertificateBundle, TlsMaterial};
 use certshift::outputs::{DECLARATION_LABEL, read_published};
 use certshift::planner::Revision;
-use certshift::rules::TrustBundle;
 use certshift::thumbprint::Thumbprint;
+use certshift::verifier::Verifier;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -21,14 +21,16 @@ pub struct Observation {
     pub at: Instant,
     pub declaration: String,
     pub revision: Revision,
+    /// The revision's validation files, as members load them.
+    pub files: Arc<BTreeMap<String, String>>,
 }
 
 #[derive(Default)]
 struct Record {
     observations: Vec<Observation>,
     violations: Vec<String>,
-    facts: BTreeMap<Thumbprint, CertificateFacts>,
-    authorities: Vec<Thumbprint>,
+    /// The chains (leaf first, DER) of every certificate that may be presented.
+    chains: BTreeMap<Thumbprint, Vec<Vec<u8>>>,
 }
 
 #[derive(Clone)]
@@ -55,7 +57,14 @@ impl Judge {
                 // namespace's Secrets (sources and stores) before judging.
                 let unknown = annotations
                     .get(certshift::outputs::THUMBPRINT_ANNOTATION)
-                    .is_some_and(|t| !shared.lock().expect("judge lock").facts.keys().any(|k| k.as_str() == t));
+                    .is_some_and(|t| {
+                        !shared
+                            .lock()
+                            .expect("judge lock")
+                            .chains
+                            .keys()
+                            .any(|k| k.as_str() == t)
+                    });
                 if unknown && let Ok(list) = secrets.list(&Default::default()).await {
                     let mut record = shared.lock().expect("judge lock");
                     for secret in list.items {
@@ -68,6 +77,7 @@ impl Judge {
                         at: Instant::now(),
                         declaration,
                         revision,
+                        files: Arc::new(data),
                     }),
                     Err(err) => record
                         .violations
@@ -90,10 +100,7 @@ impl Judge {
         })
         .expect("judge: certificate material");
         let mut record = self.record.lock().expect("judge lock");
-        record
-            .authorities
-            .extend(bundle.authorities().map(|a| a.thumbprint.clone()));
-        record.facts.insert(bundle.leaf.thumbprint.clone(), bundle.leaf);
+        record.chains.insert(bundle.leaf.thumbprint, bundle.chain_der);
     }
 
     pub fn observations(&self) -> Vec<Observation> {
@@ -133,9 +140,7 @@ impl Record {
                 ca_crt: ca.map(Vec::as_slice),
             };
             if let Ok(bundle) = CertificateBundle::from_tls(&material) {
-                self.authorities
-                    .extend(bundle.authorities().map(|a| a.thumbprint.clone()));
-                self.facts.insert(bundle.leaf.thumbprint.clone(), bundle.leaf);
+                self.chains.insert(bundle.leaf.thumbprint, bundle.chain_der);
             }
         }
     }
@@ -175,21 +180,24 @@ impl Record {
                     observation.declaration, after.revision
                 ));
             }
-            let trust = TrustBundle::new(self.authorities.iter().cloned());
-            for (cert, rules, rules_revision) in [
-                (&before.presented, &after.accepted, after.revision),
-                (&after.presented, &before.accepted, before.revision),
-            ] {
-                match self.facts.get(cert) {
-                    Some(facts) if rules.admits(facts, &trust) => {}
-                    Some(_) => self.violations.push(format!(
-                        "{}: revision {rules_revision} rejects {cert}, presented in the adjacent revision",
-                        observation.declaration
-                    )),
-                    None => self.violations.push(format!(
-                        "{}: presented certificate {cert} is unknown to the judge",
-                        observation.declaration
-                    )),
+            // As members judge: each revision's verifier, from its own files.
+            let verifier =
+                |o: &Observation| Verifier::from_outputs(|key| o.files.get(key).map(|v| v.clone().into_bytes()));
+            for (cert, judged) in [(&before.presented, &observation), (&after.presented, last)] {
+                let rules_revision = judged.revision.revision;
+                let verdict = match (self.chains.get(cert), verifier(judged)) {
+                    (_, Err(err)) => Err(format!("revision {rules_revision}'s files do not load: {err}")),
+                    (None, _) => Err(format!("presented certificate {cert} is unknown to the judge")),
+                    (Some(chain), Ok(verifier)) => {
+                        let sent: Vec<_> = chain[1..].iter().map(|der| der.as_slice().into()).collect();
+                        verifier.admits_member(&chain[0], &sent).map(|_| ()).map_err(|refusal| {
+                            format!("revision {rules_revision} rejects {cert}, presented in the adjacent revision ({refusal})")
+                        })
+                    }
+                };
+                if let Err(violation) = verdict {
+                    self.violations
+                        .push(format!("{}: {violation}", observation.declaration));
                 }
             }
         }

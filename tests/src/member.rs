@@ -155,9 +155,7 @@ async fn load(
     if secret.metadata.annotations.as_ref()?.get(THUMBPRINT_ANNOTATION) != Some(&revision.presented.to_string()) {
         return None; // the presentation write has not landed yet
     }
-    let rules_json = data.get("rules.json")?;
-    let ca_bundle = data.get("ca-bundle.crt").cloned().unwrap_or_default();
-    let verifier = Arc::new(Verifier::from_outputs(rules_json.as_bytes(), ca_bundle.as_bytes()).ok()?);
+    let verifier = Arc::new(Verifier::from_outputs(|key| data.get(key).map(|v| v.clone().into_bytes())).ok()?);
     let secret_data = secret.data?;
     let identity = Identity::from_pem(&secret_data.get("tls.crt")?.0, &secret_data.get("tls.key")?.0).ok()?;
     let rules = Arc::new(Rules {

@@ -112,8 +112,7 @@ pub fn judge(snapshot: &Snapshot, loaded: Option<u64>, now: Timestamp) -> Outcom
             .unwrap_or_else(|| "tls.key does not match tls.crt".to_owned());
         return invalid("PrivateKeyMismatch", why);
     }
-    let ca_bundle = file(&snapshot.validation, "ca-bundle.crt").unwrap_or_default();
-    let verifier = match Verifier::from_outputs(&rules_json, &ca_bundle) {
+    let verifier = match Verifier::from_outputs(|key| file(&snapshot.validation, key)) {
         Ok(verifier) => Arc::new(verifier),
         Err(err) => return invalid("InvalidTrustBundle", err),
     };
@@ -186,6 +185,7 @@ mod tests {
             presented: Some(thumbprint(presented)),
             accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [thumbprint(&pki.ca)])]),
             clients: Clients::default(),
+            anchors: None,
         };
         Snapshot {
             presentation: BTreeMap::from([

@@ -11,8 +11,8 @@ use crate::crd::ClusterCertificateDeclaration;
 use crate::facts::{CertificateBundle, CertificateFacts};
 use crate::facts::{secret_data, tls_material};
 use crate::planner::{self, BlockReason, Blocked, Plan, Revision, Store};
-use crate::rules::TrustBundle;
 use crate::thumbprint::Thumbprint;
+use crate::trust::TrustPool;
 
 /// Exit codes of `certshift plan`.
 pub const EXIT_PLANNED: i32 = 0;
@@ -101,7 +101,13 @@ fn gather_store(
             .find(|(_, s)| s.metadata.name.as_deref() == Some(name) && in_namespace(&s.metadata.namespace))
     };
     let mut instances: BTreeMap<Thumbprint, CertificateFacts> = BTreeMap::new();
-    let mut authorities: Vec<Thumbprint> = Vec::new();
+    let mut leaf_der: BTreeMap<Thumbprint, Vec<u8>> = BTreeMap::new();
+    let mut pool = TrustPool::default();
+    let include_store_cas = declaration
+        .spec
+        .trust_bundle
+        .as_ref()
+        .is_some_and(|t| t.include_store_cas);
     for (index, store_name) in declaration.spec.store.observed_certificates.iter().enumerate() {
         let observed = manifests.observed.iter().find(|(_, o)| {
             o.metadata.name.as_deref() == Some(store_name.as_str()) && in_namespace(&o.metadata.namespace)
@@ -123,27 +129,36 @@ fn gather_store(
             )));
         }
         for facts in recorded.into_iter().flatten() {
-            if facts.is_ca {
-                authorities.push(facts.thumbprint.clone());
-            }
             instances.entry(facts.thumbprint.clone()).or_insert(facts);
         }
         if let Some((origin, secret)) = source {
             let data = secret_data(secret);
             let bundle = CertificateBundle::from_tls(&tls_material(&data)).map_err(|err| format!("{origin}: {err}"))?;
-            authorities.extend(bundle.authorities().map(|ca| ca.thumbprint.clone()));
+            for ((_, der), facts) in bundle.authorities_der.iter().zip(bundle.authorities()) {
+                if include_store_cas && bundle.ca.contains(facts) {
+                    pool.add_anchor(facts.clone(), der.clone());
+                } else {
+                    pool.add_authority(facts.clone(), der.clone());
+                }
+            }
+            leaf_der.insert(bundle.leaf.thumbprint.clone(), bundle.chain_der[0].clone());
             instances.insert(bundle.leaf.thumbprint.clone(), bundle.leaf);
         }
     }
     if let Some(source) = &declaration.spec.trust_bundle {
         match trust_bundle_roots(manifests, source, namespace) {
-            Ok(roots) => authorities.extend(roots),
+            Ok(roots) => roots.into_iter().for_each(|(facts, der)| pool.add_anchor(facts, der)),
             Err(err) => return Ok(Err(err)),
+        }
+    }
+    for (thumbprint, facts) in &mut instances {
+        if let Some(der) = leaf_der.get(thumbprint) {
+            pool.link(facts, der);
         }
     }
     Ok(Ok(Store {
         instances: instances.into_values().collect(),
-        trust: TrustBundle::new(authorities),
+        trust: pool.build(),
     }))
 }
 
@@ -152,7 +167,7 @@ fn trust_bundle_roots(
     manifests: &Manifests,
     source: &crate::crd::TrustBundleSource,
     namespace: &str,
-) -> Result<Vec<Thumbprint>, Blocked> {
+) -> Result<Vec<(CertificateFacts, Vec<u8>)>, Blocked> {
     let not_found = |what: String| Blocked::new(BlockReason::InvalidTrustBundle, format!("spec.trustBundle: {what}"));
     let matches = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, name: &str| {
         meta.name.as_deref() == Some(name) && meta.namespace.as_deref().unwrap_or("default") == namespace
@@ -178,12 +193,15 @@ fn trust_bundle_roots(
             .find(|(_, s)| matches(&s.metadata, &r.name))
             .ok_or_else(|| not_found(format!("Secret {namespace}/{} is not in the input", r.name)))?;
         (origin, key.clone(), secret_data(secret).remove(&key))
+    } else if source.include_store_cas {
+        return Ok(Vec::new());
     } else {
-        return Err(not_found("set configMapRef or secretRef".to_owned()));
+        return Err(not_found(
+            "set configMapRef or secretRef (or includeStoreCAs)".to_owned(),
+        ));
     };
     let bytes = bytes.ok_or_else(|| not_found(format!("{origin} has no key {key:?}")))?;
-    let roots = crate::facts::parse_bundle(&key, &bytes).map_err(|err| not_found(format!("{origin}: {err}")))?;
-    Ok(roots.into_iter().map(|(root, _)| root.thumbprint).collect())
+    crate::facts::parse_bundle(&key, &bytes).map_err(|err| not_found(format!("{origin}: {err}")))
 }
 
 pub fn render_json(report: &PlanReport) -> String {

@@ -44,7 +44,9 @@ pub struct ClusterCertificateDeclarationSpec {
     /// Where the members' certificates come from (a node's certificate store).
     #[serde(default)]
     pub store: CertificateStore,
-    /// Extra roots for unpinned common names, added to the CAs seen in the store.
+    /// The trust anchors unpinned common names must chain to. CA
+    /// certificates in the store's chains only help build paths; they are
+    /// anchors only with `includeStoreCAs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_bundle: Option<TrustBundleSource>,
     /// Client certificates accepted by thumbprint.
@@ -148,7 +150,8 @@ pub struct CertificateStore {
     pub observed_certificates: Vec<String>,
 }
 
-/// Extra trust anchors, from a ConfigMap or a Secret (key defaults to `ca.crt`).
+/// Trust anchors: a PEM bundle from a ConfigMap or a Secret (key defaults
+/// to `ca.crt`, as trust-manager writes it), and, opted in, the store's `ca.crt`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrustBundleSource {
@@ -156,6 +159,11 @@ pub struct TrustBundleSource {
     pub config_map_ref: Option<KeySelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<KeySelector>,
+    /// Also trust, as anchors, the CA certificates in the `ca.crt` of the
+    /// store's Secrets. Off by default: whoever can write a store Secret
+    /// could then make any certificate trusted for an unpinned name.
+    #[serde(default, rename = "includeStoreCAs", skip_serializing_if = "std::ops::Not::not")]
+    pub include_store_cas: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

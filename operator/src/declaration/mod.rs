@@ -586,7 +586,7 @@ fn validation_output(
     revision: &Revision,
     store: &StoreContents,
 ) -> Result<ConfigMap, Blocked> {
-    let ca_bundle: String = store.authorities.values().map(String::as_str).collect();
+    let trust = outputs::revision_trust(revision, &store.store.trust, &store.store.instances, &store.authorities);
     let accepted_instances: Vec<Thumbprint> = store
         .store
         .instances
@@ -594,7 +594,7 @@ fn validation_output(
         .filter(|f| revision.accepted.admits(f, &store.store.trust))
         .map(|f| f.thumbprint.clone())
         .collect();
-    let mut data = outputs::validation_data(revision, &ca_bundle, &accepted_instances);
+    let mut data = outputs::validation_data(revision, &trust, &accepted_instances);
     if let Some(output) = declaration.spec.output.as_ref().filter(|o| !o.templates.is_empty()) {
         let presented = store.store.find(&revision.presented);
         let context = outputs::TemplateContext::new(revision, presented, &revision.clients, &accepted_instances);

@@ -13,8 +13,8 @@ use crate::facts::{CertificateFacts, PrivateKeyState, parse_bundle, secret_data}
 use crate::observed::{store_keys, stored_instance, unreadable_source};
 use crate::outputs::{PresentedMaterial, is_owned_by, store_name};
 use crate::planner::{BlockReason, Blocked, Store};
-use crate::rules::TrustBundle;
 use crate::thumbprint::Thumbprint;
+use crate::trust::TrustPool;
 
 /// One `spec.store.observedCertificates` entry as read.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,8 +40,10 @@ pub struct StoreInputs {
     pub trust_bundle: Option<TrustBundleInput>,
 }
 
-/// The store's instances with the material to present them, and the trust
-/// bundle's certificates as PEM (for `ca-bundle.crt`).
+/// The store's instances with the material to present them, and every CA
+/// certificate known (the trust bundle's, the store's chains' and `ca.crt`
+/// entries) as PEM: what each revision's `ca-bundle.crt` and
+/// `intermediates.crt` are cut from.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StoreContents {
     pub store: Store,
@@ -62,6 +64,10 @@ pub fn assemble(
     inputs: &StoreInputs,
 ) -> Result<StoreContents, Blocked> {
     let mut contents = StoreContents::default();
+    let mut pool = TrustPool::default();
+    let include_store_cas = spec.trust_bundle.as_ref().is_some_and(|t| t.include_store_cas);
+    // Leaves whose issuer is linked once every CA is known.
+    let mut leaves: Vec<(CertificateFacts, Vec<u8>)> = Vec::new();
     for (index, input) in inputs.observed.iter().enumerate() {
         let (name, field) = (&input.name, format!("spec.store.observedCertificates[{index}]"));
         let Some(ocert) = &input.object else {
@@ -96,8 +102,14 @@ pub fn assemble(
         for facts in status.instances {
             match stored_instance(&data, &facts.thumbprint) {
                 Some(Ok(bundle)) => {
-                    for (thumbprint, der) in &bundle.authorities_der {
-                        contents.authorities.insert(thumbprint.clone(), pem_of(der));
+                    let from_ca_crt: Vec<&Thumbprint> = bundle.ca.iter().map(|ca| &ca.thumbprint).collect();
+                    for ((thumbprint, der), facts) in bundle.authorities_der.iter().zip(bundle.authorities()) {
+                        debug_assert_eq!(thumbprint, &facts.thumbprint);
+                        if include_store_cas && from_ca_crt.contains(&thumbprint) {
+                            pool.add_anchor(facts.clone(), der.clone());
+                        } else {
+                            pool.add_authority(facts.clone(), der.clone());
+                        }
                     }
                     let text = |key: &String| data.get(key).map(|v| String::from_utf8_lossy(v).into_owned());
                     let [crt, key, ca] = store_keys(&facts.thumbprint);
@@ -111,7 +123,7 @@ pub fn assemble(
                         };
                         contents.materials.insert(facts.thumbprint.clone(), material);
                     }
-                    contents.store.instances.push(bundle.leaf);
+                    leaves.push((bundle.leaf, bundle.chain_der[0].clone()));
                 }
                 // Recorded but not stored (or unreadable): known, not presentable.
                 _ => contents.store.instances.push(CertificateFacts {
@@ -122,12 +134,18 @@ pub fn assemble(
         }
     }
     if let Some(source) = &spec.trust_bundle {
-        let roots = trust_bundle(namespace, source, inputs.trust_bundle.as_ref())?;
-        contents.authorities.extend(roots);
+        for (facts, der) in trust_bundle(namespace, source, inputs.trust_bundle.as_ref())? {
+            pool.add_anchor(facts, der);
+        }
+    }
+    for (mut leaf, der) in leaves {
+        pool.link(&mut leaf, &der);
+        contents.store.instances.push(leaf);
     }
     contents.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
     contents.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
-    contents.store.trust = TrustBundle::new(contents.authorities.keys().cloned());
+    contents.store.trust = pool.build();
+    contents.authorities = pool.der().map(|(tp, der)| (tp.clone(), pem_of(der))).collect();
     Ok(contents)
 }
 
@@ -139,14 +157,17 @@ pub fn trust_bundle_key(source: &TrustBundleSource) -> String {
         .unwrap_or_else(|| "ca.crt".to_owned())
 }
 
+/// The anchors of `spec.trustBundle`'s object, when it names one (with
+/// `includeStoreCAs` alone it may not).
 fn trust_bundle(
     namespace: &str,
     source: &TrustBundleSource,
     input: Option<&TrustBundleInput>,
-) -> Result<Vec<(Thumbprint, String)>, Blocked> {
+) -> Result<Vec<(CertificateFacts, Vec<u8>)>, Blocked> {
     let blocked = |what: String| Blocked::new(BlockReason::InvalidTrustBundle, format!("spec.trustBundle: {what}"));
     let key = trust_bundle_key(source);
     let (what, bytes) = match (input, &source.config_map_ref, &source.secret_ref) {
+        (_, None, None) if source.include_store_cas => return Ok(Vec::new()),
         (Some(TrustBundleInput::ConfigMap(map)), Some(r), _) => (
             format!("ConfigMap {namespace}/{}", r.name),
             map.as_ref()
@@ -156,7 +177,7 @@ fn trust_bundle(
             format!("Secret {namespace}/{}", r.name),
             secret.as_ref().map(|s| secret_data(s).remove(&key)),
         ),
-        _ => return Err(blocked("set configMapRef or secretRef".to_owned())),
+        _ => return Err(blocked("set configMapRef or secretRef (or includeStoreCAs)".to_owned())),
     };
     let bytes = match bytes {
         None => return Err(blocked(format!("{what} does not exist"))),
@@ -166,17 +187,13 @@ fn trust_bundle(
     trust_bundle_certificates(&bytes).map_err(|err| blocked(format!("{what} key {key:?}: {err}")))
 }
 
-/// The certificates of a trust bundle, each with its PEM block (bounded as
+/// The certificates of a trust bundle with their DER (bounded as
 /// [`crate::facts::parse_bundle`] says; the error names the reason).
-pub fn trust_bundle_certificates(bytes: &[u8]) -> Result<Vec<(Thumbprint, String)>, String> {
-    let certificates = parse_bundle("bundle", bytes).map_err(|err| {
+pub fn trust_bundle_certificates(bytes: &[u8]) -> Result<Vec<(CertificateFacts, Vec<u8>)>, String> {
+    parse_bundle("bundle", bytes).map_err(|err| {
         let message = err.to_string();
         format!("{} ({})", message.trim_start_matches("bundle: "), err.reason())
-    })?;
-    Ok(certificates
-        .into_iter()
-        .map(|(facts, der)| (facts.thumbprint, pem_of(&der)))
-        .collect())
+    })
 }
 
 #[cfg(test)]
@@ -277,8 +294,21 @@ mod tests {
             (pki.leaf.pem.as_str(), pki.ca.pem.as_str())
         );
         let ca = inspect("ca", &pki.ca.der).unwrap().remove(0);
-        assert!(contents.store.trust.contains(&ca.thumbprint), "the chain's CA");
+        assert!(
+            contents.store.trust.authority(&ca.thumbprint).is_some(),
+            "ca.crt's CA is known"
+        );
+        assert!(!contents.store.trust.is_anchor(&ca.thumbprint), "and not trusted");
+        assert!(contents.authorities.contains_key(&ca.thumbprint));
         assert_eq!(leaf.issuer_thumbprint.as_ref(), Some(&ca.thumbprint));
+
+        let mut opted_in = spec(&["a"]);
+        opted_in.trust_bundle = Some(TrustBundleSource {
+            include_store_cas: true,
+            ..TrustBundleSource::default()
+        });
+        let contents = assemble("default", &opted_in, &inputs).expect("store");
+        assert!(contents.store.trust.is_anchor(&ca.thumbprint), "includeStoreCAs");
     }
 
     #[test]
@@ -342,6 +372,7 @@ mod tests {
                 key: None,
             }),
             secret_ref: None,
+            include_store_cas: false,
         });
         let map = |data: Option<(&str, String)>| {
             Some(TrustBundleInput::ConfigMap(Some(Arc::new(ConfigMap {

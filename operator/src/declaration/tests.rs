@@ -163,7 +163,7 @@ impl Case {
     /// Outputs as certshift would have written them for `published`,
     /// presenting its certificate since that revision.
     fn published(mut self, published: Revision) -> Self {
-        let data = outputs::validation_data(&published, "", &[]);
+        let data = outputs::validation_data(&published, &Default::default(), &[]);
         let map = outputs::validation_config_map(&self.declaration, &published, data);
         self.validation = Some(Arc::new(map));
         self.presentation = Some(Arc::new(
@@ -1013,9 +1013,10 @@ fn a_lost_configmap_republishes_what_is_in_force_not_the_desired_state() {
 
 #[test]
 fn a_validation_configmap_over_the_api_limit_is_invalid_output() {
-    let mut c = case(by_thumbprint_spec());
+    // The pinned issuer's certificate goes into ca-bundle.crt.
+    let mut c = case(by_name_spec("0s"));
     let bundle = "x".repeat(CONFIG_MAP_LIMIT);
-    c.store.as_mut().unwrap().authorities.insert(tp("Big"), bundle);
+    c.store.as_mut().unwrap().authorities.insert(tp("CA"), bundle);
     let decision = c.decide();
     let status = c.status(&decision);
     assert_eq!(condition(&status, BLOCKED), ("True", "InvalidOutput"));

@@ -307,7 +307,7 @@ impl CertificateBundle {
             .map(|p| (p.facts.thumbprint.clone(), p.der.clone()))
             .collect();
         for parsed in chain.iter_mut().chain(ca.iter_mut()) {
-            parsed.facts.issuer_thumbprint = find_issuer(&parsed.der, &parsed.facts, &issuers);
+            parsed.facts.issuer_thumbprint = issuer_among(&parsed.der, &parsed.facts, &issuers);
         }
         let mut leaf = chain.remove(0);
         let key_message = match material.tls_key {
@@ -344,23 +344,11 @@ impl CertificateBundle {
     }
 }
 
-/// The facts of a peer's certificate as a TLS handshake delivers it: the
-/// leaf (DER), its direct issuer found (by name and signature) among the
-/// certificates the peer sent and `issuers` (a trust bundle's).
-pub fn peer_facts(
-    leaf: &[u8],
-    sent: &[&[u8]],
-    issuers: &[(Thumbprint, Vec<u8>)],
-) -> Result<CertificateFacts, FactsError> {
-    let parsed = parse_der("peer certificate", 0, leaf)?;
-    let mut candidates: Vec<(Thumbprint, Vec<u8>)> = sent
-        .iter()
-        .map(|der| (Thumbprint::from_digest(&sha1::Sha1::digest(der)), der.to_vec()))
-        .collect();
-    candidates.extend(issuers.iter().cloned());
-    let mut facts = parsed.facts;
-    facts.issuer_thumbprint = find_issuer(leaf, &facts, &candidates);
-    Ok(facts)
+/// The facts of one DER certificate (a peer's, as a TLS handshake delivers
+/// it). Its issuer is known only when it is self-signed: link it with
+/// [`crate::trust::TrustPool::link_with`].
+pub fn der_facts(field: &str, der: &[u8]) -> Result<CertificateFacts, FactsError> {
+    Ok(parse_der(field, 0, der)?.facts)
 }
 
 /// Facts of every certificate in a PEM or DER file, issuers resolved among them,
@@ -377,7 +365,7 @@ pub fn inspect(field: &str, bytes: &[u8]) -> Result<Vec<CertificateFacts>, Facts
     }
     for p in &mut parsed {
         let candidates = by_subject.get(&p.facts.issuer).map_or(&[][..], Vec::as_slice);
-        p.facts.issuer_thumbprint = find_issuer(&p.der, &p.facts, candidates);
+        p.facts.issuer_thumbprint = issuer_among(&p.der, &p.facts, candidates);
     }
     if has_private_key_block(bytes) {
         let (state, _) = match_private_key(bytes, parsed[0].public_key.as_ref());
@@ -622,7 +610,7 @@ fn signature_algorithm_name(oid: &str) -> String {
 /// The direct issuer among `candidates`: its subject is the certificate's issuer
 /// name and its key verifies the certificate's signature. Order does not matter,
 /// so an out-of-order chain still resolves.
-fn find_issuer(der: &[u8], facts: &CertificateFacts, candidates: &[(Thumbprint, Vec<u8>)]) -> Option<Thumbprint> {
+pub fn issuer_among(der: &[u8], facts: &CertificateFacts, candidates: &[(Thumbprint, Vec<u8>)]) -> Option<Thumbprint> {
     if facts.self_signed {
         return Some(facts.thumbprint.clone());
     }

@@ -116,7 +116,15 @@ pub enum BlockReason {
     UnsupportedKeySize,
     SubjectAlternativeNameMismatch,
     IssuerNotPinned,
-    IssuerNotTrusted,
+    /// The goal's issuer (or a CA on its path) is in neither its chain, the
+    /// store's CAs nor the trust bundle.
+    ChainIncomplete,
+    /// An unpinned name's goal chains to a root that is not an anchor.
+    UntrustedRoot,
+    /// The goal, or a CA on its path, is revoked by a CRL in force.
+    CertificateRevoked,
+    /// A CA on the goal's path is expired or not yet valid.
+    ChainNotTimeValid,
     ThumbprintNotInStore,
     InvalidThumbprint,
     InvalidCommonName,
@@ -385,7 +393,10 @@ pub fn goal<'a>(desired: &Desired, store: &'a Store, now: Timestamp) -> Result<&
     let goal = select_with_reasons(&desired.present_by, desired.selection, store, now)?;
     desired.accepted.check(goal, &store.trust, now).map_err(|rejection| {
         let reason = match rejection {
-            Rejection::IssuerNotTrusted { .. } => BlockReason::IssuerNotTrusted,
+            Rejection::ChainIncomplete { .. } => BlockReason::ChainIncomplete,
+            Rejection::UntrustedRoot { .. } => BlockReason::UntrustedRoot,
+            Rejection::Revoked { .. } => BlockReason::CertificateRevoked,
+            Rejection::ChainNotTimeValid { .. } => BlockReason::ChainNotTimeValid,
             Rejection::Expired => BlockReason::CertificateExpired,
             Rejection::NotYetValid => BlockReason::CertificateNotYetValid,
             // A certificate selected by a declared name or thumbprint that the

@@ -44,6 +44,7 @@ pub async fn a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_c
             key: None,
         }),
         secret_ref: None,
+        include_store_cas: false,
     });
     by_name.apply(&s.admin, ns).await;
     let converted = wait_converted(&s.admin, ns, DECLARATION, Duration::from_secs(120)).await;
@@ -56,6 +57,7 @@ pub async fn a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_c
             key: Some("missing.crt".into()),
         }),
         secret_ref: None,
+        include_store_cas: false,
     });
     broken.apply(&s.admin, ns).await;
     let blocked = eventually(

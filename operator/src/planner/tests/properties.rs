@@ -7,7 +7,25 @@ use super::*;
 use crate::rules::{ClientThumbprint, Clients};
 
 const NAMES: [&str; 2] = ["a.example", "b.example"];
+/// The issuing CAs: CA1 under root R1, CA2 under root R2, CA3 a root itself.
 const CAS: [&str; 3] = ["CA1", "CA2", "CA3"];
+/// What a trust bundle may hold: the roots, a root that issues, an intermediate.
+const ANCHORS: [&str; 4] = ["R1", "R2", "CA3", "CA1"];
+
+/// Every CA is known (the store's chains carry them); `anchors` are trusted.
+fn trust(anchors: &[usize]) -> TrustBundle {
+    let root = |label: &str| facts(label).cn(label).ca().self_signed().build();
+    let cas = [
+        root("R1"),
+        root("R2"),
+        root("CA3"),
+        facts("CA1").cn("CA1").ca().issuer("R1").build(),
+        facts("CA2").cn("CA2").ca().issuer("R2").build(),
+    ];
+    let anchored = |ca: &CertificateFacts| anchors.iter().any(|a| tp(ANCHORS[*a]) == ca.thumbprint);
+    let (anchors, others): (Vec<_>, Vec<_>) = cas.into_iter().partition(anchored);
+    TrustBundle::with_authorities(anchors, others)
+}
 
 fn instance(index: usize, (cn, issuer, san, start, days, key): (usize, usize, bool, i64, i64, u8)) -> CertificateFacts {
     let label = format!("I{index}");
@@ -15,9 +33,11 @@ fn instance(index: usize, (cn, issuer, san, start, days, key): (usize, usize, bo
     if san {
         builder = builder.dns(NAMES[1 - cn]);
     }
-    builder = match CAS.get(issuer) {
-        Some(ca) => builder.issuer(ca),
-        None => builder.self_signed(),
+    builder = match (CAS.get(issuer), issuer) {
+        (Some(ca), _) => builder.issuer(ca),
+        (None, 3) => builder.self_signed(),
+        // Issued by a CA nobody has: its chain cannot be built.
+        (None, _) => builder.unknown_issuer("CN=Elsewhere"),
     };
     let day = |d: i64| {
         Timestamp::from_second(ts("2026-01-01T00:00:00Z").as_second() + d * 86_400)
@@ -34,7 +54,7 @@ fn instance(index: usize, (cn, issuer, san, start, days, key): (usize, usize, bo
 
 fn instances() -> impl Strategy<Value = Vec<CertificateFacts>> {
     prop::collection::vec(
-        (0..2usize, 0..4usize, any::<bool>(), 0..200i64, 20..400i64, 0..8u8),
+        (0..2usize, 0..5usize, any::<bool>(), 0..200i64, 20..400i64, 0..8u8),
         1..7,
     )
     .prop_map(|params| params.into_iter().enumerate().map(|(i, p)| instance(i, p)).collect())
@@ -86,7 +106,7 @@ fn clients() -> impl Strategy<Value = Clients> {
 fn cases() -> impl Strategy<Value = Case> {
     (
         instances(),
-        prop::collection::vec(0..3usize, 0..=3),
+        prop::collection::vec(0..ANCHORS.len(), 0..=3),
         any::<bool>(),
         any::<prop::sample::Index>(),
         (clients(), clients()),
@@ -109,7 +129,7 @@ fn cases() -> impl Strategy<Value = Case> {
         .prop_map(
             |(instances, trust, latest, pick, current, target, (current_clients, desired_clients))| {
                 let store = Store {
-                    trust: TrustBundle::new(trust.into_iter().map(|c| tp(CAS[c]))),
+                    trust: self::trust(&trust),
                     instances,
                 };
                 // Members present something the effective rules admit, when there is one.
