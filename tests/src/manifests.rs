@@ -117,8 +117,11 @@ impl Declaration {
         self
     }
 
+    /// A store of the scenario's own: the example's trust bundle (the
+    /// example CA, in `store.yaml`) is not there, so it is dropped too.
     pub fn store(mut self, observed: &[&str]) -> Self {
         self.0.spec.store.observed_certificates = observed.iter().map(|s| s.to_string()).collect();
+        self.0.spec.trust_bundle = None;
         self
     }
 

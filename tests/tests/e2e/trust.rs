@@ -30,6 +30,16 @@ fn example_ca() -> String {
 /// publishes nothing.
 pub async fn a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_conversion(s: Scenario) {
     let ns = s.namespace.as_str();
+    let judge = Judge::watch(&s.admin, ns);
+    for secret in ["cluster-old", "cluster-cn"] {
+        let store: Vec<Secret> = example("store.yaml")
+            .split("\n---\n")
+            .filter_map(|doc| serde_yaml::from_str::<Secret>(doc).ok())
+            .filter(|s| s.metadata.name.as_deref() == Some(secret) && s.string_data.is_some())
+            .collect();
+        let data = store[0].string_data.clone().unwrap();
+        judge.know(&data["tls.crt"], data.get("ca.crt").map(String::as_str));
+    }
     apply_yaml(&s.admin, ns, &example("store.yaml")).await;
     apply(&s.admin, ns, &roots_config_map(&example_ca())).await;
     Declaration::example("declaration-thumbprint.yaml")
@@ -49,6 +59,38 @@ pub async fn a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_c
     by_name.apply(&s.admin, ns).await;
     let converted = wait_converted(&s.admin, ns, DECLARATION, Duration::from_secs(120)).await;
     assert!(is_true(&converted, "IssuersPinned"));
+    // Each revision's ca-bundle.crt holds what it trusts: the whole bundle
+    // while the name is unpinned, the pinned CA alone after PinIssuers.
+    let certificates = |files: &BTreeMap<String, String>| files["ca-bundle.crt"].matches("BEGIN CERTIFICATE").count();
+    let system = std::fs::read_to_string(SYSTEM_ROOTS)
+        .unwrap()
+        .matches("BEGIN CERTIFICATE")
+        .count();
+    let observed = judge.observations();
+    let unpinned = observed
+        .iter()
+        .find(|o| o.revision.accepted.common_names.iter().any(|r| !r.is_pinned()))
+        .expect("the conversion's unpinned SwitchToCommonName revision");
+    assert_eq!(
+        certificates(&unpinned.files),
+        system + 1,
+        "the system roots and the cluster CA"
+    );
+    let pinned = observed.last().expect("observed");
+    assert_eq!(pinned.revision.stage, Some(Stage::PinIssuers));
+    assert_eq!(
+        pinned.files["ca-bundle.crt"].trim(),
+        example_ca().trim(),
+        "the pinned CA alone"
+    );
+    let rules: serde_json::Value = serde_json::from_str(&pinned.files["rules.json"]).unwrap();
+    assert_eq!(
+        rules["anchors"],
+        serde_json::json!([]),
+        "no name relies on an anchor any more"
+    );
+    assert_eq!(judge.violations(), Vec::<String>::new());
+    judge.stop();
 
     let mut broken = Declaration::example("declaration-thumbprint.yaml").named("broken-bundle");
     broken.0.spec.trust_bundle = Some(certshift::crd::TrustBundleSource {
