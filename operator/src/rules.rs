@@ -419,9 +419,9 @@ mod tests {
 
     #[test]
     fn a_declared_thumbprint_needs_its_chain_to_build_not_a_trusted_root() {
-        // Service Fabric (notes/service-fabric.md, "Validation rules"): "By
-        // thumbprint: ... the chain must build and the certificate must be
-        // time-valid; other trust errors are ignored."
+        // Service Fabric ("X.509 certificate-based authentication", validation
+        // rules): by thumbprint, "the chain must build and the certificate must
+        // be time-valid; other trust errors are ignored".
         let rules = Accepted::new([tp("A")], []);
         let untrusted_root = facts("R").cn("R").ca().self_signed().build();
         let trust = TrustBundle::with_authorities([], [untrusted_root]);

@@ -18,7 +18,7 @@ use crate::thumbprint::Thumbprint;
 pub const MAX_PATH_LENGTH: usize = 8;
 
 /// How a certificate is declared, for the part of validation that depends
-/// on its issuers (Service Fabric, `../notes/service-fabric.md`).
+/// on its issuers (Service Fabric's validation rules, docs/trust.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Issuance<'a> {
     /// Declared by thumbprint: the chain must build (to any root, trusted or
