@@ -9,7 +9,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 runs="${RUNS:-10000000}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(thumbprint plan_input certificate_source)
+[ ${#targets[@]} -gt 0 ] || targets=(thumbprint plan_input certificate_source revocation_list)
 mkdir -p logs
 for target in "${targets[@]}"; do
   work="$(mktemp -d)"

@@ -67,6 +67,7 @@ fn revision(number: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Vec<u8
         accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca.thumbprint.clone()])]),
         clients: Clients::default(),
         anchors: None,
+        tolerated: Vec::new(),
     };
     BTreeMap::from([
         ("rules.json".to_owned(), serde_json::to_vec(&rules).unwrap()),

@@ -138,3 +138,27 @@ fn split<'a>(data: &'a [u8], separator: &'a [u8]) -> impl Iterator<Item = &'a [u
         }
     })
 }
+
+/// CRLs as `spec.revocation` and `crls.pem` carry them: parsed, and put in
+/// force against a trust bundle read from the first part of the input.
+pub fn revocation_list(data: &[u8]) {
+    let mut parts = split(data, SEPARATOR);
+    let (bundle, crls) = match (parts.next(), parts.next()) {
+        (Some(bundle), Some(crls)) => (bundle, crls),
+        (Some(crls), None) => (&[][..], crls),
+        _ => return,
+    };
+    let Ok(crls) = facts::parse_crls("fuzz", crls) else {
+        return;
+    };
+    let mut pool = crate::trust::TrustPool::default();
+    for (facts, der) in facts::parse_bundle("fuzz", bundle).unwrap_or_default() {
+        pool.add_anchor(facts, der);
+    }
+    for crl in &crls {
+        if let Some(issuer) = pool.add_crl(crl) {
+            assert!(pool.is_anchor(&issuer), "a CRL's issuer comes from the pool");
+        }
+    }
+    let _ = pool.build();
+}

@@ -65,6 +65,10 @@ pub struct RulesJson {
     /// when no name is unpinned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchors: Option<Vec<Thumbprint>>,
+    /// Revoked certificates members still accept with this revision: the one
+    /// they are moving away from (see [`Revision::tolerated`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerated: Vec<Thumbprint>,
 }
 
 /// The certificate and key material of the presented instance.
@@ -254,6 +258,8 @@ pub struct RevisionTrust {
     /// `intermediates.crt`: the other CA certificates on the paths of the
     /// store's certificates, PEM, to build paths with (never anchors).
     pub intermediates: String,
+    /// `crls.pem`: the CRLs in force, PEM, for members to enforce.
+    pub crls: String,
 }
 
 /// What `revision` trusts, cut from the store's trust bundle and every CA
@@ -299,6 +305,7 @@ pub fn revision_trust(
         ca_bundle: pem_of(&mut bundled.iter()),
         intermediates: pem_of(&mut on_paths.iter().filter(|tp| !bundled.contains(*tp))),
         anchors,
+        crls: String::new(),
     }
 }
 
@@ -316,6 +323,7 @@ pub fn validation_data(
         accepted: revision.accepted.clone(),
         clients: revision.clients.clone(),
         anchors: Some(trust.anchors.clone()),
+        tolerated: revision.tolerated.clone(),
     };
     let mut thumbprints: Vec<&Thumbprint> = revision.accepted.thumbprints.iter().chain(accepted_instances).collect();
     thumbprints.sort();
@@ -327,6 +335,7 @@ pub fn validation_data(
         ),
         ("ca-bundle.crt".to_owned(), trust.ca_bundle.clone()),
         ("intermediates.crt".to_owned(), trust.intermediates.clone()),
+        ("crls.pem".to_owned(), trust.crls.clone()),
         (
             "thumbprints.txt".to_owned(),
             thumbprints.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(","),
@@ -335,7 +344,13 @@ pub fn validation_data(
 }
 
 /// The keys the validation ConfigMap always has; templates may not use them.
-pub const VALIDATION_KEYS: [&str; 4] = ["rules.json", "ca-bundle.crt", "intermediates.crt", "thumbprints.txt"];
+pub const VALIDATION_KEYS: [&str; 5] = [
+    "rules.json",
+    "ca-bundle.crt",
+    "intermediates.crt",
+    "crls.pem",
+    "thumbprints.txt",
+];
 
 /// Checks `spec.output.templates`: keys valid and distinct, templates that compile.
 pub fn validate_templates(templates: &[crate::crd::ConfigTemplate]) -> Result<(), String> {
@@ -514,6 +529,7 @@ pub fn read_published(
         presented,
         accepted,
         clients: rules.clients,
+        tolerated: rules.tolerated,
     })
 }
 
@@ -531,6 +547,7 @@ mod tests {
             presented: tp("G"),
             accepted: Accepted::new([tp("A"), tp("G")], [CommonNameRule::new("cluster.example", [])]),
             clients: Default::default(),
+            tolerated: Vec::new(),
         };
         let data = validation_data(&revision, &RevisionTrust::default(), &[tp("G"), tp("Z")]);
         let rules: serde_json::Value = serde_json::from_str(&data["rules.json"]).unwrap();
@@ -554,6 +571,7 @@ mod tests {
             presented: tp("G"),
             accepted: Accepted::new([tp("G")], []),
             clients: Default::default(),
+            tolerated: Vec::new(),
         };
         let data = validation_data(&revision, &RevisionTrust::default(), &[]);
         let mut annotations = annotations(&revision);
@@ -585,6 +603,7 @@ mod consumer_examples {
             presented: tp("G"),
             accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca])]),
             clients: Default::default(),
+            tolerated: Vec::new(),
         };
         let presented = facts("G").cn("cluster.example").issuer("CA").build();
         let clients = desired_from_spec(&declaration.spec).unwrap().clients;

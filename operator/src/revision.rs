@@ -62,6 +62,11 @@ pub struct Revision {
     /// Client allow-lists in force with this revision (validation, like `accepted`).
     #[serde(default, skip_serializing_if = "Clients::is_empty")]
     pub clients: Clients,
+    /// Revoked certificates this revision still accepts: the one members are
+    /// moving away from, while it or the revision before presents it
+    /// (validation, like `accepted`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerated: Vec<Thumbprint>,
 }
 
 impl Revision {

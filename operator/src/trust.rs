@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 
-use crate::facts::{CertificateFacts, issuer_among};
+use crate::facts::{CertificateFacts, CrlFacts, crl_signed_by, issuer_among};
 use crate::thumbprint::Thumbprint;
 
 /// Paths longer than this are refused as incomplete (no real PKI is this deep).
@@ -75,6 +75,8 @@ pub struct TrustBundle {
     authorities: BTreeMap<Thumbprint, CertificateFacts>,
     /// `(issuer thumbprint, serial)` of every revoked certificate.
     revoked: BTreeSet<(Thumbprint, String)>,
+    /// Revoked certificates accepted all the same (see [`Self::tolerating`]).
+    tolerated: BTreeSet<Thumbprint>,
 }
 
 impl TrustBundle {
@@ -128,10 +130,35 @@ impl TrustBundle {
         self.authorities.values()
     }
 
+    /// The same trust, except that the certificates of `thumbprints` are not
+    /// held revoked: the presented certificate members are moving away from,
+    /// tolerated by the revisions around its last presentation so nobody is
+    /// cut off ([`crate::revision::Revision::tolerated`]).
+    pub fn tolerating(&self, thumbprints: &[Thumbprint]) -> std::borrow::Cow<'_, TrustBundle> {
+        if thumbprints.iter().all(|tp| self.tolerated.contains(tp)) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut tolerant = self.clone();
+        tolerant.tolerated.extend(thumbprints.iter().cloned());
+        std::borrow::Cow::Owned(tolerant)
+    }
+
     pub fn is_revoked(&self, cert: &CertificateFacts) -> bool {
-        cert.issuer_thumbprint
-            .as_ref()
-            .is_some_and(|issuer| self.revoked.contains(&(issuer.clone(), cert.serial.clone())))
+        !self.tolerated.contains(&cert.thumbprint)
+            && cert
+                .issuer_thumbprint
+                .as_ref()
+                .is_some_and(|issuer| self.revoked.contains(&(issuer.clone(), cert.serial.clone())))
+    }
+
+    /// The certificate on `cert`'s path (itself included) that a CRL in
+    /// force revokes, if any.
+    pub fn revoked_on_path(&self, cert: &CertificateFacts) -> Option<Thumbprint> {
+        let path = self.path(cert);
+        path.certificates
+            .iter()
+            .find(|c| self.is_revoked(c))
+            .map(|c| c.thumbprint.clone())
     }
 
     /// The path from `cert` towards a root, following issuer links through
@@ -251,6 +278,7 @@ impl TrustBundle {
 /// through an intermediate in another to a root in the trust bundle.
 #[derive(Clone, Debug, Default)]
 pub struct TrustPool {
+    revoked: BTreeSet<(Thumbprint, String)>,
     anchors: BTreeSet<Thumbprint>,
     certificates: BTreeMap<Thumbprint, (CertificateFacts, Vec<u8>)>,
     /// Thumbprints by subject name, to find issuer candidates in one lookup.
@@ -283,6 +311,23 @@ impl TrustPool {
 
     pub fn is_anchor(&self, thumbprint: &Thumbprint) -> bool {
         self.anchors.contains(thumbprint)
+    }
+
+    /// Puts a CRL in force: its issuer must be among the pool's certificates
+    /// (by name, and its key must verify the CRL's signature). Returns the
+    /// issuer's thumbprint, or `None` when no certificate of the pool issued it.
+    pub fn add_crl(&mut self, crl: &CrlFacts) -> Option<Thumbprint> {
+        let issuer = self
+            .by_subject
+            .get(&crl.issuer)
+            .into_iter()
+            .flatten()
+            .find(|tp| crl_signed_by(crl, &self.certificates[*tp].1))?
+            .clone();
+        for serial in &crl.revoked {
+            self.revoked.insert((issuer.clone(), serial.clone()));
+        }
+        Some(issuer)
     }
 
     /// Every certificate of the pool (anchors and others), DER by thumbprint.
@@ -329,7 +374,9 @@ impl TrustPool {
                 others.push(facts);
             }
         }
-        TrustBundle::with_authorities(anchors, others)
+        let mut trust = TrustBundle::with_authorities(anchors, others);
+        trust.revoked = self.revoked.clone();
+        trust
     }
 }
 

@@ -128,6 +128,7 @@ pub struct Verifier {
 /// the anchors and pinned issuers, and the other CA certificates of the
 /// store's paths (never anchors).
 pub const TRUST_FILES: [&str; 2] = ["ca-bundle.crt", "intermediates.crt"];
+// `crls.pem` holds the CRLs in force, each signed by a CA of those files.
 
 impl Verifier {
     /// From the validation ConfigMap's files, read through `file` by key:
@@ -155,6 +156,13 @@ impl Verifier {
                 }
             }
         }
+        if let Some(bytes) = file("crls.pem").filter(|b| !b.iter().all(u8::is_ascii_whitespace)) {
+            // A CRL whose issuer is not among the revision's certificates
+            // revokes nothing on a path this verifier can build.
+            for crl in crate::facts::parse_crls("crls.pem", &bytes).map_err(|err| err.to_string())? {
+                pool.add_crl(&crl);
+            }
+        }
         Ok(Self::new(rules, pool))
     }
 
@@ -172,7 +180,7 @@ impl Verifier {
                     .map(|r| crate::rules::CommonNameRule::new(r.name, r.issuer_thumbprints)),
             ),
             clients: rules.clients,
-            trust: pool.build(),
+            trust: pool.build().tolerating(&rules.tolerated).into_owned(),
             pool,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         }

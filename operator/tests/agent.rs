@@ -48,6 +48,7 @@ fn validation(revision: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Ve
         accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca.thumbprint.clone()])]),
         clients: Clients::default(),
         anchors: None,
+        tolerated: Vec::new(),
     };
     BTreeMap::from([
         ("rules.json".to_owned(), serde_json::to_vec_pretty(&rules).unwrap()),

@@ -33,3 +33,8 @@ fn thumbprint_corpus() {
 fn plan_input_corpus() {
     replay("plan_input", certshift::fuzzing::plan_input);
 }
+
+#[test]
+fn revocation_list_corpus() {
+    replay("revocation_list", certshift::fuzzing::revocation_list);
+}

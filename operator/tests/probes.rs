@@ -112,6 +112,7 @@ async fn rust_server(pki: &Pki, version: &'static rustls::SupportedProtocolVersi
         ),
         clients: Clients::default(),
         anchors: None,
+        tolerated: Vec::new(),
     };
     let verifier = Arc::new(
         Verifier::from_outputs(|key| match key {

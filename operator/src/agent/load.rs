@@ -186,6 +186,7 @@ mod tests {
             accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [thumbprint(&pki.ca)])]),
             clients: Clients::default(),
             anchors: None,
+            tolerated: Vec::new(),
         };
         Snapshot {
             presentation: BTreeMap::from([

@@ -279,6 +279,14 @@ async fn gather(
             _ => None,
         };
     }
+    for source in spec.revocation.iter().flat_map(|r| &r.crls) {
+        inputs.crls.push(match (&source.config_map_ref, &source.secret_ref) {
+            (Some(r), None) => TrustBundleInput::ConfigMap(ctx.get_opt(&namespace, &r.name).await?.map(Arc::new)),
+            (None, Some(r)) => TrustBundleInput::Secret(ctx.get_opt(&namespace, &r.name).await?.map(Arc::new)),
+            // Said by the store's assembly: neither or both set.
+            _ => TrustBundleInput::ConfigMap(None),
+        });
+    }
     let validation = read(ctx, &shell.config_maps, &namespace, &validation_name(&name)).await?;
     let presentation = read(ctx, &shell.secrets, &namespace, &presentation_name(&name)).await?;
     let pkcs12_password = match spec.output.as_ref() {
@@ -324,7 +332,7 @@ async fn gather(
     }
     let world = World {
         declaration: declaration.clone(),
-        store: declaration::store::assemble(&namespace, spec, &inputs),
+        store: declaration::store::assemble(&namespace, spec, &inputs, now()),
         validation,
         presentation,
         pkcs12_password,

@@ -49,6 +49,10 @@ pub struct ClusterCertificateDeclarationSpec {
     /// anchors only with `includeStoreCAs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_bundle: Option<TrustBundleSource>,
+    /// Certificate revocation lists in force: a revoked goal is never
+    /// presented, a revoked certificate in use is rotated away from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Revocation>,
     /// Client certificates accepted by thumbprint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_certificate_thumbprints: Vec<ClientCertificateThumbprint>,
@@ -164,6 +168,27 @@ pub struct TrustBundleSource {
     /// could then make any certificate trusted for an unpinned name.
     #[serde(default, rename = "includeStoreCAs", skip_serializing_if = "std::ops::Not::not")]
     pub include_store_cas: bool,
+}
+
+/// Where the CRLs in force come from (offline: read from the cluster).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    /// ConfigMap or Secret keys holding CRLs (PEM `X509 CRL` blocks or one
+    /// DER CRL), each issued and signed by a CA certshift knows (the trust
+    /// bundle's, or one in the store's chains).
+    #[serde(default)]
+    pub crls: Vec<CrlSource>,
+}
+
+/// One ConfigMap or Secret key holding CRLs; the key defaults to `ca.crl`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CrlSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<KeySelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<KeySelector>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

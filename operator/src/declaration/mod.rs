@@ -460,6 +460,7 @@ fn next(world: &World) -> Next<'_> {
     let effective = match &published {
         Some(p) => Some(Effective {
             clients: Some(p.clients.clone()),
+            tolerated: p.tolerated.clone(),
             revision: p.revision,
             accepted: p.accepted.clone(),
             presented: Some(p.presented.clone()),
@@ -586,7 +587,10 @@ fn validation_output(
     revision: &Revision,
     store: &StoreContents,
 ) -> Result<ConfigMap, Blocked> {
-    let trust = outputs::revision_trust(revision, &store.store.trust, &store.store.instances, &store.authorities);
+    let trust = outputs::RevisionTrust {
+        crls: store.crls.clone(),
+        ..outputs::revision_trust(revision, &store.store.trust, &store.store.instances, &store.authorities)
+    };
     let accepted_instances: Vec<Thumbprint> = store
         .store
         .instances

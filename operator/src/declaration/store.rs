@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use crate::crd::{ClusterCertificateDeclarationSpec, ObservedCertificate, TrustBundleSource};
-use crate::facts::{CertificateFacts, PrivateKeyState, parse_bundle, secret_data};
+use crate::facts::{CertificateFacts, PrivateKeyState, parse_bundle, parse_crls, secret_data};
 use crate::observed::{store_keys, stored_instance, unreadable_source};
 use crate::outputs::{PresentedMaterial, is_owned_by, store_name};
 use crate::planner::{BlockReason, Blocked, Store};
@@ -38,6 +38,8 @@ pub struct StoreInputs {
     pub observed: Vec<ObservedInput>,
     /// `None` when the spec names no trust bundle.
     pub trust_bundle: Option<TrustBundleInput>,
+    /// The objects of `spec.revocation.crls`, in order.
+    pub crls: Vec<TrustBundleInput>,
 }
 
 /// The store's instances with the material to present them, and every CA
@@ -49,6 +51,8 @@ pub struct StoreContents {
     pub store: Store,
     pub materials: BTreeMap<Thumbprint, PresentedMaterial>,
     pub authorities: BTreeMap<Thumbprint, String>,
+    /// The CRLs in force, PEM (`crls.pem` of every revision).
+    pub crls: String,
 }
 
 /// PEM with LF line endings, as the files it is put beside (`pem` defaults to CRLF).
@@ -62,6 +66,7 @@ pub fn assemble(
     namespace: &str,
     spec: &ClusterCertificateDeclarationSpec,
     inputs: &StoreInputs,
+    now: jiff::Timestamp,
 ) -> Result<StoreContents, Blocked> {
     let mut contents = StoreContents::default();
     let mut pool = TrustPool::default();
@@ -142,6 +147,52 @@ pub fn assemble(
         pool.link(&mut leaf, &der);
         contents.store.instances.push(leaf);
     }
+    for (index, crl_source) in spec.revocation.iter().flat_map(|r| &r.crls).enumerate() {
+        let field = format!("spec.revocation.crls[{index}]");
+        let (what, bytes) = read_source(
+            namespace,
+            &field,
+            crl_source.config_map_ref.as_ref(),
+            crl_source.secret_ref.as_ref(),
+            inputs.crls.get(index),
+            "ca.crl",
+        )
+        .map_err(|message| Blocked::new(BlockReason::InvalidRevocationList, message))?;
+        let crls = parse_crls("crl", &bytes).map_err(|err| {
+            let message = err.to_string();
+            Blocked::new(
+                BlockReason::InvalidRevocationList,
+                format!(
+                    "{field}: {what}: {} ({})",
+                    message.trim_start_matches("crl: "),
+                    err.reason()
+                ),
+            )
+        })?;
+        for (number, crl) in crls.iter().enumerate() {
+            let Some(issuer) = pool.add_crl(crl) else {
+                return Err(Blocked::new(
+                    BlockReason::CrlIssuerNotFound,
+                    format!(
+                        "{field}: {what}: CRL {number} is issued by {:?}, and no CA certshift knows (trust bundle, store chains) of that name signed it",
+                        crl.issuer
+                    ),
+                ));
+            };
+            if let Some(next) = crl.next_update.filter(|next| *next < now) {
+                return Err(Blocked::new(
+                    BlockReason::CrlExpired,
+                    format!(
+                        "{field}: {what}: CRL {number} of {issuer} was due for renewal at {next} (nextUpdate); publish a fresh one"
+                    ),
+                ));
+            }
+            contents.crls.push_str(&pem::encode_config(
+                &pem::Pem::new("X509 CRL", crl.der.clone()),
+                pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+            ));
+        }
+    }
     contents.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
     contents.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
     contents.store.trust = pool.build();
@@ -164,27 +215,54 @@ fn trust_bundle(
     source: &TrustBundleSource,
     input: Option<&TrustBundleInput>,
 ) -> Result<Vec<(CertificateFacts, Vec<u8>)>, Blocked> {
-    let blocked = |what: String| Blocked::new(BlockReason::InvalidTrustBundle, format!("spec.trustBundle: {what}"));
-    let key = trust_bundle_key(source);
-    let (what, bytes) = match (input, &source.config_map_ref, &source.secret_ref) {
-        (_, None, None) if source.include_store_cas => return Ok(Vec::new()),
-        (Some(TrustBundleInput::ConfigMap(map)), Some(r), _) => (
-            format!("ConfigMap {namespace}/{}", r.name),
-            map.as_ref()
-                .map(|m| m.data.as_ref().and_then(|d| d.get(&key)).map(|v| v.as_bytes().to_vec())),
-        ),
-        (Some(TrustBundleInput::Secret(secret)), None, Some(r)) => (
-            format!("Secret {namespace}/{}", r.name),
-            secret.as_ref().map(|s| secret_data(s).remove(&key)),
-        ),
-        _ => return Err(blocked("set configMapRef or secretRef (or includeStoreCAs)".to_owned())),
+    if source.include_store_cas && source.config_map_ref.is_none() && source.secret_ref.is_none() {
+        return Ok(Vec::new());
+    }
+    let blocked = |message: String| Blocked::new(BlockReason::InvalidTrustBundle, message);
+    let field = "spec.trustBundle";
+    let (what, bytes) = read_source(
+        namespace,
+        field,
+        source.config_map_ref.as_ref(),
+        source.secret_ref.as_ref(),
+        input,
+        "ca.crt",
+    )
+    .map_err(blocked)?;
+    trust_bundle_certificates(&bytes).map_err(|err| blocked(format!("{field}: {what}: {err}")))
+}
+
+/// The bytes of a ConfigMap or Secret key named by `field`, with what
+/// they are for messages, or why they cannot be had.
+fn read_source(
+    namespace: &str,
+    field: &str,
+    config_map_ref: Option<&crate::crd::KeySelector>,
+    secret_ref: Option<&crate::crd::KeySelector>,
+    input: Option<&TrustBundleInput>,
+    default_key: &str,
+) -> Result<(String, Vec<u8>), String> {
+    let key = |r: &crate::crd::KeySelector| r.key.clone().unwrap_or_else(|| default_key.to_owned());
+    let (what, key, bytes) = match (input, config_map_ref, secret_ref) {
+        (Some(TrustBundleInput::ConfigMap(map)), Some(r), None) => {
+            let key = key(r);
+            let bytes = map
+                .as_ref()
+                .map(|m| m.data.as_ref().and_then(|d| d.get(&key)).map(|v| v.as_bytes().to_vec()));
+            (format!("ConfigMap {namespace}/{}", r.name), key, bytes)
+        }
+        (Some(TrustBundleInput::Secret(secret)), None, Some(r)) => {
+            let key = key(r);
+            let bytes = secret.as_ref().map(|s| secret_data(s).remove(&key));
+            (format!("Secret {namespace}/{}", r.name), key, bytes)
+        }
+        _ => return Err(format!("{field}: set configMapRef or secretRef")),
     };
-    let bytes = match bytes {
-        None => return Err(blocked(format!("{what} does not exist"))),
-        Some(None) => return Err(blocked(format!("{what} has no key {key:?}"))),
-        Some(Some(bytes)) => bytes,
-    };
-    trust_bundle_certificates(&bytes).map_err(|err| blocked(format!("{what} key {key:?}: {err}")))
+    match bytes {
+        None => Err(format!("{field}: {what} does not exist")),
+        Some(None) => Err(format!("{field}: {what} has no key {key:?}")),
+        Some(Some(bytes)) => Ok((format!("{what} key {key:?}"), bytes)),
+    }
 }
 
 /// The certificates of a trust bundle with their DER (bounded as
@@ -210,6 +288,10 @@ mod tests {
     struct Pki {
         ca: Issued,
         leaf: Issued,
+    }
+
+    fn now() -> jiff::Timestamp {
+        ts("2026-06-01T00:00:00Z")
     }
 
     fn pki() -> Pki {
@@ -284,8 +366,9 @@ mod tests {
         let inputs = StoreInputs {
             observed: vec![input("a", Some(owner.clone()), Some(stored(&owner, &pki, true)))],
             trust_bundle: None,
+            crls: Vec::new(),
         };
-        let contents = assemble("default", &spec(&["a"]), &inputs).expect("store");
+        let contents = assemble("default", &spec(&["a"]), &inputs, now()).expect("store");
         let leaf = &contents.store.instances[0];
         assert_eq!(leaf.private_key, PrivateKeyState::Matches);
         let material = &contents.materials[&leaf.thumbprint];
@@ -307,7 +390,7 @@ mod tests {
             include_store_cas: true,
             ..TrustBundleSource::default()
         });
-        let contents = assemble("default", &opted_in, &inputs).expect("store");
+        let contents = assemble("default", &opted_in, &inputs, now()).expect("store");
         assert!(contents.store.trust.is_anchor(&ca.thumbprint), "includeStoreCAs");
     }
 
@@ -318,8 +401,9 @@ mod tests {
         let inputs = StoreInputs {
             observed: vec![input("a", Some(owner.clone()), Some(stored(&owner, &pki, false)))],
             trust_bundle: None,
+            crls: Vec::new(),
         };
-        let contents = assemble("default", &spec(&["a"]), &inputs).expect("store");
+        let contents = assemble("default", &spec(&["a"]), &inputs, now()).expect("store");
         assert_eq!(contents.store.instances[0].private_key, PrivateKeyState::Missing);
         assert!(contents.materials.is_empty(), "never presented from a foreign Secret");
     }
@@ -327,11 +411,12 @@ mod tests {
     #[test]
     fn a_missing_unsynced_or_unreadable_observed_certificate_blocks_naming_the_entry() {
         let pki = pki();
-        let blocked = |inputs: StoreInputs| assemble("default", &spec(&["a", "b"]), &inputs).unwrap_err();
+        let blocked = |inputs: StoreInputs| assemble("default", &spec(&["a", "b"]), &inputs, now()).unwrap_err();
         let ready = input("a", Some(ocert("a", vec![facts_of(&pki)])), None);
         let err = blocked(StoreInputs {
             observed: vec![ready.clone(), input("b", None, None)],
             trust_bundle: None,
+            crls: Vec::new(),
         });
         assert_eq!(err.reason, BlockReason::StoreNotFound);
         assert_eq!(
@@ -341,6 +426,7 @@ mod tests {
         let err = blocked(StoreInputs {
             observed: vec![ready.clone(), input("b", Some(ocert("b", Vec::new())), None)],
             trust_bundle: None,
+            crls: Vec::new(),
         });
         assert_eq!(err.reason, BlockReason::StoreNotSynced);
         let mut unreadable = (*ocert("b", vec![facts_of(&pki)])).clone();
@@ -355,6 +441,7 @@ mod tests {
         let err = blocked(StoreInputs {
             observed: vec![ready, input("b", Some(Arc::new(unreadable)), None)],
             trust_bundle: None,
+            crls: Vec::new(),
         });
         assert_eq!(err.reason, BlockReason::StoreNotSynced);
         assert!(err.message.contains("(SecretNotFound: "), "{}", err.message);
@@ -383,11 +470,13 @@ mod tests {
         let with = |trust_bundle| StoreInputs {
             observed: vec![input("a", Some(owner.clone()), None)],
             trust_bundle,
+            crls: Vec::new(),
         };
         let contents = assemble(
             "default",
             &with_bundle,
             &with(map(Some(("ca.crt", other_root.pem.clone())))),
+            now(),
         );
         let root = inspect("root", &other_root.der).unwrap().remove(0);
         assert!(contents.expect("store").store.trust.contains(&root.thumbprint));
@@ -416,9 +505,130 @@ mod tests {
                 "spec.trustBundle: ConfigMap default/roots key \"ca.crt\": PEM block 1 is \"PRIVATE KEY\", expected \"CERTIFICATE\" (UnexpectedPemLabel)",
             ),
         ] {
-            let err = assemble("default", &with_bundle, &with(input)).unwrap_err();
+            let err = assemble("default", &with_bundle, &with(input), now()).unwrap_err();
             assert_eq!(err.reason, BlockReason::InvalidTrustBundle);
             assert!(err.message.starts_with(expected), "{}", err.message);
+        }
+    }
+
+    /// A CRL signed by `issuer` revoking `serials`, valid until `next_update`.
+    fn crl(issuer: &Issued, serials: &[&[u8]], next_update: (i32, u8, u8)) -> String {
+        use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+        let params = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(next_update.0, next_update.1, next_update.2),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: rcgen::date_time_ymd(2026, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let signer = rcgen::Issuer::from_params(&issuer.params, &issuer.key);
+        params.signed_by(&signer).expect("crl").pem().expect("pem")
+    }
+
+    /// Every way `spec.revocation` can be wrong has its own reason naming the
+    /// field, the object and the key; a good CRL revokes its serials.
+    #[test]
+    fn crls_are_checked_and_put_in_force_or_refused_by_name() {
+        let pki = pki();
+        let owner = ocert("a", vec![facts_of(&pki)]);
+        let mut with_crl = spec(&["a"]);
+        with_crl.revocation = Some(crate::crd::Revocation {
+            crls: vec![crate::crd::CrlSource {
+                config_map_ref: Some(KeySelector {
+                    name: "crls".into(),
+                    key: None,
+                }),
+                secret_ref: None,
+            }],
+        });
+        let with = |data: Option<String>| StoreInputs {
+            observed: vec![input("a", Some(owner.clone()), Some(stored(&owner, &pki, true)))],
+            trust_bundle: None,
+            crls: vec![TrustBundleInput::ConfigMap(data.map(|d| {
+                Arc::new(ConfigMap {
+                    data: Some(BTreeMap::from([("ca.crl".to_owned(), d)])),
+                    ..ConfigMap::default()
+                })
+            }))],
+        };
+        let leaf = facts_of(&pki);
+        let serial = (0..leaf.serial.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&leaf.serial[i..i + 2], 16).unwrap())
+            .collect::<Vec<u8>>();
+        let contents = assemble(
+            "default",
+            &with_crl,
+            &with(Some(crl(&pki.ca, &[&serial], (2027, 1, 1)))),
+            now(),
+        )
+        .expect("store");
+        assert!(
+            contents.store.trust.is_revoked(&contents.store.instances[0]),
+            "its serial is revoked"
+        );
+        assert!(contents.crls.contains("BEGIN X509 CRL"), "published for members");
+        let other = assemble(
+            "default",
+            &with_crl,
+            &with(Some(crl(&pki.ca, &[&[7]], (2027, 1, 1)))),
+            now(),
+        )
+        .unwrap();
+        assert!(!other.store.trust.is_revoked(&other.store.instances[0]));
+
+        let stranger = cert("Cluster CA").ca().self_signed(); // the same name, another key
+        let field = "spec.revocation.crls[0]: ConfigMap default/crls";
+        for (data, reason, expected) in [
+            (
+                None,
+                BlockReason::InvalidRevocationList,
+                format!("{field} does not exist"),
+            ),
+            (
+                Some("garbage".to_owned()),
+                BlockReason::InvalidRevocationList,
+                format!("{field} key \"ca.crl\": CRL 0 is not a valid DER X.509 CRL"),
+            ),
+            (
+                Some(pki.ca.pem.clone()),
+                BlockReason::InvalidRevocationList,
+                format!(
+                    "{field} key \"ca.crl\": PEM block 0 is \"CERTIFICATE\", expected \"X509 CRL\" (UnexpectedPemLabel)"
+                ),
+            ),
+            (
+                Some("-----BEGIN X509 CRL-----\nZ2FyYmFnZQ==\n-----END X509 CRL-----\n".to_owned()),
+                BlockReason::InvalidRevocationList,
+                format!("{field} key \"ca.crl\": CRL 0 is not a valid DER X.509 CRL"),
+            ),
+            (
+                Some(crl(&pki.ca, &[&serial], (2026, 3, 1))),
+                BlockReason::CrlExpired,
+                format!("{field} key \"ca.crl\": CRL 0 of "),
+            ),
+            (
+                Some(crl(&stranger, &[&serial], (2027, 1, 1))),
+                BlockReason::CrlIssuerNotFound,
+                format!("{field} key \"ca.crl\": CRL 0 is issued by \"CN=Cluster CA\""),
+            ),
+        ] {
+            let err = assemble("default", &with_crl, &with(data), now()).unwrap_err();
+            assert_eq!(err.reason, reason, "{}", err.message);
+            assert!(
+                err.message.starts_with(&expected),
+                "{}\nexpected {expected}",
+                err.message
+            );
         }
     }
 }

@@ -50,6 +50,7 @@ fn contents(instances: Vec<crate::facts::CertificateFacts>) -> StoreContents {
         },
         materials,
         authorities: BTreeMap::from([(tp("CA"), "CA PEM\n".to_owned())]),
+        crls: String::new(),
     }
 }
 
@@ -92,6 +93,7 @@ fn revision(revision: u64, presented: &str, accepted: Accepted) -> Revision {
         presented: tp(presented),
         accepted,
         clients: Default::default(),
+        tolerated: Vec::new(),
     }
 }
 

@@ -136,8 +136,13 @@ pub enum FactsError {
     NoCertificate { field: String },
     #[error("{field}: malformed PEM: {message}")]
     MalformedPem { field: String, message: String },
-    #[error("{field}: PEM block {index} is {label:?}, expected \"CERTIFICATE\"")]
-    UnexpectedPemLabel { field: String, index: usize, label: String },
+    #[error("{field}: PEM block {index} is {label:?}, expected {expected:?}")]
+    UnexpectedPemLabel {
+        field: String,
+        index: usize,
+        label: String,
+        expected: &'static str,
+    },
     #[error("{field}: certificate {index} is not valid DER X.509: {message}")]
     MalformedCertificate {
         field: String,
@@ -148,6 +153,12 @@ pub enum FactsError {
     TooManyBlocks { field: String, limit: usize },
     #[error("{field}: {size} bytes, more than a trust bundle's {limit}")]
     TooLarge { field: String, size: usize, limit: usize },
+    #[error("{field}: CRL {index} is not a valid DER X.509 CRL: {message}")]
+    MalformedCrl {
+        field: String,
+        index: usize,
+        message: String,
+    },
 }
 
 impl FactsError {
@@ -159,6 +170,7 @@ impl FactsError {
             FactsError::MalformedCertificate { .. } => "MalformedCertificate",
             FactsError::TooManyBlocks { .. } => "TooManyBlocks",
             FactsError::TooLarge { .. } => "TooLarge",
+            FactsError::MalformedCrl { .. } => "MalformedCrl",
         }
     }
 }
@@ -424,6 +436,100 @@ pub fn parse_bundle(field: &str, bytes: &[u8]) -> Result<Vec<(CertificateFacts, 
     Ok(parsed.into_iter().map(|p| (p.facts, p.der)).collect())
 }
 
+/// One certificate revocation list (RFC 5280), as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlFacts {
+    /// The issuer's distinguished name (RFC 4514).
+    pub issuer: String,
+    pub this_update: Timestamp,
+    pub next_update: Option<Timestamp>,
+    /// Serial numbers of the revoked certificates, upper-case hex as
+    /// [`CertificateFacts::serial`] writes them.
+    pub revoked: Vec<String>,
+    pub der: Vec<u8>,
+}
+
+/// The CRLs of a field: PEM `X509 CRL` blocks, or one DER CRL; bounded as a
+/// trust bundle is. Any other PEM block is an error naming its label.
+pub fn parse_crls(field: &str, bytes: &[u8]) -> Result<Vec<CrlFacts>, FactsError> {
+    if bytes.len() > MAX_BUNDLE_BYTES {
+        return Err(FactsError::TooLarge {
+            field: field.to_owned(),
+            size: bytes.len(),
+            limit: MAX_BUNDLE_BYTES,
+        });
+    }
+    let bytes = strip_bom(bytes);
+    if !looks_like_pem(bytes) {
+        if is_blank(bytes) {
+            return Err(FactsError::NoCertificate {
+                field: field.to_owned(),
+            });
+        }
+        return Ok(vec![parse_crl(field, 0, bytes)?]);
+    }
+    let blocks = pem_blocks(field, bytes, MAX_BUNDLE_CERTIFICATES)?;
+    if blocks.is_empty() {
+        return Err(FactsError::NoCertificate {
+            field: field.to_owned(),
+        });
+    }
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(index, block)| {
+            if block.tag() != "X509 CRL" {
+                return Err(FactsError::UnexpectedPemLabel {
+                    field: field.to_owned(),
+                    index,
+                    label: block.tag().to_owned(),
+                    expected: "X509 CRL",
+                });
+            }
+            parse_crl(field, index, block.contents())
+        })
+        .collect()
+}
+
+fn parse_crl(field: &str, index: usize, der: &[u8]) -> Result<CrlFacts, FactsError> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let malformed = |message: String| FactsError::MalformedCrl {
+        field: field.to_owned(),
+        index,
+        message,
+    };
+    let (rest, crl) = CertificateRevocationList::from_der(der).map_err(|err| malformed(err.to_string()))?;
+    if !rest.is_empty() {
+        return Err(malformed(format!("{} trailing bytes after the CRL", rest.len())));
+    }
+    let next_update = match crl.next_update() {
+        Some(time) => Some(timestamp(time.timestamp()).map_err(&malformed)?),
+        None => None,
+    };
+    Ok(CrlFacts {
+        issuer: crl.issuer().to_string(),
+        this_update: timestamp(crl.last_update().timestamp()).map_err(&malformed)?,
+        next_update,
+        revoked: crl
+            .iter_revoked_certificates()
+            .map(|r| r.raw_serial().iter().map(|b| format!("{b:02X}")).collect())
+            .collect(),
+        der: der.to_vec(),
+    })
+}
+
+/// Whether `crl` is signed by the key of `issuer_der` (a certificate).
+pub fn crl_signed_by(crl: &CrlFacts, issuer_der: &[u8]) -> bool {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let (Ok((_, crl)), Ok((_, issuer))) = (
+        CertificateRevocationList::from_der(&crl.der),
+        X509Certificate::from_der(issuer_der),
+    ) else {
+        return false;
+    };
+    crl.issuer().as_raw() == issuer.subject().as_raw() && crl.verify_signature(issuer.public_key()).is_ok()
+}
+
 /// Certificates of a Secret field: PEM `CERTIFICATE` blocks only, or one DER
 /// certificate. Any other PEM block is an error (a key pasted into `tls.crt`).
 fn parse_certificates(field: &str, bytes: &[u8]) -> Result<Vec<Parsed>, FactsError> {
@@ -456,6 +562,7 @@ fn parse_certificates_within(field: &str, bytes: &[u8], limit: usize) -> Result<
                     field: field.to_owned(),
                     index,
                     label: block.tag().to_owned(),
+                    expected: "CERTIFICATE",
                 });
             }
             parse_der(field, index, block.contents())

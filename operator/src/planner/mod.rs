@@ -66,6 +66,8 @@ pub struct Effective {
     pub presented: Option<Thumbprint>,
     /// The client allow-lists in force; when unknown, the desired ones (nothing to stage).
     pub clients: Option<Clients>,
+    /// Revoked certificates the revision in force tolerates.
+    pub tolerated: Vec<Thumbprint>,
 }
 
 /// The certificates a declaration's store holds, and its trust bundle.
@@ -141,6 +143,14 @@ pub enum BlockReason {
     /// `spec.trustBundle` names an object or key that does not exist, or
     /// that does not hold a trust bundle certshift can read.
     InvalidTrustBundle,
+    /// `spec.revocation.crls` names an object or key that does not exist, or
+    /// that does not hold CRLs certshift can read.
+    InvalidRevocationList,
+    /// A CRL is not signed by a CA certshift knows of its issuer's name.
+    CrlIssuerNotFound,
+    /// A CRL is past its nextUpdate: revocation status is unknown until a
+    /// fresh one is published.
+    CrlExpired,
     StoreNotFound,
     /// An ObservedCertificate of the store has not read its source yet.
     StoreNotSynced,
@@ -245,6 +255,7 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
                     presented: goal.thumbprint.clone(),
                     accepted: desired.accepted.clone(),
                     clients: desired.clients.clone(),
+                    tolerated: Vec::new(),
                 }],
                 blocked: None,
             },
@@ -258,6 +269,7 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
     let current_clients = effective.clients.clone().unwrap_or_else(|| desired.clients.clone());
     let mut steps = Steps::new(effective.revision, current.clone());
     steps.revisions[0].clients = current_clients.clone();
+    steps.revisions[0].tolerated = effective.tolerated.clone();
     let goal = match goal(desired, store, now) {
         Ok(goal) => goal,
         Err(blocked) => return Plan::blocked(steps.revisions, blocked),
@@ -276,20 +288,83 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
     } else {
         widen_present_narrow(&mut steps, presented, goal, &target, &store.trust);
     }
-    match check_invariant(&steps.revisions, store) {
+    let revisions = stage_tolerance(steps.revisions, store);
+    match check_invariant(&revisions, store) {
         Ok(()) => Plan {
-            revisions: stage_clients(steps.revisions, &current_clients, &desired.clients),
+            revisions: stage_clients(revisions, &current_clients, &desired.clients),
             blocked: None,
         },
         Err(blocked) => Plan::blocked(
             stage_clients(
-                steps.revisions.into_iter().take(1).collect(),
+                revisions.into_iter().take(1).collect(),
                 &current_clients,
                 &current_clients,
             ),
             blocked,
         ),
     }
+}
+
+/// A revoked certificate in use is moved away from without cutting anyone
+/// off: revocation is tolerated for it by a validation revision of its own
+/// (widen), while it is presented and by the revision that presents the
+/// next (present), and dropped by the next validation change or a revision
+/// of its own (narrow). Once dropped, members enforce the CRL for it too.
+fn stage_tolerance(revisions: Vec<Revision>, store: &Store) -> Vec<Revision> {
+    let first = &revisions[0];
+    let moving_away = store
+        .find(&first.presented)
+        .filter(|presented| store.trust.revoked_on_path(presented).is_some())
+        .map(|presented| presented.thumbprint.clone());
+    let wanted = |index: usize| -> Vec<Thumbprint> {
+        match &moving_away {
+            Some(revoked) if revisions[index].presented == *revoked || revisions[index - 1].presented == *revoked => {
+                vec![revoked.clone()]
+            }
+            _ => Vec::new(),
+        }
+    };
+    let mut out = vec![first.clone()];
+    for (index, revision) in revisions.iter().enumerate().skip(1) {
+        let want = wanted(index);
+        let mut next = revision.clone();
+        let last = out.last().expect("revision 0");
+        if next.change == Some(Change::Presentation) && last.tolerated != want {
+            // Tolerance is validation: its own revision, before the presentation.
+            let stage = if want.len() > last.tolerated.len() {
+                Stage::WidenValidation
+            } else {
+                Stage::NarrowValidation
+            };
+            out.push(Revision {
+                stage: Some(stage),
+                change: Some(Change::Validation),
+                tolerated: want.clone(),
+                ..last.clone()
+            });
+        }
+        next.tolerated = want;
+        out.push(next);
+    }
+    let last = out.last().expect("revision 0");
+    if !last.tolerated.is_empty() && moving_away.as_ref().is_none_or(|r| *r != last.presented) {
+        out.push(Revision {
+            stage: Some(Stage::NarrowValidation),
+            change: Some(Change::Validation),
+            tolerated: Vec::new(),
+            ..last.clone()
+        });
+    }
+    renumber(out)
+}
+
+/// Numbers revisions on from revision 0's.
+fn renumber(mut revisions: Vec<Revision>) -> Vec<Revision> {
+    let base = revisions[0].revision;
+    for (offset, revision) in (0u64..).zip(revisions.iter_mut()) {
+        revision.revision = base + offset;
+    }
+    revisions
 }
 
 /// Client allow-lists ride along with the members' revisions: additions take
@@ -317,6 +392,7 @@ fn stage_clients(mut revisions: Vec<Revision>, current: &Clients, desired: &Clie
             presented: first.presented.clone(),
             accepted: first.accepted.clone(),
             clients: widened.clone(),
+            tolerated: first.tolerated.clone(),
         };
         revisions.insert(1, widen);
     }
@@ -329,13 +405,10 @@ fn stage_clients(mut revisions: Vec<Revision>, current: &Clients, desired: &Clie
             presented: tail.presented.clone(),
             accepted: tail.accepted.clone(),
             clients: desired.clone(),
+            tolerated: tail.tolerated.clone(),
         });
     }
-    let base = revisions[0].revision;
-    for (offset, revision) in (0u64..).zip(revisions.iter_mut()) {
-        revision.revision = base + offset;
-    }
-    revisions
+    renumber(revisions)
 }
 
 /// The effective state, with its presented certificate resolved in the store.
@@ -371,7 +444,10 @@ fn effective_state(
             store.find(&selected.thumbprint).expect("selected from the store")
         }
     };
-    if !effective.accepted.admits(presented, &store.trust) {
+    // A presented certificate revoked since is what members are moving away
+    // from: in force all the same.
+    let tolerant = store.trust.tolerating(std::slice::from_ref(&presented.thumbprint));
+    if !effective.accepted.admits(presented, &tolerant) {
         return Err(Blocked::new(
             BlockReason::InvalidEffectiveState,
             format!(
@@ -442,7 +518,29 @@ fn select_with_reasons<'a>(
         let defect = first.defect().expect("every candidate is defective");
         return Err(Blocked::new(defect.into(), defect.describe(first)));
     }
-    let candidates = sound;
+    // Nor a revoked one.
+    let unrevoked: Vec<&CertificateFacts> = sound
+        .iter()
+        .copied()
+        .filter(|c| store.trust.revoked_on_path(c).is_none())
+        .collect();
+    if unrevoked.is_empty() {
+        let first = sound[0];
+        let revoked = store.trust.revoked_on_path(first).expect("every candidate is revoked");
+        let detail = if revoked == first.thumbprint {
+            format!(
+                "{} (serial {}) is revoked by its issuer's CRL",
+                first.thumbprint, first.serial
+            )
+        } else {
+            format!("{}: CA {revoked} on its path is revoked", first.thumbprint)
+        };
+        return Err(Blocked::new(
+            BlockReason::CertificateRevoked,
+            format!("every matching certificate is revoked: {detail}"),
+        ));
+    }
+    let candidates = unrevoked;
     let timely: Vec<&CertificateFacts> = candidates.iter().copied().filter(|c| c.is_time_valid(now)).collect();
     if timely.is_empty() {
         let latest = candidates.iter().max_by_key(|c| c.not_after).expect("not empty");
@@ -717,6 +815,7 @@ impl Steps {
                 presented: current.presented,
                 accepted: current.accepted,
                 clients: Default::default(),
+                tolerated: Vec::new(),
             }],
         }
     }
@@ -741,6 +840,7 @@ impl Steps {
             presented: next.presented,
             accepted: next.accepted,
             clients: Default::default(),
+            tolerated: Vec::new(),
         });
     }
 }
@@ -750,17 +850,30 @@ impl Steps {
 /// Acceptance here is the rules' (issuer and name), not the clock's: the
 /// invariant is about rule changes, and must hold for an expiring certificate too.
 pub fn check_invariant(revisions: &[Revision], store: &Store) -> Result<(), Blocked> {
-    for pair in revisions.windows(2) {
+    // What each revision tolerates; the one in force, its own presented
+    // certificate too (it is in force, revoked since or not).
+    let tolerated = |index: usize| -> Vec<Thumbprint> {
+        let revision = &revisions[index];
+        let mut tolerated = revision.tolerated.clone();
+        if index == 0 {
+            tolerated.push(revision.presented.clone());
+        }
+        tolerated
+    };
+    for (index, pair) in revisions.windows(2).enumerate() {
         let (before, after) = (&pair[0], &pair[1]);
-        for (cert, rules, rules_revision) in [
-            (&before.presented, &after.accepted, after.revision),
-            (&after.presented, &before.accepted, before.revision),
-        ] {
-            let admitted = store.find(cert).is_some_and(|facts| rules.admits(facts, &store.trust));
+        for (cert, rules, judged) in [(&before.presented, after, index + 1), (&after.presented, before, index)] {
+            let trust = store.trust.tolerating(&tolerated(judged));
+            let admitted = store
+                .find(cert)
+                .is_some_and(|facts| rules.accepted.admits(facts, &trust));
             if !admitted {
                 return Err(Blocked::new(
                     BlockReason::UnsafePlan,
-                    format!("revision {rules_revision} would reject {cert}, presented during the adjacent revision"),
+                    format!(
+                        "revision {} would reject {cert}, presented during the adjacent revision",
+                        rules.revision
+                    ),
                 ));
             }
         }

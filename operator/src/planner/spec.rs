@@ -170,6 +170,7 @@ pub fn effective_from_status(effective: &EffectiveDeclaration) -> Result<Effecti
         revision: effective.revision,
         accepted,
         presented,
+        tolerated: Vec::new(),
     })
 }
 

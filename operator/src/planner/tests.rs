@@ -60,6 +60,7 @@ fn effective(accepted: Accepted) -> Effective {
         accepted,
         presented: None,
         clients: None,
+        tolerated: Vec::new(),
     }
 }
 
@@ -834,4 +835,76 @@ fn client_additions_go_first_and_removals_after_the_presentation() {
             (Stage::NarrowValidation, Change::Validation)
         ]
     );
+}
+
+/// A presented certificate revoked in force is rotated away from: its
+/// revocation is tolerated by a revision of its own, while it is presented
+/// and by the one presenting the next, then enforced; the invariant holds at
+/// every step (checked by `plan` itself, and again here).
+#[test]
+fn a_revoked_presented_certificate_is_planned_away_widen_present_narrow() {
+    let presented = facts("P")
+        .cn("cluster.example")
+        .issuer("CA1")
+        .valid("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z")
+        .build();
+    let renewal = facts("G")
+        .cn("cluster.example")
+        .issuer("CA1")
+        .serial("02")
+        .valid("2026-02-01T00:00:00Z", "2027-02-01T00:00:00Z")
+        .build();
+    let mut store = store(vec![presented.clone(), renewal]);
+    // Before the CRL, the newer instance would simply roll over; present P to start.
+    let rules = by_name("cluster.example", &["CA1"]);
+    let mut effective = effective(rules.clone());
+    effective.presented = Some(tp("P"));
+    store.trust.revoke(tp("CA1"), presented.serial.clone());
+    let plan = plan(Some(&effective), &desired(rules.clone()), &store, now());
+    assert_eq!(plan.blocked, None);
+    let steps: Vec<(Option<Stage>, &Thumbprint, &[Thumbprint])> = plan
+        .revisions
+        .iter()
+        .map(|r| (r.stage, &r.presented, r.tolerated.as_slice()))
+        .collect();
+    let tolerated = [tp("P")];
+    assert_eq!(
+        steps,
+        [
+            (None, &tp("P"), &[][..]),
+            (Some(Stage::WidenValidation), &tp("P"), &tolerated[..]),
+            (Some(Stage::Rollover), &tp("G"), &tolerated[..]),
+            (Some(Stage::NarrowValidation), &tp("G"), &[][..]),
+        ]
+    );
+    assert_eq!(check_invariant(&plan.revisions, &store), Ok(()));
+    // Without tolerance the same walk would cut members presenting P off.
+    let mut untolerated = plan.revisions.clone();
+    untolerated.iter_mut().for_each(|r| r.tolerated.clear());
+    assert_eq!(
+        check_invariant(&untolerated, &store).unwrap_err().reason,
+        BlockReason::UnsafePlan
+    );
+    // Re-planned from any revision, the rest is the same.
+    for (k, revision) in plan.revisions.iter().enumerate().skip(1) {
+        let resumed = Effective {
+            revision: revision.revision,
+            accepted: revision.accepted.clone(),
+            presented: Some(revision.presented.clone()),
+            clients: Some(revision.clients.clone()),
+            tolerated: revision.tolerated.clone(),
+        };
+        let again = super::plan(Some(&resumed), &desired(rules.clone()), &store, now());
+        assert_eq!(&again.revisions[1..], &plan.revisions[k + 1..], "from revision {k}");
+    }
+}
+
+#[test]
+fn a_revoked_goal_is_never_presented() {
+    let only = facts("G").cn("cluster.example").issuer("CA1").build();
+    let mut store = store(vec![only.clone()]);
+    store.trust.revoke(tp("CA1"), only.serial.clone());
+    let blocked = goal(&desired(by_name("cluster.example", &["CA1"])), &store, now()).unwrap_err();
+    assert_eq!(blocked.reason, BlockReason::CertificateRevoked);
+    assert!(blocked.message.contains(tp("G").as_str()), "{}", blocked.message);
 }

@@ -46,6 +46,7 @@ fn verifier(accepted: Accepted, clients: Clients, bundle: &[&Issued]) -> Verifie
         accepted,
         clients,
         anchors: None,
+        tolerated: Vec::new(),
     };
     let pem: String = bundle.iter().map(|c| c.pem.clone()).collect();
     let json = serde_json::to_vec(&rules).unwrap();

@@ -213,6 +213,7 @@ fn the_report_names_every_member_with_what_it_loaded() {
         presented: tp("G"),
         accepted: Default::default(),
         clients: Default::default(),
+        tolerated: Vec::new(),
     };
     let inputs = MemberInputs {
         pods: vec![("pod/b".into(), Some(3)), ("pod/a".into(), Some(2))],

@@ -150,6 +150,7 @@ fn cases() -> impl Strategy<Value = Case> {
                         accepted: current,
                         presented,
                         clients: Some(current_clients),
+                        tolerated: Vec::new(),
                     },
                     desired: Desired {
                         present_by: PresentationForm::of(&target),
@@ -209,6 +210,7 @@ proptest! {
                 accepted: revision.accepted.clone(),
                 presented: Some(revision.presented.clone()),
                 clients: Some(revision.clients.clone()),
+                tolerated: Vec::new(),
             };
             let again = super::plan(Some(&resumed), &case.desired, &case.store, now());
             prop_assert_eq!(&again.blocked, &None);
