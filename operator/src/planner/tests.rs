@@ -75,25 +75,49 @@ fn stages(plan: &Plan) -> Vec<(Stage, Change)> {
 /// planner's own check.
 fn assert_walkable(plan: &Plan, store: &Store, desired: &Desired) {
     assert_eq!(plan.blocked, None);
+    // Members on a revision accept what its rules admit, revocations in
+    // force except those it tolerates (the one in force: its own presented too).
+    let first = &plan.revisions[0];
+    let trust_of = |r: &Revision| {
+        let mut tolerated = r.tolerated.clone();
+        if r.revision == first.revision {
+            tolerated.push(first.presented.clone());
+        }
+        store.trust.tolerating(&tolerated).into_owned()
+    };
     for pair in plan.revisions.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         let find = |t: &Thumbprint| store.instances.iter().find(|f| &f.thumbprint == t).unwrap();
         assert!(
-            b.accepted.admits(find(&a.presented), &store.trust),
+            b.accepted.admits(find(&a.presented), &trust_of(b)),
             "r{} rejects r{}'s",
             b.revision,
             a.revision
         );
         assert!(
-            a.accepted.admits(find(&b.presented), &store.trust),
+            a.accepted.admits(find(&b.presented), &trust_of(a)),
             "r{} rejects r{}'s",
             a.revision,
             b.revision
         );
         assert_eq!(b.revision, a.revision + 1);
+        let validation = a.accepted != b.accepted || a.clients != b.clients || a.tolerated != b.tolerated;
         assert!(
-            (a.presented != b.presented) != (a.accepted != b.accepted || a.clients != b.clients),
+            (a.presented != b.presented) != validation,
             "r{} must change one thing",
+            b.revision
+        );
+        // Only the certificate members move away from is ever tolerated, and
+        // no new revision presents a revoked certificate.
+        assert!(
+            b.tolerated.iter().all(|t| *t == first.presented),
+            "r{} tolerates {:?}",
+            b.revision,
+            b.tolerated
+        );
+        assert!(
+            store.trust.revoked_on_path(find(&b.presented)).is_none() || b.presented == first.presented,
+            "r{} presents a revoked certificate",
             b.revision
         );
         assert!(b.accepted.thumbprints.len() <= THUMBPRINT_SLOTS);

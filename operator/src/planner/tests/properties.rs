@@ -49,7 +49,12 @@ fn instance(index: usize, (cn, issuer, san, start, days, key): (usize, usize, bo
         1 => PrivateKeyState::Mismatch,
         _ => PrivateKeyState::Matches,
     };
-    builder.valid(&day(start), &day(start + days)).key(state).build()
+    let serial = format!("{:02X}", index + 0x10);
+    builder
+        .valid(&day(start), &day(start + days))
+        .key(state)
+        .serial(&serial)
+        .build()
 }
 
 fn instances() -> impl Strategy<Value = Vec<CertificateFacts>> {
@@ -106,16 +111,19 @@ fn clients() -> impl Strategy<Value = Clients> {
 fn cases() -> impl Strategy<Value = Case> {
     (
         instances(),
-        prop::collection::vec(0..ANCHORS.len(), 0..=3),
+        (
+            prop::collection::vec(0..ANCHORS.len(), 0..=3),
+            prop::collection::vec(prop_oneof![0..16usize, Just(14)], 0..=1),
+        ),
         any::<bool>(),
         any::<prop::sample::Index>(),
         (clients(), clients()),
     )
-        .prop_flat_map(|(instances, trust, latest, pick, both_clients)| {
+        .prop_flat_map(|(instances, (trust, revoked), latest, pick, both_clients)| {
             let size = instances.len();
             (
                 Just(instances),
-                Just(trust),
+                Just((trust, revoked)),
                 Just(latest),
                 Just(pick),
                 accepted(size),
@@ -127,18 +135,40 @@ fn cases() -> impl Strategy<Value = Case> {
             !desired.is_empty()
         })
         .prop_map(
-            |(instances, trust, latest, pick, current, target, (current_clients, desired_clients))| {
-                let store = Store {
+            |(instances, (trust, revoked), latest, pick, current, target, (current_clients, desired_clients))| {
+                let mut store = Store {
                     trust: self::trust(&trust),
                     instances,
                 };
-                // Members present something the effective rules admit, when there is one.
+                // CRLs in force: some instances revoked by their issuers, or
+                // (index 15) the intermediate CA1 by its root.
+                let revoked_presented = revoked.contains(&14);
+                for index in revoked {
+                    match store.instances.get(index) {
+                        Some(instance) => {
+                            if let Some(issuer) = instance.issuer_thumbprint.clone() {
+                                store.trust.revoke(issuer, instance.serial.clone());
+                            }
+                        }
+                        None if index == 15 => store.trust.revoke(tp("R1"), "01"),
+                        None => {}
+                    }
+                }
+                // Members present something the effective rules admit (it
+                // may have been revoked since), when there is one.
                 let admitted: Vec<&CertificateFacts> = store
                     .instances
                     .iter()
-                    .filter(|f| current.admits(f, &store.trust))
+                    .filter(|f| current.admits(f, &store.trust.tolerating(std::slice::from_ref(&f.thumbprint))))
                     .collect();
                 let presented = (!admitted.is_empty()).then(|| pick.get(&admitted).thumbprint.clone());
+                // (index 14) the presented certificate itself, revoked since.
+                if let (true, Some(presented)) = (revoked_presented, &presented) {
+                    let facts = store.find(presented).expect("presented").clone();
+                    if let Some(issuer) = facts.issuer_thumbprint {
+                        store.trust.revoke(issuer, facts.serial);
+                    }
+                }
                 let selection = if latest {
                     SelectionPolicy::LatestNotAfter
                 } else {
@@ -210,7 +240,7 @@ proptest! {
                 accepted: revision.accepted.clone(),
                 presented: Some(revision.presented.clone()),
                 clients: Some(revision.clients.clone()),
-                tolerated: Vec::new(),
+                tolerated: revision.tolerated.clone(),
             };
             let again = super::plan(Some(&resumed), &case.desired, &case.store, now());
             prop_assert_eq!(&again.blocked, &None);
@@ -237,16 +267,32 @@ fn the_generator_reaches_plans_of_every_kind() {
     let mut runner = TestRunner::deterministic();
     let strategy = cases();
     let (mut walked, mut blocked, mut stages) = (0, 0, std::collections::BTreeSet::new());
+    let mut moved_away = 0;
+    let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for _ in 0..4000 {
         let case = strategy.new_tree(&mut runner).unwrap().current();
         let plan = plan(Some(&case.effective), &case.desired, &case.store, now());
-        if plan.blocked.is_some() {
+        if plan.revisions.iter().any(|r| !r.tolerated.is_empty()) {
+            moved_away += 1;
+        }
+        if let Some(b) = &plan.blocked {
+            *reasons.entry(b.reason.to_string()).or_insert(0) += 1;
             blocked += 1;
         } else if plan.revisions.len() > 1 {
             walked += 1;
             stages.extend(plan.pending().iter().filter_map(|r| r.stage));
         }
     }
-    assert!(walked > 400, "only {walked} multi-revision plans ({blocked} blocked)");
+    // Trust refusals (untrusted roots, orphans, revocations) are blocked
+    // cases of their own, so fewer plans walk than before they were generated.
+    assert!(walked > 300, "only {walked} multi-revision plans ({blocked} blocked)");
     assert_eq!(stages.len(), 7, "stages reached: {stages:?}");
+    assert!(
+        moved_away > 20,
+        "only {moved_away} plans move away from a revoked certificate"
+    );
+    for reason in ["UntrustedRoot", "ChainIncomplete", "CertificateRevoked"] {
+        let reached = reasons.get(reason).copied().unwrap_or_default();
+        assert!(reached > 20, "only {reached} plans blocked with {reason}: {reasons:?}");
+    }
 }
