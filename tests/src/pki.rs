@@ -39,10 +39,45 @@ pub fn ca(name: &str) -> Issued {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = days_from_now(-30);
     params.not_after = days_from_now(3650);
     issue(params, None)
+}
+
+/// A CRL of `issuer` revoking `revoked` (none: an empty CRL), PEM, due for
+/// renewal in a week.
+pub fn crl(issuer: &Issued, revoked: &[&Issued]) -> String {
+    use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+    let revoked_certs = revoked
+        .iter()
+        .map(|cert| {
+            let facts = certshift::facts::inspect("crl", cert.pem.as_bytes()).expect("certificate")[0].clone();
+            let serial: Vec<u8> = (0..facts.serial.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&facts.serial[i..i + 2], 16).expect("hex serial"))
+                .collect();
+            RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: days_from_now(0),
+                reason_code: None,
+                invalidity_date: None,
+            }
+        })
+        .collect();
+    let params = CertificateRevocationListParams {
+        this_update: days_from_now(-1),
+        next_update: days_from_now(7),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    params
+        .signed_by(&Issuer::from_params(&issuer.params, &issuer.key))
+        .expect("crl")
+        .pem()
+        .expect("crl pem")
 }
 
 /// A leaf for `common_name`, valid from `start_days` (relative to now) for a year.

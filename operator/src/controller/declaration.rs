@@ -73,6 +73,13 @@ pub(super) async fn controller(
         workload_watch::<DaemonSet>(&ctx),
     );
     let by_workload = controller.store();
+    let by_trust = controller.store();
+    // The ConfigMaps declarations read trust from (`spec.trustBundle`,
+    // `spec.revocation.crls`): a new bundle or CRL is acted on at once.
+    let trust_maps: Api<PartialObjectMeta<ConfigMap>> = ctx.watched();
+    let trust_events = watcher(trust_maps, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
     let shell = Arc::new(Shell {
         ctx,
         pods: pod_cache,
@@ -120,10 +127,30 @@ pub(super) async fn controller(
         .watches_stream(deployments, workload_mapper(by_workload.clone(), "Deployment"))
         .watches_stream(statefulsets, workload_mapper(by_workload.clone(), "StatefulSet"))
         .watches_stream(daemonsets, workload_mapper(by_workload, "DaemonSet"))
+        .watches_stream(trust_events, move |map| {
+            let (namespace, name) = (map.namespace(), map.name_any());
+            by_trust
+                .state()
+                .iter()
+                .filter(|d| d.namespace() == namespace && trust_config_maps(&d.spec).any(|n| n == name))
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, shell);
     drive(CONTROLLER, stream).await;
     follow.abort();
+}
+
+/// The ConfigMaps a declaration reads trust from: its trust bundle's and its CRLs'.
+fn trust_config_maps(spec: &crate::crd::ClusterCertificateDeclarationSpec) -> impl Iterator<Item = &str> {
+    let bundle = spec.trust_bundle.as_ref().and_then(|t| t.config_map_ref.as_ref());
+    let crls = spec
+        .revocation
+        .iter()
+        .flat_map(|r| &r.crls)
+        .filter_map(|c| c.config_map_ref.as_ref());
+    bundle.into_iter().chain(crls).map(|r| r.name.as_str())
 }
 
 /// Feeds the remembered Secrets and validation ConfigMaps from their watches:

@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 pub use members::{MemberInputs, MemberReport, Workload, pod_members, selects};
 pub use status::{
     BLOCKED, DECLARATION_SWITCHED, EXPIRING_SOON, EXPIRY_MARGIN, ISSUERS_PINNED, MEMBERS_CONVERGED, PROGRESSING, READY,
-    SAN_OVERLAP, SECONDARY_ADDED, declared_by, describe, effective_declaration, san_overlap,
+    REVOKED, SAN_OVERLAP, SECONDARY_ADDED, declared_by, describe, effective_declaration, revoked_in_use, san_overlap,
 };
 pub use store::StoreContents;
 
@@ -322,6 +322,7 @@ pub fn decide(world: &World) -> Decision {
     });
     if let Some(store) = store_facts {
         decided.push(san_overlap(&store.instances));
+        decided.push(revoked_in_use(current, store));
     }
     let previous_conditions = conditions::sorted(&previous.conditions);
     let conditions = conditions::merge(
@@ -714,7 +715,7 @@ fn events(
 ) -> Vec<Event> {
     let mut events: Vec<Event> = conditions::transitions(previous, next)
         .into_iter()
-        .filter(|c| matches!(c.type_.as_str(), BLOCKED | EXPIRING_SOON | SAN_OVERLAP) && c.status == "True")
+        .filter(|c| matches!(c.type_.as_str(), BLOCKED | EXPIRING_SOON | SAN_OVERLAP | REVOKED) && c.status == "True")
         .map(|c| Event {
             type_: EventType::Warning,
             reason: c.reason.clone(),

@@ -26,6 +26,9 @@ pub const MEMBERS_CONVERGED: &str = "MembersConverged";
 pub const BLOCKED: &str = "Blocked";
 pub const EXPIRING_SOON: &str = "ExpiringSoon";
 pub const SAN_OVERLAP: &str = "SanOverlap";
+/// A Warning: a certificate the revision in force presents, tolerates or
+/// declares by thumbprint is revoked by a CRL in force.
+pub const REVOKED: &str = "Revoked";
 
 /// Service Fabric's CertificateExpirySafetyMargin.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -70,6 +73,38 @@ fn describe_accepted(accepted: &Accepted) -> String {
 /// Key Vault's link-on-renewal hazard: a certificate whose DNS SANs include
 /// all of another's (of a different common name) would redirect it. Pairs are
 /// reported once, smaller SAN list first, sorted, so the message is stable.
+/// The `Revoked` condition of the revision in force (`current`): which of
+/// the certificates it relies on a CRL in force revokes, and what happens.
+pub fn revoked_in_use(current: Option<&Revision>, store: &crate::planner::Store) -> Decided {
+    let mut found: Vec<String> = Vec::new();
+    for cert in &store.instances {
+        let Some(revoked) = store.trust.revoked_on_path(cert) else {
+            continue;
+        };
+        let Some(current) = current else { continue };
+        let role = if cert.thumbprint == current.presented {
+            "presented; members are moved to another certificate"
+        } else if current.tolerated.contains(&cert.thumbprint) {
+            "tolerated until members no longer present it"
+        } else if current.accepted.thumbprints.iter().any(|t| cert.has_thumbprint(t)) {
+            "declared by thumbprint; members refuse it"
+        } else {
+            continue;
+        };
+        let by = if revoked == cert.thumbprint {
+            format!("serial {}", cert.serial)
+        } else {
+            format!("its CA {revoked}")
+        };
+        found.push(format!("{} ({by}) is revoked: {role}", cert.thumbprint));
+    }
+    if found.is_empty() {
+        Decided::new(REVOKED, false, "NotRevoked", "no certificate in use is revoked")
+    } else {
+        Decided::new(REVOKED, true, "CertificateRevoked", found.join("; "))
+    }
+}
+
 pub fn san_overlap(instances: &[CertificateFacts]) -> Decided {
     use std::collections::BTreeSet;
     let sans =

@@ -1331,3 +1331,72 @@ fn a_store_syncing_just_after_creation_is_waited_for_without_a_warning() {
     c.apply(&later);
     assert!(c.decide().events.is_empty(), "told once");
 }
+
+/// A CRL revoking the presented certificate: a Warning, and the members are
+/// walked to another certificate (tolerate, present, narrow), each revision
+/// publishing what it tolerates; the Warning clears once nothing in use is revoked.
+#[test]
+fn a_revoked_presented_certificate_warns_and_is_rotated_away_from() {
+    let pinned = Accepted::new([], [CommonNameRule::new("cluster.example", [tp("CA")])]);
+    let mut c = case(by_name_spec("0s")).published(revision(6, "G", pinned));
+    c.members.pods = pods(&[Some(6)]);
+    let mut store = instances();
+    store.push(
+        facts("G2")
+            .cn("cluster.example")
+            .issuer("CA")
+            .serial("02")
+            .valid("2026-02-01T00:00:00Z", "2027-09-01T00:00:00Z")
+            .build(),
+    );
+    let mut contents = contents(store);
+    contents.store.trust.revoke(tp("CA"), "01");
+    c.store = Ok(contents);
+    let mut walked = Vec::new();
+    for revision in 7..=9 {
+        let decision = c.decide();
+        let published = decision
+            .published
+            .clone()
+            .unwrap_or_else(|| panic!("revision {revision}"));
+        let status = c.status(&decision);
+        walked.push((
+            published.stage,
+            published.presented.clone(),
+            published.tolerated.clone(),
+        ));
+        let rules = decision.effects.iter().find_map(|e| match e {
+            Effect::PublishValidation(map) => map.data.as_ref().map(|d| d["rules.json"].clone()),
+            _ => None,
+        });
+        let rules: serde_json::Value = serde_json::from_str(&rules.expect("validation published")).unwrap();
+        let tolerated = rules["tolerated"].as_array().map_or(0, Vec::len);
+        assert_eq!(
+            tolerated,
+            published.tolerated.len(),
+            "rules.json of revision {revision}"
+        );
+        if revision == 7 {
+            assert_eq!(condition(&status, REVOKED), ("True", "CertificateRevoked"));
+            let warning = decision
+                .events
+                .iter()
+                .find(|e| e.reason == "CertificateRevoked")
+                .expect("a Warning event");
+            assert!(warning.message.contains(tp("G").as_str()), "{}", warning.message);
+        }
+        c.apply(&decision);
+        c.members.pods = pods(&[Some(revision)]);
+    }
+    assert_eq!(
+        walked,
+        [
+            (Some(Stage::WidenValidation), tp("G"), vec![tp("G")]),
+            (Some(Stage::Rollover), tp("G2"), vec![tp("G")]),
+            (Some(Stage::NarrowValidation), tp("G2"), vec![]),
+        ]
+    );
+    let settled = c.decide();
+    assert_eq!(settled.published, None);
+    assert_eq!(condition(&c.status(&settled), REVOKED), ("False", "NotRevoked"));
+}

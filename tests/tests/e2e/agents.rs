@@ -594,3 +594,174 @@ async fn observed_revisions_of(s: &Scenario, names: &[&str]) -> Vec<Option<u64>>
     }
     out
 }
+
+/// A CRL revoking the presented certificate, pushed into the ConfigMap the
+/// declaration names while agents call each other: the members are walked to
+/// the other certificate (tolerate, present, narrow) with no failed call, a
+/// Warning says why, and afterwards the members refuse the revoked one.
+pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_failed_call(s: Scenario) {
+    let ns = s.namespace.clone();
+    let root = std::env::temp_dir().join(format!("certshift-e2e-revocation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let judge = Judge::watch(&s.admin, &ns);
+    let ca = pki::ca("revocation CA");
+    let (older, newer) = (
+        pki::leaf("cluster.example", -10, &ca),
+        pki::leaf("cluster.example", -5, &ca),
+    );
+    for (name, cert) in [("cluster-a", &older), ("cluster-b", &newer)] {
+        judge.know(&cert.pem, Some(&ca.pem));
+        apply(&s.admin, &ns, &pki::tls_secret(name, cert, &ca)).await;
+        apply(&s.admin, &ns, &observed_certificate(name, name, None)).await;
+    }
+    let crls = |pem: String| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "crls"}, "data": {"ca.crl": pem}})).unwrap()
+    };
+    apply(&s.admin, &ns, &crls(pki::crl(&ca, &[]))).await;
+    for i in 0..MEMBERS {
+        apply(&s.admin, &ns, &member_pod(&format!("member-{i}"), &[("app", "agents")])).await;
+    }
+    let mut declared = Declaration::example("declaration-common-name.yaml")
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .store(&["cluster-a", "cluster-b"])
+        .min_soak("1s")
+        .pod_members(&[("app", "agents")]);
+    declared.0.spec.revocation = Some(certshift::crd::Revocation {
+        crls: vec![certshift::crd::CrlSource {
+            config_map_ref: Some(certshift::crd::KeySelector {
+                name: "crls".into(),
+                key: None,
+            }),
+            secret_ref: None,
+        }],
+    });
+    declared.apply(&s.admin, &ns).await;
+    let operator = Operator::start(&s.plane, &ns);
+    let addresses: Vec<(SocketAddr, Vec<SocketAddr>)> = (0..MEMBERS)
+        .map(|_| (loopback(), (0..MEMBERS - 1).map(|_| loopback()).collect()))
+        .collect();
+    let mut members = Vec::new();
+    for index in 0..MEMBERS {
+        members.push(member(&s, index, &addresses, &root).await);
+    }
+    let ready = wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
+    let status = ready.status.unwrap();
+    assert_eq!(
+        status.presenting.unwrap().thumbprint,
+        newer.thumbprint,
+        "the newest is presented"
+    );
+    let first = status.upgrade.unwrap().revision;
+    eventually("every agent on the first revision", Duration::from_secs(60), || async {
+        (observed_revisions(&s).await == vec![Some(first); MEMBERS]).then_some(())
+    })
+    .await;
+    let routes: Vec<(String, SocketAddr)> = members
+        .iter()
+        .flat_map(|m| {
+            m.outbound
+                .iter()
+                .map(move |(other, addr)| (format!("{} -> member-{other}", m.name), *addr))
+        })
+        .collect();
+    let calls = Arc::new(Calls {
+        made: AtomicUsize::new(0),
+        failed: StdMutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+    });
+    let caller = tokio::spawn(call_all_the_time(calls.clone(), routes));
+
+    // The CA revokes the presented certificate; its CRL lands in the ConfigMap.
+    apply(&s.admin, &ns, &crls(pki::crl(&ca, &[&newer]))).await;
+    let warning = eventually(
+        "a Warning CertificateRevoked event",
+        Duration::from_secs(60),
+        || async {
+            certshift_e2e::events(&s.admin, &ns)
+                .await
+                .into_iter()
+                .find(|(t, r, _)| t == "Warning" && r == "CertificateRevoked")
+                .map(|(_, _, message)| message)
+        },
+    )
+    .await;
+    assert!(warning.contains(&newer.thumbprint), "{warning}");
+    eventually(
+        "the members moved to the other certificate, acknowledged",
+        Duration::from_secs(120),
+        || async {
+            let d = declaration(&s.admin, &ns, DECLARATION).await;
+            let status = d.status.clone()?;
+            let presenting = status.presenting.as_ref()?.thumbprint == older.thumbprint;
+            let revision = status.upgrade.as_ref()?.revision;
+            let settled = status.upgrade.as_ref()?.plan.is_empty();
+            let acknowledged = observed_revisions(&s).await == vec![Some(revision); MEMBERS];
+            let revoked = condition(&d, "Revoked").map(|c| c.status.clone());
+            (presenting && settled && acknowledged && is_true(&d, "Ready") && revoked.as_deref() == Some("False"))
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    calls.stop.store(true, Ordering::Relaxed);
+    caller.await.unwrap();
+
+    let walk: Vec<(Option<Stage>, String, usize)> = judge
+        .observations()
+        .iter()
+        .filter(|o| o.revision.revision > first)
+        .map(|o| {
+            (
+                o.revision.stage,
+                o.revision.presented.to_string(),
+                o.revision.tolerated.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        walk,
+        [
+            (Some(Stage::WidenValidation), newer.thumbprint.clone(), 1),
+            (Some(Stage::Rollover), older.thumbprint.clone(), 1),
+            (Some(Stage::NarrowValidation), older.thumbprint.clone(), 0),
+        ],
+        "tolerate, present, narrow"
+    );
+    let last = judge.observations().last().cloned().expect("observed");
+    assert!(
+        last.files["crls.pem"].contains("BEGIN X509 CRL"),
+        "the CRL is published to members"
+    );
+    // The members enforce it: the revoked certificate is refused, the other admitted.
+    let inbound = members[0].inbound;
+    let curl_with = |cert: &Issued, label: &'static str| {
+        let (pem, key, root) = (cert.pem.clone(), cert.key.serialize_pem(), root.clone());
+        tokio::task::spawn_blocking(move || curl(inbound, &pem, &key, &root, label))
+    };
+    assert_eq!(
+        curl_with(&older, "older").await.unwrap(),
+        "200",
+        "the other certificate is admitted"
+    );
+    let refused = curl_with(&newer, "revoked").await.unwrap();
+    assert!(
+        refused.starts_with("000"),
+        "the revoked certificate is refused: {refused}"
+    );
+    let made = calls.made.load(Ordering::Relaxed);
+    let failed = calls.failed.lock().unwrap().clone();
+    println!(
+        "  revocation: {made} calls between {MEMBERS} members while moving off the revoked certificate, {} failed",
+        failed.len()
+    );
+    assert!(made > 20, "calls were made: {made}");
+    assert!(failed.is_empty(), "failed calls: {failed:#?}");
+    assert_judged_clean(&judge);
+    for member in members {
+        member.agent.abort();
+    }
+    operator.stop().await;
+    judge.stop();
+    let _ = std::fs::remove_dir_all(&root);
+}

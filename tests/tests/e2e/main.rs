@@ -78,6 +78,7 @@ fn main() -> ExitCode {
         members::tls_members_acknowledge_by_probe_and_a_rejecting_peer_blocks,
         agents::agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_call,
         agents::an_agent_restarted_or_given_a_corrupt_volume_never_acknowledges_what_it_has_not_loaded,
+        agents::a_revocation_pushed_while_running_moves_the_members_off_with_no_failed_call,
         policy::policy_issues_renews_rolls_over_and_an_unpinned_ca_blocks,
         policy::policy_failures_back_off_with_bounded_writes,
         policy::policy_example_enrolls_like_service_fabric,
