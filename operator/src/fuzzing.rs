@@ -65,6 +65,7 @@ pub fn certificate_source(data: &[u8]) {
             stored: None,
             store_owned_elsewhere: false,
             policy: None,
+            in_use: &Default::default(),
             now: now(),
         })
     };

@@ -43,6 +43,9 @@ pub struct World<'a> {
     /// The policy named by `spec.policyRef`, or why it cannot be used
     /// (a condition reason and message).
     pub policy: Option<Result<crate::policy::PolicyParams, (&'static str, String)>>,
+    /// Thumbprints the declarations using this store present or accept by
+    /// thumbprint with their revision in force: retention never drops them.
+    pub in_use: &'a std::collections::BTreeSet<String>,
     pub now: Timestamp,
 }
 
@@ -238,19 +241,22 @@ pub fn decide(world: World<'_>) -> Decision {
             .cmp(&a.not_before)
             .then_with(|| a.thumbprint.cmp(&b.thumbprint))
     });
+    // Newest first, up to retainInstances; the current instance and those a
+    // declaration's revision in force presents or accepts are always kept.
     let current_tp = current.as_ref().map(|c| c.thumbprint.clone());
+    let kept_anyway = |i: &CertificateFacts| {
+        current_tp.as_deref() == Some(i.thumbprint.as_str()) || world.in_use.contains(i.thumbprint.as_str())
+    };
     let mut kept: Vec<CertificateFacts> = Vec::new();
     for instance in instances {
-        let is_current = current_tp.as_deref() == Some(instance.thumbprint.as_str());
-        if kept.len() < retain || is_current {
+        if kept.len() < retain || kept_anyway(&instance) {
             kept.push(instance);
         }
     }
     while kept.len() > retain {
-        let drop_at = kept
-            .iter()
-            .rposition(|i| current_tp.as_deref() != Some(i.thumbprint.as_str()))
-            .expect("more than one instance");
+        let Some(drop_at) = kept.iter().rposition(|i| !kept_anyway(i)) else {
+            break;
+        };
         kept.remove(drop_at);
     }
 
@@ -461,6 +467,7 @@ mod tests {
             stored,
             store_owned_elsewhere: false,
             policy: None,
+            in_use: &Default::default(),
             now: ts(now),
         })
     }
@@ -520,6 +527,72 @@ mod tests {
         assert!(stored_instance(&stored, &bundle(&first).thumbprint).is_none());
         assert_eq!(condition(&status, VALID), ("True", "Valid"));
         assert_eq!(condition(&status, SYNCED), ("True", "Synced"));
+    }
+
+    /// Retention keeps what a declaration's revision in force presents or
+    /// accepts, beyond retainInstances, and drops it once no longer in use.
+    #[test]
+    fn retention_never_drops_an_instance_in_use() {
+        let spec = spec(1);
+        let issued: Vec<_> = (1..=3)
+            .map(|month| {
+                cert("c.example")
+                    .valid(&format!("2026-0{month}-01T00:00:00Z"), "2027-06-01T00:00:00Z")
+                    .self_signed()
+            })
+            .collect();
+        let leaf = |i: usize| {
+            CertificateBundle::from_tls(&TlsMaterial {
+                tls_crt: issued[i].pem.as_bytes(),
+                tls_key: None,
+                ca_crt: None,
+            })
+            .unwrap()
+            .leaf
+            .thumbprint
+        };
+        // Members present the first; it is declared by thumbprint.
+        let in_use = std::collections::BTreeSet::from([leaf(0).to_string()]);
+        let mut status = ObservedCertificateStatus::default();
+        let mut stored: Option<BTreeMap<String, Vec<u8>>> = None;
+        for renewal in &issued {
+            let decision = decide(World {
+                name: "cluster",
+                generation: Some(1),
+                spec: &spec,
+                status: &status,
+                source: Source::Present(&source(renewal), "kubernetes.io/tls"),
+                stored: stored.as_ref(),
+                store_owned_elsewhere: false,
+                policy: None,
+                in_use: &in_use,
+                now: ts("2026-04-01T00:00:00Z"),
+            });
+            if let Some(store) = &decision.store {
+                stored = Some(as_bytes(store));
+            }
+            status = decision.status;
+        }
+        let kept: Vec<Thumbprint> = status.instances.iter().map(|i| i.thumbprint.clone()).collect();
+        assert_eq!(
+            kept,
+            [leaf(2), leaf(0)],
+            "the current one, and the one in use beyond retainInstances: 1"
+        );
+        assert!(
+            stored_instance(stored.as_ref().unwrap(), &leaf(0)).is_some(),
+            "with its key"
+        );
+        // No longer in use: dropped at the next look.
+        let decision = step(
+            &spec,
+            &status,
+            Some(&source(&issued[2])),
+            stored.as_ref(),
+            "2026-04-02T00:00:00Z",
+        );
+        let kept: Vec<Thumbprint> = decision.status.instances.iter().map(|i| i.thumbprint.clone()).collect();
+        assert_eq!(kept, [leaf(2)]);
     }
 
     #[test]

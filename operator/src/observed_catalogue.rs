@@ -35,6 +35,7 @@ fn look(source: Source<'_>, status: &ObservedCertificateStatus, now: &str) -> De
         stored: None,
         store_owned_elsewhere: false,
         policy: None,
+        in_use: &Default::default(),
         now: ts(now),
     })
 }
@@ -450,6 +451,7 @@ fn kstatus_reads_each_state_as_flux_should_report_it() {
             stored: None,
             store_owned_elsewhere: false,
             policy: Some(policy),
+            in_use: &Default::default(),
             now: ts(NOW),
         })
         .status

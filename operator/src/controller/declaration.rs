@@ -87,6 +87,7 @@ pub(super) async fn controller(
         secrets: Remembered::default(),
         config_maps: Remembered::default(),
         written,
+        reminders: Default::default(),
     });
     let ocert_events = {
         let shell = shell.clone();
@@ -241,6 +242,8 @@ struct Shell {
     config_maps: Remembered<ConfigMap>,
     /// The declaration as its last status write left it, until the watch shows it.
     written: Arc<WrittenStatuses<ClusterCertificateDeclaration>>,
+    /// When each declaration's standing Warnings were last told.
+    reminders: std::sync::Mutex<crate::events::Reminders>,
 }
 
 /// `name` as remembered, or read from the API server (and remembered).
@@ -420,6 +423,17 @@ async fn apply(shell: &Shell, declaration: &ClusterCertificateDeclaration, decis
         None => debug!("unchanged"),
     }
     publish_events(ctx, declaration, &decision.events, "Reconcile").await;
+    // Standing Warnings, told again at a bounded rate (never a status write).
+    let key = format!("{namespace}/{}", declaration.name_any());
+    let reminders = {
+        let mut reminders = shell.reminders.lock().expect("reminders lock");
+        let now = std::time::Instant::now();
+        for event in &decision.events {
+            reminders.told(&key, event, now);
+        }
+        reminders.due(&key, &decision.standing, now)
+    };
+    publish_events(ctx, declaration, &reminders, "Remind").await;
     Ok(())
 }
 

@@ -338,6 +338,25 @@ pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDecla
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP certshift_declaration_certificate_not_after_timestamp_seconds notAfter of each certificate the revision in force relies on (role: Presented, PresentedChain, AcceptedThumbprint, PinnedIssuer, ClientThumbprint), as a Unix time."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE certshift_declaration_certificate_not_after_timestamp_seconds gauge"
+    );
+    for (labels, status) in &rows {
+        for in_use in &status.certificates_in_use {
+            let _ = writeln!(
+                out,
+                "certshift_declaration_certificate_not_after_timestamp_seconds{{{labels},role=\"{}\",thumbprint=\"{}\"}} {}",
+                in_use.role,
+                in_use.thumbprint,
+                in_use.not_after.as_second()
+            );
+        }
+    }
     out
 }
 
@@ -506,6 +525,12 @@ mod tests {
             revision: 2,
             ..Default::default()
         });
+        ready.status.as_mut().unwrap().certificates_in_use = vec![crate::crd::CertificateInUse {
+            role: "PinnedIssuer".into(),
+            thumbprint: "AB".repeat(20),
+            common_name: None,
+            not_after: "2026-07-01T00:00:00Z".parse().unwrap(),
+        }];
         let mut paused = ClusterCertificateDeclaration::new("c", Default::default());
         paused.metadata.namespace = Some("ns".into());
         paused.status = Some(ClusterCertificateDeclarationStatus {
@@ -522,6 +547,7 @@ mod tests {
             r#"certshift_declaration_stage{namespace="ns",name="b",stage="SwitchToCommonName"} 1"#,
             r#"certshift_declaration_revision{namespace="ns",name="b"} 4"#,
             r#"certshift_declaration_presented_not_after_timestamp_seconds{namespace="ns",name="a"} 1798761600"#,
+            r#"certshift_declaration_certificate_not_after_timestamp_seconds{namespace="ns",name="a",role="PinnedIssuer",thumbprint="ABABABABABABABABABABABABABABABABABABABAB"} 1782864000"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

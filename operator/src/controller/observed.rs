@@ -146,6 +146,7 @@ async fn reconcile(
         };
         let mut status = sorted_status(&ocert);
         let policy = policy(&ctx, &namespace, &ocert).await?;
+        let in_use = in_use(&ctx, &namespace, &name).await?;
         // Until an instance is recorded, certshift has never written the store:
         // the first sync creates it without reading it first. A create never
         // overwrites; if a Secret of that name is there, it is read and judged.
@@ -177,6 +178,7 @@ async fn reconcile(
                 },
                 store_owned_elsewhere,
                 policy: policy.clone(),
+                in_use: &in_use,
                 now: now(),
             });
             let Some(text) = &decision.store else { break decision };
@@ -278,4 +280,49 @@ async fn policy(
             )
         }),
     }))
+}
+
+/// The thumbprints the declarations whose store names `ocert` present or
+/// accept by thumbprint with their revision in force (`status.effective`,
+/// `status.certificatesInUse`): retention keeps them.
+async fn in_use(ctx: &Context, namespace: &str, ocert: &str) -> Result<std::collections::BTreeSet<String>, Error> {
+    use crate::crd::ClusterCertificateDeclaration;
+    let api: Api<ClusterCertificateDeclaration> = Api::namespaced(ctx.client.clone(), namespace);
+    let declarations =
+        api.list(&Default::default())
+            .await
+            .map_err(super::kube_err::<ClusterCertificateDeclaration>(
+                super::Verb::List,
+                namespace,
+                "",
+            ))?;
+    let mut in_use = std::collections::BTreeSet::new();
+    for declaration in declarations.items {
+        let Some(status) = declaration.status.as_ref() else {
+            continue;
+        };
+        if !declaration.spec.store.observed_certificates.iter().any(|n| n == ocert) {
+            continue;
+        }
+        if let Some(effective) = &status.effective {
+            in_use.extend(effective.presented.clone());
+            if let Some(certificate) = &effective.certificate {
+                in_use.insert(certificate.thumbprint.to_ascii_uppercase());
+                in_use.extend(
+                    certificate
+                        .thumbprint_secondary
+                        .as_ref()
+                        .map(|t| t.to_ascii_uppercase()),
+                );
+            }
+        }
+        in_use.extend(
+            status
+                .certificates_in_use
+                .iter()
+                .filter(|u| matches!(u.role.as_str(), "Presented" | "AcceptedThumbprint"))
+                .map(|u| u.thumbprint.clone()),
+        );
+    }
+    Ok(in_use)
 }

@@ -53,6 +53,12 @@ pub struct ClusterCertificateDeclarationSpec {
     /// presented, a revoked certificate in use is rotated away from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<Revocation>,
+    /// How long before a certificate in use expires `ExpiringSoon` warns
+    /// (Service Fabric's CertificateExpirySafetyMargin): a Go duration, 720h
+    /// (30 days) by default. It covers the presented certificate and its
+    /// CAs, accepted thumbprints, pinned issuers and client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_warning: Option<String>,
     /// Client certificates accepted by thumbprint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_certificate_thumbprints: Vec<ClientCertificateThumbprint>,
@@ -336,6 +342,28 @@ pub struct ClusterCertificateDeclarationStatus {
     /// The certificate members present now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presenting: Option<PresentingStatus>,
+    /// Every certificate the revision in force relies on that certshift
+    /// knows, with its role and notAfter (what `ExpiringSoon` and the
+    /// expiry metric watch).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates_in_use: Vec<CertificateInUse>,
+}
+
+/// A certificate the revision in force relies on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateInUse {
+    /// Its role: `Presented`, `PresentedChain` (a CA on the presented
+    /// certificate's path), `AcceptedThumbprint`, `PinnedIssuer` or `ClientThumbprint`.
+    #[schemars(extend("enum" = ["Presented", "PresentedChain", "AcceptedThumbprint", "PinnedIssuer", "ClientThumbprint"]))]
+    pub role: String,
+    /// SHA-1 thumbprint, 40 upper-case hex digits.
+    pub thumbprint: String,
+    /// Subject common name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    /// The end of the certificate's validity.
+    pub not_after: Timestamp,
 }
 
 /// The declaration in force, in the spec's Service Fabric shape, plus the

@@ -24,7 +24,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 pub use members::{MemberInputs, MemberReport, Workload, pod_members, selects};
 pub use status::{
     BLOCKED, DECLARATION_SWITCHED, EXPIRING_SOON, EXPIRY_MARGIN, ISSUERS_PINNED, MEMBERS_CONVERGED, PROGRESSING, READY,
-    REVOKED, SAN_OVERLAP, SECONDARY_ADDED, declared_by, describe, effective_declaration, revoked_in_use, san_overlap,
+    REVOKED, SAN_OVERLAP, SECONDARY_ADDED, certificates_in_use, declared_by, describe, effective_declaration,
+    expiring_soon, revoked_in_use, san_overlap,
 };
 pub use store::StoreContents;
 
@@ -113,6 +114,10 @@ pub struct Decision {
     pub requeue: Requeue,
     /// The revision this decision publishes, if any (logs and metrics).
     pub published: Option<Revision>,
+    /// Warnings that still hold (an expiring or revoked certificate in
+    /// use): the shell tells them again at a bounded rate
+    /// ([`crate::events::Reminders`]).
+    pub standing: Vec<Event>,
 }
 
 /// What the plan and the gates say before any probe: the next revision due,
@@ -316,14 +321,19 @@ pub fn decide(world: &World) -> Decision {
         members: &members,
         desired: desired.as_ref(),
         goal: goal.as_ref(),
-        presenting: presenting.as_ref(),
-        now: world.now,
         fresh: grace_left.is_some(),
     });
     if let Some(store) = store_facts {
         decided.push(san_overlap(&store.instances));
         decided.push(revoked_in_use(current, store));
     }
+    // Without a store this reconcile, what was in use is still in use.
+    let certificates_in_use = match store_facts {
+        Some(store) => certificates_in_use(current, store),
+        None => previous.certificates_in_use.clone(),
+    };
+    let margin = duration_or(&declaration.spec.expiry_warning, EXPIRY_MARGIN);
+    decided.push(expiring_soon(&certificates_in_use, margin, world.now));
     let previous_conditions = conditions::sorted(&previous.conditions);
     let conditions = conditions::merge(
         &previous_conditions,
@@ -331,6 +341,15 @@ pub fn decide(world: &World) -> Decision {
         declaration.metadata.generation,
         world.now,
     );
+    let standing: Vec<Event> = conditions
+        .iter()
+        .filter(|c| matches!(c.type_.as_str(), EXPIRING_SOON | REVOKED) && c.status == "True")
+        .map(|c| Event {
+            type_: EventType::Warning,
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
+        .collect();
     let events = events(
         world,
         (&previous_conditions, &conditions),
@@ -346,6 +365,7 @@ pub fn decide(world: &World) -> Decision {
         upgrade,
         members: Some(members.clone()),
         presenting,
+        certificates_in_use,
     };
     let stored = ClusterCertificateDeclarationStatus {
         conditions: previous_conditions,
@@ -382,6 +402,7 @@ pub fn decide(world: &World) -> Decision {
         events,
         requeue,
         published: candidate,
+        standing,
     }
 }
 
@@ -713,7 +734,17 @@ fn events(
     report: &MemberReport,
     (following, blocked): (Option<&Revision>, bool),
 ) -> Vec<Event> {
-    let mut events: Vec<Event> = conditions::transitions(previous, next)
+    // An expiring or revoked certificate newly in the list is told too,
+    // though the condition was already True.
+    let list_changed = |c: &Condition| {
+        matches!(c.type_.as_str(), EXPIRING_SOON | REVOKED)
+            && previous
+                .iter()
+                .any(|p| p.type_ == c.type_ && p.status == c.status && p.message != c.message)
+    };
+    let mut changed = conditions::transitions(previous, next);
+    changed.extend(next.iter().filter(|c| list_changed(c)));
+    let mut events: Vec<Event> = changed
         .into_iter()
         .filter(|c| matches!(c.type_.as_str(), BLOCKED | EXPIRING_SOON | SAN_OVERLAP | REVOKED) && c.status == "True")
         .map(|c| Event {

@@ -8,8 +8,8 @@ use jiff::Timestamp;
 
 use crate::conditions::{Decided, Standing};
 use crate::crd::{
-    CertificateCommonNames, CertificateThumbprints, CommonNameDeclaration, EffectiveDeclaration, MembersStatus,
-    PresentingStatus,
+    CertificateCommonNames, CertificateInUse, CertificateThumbprints, CommonNameDeclaration, EffectiveDeclaration,
+    MembersStatus,
 };
 use crate::facts::CertificateFacts;
 use crate::planner::{BlockReason, Blocked, Desired};
@@ -73,6 +73,104 @@ fn describe_accepted(accepted: &Accepted) -> String {
 /// Key Vault's link-on-renewal hazard: a certificate whose DNS SANs include
 /// all of another's (of a different common name) would redirect it. Pairs are
 /// reported once, smaller SAN list first, sorted, so the message is stable.
+/// Every certificate `current` relies on that the store or the trust bundle
+/// holds, each once with its first role (presented, accepted thumbprint,
+/// pinned issuer, client, CA of the presented certificate), sorted by
+/// notAfter then thumbprint.
+pub fn certificates_in_use(current: Option<&Revision>, store: &crate::planner::Store) -> Vec<CertificateInUse> {
+    let Some(current) = current else {
+        return Vec::new();
+    };
+    let mut in_use: Vec<CertificateInUse> = Vec::new();
+    let mut add = |role: &str, cert: &CertificateFacts| {
+        if !in_use.iter().any(|u| u.thumbprint == cert.thumbprint.as_str()) {
+            in_use.push(CertificateInUse {
+                role: role.to_owned(),
+                thumbprint: cert.thumbprint.to_string(),
+                common_name: cert.common_name.clone(),
+                not_after: cert.not_after,
+            });
+        }
+    };
+    let known = |tp: &Thumbprint| store.find(tp).or_else(|| store.trust.authority(tp));
+    let presented = store.find(&current.presented);
+    if let Some(presented) = presented {
+        add("Presented", presented);
+    }
+    for tp in &current.accepted.thumbprints {
+        if let Some(cert) = known(tp) {
+            add("AcceptedThumbprint", cert);
+        }
+    }
+    let pins = current.accepted.common_names.iter().flat_map(|r| &r.issuer_thumbprints);
+    let client_pins = current.clients.common_names.iter().flat_map(|c| &c.issuer_thumbprints);
+    for tp in pins.chain(client_pins) {
+        if let Some(cert) = known(tp) {
+            add("PinnedIssuer", cert);
+        }
+    }
+    for client in &current.clients.thumbprints {
+        if let Some(cert) = known(&client.thumbprint) {
+            add("ClientThumbprint", cert);
+        }
+    }
+    // Last: a CA that is also pinned is named as the pinned issuer.
+    for ca in presented
+        .iter()
+        .flat_map(|p| store.trust.path(p).certificates.into_iter().skip(1))
+    {
+        add("PresentedChain", ca);
+    }
+    in_use.sort_by(|a, b| (a.not_after, &a.thumbprint).cmp(&(b.not_after, &b.thumbprint)));
+    in_use
+}
+
+/// `ExpiringSoon`: each certificate in use that expires within `margin` (or
+/// has expired), named with its role and notAfter. The message holds no
+/// countdown, so it changes only with what is in use.
+pub fn expiring_soon(in_use: &[CertificateInUse], margin: Duration, now: Timestamp) -> Decided {
+    let horizon = jiff::SignedDuration::from_secs(secs(margin));
+    let expiring: Vec<String> = in_use
+        .iter()
+        .filter(|u| u.not_after.duration_since(now) < horizon)
+        .map(|u| {
+            let verb = if u.not_after < now { "expired" } else { "expires" };
+            format!(
+                "{} {} {verb} at notAfter={}",
+                role_text(&u.role),
+                u.thumbprint,
+                u.not_after
+            )
+        })
+        .collect();
+    match (expiring.is_empty(), in_use.first()) {
+        (false, _) => Decided::new(EXPIRING_SOON, true, "ExpiringSoon", expiring.join("; ")),
+        (true, Some(first)) => Decided::new(
+            EXPIRING_SOON,
+            false,
+            "NotExpiring",
+            format!(
+                "every certificate in use is valid beyond the margin; the first to expire is {} {} at notAfter={}",
+                role_text(&first.role),
+                first.thumbprint,
+                first.not_after
+            ),
+        ),
+        (true, None) => Decided::new(EXPIRING_SOON, false, "NotExpiring", "no certificate is in use yet"),
+    }
+}
+
+fn role_text(role: &str) -> &'static str {
+    match role {
+        "Presented" => "the presented certificate",
+        "PresentedChain" => "the presented certificate's CA",
+        "AcceptedThumbprint" => "accepted thumbprint",
+        "PinnedIssuer" => "pinned issuer",
+        "ClientThumbprint" => "client certificate",
+        _ => "certificate",
+    }
+}
+
 /// The `Revoked` condition of the revision in force (`current`): which of
 /// the certificates it relies on a CRL in force revokes, and what happens.
 pub fn revoked_in_use(current: Option<&Revision>, store: &crate::planner::Store) -> Decided {
@@ -199,8 +297,6 @@ pub(super) struct Facts<'a> {
     pub members: &'a MembersStatus,
     pub desired: Option<&'a Desired>,
     pub goal: Option<&'a Thumbprint>,
-    pub presenting: Option<&'a PresentingStatus>,
-    pub now: Timestamp,
     /// Within the grace period after the declaration's creation: what may
     /// clear by itself is still waited for.
     pub fresh: bool,
@@ -214,8 +310,6 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
         members,
         desired,
         goal,
-        presenting,
-        now,
         fresh,
     } = *facts;
     let converged = members.converged == members.total;
@@ -346,25 +440,6 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
         ));
     }
 
-    let expiring = presenting
-        .and_then(|p| p.not_after)
-        .filter(|not_after| not_after.duration_since(now) < jiff::SignedDuration::from_secs(secs(EXPIRY_MARGIN)));
-    out.push(match expiring {
-        Some(not_after) => Decided::new(
-            EXPIRING_SOON,
-            true,
-            "ExpiringSoon",
-            format!("the presented certificate expires at notAfter={not_after}"),
-        ),
-        None => Decided::new(
-            EXPIRING_SOON,
-            false,
-            "NotExpiring",
-            presenting.and_then(|p| p.not_after).map_or_else(String::new, |at| {
-                format!("the presented certificate is valid until notAfter={at}")
-            }),
-        ),
-    });
     out
 }
 

@@ -1400,3 +1400,107 @@ fn a_revoked_presented_certificate_warns_and_is_rotated_away_from() {
     assert_eq!(settled.published, None);
     assert_eq!(condition(&c.status(&settled), REVOKED), ("False", "NotRevoked"));
 }
+
+/// `ExpiringSoon` names every certificate in use that expires within the
+/// margin (an accepted secondary, a pinned issuer), each with its role; it
+/// is told once, and settles: a later look changes no status.
+#[test]
+fn expiry_warnings_cover_every_certificate_in_use_and_settle_without_writes() {
+    let secondary_expiring = facts("Old")
+        .cn("old")
+        .self_signed()
+        .valid("2026-01-01T00:00:00Z", "2026-06-20T00:00:00Z")
+        .build();
+    let goal = facts("G")
+        .cn("cluster.example")
+        .issuer("CA")
+        .valid("2026-03-01T00:00:00Z", "2027-06-01T00:00:00Z")
+        .build();
+    let both = Accepted::new([tp("Old"), tp("G")], []);
+    let mut spec = by_thumbprint_spec();
+    spec.certificate.as_mut().unwrap().thumbprint_secondary = Some(tp("G").to_string());
+    let mut c = case(spec).published(revision(6, "G", both));
+    c.members.pods = pods(&[Some(6)]);
+    c.store = Ok(contents(vec![secondary_expiring, goal.clone()]));
+    let decision = c.decide();
+    assert_eq!(decision.published, None, "nothing to publish");
+    let status = c.status(&decision);
+    let roles: Vec<(&str, &str)> = status
+        .certificates_in_use
+        .iter()
+        .map(|u| (u.role.as_str(), u.thumbprint.as_str()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("AcceptedThumbprint", tp("Old").as_str()),
+            ("Presented", tp("G").as_str())
+        ]
+    );
+    assert_eq!(condition(&status, EXPIRING_SOON), ("True", "ExpiringSoon"));
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == EXPIRING_SOON)
+        .unwrap()
+        .message;
+    assert_eq!(
+        message,
+        &format!(
+            "accepted thumbprint {} expires at notAfter=2026-06-20T00:00:00Z",
+            tp("Old")
+        )
+    );
+    assert_eq!(decision.events.iter().filter(|e| e.reason == "ExpiringSoon").count(), 1);
+    assert_eq!(decision.standing.len(), 1, "the shell re-tells it at a bounded rate");
+    c.apply(&decision);
+    // An hour later, and a day later: nothing to write, nothing told anew.
+    for hours in [1, 24] {
+        c.now = ts("2026-06-01T00:00:00Z") + jiff::SignedDuration::from_hours(hours);
+        let later = c.decide();
+        assert_eq!(later.status, None, "no status write {hours} h later");
+        assert!(later.events.is_empty(), "{:?}", later.events);
+    }
+    // A margin of one day (spec.expiryWarning): not expiring yet.
+    c.declaration.spec.expiry_warning = Some("24h".into());
+    let relaxed = c.decide();
+    assert_eq!(condition(&c.status(&relaxed), EXPIRING_SOON), ("False", "NotExpiring"));
+}
+
+#[test]
+fn a_pinned_issuer_that_expires_is_named() {
+    let pinned = Accepted::new([], [CommonNameRule::new("cluster.example", [tp("CA")])]);
+    let mut c = case(by_name_spec("0s")).published(revision(6, "G", pinned));
+    c.members.pods = pods(&[Some(6)]);
+    let mut store = contents(instances());
+    let ca = facts("CA")
+        .cn("Cluster CA")
+        .ca()
+        .self_signed()
+        .valid("2025-01-01T00:00:00Z", "2026-06-10T00:00:00Z")
+        .build();
+    store.store.trust = TrustBundle::with_authorities([], [ca]);
+    c.store = Ok(store);
+    let status = c.status(&c.decide());
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == EXPIRING_SOON)
+        .unwrap()
+        .message;
+    assert!(
+        message.contains(&format!("pinned issuer {} expires at notAfter=2026-06-10", tp("CA"))),
+        "{message}"
+    );
+    let roles: Vec<&str> = status
+        .certificates_in_use
+        .iter()
+        .filter(|u| u.thumbprint == tp("CA").as_str())
+        .map(|u| u.role.as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        ["PinnedIssuer"],
+        "once, though also the presented certificate's CA"
+    );
+}

@@ -138,6 +138,7 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
     for (field, value) in [
         ("spec.upgrade.minSoak", &upgrade.min_soak),
         ("spec.upgrade.stageTimeout", &upgrade.stage_timeout),
+        ("spec.expiryWarning", &spec.expiry_warning),
     ] {
         if let Some(value) = value {
             duration::parse(field, value).map_err(|message| Blocked::new(BlockReason::InvalidDuration, message))?;
