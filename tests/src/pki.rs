@@ -80,6 +80,24 @@ pub fn crl(issuer: &Issued, revoked: &[&Issued]) -> String {
         .expect("crl pem")
 }
 
+/// A CA valid until `end_days` from now.
+pub fn ca_until(name: &str, end_days: i64) -> Issued {
+    let mut ca = ca(name);
+    let mut params = ca.params.clone();
+    params.not_after = days_from_now(end_days);
+    ca = issue_with(params, None, ca.key);
+    ca
+}
+
+/// A leaf for `common_name` valid from `start_days` to `end_days` (relative to now).
+pub fn leaf_until(common_name: &str, start_days: i64, end_days: i64, issuer: &Issued) -> Issued {
+    let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.not_before = days_from_now(start_days);
+    params.not_after = days_from_now(end_days);
+    issue(params, Some(issuer))
+}
+
 /// A leaf for `common_name`, valid from `start_days` (relative to now) for a year.
 pub fn leaf(common_name: &str, start_days: i64, issuer: &Issued) -> Issued {
     let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");

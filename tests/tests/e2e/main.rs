@@ -91,6 +91,7 @@ fn main() -> ExitCode {
         gitops::kubectl_explains_every_field_and_gets_the_certshift_category,
         gitops::helm_uninstall_keeps_the_crds_and_the_declarations,
         trust::a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_conversion,
+        trust::expiry_warnings_for_an_accepted_secondary_and_a_pinned_issuer_settle_without_writes,
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()

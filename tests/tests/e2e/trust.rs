@@ -123,3 +123,96 @@ pub async fn a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_c
     );
     operator.stop().await;
 }
+
+/// `ExpiringSoon` names an accepted secondary and a pinned issuer that expire
+/// within the margin, each once, with its role; the condition is told by one
+/// Warning event each, and then the operator settles: touching the objects
+/// makes no status write and no new event.
+pub async fn expiry_warnings_for_an_accepted_secondary_and_a_pinned_issuer_settle_without_writes(s: Scenario) {
+    let ns = s.namespace.as_str();
+    let expiring_ca = pki::ca_until("expiring CA", 10);
+    let goal = pki::leaf_until("cluster.example", -5, 9, &expiring_ca);
+    let other_ca = pki::ca("long-lived CA");
+    let secondary = pki::leaf_until("old.cluster.example", -60, 5, &other_ca);
+    for (name, cert, ca) in [("cluster-a", &goal, &expiring_ca), ("cluster-b", &secondary, &other_ca)] {
+        apply(&s.admin, ns, &pki::tls_secret(name, cert, ca)).await;
+        apply(&s.admin, ns, &observed_certificate(name, name, None)).await;
+    }
+    let mut by_thumbprint = Declaration::example("declaration-thumbprint.yaml")
+        .by_thumbprint(&goal.thumbprint)
+        .store(&["cluster-a", "cluster-b"]);
+    by_thumbprint.0.spec.certificate.as_mut().unwrap().thumbprint_secondary = Some(secondary.thumbprint.clone());
+    by_thumbprint.apply(&s.admin, ns).await;
+    Declaration::example("declaration-common-name.yaml")
+        .named("pinned")
+        .by_common_names(&[("cluster.example", &expiring_ca.thumbprint)])
+        .store(&["cluster-a"])
+        .apply(&s.admin, ns)
+        .await;
+    let operator = Operator::start(&s.plane, ns);
+    let admin = &s.admin;
+    let expiring = |name: &'static str| async move {
+        eventually(&format!("{name} ExpiringSoon"), Duration::from_secs(60), || async {
+            let d = declaration(admin, ns, name).await;
+            let message = condition(&d, "ExpiringSoon")
+                .filter(|c| c.status == "True")?
+                .message
+                .clone();
+            is_true(&d, "Ready").then_some((message, d))
+        })
+        .await
+    };
+    let (message, by_thumbprint) = expiring(DECLARATION).await;
+    assert!(
+        message.contains(&format!("accepted thumbprint {} expires at", secondary.thumbprint)),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("the presented certificate {} expires at", goal.thumbprint)),
+        "{message}"
+    );
+    let roles: Vec<(String, String)> = by_thumbprint
+        .status
+        .unwrap()
+        .certificates_in_use
+        .into_iter()
+        .map(|u| (u.role, u.thumbprint))
+        .collect();
+    assert!(
+        roles.contains(&("AcceptedThumbprint".into(), secondary.thumbprint.clone())),
+        "{roles:?}"
+    );
+    let (message, _) = expiring("pinned").await;
+    assert!(
+        message.contains(&format!("pinned issuer {} expires at", expiring_ca.thumbprint)),
+        "{message}"
+    );
+    wait_event(&s.admin, ns, Some("Warning"), "ExpiringSoon").await;
+    let told = |events: &[(String, String, String)]| events.iter().filter(|(_, r, _)| r == "ExpiringSoon").count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (writes_before, events_before) = (
+        s.plane.writes(OPERATOR_USER, ns),
+        told(&certshift_e2e::events(&s.admin, ns).await),
+    );
+    assert_eq!(events_before, 2, "one Warning per declaration");
+    let touch = serde_json::json!({"metadata": {"annotations": {"e2e/touched": "yes"}}});
+    for name in [DECLARATION, "pinned"] {
+        Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&touch))
+            .await
+            .expect("touch declaration");
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes_after = s.plane.writes(OPERATOR_USER, ns);
+    assert_eq!(
+        writes_after[writes_before.len()..],
+        [] as [String; 0],
+        "writes once settled"
+    );
+    assert_eq!(
+        told(&certshift_e2e::events(&s.admin, ns).await),
+        events_before,
+        "no Warning told again"
+    );
+    operator.stop().await;
+}
