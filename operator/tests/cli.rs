@@ -381,3 +381,64 @@ fn a_trust_bundle_of_the_system_roots_and_the_cluster_ca_is_planned() {
         "the conversion, unpinned through the bundle's CA: {json}"
     );
 }
+
+/// `certshift plan` judges CRLs as the operator does: the example CA revokes
+/// the goal certificate, and the plan is blocked, naming it.
+#[test]
+fn a_crl_revoking_the_goal_blocks_the_plan() {
+    use rcgen::{CertificateRevocationListParams, Issuer, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber};
+    let secret = |file: &str, name: &str| -> k8s_openapi::api::core::v1::Secret {
+        std::fs::read_to_string(example(file))
+            .unwrap()
+            .split("\n---\n")
+            .filter_map(|doc| serde_yaml::from_str::<k8s_openapi::api::core::v1::Secret>(doc).ok())
+            .find(|s| s.metadata.name.as_deref() == Some(name) && s.string_data.is_some())
+            .expect(name)
+    };
+    let ca = secret("ca.yaml", "cluster-ca").string_data.unwrap();
+    let goal = secret("store.yaml", "cluster-cn").string_data.unwrap();
+    let facts = certshift::facts::inspect("goal", goal["tls.crt"].as_bytes())
+        .unwrap()
+        .remove(0);
+    let serial: Vec<u8> = (0..facts.serial.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&facts.serial[i..i + 2], 16).unwrap())
+        .collect();
+    let issuer = Issuer::from_ca_cert_pem(&ca["tls.crt"], KeyPair::from_pem(&ca["tls.key"]).unwrap()).unwrap();
+    let crl = CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2026, 11, 1),
+        next_update: rcgen::date_time_ymd(2026, 12, 31),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from_slice(&serial),
+            revocation_time: rcgen::date_time_ymd(2026, 11, 1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap()
+    .pem()
+    .unwrap();
+    let indented: String = crl.lines().map(|l| format!("    {l}\n")).collect();
+    let crls = temp_file(
+        "crls.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: crls\n  namespace: default\ndata:\n  ca.crl: |\n{indented}"
+        ),
+    );
+    let declaration = std::fs::read_to_string(example("declaration-common-name.yaml"))
+        .unwrap()
+        .replace(
+            "  trustBundle:\n",
+            "  revocation:\n    crls:\n    - configMapRef: {name: crls}\n  trustBundle:\n",
+        );
+    let declaration = temp_file("revoked.yaml", &declaration);
+    let (code, json, stderr) = plan(&[example("store.yaml"), declaration, crls], &[]);
+    assert_eq!(code, 3, "blocked: {stderr}\n{json}");
+    assert_eq!(json["blocked"]["reason"], "CertificateRevoked", "{json}");
+    let message = json["blocked"]["message"].as_str().unwrap();
+    assert!(message.contains(facts.thumbprint.as_str()), "{message}");
+}

@@ -8,11 +8,13 @@ use serde::Serialize;
 
 use super::manifests::{Manifests, Origin};
 use crate::crd::ClusterCertificateDeclaration;
+use crate::declaration::store::{TrustBundleInput, put_crls_in_force};
 use crate::facts::{CertificateBundle, CertificateFacts};
 use crate::facts::{secret_data, tls_material};
 use crate::planner::{self, BlockReason, Blocked, Plan, Revision, Store};
 use crate::thumbprint::Thumbprint;
 use crate::trust::TrustPool;
+use std::sync::Arc;
 
 /// Exit codes of `certshift plan`.
 pub const EXIT_PLANNED: i32 = 0;
@@ -78,7 +80,7 @@ pub fn plan(manifests: &Manifests, now: Timestamp) -> Result<PlanReport, String>
         },
         None => None,
     };
-    let store = match gather_store(manifests, declaration, &namespace) {
+    let store = match gather_store(manifests, declaration, &namespace, now) {
         Ok(Ok(store)) => store,
         Ok(Err(err)) => return Ok(blocked(err)),
         Err(input) => return Err(format!("{origin}: {input}")),
@@ -92,6 +94,7 @@ fn gather_store(
     manifests: &Manifests,
     declaration: &ClusterCertificateDeclaration,
     namespace: &str,
+    now: Timestamp,
 ) -> Result<Result<Store, Blocked>, String> {
     let in_namespace = |ns: &Option<String>| ns.as_deref().unwrap_or("default") == namespace;
     let secret = |name: &str| {
@@ -155,6 +158,35 @@ fn gather_store(
         if let Some(der) = leaf_der.get(thumbprint) {
             pool.link(facts, der);
         }
+    }
+    // The CRLs in force, judged as the operator judges them.
+    let named = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, name: &str| {
+        meta.name.as_deref() == Some(name) && meta.namespace.as_deref().unwrap_or("default") == namespace
+    };
+    let crl_inputs: Vec<TrustBundleInput> = declaration
+        .spec
+        .revocation
+        .iter()
+        .flat_map(|r| &r.crls)
+        .map(|source| match (&source.config_map_ref, &source.secret_ref) {
+            (None, Some(r)) => TrustBundleInput::Secret(
+                manifests
+                    .secrets
+                    .iter()
+                    .find(|(_, s)| named(&s.metadata, &r.name))
+                    .map(|(_, s)| Arc::new(s.clone())),
+            ),
+            (r, _) => TrustBundleInput::ConfigMap(r.as_ref().and_then(|r| {
+                manifests
+                    .config_maps
+                    .iter()
+                    .find(|(_, m)| named(&m.metadata, &r.name))
+                    .map(|(_, m)| Arc::new(m.clone()))
+            })),
+        })
+        .collect();
+    if let Err(blocked) = put_crls_in_force(&mut pool, namespace, &declaration.spec, &crl_inputs, now) {
+        return Ok(Err(blocked));
     }
     Ok(Ok(Store {
         instances: instances.into_values().collect(),

@@ -147,6 +147,25 @@ pub fn assemble(
         pool.link(&mut leaf, &der);
         contents.store.instances.push(leaf);
     }
+    contents.crls = put_crls_in_force(&mut pool, namespace, spec, &inputs.crls, now)?;
+    contents.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
+    contents.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
+    contents.store.trust = pool.build();
+    contents.authorities = pool.der().map(|(tp, der)| (tp.clone(), pem_of(der))).collect();
+    Ok(contents)
+}
+
+/// Reads the CRLs `spec.revocation.crls` names (`inputs`, in order) and puts
+/// them in force in `pool`: each must parse, be signed by a CA of the pool
+/// of its issuer's name, and be current. Returns them as PEM, for members.
+pub fn put_crls_in_force(
+    pool: &mut TrustPool,
+    namespace: &str,
+    spec: &ClusterCertificateDeclarationSpec,
+    inputs: &[TrustBundleInput],
+    now: jiff::Timestamp,
+) -> Result<String, Blocked> {
+    let mut pem = String::new();
     for (index, crl_source) in spec.revocation.iter().flat_map(|r| &r.crls).enumerate() {
         let field = format!("spec.revocation.crls[{index}]");
         let (what, bytes) = read_source(
@@ -154,7 +173,7 @@ pub fn assemble(
             &field,
             crl_source.config_map_ref.as_ref(),
             crl_source.secret_ref.as_ref(),
-            inputs.crls.get(index),
+            inputs.get(index),
             "ca.crl",
         )
         .map_err(|message| Blocked::new(BlockReason::InvalidRevocationList, message))?;
@@ -187,17 +206,13 @@ pub fn assemble(
                     ),
                 ));
             }
-            contents.crls.push_str(&pem::encode_config(
+            pem.push_str(&pem::encode_config(
                 &pem::Pem::new("X509 CRL", crl.der.clone()),
                 pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
             ));
         }
     }
-    contents.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
-    contents.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
-    contents.store.trust = pool.build();
-    contents.authorities = pool.der().map(|(tp, der)| (tp.clone(), pem_of(der))).collect();
-    Ok(contents)
+    Ok(pem)
 }
 
 /// The key of `spec.trustBundle`'s object that holds the bundle.
