@@ -108,6 +108,14 @@ impl CertBuilder {
         self
     }
 
+    /// A CRL distribution point (`http://` URI).
+    pub fn crl_distribution_point(mut self, uri: &str) -> Self {
+        self.params.crl_distribution_points.push(rcgen::CrlDistributionPoint {
+            uris: vec![uri.to_owned()],
+        });
+        self
+    }
+
     pub fn server_and_client_auth(mut self) -> Self {
         self.params.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
@@ -186,6 +194,7 @@ pub fn facts(label: &str) -> FactsBuilder {
         is_ca: false,
         self_signed: true,
         private_key: PrivateKeyState::Matches,
+        crl_distribution_points: Vec::new(),
     })
 }
 

@@ -88,6 +88,7 @@ pub(super) async fn controller(
         config_maps: Remembered::default(),
         written,
         reminders: Default::default(),
+        crls: Default::default(),
     });
     let ocert_events = {
         let shell = shell.clone();
@@ -244,6 +245,8 @@ struct Shell {
     written: Arc<WrittenStatuses<ClusterCertificateDeclaration>>,
     /// When each declaration's standing Warnings were last told.
     reminders: std::sync::Mutex<crate::events::Reminders>,
+    /// CRLs fetched from distribution points.
+    crls: super::crl_fetch::CrlCache,
 }
 
 /// `name` as remembered, or read from the API server (and remembered).
@@ -316,6 +319,11 @@ async fn gather(
             // Said by the store's assembly: neither or both set.
             _ => TrustBundleInput::ConfigMap(None),
         });
+    }
+    let points = declaration::store::distribution_points(&namespace, spec, &inputs, now());
+    if !points.is_empty() {
+        let refresh = declaration::crl_refresh_interval(spec);
+        inputs.fetched = shell.crls.fetch_due(&points, refresh).await;
     }
     let validation = read(ctx, &shell.config_maps, &namespace, &validation_name(&name)).await?;
     let presentation = read(ctx, &shell.secrets, &namespace, &presentation_name(&name)).await?;

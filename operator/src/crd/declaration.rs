@@ -185,6 +185,35 @@ pub struct Revocation {
     /// bundle's, or one in the store's chains).
     #[serde(default)]
     pub crls: Vec<CrlSource>,
+    /// Also fetch, over HTTP, the CRLs the store's certificates and their
+    /// CAs name in their CRL distribution points (opt-in: off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution_points: Option<DistributionPoints>,
+}
+
+/// Fetching CRLs from the certificates' distribution points.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributionPoints {
+    /// Fetch them (`http://` URIs only, as CRLs are published).
+    #[serde(default)]
+    pub enabled: bool,
+    /// How often each CRL is fetched again: a Go duration, 1h by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<String>,
+    /// When a CRL cannot be fetched, or is past its nextUpdate: `Block`
+    /// (default) holds new revisions until a current CRL is had; `UseLast`
+    /// keeps the last CRL fetched in force (none yet: nothing revoked from
+    /// that point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_policy: Option<StalePolicy>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum StalePolicy {
+    #[default]
+    Block,
+    UseLast,
 }
 
 /// One ConfigMap or Secret key holding CRLs; the key defaults to `ca.crl`.

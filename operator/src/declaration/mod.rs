@@ -396,6 +396,18 @@ pub fn decide(world: &World) -> Decision {
         Requeue::After(after) if endpoints_lag => Requeue::After(after.min(ENDPOINT_PROBE_INTERVAL)),
         other => other,
     };
+    // Fetched CRLs are looked at again when they are due.
+    let fetching = declaration
+        .spec
+        .revocation
+        .as_ref()
+        .and_then(|r| r.distribution_points.as_ref())
+        .is_some_and(|d| d.enabled);
+    let requeue = match requeue {
+        Requeue::After(after) if fetching => Requeue::After(after.min(crl_refresh_interval(&declaration.spec))),
+        Requeue::AwaitChange if fetching => Requeue::After(crl_refresh_interval(&declaration.spec)),
+        other => other,
+    };
     Decision {
         status,
         effects,
@@ -405,6 +417,18 @@ pub fn decide(world: &World) -> Decision {
         standing,
     }
 }
+
+/// How often CRLs are fetched from distribution points (1 h by default).
+pub fn crl_refresh_interval(spec: &crate::crd::ClusterCertificateDeclarationSpec) -> Duration {
+    let refresh = spec
+        .revocation
+        .as_ref()
+        .and_then(|r| r.distribution_points.as_ref())
+        .and_then(|d| d.refresh_interval.clone());
+    duration_or(&refresh, DEFAULT_CRL_REFRESH)
+}
+
+pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 
 /// What is left of [`STORE_SYNC_GRACE`] for a declaration created at its
 /// `creationTimestamp`; `None` once it has passed.

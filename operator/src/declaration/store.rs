@@ -40,6 +40,43 @@ pub struct StoreInputs {
     pub trust_bundle: Option<TrustBundleInput>,
     /// The objects of `spec.revocation.crls`, in order.
     pub crls: Vec<TrustBundleInput>,
+    /// What fetching each CRL distribution point gave, by URI.
+    pub fetched: BTreeMap<String, FetchState>,
+}
+
+/// A CRL distribution point as the shell fetched it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchState {
+    /// The last CRL fetched (its bytes).
+    pub last: Option<Vec<u8>>,
+    /// Why the last attempt failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The `http://` CRL distribution points of the store's certificates and
+/// the CAs on their paths, when `spec.revocation.distributionPoints` is
+/// enabled: what the shell fetches before [`assemble`].
+pub fn distribution_points(
+    namespace: &str,
+    spec: &ClusterCertificateDeclarationSpec,
+    inputs: &StoreInputs,
+    now: jiff::Timestamp,
+) -> Vec<String> {
+    if !distribution_points_enabled(spec) {
+        return Vec::new();
+    }
+    let mut offline = spec.clone();
+    if let Some(revocation) = offline.revocation.as_mut() {
+        revocation.distribution_points = None;
+    }
+    assemble(namespace, &offline, inputs, now).map_or_else(|_| Vec::new(), |contents| contents.distribution_points)
+}
+
+fn distribution_points_enabled(spec: &ClusterCertificateDeclarationSpec) -> bool {
+    spec.revocation
+        .as_ref()
+        .and_then(|r| r.distribution_points.as_ref())
+        .is_some_and(|d| d.enabled)
 }
 
 /// The store's instances with the material to present them, and every CA
@@ -53,6 +90,9 @@ pub struct StoreContents {
     pub authorities: BTreeMap<Thumbprint, String>,
     /// The CRLs in force, PEM (`crls.pem` of every revision).
     pub crls: String,
+    /// The `http://` CRL distribution points of the store's certificates and
+    /// the CAs on their paths, sorted.
+    pub distribution_points: Vec<String>,
 }
 
 /// PEM with LF line endings, as the files it is put beside (`pem` defaults to CRLF).
@@ -148,6 +188,18 @@ pub fn assemble(
         contents.store.instances.push(leaf);
     }
     contents.crls = put_crls_in_force(&mut pool, namespace, spec, &inputs.crls, now)?;
+    let known = pool.build();
+    let mut points: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for instance in &contents.store.instances {
+        for cert in known.path(instance).certificates {
+            points.extend(cert.crl_distribution_points.iter().cloned());
+        }
+    }
+    contents.distribution_points = points.into_iter().collect();
+    if distribution_points_enabled(spec) {
+        contents.crls +=
+            &put_fetched_crls_in_force(&mut pool, spec, &contents.distribution_points, &inputs.fetched, now)?;
+    }
     contents.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
     contents.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
     contents.store.trust = pool.build();
@@ -203,6 +255,82 @@ pub fn put_crls_in_force(
                     BlockReason::CrlExpired,
                     format!(
                         "{field}: {what}: CRL {number} of {issuer} was due for renewal at {next} (nextUpdate); publish a fresh one"
+                    ),
+                ));
+            }
+            pem.push_str(&pem::encode_config(
+                &pem::Pem::new("X509 CRL", crl.der.clone()),
+                pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+            ));
+        }
+    }
+    Ok(pem)
+}
+
+/// Puts the CRLs fetched from `points` in force in `pool`, as
+/// `spec.revocation.distributionPoints.stalePolicy` says for those that
+/// could not be fetched or are past their nextUpdate.
+fn put_fetched_crls_in_force(
+    pool: &mut TrustPool,
+    spec: &ClusterCertificateDeclarationSpec,
+    points: &[String],
+    fetched: &BTreeMap<String, FetchState>,
+    now: jiff::Timestamp,
+) -> Result<String, Blocked> {
+    use crate::crd::StalePolicy;
+    let policy = spec
+        .revocation
+        .as_ref()
+        .and_then(|r| r.distribution_points.as_ref())
+        .and_then(|d| d.stale_policy)
+        .unwrap_or_default();
+    let block = policy == StalePolicy::Block;
+    let field = "spec.revocation.distributionPoints";
+    let mut pem = String::new();
+    for uri in points {
+        let state = fetched.get(uri).cloned().unwrap_or_default();
+        let Some(bytes) = &state.last else {
+            if block {
+                let why = state.error.as_deref().unwrap_or("not fetched yet");
+                return Err(Blocked::new(
+                    BlockReason::CrlUnavailable,
+                    format!(
+                        "{field}: the CRL at {uri} could not be fetched ({why}); holding new revisions (stalePolicy: Block)"
+                    ),
+                ));
+            }
+            continue;
+        };
+        let crls = parse_crls("crl", bytes).map_err(|err| {
+            let message = err.to_string();
+            Blocked::new(
+                BlockReason::InvalidRevocationList,
+                format!(
+                    "{field}: {uri}: {} ({})",
+                    message.trim_start_matches("crl: "),
+                    err.reason()
+                ),
+            )
+        })?;
+        for (number, crl) in crls.iter().enumerate() {
+            let Some(issuer) = pool.add_crl(crl) else {
+                return Err(Blocked::new(
+                    BlockReason::CrlIssuerNotFound,
+                    format!(
+                        "{field}: {uri}: CRL {number} is issued by {:?}, and no CA certshift knows of that name signed it",
+                        crl.issuer
+                    ),
+                ));
+            };
+            if let Some(next) = crl.next_update.filter(|next| *next < now && block) {
+                let refresh = state
+                    .error
+                    .as_ref()
+                    .map_or_else(String::new, |err| format!("; fetching it again failed: {err}"));
+                return Err(Blocked::new(
+                    BlockReason::CrlExpired,
+                    format!(
+                        "{field}: {uri}: CRL {number} of {issuer} was due for renewal at {next} (nextUpdate){refresh}"
                     ),
                 ));
             }
@@ -382,6 +510,7 @@ mod tests {
             observed: vec![input("a", Some(owner.clone()), Some(stored(&owner, &pki, true)))],
             trust_bundle: None,
             crls: Vec::new(),
+            fetched: Default::default(),
         };
         let contents = assemble("default", &spec(&["a"]), &inputs, now()).expect("store");
         let leaf = &contents.store.instances[0];
@@ -417,6 +546,7 @@ mod tests {
             observed: vec![input("a", Some(owner.clone()), Some(stored(&owner, &pki, false)))],
             trust_bundle: None,
             crls: Vec::new(),
+            fetched: Default::default(),
         };
         let contents = assemble("default", &spec(&["a"]), &inputs, now()).expect("store");
         assert_eq!(contents.store.instances[0].private_key, PrivateKeyState::Missing);
@@ -432,6 +562,7 @@ mod tests {
             observed: vec![ready.clone(), input("b", None, None)],
             trust_bundle: None,
             crls: Vec::new(),
+            fetched: Default::default(),
         });
         assert_eq!(err.reason, BlockReason::StoreNotFound);
         assert_eq!(
@@ -442,6 +573,7 @@ mod tests {
             observed: vec![ready.clone(), input("b", Some(ocert("b", Vec::new())), None)],
             trust_bundle: None,
             crls: Vec::new(),
+            fetched: Default::default(),
         });
         assert_eq!(err.reason, BlockReason::StoreNotSynced);
         let mut unreadable = (*ocert("b", vec![facts_of(&pki)])).clone();
@@ -457,6 +589,7 @@ mod tests {
             observed: vec![ready, input("b", Some(Arc::new(unreadable)), None)],
             trust_bundle: None,
             crls: Vec::new(),
+            fetched: Default::default(),
         });
         assert_eq!(err.reason, BlockReason::StoreNotSynced);
         assert!(err.message.contains("(SecretNotFound: "), "{}", err.message);
@@ -486,6 +619,7 @@ mod tests {
             observed: vec![input("a", Some(owner.clone()), None)],
             trust_bundle,
             crls: Vec::new(),
+            fetched: Default::default(),
         };
         let contents = assemble(
             "default",
@@ -564,6 +698,7 @@ mod tests {
                 }),
                 secret_ref: None,
             }],
+            distribution_points: None,
         });
         let with = |data: Option<String>| StoreInputs {
             observed: vec![input("a", Some(owner.clone()), Some(stored(&owner, &pki, true)))],
@@ -574,6 +709,7 @@ mod tests {
                     ..ConfigMap::default()
                 })
             }))],
+            fetched: Default::default(),
         };
         let leaf = facts_of(&pki);
         let serial = (0..leaf.serial.len())
@@ -645,5 +781,101 @@ mod tests {
                 err.message
             );
         }
+    }
+
+    /// Distribution points: listed from the store's certificates, fetched
+    /// CRLs put in force, and what cannot be had handled as `stalePolicy` says.
+    #[test]
+    fn crls_from_distribution_points_follow_the_stale_policy() {
+        use crate::crd::{DistributionPoints, Revocation, StalePolicy};
+        const URI: &str = "http://127.0.0.1:8080/ca.crl";
+        let ca = cert("Cluster CA").ca().self_signed();
+        let leaf = cert("cluster.example")
+            .dns("cluster.example")
+            .crl_distribution_point(URI)
+            .signed_by(&ca);
+        let pki = Pki { ca, leaf };
+        let owner = ocert("a", vec![facts_of(&pki)]);
+        let serial: Vec<u8> = {
+            let hex = facts_of(&pki).serial;
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let with = |policy: Option<StalePolicy>, enabled: bool| {
+            let mut spec = spec(&["a"]);
+            spec.revocation = Some(Revocation {
+                crls: Vec::new(),
+                distribution_points: Some(DistributionPoints {
+                    enabled,
+                    refresh_interval: None,
+                    stale_policy: policy,
+                }),
+            });
+            spec
+        };
+        let inputs = |state: Option<FetchState>| StoreInputs {
+            observed: vec![input("a", Some(owner.clone()), Some(stored(&owner, &pki, true)))],
+            trust_bundle: None,
+            crls: Vec::new(),
+            fetched: state.into_iter().map(|s| (URI.to_owned(), s)).collect(),
+        };
+        let fetched = |crl: String, error: Option<&str>| {
+            Some(FetchState {
+                last: Some(crl.into_bytes()),
+                error: error.map(str::to_owned),
+            })
+        };
+        assert_eq!(
+            distribution_points("default", &with(None, true), &inputs(None), now()),
+            [URI]
+        );
+        assert!(
+            distribution_points("default", &with(None, false), &inputs(None), now()).is_empty(),
+            "opt-in"
+        );
+
+        let revoking = crl(&pki.ca, &[&serial], (2027, 1, 1));
+        let contents = assemble(
+            "default",
+            &with(None, true),
+            &inputs(fetched(revoking.clone(), None)),
+            now(),
+        )
+        .unwrap();
+        assert!(contents.store.trust.is_revoked(&contents.store.instances[0]));
+        assert!(contents.crls.contains("BEGIN X509 CRL"), "published for members");
+
+        let unreachable = Some(FetchState {
+            last: None,
+            error: Some("connecting to 127.0.0.1:8080: refused".into()),
+        });
+        let stale = crl(&pki.ca, &[&serial], (2026, 3, 1));
+        let blocked = |policy, state| assemble("default", &with(policy, true), &inputs(state), now()).map(|_| ());
+        let reason = |result: Result<(), Blocked>| result.map_err(|b| (b.reason, b.message)).unwrap_err();
+        let (why, message) = reason(blocked(None, unreachable.clone()));
+        assert_eq!(why, BlockReason::CrlUnavailable);
+        assert!(message.contains(URI) && message.contains("refused"), "{message}");
+        assert_eq!(
+            reason(blocked(None, None)).0,
+            BlockReason::CrlUnavailable,
+            "not fetched yet"
+        );
+        let (why, message) = reason(blocked(None, fetched(stale.clone(), Some("timed out"))));
+        assert_eq!(why, BlockReason::CrlExpired);
+        assert!(message.contains("fetching it again failed: timed out"), "{message}");
+        // UseLast: what could not be had does not hold anything; a stale CRL stays in force.
+        assert_eq!(blocked(Some(StalePolicy::UseLast), unreachable), Ok(()));
+        let kept = assemble(
+            "default",
+            &with(Some(StalePolicy::UseLast), true),
+            &inputs(fetched(stale, None)),
+            now(),
+        )
+        .unwrap();
+        assert!(kept.store.trust.is_revoked(&kept.store.instances[0]));
+        let (why, _) = reason(blocked(None, fetched("garbage".into(), None)));
+        assert_eq!(why, BlockReason::InvalidRevocationList);
     }
 }

@@ -51,6 +51,7 @@ fn contents(instances: Vec<crate::facts::CertificateFacts>) -> StoreContents {
         materials,
         authorities: BTreeMap::from([(tp("CA"), "CA PEM\n".to_owned())]),
         crls: String::new(),
+        distribution_points: Vec::new(),
     }
 }
 

@@ -84,6 +84,10 @@ pub struct CertificateFacts {
     pub self_signed: bool,
     /// Whether the private key came with it, and whether it matches.
     pub private_key: PrivateKeyState,
+    /// `http://` URIs of its CRL distribution points (where its issuer
+    /// publishes the CRL that would revoke it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crl_distribution_points: Vec<String>,
 }
 
 impl CertificateFacts {
@@ -656,6 +660,7 @@ fn parse_der(field: &str, index: usize, der: &[u8]) -> Result<Parsed, FactsError
         is_ca: cert.is_ca(),
         self_signed,
         private_key: PrivateKeyState::Missing,
+        crl_distribution_points: crl_distribution_points(&cert),
     };
     Ok(Parsed {
         der: der.to_vec(),
@@ -674,6 +679,27 @@ fn ip_address(bytes: &[u8]) -> Option<String> {
         16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).to_string()),
         _ => None,
     }
+}
+
+fn crl_distribution_points(cert: &X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::{DistributionPointName, ParsedExtension};
+    cert.extensions()
+        .iter()
+        .filter_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::CRLDistributionPoints(points) => Some(points),
+            _ => None,
+        })
+        .flat_map(|points| points.iter())
+        .filter_map(|point| match &point.distribution_point {
+            Some(DistributionPointName::FullName(names)) => Some(names),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) if uri.starts_with("http://") => Some((*uri).to_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn extended_key_usages(cert: &X509Certificate<'_>) -> Vec<String> {

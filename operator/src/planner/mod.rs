@@ -151,6 +151,8 @@ pub enum BlockReason {
     /// A CRL is past its nextUpdate: revocation status is unknown until a
     /// fresh one is published.
     CrlExpired,
+    /// A CRL distribution point could not be fetched (`stalePolicy: Block`).
+    CrlUnavailable,
     StoreNotFound,
     /// An ObservedCertificate of the store has not read its source yet.
     StoreNotSynced,

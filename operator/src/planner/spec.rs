@@ -139,6 +139,14 @@ pub fn desired_from_spec(spec: &ClusterCertificateDeclarationSpec) -> Result<Des
         ("spec.upgrade.minSoak", &upgrade.min_soak),
         ("spec.upgrade.stageTimeout", &upgrade.stage_timeout),
         ("spec.expiryWarning", &spec.expiry_warning),
+        (
+            "spec.revocation.distributionPoints.refreshInterval",
+            &spec
+                .revocation
+                .as_ref()
+                .and_then(|r| r.distribution_points.as_ref())
+                .and_then(|d| d.refresh_interval.clone()),
+        ),
     ] {
         if let Some(value) = value {
             duration::parse(field, value).map_err(|message| Blocked::new(BlockReason::InvalidDuration, message))?;

@@ -635,6 +635,7 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
             }),
             secret_ref: None,
         }],
+        distribution_points: None,
     });
     declared.apply(&s.admin, &ns).await;
     let operator = Operator::start(&s.plane, &ns);
