@@ -98,6 +98,19 @@ pub fn leaf_until(common_name: &str, start_days: i64, end_days: i64, issuer: &Is
     issue(params, Some(issuer))
 }
 
+/// A leaf for `common_name`, valid from `start_days` for a year, naming
+/// `uri` as its CRL distribution point.
+pub fn leaf_with_crl_distribution_point(common_name: &str, start_days: i64, issuer: &Issued, uri: &str) -> Issued {
+    let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.not_before = days_from_now(start_days);
+    params.not_after = days_from_now(start_days + 365);
+    params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+        uris: vec![uri.to_owned()],
+    }];
+    issue(params, Some(issuer))
+}
+
 /// A leaf for `common_name`, valid from `start_days` (relative to now) for a year.
 pub fn leaf(common_name: &str, start_days: i64, issuer: &Issued) -> Issued {
     let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");

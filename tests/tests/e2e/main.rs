@@ -92,6 +92,7 @@ fn main() -> ExitCode {
         gitops::helm_uninstall_keeps_the_crds_and_the_declarations,
         trust::a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_conversion,
         trust::expiry_warnings_for_an_accepted_secondary_and_a_pinned_issuer_settle_without_writes,
+        trust::crls_fetched_from_distribution_points_move_the_members_off,
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()

@@ -216,3 +216,99 @@ pub async fn expiry_warnings_for_an_accepted_secondary_and_a_pinned_issuer_settl
     );
     operator.stop().await;
 }
+
+/// CRL distribution points, opted in: the operator fetches the CRL the
+/// certificates name from a real HTTP server (Python's, on loopback); when
+/// the CA publishes one revoking the presented certificate, the members are
+/// moved off it (tolerate, present, narrow) and the CRL reaches them.
+pub async fn crls_fetched_from_distribution_points_move_the_members_off(s: Scenario) {
+    let ns = s.namespace.as_str();
+    let judge = Judge::watch(&s.admin, ns);
+    let dir = std::env::temp_dir().join(format!("certshift-e2e-cdp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let uri = format!("http://127.0.0.1:{port}/ca.crl");
+    let ca = pki::ca("distribution point CA");
+    std::fs::write(dir.join("ca.crl"), pki::crl(&ca, &[])).unwrap();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    let older = pki::leaf_with_crl_distribution_point("cluster.example", -10, &ca, &uri);
+    let newer = pki::leaf_with_crl_distribution_point("cluster.example", -5, &ca, &uri);
+    for (name, cert) in [("cluster-a", &older), ("cluster-b", &newer)] {
+        judge.know(&cert.pem, Some(&ca.pem));
+        apply(&s.admin, ns, &pki::tls_secret(name, cert, &ca)).await;
+        apply(&s.admin, ns, &observed_certificate(name, name, None)).await;
+    }
+    let mut declared = Declaration::example("declaration-common-name.yaml")
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .store(&["cluster-a", "cluster-b"]);
+    declared.0.spec.revocation = Some(certshift::crd::Revocation {
+        crls: Vec::new(),
+        distribution_points: Some(certshift::crd::DistributionPoints {
+            enabled: true,
+            refresh_interval: Some("2s".into()),
+            stale_policy: None,
+        }),
+    });
+    declared.apply(&s.admin, ns).await;
+    let operator = Operator::start(&s.plane, ns);
+    let ready = wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    assert_eq!(ready.status.unwrap().presenting.unwrap().thumbprint, newer.thumbprint);
+
+    // The CA publishes a CRL revoking the presented certificate.
+    std::fs::write(dir.join("ca.crl"), pki::crl(&ca, &[&newer])).unwrap();
+    eventually(
+        "the members moved off the revoked certificate",
+        Duration::from_secs(60),
+        || async {
+            let d = declaration(&s.admin, ns, DECLARATION).await;
+            let status = d.status.clone()?;
+            let moved = status.presenting.as_ref()?.thumbprint == older.thumbprint;
+            let settled = status.upgrade.as_ref()?.plan.is_empty();
+            (moved && settled && is_true(&d, "Ready")).then_some(())
+        },
+    )
+    .await;
+    let stages: Vec<(Option<Stage>, usize)> = judge
+        .observations()
+        .iter()
+        .skip(1)
+        .map(|o| (o.revision.stage, o.revision.tolerated.len()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            (Some(Stage::WidenValidation), 1),
+            (Some(Stage::Rollover), 1),
+            (Some(Stage::NarrowValidation), 0)
+        ]
+    );
+    let last = judge.observations().last().cloned().expect("observed");
+    assert!(
+        last.files["crls.pem"].contains("BEGIN X509 CRL"),
+        "the fetched CRL reaches the members"
+    );
+    assert_judged_clean(&judge);
+    let _ = server.kill();
+    let _ = server.wait();
+    operator.stop().await;
+    judge.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
