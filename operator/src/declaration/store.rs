@@ -229,40 +229,51 @@ pub fn put_crls_in_force(
             "ca.crl",
         )
         .map_err(|message| Blocked::new(BlockReason::InvalidRevocationList, message))?;
-        let crls = parse_crls("crl", &bytes).map_err(|err| {
-            let message = err.to_string();
-            Blocked::new(
-                BlockReason::InvalidRevocationList,
+        let source = format!("{field}: {what}");
+        pem += &put_in_force(pool, &source, &bytes, now, "publish a fresh one")?;
+    }
+    Ok(pem)
+}
+
+/// Puts the CRLs of `bytes` (from `source`, for messages) in force in
+/// `pool`: each must parse, be signed by a CA of the pool of its issuer's
+/// name, and be current at `now` (`stale` says what to do when it is not).
+/// Returns them as PEM, for members.
+fn put_in_force(
+    pool: &mut TrustPool,
+    source: &str,
+    bytes: &[u8],
+    now: jiff::Timestamp,
+    stale: &str,
+) -> Result<String, Blocked> {
+    let crls = parse_crls("crl", bytes).map_err(|err| {
+        let message = err.to_string();
+        Blocked::new(
+            BlockReason::InvalidRevocationList,
+            format!("{source}: {} ({})", message.trim_start_matches("crl: "), err.reason()),
+        )
+    })?;
+    let mut pem = String::new();
+    for (number, crl) in crls.iter().enumerate() {
+        let Some(issuer) = pool.add_crl(crl) else {
+            return Err(Blocked::new(
+                BlockReason::CrlIssuerNotFound,
                 format!(
-                    "{field}: {what}: {} ({})",
-                    message.trim_start_matches("crl: "),
-                    err.reason()
+                    "{source}: CRL {number} is issued by {:?}, and no CA certshift knows (trust bundle, store chains) of that name signed it",
+                    crl.issuer
                 ),
-            )
-        })?;
-        for (number, crl) in crls.iter().enumerate() {
-            let Some(issuer) = pool.add_crl(crl) else {
-                return Err(Blocked::new(
-                    BlockReason::CrlIssuerNotFound,
-                    format!(
-                        "{field}: {what}: CRL {number} is issued by {:?}, and no CA certshift knows (trust bundle, store chains) of that name signed it",
-                        crl.issuer
-                    ),
-                ));
-            };
-            if let Some(next) = crl.next_update.filter(|next| *next < now) {
-                return Err(Blocked::new(
-                    BlockReason::CrlExpired,
-                    format!(
-                        "{field}: {what}: CRL {number} of {issuer} was due for renewal at {next} (nextUpdate); publish a fresh one"
-                    ),
-                ));
-            }
-            pem.push_str(&pem::encode_config(
-                &pem::Pem::new("X509 CRL", crl.der.clone()),
-                pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+            ));
+        };
+        if let Some(next) = crl.next_update.filter(|next| *next < now) {
+            return Err(Blocked::new(
+                BlockReason::CrlExpired,
+                format!("{source}: CRL {number} of {issuer} was due for renewal at {next} (nextUpdate); {stale}"),
             ));
         }
+        pem.push_str(&pem::encode_config(
+            &pem::Pem::new("X509 CRL", crl.der.clone()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        ));
     }
     Ok(pem)
 }
@@ -301,44 +312,13 @@ fn put_fetched_crls_in_force(
             }
             continue;
         };
-        let crls = parse_crls("crl", bytes).map_err(|err| {
-            let message = err.to_string();
-            Blocked::new(
-                BlockReason::InvalidRevocationList,
-                format!(
-                    "{field}: {uri}: {} ({})",
-                    message.trim_start_matches("crl: "),
-                    err.reason()
-                ),
-            )
-        })?;
-        for (number, crl) in crls.iter().enumerate() {
-            let Some(issuer) = pool.add_crl(crl) else {
-                return Err(Blocked::new(
-                    BlockReason::CrlIssuerNotFound,
-                    format!(
-                        "{field}: {uri}: CRL {number} is issued by {:?}, and no CA certshift knows of that name signed it",
-                        crl.issuer
-                    ),
-                ));
-            };
-            if let Some(next) = crl.next_update.filter(|next| *next < now && block) {
-                let refresh = state
-                    .error
-                    .as_ref()
-                    .map_or_else(String::new, |err| format!("; fetching it again failed: {err}"));
-                return Err(Blocked::new(
-                    BlockReason::CrlExpired,
-                    format!(
-                        "{field}: {uri}: CRL {number} of {issuer} was due for renewal at {next} (nextUpdate){refresh}"
-                    ),
-                ));
-            }
-            pem.push_str(&pem::encode_config(
-                &pem::Pem::new("X509 CRL", crl.der.clone()),
-                pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-            ));
-        }
+        let refresh = match &state.error {
+            Some(err) => format!("fetching it again failed: {err}"),
+            None => "the CA has not published a fresh one".to_owned(),
+        };
+        // UseLast: a CRL past its nextUpdate stays in force.
+        let now = if block { now } else { jiff::Timestamp::MIN };
+        pem += &put_in_force(pool, &format!("{field}: {uri}"), bytes, now, &refresh)?;
     }
     Ok(pem)
 }

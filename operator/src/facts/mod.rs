@@ -463,6 +463,18 @@ pub fn parse_crls(field: &str, bytes: &[u8]) -> Result<Vec<CrlFacts>, FactsError
             limit: MAX_BUNDLE_BYTES,
         });
     }
+    parse_blocks(field, bytes, "X509 CRL", MAX_BUNDLE_CERTIFICATES, parse_crl)
+}
+
+/// The DER objects of a field, each read by `parse`: PEM blocks of `label`
+/// only (at most `limit`), or one DER object.
+fn parse_blocks<T>(
+    field: &str,
+    bytes: &[u8],
+    label: &'static str,
+    limit: usize,
+    parse: fn(&str, usize, &[u8]) -> Result<T, FactsError>,
+) -> Result<Vec<T>, FactsError> {
     let bytes = strip_bom(bytes);
     if !looks_like_pem(bytes) {
         if is_blank(bytes) {
@@ -470,9 +482,9 @@ pub fn parse_crls(field: &str, bytes: &[u8]) -> Result<Vec<CrlFacts>, FactsError
                 field: field.to_owned(),
             });
         }
-        return Ok(vec![parse_crl(field, 0, bytes)?]);
+        return Ok(vec![parse(field, 0, bytes)?]);
     }
-    let blocks = pem_blocks(field, bytes, MAX_BUNDLE_CERTIFICATES)?;
+    let blocks = pem_blocks(field, bytes, limit)?;
     if blocks.is_empty() {
         return Err(FactsError::NoCertificate {
             field: field.to_owned(),
@@ -482,15 +494,15 @@ pub fn parse_crls(field: &str, bytes: &[u8]) -> Result<Vec<CrlFacts>, FactsError
         .iter()
         .enumerate()
         .map(|(index, block)| {
-            if block.tag() != "X509 CRL" {
+            if block.tag() != label {
                 return Err(FactsError::UnexpectedPemLabel {
                     field: field.to_owned(),
                     index,
                     label: block.tag().to_owned(),
-                    expected: "X509 CRL",
+                    expected: label,
                 });
             }
-            parse_crl(field, index, block.contents())
+            parse(field, index, block.contents())
         })
         .collect()
 }
@@ -542,36 +554,7 @@ fn parse_certificates(field: &str, bytes: &[u8]) -> Result<Vec<Parsed>, FactsErr
 
 /// [`parse_certificates`] with at most `limit` PEM blocks.
 fn parse_certificates_within(field: &str, bytes: &[u8], limit: usize) -> Result<Vec<Parsed>, FactsError> {
-    let bytes = strip_bom(bytes);
-    if !looks_like_pem(bytes) {
-        if is_blank(bytes) {
-            return Err(FactsError::NoCertificate {
-                field: field.to_owned(),
-            });
-        }
-        return Ok(vec![parse_der(field, 0, bytes)?]);
-    }
-    let blocks = pem_blocks(field, bytes, limit)?;
-    if blocks.is_empty() {
-        return Err(FactsError::NoCertificate {
-            field: field.to_owned(),
-        });
-    }
-    blocks
-        .iter()
-        .enumerate()
-        .map(|(index, block)| {
-            if block.tag() != "CERTIFICATE" {
-                return Err(FactsError::UnexpectedPemLabel {
-                    field: field.to_owned(),
-                    index,
-                    label: block.tag().to_owned(),
-                    expected: "CERTIFICATE",
-                });
-            }
-            parse_der(field, index, block.contents())
-        })
-        .collect()
+    parse_blocks(field, bytes, "CERTIFICATE", limit, parse_der)
 }
 
 /// As [`parse_certificates`], but skipping non-certificate blocks (a file may

@@ -135,6 +135,37 @@ struct Calls {
     stop: AtomicBool,
 }
 
+/// Every member calls every other member through its outbound proxies until
+/// `stop` is set; the task ends then.
+fn call_every_member_all_the_time(members: &[Member]) -> (Arc<Calls>, tokio::task::JoinHandle<()>) {
+    let routes: Vec<(String, SocketAddr)> = members
+        .iter()
+        .flat_map(|m| {
+            m.outbound
+                .iter()
+                .map(move |(other, addr)| (format!("{} -> member-{other}", m.name), *addr))
+        })
+        .collect();
+    let calls = Arc::new(Calls {
+        made: AtomicUsize::new(0),
+        failed: StdMutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+    });
+    (calls.clone(), tokio::spawn(call_all_the_time(calls, routes)))
+}
+
+/// At least `at_least` calls were made and none failed (printed for the record).
+fn assert_every_call_succeeded(calls: &Calls, at_least: usize, scenario: &str, during: &str) {
+    let made = calls.made.load(Ordering::Relaxed);
+    let failed = calls.failed.lock().unwrap().clone();
+    println!(
+        "  {scenario}: {made} calls between {MEMBERS} members {during}, {} failed",
+        failed.len()
+    );
+    assert!(made > at_least, "calls were made: {made}");
+    assert!(failed.is_empty(), "failed calls: {failed:#?}");
+}
+
 async fn call_all_the_time(calls: Arc<Calls>, routes: Vec<(String, SocketAddr)>) {
     while !calls.stop.load(Ordering::Relaxed) {
         let round = routes
@@ -231,20 +262,7 @@ pub async fn agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_
     );
 
     // Every member calls every other member, the whole time from here on.
-    let routes: Vec<(String, SocketAddr)> = members
-        .iter()
-        .flat_map(|m| {
-            m.outbound
-                .iter()
-                .map(move |(other, addr)| (format!("{} -> member-{other}", m.name), *addr))
-        })
-        .collect();
-    let calls = Arc::new(Calls {
-        made: AtomicUsize::new(0),
-        failed: StdMutex::new(Vec::new()),
-        stop: AtomicBool::new(false),
-    });
-    let caller = tokio::spawn(call_all_the_time(calls.clone(), routes));
+    let (calls, caller) = call_every_member_all_the_time(&members);
     // What openssl s_client sees member-0 present, sampled along the way.
     let seen: Arc<StdMutex<Vec<String>>> = Arc::default();
     let sampler = {
@@ -359,14 +377,12 @@ pub async fn agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_
     calls.stop.store(true, Ordering::Relaxed);
     caller.await.unwrap();
     sampler.await.unwrap();
-    let made = calls.made.load(Ordering::Relaxed);
-    let failed = calls.failed.lock().unwrap().clone();
-    println!(
-        "  agents: {made} calls between {MEMBERS} members through the conversion, a rollover and a thumbprint rotation, {} failed",
-        failed.len()
+    assert_every_call_succeeded(
+        &calls,
+        100,
+        "agents",
+        "through the conversion, a rollover and a thumbprint rotation",
     );
-    assert!(made > 100, "calls were made: {made}");
-    assert!(failed.is_empty(), "failed calls: {failed:#?}");
     assert_judged_clean(&judge);
     for member in members {
         member.agent.abort();
@@ -658,20 +674,7 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
         (observed_revisions(&s).await == vec![Some(first); MEMBERS]).then_some(())
     })
     .await;
-    let routes: Vec<(String, SocketAddr)> = members
-        .iter()
-        .flat_map(|m| {
-            m.outbound
-                .iter()
-                .map(move |(other, addr)| (format!("{} -> member-{other}", m.name), *addr))
-        })
-        .collect();
-    let calls = Arc::new(Calls {
-        made: AtomicUsize::new(0),
-        failed: StdMutex::new(Vec::new()),
-        stop: AtomicBool::new(false),
-    });
-    let caller = tokio::spawn(call_all_the_time(calls.clone(), routes));
+    let (calls, caller) = call_every_member_all_the_time(&members);
 
     // The CA revokes the presented certificate; its CRL lands in the ConfigMap.
     apply(&s.admin, &ns, &crls(pki::crl(&ca, &[&newer]))).await;
@@ -750,14 +753,7 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
         refused.starts_with("000"),
         "the revoked certificate is refused: {refused}"
     );
-    let made = calls.made.load(Ordering::Relaxed);
-    let failed = calls.failed.lock().unwrap().clone();
-    println!(
-        "  revocation: {made} calls between {MEMBERS} members while moving off the revoked certificate, {} failed",
-        failed.len()
-    );
-    assert!(made > 20, "calls were made: {made}");
-    assert!(failed.is_empty(), "failed calls: {failed:#?}");
+    assert_every_call_succeeded(&calls, 20, "revocation", "while moving off the revoked certificate");
     assert_judged_clean(&judge);
     for member in members {
         member.agent.abort();
