@@ -80,6 +80,27 @@ pub fn crl(issuer: &Issued, revoked: &[&Issued]) -> String {
         .expect("crl pem")
 }
 
+/// A leaf for `common_name` from a CA given as PEM (certificate and key),
+/// such as the examples' `cluster-ca`, valid from `start_days` for a year.
+pub fn leaf_from_pem_ca(common_name: &str, start_days: i64, ca_pem: &str, ca_key_pem: &str) -> Issued {
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, KeyPair::from_pem(ca_key_pem).expect("CA key")).expect("CA");
+    let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.not_before = days_from_now(start_days);
+    params.not_after = days_from_now(start_days + 365);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &issuer).expect("certificate");
+    Issued {
+        thumbprint: sha1::Sha1::digest(cert.der())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect(),
+        pem: cert.pem(),
+        params,
+        key,
+    }
+}
+
 /// A CA valid until `end_days` from now.
 pub fn ca_until(name: &str, end_days: i64) -> Issued {
     let mut ca = ca(name);

@@ -55,7 +55,9 @@ annotation, under its own field manager); never delete anything; no wildcards. *
   verbs: [update]
 - apiGroups: [""]
   resources: [secrets, configmaps]
-  verbs: [get, list, watch, create, patch]
+  # update: a renewed source replaces the store Secret's data as read
+  # (optimistic concurrency), never anyone else's Secret.
+  verbs: [get, list, watch, create, patch, update]
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]

@@ -215,7 +215,8 @@ fn trust_bundle_roots(
             .data
             .as_ref()
             .and_then(|d| d.get(&key))
-            .map(|v| v.as_bytes().to_vec());
+            .map(|v| v.as_bytes().to_vec())
+            .or_else(|| map.binary_data.as_ref().and_then(|d| d.get(&key)).map(|v| v.0.clone()));
         (origin, key, bytes)
     } else if let Some(r) = &source.secret_ref {
         let key = r.key.clone().unwrap_or_else(|| "ca.crt".to_owned());

@@ -14,6 +14,8 @@ use crate::facts::MAX_BUNDLE_BYTES;
 
 /// How long one fetch may take, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A failed fetch is tried again this soon (or at the refresh interval, if sooner).
+pub use crate::declaration::CRL_RETRY;
 
 #[derive(Debug, Default)]
 pub struct CrlCache {
@@ -22,16 +24,22 @@ pub struct CrlCache {
 
 impl CrlCache {
     /// What is known of each of `uris`, fetching those not fetched within
-    /// `refresh` (a failed fetch keeps the last CRL and says why).
+    /// `refresh`, or within [`CRL_RETRY`] after a failure (a failed fetch
+    /// keeps the last CRL and says why).
     pub async fn fetch_due(&self, uris: &[String], refresh: Duration) -> BTreeMap<String, FetchState> {
         let now = Instant::now();
         let due: Vec<String> = {
             let entries = self.entries.lock().expect("crl cache lock");
             uris.iter()
                 .filter(|uri| {
-                    entries
-                        .get(*uri)
-                        .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= refresh)
+                    entries.get(*uri).is_none_or(|(at, state)| {
+                        let wait = if state.error.is_some() {
+                            refresh.min(CRL_RETRY)
+                        } else {
+                            refresh
+                        };
+                        now.saturating_duration_since(*at) >= wait
+                    })
                 })
                 .cloned()
                 .collect()

@@ -430,6 +430,13 @@ async fn apply(shell: &Shell, declaration: &ClusterCertificateDeclaration, decis
         }
         None => debug!("unchanged"),
     }
+    for event in decision
+        .events
+        .iter()
+        .filter(|e| e.type_ == crate::events::EventType::Warning)
+    {
+        warn!(reason = %event.reason, message = %event.message, "warning");
+    }
     publish_events(ctx, declaration, &decision.events, "Reconcile").await;
     // Standing Warnings, told again at a bounded rate (never a status write).
     let key = format!("{namespace}/{}", declaration.name_any());

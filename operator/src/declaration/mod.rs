@@ -300,11 +300,18 @@ pub fn decide(world: &World) -> Decision {
     });
     let presenting = current.map(|c| {
         let facts = store_facts.and_then(|s| s.find(&c.presented));
+        // Without the store this reconcile, what was known of it still holds.
+        let known = previous
+            .presenting
+            .as_ref()
+            .filter(|p| facts.is_none() && p.thumbprint == c.presented.as_str());
         PresentingStatus {
             thumbprint: c.presented.to_string(),
             short_thumbprint: c.presented.short().to_owned(),
-            common_name: facts.and_then(|f| f.common_name.clone()),
-            not_after: facts.map(|f| f.not_after),
+            common_name: facts
+                .and_then(|f| f.common_name.clone())
+                .or_else(|| known.and_then(|p| p.common_name.clone())),
+            not_after: facts.map(|f| f.not_after).or_else(|| known.and_then(|p| p.not_after)),
         }
     });
     // A store still syncing just after creation is waited for, not a block yet.
@@ -325,7 +332,7 @@ pub fn decide(world: &World) -> Decision {
     });
     if let Some(store) = store_facts {
         decided.push(san_overlap(&store.instances));
-        decided.push(revoked_in_use(current, store));
+        decided.push(revoked_in_use(current, store, goal.as_ref()));
     }
     // Without a store this reconcile, what was in use is still in use.
     let certificates_in_use = match store_facts {
@@ -403,9 +410,15 @@ pub fn decide(world: &World) -> Decision {
         .as_ref()
         .and_then(|r| r.distribution_points.as_ref())
         .is_some_and(|d| d.enabled);
+    let unavailable = matches!(&hold, Some(Hold::Blocked(b)) if b.reason == BlockReason::CrlUnavailable);
+    let due = if unavailable {
+        CRL_RETRY.min(crl_refresh_interval(&declaration.spec))
+    } else {
+        crl_refresh_interval(&declaration.spec)
+    };
     let requeue = match requeue {
-        Requeue::After(after) if fetching => Requeue::After(after.min(crl_refresh_interval(&declaration.spec))),
-        Requeue::AwaitChange if fetching => Requeue::After(crl_refresh_interval(&declaration.spec)),
+        Requeue::After(after) if fetching => Requeue::After(after.min(due)),
+        Requeue::AwaitChange if fetching => Requeue::After(due),
         other => other,
     };
     Decision {
@@ -429,6 +442,8 @@ pub fn crl_refresh_interval(spec: &crate::crd::ClusterCertificateDeclarationSpec
 }
 
 pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
+/// A CRL distribution point that could not be fetched is tried again this soon.
+pub const CRL_RETRY: Duration = Duration::from_secs(30);
 
 /// What is left of [`STORE_SYNC_GRACE`] for a declaration created at its
 /// `creationTimestamp`; `None` once it has passed.
@@ -530,6 +545,24 @@ fn next(world: &World) -> Next<'_> {
         });
         return next;
     };
+    // CRLs changed with nothing else to publish: members get them with a
+    // validation revision of their own (never under a revision they have
+    // acknowledged). No certificate presented now is revoked (the plan would
+    // be moving away from it), so it cuts nobody off.
+    let published_crls = world
+        .validation
+        .as_ref()
+        .and_then(|m| m.data.as_ref())
+        .and_then(|d| d.get("crls.pem"))
+        .map_or("", String::as_str);
+    if next.pending.is_empty() && published_crls != contents.crls {
+        next.pending.push(Revision {
+            revision: published.revision + 1,
+            stage: Some(Stage::NarrowValidation),
+            change: Some(Change::Validation),
+            ..published.clone()
+        });
+    }
     let Some(due) = next.pending.first().cloned() else {
         return next;
     };
@@ -758,10 +791,11 @@ fn events(
     report: &MemberReport,
     (following, blocked): (Option<&Revision>, bool),
 ) -> Vec<Event> {
-    // An expiring or revoked certificate newly in the list is told too,
-    // though the condition was already True.
+    // An expiring or revoked certificate newly in the list, or another
+    // problem of the same kind (another bad CRL), is told too, though the
+    // condition was already True.
     let list_changed = |c: &Condition| {
-        matches!(c.type_.as_str(), EXPIRING_SOON | REVOKED)
+        matches!(c.type_.as_str(), EXPIRING_SOON | REVOKED | BLOCKED)
             && previous
                 .iter()
                 .any(|p| p.type_ == c.type_ && p.status == c.status && p.message != c.message)

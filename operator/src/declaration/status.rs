@@ -173,7 +173,7 @@ fn role_text(role: &str) -> &'static str {
 
 /// The `Revoked` condition of the revision in force (`current`): which of
 /// the certificates it relies on a CRL in force revokes, and what happens.
-pub fn revoked_in_use(current: Option<&Revision>, store: &crate::planner::Store) -> Decided {
+pub fn revoked_in_use(current: Option<&Revision>, store: &crate::planner::Store, goal: Option<&Thumbprint>) -> Decided {
     let mut found: Vec<String> = Vec::new();
     for cert in &store.instances {
         let Some(revoked) = store.trust.revoked_on_path(cert) else {
@@ -181,7 +181,10 @@ pub fn revoked_in_use(current: Option<&Revision>, store: &crate::planner::Store)
         };
         let Some(current) = current else { continue };
         let role = if cert.thumbprint == current.presented {
-            "presented; members are moved to another certificate"
+            match goal {
+                Some(goal) if *goal != cert.thumbprint => "presented; members are moved to another certificate",
+                _ => "presented, and no other certificate of the store can replace it: add one (see Blocked)",
+            }
         } else if current.tolerated.contains(&cert.thumbprint) {
             "tolerated until members no longer present it"
         } else if current.accepted.thumbprints.iter().any(|t| cert.has_thumbprint(t)) {
@@ -419,14 +422,18 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
             }
         };
         let goal_presented = matches!((current, goal), (Some(c), Some(g)) if converged && &c.presented == g);
-        out.push(milestone(
-            SECONDARY_ADDED,
-            goal_presented,
-            goal.map_or_else(String::new, |g| format!("members present the goal certificate {g}")),
-        ));
         let switched = effective.is_some_and(|e| {
             !e.common_names.is_empty() && e.thumbprints.is_empty() == desired.accepted.thumbprints.is_empty()
         });
+        // Without a goal now (see Blocked), a conversion already switched is past this step.
+        out.push(milestone(
+            SECONDARY_ADDED,
+            goal_presented || (goal.is_none() && switched),
+            goal.map_or_else(
+                || "no goal certificate can be presented now (see Blocked)".to_owned(),
+                |g| format!("members present the goal certificate {g}"),
+            ),
+        ));
         out.push(milestone(
             DECLARATION_SWITCHED,
             switched,

@@ -369,9 +369,11 @@ fn read_source(
     let (what, key, bytes) = match (input, config_map_ref, secret_ref) {
         (Some(TrustBundleInput::ConfigMap(map)), Some(r), None) => {
             let key = key(r);
-            let bytes = map
-                .as_ref()
-                .map(|m| m.data.as_ref().and_then(|d| d.get(&key)).map(|v| v.as_bytes().to_vec()));
+            // `kubectl create configmap --from-file` puts binary (DER) files in binaryData.
+            let bytes = map.as_ref().map(|m| {
+                let text = m.data.as_ref().and_then(|d| d.get(&key)).map(|v| v.as_bytes().to_vec());
+                text.or_else(|| m.binary_data.as_ref().and_then(|d| d.get(&key)).map(|v| v.0.clone()))
+            });
             (format!("ConfigMap {namespace}/{}", r.name), key, bytes)
         }
         (Some(TrustBundleInput::Secret(secret)), None, Some(r)) => {
@@ -379,6 +381,7 @@ fn read_source(
             let bytes = secret.as_ref().map(|s| secret_data(s).remove(&key));
             (format!("Secret {namespace}/{}", r.name), key, bytes)
         }
+        (_, Some(_), Some(_)) => return Err(format!("{field}: set only one of configMapRef and secretRef")),
         _ => return Err(format!("{field}: set configMapRef or secretRef")),
     };
     match bytes {
@@ -708,6 +711,22 @@ mod tests {
             "its serial is revoked"
         );
         assert!(contents.crls.contains("BEGIN X509 CRL"), "published for members");
+        // A DER CRL, as `kubectl create configmap --from-file` stores it (binaryData).
+        let der = pem::parse(crl(&pki.ca, &[&serial], (2027, 1, 1)))
+            .unwrap()
+            .into_contents();
+        let binary = StoreInputs {
+            crls: vec![TrustBundleInput::ConfigMap(Some(Arc::new(ConfigMap {
+                binary_data: Some(BTreeMap::from([("ca.crl".to_owned(), ByteString(der))])),
+                ..ConfigMap::default()
+            })))],
+            ..with(None)
+        };
+        let contents = assemble("default", &with_crl, &binary, now()).expect("store");
+        assert!(
+            contents.store.trust.is_revoked(&contents.store.instances[0]),
+            "DER in binaryData"
+        );
         let other = assemble(
             "default",
             &with_crl,
@@ -728,7 +747,9 @@ mod tests {
             (
                 Some("garbage".to_owned()),
                 BlockReason::InvalidRevocationList,
-                format!("{field} key \"ca.crl\": CRL 0 is not a valid DER X.509 CRL"),
+                format!(
+                    "{field} key \"ca.crl\": malformed PEM: no \"-----BEGIN X509 CRL-----\" block, and not a DER CRL (MalformedPem)"
+                ),
             ),
             (
                 Some(pki.ca.pem.clone()),

@@ -1505,3 +1505,33 @@ fn a_pinned_issuer_that_expires_is_named() {
         "once, though also the presented certificate's CA"
     );
 }
+
+/// A CRL that changes while the declaration is Ready reaches the members
+/// with a validation revision of its own, once.
+#[test]
+fn a_changed_crl_reaches_members_with_a_revision_of_its_own() {
+    let pinned = Accepted::new([], [CommonNameRule::new("cluster.example", [tp("CA")])]);
+    let mut c = case(by_name_spec("0s")).published(revision(6, "G", pinned));
+    c.members.pods = pods(&[Some(6)]);
+    assert_eq!(c.decide().published, None, "settled");
+    let mut contents = contents(instances());
+    contents.crls = "-----BEGIN X509 CRL-----\nnew\n-----END X509 CRL-----\n".into();
+    c.store = Ok(contents);
+    let decision = c.decide();
+    let published = decision.published.clone().expect("a revision for the CRL");
+    assert_eq!(
+        (published.revision, published.stage, published.change),
+        (7, Some(Stage::NarrowValidation), Some(Change::Validation))
+    );
+    let crls = decision.effects.iter().find_map(|e| match e {
+        Effect::PublishValidation(map) => map.data.as_ref().and_then(|d| d.get("crls.pem").cloned()),
+        _ => None,
+    });
+    assert_eq!(
+        crls.as_deref(),
+        Some("-----BEGIN X509 CRL-----\nnew\n-----END X509 CRL-----\n")
+    );
+    c.apply(&decision);
+    c.members.pods = pods(&[Some(7)]);
+    assert_eq!(c.decide().published, None, "once");
+}

@@ -463,7 +463,15 @@ pub fn parse_crls(field: &str, bytes: &[u8]) -> Result<Vec<CrlFacts>, FactsError
             limit: MAX_BUNDLE_BYTES,
         });
     }
-    parse_blocks(field, bytes, "X509 CRL", MAX_BUNDLE_CERTIFICATES, parse_crl)
+    let text = std::str::from_utf8(bytes).is_ok_and(|t| !t.contains("-----BEGIN "));
+    parse_blocks(field, bytes, "X509 CRL", MAX_BUNDLE_CERTIFICATES, parse_crl).map_err(|err| match err {
+        // Text without a PEM block is not a DER CRL gone wrong: say what it lacks.
+        FactsError::MalformedCrl { field, .. } if text => FactsError::MalformedPem {
+            field,
+            message: "no \"-----BEGIN X509 CRL-----\" block, and not a DER CRL".to_owned(),
+        },
+        err => err,
+    })
 }
 
 /// The DER objects of a field, each read by `parse`: PEM blocks of `label`

@@ -208,6 +208,7 @@ impl BlockReason {
             self,
             BlockReason::StoreNotFound
                 | BlockReason::StoreNotSynced
+                | BlockReason::CrlUnavailable
                 | BlockReason::InvalidTrustBundle
                 | BlockReason::GoalCertificateNotFound
                 | BlockReason::ThumbprintNotInStore

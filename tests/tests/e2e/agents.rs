@@ -753,6 +753,32 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
         refused.starts_with("000"),
         "the revoked certificate is refused: {refused}"
     );
+    // Ready, a CRL revoking one more certificate of the CA: it reaches the
+    // members with a revision of its own, and they refuse that one too.
+    let other = pki::leaf("cluster.example", -1, &ca);
+    assert_eq!(
+        curl_with(&other, "other").await.unwrap(),
+        "200",
+        "admitted by its pinned CA"
+    );
+    let before = judge.observations().last().expect("observed").revision.revision;
+    apply(&s.admin, &ns, &crls(pki::crl(&ca, &[&newer, &other]))).await;
+    eventually(
+        "the new CRL, acknowledged by every agent",
+        Duration::from_secs(60),
+        || async {
+            let last = judge.observations().last().cloned()?;
+            let fresh = last.revision.revision == before + 1 && last.revision.stage == Some(Stage::NarrowValidation);
+            let acknowledged = observed_revisions(&s).await == vec![Some(before + 1); MEMBERS];
+            (fresh && acknowledged).then_some(())
+        },
+    )
+    .await;
+    let refused = curl_with(&other, "other-revoked").await.unwrap();
+    assert!(
+        refused.starts_with("000"),
+        "refused once its CRL is in force: {refused}"
+    );
     assert_every_call_succeeded(&calls, 20, "revocation", "while moving off the revoked certificate");
     assert_judged_clean(&judge);
     for member in members {

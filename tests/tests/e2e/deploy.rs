@@ -167,6 +167,8 @@ pub async fn chart_rbac_runs_the_conversion_and_never_deletes_secrets(s: Scenari
         ("watch", "", "secrets", None, true),
         ("create", "", "secrets", Some(ns.as_str()), true),
         ("patch", "", "secrets", Some(ns.as_str()), true),
+        // A renewal replaces the store Secret's data as read.
+        ("update", "", "secrets", Some(ns.as_str()), true),
         (
             "patch",
             "certshift.io",
@@ -246,6 +248,32 @@ pub async fn chart_rbac_runs_the_conversion_and_never_deletes_secrets(s: Scenari
         stages_after_first(&judge),
         [Stage::AddSecondary, Stage::SwitchToCommonName, Stage::PinIssuers]
     );
+    // A renewal in place, as Key Vault writes one: the source Secret gets
+    // the new certificate; the store records it and members roll over.
+    let ca: Secret = serde_yaml::from_str(&example("ca.yaml")).expect("ca.yaml");
+    let ca = ca.string_data.expect("stringData");
+    let renewal = certshift_e2e::pki::leaf_from_pem_ca("cluster.example", -1, &ca["tls.crt"], &ca["tls.key"]);
+    judge.know(&renewal.pem, Some(&ca["tls.crt"]));
+    let renewed = certshift_e2e::manifests::secret(
+        "cluster-cn",
+        Some("kubernetes.io/tls"),
+        &[
+            ("tls.crt", &renewal.pem),
+            ("tls.key", &renewal.key.serialize_pem()),
+            ("ca.crt", &ca["tls.crt"]),
+        ],
+    );
+    apply(&s.admin, ns, &renewed).await;
+    eventually(
+        "the renewal recorded and presented",
+        Duration::from_secs(60),
+        || async {
+            let d = declaration(&s.admin, ns, DECLARATION).await;
+            let presenting = d.status.clone()?.presenting?.thumbprint == renewal.thumbprint;
+            (presenting && is_true(&d, "Ready")).then_some(())
+        },
+    )
+    .await;
     assert_judged_clean(&judge);
     let writes = s.plane.writes(sa, ns);
     assert!(!writes.is_empty(), "the audit log shows the ServiceAccount's writes");
