@@ -540,7 +540,9 @@ fn select_with_reasons<'a>(
         };
         return Err(Blocked::new(
             BlockReason::CertificateRevoked,
-            format!("every matching certificate is revoked: {detail}"),
+            format!(
+                "every matching certificate is revoked: {detail}; put another one in the store (renew its source Secret, or add an ObservedCertificate) and members are moved to it"
+            ),
         ));
     }
     let candidates = unrevoked;
