@@ -28,7 +28,14 @@ pub async fn policy_issues_renews_rolls_over_and_an_unpinned_ca_blocks(s: Scenar
     let operator = Operator::start(&s.plane, ns);
 
     let first = wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
-    let issued = current_policy(&s).await.status.expect("policy status");
+    // The policy writes its status after the Secret it issued, which the
+    // declaration may already present.
+    let issued = eventually(
+        "the policy's status of its first issue",
+        Duration::from_secs(30),
+        || async { current_policy(&s).await.status.filter(|status| status.revision >= 1) },
+    )
+    .await;
     assert_eq!(issued.revision, 1);
     let first_thumbprint = issued.current_thumbprint.clone().expect("issued");
     assert_eq!(first.status.unwrap().presenting.unwrap().thumbprint, first_thumbprint);
