@@ -24,6 +24,10 @@ fn issue_with(params: CertificateParams, issuer: Option<&Issued>, key: KeyPair) 
         None => params.self_signed(&key),
     }
     .expect("certificate");
+    issued(params, key, cert)
+}
+
+fn issued(params: CertificateParams, key: KeyPair, cert: rcgen::Certificate) -> Issued {
     Issued {
         thumbprint: sha1::Sha1::digest(cert.der())
             .iter()
@@ -84,21 +88,10 @@ pub fn crl(issuer: &Issued, revoked: &[&Issued]) -> String {
 /// such as the examples' `cluster-ca`, valid from `start_days` for a year.
 pub fn leaf_from_pem_ca(common_name: &str, start_days: i64, ca_pem: &str, ca_key_pem: &str) -> Issued {
     let issuer = Issuer::from_ca_cert_pem(ca_pem, KeyPair::from_pem(ca_key_pem).expect("CA key")).expect("CA");
-    let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    params.not_before = days_from_now(start_days);
-    params.not_after = days_from_now(start_days + 365);
+    let params = leaf_params(common_name, start_days, start_days + 365);
     let key = KeyPair::generate().expect("key");
     let cert = params.signed_by(&key, &issuer).expect("certificate");
-    Issued {
-        thumbprint: sha1::Sha1::digest(cert.der())
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect(),
-        pem: cert.pem(),
-        params,
-        key,
-    }
+    issued(params, key, cert)
 }
 
 /// A CA valid until `end_days` from now.
@@ -112,20 +105,23 @@ pub fn ca_until(name: &str, end_days: i64) -> Issued {
 
 /// A leaf for `common_name` valid from `start_days` to `end_days` (relative to now).
 pub fn leaf_until(common_name: &str, start_days: i64, end_days: i64, issuer: &Issued) -> Issued {
+    issue(leaf_params(common_name, start_days, end_days), Some(issuer))
+}
+
+/// A leaf's parameters: `common_name` as CN and DNS name, valid from
+/// `start_days` to `end_days` (relative to now).
+fn leaf_params(common_name: &str, start_days: i64, end_days: i64) -> CertificateParams {
     let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");
     params.distinguished_name.push(DnType::CommonName, common_name);
     params.not_before = days_from_now(start_days);
     params.not_after = days_from_now(end_days);
-    issue(params, Some(issuer))
+    params
 }
 
 /// A leaf for `common_name`, valid from `start_days` for a year, naming
 /// `uri` as its CRL distribution point.
 pub fn leaf_with_crl_distribution_point(common_name: &str, start_days: i64, issuer: &Issued, uri: &str) -> Issued {
-    let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    params.not_before = days_from_now(start_days);
-    params.not_after = days_from_now(start_days + 365);
+    let mut params = leaf_params(common_name, start_days, start_days + 365);
     params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
         uris: vec![uri.to_owned()],
     }];
@@ -134,11 +130,7 @@ pub fn leaf_with_crl_distribution_point(common_name: &str, start_days: i64, issu
 
 /// A leaf for `common_name`, valid from `start_days` (relative to now) for a year.
 pub fn leaf(common_name: &str, start_days: i64, issuer: &Issued) -> Issued {
-    let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("params");
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    params.not_before = days_from_now(start_days);
-    params.not_after = days_from_now(start_days + 365);
-    issue(params, Some(issuer))
+    leaf_until(common_name, start_days, start_days + 365, issuer)
 }
 
 /// A serving certificate for loopback (`localhost`, 127.0.0.1, ::1).

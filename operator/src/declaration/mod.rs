@@ -519,13 +519,7 @@ fn next(world: &World) -> Next<'_> {
         .filter(|e| e.revision > 0)
         .and_then(|e| planner::effective_from_status(e).ok());
     let effective = match &published {
-        Some(p) => Some(Effective {
-            clients: Some(p.clients.clone()),
-            tolerated: p.tolerated.clone(),
-            revision: p.revision,
-            accepted: p.accepted.clone(),
-            presented: Some(p.presented.clone()),
-        }),
+        Some(p) => Some(Effective::published(p)),
         None => in_force,
     };
     let plan = planner::plan(effective.as_ref(), desired, &contents.store, now);

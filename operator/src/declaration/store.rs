@@ -188,23 +188,30 @@ pub fn assemble(
         contents.store.instances.push(leaf);
     }
     contents.crls = put_crls_in_force(&mut pool, namespace, spec, &inputs.crls, now)?;
-    let known = pool.build();
-    let mut points: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    for instance in &contents.store.instances {
-        for cert in known.path(instance).certificates {
-            points.extend(cert.crl_distribution_points.iter().cloned());
-        }
-    }
-    contents.distribution_points = points.into_iter().collect();
+    // The trust is built once; only fetching CRLs, which must join the pool,
+    // needs the paths before that.
     if distribution_points_enabled(spec) {
-        contents.crls +=
-            &put_fetched_crls_in_force(&mut pool, spec, &contents.distribution_points, &inputs.fetched, now)?;
+        let points = points_on_paths(&pool.build(), &contents.store.instances);
+        contents.crls += &put_fetched_crls_in_force(&mut pool, spec, &points, &inputs.fetched, now)?;
     }
     contents.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
     contents.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
     contents.store.trust = pool.build();
+    // CRLs change no path: the same points as fetched above.
+    contents.distribution_points = points_on_paths(&contents.store.trust, &contents.store.instances);
     contents.authorities = pool.der().map(|(tp, der)| (tp.clone(), pem_of(der))).collect();
     Ok(contents)
+}
+
+/// The CRL distribution points of `instances` and the CAs on their paths, sorted.
+fn points_on_paths(trust: &crate::trust::TrustBundle, instances: &[CertificateFacts]) -> Vec<String> {
+    let mut points = std::collections::BTreeSet::new();
+    for instance in instances {
+        for cert in trust.path(instance).certificates {
+            points.extend(cert.crl_distribution_points.iter().cloned());
+        }
+    }
+    points.into_iter().collect()
 }
 
 /// Reads the CRLs `spec.revocation.crls` names (`inputs`, in order) and puts

@@ -213,6 +213,15 @@ fn condition<'a>(status: &'a ClusterCertificateDeclarationStatus, type_: &str) -
     (c.status.as_str(), c.reason.as_str())
 }
 
+fn condition_message<'a>(status: &'a ClusterCertificateDeclarationStatus, type_: &str) -> &'a str {
+    &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .expect(type_)
+        .message
+}
+
 fn written_revisions(decision: &Decision) -> Vec<(&'static str, String)> {
     decision
         .effects
@@ -1439,15 +1448,10 @@ fn expiry_warnings_cover_every_certificate_in_use_and_settle_without_writes() {
         ]
     );
     assert_eq!(condition(&status, EXPIRING_SOON), ("True", "ExpiringSoon"));
-    let message = &status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == EXPIRING_SOON)
-        .unwrap()
-        .message;
+    let message = condition_message(&status, EXPIRING_SOON);
     assert_eq!(
         message,
-        &format!(
+        format!(
             "accepted thumbprint {} expires at notAfter=2026-06-20T00:00:00Z",
             tp("Old")
         )
@@ -1483,12 +1487,7 @@ fn a_pinned_issuer_that_expires_is_named() {
     store.store.trust = TrustBundle::with_authorities([], [ca]);
     c.store = Ok(store);
     let status = c.status(&c.decide());
-    let message = &status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == EXPIRING_SOON)
-        .unwrap()
-        .message;
+    let message = condition_message(&status, EXPIRING_SOON);
     assert!(
         message.contains(&format!("pinned issuer {} expires at notAfter=2026-06-10", tp("CA"))),
         "{message}"

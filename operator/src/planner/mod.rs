@@ -70,6 +70,19 @@ pub struct Effective {
     pub tolerated: Vec<Thumbprint>,
 }
 
+impl Effective {
+    /// What is in force once `revision` is published: planning resumes from it.
+    pub fn published(revision: &Revision) -> Self {
+        Self {
+            revision: revision.revision,
+            accepted: revision.accepted.clone(),
+            presented: Some(revision.presented.clone()),
+            clients: Some(revision.clients.clone()),
+            tolerated: revision.tolerated.clone(),
+        }
+    }
+}
+
 /// The certificates a declaration's store holds, and its trust bundle.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Store {

@@ -911,13 +911,7 @@ fn a_revoked_presented_certificate_is_planned_away_widen_present_narrow() {
     );
     // Re-planned from any revision, the rest is the same.
     for (k, revision) in plan.revisions.iter().enumerate().skip(1) {
-        let resumed = Effective {
-            revision: revision.revision,
-            accepted: revision.accepted.clone(),
-            presented: Some(revision.presented.clone()),
-            clients: Some(revision.clients.clone()),
-            tolerated: revision.tolerated.clone(),
-        };
+        let resumed = Effective::published(revision);
         let again = super::plan(Some(&resumed), &desired(rules.clone()), &store, now());
         assert_eq!(&again.revisions[1..], &plan.revisions[k + 1..], "from revision {k}");
     }

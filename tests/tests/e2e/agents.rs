@@ -104,6 +104,19 @@ async fn member(
     }
 }
 
+/// The [`MEMBERS`] members, each an agent in front of a web server, with an
+/// inbound port and an outbound port to every other member, on loopback.
+async fn start_members(s: &Scenario, root: &std::path::Path) -> Vec<Member> {
+    let addresses: Vec<(SocketAddr, Vec<SocketAddr>)> = (0..MEMBERS)
+        .map(|_| (loopback(), (0..MEMBERS - 1).map(|_| loopback()).collect()))
+        .collect();
+    let mut members = Vec::new();
+    for index in 0..MEMBERS {
+        members.push(member(s, index, &addresses, root).await);
+    }
+    members
+}
+
 /// `GET /` through a plaintext proxy port: the HTTP status line.
 async fn get(addr: SocketAddr) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -232,9 +245,7 @@ pub async fn agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_
     let old = pki::leaf("old.cluster.example", -20, &old_ca);
     let goal = pki::leaf("cluster.example", -10, &ca);
     for (name, cert, issuer) in [("cluster-old", &old, &old_ca), ("cluster-cn", &goal, &ca)] {
-        judge.know(&cert.pem, Some(&issuer.pem));
-        apply(&s.admin, &ns, &pki::tls_secret(name, cert, issuer)).await;
-        apply(&s.admin, &ns, &observed_certificate(name, name, None)).await;
+        store_certificate(&s, Some(&judge), name, cert, issuer).await;
     }
     for i in 0..MEMBERS {
         apply(&s.admin, &ns, &member_pod(&format!("member-{i}"), &[("app", "agents")])).await;
@@ -246,13 +257,7 @@ pub async fn agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_
     by_thumbprint.apply(&s.admin, &ns).await;
     let operator = Operator::start(&s.plane, &ns);
 
-    let addresses: Vec<(SocketAddr, Vec<SocketAddr>)> = (0..MEMBERS)
-        .map(|_| (loopback(), (0..MEMBERS - 1).map(|_| loopback()).collect()))
-        .collect();
-    let mut members = Vec::new();
-    for index in 0..MEMBERS {
-        members.push(member(&s, index, &addresses, &root).await);
-    }
+    let members = start_members(&s, &root).await;
     let ready = wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
     let first = ready.status.unwrap().upgrade.unwrap().revision;
     assert_eq!(
@@ -421,9 +426,7 @@ pub async fn an_agent_restarted_or_given_a_corrupt_volume_never_acknowledges_wha
         pki::leaf("cluster.example", -10, &ca),
     );
     for (name, cert, issuer) in [("cluster-old", &old, &old_ca), ("cluster-cn", &goal, &ca)] {
-        judge.know(&cert.pem, Some(&issuer.pem));
-        apply(&s.admin, &ns, &pki::tls_secret(name, cert, issuer)).await;
-        apply(&s.admin, &ns, &observed_certificate(name, name, None)).await;
+        store_certificate(&s, Some(&judge), name, cert, issuer).await;
     }
     let names = ["resilient-0", "resilient-1"];
     for name in names {
@@ -627,9 +630,7 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
         pki::leaf("cluster.example", -5, &ca),
     );
     for (name, cert) in [("cluster-a", &older), ("cluster-b", &newer)] {
-        judge.know(&cert.pem, Some(&ca.pem));
-        apply(&s.admin, &ns, &pki::tls_secret(name, cert, &ca)).await;
-        apply(&s.admin, &ns, &observed_certificate(name, name, None)).await;
+        store_certificate(&s, Some(&judge), name, cert, &ca).await;
     }
     let crls = |pem: String| -> ConfigMap {
         serde_json::from_value(serde_json::json!({"metadata": {"name": "crls"}, "data": {"ca.crl": pem}})).unwrap()
@@ -655,13 +656,7 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
     });
     declared.apply(&s.admin, &ns).await;
     let operator = Operator::start(&s.plane, &ns);
-    let addresses: Vec<(SocketAddr, Vec<SocketAddr>)> = (0..MEMBERS)
-        .map(|_| (loopback(), (0..MEMBERS - 1).map(|_| loopback()).collect()))
-        .collect();
-    let mut members = Vec::new();
-    for index in 0..MEMBERS {
-        members.push(member(&s, index, &addresses, &root).await);
-    }
+    let members = start_members(&s, &root).await;
     let ready = wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
     let status = ready.status.unwrap();
     assert_eq!(

@@ -182,6 +182,23 @@ fn main() -> ExitCode {
 }
 
 /// Tells the judge about every certificate of a manifest's TLS Secrets.
+/// A store source: the TLS Secret `name` with `cert` (and its issuer's
+/// certificate as `ca.crt`), watched by an ObservedCertificate of the same
+/// name; the judge, when there is one, learns the certificate.
+async fn store_certificate(
+    s: &Scenario,
+    judge: Option<&Judge>,
+    name: &str,
+    cert: &certshift_e2e::pki::Issued,
+    issuer: &certshift_e2e::pki::Issued,
+) {
+    if let Some(judge) = judge {
+        judge.know(&cert.pem, Some(&issuer.pem));
+    }
+    apply(&s.admin, &s.namespace, &pki::tls_secret(name, cert, issuer)).await;
+    apply(&s.admin, &s.namespace, &observed_certificate(name, name, None)).await;
+}
+
 fn know_secrets(judge: &Judge, manifest: &str) {
     for document in serde_yaml::Deserializer::from_str(manifest) {
         let value: serde_yaml::Value = serde::Deserialize::deserialize(document).expect("YAML");

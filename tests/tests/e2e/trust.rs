@@ -135,8 +135,7 @@ pub async fn expiry_warnings_for_an_accepted_secondary_and_a_pinned_issuer_settl
     let other_ca = pki::ca("long-lived CA");
     let secondary = pki::leaf_until("old.cluster.example", -60, 5, &other_ca);
     for (name, cert, ca) in [("cluster-a", &goal, &expiring_ca), ("cluster-b", &secondary, &other_ca)] {
-        apply(&s.admin, ns, &pki::tls_secret(name, cert, ca)).await;
-        apply(&s.admin, ns, &observed_certificate(name, name, None)).await;
+        store_certificate(&s, None, name, cert, ca).await;
     }
     let mut by_thumbprint = Declaration::example("declaration-thumbprint.yaml")
         .by_thumbprint(&goal.thumbprint)
@@ -252,9 +251,7 @@ pub async fn crls_fetched_from_distribution_points_move_the_members_off(s: Scena
     let older = pki::leaf_with_crl_distribution_point("cluster.example", -10, &ca, &uri);
     let newer = pki::leaf_with_crl_distribution_point("cluster.example", -5, &ca, &uri);
     for (name, cert) in [("cluster-a", &older), ("cluster-b", &newer)] {
-        judge.know(&cert.pem, Some(&ca.pem));
-        apply(&s.admin, ns, &pki::tls_secret(name, cert, &ca)).await;
-        apply(&s.admin, ns, &observed_certificate(name, name, None)).await;
+        store_certificate(&s, Some(&judge), name, cert, &ca).await;
     }
     let mut declared = Declaration::example("declaration-common-name.yaml")
         .by_common_names(&[("cluster.example", &ca.thumbprint)])

@@ -235,13 +235,7 @@ proptest! {
             return Ok(());
         }
         for (k, revision) in plan.revisions.iter().enumerate().skip(1) {
-            let resumed = Effective {
-                revision: revision.revision,
-                accepted: revision.accepted.clone(),
-                presented: Some(revision.presented.clone()),
-                clients: Some(revision.clients.clone()),
-                tolerated: revision.tolerated.clone(),
-            };
+            let resumed = Effective::published(revision);
             let again = super::plan(Some(&resumed), &case.desired, &case.store, now());
             prop_assert_eq!(&again.blocked, &None);
             prop_assert_eq!(&again.revisions[1..], &plan.revisions[k + 1..], "re-planned from revision {}", revision.revision);
