@@ -25,6 +25,7 @@ pub mod facts;
 pub mod fuzzing;
 pub mod kstatus;
 pub mod names;
+pub mod object_names;
 pub mod observed;
 pub mod outputs;
 pub mod planner;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::ClusterCertificateDeclaration;
 use crate::facts::CertificateFacts;
+use crate::object_names::{derived_name, label_value, owner_annotation};
 use crate::revision::{Change, Revision, Stage};
 use crate::rules::{Accepted, Clients, CommonNameRule};
 use crate::thumbprint::Thumbprint;
@@ -35,16 +36,18 @@ pub const OBSERVED_CERTIFICATE_LABEL: &str = "certshift.io/observed-certificate"
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "certshift";
 
+/// `<declaration>-presentation`, shortened to fit when the name is long
+/// ([`crate::object_names`]).
 pub fn presentation_name(declaration: &str) -> String {
-    format!("{declaration}-presentation")
+    derived_name(declaration, "-presentation")
 }
 
 pub fn validation_name(declaration: &str) -> String {
-    format!("{declaration}-validation")
+    derived_name(declaration, "-validation")
 }
 
 pub fn store_name(observed: &str) -> String {
-    format!("{observed}-store")
+    derived_name(observed, "-store")
 }
 
 /// `rules.json`: the revision's validation rules and client allow-lists,
@@ -173,12 +176,14 @@ fn output_meta(
     name: String,
     annotations: BTreeMap<String, String>,
 ) -> ObjectMeta {
-    let owner = declaration.meta().name.clone().unwrap_or_default();
+    let owner = declaration.meta().name.as_deref().unwrap_or_default();
+    let mut annotations = annotations;
+    annotations.extend(owner_annotation(DECLARATION_LABEL, owner));
     ObjectMeta {
         name: Some(name),
         namespace: declaration.meta().namespace.clone(),
         labels: Some(BTreeMap::from([
-            (DECLARATION_LABEL.to_owned(), owner),
+            (DECLARATION_LABEL.to_owned(), label_value(owner).into_owned()),
             (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
         ])),
         annotations: Some(annotations),

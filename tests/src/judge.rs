@@ -52,7 +52,13 @@ impl Judge {
                 let Ok(map) = event else { continue };
                 let annotations = map.metadata.annotations.clone().unwrap_or_default();
                 let data = map.data.clone().unwrap_or_default();
-                let declaration = map.labels().get(DECLARATION_LABEL).cloned().unwrap_or_default();
+                // The label holds a shortened name when the full one is over
+                // 63 characters; the annotation of the same key has it whole.
+                let declaration = annotations
+                    .get(DECLARATION_LABEL)
+                    .or_else(|| map.labels().get(DECLARATION_LABEL))
+                    .cloned()
+                    .unwrap_or_default();
                 // Certificates issued during the scenario: learn them from the
                 // namespace's Secrets (sources and stores) before judging.
                 let unknown = annotations

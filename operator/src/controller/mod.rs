@@ -180,7 +180,7 @@ async fn publish_events<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K
         let now = Timestamp::now();
         let kube_event = KubeEvent {
             metadata: ObjectMeta {
-                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+                name: Some(crate::object_names::derived_name(&name, &format!(".{:x}", now.as_nanosecond()))),
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },
@@ -293,6 +293,7 @@ fn owned_by<K: Resource<DynamicType = ()>>(meta: &ObjectMeta, owner: &K) -> bool
 struct OwnedSecret<'a> {
     name: &'a str,
     type_: &'a str,
+    /// Owner names by label key, fitted to label values by `owned_secret`.
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
     data: &'a BTreeMap<String, Vec<u8>>,
@@ -304,9 +305,16 @@ fn owned_secret<K: Resource<DynamicType = ()>>(owner: &K, secret: OwnedSecret<'_
         name,
         type_,
         mut labels,
-        annotations,
+        mut annotations,
         data,
     } = secret;
+    // Labels name owners, whose names may be longer than a label value.
+    for (key, value) in &mut labels {
+        if let Some((key, full)) = crate::object_names::owner_annotation(key, value) {
+            *value = crate::object_names::label_value(&full).into_owned();
+            annotations.insert(key, full);
+        }
+    }
     labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
     Secret {
         metadata: ObjectMeta {

@@ -14,6 +14,7 @@ mod conversion;
 mod deploy;
 mod gitops;
 mod members;
+mod names;
 mod outputs;
 mod policy;
 mod trust;
@@ -93,6 +94,7 @@ fn main() -> ExitCode {
         trust::a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_conversion,
         trust::expiry_warnings_for_an_accepted_secondary_and_a_pinned_issuer_settle_without_writes,
         trust::crls_fetched_from_distribution_points_move_the_members_off,
+        names::names_of_63_64_and_253_characters_reach_ready_for_every_kind,
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()
