@@ -4,6 +4,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY operator operator
+COPY verifier verifier
 COPY tests tests
 COPY crds crds
 COPY charts charts

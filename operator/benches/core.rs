@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use certshift::cli::manifests::Manifests;
 use certshift::facts::CertificateBundle;
-use certshift::facts::{secret_data, tls_material};
+use certshift::facts::tls_material;
+use certshift::outputs::secret_data;
 use sha1::Digest as _;
 
 /// Thresholds: about 1.5x the ratios measured when they were set (0.99x, 1.06x)

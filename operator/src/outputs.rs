@@ -9,7 +9,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::crd::ClusterCertificateDeclaration;
 use crate::facts::CertificateFacts;
@@ -50,28 +50,20 @@ pub fn store_name(observed: &str) -> String {
     derived_name(observed, "-store")
 }
 
-/// `rules.json`: the revision's validation rules and client allow-lists,
-/// and the certificate members present with it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RulesJson {
-    pub revision: u64,
-    /// The presented certificate's thumbprint: with it a member holding both
-    /// volumes knows which revision it has loaded, though the presentation
-    /// Secret is rewritten only when the certificate changes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub presented: Option<Thumbprint>,
-    pub accepted: Accepted,
-    pub clients: Clients,
-    /// The thumbprints of the certificates of `ca-bundle.crt` that are trust
-    /// anchors with this revision (the others are pinned issuers). Empty
-    /// when no name is unpinned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anchors: Option<Vec<Thumbprint>>,
-    /// Revoked certificates members still accept with this revision: the one
-    /// they are moving away from (see [`Revision::tolerated`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tolerated: Vec<Thumbprint>,
+pub use certshift_verifier::files::RulesJson;
+
+/// A Secret's keys, `stringData` over `data` as the API server merges them.
+pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(key, value)| (key.clone(), value.0.clone()))
+        .collect();
+    for (key, value) in secret.string_data.iter().flatten() {
+        data.insert(key.clone(), value.as_bytes().to_vec());
+    }
+    data
 }
 
 /// The certificate and key material of the presented instance.

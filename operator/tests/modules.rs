@@ -203,9 +203,14 @@ fn the_core_uses_neither_the_shell_nor_a_client() {
     }
     let mut files = Vec::new();
     sources(&root, &mut files);
-    for file in files {
-        let module = module_of(&root, &file).unwrap_or_default();
-        if SHELL.contains(&module.as_str()) || module.is_empty() {
+    // The verifier crate is core through and through.
+    let verifier = root.join("../../verifier/src");
+    let mut verifier_files = Vec::new();
+    sources(&verifier, &mut verifier_files);
+    assert!(verifier_files.len() > 5, "the verifier crate's sources were read");
+    for file in files.into_iter().chain(verifier_files) {
+        let module = module_of(&root, &file).unwrap_or_else(|| "verifier".to_owned());
+        if SHELL.contains(&module.as_str()) || file.ends_with("lib.rs") || file.ends_with("main.rs") {
             continue;
         }
         let text = code(&std::fs::read_to_string(&file).expect("source"));
@@ -232,4 +237,34 @@ fn grouped_imports_name_their_modules() {
     cyclic.insert("a".to_owned(), BTreeSet::from(["b".to_owned()]));
     cyclic.insert("b".to_owned(), BTreeSet::from(["a".to_owned()]));
     assert_eq!(cycle_from(&cyclic, "a"), Some(vec!["a".into(), "b".into(), "a".into()]));
+}
+
+/// The verifier crate is what Rust applications depend on: it must not pull
+/// in a Kubernetes client, an async runtime, the CLI's parser, templates or
+/// Linux-only file watching.
+#[test]
+fn the_verifier_crate_pulls_in_no_client_runtime_or_cli() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "-p", "certshift-verifier", "-e", "normal", "--prefix", "none"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree");
+    let tree = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let crates: BTreeSet<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(
+        crates.contains("rustls") && crates.contains("x509-parser"),
+        "the tree was read: {crates:?}"
+    );
+    for forbidden in ["kube", "tokio", "clap", "minijinja", "inotify", "k8s-openapi"] {
+        let found: Vec<&&str> = crates
+            .iter()
+            .filter(|c| **c == forbidden || c.starts_with(&format!("{forbidden}-")))
+            .collect();
+        assert!(found.is_empty(), "certshift-verifier depends on {found:?}");
+    }
 }

@@ -114,7 +114,7 @@ pub fn judge(snapshot: &Snapshot, loaded: Option<u64>, now: Timestamp) -> Outcom
     }
     let verifier = match Verifier::from_outputs(|key| file(&snapshot.validation, key)) {
         Ok(verifier) => Arc::new(verifier),
-        Err(err) => return invalid("InvalidTrustBundle", err),
+        Err(err) => return invalid("InvalidTrustBundle", err.to_string()),
     };
     // Never present a certificate the revision's own rules refuse.
     let chain: Vec<rustls::pki_types::CertificateDer<'_>> =
@@ -130,14 +130,14 @@ pub fn judge(snapshot: &Snapshot, loaded: Option<u64>, now: Timestamp) -> Outcom
     }
     let identity = match Identity::from_pem(&tls_crt, &tls_key) {
         Ok(identity) => identity,
-        Err(err) => return invalid("InvalidCertificate", err),
+        Err(err) => return invalid("InvalidCertificate", err.to_string()),
     };
     let configs = verifier
         .server_config(&identity)
         .and_then(|server| Ok((server, verifier.client_config(&identity)?)));
     let (server, client) = match configs {
         Ok(configs) => configs,
-        Err(err) => return invalid("InvalidCertificate", err),
+        Err(err) => return invalid("InvalidCertificate", err.to_string()),
     };
     Outcome::Load(Box::new(Loaded {
         revision: rules.revision,

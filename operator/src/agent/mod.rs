@@ -471,7 +471,10 @@ async fn record_warnings(client: Client, pod: PodRef, mut warnings: tokio::sync:
         let now = Timestamp::now();
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(crate::object_names::derived_name(&pod.name, &format!(".{:x}", now.as_nanosecond()))),
+                name: Some(crate::object_names::derived_name(
+                    &pod.name,
+                    &format!(".{:x}", now.as_nanosecond()),
+                )),
                 namespace: Some(pod.namespace.clone()),
                 ..ObjectMeta::default()
             },

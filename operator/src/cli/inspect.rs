@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 
 use super::manifests::Manifests;
+use crate::facts::tls_material;
 use crate::facts::{CertificateBundle, CertificateFacts, inspect as inspect_bytes};
-use crate::facts::{secret_data, tls_material};
+use crate::outputs::secret_data;
 
 /// The certificates of `bytes`: PEM or DER, or the Secrets of a YAML manifest.
 pub fn inspect(source: &str, bytes: &[u8]) -> Result<Vec<(String, CertificateFacts)>, String> {

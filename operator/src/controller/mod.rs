@@ -180,7 +180,10 @@ async fn publish_events<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K
         let now = Timestamp::now();
         let kube_event = KubeEvent {
             metadata: ObjectMeta {
-                name: Some(crate::object_names::derived_name(&name, &format!(".{:x}", now.as_nanosecond()))),
+                name: Some(crate::object_names::derived_name(
+                    &name,
+                    &format!(".{:x}", now.as_nanosecond()),
+                )),
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },

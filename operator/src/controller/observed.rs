@@ -21,8 +21,8 @@ use super::{
 };
 use crate::conditions;
 use crate::crd::{CertificatePolicy, ObservedCertificate, ObservedCertificateStatus};
-use crate::facts::secret_data;
 use crate::observed::{self, Source};
+use crate::outputs::secret_data;
 use crate::outputs::{OBSERVED_CERTIFICATE_LABEL, store_name};
 
 const MANAGER: &str = "certshift-observed-certificate";

@@ -22,7 +22,8 @@ use super::{
 use crate::conditions;
 use crate::crd::{CertificatePolicy, CertificatePolicyStatus};
 use crate::facts::CertificateBundle;
-use crate::facts::{secret_data, tls_material};
+use crate::facts::tls_material;
+use crate::outputs::secret_data;
 use crate::policy::issue::{CaMaterial, issue};
 use crate::policy::{self, IssuerKind, POLICY_HASH_ANNOTATION, Plan, SecretState};
 

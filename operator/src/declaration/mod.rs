@@ -36,7 +36,7 @@ use crate::crd::{
 };
 use crate::duration;
 use crate::events::{Event, EventType};
-use crate::facts::secret_data;
+use crate::outputs::secret_data;
 use crate::outputs::{
     self, PKCS12_DIGEST_ANNOTATION, PresentedMaterial, REVISION_ANNOTATION, THUMBPRINT_ANNOTATION, is_owned_by,
 };

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use crate::crd::{ClusterCertificateDeclarationSpec, ObservedCertificate, TrustBundleSource};
-use crate::facts::{CertificateFacts, PrivateKeyState, parse_bundle, parse_crls, secret_data};
+use crate::facts::{CertificateFacts, PrivateKeyState, parse_bundle, parse_crls};
 use crate::observed::{store_keys, stored_instance, unreadable_source};
+use crate::outputs::secret_data;
 use crate::outputs::{PresentedMaterial, is_owned_by, store_name};
 use crate::planner::{BlockReason, Blocked, Store};
 use crate::thumbprint::Thumbprint;

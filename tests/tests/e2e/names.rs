@@ -40,7 +40,12 @@ pub async fn names_of_63_64_and_253_characters_reach_ready_for_every_kind(s: Sce
         issuing.metadata.name = Some(policy_name.clone());
         apply(&s.admin, ns, &issuing).await;
         let source = issuing.spec.secret_name.clone();
-        apply(&s.admin, ns, &observed_certificate(&ocert_name, &source, Some(&policy_name))).await;
+        apply(
+            &s.admin,
+            ns,
+            &observed_certificate(&ocert_name, &source, Some(&policy_name)),
+        )
+        .await;
         Declaration::example("declaration-common-name.yaml")
             .named(&long_name("cluster", len))
             .by_common_names(&[("cluster.example", &ca.thumbprint)])
@@ -60,11 +65,19 @@ pub async fn names_of_63_64_and_253_characters_reach_ready_for_every_kind(s: Sce
 
         let policy = policies.get(&long_name("policy", len)).await.expect("policy");
         let conditions = policy.status.map(|s| s.conditions).unwrap_or_default();
-        assert_eq!(condition_of(&conditions, "Ready"), Some("True"), "{len}: policy {conditions:?}");
+        assert_eq!(
+            condition_of(&conditions, "Ready"),
+            Some("True"),
+            "{len}: policy {conditions:?}"
+        );
         let ocert_name = long_name("ocert", len);
         let ocert = observed.get(&ocert_name).await.expect("ObservedCertificate");
         let conditions = ocert.status.map(|s| s.conditions).unwrap_or_default();
-        assert_eq!(condition_of(&conditions, "Ready"), Some("True"), "{len}: ocert {conditions:?}");
+        assert_eq!(
+            condition_of(&conditions, "Ready"),
+            Some("True"),
+            "{len}: ocert {conditions:?}"
+        );
         let store = secrets.get(&store_name(&ocert_name)).await.expect("the store Secret");
         assert!(store.metadata.name.unwrap().len() <= 253);
 
@@ -73,7 +86,12 @@ pub async fn names_of_63_64_and_253_characters_reach_ready_for_every_kind(s: Sce
         let validation = config_maps.get(&validation_name(&name)).await.expect("validation");
         secrets.get(&presentation_name(&name)).await.expect("presentation");
         let label = validation.metadata.labels.unwrap_or_default()[DECLARATION_LABEL].clone();
-        let annotation = validation.metadata.annotations.unwrap_or_default().get(DECLARATION_LABEL).cloned();
+        let annotation = validation
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get(DECLARATION_LABEL)
+            .cloned();
         assert_eq!(label, label_value(&name), "{len}");
         assert!(label.len() <= MAX_LABEL_VALUE);
         match len {

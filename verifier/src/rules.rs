@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::CertificateFacts;
@@ -17,7 +16,8 @@ use crate::trust::{ChainError, Issuance};
 
 /// One accepted common name. No issuer thumbprints means "unpinned": the
 /// certificate must chain to an anchor of the declaration's trust bundle.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CommonNameRule {
     pub name: String,
@@ -55,7 +55,8 @@ impl CommonNameRule {
 }
 
 /// The validation rules of a declaration (what members accept).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {
     /// Sorted, without duplicates.
@@ -350,7 +351,8 @@ impl Clients {
 }
 
 /// How a member picks among several matching certificates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum SelectionPolicy {
     /// Greatest notBefore (Service Fabric 7.2 CU4 and later); ties: greatest
     /// notAfter, then smallest thumbprint.

@@ -6,7 +6,6 @@
 
 use std::fmt;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A normalized certificate thumbprint: upper-case hex, 40 digits (SHA-1, the
@@ -15,7 +14,8 @@ use serde::{Deserialize, Serialize};
 #[serde(try_from = "String", into = "String")]
 pub struct Thumbprint(String);
 
-impl JsonSchema for Thumbprint {
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Thumbprint {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Thumbprint".into()
     }

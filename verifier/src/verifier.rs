@@ -1,26 +1,4 @@
-//! The Service Fabric rules of one revision as rustls verifiers: what a
-//! member accepts from a peer member (thumbprint, or common name with pinned
-//! issuers or a chain to an anchor, time-valid, not revoked), and which
-//! clients it admits (members, and the revision's client allow-lists). Built
-//! from what the validation ConfigMap carries (`rules.json`, `ca-bundle.crt`,
-//! `intermediates.crt`); the
-//! `certshift agent`, the operator's probes and Rust applications use this
-//! one implementation.
-//!
-//! ```no_run
-//! # fn main() -> Result<(), String> {
-//! use std::sync::Arc;
-//! let dir = std::path::Path::new("/etc/certshift/validation");
-//! let verifier = Arc::new(certshift::verifier::Verifier::from_outputs(|key| std::fs::read(dir.join(key)).ok())?);
-//! let chain = std::fs::read("/etc/certshift/presentation/tls.crt").map_err(|e| e.to_string())?;
-//! let key = std::fs::read("/etc/certshift/presentation/tls.key").map_err(|e| e.to_string())?;
-//! let identity = certshift::verifier::Identity::from_pem(&chain, &key)?;
-//! // A server that admits members and allowed clients, and a client that
-//! // dials members, both presenting the revision's certificate.
-//! let server = verifier.server_config(&identity)?;
-//! let client = verifier.client_config(&identity)?;
-//! # let _ = (server, client); Ok(()) }
-//! ```
+//! [`Verifier`]: one revision's rules, judging peers for rustls.
 
 use std::sync::Arc;
 
@@ -32,12 +10,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
-use crate::facts::{CertificateFacts, der_facts, parse_bundle};
+use crate::facts::{CertificateFacts, FactsError, der_facts, parse_bundle, parse_crls};
+use crate::files::{CRLS_FILE, RULES_FILE, RulesJson, TRUST_FILES};
 use crate::names::names_match;
-use crate::outputs::RulesJson;
-use crate::rules::{Accepted, Clients, Rejection, issuance};
+use crate::rules::{Accepted, Clients, CommonNameRule, Rejection, issuance};
 use crate::thumbprint::Thumbprint;
-use crate::trust::{TrustBundle, TrustPool};
+use crate::trust::{Issuance, TrustBundle, TrustPool};
 
 /// Why a peer was refused, as the TLS error carries it (downcast
 /// `rustls::CertificateError::Other` to read it back).
@@ -89,12 +67,15 @@ pub struct Identity {
 
 impl Identity {
     /// From `tls.crt` (leaf first, then its chain) and `tls.key`, PEM.
-    pub fn from_pem(tls_crt: &[u8], tls_key: &[u8]) -> Result<Self, String> {
+    pub fn from_pem(tls_crt: &[u8], tls_key: &[u8]) -> Result<Self, Error> {
+        let identity = |file, message: String| Error::Identity { file, message };
         let chain = CertificateDer::pem_slice_iter(tls_crt)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| format!("tls.crt: {err}"))?;
-        let leaf = chain.first().ok_or("tls.crt: no certificate")?;
-        let key = PrivateKeyDer::from_pem_slice(tls_key).map_err(|err| format!("tls.key: {err}"))?;
+            .map_err(|err| identity("tls.crt", err.to_string()))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| identity("tls.crt", "no certificate".to_owned()))?;
+        let key = PrivateKeyDer::from_pem_slice(tls_key).map_err(|err| identity("tls.key", err.to_string()))?;
         use sha1::Digest as _;
         let thumbprint = Thumbprint::from_digest(&sha1::Sha1::digest(leaf.as_ref()));
         Ok(Self { chain, key, thumbprint })
@@ -124,11 +105,29 @@ pub struct Verifier {
     provider: Arc<CryptoProvider>,
 }
 
-/// The validation ConfigMap's keys the verifier reads, beside `rules.json`:
-/// the anchors and pinned issuers, and the other CA certificates of the
-/// store's paths (never anchors).
-pub const TRUST_FILES: [&str; 2] = ["ca-bundle.crt", "intermediates.crt"];
-// `crls.pem` holds the CRLs in force, each signed by a CA of those files.
+/// Why a verifier or an identity could not be built from a revision's files.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file the revision must have is not there.
+    #[error("{file}: missing")]
+    Missing { file: &'static str },
+    /// `rules.json` is not the rules of a revision.
+    #[error("{RULES_FILE}: {source}")]
+    Rules {
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A certificate or CRL file holds something that is not one (the
+    /// error names the file and the block).
+    #[error(transparent)]
+    Malformed(#[from] FactsError),
+    /// `tls.crt` or `tls.key` cannot be read or do not belong together.
+    #[error("{file}: {message}")]
+    Identity { file: &'static str, message: String },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
 
 impl Verifier {
     /// From the validation ConfigMap's files, read through `file` by key:
@@ -136,15 +135,15 @@ impl Verifier {
     /// missing or empty: thumbprints and pinned issuers need no anchor).
     /// The anchors are those `rules.json` names; a `rules.json` that names
     /// none (written before anchors were published) trusts all of `ca-bundle.crt`.
-    pub fn from_outputs(file: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Self, String> {
-        let rules_json = file("rules.json").ok_or("rules.json: missing")?;
-        let rules: RulesJson = serde_json::from_slice(&rules_json).map_err(|err| format!("rules.json: {err}"))?;
+    pub fn from_outputs(file: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Self, Error> {
+        let rules_json = file(RULES_FILE).ok_or(Error::Missing { file: RULES_FILE })?;
+        let rules: RulesJson = serde_json::from_slice(&rules_json).map_err(|source| Error::Rules { source })?;
         let mut pool = TrustPool::default();
         for key in TRUST_FILES {
             let Some(bytes) = file(key).filter(|b| !b.iter().all(u8::is_ascii_whitespace)) else {
                 continue;
             };
-            for (facts, der) in parse_bundle(key, &bytes).map_err(|err| err.to_string())? {
+            for (facts, der) in parse_bundle(key, &bytes)? {
                 let anchor = match &rules.anchors {
                     Some(anchors) => anchors.contains(&facts.thumbprint),
                     None => key == TRUST_FILES[0],
@@ -156,10 +155,10 @@ impl Verifier {
                 }
             }
         }
-        if let Some(bytes) = file("crls.pem").filter(|b| !b.iter().all(u8::is_ascii_whitespace)) {
+        if let Some(bytes) = file(CRLS_FILE).filter(|b| !b.iter().all(u8::is_ascii_whitespace)) {
             // A CRL whose issuer is not among the revision's certificates
             // revokes nothing on a path this verifier can build.
-            for crl in crate::facts::parse_crls("crls.pem", &bytes).map_err(|err| err.to_string())? {
+            for crl in parse_crls(CRLS_FILE, &bytes)? {
                 pool.add_crl(&crl);
             }
         }
@@ -177,7 +176,7 @@ impl Verifier {
                     .accepted
                     .common_names
                     .into_iter()
-                    .map(|r| crate::rules::CommonNameRule::new(r.name, r.issuer_thumbprints)),
+                    .map(|r| CommonNameRule::new(r.name, r.issuer_thumbprints)),
             ),
             clients: rules.clients,
             trust: pool.build().tolerating(&rules.tolerated).into_owned(),
@@ -202,7 +201,7 @@ impl Verifier {
         end_entity: &[u8],
         intermediates: &[CertificateDer<'_>],
     ) -> Result<(CertificateFacts, Vec<CertificateFacts>), Refusal> {
-        let refusal = |err: crate::facts::FactsError| Refusal {
+        let refusal = |err: FactsError| Refusal {
             reason: err.reason(),
             message: err.to_string(),
         };
@@ -270,7 +269,7 @@ impl Verifier {
                 .clients
                 .thumbprints
                 .iter()
-                .find(|c| facts.has_thumbprint(&c.thumbprint) && judge(crate::trust::Issuance::Built))
+                .find(|c| facts.has_thumbprint(&c.thumbprint) && judge(Issuance::Built))
                 .map(|c| c.is_admin);
             let by_name = self.clients.common_names.iter().find_map(|c| {
                 let named = facts
@@ -289,26 +288,22 @@ impl Verifier {
 
     /// A server configuration presenting `identity`, requiring a client
     /// certificate the rules admit.
-    pub fn server_config(self: &Arc<Self>, identity: &Identity) -> Result<ServerConfig, String> {
-        ServerConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|err| err.to_string())?
+    pub fn server_config(self: &Arc<Self>, identity: &Identity) -> Result<ServerConfig, Error> {
+        Ok(ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(self.clone())
-            .with_single_cert(identity.chain.clone(), identity.key.clone_key())
-            .map_err(|err| format!("tls.crt/tls.key: {err}"))
+            .with_single_cert(identity.chain.clone(), identity.key.clone_key())?)
     }
 
     /// A client configuration presenting `identity`, accepting a server the
     /// rules accept as a member (names are the rules' business, not the DNS
     /// name dialled).
-    pub fn client_config(self: &Arc<Self>, identity: &Identity) -> Result<ClientConfig, String> {
-        ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|err| err.to_string())?
+    pub fn client_config(self: &Arc<Self>, identity: &Identity) -> Result<ClientConfig, Error> {
+        Ok(ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(self.clone())
-            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-            .map_err(|err| format!("tls.crt/tls.key: {err}"))
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?)
     }
 }
 

@@ -7,7 +7,6 @@ mod keys;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -16,7 +15,8 @@ use crate::thumbprint::Thumbprint;
 pub use keys::PublicKey;
 
 /// Whether the certificate comes with its private key, and whether it matches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum PrivateKeyState {
     /// No private key was supplied (a public certificate, or a `ca.crt` entry).
     Missing,
@@ -36,7 +36,8 @@ impl PrivateKeyState {
 }
 
 /// The facts of one X.509 certificate.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateFacts {
     /// SHA-1 thumbprint, 40 upper-case hex digits (the Service Fabric convention).
@@ -269,20 +270,6 @@ pub struct TlsMaterial<'a> {
     pub tls_crt: &'a [u8],
     pub tls_key: Option<&'a [u8]>,
     pub ca_crt: Option<&'a [u8]>,
-}
-
-/// A Secret's keys, `stringData` over `data` as the API server merges them.
-pub fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(key, value)| (key.clone(), value.0.clone()))
-        .collect();
-    for (key, value) in secret.string_data.iter().flatten() {
-        data.insert(key.clone(), value.as_bytes().to_vec());
-    }
-    data
 }
 
 /// The TLS material of a Secret's data.

@@ -4,7 +4,6 @@
 use rustls::{ClientConnection, ServerConnection};
 
 use super::*;
-use crate::outputs::RulesJson;
 use crate::rules::{ClientCommonName, ClientThumbprint, CommonNameRule};
 use crate::testing::{Issued, cert, ts};
 
