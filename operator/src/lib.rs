@@ -13,6 +13,7 @@
 //! module graph has no cycles).
 
 pub mod agent;
+pub mod blocked;
 pub mod cli;
 pub mod conditions;
 pub mod controller;

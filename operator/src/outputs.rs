@@ -585,7 +585,6 @@ mod tests {
 mod consumer_examples {
     use super::*;
     use crate::crd::ClusterCertificateDeclaration;
-    use crate::planner::desired_from_spec;
     use crate::rules::CommonNameRule;
     use crate::testing::{facts, tp};
 
@@ -603,7 +602,10 @@ mod consumer_examples {
             tolerated: Vec::new(),
         };
         let presented = facts("G").cn("cluster.example").issuer("CA").build();
-        let clients = desired_from_spec(&declaration.spec).unwrap().clients;
+        let clients = crate::declaration::spec::parse(&declaration.spec)
+            .unwrap()
+            .desired
+            .clients;
         let context = TemplateContext::new(&revision, Some(&presented), &clients, &[tp("G")]);
         render_templates(&declaration.spec.output.unwrap().templates, &context).unwrap()
     }

@@ -274,7 +274,7 @@ fn the_members_example_runs_the_agent_as_documented() {
         .expect("a declaration");
     let declaration: certshift::crd::ClusterCertificateDeclaration =
         serde_yaml::from_value(declaration.clone()).unwrap();
-    certshift::planner::validate_spec(&declaration.spec).expect("valid");
+    certshift::declaration::spec::parse(&declaration.spec).expect("valid");
     let set = documents
         .iter()
         .find(|d| d["kind"] == "StatefulSet")

@@ -7,12 +7,13 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::manifests::{Manifests, Origin};
+use crate::blocked::{BlockReason, Blocked};
 use crate::crd::ClusterCertificateDeclaration;
 use crate::declaration::store::{TrustBundleInput, put_crls_in_force};
 use crate::facts::tls_material;
 use crate::facts::{CertificateBundle, CertificateFacts};
 use crate::outputs::secret_data;
-use crate::planner::{self, BlockReason, Blocked, Plan, Revision, Store};
+use crate::planner::{self, Plan, Revision, Store};
 use crate::thumbprint::Thumbprint;
 use crate::trust::TrustPool;
 use std::sync::Arc;
@@ -70,7 +71,7 @@ pub fn plan(manifests: &Manifests, now: Timestamp) -> Result<PlanReport, String>
         })
     };
 
-    let desired = match planner::desired_from_spec(&declaration.spec) {
+    let desired = match crate::declaration::spec::parse(&declaration.spec).map(|s| s.desired) {
         Ok(desired) => desired,
         Err(err) => return Ok(blocked(err)),
     };

@@ -284,6 +284,9 @@ async fn gather(
     let namespace = declaration.namespace().unwrap_or_default();
     let name = declaration.name_any();
     let spec = &declaration.spec;
+    // One clock reading and one parse of the spec for the whole reconcile.
+    let now = now();
+    let parsed = declaration::spec::parse(spec);
 
     let mut inputs = StoreInputs::default();
     for ocert_name in &spec.store.observed_certificates {
@@ -320,9 +323,13 @@ async fn gather(
             _ => TrustBundleInput::ConfigMap(None),
         });
     }
-    let points = declaration::store::distribution_points(&namespace, spec, &inputs, now());
+    let points = declaration::store::distribution_points(&namespace, spec, &inputs, now);
     if !points.is_empty() {
-        let refresh = declaration::crl_refresh_interval(spec);
+        let refresh = parsed
+            .as_ref()
+            .ok()
+            .and_then(|s| s.fetch_crls)
+            .map_or(declaration::DEFAULT_CRL_REFRESH, |f| f.refresh_interval);
         inputs.fetched = shell.crls.fetch_due(&points, refresh).await;
     }
     let validation = read(ctx, &shell.config_maps, &namespace, &validation_name(&name)).await?;
@@ -370,13 +377,14 @@ async fn gather(
     }
     let world = World {
         declaration: declaration.clone(),
-        store: declaration::store::assemble(&namespace, spec, &inputs, now()),
+        spec: parsed,
+        store: declaration::store::assemble(&namespace, spec, &inputs, now),
         validation,
         presentation,
         pkcs12_password,
         members,
         preflight: None,
-        now: now(),
+        now,
     };
     Ok((world, endpoints))
 }
@@ -476,9 +484,10 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, shell: Arc<S
         ctx.metrics.reconciled(CONTROLLER);
         let declaration = shell.written.current(declaration);
         let (mut world, endpoints) = gather(&shell, &declaration).await?;
-        // Plan first, probe only the candidate: every endpoint must accept the
+        // Plan once, probe only the candidate: every endpoint must accept the
         // certificate about to be presented, as a client.
-        if let Some(preflight) = declaration::preflight(&world) {
+        let planned = declaration::plan(&world);
+        if let Some(preflight) = planned.preflight(&world) {
             let probes = endpoints.iter().filter_map(|(label, endpoint)| {
                 let endpoint = endpoint.as_ref().ok()?;
                 let material = &preflight.material;
@@ -490,7 +499,7 @@ async fn reconcile(declaration: Arc<ClusterCertificateDeclaration>, shell: Arc<S
             });
             world.preflight = Some(futures::future::join_all(probes).await);
         }
-        let decision = declaration::decide(&world);
+        let decision = declaration::decide_planned(&world, planned);
         if let Some(stage) = decision.published.as_ref().and_then(|r| r.stage) {
             tracing::Span::current().record("stage", tracing::field::display(stage));
         }

@@ -4,13 +4,18 @@
 //! a [`Decision`]: the status to write (if it changed), the writes to make in
 //! order ([`Effect`]), the events, and when to look again.
 //!
-//! The shell (`controller/declaration.rs`) gathers, asks [`preflight`] which
-//! certificate to probe the endpoints with, calls [`decide`] once and applies
-//! the effects: validation ConfigMap, then presentation Secret, then workload
+//! A decision is five named, pure steps: [`plan()`] (the planner and the
+//! gates of the members), [`gate_on_preflight`] (the endpoints' answer to
+//! the next certificate), the writes, the status and events, the requeue.
+//! The shell (`controller/declaration.rs`) gathers, plans once, probes the
+//! endpoints with the certificate [`Planned::preflight`] names, calls
+//! [`decide_planned`] and applies the effects: validation ConfigMap, then presentation Secret, then workload
 //! stamps, then status. The ConfigMap is the record of what is published; a
 //! restart between two writes is repaired from it.
 
 mod members;
+pub mod plan;
+pub mod spec;
 mod status;
 pub mod store;
 
@@ -22,30 +27,29 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 pub use members::{MemberInputs, MemberReport, Workload, pod_members, selects};
+pub use plan::{Planned, Preflight, gate_on_preflight, plan};
+pub use spec::{DEFAULT_CRL_REFRESH, DEFAULT_STAGE_TIMEOUT, Spec};
 pub use status::{
-    BLOCKED, DECLARATION_SWITCHED, EXPIRING_SOON, EXPIRY_MARGIN, ISSUERS_PINNED, MEMBERS_CONVERGED, PROGRESSING, READY,
-    REVOKED, SAN_OVERLAP, SECONDARY_ADDED, certificates_in_use, declared_by, describe, effective_declaration,
+    BLOCKED, DECLARATION_SWITCHED, EXPIRING_SOON, EXPIRY_MARGIN, Hold, ISSUERS_PINNED, MEMBERS_CONVERGED, PROGRESSING,
+    READY, REVOKED, SAN_OVERLAP, SECONDARY_ADDED, certificates_in_use, declared_by, describe, effective_declaration,
     expiring_soon, revoked_in_use, san_overlap,
 };
 pub use store::StoreContents;
 
+use crate::blocked::{BlockReason, Blocked};
 use crate::conditions;
 use crate::crd::{
     ClusterCertificateDeclaration, ClusterCertificateDeclarationStatus, MembersStatus, OutputFormat, PlannedRevision,
     PresentingStatus, UpgradeStatus, WorkloadReference,
 };
-use crate::duration;
 use crate::events::{Event, EventType};
 use crate::outputs::secret_data;
-use crate::outputs::{
-    self, PKCS12_DIGEST_ANNOTATION, PresentedMaterial, REVISION_ANNOTATION, THUMBPRINT_ANNOTATION, is_owned_by,
-};
-use crate::planner::{self, BlockReason, Blocked, Desired, Effective};
-use crate::revision::{Change, Revision, Stage};
+use crate::outputs::{self, PKCS12_DIGEST_ANNOTATION, REVISION_ANNOTATION, THUMBPRINT_ANNOTATION, is_owned_by};
+use crate::planner;
+use crate::revision::{Revision, Stage};
 use crate::thumbprint::Thumbprint;
-use status::{Hold, secs};
+use status::secs;
 
-pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How often a declaration is looked at without a watch event: expiry and
 /// the validity of store instances move with the clock.
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -63,6 +67,8 @@ pub const STORE_SYNC_GRACE: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct World {
     pub declaration: Arc<ClusterCertificateDeclaration>,
+    /// The spec, parsed once ([`spec::parse`]), or why it is invalid.
+    pub spec: Result<Spec, Blocked>,
     /// The store ([`store::assemble`] of what was read), or why it cannot be had.
     pub store: Result<StoreContents, Blocked>,
     /// The outputs as they are (anyone's: judged here).
@@ -71,19 +77,12 @@ pub struct World {
     /// `spec.output.pkcs12.passwordSecretRef`'s Secret, read when PKCS12 is asked for.
     pub pkcs12_password: Option<Arc<Secret>>,
     pub members: MemberInputs,
-    /// For the candidate of [`preflight`]: each endpoint, and whether it
-    /// accepted the certificate as a client. `None`: not probed.
+    /// For the candidate of [`Planned::preflight`]: each endpoint, and
+    /// whether it accepted the certificate as a client. `None`: not probed.
     pub preflight: Option<Vec<(String, Result<(), String>)>>,
+    /// The one clock reading of the reconcile: the store's validity, the
+    /// gates and the status's timestamps all use it.
     pub now: Timestamp,
-}
-
-/// The certificate to probe every endpoint with before publishing a
-/// presentation revision (DESIGN §6).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Preflight {
-    pub revision: u64,
-    pub presented: Thumbprint,
-    pub material: PresentedMaterial,
 }
 
 /// A write, in the order the shell must make them.
@@ -120,235 +119,157 @@ pub struct Decision {
     pub standing: Vec<Event>,
 }
 
-/// What the plan and the gates say before any probe: the next revision due,
-/// or why none is.
-struct Next<'w> {
-    desired: Option<Desired>,
-    store: Option<&'w StoreContents>,
-    /// Nothing may be written: an output is someone else's, or cannot be made.
-    no_writes: bool,
-    published: Option<Revision>,
-    candidate: Option<Revision>,
-    /// Revisions after the candidate (or after the published one).
-    pending: Vec<Revision>,
-    hold: Option<Hold>,
-    goal: Option<Thumbprint>,
-    report: MemberReport,
-    password: Option<String>,
-    requeue: Option<Duration>,
-}
-
-/// The certificate the endpoints must accept before the next revision is
-/// published, when that revision changes presentation.
-pub fn preflight(world: &World) -> Option<Preflight> {
-    let next = next(world);
-    let candidate = next.candidate.as_ref()?;
-    if !needs_preflight(world, candidate) {
-        return None;
-    }
-    let material = next.store?.materials.get(&candidate.presented)?.clone();
-    Some(Preflight {
-        revision: candidate.revision,
-        presented: candidate.presented.clone(),
-        material,
-    })
-}
-
-fn needs_preflight(world: &World, candidate: &Revision) -> bool {
-    candidate.change == Some(Change::Presentation) && !world.members.endpoints.is_empty()
-}
-
+/// The decision on this world: [`decide_planned`] on the plan of [`plan()`].
 pub fn decide(world: &World) -> Decision {
-    let Next {
-        desired,
-        store,
-        no_writes,
-        published,
-        mut candidate,
-        mut pending,
-        mut hold,
-        goal,
-        report,
-        password,
-        mut requeue,
-    } = next(world);
-    let declaration = world.declaration.as_ref();
-    let previous = declaration.status.clone().unwrap_or_default();
-    let previous_upgrade = previous.upgrade.clone().unwrap_or_default();
+    decide_planned(world, plan(world))
+}
 
-    // Every endpoint must accept the certificate about to be presented, as a
-    // client, before members are told to present it.
-    if let Some(revision) = candidate.as_ref().filter(|c| needs_preflight(world, c)) {
-        let material = store.is_some_and(|s| s.materials.contains_key(&revision.presented));
-        let refused = world.preflight.as_ref().map(|results| {
-            // Every endpoint must have been probed and have accepted.
-            world.members.endpoints.iter().find_map(|(label, _)| {
-                match results.iter().find(|(probed, _)| probed == label).map(|(_, r)| r) {
-                    Some(Ok(())) => None,
-                    Some(Err(err)) => Some(format!(
-                        "endpoint {label} does not accept {} as a client: {err}",
-                        revision.presented
-                    )),
-                    None => Some(format!(
-                        "endpoint {label} could not be probed with {}",
-                        revision.presented
-                    )),
-                }
-            })
-        });
-        match (material, refused) {
-            // No key to probe with: said by the presentation output below.
-            (false, _) => {}
-            (true, None) => {
-                candidate = None;
-                requeue = Some(ENDPOINT_PROBE_INTERVAL);
-            }
-            (true, Some(Some(message))) => {
-                hold = Some(Hold::Blocked(Blocked::new(
-                    BlockReason::PeerRejectsCertificate,
-                    message,
-                )));
-                candidate = None;
-            }
-            (true, Some(None)) => {}
-        }
+/// The decision on this world and its plan (step 1, made once by the shell,
+/// which probes the endpoints with what the plan names before deciding): the
+/// pre-flight gate (2), the writes (3), the status and events (4) and when
+/// to look again (5).
+pub fn decide_planned(world: &World, mut planned: Planned) -> Decision {
+    gate_on_preflight(world, &mut planned);
+    let effects = writes(world, &mut planned);
+    let progress = settle(world, planned);
+    let (status, events, standing) = report(world, &progress);
+    let requeue = requeue(world, &progress);
+    Decision {
+        status,
+        effects,
+        events,
+        requeue,
+        published: progress.planned.candidate,
+        standing,
     }
+}
 
-    // The writes: the candidate's outputs, else the published revision's
-    // presentation (a restart between two writes) and workload stamps.
+/// Step 3, the writes: the candidate's outputs, else the published
+/// revision's presentation (a restart between two writes, changed formats),
+/// and the workload stamps of the revision members are told.
+fn writes(world: &World, planned: &mut Planned) -> Vec<Effect> {
     let mut effects = Vec::new();
-    if let (Some(store), false) = (store, no_writes) {
-        if let Some(revision) = &candidate {
-            let outputs = validation_output(declaration, revision, store).and_then(|validation| {
-                let presentation = presentation_output(world, revision, store, password.as_deref())?;
-                Ok((validation, presentation))
-            });
-            match outputs {
-                Ok((validation, presentation)) => {
-                    effects.push(Effect::PublishValidation(validation));
-                    effects.extend(presentation.map(Effect::PublishPresentation));
-                }
-                Err(blocked) => {
-                    hold = Some(Hold::Blocked(blocked));
-                    candidate = None;
-                }
+    let (Ok(store), false) = (&world.store, planned.no_writes) else {
+        return effects;
+    };
+    let declaration = world.declaration.as_ref();
+    let password = planned.password.as_deref();
+    if let Some(revision) = &planned.candidate {
+        let outputs = validation_output(declaration, revision, store).and_then(|validation| {
+            let presentation = presentation_output(world, revision, store, password)?;
+            Ok((validation, presentation))
+        });
+        match outputs {
+            Ok((validation, presentation)) => {
+                effects.push(Effect::PublishValidation(validation));
+                effects.extend(presentation.map(Effect::PublishPresentation));
             }
-        }
-        if let (None, Some(published)) = (&candidate, &published) {
-            // The published revision's presentation: repaired after a
-            // restart between two writes, or changed formats.
-            match presentation_output(world, published, store, password.as_deref()) {
-                Ok(secret) => effects.extend(secret.map(Effect::PublishPresentation)),
-                Err(blocked) => hold = Some(Hold::Blocked(blocked)),
-            }
-        }
-        if let Some(current) = candidate.as_ref().or(published.as_ref()) {
-            for (reference, workload) in &world.members.workloads {
-                if let Some(workload) = workload
-                    && workload.stamped() != Some(current.revision)
-                {
-                    effects.push(Effect::StampWorkload {
-                        workload: reference.clone(),
-                        revision: current.revision,
-                    });
-                }
+            Err(blocked) => {
+                planned.hold = Some(Hold::Blocked(blocked));
+                planned.candidate = None;
             }
         }
     }
-    if candidate.is_none() && hold.is_none() && !pending.is_empty() {
+    if let (None, Some(published)) = (&planned.candidate, &planned.published) {
+        match presentation_output(world, published, store, password) {
+            Ok(secret) => effects.extend(secret.map(Effect::PublishPresentation)),
+            Err(blocked) => planned.hold = Some(Hold::Blocked(blocked)),
+        }
+    }
+    if let Some(current) = planned.candidate.as_ref().or(planned.published.as_ref()) {
+        for (reference, workload) in &world.members.workloads {
+            if let Some(workload) = workload
+                && workload.stamped() != Some(current.revision)
+            {
+                effects.push(Effect::StampWorkload {
+                    workload: reference.clone(),
+                    revision: current.revision,
+                });
+            }
+        }
+    }
+    effects
+}
+
+/// Where the upgrade stands once this reconcile's writes are made.
+struct Progress {
+    /// The plan, its hold settled and `pending` without the candidate.
+    planned: Planned,
+    /// What follows the published revision: its stage ends unless this is more of it.
+    following: Option<Revision>,
+    plan_blocked: bool,
+    /// The members of the revision they are told after this reconcile.
+    members: MembersStatus,
+    /// What is left of [`STORE_SYNC_GRACE`].
+    grace_left: Option<Duration>,
+}
+
+impl Progress {
+    /// The revision members are told after this reconcile.
+    fn current(&self) -> Option<&Revision> {
+        self.planned.candidate.as_ref().or(self.planned.published.as_ref())
+    }
+}
+
+fn settle(world: &World, mut planned: Planned) -> Progress {
+    if planned.candidate.is_none() && planned.hold.is_none() && !planned.pending.is_empty() {
         // Held for a reason of this reconcile's own (the pre-flight).
-        hold = Some(Hold::WaitingForMembers);
+        planned.hold = Some(Hold::WaitingForMembers);
     }
-    // What follows the published revision: its stage ends unless this is more of it.
-    let following = candidate.clone().or_else(|| pending.first().cloned());
-    let plan_blocked = matches!(hold, Some(Hold::Blocked(_)));
-    if candidate.is_some() && !pending.is_empty() {
-        pending.remove(0);
+    let following = planned.candidate.clone().or_else(|| planned.pending.first().cloned());
+    let plan_blocked = matches!(planned.hold, Some(Hold::Blocked(_)));
+    if planned.candidate.is_some() && !planned.pending.is_empty() {
+        planned.pending.remove(0);
     }
-
-    // The state members are told after this reconcile.
-    let current = candidate.as_ref().or(published.as_ref());
-    let members = report.status(current.map_or(0, |r| r.revision));
-    let converged = members.converged == members.total;
-    let store_facts = store.map(|s| &s.store);
-
-    let upgrade = current.map(|current| {
-        let same = previous_upgrade.revision == current.revision;
-        let acknowledged_time = if candidate.is_some() {
-            None
-        } else {
-            acknowledged_time(&previous_upgrade, current.revision, &members, world.now)
-        };
-        let mut plan: Vec<PlannedRevision> =
-            vec![planned(current, if converged { "Acknowledged" } else { "Published" })];
-        plan.extend(pending.iter().map(|r| planned(r, "Pending")));
-        UpgradeStatus {
-            stage: if pending.is_empty() && converged {
-                None
-            } else {
-                current.stage
-            },
-            revision: current.revision,
-            plan: if pending.is_empty() { Vec::new() } else { plan },
-            published_time: if candidate.is_some() || !same {
-                Some(world.now)
-            } else {
-                previous_upgrade.published_time
-            },
-            acknowledged_time,
-        }
-    });
-    let presenting = current.map(|c| {
-        let facts = store_facts.and_then(|s| s.find(&c.presented));
-        // Without the store this reconcile, what was known of it still holds.
-        let known = previous
-            .presenting
-            .as_ref()
-            .filter(|p| facts.is_none() && p.thumbprint == c.presented.as_str());
-        PresentingStatus {
-            thumbprint: c.presented.to_string(),
-            short_thumbprint: c.presented.short().to_owned(),
-            common_name: facts
-                .and_then(|f| f.common_name.clone())
-                .or_else(|| known.and_then(|p| p.common_name.clone())),
-            not_after: facts.map(|f| f.not_after).or_else(|| known.and_then(|p| p.not_after)),
-        }
-    });
+    let current = planned.candidate.as_ref().or(planned.published.as_ref());
+    let members = planned.report.status(current.map_or(0, |r| r.revision));
     // A store still syncing just after creation is waited for, not a block yet.
-    let grace_left = store_grace_left(declaration, world.now);
-    if let (Some(Hold::Blocked(blocked)), Some(_)) = (&hold, grace_left)
+    let grace_left = store_grace_left(&world.declaration, world.now);
+    if let (Some(Hold::Blocked(blocked)), Some(_)) = (&planned.hold, grace_left)
         && matches!(blocked.reason, BlockReason::StoreNotSynced | BlockReason::StoreNotFound)
     {
-        hold = Some(Hold::WaitingForStore(blocked.message.clone()));
+        planned.hold = Some(Hold::WaitingForStore(blocked.message.clone()));
     }
-    let mut decided = status::conditions(&status::Facts {
-        hold: hold.as_ref(),
-        current,
-        up_to_date: pending.is_empty(),
-        members: &members,
-        desired: desired.as_ref(),
-        goal: goal.as_ref(),
-        fresh: grace_left.is_some(),
-    });
-    if let Some(store) = store_facts {
-        decided.push(san_overlap(&store.instances));
-        decided.push(revoked_in_use(current, store, goal.as_ref()));
+    Progress {
+        planned,
+        following,
+        plan_blocked,
+        members,
+        grace_left,
     }
+}
+
+/// Step 4: the status (`None` when it is the one stored), the events, and
+/// the Warnings that still hold.
+fn report(world: &World, progress: &Progress) -> (Option<ClusterCertificateDeclarationStatus>, Vec<Event>, Vec<Event>) {
+    let declaration = world.declaration.as_ref();
+    let previous = declaration.status.clone().unwrap_or_default();
+    let (current, planned) = (progress.current(), &progress.planned);
+    let store = world.store.as_ref().ok().map(|s| &s.store);
     // Without a store this reconcile, what was in use is still in use.
-    let certificates_in_use = match store_facts {
+    let certificates_in_use = match store {
         Some(store) => certificates_in_use(current, store),
         None => previous.certificates_in_use.clone(),
     };
-    let margin = duration_or(&declaration.spec.expiry_warning, EXPIRY_MARGIN);
+    let mut decided = status::conditions(&status::Facts {
+        hold: planned.hold.as_ref(),
+        current,
+        up_to_date: planned.pending.is_empty(),
+        members: &progress.members,
+        desired: world.spec.as_ref().ok().map(|s| &s.desired),
+        goal: planned.goal.as_ref(),
+        fresh: progress.grace_left.is_some(),
+    });
+    if let Some(store) = store {
+        decided.push(san_overlap(&store.instances));
+        decided.push(revoked_in_use(current, store, planned.goal.as_ref()));
+    }
+    let margin = world.spec.as_ref().map_or(EXPIRY_MARGIN, |s| s.expiry_warning);
     decided.push(expiring_soon(&certificates_in_use, margin, world.now));
     let previous_conditions = conditions::sorted(&previous.conditions);
-    let conditions = conditions::merge(
-        &previous_conditions,
-        &decided,
-        declaration.metadata.generation,
-        world.now,
-    );
-    let standing: Vec<Event> = conditions
+    let generation = declaration.metadata.generation;
+    let conditions = conditions::merge(&previous_conditions, &decided, generation, world.now);
+    let standing = conditions
         .iter()
         .filter(|c| matches!(c.type_.as_str(), EXPIRING_SOON | REVOKED) && c.status == "True")
         .map(|c| Event {
@@ -360,27 +281,86 @@ pub fn decide(world: &World) -> Decision {
     let events = events(
         world,
         (&previous_conditions, &conditions),
-        published.as_ref(),
-        &report,
-        (following.as_ref(), plan_blocked),
+        planned.published.as_ref(),
+        &planned.report,
+        (progress.following.as_ref(), progress.plan_blocked),
     );
     let status = ClusterCertificateDeclarationStatus {
-        observed_generation: declaration.metadata.generation,
+        observed_generation: generation,
         conditions,
         declared_by: current.map(|c| declared_by(&c.accepted).to_owned()),
         effective: current.map(effective_declaration),
-        upgrade,
-        members: Some(members.clone()),
-        presenting,
+        upgrade: upgrade_status(world, progress),
+        members: Some(progress.members.clone()),
+        presenting: presenting(&previous, current, store),
         certificates_in_use,
     };
     let stored = ClusterCertificateDeclarationStatus {
         conditions: previous_conditions,
         ..previous
     };
-    let status = (declaration.status.is_none() || status != stored).then_some(status);
+    let changed = declaration.status.is_none() || status != stored;
+    (changed.then_some(status), events, standing)
+}
 
-    let requeue = match (&hold, requeue) {
+/// `status.upgrade`: the revision members are told, its stage and the plan.
+fn upgrade_status(world: &World, progress: &Progress) -> Option<UpgradeStatus> {
+    let current = progress.current()?;
+    let (candidate, pending) = (&progress.planned.candidate, &progress.planned.pending);
+    let previous = plan::previous_upgrade(world);
+    let members = &progress.members;
+    let converged = members.converged == members.total;
+    let acknowledged_time = match candidate {
+        Some(_) => None,
+        None => acknowledged_time(&previous, current.revision, members, world.now),
+    };
+    let mut plan = vec![planned(current, if converged { "Acknowledged" } else { "Published" })];
+    plan.extend(pending.iter().map(|r| planned(r, "Pending")));
+    let republished = candidate.is_some() || previous.revision != current.revision;
+    Some(UpgradeStatus {
+        stage: if pending.is_empty() && converged {
+            None
+        } else {
+            current.stage
+        },
+        revision: current.revision,
+        plan: if pending.is_empty() { Vec::new() } else { plan },
+        published_time: if republished {
+            Some(world.now)
+        } else {
+            previous.published_time
+        },
+        acknowledged_time,
+    })
+}
+
+/// `status.presenting`: the presented certificate's facts, or, without the
+/// store this reconcile, what was known of it.
+fn presenting(
+    previous: &ClusterCertificateDeclarationStatus,
+    current: Option<&Revision>,
+    store: Option<&planner::Store>,
+) -> Option<PresentingStatus> {
+    let current = current?;
+    let facts = store.and_then(|s| s.find(&current.presented));
+    let known = previous
+        .presenting
+        .as_ref()
+        .filter(|p| facts.is_none() && p.thumbprint == current.presented.as_str());
+    Some(PresentingStatus {
+        thumbprint: current.presented.to_string(),
+        short_thumbprint: current.presented.short().to_owned(),
+        common_name: facts
+            .and_then(|f| f.common_name.clone())
+            .or_else(|| known.and_then(|p| p.common_name.clone())),
+        not_after: facts.map(|f| f.not_after).or_else(|| known.and_then(|p| p.not_after)),
+    })
+}
+
+/// Step 5: when to look again.
+fn requeue(world: &World, progress: &Progress) -> Requeue {
+    let (hold, current) = (&progress.planned.hold, progress.current());
+    let requeue = match (hold, progress.planned.requeue) {
         // Nothing in force to keep an eye on (expiry): wait for the edit.
         (Some(Hold::Blocked(blocked)), _) if blocked.reason.needs_spec_change() && current.is_none() => {
             Requeue::AwaitChange
@@ -389,14 +369,17 @@ pub fn decide(world: &World) -> Decision {
             Requeue::After(PEER_RETRY)
         }
         (Some(Hold::Soaking(left)), _) => Requeue::After(*left + Duration::from_secs(1)),
-        (Some(Hold::WaitingForStore(_)), _) => Requeue::After(grace_left.unwrap_or_default() + Duration::from_secs(1)),
+        (Some(Hold::WaitingForStore(_)), _) => {
+            Requeue::After(progress.grace_left.unwrap_or_default() + Duration::from_secs(1))
+        }
         (_, Some(after)) => Requeue::After(after),
-        _ if candidate.is_some() && report.members.is_empty() => {
-            // No member gates it: the next revision is due at once.
+        // No member gates it: the next revision is due at once.
+        _ if progress.planned.candidate.is_some() && progress.planned.report.members.is_empty() => {
             Requeue::After(Duration::from_secs(1))
         }
         _ => Requeue::After(RESYNC),
     };
+    let members = &progress.members;
     let endpoints_lag =
         !world.members.endpoints.is_empty() && members.converged < members.total && requeue != Requeue::AwaitChange;
     let requeue = match requeue {
@@ -404,44 +387,21 @@ pub fn decide(world: &World) -> Decision {
         other => other,
     };
     // Fetched CRLs are looked at again when they are due.
-    let fetching = declaration
-        .spec
-        .revocation
-        .as_ref()
-        .and_then(|r| r.distribution_points.as_ref())
-        .is_some_and(|d| d.enabled);
-    let unavailable = matches!(&hold, Some(Hold::Blocked(b)) if b.reason == BlockReason::CrlUnavailable);
+    let Some(fetch) = world.spec.as_ref().ok().and_then(|s| s.fetch_crls) else {
+        return requeue;
+    };
+    let unavailable = matches!(hold, Some(Hold::Blocked(b)) if b.reason == BlockReason::CrlUnavailable);
     let due = if unavailable {
-        CRL_RETRY.min(crl_refresh_interval(&declaration.spec))
+        CRL_RETRY.min(fetch.refresh_interval)
     } else {
-        crl_refresh_interval(&declaration.spec)
+        fetch.refresh_interval
     };
-    let requeue = match requeue {
-        Requeue::After(after) if fetching => Requeue::After(after.min(due)),
-        Requeue::AwaitChange if fetching => Requeue::After(due),
-        other => other,
-    };
-    Decision {
-        status,
-        effects,
-        events,
-        requeue,
-        published: candidate,
-        standing,
+    match requeue {
+        Requeue::After(after) => Requeue::After(after.min(due)),
+        Requeue::AwaitChange => Requeue::After(due),
     }
 }
 
-/// How often CRLs are fetched from distribution points (1 h by default).
-pub fn crl_refresh_interval(spec: &crate::crd::ClusterCertificateDeclarationSpec) -> Duration {
-    let refresh = spec
-        .revocation
-        .as_ref()
-        .and_then(|r| r.distribution_points.as_ref())
-        .and_then(|d| d.refresh_interval.clone());
-    duration_or(&refresh, DEFAULT_CRL_REFRESH)
-}
-
-pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 /// A CRL distribution point that could not be fetched is tried again this soon.
 pub const CRL_RETRY: Duration = Duration::from_secs(30);
 
@@ -453,154 +413,8 @@ fn store_grace_left(declaration: &ClusterCertificateDeclaration, now: Timestamp)
     (left > 0).then(|| Duration::from_secs(left.unsigned_abs()))
 }
 
-/// The plan and the gates: the revision due now, or why none is.
-fn next(world: &World) -> Next<'_> {
-    let declaration = world.declaration.as_ref();
-    let spec = &declaration.spec;
-    let now = world.now;
-    let upgrade = spec.upgrade.clone().unwrap_or_default();
-    let previous_upgrade = declaration
-        .status
-        .as_ref()
-        .and_then(|s| s.upgrade.clone())
-        .unwrap_or_default();
-    let desired = planner::desired_from_spec(spec);
-    let store = world.store.as_ref().ok();
-    let foreign = foreign_output(world);
-    let published = match (&foreign, &world.validation) {
-        (None, Some(map)) => outputs::read_published(
-            map.metadata.annotations.as_ref().unwrap_or(&Default::default()),
-            map.data.as_ref().unwrap_or(&Default::default()),
-        )
-        .ok(),
-        _ => None,
-    };
-    let report = world.members.report(published.as_ref());
-    let password = pkcs12_password(world);
-    let blocked_early = desired
-        .as_ref()
-        .err()
-        .cloned()
-        .or_else(|| world.store.as_ref().err().cloned())
-        .or_else(|| foreign.clone())
-        .or_else(|| password.as_ref().err().cloned());
-    let mut next = Next {
-        desired: desired.as_ref().ok().cloned(),
-        store,
-        // An output that is someone else's, or one that cannot be made (the
-        // PKCS#12 password): nothing is written.
-        no_writes: foreign.is_some() || password.is_err(),
-        published: published.clone(),
-        candidate: None,
-        pending: Vec::new(),
-        hold: blocked_early.clone().map(Hold::Blocked),
-        // What members would present by the desired declaration, for the
-        // milestones, whatever holds the upgrade.
-        goal: match (&desired, store) {
-            (Ok(desired), Some(contents)) => planner::goal(desired, &contents.store, now)
-                .ok()
-                .map(|g| g.thumbprint.clone()),
-            _ => None,
-        },
-        report,
-        password: password.ok().flatten(),
-        requeue: None,
-    };
-    let (None, Ok(desired), Some(contents)) = (&blocked_early, &desired, store) else {
-        return next;
-    };
-    // What is in force: the published revision; without one (the ConfigMap is
-    // gone or unreadable), what the status last recorded, so that members are
-    // walked from there and never skipped past it.
-    let in_force = declaration
-        .status
-        .as_ref()
-        .and_then(|s| s.effective.as_ref())
-        .filter(|e| e.revision > 0)
-        .and_then(|e| planner::effective_from_status(e).ok());
-    let effective = match &published {
-        Some(p) => Some(Effective::published(p)),
-        None => in_force,
-    };
-    let plan = planner::plan(effective.as_ref(), desired, &contents.store, now);
-    next.pending = plan.pending().to_vec();
-    if let Some(blocked) = plan.blocked {
-        next.hold = Some(Hold::Blocked(blocked));
-        return next;
-    }
-    let Some(published) = &published else {
-        // Nothing published: the first revision is what is in force (or, for a
-        // declaration new to certshift, the desired state), numbered on.
-        next.candidate = Some(Revision {
-            revision: previous_upgrade.revision + 1,
-            stage: None,
-            change: None,
-            ..plan.revisions[0].clone()
-        });
-        return next;
-    };
-    // CRLs changed with nothing else to publish: members get them with a
-    // validation revision of their own (never under a revision they have
-    // acknowledged). No certificate presented now is revoked (the plan would
-    // be moving away from it), so it cuts nobody off.
-    let published_crls = world
-        .validation
-        .as_ref()
-        .and_then(|m| m.data.as_ref())
-        .and_then(|d| d.get("crls.pem"))
-        .map_or("", String::as_str);
-    if next.pending.is_empty() && published_crls != contents.crls {
-        next.pending.push(Revision {
-            revision: published.revision + 1,
-            stage: Some(Stage::NarrowValidation),
-            change: Some(Change::Validation),
-            ..published.clone()
-        });
-    }
-    let Some(due) = next.pending.first().cloned() else {
-        return next;
-    };
-    let members = next.report.status(published.revision);
-    let min_soak = duration_or(&upgrade.min_soak, Duration::ZERO);
-    let stage_timeout = duration_or(&upgrade.stage_timeout, DEFAULT_STAGE_TIMEOUT);
-    let published_at = previous_upgrade
-        .published_time
-        .filter(|_| previous_upgrade.revision == published.revision)
-        .unwrap_or(now);
-    let converged = members.converged == members.total;
-    if upgrade.paused {
-        next.hold = Some(Hold::Paused);
-    } else if let Some(acknowledged) =
-        acknowledged_time(&previous_upgrade, published.revision, &members, now).filter(|_| converged)
-    {
-        let soaked = acknowledged.as_second().saturating_add(secs(min_soak));
-        if now.as_second() >= soaked {
-            next.candidate = Some(due);
-        } else {
-            let left = Duration::from_secs((soaked - now.as_second()).unsigned_abs());
-            next.hold = Some(Hold::Soaking(left));
-        }
-    } else if now.as_second() > published_at.as_second().saturating_add(secs(stage_timeout)) {
-        next.hold = Some(Hold::Blocked(Blocked::new(
-            BlockReason::StageTimeout,
-            format!(
-                "revision {} was published at {published_at} and {} of {} members have not acknowledged it \
-                 within stageTimeout; nothing is rolled back",
-                published.revision,
-                members.total - members.converged,
-                members.total
-            ),
-        )));
-    } else {
-        next.hold = Some(Hold::WaitingForMembers);
-        let deadline = published_at.as_second().saturating_add(secs(stage_timeout)) - now.as_second();
-        next.requeue = Some(Duration::from_secs(deadline.unsigned_abs() + 1));
-    }
-    next
-}
-
 /// An output that exists and is not the declaration's own: nothing is written.
-fn foreign_output(world: &World) -> Option<Blocked> {
+pub(super) fn foreign_output(world: &World) -> Option<Blocked> {
     let declaration = world.declaration.as_ref();
     let uid = declaration.metadata.uid.as_deref().unwrap_or_default();
     let namespace = declaration.metadata.namespace.as_deref().unwrap_or_default();
@@ -623,7 +437,7 @@ fn foreign_output(world: &World) -> Option<Blocked> {
 }
 
 /// The PKCS#12 password, when the spec asks for the PKCS12 format.
-fn pkcs12_password(world: &World) -> Result<Option<String>, Blocked> {
+pub(super) fn pkcs12_password(world: &World) -> Result<Option<String>, Blocked> {
     let declaration = world.declaration.as_ref();
     let Some(output) = declaration.spec.output.as_ref() else {
         return Ok(None);
@@ -854,12 +668,6 @@ fn completed(revision: &Revision, members: &MembersStatus, last: bool) -> Event 
         reason,
         message,
     }
-}
-
-fn duration_or(text: &Option<String>, default: Duration) -> Duration {
-    text.as_deref()
-        .and_then(|t| duration::parse("", t).ok())
-        .unwrap_or(default)
 }
 
 /// When every member had acknowledged `revision`: kept from status once

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::blocked::{BlockReason, Blocked};
 use crate::conditions::{Decided, Standing};
 use crate::crd::{
     CertificateCommonNames, CertificateInUse, CertificateThumbprints, CommonNameDeclaration, EffectiveDeclaration,
     MembersStatus,
 };
 use crate::facts::CertificateFacts;
-use crate::planner::{BlockReason, Blocked, Desired};
+use crate::planner::Desired;
 use crate::revision::Revision;
 use crate::rules::Accepted;
 use crate::thumbprint::{Thumbprint, join_thumbprints};
@@ -35,7 +36,7 @@ pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Why the next revision is not published now.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) enum Hold {
+pub enum Hold {
     Blocked(Blocked),
     Paused,
     /// A store block just after creation, within `STORE_SYNC_GRACE` (the message).

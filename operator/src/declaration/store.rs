@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
+use crate::blocked::{BlockReason, Blocked};
 use crate::crd::{ClusterCertificateDeclarationSpec, ObservedCertificate, TrustBundleSource};
 use crate::facts::{CertificateFacts, PrivateKeyState, parse_bundle, parse_crls};
 use crate::observed::{store_keys, stored_instance, unreadable_source};
 use crate::outputs::secret_data;
 use crate::outputs::{PresentedMaterial, is_owned_by, store_name};
-use crate::planner::{BlockReason, Blocked, Store};
+use crate::planner::Store;
 use crate::thumbprint::Thumbprint;
 use crate::trust::TrustPool;
 

@@ -10,9 +10,16 @@ use crate::crd::{
     CertificateCommonNames, CertificateThumbprints, ClusterCertificateDeclarationSpec, CommonNameDeclaration, Endpoint,
     KeySelector, Members, OutputSpec, Pkcs12Output, UpgradePolicy,
 };
+use crate::outputs::PresentedMaterial;
 use crate::planner::Store;
+use crate::revision::Change;
 use crate::rules::{Accepted, CommonNameRule, TrustBundle};
 use crate::testing::{facts, tp, ts};
+
+/// The certificate the shell would probe the endpoints with.
+fn preflight(world: &World) -> Option<Preflight> {
+    plan(world).preflight(world)
+}
 
 fn instances() -> Vec<crate::facts::CertificateFacts> {
     vec![
@@ -149,6 +156,7 @@ impl Case {
     fn world(&self) -> World {
         World {
             declaration: Arc::new(self.declaration.clone()),
+            spec: spec::parse(&self.declaration.spec),
             store: self.store.clone(),
             validation: self.validation.clone(),
             presentation: self.presentation.clone(),
@@ -1533,4 +1541,165 @@ fn a_changed_crl_reaches_members_with_a_revision_of_its_own() {
     c.apply(&decision);
     c.members.pods = pods(&[Some(7)]);
     assert_eq!(c.decide().published, None, "once");
+}
+
+// --- The steps alone ----------------------------------------------------------
+
+#[test]
+fn the_plan_step_names_the_candidate_or_the_gate_that_holds_it() {
+    let mut c = case(by_name_spec("30s")).published(revision(1, "Old", thumbprint_rules()));
+    c.members.pods = pods(&[Some(0)]);
+    let waiting = plan(&c.world());
+    assert_eq!(
+        (waiting.candidate.as_ref(), &waiting.hold),
+        (None, &Some(Hold::WaitingForMembers))
+    );
+    assert_eq!(waiting.pending.first().map(|r| r.revision), Some(2));
+    assert_eq!(
+        waiting.requeue,
+        Some(Duration::from_secs(601)),
+        "until stageTimeout (10m)"
+    );
+
+    c.members.pods = pods(&[Some(1)]);
+    let soaking = plan(&c.world());
+    assert_eq!(soaking.hold, Some(Hold::Soaking(Duration::from_secs(30))));
+    c.apply(&c.decide());
+    c.now = ts("2026-06-01T00:00:30Z");
+    let due = plan(&c.world());
+    assert_eq!((due.candidate.map(|r| r.revision), due.hold), (Some(2), None));
+
+    let mut paused = c.declaration.spec.clone();
+    paused.upgrade.as_mut().unwrap().paused = true;
+    c.declaration.spec = paused;
+    assert_eq!(plan(&c.world()).hold, Some(Hold::Paused));
+}
+
+#[test]
+fn the_plan_step_holds_on_an_invalid_spec_before_planning() {
+    let mut spec = by_name_spec("30s");
+    spec.upgrade.as_mut().unwrap().stage_timeout = Some("soon".into());
+    let planned = plan(&case(spec).world());
+    let Some(Hold::Blocked(blocked)) = &planned.hold else {
+        panic!("blocked: {:?}", planned.hold)
+    };
+    assert_eq!(blocked.reason, BlockReason::InvalidDuration);
+    assert!(
+        blocked.message.starts_with("spec.upgrade.stageTimeout: "),
+        "{}",
+        blocked.message
+    );
+    assert!((planned.candidate, planned.pending.is_empty()) == (None, true));
+}
+
+#[test]
+fn the_preflight_step_holds_the_candidate_until_every_endpoint_accepts_it() {
+    let mut c = endpoint_case();
+    let planned = plan(&c.world());
+    assert_eq!(planned.candidate.as_ref().map(|r| r.revision), Some(3));
+    let mut unprobed = planned.clone();
+    gate_on_preflight(&c.world(), &mut unprobed);
+    assert_eq!(unprobed.candidate, None);
+    assert_eq!(unprobed.requeue, Some(ENDPOINT_PROBE_INTERVAL));
+
+    c.preflight = Some(vec![("10.0.0.1:443".into(), Err("unknown_ca".into()))]);
+    let mut refused = planned.clone();
+    gate_on_preflight(&c.world(), &mut refused);
+    assert!(matches!(&refused.hold, Some(Hold::Blocked(b)) if b.reason == BlockReason::PeerRejectsCertificate));
+    assert_eq!(refused.candidate, None);
+
+    c.preflight = Some(vec![("10.0.0.1:443".into(), Ok(()))]);
+    let mut accepted = planned;
+    gate_on_preflight(&c.world(), &mut accepted);
+    assert_eq!(accepted.candidate.map(|r| r.revision), Some(3));
+}
+
+#[test]
+fn the_shell_s_plan_then_decide_is_the_decision_of_decide() {
+    let mut c = endpoint_case();
+    c.preflight = Some(vec![("10.0.0.1:443".into(), Ok(()))]);
+    let world = c.world();
+    assert_eq!(decide_planned(&world, plan(&world)), decide(&world));
+}
+
+#[test]
+fn the_spec_is_parsed_once_into_typed_values_with_defaults() {
+    let parsed = spec::parse(&by_name_spec("30s")).expect("valid");
+    assert_eq!(
+        parsed.upgrade,
+        spec::Upgrade {
+            min_soak: Duration::from_secs(30),
+            stage_timeout: Duration::from_secs(600),
+            paused: false,
+        }
+    );
+    assert_eq!(parsed.expiry_warning, EXPIRY_MARGIN);
+    assert_eq!(parsed.fetch_crls, None);
+    let mut unset = by_name_spec("0s");
+    unset.upgrade = None;
+    let parsed = spec::parse(&unset).expect("valid");
+    assert_eq!(
+        (parsed.upgrade.min_soak, parsed.upgrade.stage_timeout),
+        (Duration::ZERO, DEFAULT_STAGE_TIMEOUT)
+    );
+}
+
+#[test]
+fn every_invalid_spec_value_is_refused_naming_its_field() {
+    use crate::crd::{ClientCertificateCommonName, ClientCertificateThumbprint, DistributionPoints, Revocation};
+    type Breaks = fn(&mut ClusterCertificateDeclarationSpec);
+    let cases: [(Breaks, BlockReason, &str); 5] = [
+        (
+            |s| s.expiry_warning = Some("a month".into()),
+            BlockReason::InvalidDuration,
+            "spec.expiryWarning: ",
+        ),
+        (
+            |s| s.upgrade.as_mut().unwrap().min_soak = Some("-5s".into()),
+            BlockReason::InvalidDuration,
+            "spec.upgrade.minSoak: ",
+        ),
+        (
+            |s| {
+                s.revocation = Some(Revocation {
+                    distribution_points: Some(DistributionPoints {
+                        enabled: true,
+                        refresh_interval: Some("hourly".into()),
+                        stale_policy: None,
+                    }),
+                    ..Revocation::default()
+                })
+            },
+            BlockReason::InvalidDuration,
+            "spec.revocation.distributionPoints.refreshInterval: ",
+        ),
+        (
+            |s| {
+                s.client_certificate_thumbprints = vec![ClientCertificateThumbprint {
+                    certificate_thumbprint: "not hex".into(),
+                    is_admin: false,
+                }]
+            },
+            BlockReason::InvalidThumbprint,
+            "spec.clientCertificateThumbprints[0].certificateThumbprint: ",
+        ),
+        (
+            |s| {
+                s.client_certificate_common_names = vec![ClientCertificateCommonName {
+                    certificate_common_name: "CN=admin".into(),
+                    certificate_issuer_thumbprint: String::new(),
+                    is_admin: true,
+                }]
+            },
+            BlockReason::InvalidCommonName,
+            "spec.clientCertificateCommonNames[0].certificateCommonName: ",
+        ),
+    ];
+    for (break_it, reason, field) in cases {
+        let mut spec = by_name_spec("0s");
+        break_it(&mut spec);
+        let blocked = spec::parse(&spec).expect_err(field);
+        assert_eq!(blocked.reason, reason, "{field}");
+        assert!(blocked.message.starts_with(field), "{}", blocked.message);
+    }
 }

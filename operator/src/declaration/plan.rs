@@ -1,0 +1,265 @@
+//! Steps 1 and 2 of a decision: the plan and the gates. [`plan`] reads what
+//! is published, plans from it to the spec and gates the next revision on
+//! the members (paused, acknowledged, soaked, stage timeout); the shell
+//! probes the endpoints with the certificate [`Planned::preflight`] names,
+//! and [`gate_on_preflight`] holds the revision when one refused it. The
+//! planner runs once per reconcile, here.
+
+use std::time::Duration;
+
+use super::status::{Hold, secs};
+use super::{ENDPOINT_PROBE_INTERVAL, MemberReport, StoreContents, World, acknowledged_time, spec};
+use crate::blocked::{BlockReason, Blocked};
+use crate::crd::UpgradeStatus;
+use crate::outputs::{self, PresentedMaterial};
+use crate::planner::{self, Effective};
+use crate::revision::{Change, Revision, Stage};
+use crate::thumbprint::Thumbprint;
+
+/// What the plan and the gates say: the revision published, the one due
+/// now (the candidate), those after it, and what holds the upgrade.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// Nothing may be written: an output is someone else's, or cannot be made.
+    pub no_writes: bool,
+    pub published: Option<Revision>,
+    pub candidate: Option<Revision>,
+    /// Revisions after the published one (the candidate first, if any).
+    pub pending: Vec<Revision>,
+    pub hold: Option<Hold>,
+    /// What members would present by the desired declaration, for the
+    /// milestones, whatever holds the upgrade.
+    pub goal: Option<Thumbprint>,
+    pub report: MemberReport,
+    pub password: Option<String>,
+    /// When to look again, if a gate knows (a deadline, a probe interval).
+    pub requeue: Option<Duration>,
+}
+
+/// The certificate to probe every endpoint with before publishing a
+/// presentation revision (`docs/operator.md`, members).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preflight {
+    pub revision: u64,
+    pub presented: Thumbprint,
+    pub material: PresentedMaterial,
+}
+
+/// Step 1: the plan and the gates of this world.
+pub fn plan(world: &World) -> Planned {
+    let mut planned = read(world);
+    let (None, Ok(spec), Ok(contents)) = (&planned.hold, &world.spec, &world.store) else {
+        return planned;
+    };
+    let plan = planner::plan(
+        in_force(world, planned.published.as_ref()).as_ref(),
+        &spec.desired,
+        &contents.store,
+        world.now,
+    );
+    planned.pending = plan.pending().to_vec();
+    if let Some(blocked) = plan.blocked {
+        planned.hold = Some(Hold::Blocked(blocked));
+        return planned;
+    }
+    let Some(published) = planned.published.clone() else {
+        // Nothing published: the first revision is what is in force (or, for a
+        // declaration new to certshift, the desired state), numbered on.
+        planned.candidate = Some(Revision {
+            revision: previous_upgrade(world).revision + 1,
+            stage: None,
+            change: None,
+            ..plan.revisions[0].clone()
+        });
+        return planned;
+    };
+    if planned.pending.is_empty() && crls_changed(world, contents) {
+        planned.pending.push(crl_revision(&published));
+    }
+    if !planned.pending.is_empty() {
+        gate(world, &spec.upgrade, &published, &mut planned);
+    }
+    planned
+}
+
+/// What this world says before any planning: the published revision, the
+/// members' report, and what blocks everything (the spec, the store, an
+/// output that is someone else's, the PKCS#12 password).
+fn read(world: &World) -> Planned {
+    let foreign = super::foreign_output(world);
+    let published = match (&foreign, &world.validation) {
+        (None, Some(map)) => outputs::read_published(
+            map.metadata.annotations.as_ref().unwrap_or(&Default::default()),
+            map.data.as_ref().unwrap_or(&Default::default()),
+        )
+        .ok(),
+        _ => None,
+    };
+    let password = super::pkcs12_password(world);
+    let blocked = (world.spec.as_ref().err().cloned())
+        .or_else(|| world.store.as_ref().err().cloned())
+        .or_else(|| foreign.clone())
+        .or_else(|| password.as_ref().err().cloned());
+    let goal = match (&world.spec, &world.store) {
+        (Ok(spec), Ok(contents)) => planner::goal(&spec.desired, &contents.store, world.now)
+            .ok()
+            .map(|g| g.thumbprint.clone()),
+        _ => None,
+    };
+    Planned {
+        no_writes: foreign.is_some() || password.is_err(),
+        report: world.members.report(published.as_ref()),
+        published,
+        candidate: None,
+        pending: Vec::new(),
+        hold: blocked.map(Hold::Blocked),
+        goal,
+        password: password.ok().flatten(),
+        requeue: None,
+    }
+}
+
+/// What is in force: the published revision; without one (the ConfigMap is
+/// gone or unreadable), what the status last recorded, so that members are
+/// walked from there and never skipped past it.
+fn in_force(world: &World, published: Option<&Revision>) -> Option<Effective> {
+    match published {
+        Some(published) => Some(Effective::published(published)),
+        None => world
+            .declaration
+            .status
+            .as_ref()
+            .and_then(|s| s.effective.as_ref())
+            .filter(|e| e.revision > 0)
+            .and_then(|e| planner::effective_from_status(e).ok()),
+    }
+}
+
+pub(super) fn previous_upgrade(world: &World) -> UpgradeStatus {
+    let status = world.declaration.status.as_ref();
+    status.and_then(|s| s.upgrade.clone()).unwrap_or_default()
+}
+
+/// Whether the CRLs in force differ from those the published revision carries.
+fn crls_changed(world: &World, contents: &StoreContents) -> bool {
+    let published = world.validation.as_ref().and_then(|m| m.data.as_ref());
+    published.and_then(|d| d.get("crls.pem")).map_or("", String::as_str) != contents.crls
+}
+
+/// CRLs changed with nothing else to publish: members get them with a
+/// validation revision of their own (never under a revision they have
+/// acknowledged). No certificate presented now is revoked (the plan would be
+/// moving away from it), so it cuts nobody off.
+fn crl_revision(published: &Revision) -> Revision {
+    Revision {
+        revision: published.revision + 1,
+        stage: Some(Stage::NarrowValidation),
+        change: Some(Change::Validation),
+        ..published.clone()
+    }
+}
+
+/// The gates between the published revision and the next: paused, every
+/// member acknowledged and `minSoak` passed, or `stageTimeout` run out.
+fn gate(world: &World, upgrade: &spec::Upgrade, published: &Revision, planned: &mut Planned) {
+    let now = world.now;
+    let previous = previous_upgrade(world);
+    let members = planned.report.status(published.revision);
+    let published_at = previous
+        .published_time
+        .filter(|_| previous.revision == published.revision)
+        .unwrap_or(now);
+    let deadline = published_at.as_second().saturating_add(secs(upgrade.stage_timeout));
+    let converged = members.converged == members.total;
+    let acknowledged = acknowledged_time(&previous, published.revision, &members, now).filter(|_| converged);
+    planned.hold = if upgrade.paused {
+        Some(Hold::Paused)
+    } else if let Some(acknowledged) = acknowledged {
+        let soaked = acknowledged.as_second().saturating_add(secs(upgrade.min_soak));
+        if now.as_second() >= soaked {
+            planned.candidate = planned.pending.first().cloned();
+            None
+        } else {
+            Some(Hold::Soaking(Duration::from_secs(
+                (soaked - now.as_second()).unsigned_abs(),
+            )))
+        }
+    } else if now.as_second() > deadline {
+        Some(Hold::Blocked(Blocked::new(
+            BlockReason::StageTimeout,
+            format!(
+                "revision {} was published at {published_at} and {} of {} members have not acknowledged it \
+                 within stageTimeout; nothing is rolled back",
+                published.revision,
+                members.total - members.converged,
+                members.total
+            ),
+        )))
+    } else {
+        planned.requeue = Some(Duration::from_secs((deadline - now.as_second()).unsigned_abs() + 1));
+        Some(Hold::WaitingForMembers)
+    };
+}
+
+impl Planned {
+    /// The certificate the endpoints must accept, as a client, before the
+    /// candidate is published: only for a presentation revision, and only
+    /// when there are endpoints.
+    pub fn preflight(&self, world: &World) -> Option<Preflight> {
+        let candidate = self.candidate.as_ref().filter(|c| needs_preflight(world, c))?;
+        let material = world.store.as_ref().ok()?.materials.get(&candidate.presented)?.clone();
+        Some(Preflight {
+            revision: candidate.revision,
+            presented: candidate.presented.clone(),
+            material,
+        })
+    }
+}
+
+fn needs_preflight(world: &World, candidate: &Revision) -> bool {
+    candidate.change == Some(Change::Presentation) && !world.members.endpoints.is_empty()
+}
+
+/// Step 2: every endpoint must accept the certificate about to be
+/// presented, as a client, before members are told to present it
+/// (`world.preflight`, the probes of [`Planned::preflight`]).
+pub fn gate_on_preflight(world: &World, planned: &mut Planned) {
+    let Some(revision) = planned.candidate.as_ref().filter(|c| needs_preflight(world, c)) else {
+        return;
+    };
+    let material = world
+        .store
+        .as_ref()
+        .is_ok_and(|s| s.materials.contains_key(&revision.presented));
+    // No key to probe with: said by the presentation output.
+    if !material {
+        return;
+    }
+    let Some(results) = &world.preflight else {
+        // Not probed yet: probe, then decide.
+        planned.candidate = None;
+        planned.requeue = Some(ENDPOINT_PROBE_INTERVAL);
+        return;
+    };
+    // Every endpoint must have been probed and have accepted.
+    let refused = world.members.endpoints.iter().find_map(|(label, _)| {
+        match results.iter().find(|(probed, _)| probed == label).map(|(_, r)| r) {
+            Some(Ok(())) => None,
+            Some(Err(err)) => Some(format!(
+                "endpoint {label} does not accept {} as a client: {err}",
+                revision.presented
+            )),
+            None => Some(format!(
+                "endpoint {label} could not be probed with {}",
+                revision.presented
+            )),
+        }
+    });
+    if let Some(message) = refused {
+        planned.hold = Some(Hold::Blocked(Blocked::new(
+            BlockReason::PeerRejectsCertificate,
+            message,
+        )));
+        planned.candidate = None;
+    }
+}
