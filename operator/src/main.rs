@@ -338,7 +338,17 @@ fn run(cli: Cli) -> Result<i32, String> {
                 let text = String::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8 text"))?;
                 manifests.read(file, &text)?;
             }
-            let report = plan::plan(&manifests, now.unwrap_or_else(Timestamp::now))?;
+            let now = now.unwrap_or_else(Timestamp::now);
+            // CRLs from distribution points are fetched as the operator fetches them.
+            let points = plan::distribution_points(&manifests, now)?;
+            let fetched = if points.is_empty() {
+                Default::default()
+            } else {
+                let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
+                let cache = certshift::controller::crl_fetch::CrlCache::default();
+                runtime.block_on(cache.fetch_due(&points, std::time::Duration::ZERO))
+            };
+            let report = plan::plan_with(&manifests, now, &fetched)?;
             match output {
                 Format::Json => print!("{}", plan::render_json(&report)),
                 Format::Text => print!("{}", plan::render_text(&report)),

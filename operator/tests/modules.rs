@@ -268,3 +268,33 @@ fn the_verifier_crate_pulls_in_no_client_runtime_or_cli() {
         assert!(found.is_empty(), "certshift-verifier depends on {found:?}");
     }
 }
+
+/// `certshift plan` must run exactly what the operator runs: the CLI builds
+/// the store's inputs and calls `declaration::store::assemble`; it never
+/// assembles a store (a trust pool, CRLs in force) of its own.
+#[test]
+fn the_cli_assembles_stores_only_through_the_operator_s_assemble() {
+    let cli = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/cli");
+    let mut files = Vec::new();
+    sources(&cli, &mut files);
+    let mut calls = 0;
+    for file in files {
+        let text = code(&std::fs::read_to_string(&file).expect("source"));
+        for copy in [
+            "TrustPool",
+            "add_anchor",
+            "add_authority",
+            "put_crls_in_force",
+            "parse_crls",
+            "trust_bundle_certificates",
+        ] {
+            assert!(
+                !text.contains(copy),
+                "{} assembles a store itself ({copy})",
+                file.display()
+            );
+        }
+        calls += text.matches("store::assemble(").count();
+    }
+    assert!(calls >= 1, "the CLI calls declaration::store::assemble");
+}

@@ -6,17 +6,23 @@ use std::fmt::Write as _;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::manifests::{Manifests, Origin};
-use crate::blocked::{BlockReason, Blocked};
-use crate::crd::ClusterCertificateDeclaration;
-use crate::declaration::store::{TrustBundleInput, put_crls_in_force};
-use crate::facts::tls_material;
-use crate::facts::{CertificateBundle, CertificateFacts};
-use crate::outputs::secret_data;
-use crate::planner::{self, Plan, Revision, Store};
-use crate::thumbprint::Thumbprint;
-use crate::trust::TrustPool;
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::manifests::Manifests;
+use crate::blocked::{BlockReason, Blocked};
+use crate::crd::{ClusterCertificateDeclaration, KeySelector, ObservedCertificate, ObservedCertificateSpec};
+use crate::declaration::store::{FetchState, ObservedInput, StoreInputs, TrustBundleInput};
+use crate::declaration::{self, store};
+use crate::facts::{CertificateBundle, tls_material};
+use crate::observed;
+use crate::outputs::{self, secret_data};
+use crate::planner::{self, Plan, Revision};
+use crate::thumbprint::Thumbprint;
 
 /// Exit codes of `certshift plan`.
 pub const EXIT_PLANNED: i32 = 0;
@@ -41,8 +47,91 @@ impl PlanReport {
     }
 }
 
-/// Plans the one declaration in `manifests`. `Err` is invalid input.
+/// Plans the one declaration in `manifests`, offline: CRL distribution
+/// points are not fetched (see [`plan_with`]). `Err` is invalid input.
 pub fn plan(manifests: &Manifests, now: Timestamp) -> Result<PlanReport, String> {
+    plan_with(manifests, now, &BTreeMap::new())
+}
+
+/// Plans the one declaration in `manifests` exactly as the operator does:
+/// the same [`StoreInputs`] (each ObservedCertificate as its controller
+/// would record its source), the same store assembly, the same planner, with
+/// the CRLs fetched from the [`distribution_points`]. `Err` is invalid input.
+pub fn plan_with(
+    manifests: &Manifests,
+    now: Timestamp,
+    fetched: &BTreeMap<String, FetchState>,
+) -> Result<PlanReport, String> {
+    let (declaration, inputs) = match gather(manifests, now)? {
+        Gathered::Blocked(report) => return Ok(report),
+        Gathered::Inputs(declaration, inputs) => (declaration, inputs),
+    };
+    let namespace = namespace_of(declaration);
+    let report = |plan: Plan| PlanReport {
+        declaration: format!(
+            "{namespace}/{}",
+            declaration.metadata.name.as_deref().unwrap_or_default()
+        ),
+        blocked: plan.blocked,
+        revisions: plan.revisions,
+    };
+    let blocked = |blocked: Blocked| {
+        report(Plan {
+            revisions: Vec::new(),
+            blocked: Some(blocked),
+        })
+    };
+    let spec = match declaration::spec::parse(&declaration.spec) {
+        Ok(spec) => spec,
+        Err(err) => return Ok(blocked(err)),
+    };
+    let effective = match declaration.status.as_ref().and_then(|s| s.effective.as_ref()) {
+        Some(effective) => match planner::effective_from_status(effective) {
+            Ok(effective) => Some(effective),
+            Err(err) => return Ok(blocked(err)),
+        },
+        None => None,
+    };
+    let inputs = StoreInputs {
+        fetched: fetched.clone(),
+        ..inputs
+    };
+    let store = match store::assemble(&namespace, &declaration.spec, &inputs, now) {
+        Ok(contents) => contents.store,
+        Err(err) => return Ok(blocked(err)),
+    };
+    Ok(report(planner::plan(effective.as_ref(), &spec.desired, &store, now)))
+}
+
+/// The `http://` CRL distribution points the plan needs fetched (none unless
+/// `spec.revocation.distributionPoints` is enabled).
+pub fn distribution_points(manifests: &Manifests, now: Timestamp) -> Result<Vec<String>, String> {
+    Ok(match gather(manifests, now)? {
+        Gathered::Blocked(_) => Vec::new(),
+        Gathered::Inputs(declaration, inputs) => store::collect(&namespace_of(declaration), &declaration.spec, &inputs)
+            .map_or_else(
+                |_| Vec::new(),
+                |collected| collected.distribution_points(&declaration.spec),
+            ),
+    })
+}
+
+enum Gathered<'m> {
+    Inputs(&'m ClusterCertificateDeclaration, StoreInputs),
+    Blocked(PlanReport),
+}
+
+fn namespace_of(declaration: &ClusterCertificateDeclaration) -> String {
+    declaration
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+/// The one declaration of `manifests` and what the operator would read for
+/// its store. `Err` is invalid input.
+fn gather(manifests: &Manifests, now: Timestamp) -> Result<Gathered<'_>, String> {
     let (origin, declaration) = match manifests.declarations.as_slice() {
         [one] => one,
         [] => return Err("no ClusterCertificateDeclaration in the input".to_owned()),
@@ -53,77 +142,55 @@ pub fn plan(manifests: &Manifests, now: Timestamp) -> Result<PlanReport, String>
             ));
         }
     };
-    let namespace = declaration
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
-    let name = declaration.metadata.name.clone().unwrap_or_default();
-    let report = |plan: Plan| PlanReport {
-        declaration: format!("{namespace}/{name}"),
-        blocked: plan.blocked,
-        revisions: plan.revisions,
-    };
-    let blocked = |blocked: Blocked| {
-        report(Plan {
-            revisions: Vec::new(),
+    let namespace = namespace_of(declaration);
+    match store_inputs(manifests, declaration, &namespace, now) {
+        Ok(Ok(inputs)) => Ok(Gathered::Inputs(declaration, inputs)),
+        Ok(Err(blocked)) => Ok(Gathered::Blocked(PlanReport {
+            declaration: format!(
+                "{namespace}/{}",
+                declaration.metadata.name.as_deref().unwrap_or_default()
+            ),
             blocked: Some(blocked),
-        })
-    };
-
-    let desired = match crate::declaration::spec::parse(&declaration.spec).map(|s| s.desired) {
-        Ok(desired) => desired,
-        Err(err) => return Ok(blocked(err)),
-    };
-    let effective = match declaration.status.as_ref().and_then(|s| s.effective.as_ref()) {
-        Some(effective) => match planner::effective_from_status(effective) {
-            Ok(effective) => Some(effective),
-            Err(err) => return Ok(blocked(err)),
-        },
-        None => None,
-    };
-    let store = match gather_store(manifests, declaration, &namespace, now) {
-        Ok(Ok(store)) => store,
-        Ok(Err(err)) => return Ok(blocked(err)),
-        Err(input) => return Err(format!("{origin}: {input}")),
-    };
-    Ok(report(planner::plan(effective.as_ref(), &desired, &store, now)))
+            revisions: Vec::new(),
+        })),
+        Err(input) => Err(format!("{origin}: {input}")),
+    }
 }
 
-/// The store a declaration names, from the ObservedCertificates and Secrets of
-/// the input. The outer `Err` is invalid input; the inner one a blocked plan.
-fn gather_store(
+/// What the operator reads for the store, from the input: each
+/// ObservedCertificate (or a Secret named directly) with its status and
+/// `-store` Secret as the ObservedCertificate controller would write them
+/// after reading its source (an exported `-store` Secret in the input keeps
+/// the instances retained before), and the trust bundle and CRL objects.
+/// The outer `Err` is invalid input; the inner one a blocked plan.
+fn store_inputs(
     manifests: &Manifests,
     declaration: &ClusterCertificateDeclaration,
     namespace: &str,
     now: Timestamp,
-) -> Result<Result<Store, Blocked>, String> {
-    let in_namespace = |ns: &Option<String>| ns.as_deref().unwrap_or("default") == namespace;
-    let secret = |name: &str| {
-        manifests
-            .secrets
-            .iter()
-            .find(|(_, s)| s.metadata.name.as_deref() == Some(name) && in_namespace(&s.metadata.namespace))
+) -> Result<Result<StoreInputs, Blocked>, String> {
+    let named = |meta: &ObjectMeta, name: &str| {
+        meta.name.as_deref() == Some(name) && meta.namespace.as_deref().unwrap_or("default") == namespace
     };
-    let mut instances: BTreeMap<Thumbprint, CertificateFacts> = BTreeMap::new();
-    let mut leaf_der: BTreeMap<Thumbprint, Vec<u8>> = BTreeMap::new();
-    let mut pool = TrustPool::default();
-    let include_store_cas = declaration
-        .spec
-        .trust_bundle
-        .as_ref()
-        .is_some_and(|t| t.include_store_cas);
+    let secret = |name: &str| manifests.secrets.iter().find(|(_, s)| named(&s.metadata, name));
+    let config_map = |name: &str| manifests.config_maps.iter().find(|(_, m)| named(&m.metadata, name));
+    let mut inputs = StoreInputs::default();
     for (index, store_name) in declaration.spec.store.observed_certificates.iter().enumerate() {
-        let observed = manifests.observed.iter().find(|(_, o)| {
-            o.metadata.name.as_deref() == Some(store_name.as_str()) && in_namespace(&o.metadata.namespace)
-        });
+        let observed = manifests
+            .observed
+            .iter()
+            .find(|(_, o)| named(&o.metadata, store_name))
+            .map(|(_, o)| o.clone());
         // An ObservedCertificate's source Secret, or a Secret named directly.
-        let secret_name = observed.map_or(store_name.as_str(), |(_, o)| o.spec.source.secret_ref.name.as_str());
-        let source = secret(secret_name);
+        let secret_name = observed
+            .as_ref()
+            .map_or(store_name.clone(), |o| o.spec.source.secret_ref.name.clone());
+        let source = secret(&secret_name);
         let recorded = observed
-            .and_then(|(_, o)| o.status.as_ref())
-            .map(|s| s.instances.clone());
-        if source.is_none() && recorded.as_ref().is_none_or(Vec::is_empty) {
+            .as_ref()
+            .and_then(|o| o.status.as_ref())
+            .is_some_and(|s| !s.instances.is_empty());
+        if source.is_none() && !recorded {
             let what = match observed {
                 Some(_) => format!("its source Secret {namespace}/{secret_name} is not in the input"),
                 None => "no ObservedCertificate or Secret of that name is in the input".to_owned(),
@@ -133,111 +200,103 @@ fn gather_store(
                 format!("spec.store.observedCertificates[{index}]: {store_name:?}: {what}"),
             )));
         }
-        for facts in recorded.into_iter().flatten() {
-            instances.entry(facts.thumbprint.clone()).or_insert(facts);
-        }
+        // A source that is no certificate is a mistake in the input.
         if let Some((origin, secret)) = source {
             let data = secret_data(secret);
-            let bundle = CertificateBundle::from_tls(&tls_material(&data)).map_err(|err| format!("{origin}: {err}"))?;
-            for ((_, der), facts) in bundle.authorities_der.iter().zip(bundle.authorities()) {
-                if include_store_cas && bundle.ca.contains(facts) {
-                    pool.add_anchor(facts.clone(), der.clone());
-                } else {
-                    pool.add_authority(facts.clone(), der.clone());
-                }
+            CertificateBundle::from_tls(&tls_material(&data)).map_err(|err| format!("{origin}: {err}"))?;
+        }
+        let exported_store = secret(&outputs::store_name(store_name)).map(|(_, s)| s);
+        inputs.observed.push(observe(
+            store_name,
+            observed,
+            source.map(|(_, s)| s),
+            exported_store,
+            now,
+        ));
+    }
+    let object =
+        |config_map_ref: Option<&KeySelector>, secret_ref: Option<&KeySelector>| match (config_map_ref, secret_ref) {
+            (None, Some(r)) => TrustBundleInput::Secret(secret(&r.name).map(|(_, s)| Arc::new(s.clone()))),
+            (r, _) => {
+                TrustBundleInput::ConfigMap(r.and_then(|r| config_map(&r.name)).map(|(_, m)| Arc::new(m.clone())))
             }
-            leaf_der.insert(bundle.leaf.thumbprint.clone(), bundle.chain_der[0].clone());
-            instances.insert(bundle.leaf.thumbprint.clone(), bundle.leaf);
-        }
-    }
-    if let Some(source) = &declaration.spec.trust_bundle {
-        match trust_bundle_roots(manifests, source, namespace) {
-            Ok(roots) => roots.into_iter().for_each(|(facts, der)| pool.add_anchor(facts, der)),
-            Err(err) => return Ok(Err(err)),
-        }
-    }
-    for (thumbprint, facts) in &mut instances {
-        if let Some(der) = leaf_der.get(thumbprint) {
-            pool.link(facts, der);
-        }
-    }
-    // The CRLs in force, judged as the operator judges them.
-    let named = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, name: &str| {
-        meta.name.as_deref() == Some(name) && meta.namespace.as_deref().unwrap_or("default") == namespace
-    };
-    let crl_inputs: Vec<TrustBundleInput> = declaration
+        };
+    inputs.trust_bundle = declaration
         .spec
-        .revocation
-        .iter()
-        .flat_map(|r| &r.crls)
-        .map(|source| match (&source.config_map_ref, &source.secret_ref) {
-            (None, Some(r)) => TrustBundleInput::Secret(
-                manifests
-                    .secrets
-                    .iter()
-                    .find(|(_, s)| named(&s.metadata, &r.name))
-                    .map(|(_, s)| Arc::new(s.clone())),
-            ),
-            (r, _) => TrustBundleInput::ConfigMap(r.as_ref().and_then(|r| {
-                manifests
-                    .config_maps
-                    .iter()
-                    .find(|(_, m)| named(&m.metadata, &r.name))
-                    .map(|(_, m)| Arc::new(m.clone()))
-            })),
-        })
+        .trust_bundle
+        .as_ref()
+        .map(|t| object(t.config_map_ref.as_ref(), t.secret_ref.as_ref()));
+    let crls = declaration.spec.revocation.iter().flat_map(|r| &r.crls);
+    inputs.crls = crls
+        .map(|c| object(c.config_map_ref.as_ref(), c.secret_ref.as_ref()))
         .collect();
-    if let Err(blocked) = put_crls_in_force(&mut pool, namespace, &declaration.spec, &crl_inputs, now) {
-        return Ok(Err(blocked));
-    }
-    Ok(Ok(Store {
-        instances: instances.into_values().collect(),
-        trust: pool.build(),
-    }))
+    Ok(Ok(inputs))
 }
 
-/// The certificates of `spec.trustBundle` (a ConfigMap or Secret key, default `ca.crt`).
-fn trust_bundle_roots(
-    manifests: &Manifests,
-    source: &crate::crd::TrustBundleSource,
-    namespace: &str,
-) -> Result<Vec<(CertificateFacts, Vec<u8>)>, Blocked> {
-    let not_found = |what: String| Blocked::new(BlockReason::InvalidTrustBundle, format!("spec.trustBundle: {what}"));
-    let matches = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, name: &str| {
-        meta.name.as_deref() == Some(name) && meta.namespace.as_deref().unwrap_or("default") == namespace
+/// An ObservedCertificate, its status and its `-store` Secret as the
+/// ObservedCertificate controller leaves them once it has read `source`.
+fn observe(
+    name: &str,
+    observed: Option<ObservedCertificate>,
+    source: Option<&Secret>,
+    stored: Option<&Secret>,
+    now: Timestamp,
+) -> ObservedInput {
+    let mut ocert = observed.unwrap_or_else(|| {
+        let spec: ObservedCertificateSpec = serde_json::from_value(serde_json::json!({
+            "source": {"secretRef": {"name": name}}
+        }))
+        .expect("an ObservedCertificate spec");
+        ObservedCertificate::new(name, spec)
+    });
+    // Ownership of the `-store` Secret is by uid: manifests often have none.
+    ocert.metadata.uid.get_or_insert_with(|| PLAN_UID.to_owned());
+    let stored_data = stored.map(secret_data);
+    let status = ocert.status.clone().unwrap_or_default();
+    let source_data = source.map(secret_data);
+    let decision = observed::decide(observed::World {
+        name,
+        generation: ocert.metadata.generation,
+        spec: &ocert.spec,
+        status: &status,
+        source: match (&source_data, source) {
+            (Some(data), Some(secret)) => observed::Source::Present(data, secret.type_.as_deref().unwrap_or_default()),
+            _ => observed::Source::Missing,
+        },
+        stored: stored_data.as_ref(),
+        store_owned_elsewhere: false,
+        policy: None,
+        in_use: &BTreeSet::new(),
+        now,
+    });
+    let data: BTreeMap<String, Vec<u8>> = match decision.store {
+        Some(text) => text.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+        None => stored_data.unwrap_or_default(),
     };
-    let (origin, key, bytes): (&Origin, String, Option<Vec<u8>>) = if let Some(r) = &source.config_map_ref {
-        let key = r.key.clone().unwrap_or_else(|| "ca.crt".to_owned());
-        let (origin, map) = manifests
-            .config_maps
-            .iter()
-            .find(|(_, m)| matches(&m.metadata, &r.name))
-            .ok_or_else(|| not_found(format!("ConfigMap {namespace}/{} is not in the input", r.name)))?;
-        let bytes = map
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&key))
-            .map(|v| v.as_bytes().to_vec())
-            .or_else(|| map.binary_data.as_ref().and_then(|d| d.get(&key)).map(|v| v.0.clone()));
-        (origin, key, bytes)
-    } else if let Some(r) = &source.secret_ref {
-        let key = r.key.clone().unwrap_or_else(|| "ca.crt".to_owned());
-        let (origin, secret) = manifests
-            .secrets
-            .iter()
-            .find(|(_, s)| matches(&s.metadata, &r.name))
-            .ok_or_else(|| not_found(format!("Secret {namespace}/{} is not in the input", r.name)))?;
-        (origin, key.clone(), secret_data(secret).remove(&key))
-    } else if source.include_store_cas {
-        return Ok(Vec::new());
-    } else {
-        return Err(not_found(
-            "set configMapRef or secretRef (or includeStoreCAs)".to_owned(),
-        ));
+    ocert.status = Some(decision.status);
+    let store = Secret {
+        metadata: ObjectMeta {
+            name: Some(outputs::store_name(name)),
+            namespace: ocert.metadata.namespace.clone(),
+            labels: Some(BTreeMap::from([(
+                outputs::MANAGED_BY_LABEL.to_owned(),
+                outputs::MANAGED_BY.to_owned(),
+            )])),
+            owner_references: Some(vec![outputs::owner_reference(&ocert)]),
+            ..ObjectMeta::default()
+        },
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+        ..Secret::default()
     };
-    let bytes = bytes.ok_or_else(|| not_found(format!("{origin} has no key {key:?}")))?;
-    crate::facts::parse_bundle(&key, &bytes).map_err(|err| not_found(format!("{origin}: {err}")))
+    ObservedInput {
+        name: name.to_owned(),
+        object: Some(Arc::new(ocert)),
+        stored: Some(Arc::new(store)),
+    }
 }
+
+/// The uid `certshift plan` gives an ObservedCertificate of the input that has none.
+const PLAN_UID: &str = "certshift-plan";
 
 pub fn render_json(report: &PlanReport) -> String {
     serde_json::to_string_pretty(report).expect("plan serializes") + "\n"

@@ -323,15 +323,13 @@ async fn gather(
             _ => TrustBundleInput::ConfigMap(None),
         });
     }
-    let points = declaration::store::distribution_points(&namespace, spec, &inputs, now);
-    if !points.is_empty() {
-        let refresh = parsed
-            .as_ref()
-            .ok()
-            .and_then(|s| s.fetch_crls)
-            .map_or(declaration::DEFAULT_CRL_REFRESH, |f| f.refresh_interval);
-        inputs.fetched = shell.crls.fetch_due(&points, refresh).await;
+    // The store is assembled once: collected, its CRLs fetched when due, finished.
+    let collected = declaration::store::collect(&namespace, spec, &inputs);
+    if let (Ok(collected), Ok(Some(fetch))) = (&collected, parsed.as_ref().map(|s| s.fetch_crls)) {
+        let points = collected.distribution_points(spec);
+        inputs.fetched = shell.crls.fetch_due(&points, fetch.refresh_interval).await;
     }
+    let store = collected.and_then(|c| c.finish(&namespace, spec, &inputs, now));
     let validation = read(ctx, &shell.config_maps, &namespace, &validation_name(&name)).await?;
     let presentation = read(ctx, &shell.secrets, &namespace, &presentation_name(&name)).await?;
     let pkcs12_password = match spec.output.as_ref() {
@@ -378,7 +376,7 @@ async fn gather(
     let world = World {
         declaration: declaration.clone(),
         spec: parsed,
-        store: declaration::store::assemble(&namespace, spec, &inputs, now),
+        store,
         validation,
         presentation,
         pkcs12_password,

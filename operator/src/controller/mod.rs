@@ -2,7 +2,7 @@
 //! [`crate::observed`] and [`crate::declaration`], and applies them with
 //! server-side apply (one field manager per controller).
 
-mod crl_fetch;
+pub mod crl_fetch;
 mod declaration;
 mod leader;
 pub mod members;

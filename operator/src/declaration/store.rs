@@ -55,25 +55,6 @@ pub struct FetchState {
     pub error: Option<String>,
 }
 
-/// The `http://` CRL distribution points of the store's certificates and
-/// the CAs on their paths, when `spec.revocation.distributionPoints` is
-/// enabled: what the shell fetches before [`assemble`].
-pub fn distribution_points(
-    namespace: &str,
-    spec: &ClusterCertificateDeclarationSpec,
-    inputs: &StoreInputs,
-    now: jiff::Timestamp,
-) -> Vec<String> {
-    if !distribution_points_enabled(spec) {
-        return Vec::new();
-    }
-    let mut offline = spec.clone();
-    if let Some(revocation) = offline.revocation.as_mut() {
-        revocation.distribution_points = None;
-    }
-    assemble(namespace, &offline, inputs, now).map_or_else(|_| Vec::new(), |contents| contents.distribution_points)
-}
-
 fn distribution_points_enabled(spec: &ClusterCertificateDeclarationSpec) -> bool {
     spec.revocation
         .as_ref()
@@ -103,81 +84,76 @@ fn pem_of(der: &[u8]) -> String {
     pem::encode_config(&pem::Pem::new("CERTIFICATE", der.to_vec()), config)
 }
 
-/// The store of a declaration in `namespace`, or why it cannot be had.
+/// The store of a declaration in `namespace`, or why it cannot be had:
+/// [`collect`], then [`Collected::finish`] with the CRLs.
 pub fn assemble(
     namespace: &str,
     spec: &ClusterCertificateDeclarationSpec,
     inputs: &StoreInputs,
     now: jiff::Timestamp,
 ) -> Result<StoreContents, Blocked> {
+    collect(namespace, spec, inputs)?.finish(namespace, spec, inputs, now)
+}
+
+/// A store before its CRLs: its instances with their material, and every CA
+/// known. The shell fetches the CRLs of [`Collected::distribution_points`]
+/// between the two halves, so that the store is assembled once.
+#[derive(Debug)]
+pub struct Collected {
+    contents: StoreContents,
+    pool: TrustPool,
+}
+
+/// The store's instances, their material and every CA known, from the
+/// ObservedCertificates, their `-store` Secrets and `spec.trustBundle`.
+pub fn collect(
+    namespace: &str,
+    spec: &ClusterCertificateDeclarationSpec,
+    inputs: &StoreInputs,
+) -> Result<Collected, Blocked> {
     let mut contents = StoreContents::default();
     let mut pool = TrustPool::default();
     let include_store_cas = spec.trust_bundle.as_ref().is_some_and(|t| t.include_store_cas);
     // Leaves whose issuer is linked once every CA is known.
     let mut leaves: Vec<(CertificateFacts, Vec<u8>)> = Vec::new();
     for (index, input) in inputs.observed.iter().enumerate() {
-        let (name, field) = (&input.name, format!("spec.store.observedCertificates[{index}]"));
-        let Some(ocert) = &input.object else {
-            return Err(Blocked::new(
-                BlockReason::StoreNotFound,
-                format!("{field}: ObservedCertificate {namespace}/{name} does not exist"),
-            ));
-        };
-        let status = ocert.status.clone().unwrap_or_default();
-        if status.instances.is_empty() {
-            return Err(Blocked::new(
-                BlockReason::StoreNotSynced,
-                format!("{field}: ObservedCertificate {namespace}/{name} has no instances yet"),
-            ));
-        }
-        if let Some((reason, message)) = unreadable_source(&status) {
-            return Err(Blocked::new(
-                BlockReason::StoreNotSynced,
-                format!(
-                    "{field}: ObservedCertificate {namespace}/{name} cannot read its source ({reason}: {message}); holding the upgrade until it can"
-                ),
-            ));
-        }
+        let status = synced_status(namespace, index, input)?;
         // Only the ObservedCertificate's own `-store` Secret holds its keys.
-        let uid = ocert.metadata.uid.as_deref().unwrap_or_default();
+        let uid = input
+            .object
+            .as_ref()
+            .and_then(|o| o.metadata.uid.as_deref())
+            .unwrap_or_default();
         let data = input
             .stored
             .as_deref()
-            .filter(|s| s.metadata.name.as_deref() == Some(store_name(name).as_str()) && is_owned_by(&s.metadata, uid))
+            .filter(|s| {
+                s.metadata.name.as_deref() == Some(store_name(&input.name).as_str()) && is_owned_by(&s.metadata, uid)
+            })
             .map(secret_data)
             .unwrap_or_default();
         for facts in status.instances {
-            match stored_instance(&data, &facts.thumbprint) {
-                Some(Ok(bundle)) => {
-                    let from_ca_crt: Vec<&Thumbprint> = bundle.ca.iter().map(|ca| &ca.thumbprint).collect();
-                    for ((thumbprint, der), facts) in bundle.authorities_der.iter().zip(bundle.authorities()) {
-                        debug_assert_eq!(thumbprint, &facts.thumbprint);
-                        if include_store_cas && from_ca_crt.contains(&thumbprint) {
-                            pool.add_anchor(facts.clone(), der.clone());
-                        } else {
-                            pool.add_authority(facts.clone(), der.clone());
-                        }
-                    }
-                    let text = |key: &String| data.get(key).map(|v| String::from_utf8_lossy(v).into_owned());
-                    let [crt, key, ca] = store_keys(&facts.thumbprint);
-                    if let (Some(tls_crt), Some(tls_key)) = (text(&crt), text(&key)) {
-                        let ca_crt = text(&ca)
-                            .unwrap_or_else(|| bundle.authorities_der.iter().map(|(_, der)| pem_of(der)).collect());
-                        let material = PresentedMaterial {
-                            tls_crt,
-                            tls_key,
-                            ca_crt,
-                        };
-                        contents.materials.insert(facts.thumbprint.clone(), material);
-                    }
-                    leaves.push((bundle.leaf, bundle.chain_der[0].clone()));
-                }
+            let Some(Ok(bundle)) = stored_instance(&data, &facts.thumbprint) else {
                 // Recorded but not stored (or unreadable): known, not presentable.
-                _ => contents.store.instances.push(CertificateFacts {
+                contents.store.instances.push(CertificateFacts {
                     private_key: PrivateKeyState::Missing,
                     ..facts
-                }),
+                });
+                continue;
+            };
+            let from_ca_crt: Vec<&Thumbprint> = bundle.ca.iter().map(|ca| &ca.thumbprint).collect();
+            for ((thumbprint, der), facts) in bundle.authorities_der.iter().zip(bundle.authorities()) {
+                debug_assert_eq!(thumbprint, &facts.thumbprint);
+                if include_store_cas && from_ca_crt.contains(&thumbprint) {
+                    pool.add_anchor(facts.clone(), der.clone());
+                } else {
+                    pool.add_authority(facts.clone(), der.clone());
+                }
             }
+            if let Some(material) = material(&data, &facts.thumbprint, &bundle) {
+                contents.materials.insert(facts.thumbprint.clone(), material);
+            }
+            leaves.push((bundle.leaf, bundle.chain_der[0].clone()));
         }
     }
     if let Some(source) = &spec.trust_bundle {
@@ -189,20 +165,92 @@ pub fn assemble(
         pool.link(&mut leaf, &der);
         contents.store.instances.push(leaf);
     }
-    contents.crls = put_crls_in_force(&mut pool, namespace, spec, &inputs.crls, now)?;
-    // The trust is built once; only fetching CRLs, which must join the pool,
-    // needs the paths before that.
-    if distribution_points_enabled(spec) {
-        let points = points_on_paths(&pool.build(), &contents.store.instances);
-        contents.crls += &put_fetched_crls_in_force(&mut pool, spec, &points, &inputs.fetched, now)?;
-    }
     contents.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
     contents.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
-    contents.store.trust = pool.build();
-    // CRLs change no path: the same points as fetched above.
-    contents.distribution_points = points_on_paths(&contents.store.trust, &contents.store.instances);
-    contents.authorities = pool.der().map(|(tp, der)| (tp.clone(), pem_of(der))).collect();
-    Ok(contents)
+    Ok(Collected { contents, pool })
+}
+
+/// The status of the `index`th ObservedCertificate of the store, when it
+/// has read its source and recorded instances; otherwise why not.
+fn synced_status(
+    namespace: &str,
+    index: usize,
+    input: &ObservedInput,
+) -> Result<crate::crd::ObservedCertificateStatus, Blocked> {
+    let (name, field) = (&input.name, format!("spec.store.observedCertificates[{index}]"));
+    let Some(ocert) = &input.object else {
+        return Err(Blocked::new(
+            BlockReason::StoreNotFound,
+            format!("{field}: ObservedCertificate {namespace}/{name} does not exist"),
+        ));
+    };
+    let status = ocert.status.clone().unwrap_or_default();
+    if status.instances.is_empty() {
+        return Err(Blocked::new(
+            BlockReason::StoreNotSynced,
+            format!("{field}: ObservedCertificate {namespace}/{name} has no instances yet"),
+        ));
+    }
+    if let Some((reason, message)) = unreadable_source(&status) {
+        return Err(Blocked::new(
+            BlockReason::StoreNotSynced,
+            format!(
+                "{field}: ObservedCertificate {namespace}/{name} cannot read its source ({reason}: {message}); holding the upgrade until it can"
+            ),
+        ));
+    }
+    Ok(status)
+}
+
+/// What a member presents for a stored instance: its `tls.crt` and
+/// `tls.key`, and its `ca.crt` (else the CAs of its chain).
+fn material(
+    data: &BTreeMap<String, Vec<u8>>,
+    thumbprint: &Thumbprint,
+    bundle: &crate::facts::CertificateBundle,
+) -> Option<PresentedMaterial> {
+    let text = |key: &String| data.get(key).map(|v| String::from_utf8_lossy(v).into_owned());
+    let [crt, key, ca] = store_keys(thumbprint);
+    Some(PresentedMaterial {
+        tls_crt: text(&crt)?,
+        tls_key: text(&key)?,
+        ca_crt: text(&ca).unwrap_or_else(|| bundle.authorities_der.iter().map(|(_, der)| pem_of(der)).collect()),
+    })
+}
+
+impl Collected {
+    /// The `http://` CRL distribution points of the store's certificates and
+    /// the CAs on their paths, when `spec.revocation.distributionPoints` is
+    /// enabled: what the shell fetches before [`Collected::finish`].
+    pub fn distribution_points(&self, spec: &ClusterCertificateDeclarationSpec) -> Vec<String> {
+        if !distribution_points_enabled(spec) {
+            return Vec::new();
+        }
+        points_on_paths(&self.pool.build(), &self.contents.store.instances)
+    }
+
+    /// The store with the CRLs in force: `spec.revocation.crls`, and those
+    /// fetched from distribution points (`inputs.fetched`).
+    pub fn finish(
+        self,
+        namespace: &str,
+        spec: &ClusterCertificateDeclarationSpec,
+        inputs: &StoreInputs,
+        now: jiff::Timestamp,
+    ) -> Result<StoreContents, Blocked> {
+        let Collected { mut contents, mut pool } = self;
+        contents.crls = put_crls_in_force(&mut pool, namespace, spec, &inputs.crls, now)?;
+        // The trust is built once; only fetching CRLs, which must join the
+        // pool, needs the paths before that (CRLs change no path).
+        if distribution_points_enabled(spec) {
+            let points = points_on_paths(&pool.build(), &contents.store.instances);
+            contents.crls += &put_fetched_crls_in_force(&mut pool, spec, &points, &inputs.fetched, now)?;
+        }
+        contents.store.trust = pool.build();
+        contents.distribution_points = points_on_paths(&contents.store.trust, &contents.store.instances);
+        contents.authorities = pool.der().map(|(tp, der)| (tp.clone(), pem_of(der))).collect();
+        Ok(contents)
+    }
 }
 
 /// The CRL distribution points of `instances` and the CAs on their paths, sorted.
@@ -837,14 +885,13 @@ mod tests {
                 error: error.map(str::to_owned),
             })
         };
-        assert_eq!(
-            distribution_points("default", &with(None, true), &inputs(None), now()),
-            [URI]
-        );
-        assert!(
-            distribution_points("default", &with(None, false), &inputs(None), now()).is_empty(),
-            "opt-in"
-        );
+        let points = |spec: &ClusterCertificateDeclarationSpec| {
+            collect("default", spec, &inputs(None))
+                .unwrap()
+                .distribution_points(spec)
+        };
+        assert_eq!(points(&with(None, true)), [URI]);
+        assert!(points(&with(None, false)).is_empty(), "opt-in");
 
         let revoking = crl(&pki.ca, &[&serial], (2027, 1, 1));
         let contents = assemble(
