@@ -380,6 +380,48 @@ pub fn decide(world: World<'_>) -> Decision {
     }
 }
 
+/// The reason of `Ready` and `Stalled` while reconciles fail.
+pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+
+/// The status after a reconcile failed on a request to the API server
+/// (forbidden by RBAC, the server away), said where users look: `Ready` False
+/// and `Stalled` True, reason `ReconcileFailed`, naming the request, with
+/// the Warning event to tell it. `None` when the status says so already:
+/// a failure retried every few seconds writes and tells it once. The next
+/// reconcile that succeeds decides every condition anew.
+pub fn failed(
+    status: &ObservedCertificateStatus,
+    error: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<(ObservedCertificateStatus, crate::events::Event)> {
+    let message = format!("reconciling failed and is retried: {error}");
+    let mut decided = vec![Decided::new(READY, false, RECONCILE_FAILED, message.clone())];
+    decided.extend(Standing::Stalled(RECONCILE_FAILED.to_owned(), message.clone()).conditions());
+    let replaced = conditions::merge(&status.conditions, &decided, generation, now);
+    let mut next: Vec<_> = status
+        .conditions
+        .iter()
+        .filter(|c| !replaced.iter().any(|r| r.type_ == c.type_))
+        .cloned()
+        .collect();
+    next.extend(replaced);
+    next.sort_by(|a, b| a.type_.cmp(&b.type_));
+    if next == conditions::sorted(&status.conditions) {
+        return None;
+    }
+    let event = crate::events::Event {
+        type_: crate::events::EventType::Warning,
+        reason: RECONCILE_FAILED.to_owned(),
+        message,
+    };
+    let status = ObservedCertificateStatus {
+        conditions: next,
+        ..status.clone()
+    };
+    Some((status, event))
+}
+
 fn material_of(data: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
     ["tls.crt", "tls.key", "ca.crt"]
         .into_iter()
@@ -687,5 +729,48 @@ mod tests {
             "2026-12-02T00:00:00Z",
         );
         assert_eq!(condition(&late.status, EXPIRING_SOON), ("True", "ExpiringSoon"));
+    }
+
+    #[test]
+    fn a_failed_reconcile_is_said_in_the_status_once_and_cleared_by_the_next_success() {
+        let spec = spec(2);
+        let issued = cert("c.example")
+            .valid("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z")
+            .self_signed();
+        let data = source(&issued);
+        let ready = step(&spec, &Default::default(), Some(&data), None, "2026-06-01T00:00:00Z").status;
+        assert_eq!(condition(&ready, READY), ("True", "Ready"));
+
+        let forbidden = "Create Secret ns/cluster-store: secrets is forbidden (403)";
+        let (failed, event) = failed(&ready, forbidden, Some(1), ts("2026-06-01T00:01:00Z")).expect("a change");
+        assert_eq!(condition(&failed, READY), ("False", RECONCILE_FAILED));
+        assert_eq!(condition(&failed, conditions::STALLED), ("True", RECONCILE_FAILED));
+        assert_eq!(condition(&failed, conditions::RECONCILING), ("False", "Stalled"));
+        assert_eq!(
+            condition(&failed, SYNCED),
+            condition(&ready, SYNCED),
+            "what it did not judge is kept"
+        );
+        assert_eq!(failed.instances, ready.instances);
+        assert_eq!(
+            (event.type_, event.reason.as_str()),
+            (crate::events::EventType::Warning, RECONCILE_FAILED)
+        );
+        assert!(event.message.ends_with(forbidden), "{}", event.message);
+        // Retried and failing the same way: no write, no event.
+        assert_eq!(failed_again(&failed, forbidden), None);
+        // Failing another way is told.
+        assert!(failed_again(&failed, "Get Secret ns/src: connection refused").is_some());
+        // The next reconcile that succeeds is Ready again.
+        let recovered = step(&spec, &failed, Some(&data), None, "2026-06-01T00:02:00Z").status;
+        assert_eq!(condition(&recovered, READY), ("True", "Ready"));
+        assert_eq!(condition(&recovered, conditions::STALLED).0, "False");
+    }
+
+    fn failed_again(
+        status: &ObservedCertificateStatus,
+        error: &str,
+    ) -> Option<(ObservedCertificateStatus, crate::events::Event)> {
+        failed(status, error, Some(1), ts("2026-06-01T00:01:30Z"))
     }
 }

@@ -178,13 +178,21 @@ async fn the_agent_serves_each_revision_both_volumes_agree_on() {
         !http(metrics_addr, "/healthz").await.is_empty()
     })
     .await;
+    let readyz = http(metrics_addr, "/readyz").await;
+    assert!(readyz.starts_with("HTTP/1.1 503"), "nothing loaded yet: {readyz}");
     assert!(
-        http(metrics_addr, "/readyz").await.starts_with("HTTP/1.1 503"),
-        "nothing loaded yet"
+        readyz.contains("not ready: no revision loaded yet: "),
+        "says why: {readyz}"
     );
 
-    // Revision 1: the Secret lands first, then the ConfigMap.
+    // Revision 1: the Secret lands first, then the ConfigMap. Until the
+    // ConfigMap lands, /readyz says what the agent waits for.
     volume::write_atomically(&secret_dir, &presentation(&first, &ca)).unwrap();
+    eventually("/readyz naming the missing half", || async {
+        let readyz = http(metrics_addr, "/readyz").await;
+        readyz.starts_with("HTTP/1.1 503") && readyz.contains("rules.json")
+    })
+    .await;
     volume::write_atomically(&config_dir, &validation(1, &first, &ca)).unwrap();
     eventually("revision 1 served", || async {
         http(metrics_addr, "/readyz").await.starts_with("HTTP/1.1 200")

@@ -17,6 +17,9 @@ pub const OPERATOR_USER: &str = "certshift-operator";
 pub const CHART_NAMESPACE: &str = "certshift-system";
 pub const CHART_SERVICE_ACCOUNT: &str = "system:serviceaccount:certshift-system:certshift";
 pub const CHART_TOKEN: &str = "certshift-e2e-chart-service-account";
+/// An identity with no permission but what a scenario's RBAC grants it.
+pub const LIMITED_TOKEN: &str = "certshift-e2e-limited";
+pub const LIMITED_USER: &str = "certshift-limited";
 
 pub struct ControlPlane {
     dir: PathBuf,
@@ -112,7 +115,8 @@ impl ControlPlane {
             dir.join("tokens.csv"),
             format!(
                 "{ADMIN_TOKEN},admin,admin,\"system:masters\"\n{OPERATOR_TOKEN},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n\
-                 {CHART_TOKEN},{CHART_SERVICE_ACCOUNT},{CHART_SERVICE_ACCOUNT},\"system:serviceaccounts,system:serviceaccounts:{CHART_NAMESPACE}\"\n"
+                 {CHART_TOKEN},{CHART_SERVICE_ACCOUNT},{CHART_SERVICE_ACCOUNT},\"system:serviceaccounts,system:serviceaccounts:{CHART_NAMESPACE}\"\n\
+                 {LIMITED_TOKEN},{LIMITED_USER},{LIMITED_USER}\n"
             ),
         )
         .expect("tokens.csv");

@@ -19,6 +19,8 @@ pub struct Metrics {
     load_errors: Mutex<BTreeMap<&'static str, u64>>,
     inbound_open: AtomicI64,
     outbound_open: AtomicI64,
+    /// Why nothing is served yet: the last problem with the volumes.
+    waiting: Mutex<Option<String>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -40,6 +42,23 @@ impl Drop for Open<'_> {
 impl Metrics {
     pub fn is_ready(&self) -> bool {
         self.revision.load(Ordering::Relaxed) > 0
+    }
+
+    /// Why `/readyz` says not ready: no revision served yet, and why.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.is_ready() {
+            return None;
+        }
+        let waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(format!(
+            "no revision loaded yet: {}",
+            waiting.as_deref().unwrap_or("the volumes have not been read")
+        ))
+    }
+
+    /// What keeps the agent from loading a revision now (kept for `/readyz`).
+    pub fn waiting(&self, why: Option<&str>) {
+        *self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = why.map(str::to_owned);
     }
 
     pub fn loaded(&self, revision: u64) {

@@ -158,7 +158,7 @@ pub async fn run(
         let metrics = metrics.clone();
         tasks.spawn(async move {
             let ready = metrics.clone();
-            crate::controller::metrics::serve_with(listener, move || metrics.render(), move || ready.is_ready()).await;
+            crate::controller::metrics::serve_with(listener, move || metrics.render(), move || ready.not_ready()).await;
         });
     }
     for inbound in &options.inbound {
@@ -291,6 +291,7 @@ async fn follow(
             Outcome::Waiting(why) => Some((None, why)),
             Outcome::Same => None,
         };
+        metrics.waiting(problem.as_ref().map(|(_, message)| message.as_str()));
         // Each problem is logged, counted and told once, not on every re-read.
         match problem {
             Some((reason, message)) if told.is_new(&message) => {

@@ -47,9 +47,14 @@ pub(super) async fn controller(
     let written: Arc<WrittenStatuses<ClusterCertificateDeclaration>> = Arc::default();
     let controller = {
         let written = written.clone();
+        let health = super::Health {
+            metrics: ctx.metrics.clone(),
+            controller: CONTROLLER,
+        };
         super::lean_controller_with(
             declarations,
             super::Trigger::EveryChange,
+            health,
             |_| {},
             move |event| {
                 if let watcher::Event::Delete(declaration) = event {

@@ -39,6 +39,9 @@ pub struct ObservedGauges {
 #[derive(Default)]
 pub struct Metrics {
     ready: AtomicBool,
+    /// Watches failing now, by (controller, kind): their last error. `/readyz`
+    /// names them until they deliver again.
+    failing_watches: Mutex<BTreeMap<(&'static str, String), String>>,
     /// (controller) → count
     reconciles: Mutex<BTreeMap<&'static str, u64>>,
     /// (controller, error label) → count
@@ -71,6 +74,36 @@ impl Metrics {
 
     pub fn failed(&self, controller: &'static str, label: &'static str) {
         bump(&self.errors, (controller, label));
+    }
+
+    /// The watch of `kind` behind `controller` failed (its CRD deleted, access
+    /// revoked, the API server away): a reconcile error `Watch`, and not
+    /// ready until it delivers again.
+    pub fn watch_failed(&self, controller: &'static str, kind: &str, error: &str) {
+        bump(&self.errors, (controller, "Watch"));
+        let mut failing = self.failing_watches.lock().expect("metrics lock");
+        failing.insert((controller, kind.to_owned()), error.to_owned());
+    }
+
+    /// The watch of `kind` behind `controller` delivered an event.
+    pub fn watch_delivered(&self, controller: &'static str, kind: &str) {
+        let mut failing = self.failing_watches.lock().expect("metrics lock");
+        if !failing.is_empty() {
+            failing.remove(&(controller, kind.to_owned()));
+        }
+    }
+
+    /// Why `/readyz` says not ready, if it does: starting, or failing watches.
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Some("starting: the controllers are not running yet".to_owned());
+        }
+        let failing = self.failing_watches.lock().expect("metrics lock");
+        let watches: Vec<String> = failing
+            .iter()
+            .map(|((controller, kind), error)| format!("the {controller} controller's watch of {kind} fails: {error}"))
+            .collect();
+        (!watches.is_empty()).then(|| watches.join("; "))
     }
 
     /// One mutating request to the API server, by kind.
@@ -426,22 +459,17 @@ fn labelled<'a, K: kube::Resource, S>(
 /// Serves until the process ends; one request per connection.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     let ready = metrics.clone();
-    serve_with(
-        listener,
-        move || metrics.render(),
-        move || ready.ready.load(Ordering::SeqCst),
-    )
-    .await;
+    serve_with(listener, move || metrics.render(), move || ready.not_ready()).await;
 }
 
-/// `/metrics` (what `render` says), `/healthz`, and `/readyz` (200 while
-/// `ready` says so, else 503), one request per connection.
+/// `/metrics` (what `render` says), `/healthz`, and `/readyz`: 200 while
+/// `not_ready` says nothing, else 503 with why; one request per connection.
 pub async fn serve_with(
     listener: TcpListener,
     render: impl Fn() -> String + Send + Sync + 'static,
-    ready: impl Fn() -> bool + Send + Sync + 'static,
+    not_ready: impl Fn() -> Option<String> + Send + Sync + 'static,
 ) {
-    let state = Arc::new((render, ready));
+    let state = Arc::new((render, not_ready));
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
@@ -454,12 +482,14 @@ pub async fn serve_with(
             };
             let request = String::from_utf8_lossy(&buffer[..read]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (render, ready) = (&state.0, &state.1);
+            let (render, not_ready) = (&state.0, &state.1);
             let (code, body) = match path {
                 "/metrics" => ("200 OK", render()),
                 "/healthz" => ("200 OK", "ok\n".to_owned()),
-                "/readyz" if ready() => ("200 OK", "ok\n".to_owned()),
-                "/readyz" => ("503 Service Unavailable", "not ready\n".to_owned()),
+                "/readyz" => match not_ready() {
+                    None => ("200 OK", "ok\n".to_owned()),
+                    Some(why) => ("503 Service Unavailable", format!("not ready: {why}\n")),
+                },
                 _ => ("404 Not Found", "not found\n".to_owned()),
             };
             let response = format!(

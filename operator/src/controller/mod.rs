@@ -543,11 +543,18 @@ const CONCURRENCY: u16 = 64;
 ///
 /// With `Trigger::SpecChanges`, only a new generation reconciles: the status
 /// the controller writes itself does not come back as one more reconcile.
-fn lean_controller<K>(api: Api<K>, trigger: Trigger) -> kube::runtime::Controller<K>
+fn lean_controller<K>(api: Api<K>, trigger: Trigger, health: Health) -> kube::runtime::Controller<K>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    lean_controller_with(api, trigger, |_| {}, |_| {})
+    lean_controller_with(api, trigger, health, |_| {}, |_| {})
+}
+
+/// Where a controller's watch reports whether it delivers (`/readyz`, and
+/// `certshift_reconcile_errors_total{error="Watch"}`).
+struct Health {
+    metrics: Arc<Metrics>,
+    controller: &'static str,
 }
 
 /// [`lean_controller`], with more to drop from the cached objects (`trim`)
@@ -555,6 +562,7 @@ where
 fn lean_controller_with<K>(
     api: Api<K>,
     trigger: Trigger,
+    health: Health,
     trim: fn(&mut K),
     mut observe: impl FnMut(&kube::runtime::watcher::Event<K>) + Send + 'static,
 ) -> kube::runtime::Controller<K>
@@ -572,10 +580,14 @@ where
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
             trim(object);
         })
-        .inspect(move |event| {
-            if let Ok(event) = event {
+        .inspect(move |event| match event {
+            Ok(event) => {
+                health.metrics.watch_delivered(health.controller, &K::kind(&()));
                 observe(event);
             }
+            Err(err) => health
+                .metrics
+                .watch_failed(health.controller, &K::kind(&()), &err.to_string()),
         })
         .reflect(writer)
         .applied_objects();

@@ -13,11 +13,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::sources::SourceIndex;
 use super::{
-    Context, Error, OwnedSecret, SecretEvents, apply_status, create_secret, drive, now, owned_by, replace_secret_data,
+    Context, Error, OwnedSecret, SecretEvents, apply_status, create_secret, drive, now, owned_by, publish_events,
+    replace_secret_data,
 };
 use crate::conditions;
 use crate::crd::{CertificatePolicy, ObservedCertificate, ObservedCertificateStatus};
@@ -36,7 +37,11 @@ pub(super) async fn controller(
 ) {
     let ocerts: Api<ObservedCertificate> = ctx.watched();
     let index = Arc::new(Mutex::new(SourceIndex::default()));
-    let controller = super::lean_controller_with(ocerts, super::Trigger::SpecChanges, trim, {
+    let health = super::Health {
+        metrics: ctx.metrics.clone(),
+        controller: CONTROLLER,
+    };
+    let controller = super::lean_controller_with(ocerts, super::Trigger::SpecChanges, health, trim, {
         let index = index.clone();
         move |event| {
             lock(&index).observe(event);
@@ -113,6 +118,7 @@ async fn reconcile(
     let name = cached.name_any();
     let span = info_span!("reconcile", controller = CONTROLLER, %namespace, object = %name, generation = cached.metadata.generation);
     let (metrics, started) = (ctx.metrics.clone(), std::time::Instant::now());
+    let (failure_ctx, failed) = (ctx.clone(), cached.clone());
     let outcome = async move {
         ctx.metrics.reconciled(CONTROLLER);
         let get_ocert = || ctx.get_opt::<ObservedCertificate>(&namespace, &name);
@@ -241,10 +247,32 @@ async fn reconcile(
             None => Action::await_change(),
         })
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
+    if let Err(err) = &outcome {
+        report_failure(&failure_ctx, &failed, err).instrument(span).await;
+    }
     metrics.reconcile_took(CONTROLLER, started.elapsed().as_secs_f64());
     outcome
+}
+
+/// A failed reconcile, told where users look and not only in the logs and
+/// the error metric: the status ([`observed::failed`]) and a Warning event,
+/// once per failure. Best effort: what forbade the reconcile may forbid
+/// these too, and the next reconcile tries again.
+async fn report_failure(ctx: &Context, cached: &ObservedCertificate, err: &Error) {
+    let (namespace, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
+    let Ok(Some(ocert)) = ctx.get_opt::<ObservedCertificate>(&namespace, &name).await else {
+        return;
+    };
+    let status = ocert.status.clone().unwrap_or_default();
+    let Some((next, event)) = observed::failed(&status, &err.to_string(), ocert.metadata.generation, now()) else {
+        return;
+    };
+    if let Err(write) = apply_status(ctx, MANAGER, &ocert, &next).await {
+        warn!(error = %write, "could not say in the status that reconciling failed");
+    }
+    publish_events(ctx, &ocert, &[event], "Reconcile").await;
 }
 
 /// The `<name>-store` Secret as this reconcile knows it.

@@ -37,7 +37,11 @@ pub(super) async fn controller(
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let policies: Api<CertificatePolicy> = ctx.watched();
-    let controller = super::lean_controller(policies, super::Trigger::SpecChanges);
+    let health = super::Health {
+        metrics: ctx.metrics.clone(),
+        controller: CONTROLLER,
+    };
+    let controller = super::lean_controller(policies, super::Trigger::SpecChanges, health);
     let store = controller.store();
     ctx.metrics.follow_policies(controller.store());
     // A policy cares about its own Secret and its CA's.

@@ -284,3 +284,119 @@ pub async fn chart_rbac_runs_the_conversion_and_never_deletes_secrets(s: Scenari
     operator.stop().await;
     judge.stop();
 }
+
+/// The RBAC of the limited identity: what the operator needs in one
+/// namespace, less `certificatepolicies` and creating Secrets unless `full`.
+fn limited_role(full: bool) -> serde_json::Value {
+    let read_write = ["get", "list", "watch", "patch", "update"];
+    let mut certshift = vec![
+        "clustercertificatedeclarations",
+        "clustercertificatedeclarations/status",
+        "observedcertificates",
+        "observedcertificates/status",
+    ];
+    let mut secrets = read_write.to_vec();
+    if full {
+        certshift.extend(["certificatepolicies", "certificatepolicies/status"]);
+        secrets.push("create");
+    }
+    serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "certshift-limited"},
+        "rules": [
+            {"apiGroups": ["certshift.io"], "resources": certshift, "verbs": read_write},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": secrets},
+            {"apiGroups": [""], "resources": ["configmaps", "pods"], "verbs": read_write},
+            {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": read_write},
+            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+        ],
+    })
+}
+
+/// A reconcile the operator's RBAC forbids (creating the `-store` Secret)
+/// is said in the ObservedCertificate's status and one Warning event, not
+/// only in logs; a watch it may not make (CertificatePolicies) makes
+/// `/readyz` say which and counts as a reconcile error. Granted the missing
+/// permissions, both recover without a restart.
+pub async fn a_reconcile_or_a_watch_forbidden_by_rbac_is_said_in_the_status_events_and_readyz(s: Scenario) {
+    use certshift::crd::ObservedCertificate;
+    use certshift_e2e::control_plane::{LIMITED_TOKEN, LIMITED_USER};
+    let ns = &s.namespace;
+    apply_yaml(&s.admin, ns, &serde_yaml::to_string(&limited_role(false)).unwrap()).await;
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "certshift-limited"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "certshift-limited"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": LIMITED_USER}],
+    });
+    apply_yaml(&s.admin, ns, &serde_yaml::to_string(&binding).unwrap()).await;
+    let ca = pki::ca("limited CA");
+    let leaf = pki::leaf("cluster.example", 0, &ca);
+    apply(&s.admin, ns, &pki::tls_secret("cluster-tls", &leaf, &ca)).await;
+    apply(&s.admin, ns, &observed_certificate("cluster-tls", "cluster-tls", None)).await;
+    let addr = free_addr();
+    let options = certshift::controller::Options {
+        namespace: Some(ns.clone()),
+        metrics_addr: Some(addr),
+        ..Default::default()
+    };
+    let operator = Operator::start_as(&s.plane, LIMITED_TOKEN, options);
+
+    let ocerts: Api<ObservedCertificate> = Api::namespaced(s.admin.clone(), ns);
+    let ready = |want: &'static str| {
+        let ocerts = ocerts.clone();
+        move || {
+            let ocerts = ocerts.clone();
+            async move {
+                let ocert = ocerts.get("cluster-tls").await.ok()?;
+                let ready = ocert.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                (ready.reason == want).then_some(ready)
+            }
+        }
+    };
+    let failed = eventually(
+        "Ready=False ReconcileFailed",
+        Duration::from_secs(60),
+        ready("ReconcileFailed"),
+    )
+    .await;
+    assert_eq!(failed.status, "False");
+    assert!(
+        failed.message.contains("Create Secret") && failed.message.contains("forbidden"),
+        "{}",
+        failed.message
+    );
+    wait_event(&s.admin, ns, Some("Warning"), "ReconcileFailed").await;
+    let (code, body) = eventually("/readyz naming the failing watch", Duration::from_secs(30), || async {
+        http_get(addr, "/readyz").await.filter(|(code, _)| *code == 503)
+    })
+    .await;
+    assert_eq!(code, 503);
+    assert!(body.contains("watch of CertificatePolicy fails"), "{body}");
+    let metrics = http_get(addr, "/metrics").await.expect("/metrics").1;
+    assert!(
+        metrics.contains("certshift_reconcile_errors_total{controller=\"certificatepolicy\",error=\"Watch\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("certshift_reconcile_errors_total{controller=\"observedcertificate\",error=\"Create\"}"),
+        "{metrics}"
+    );
+
+    // The missing permissions granted: both recover, with no restart.
+    apply_yaml(&s.admin, ns, &serde_yaml::to_string(&limited_role(true)).unwrap()).await;
+    eventually("Ready=True", Duration::from_secs(60), ready("Ready")).await;
+    eventually("/readyz ok", Duration::from_secs(90), || async {
+        http_get(addr, "/readyz").await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    let told = certshift_e2e::events(&s.admin, ns)
+        .await
+        .into_iter()
+        .filter(|(_, reason, _)| reason == "ReconcileFailed")
+        .count();
+    assert_eq!(told, 1, "a failure retried the same way is told once");
+    operator.stop().await;
+}

@@ -85,6 +85,7 @@ fn main() -> ExitCode {
         policy::policy_example_enrolls_like_service_fabric,
         deploy::process_elects_a_leader_and_serves_health_and_metrics,
         deploy::chart_rbac_runs_the_conversion_and_never_deletes_secrets,
+        deploy::a_reconcile_or_a_watch_forbidden_by_rbac_is_said_in_the_status_events_and_readyz,
         chaos::a_restarted_operator_resumes_without_repeating_or_skipping,
         chaos::deleting_certshift_objects_never_deletes_user_secrets,
         chaos::chaos_restarts_during_the_conversion_and_crd_deletion,

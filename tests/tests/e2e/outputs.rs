@@ -45,12 +45,15 @@ pub async fn consumer_templates_and_formats_reach_the_outputs_without_rewrites(s
         )
         .apply(&s.admin, ns)
         .await;
+    // Settled: Ready, and the members' acknowledgement recorded (the
+    // reconcile after the publication, which tells the stage completed).
     eventually("the formats declaration", Duration::from_secs(60), || async {
         let d = Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), ns)
             .get("hpc-pack")
             .await
             .ok()?;
-        is_true(&d, "Ready").then_some(())
+        let acknowledged = d.status.as_ref()?.upgrade.as_ref()?.acknowledged_time.is_some();
+        (is_true(&d, "Ready") && acknowledged).then_some(())
     })
     .await;
     let secret = Api::<Secret>::namespaced(s.admin.clone(), ns)
