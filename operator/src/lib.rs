@@ -18,6 +18,7 @@ pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod decision;
 pub mod declaration;
 pub mod duration;
 pub mod events;

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 
 use crate::conditions::{self, Decided, Standing};
 use crate::crd::{CurrentInstance, ObservedCertificateSpec, ObservedCertificateStatus};
+use crate::decision::Requeue;
 use crate::duration;
 use crate::facts::tls_material;
 use crate::facts::{CertificateBundle, CertificateFacts, FactsError, PrivateKeyState, TlsMaterial};
@@ -49,12 +50,38 @@ pub struct World<'a> {
     pub now: Timestamp,
 }
 
+/// What to do: data, compared whole in unit tests (the declaration's shape).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
-    pub status: ObservedCertificateStatus,
-    /// The store Secret's complete data, when it must be written.
-    pub store: Option<BTreeMap<String, String>>,
+    /// The status to write; `None` when it is the one stored.
+    pub status: Option<ObservedCertificateStatus>,
+    /// The writes, in order.
+    pub effects: Vec<Effect>,
+    pub events: Vec<crate::events::Event>,
     /// When to look again without a watch event (expiry margins).
-    pub requeue: Option<Duration>,
+    pub requeue: Requeue,
+}
+
+/// A write of the operator-owned `<name>-store` Secret, whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// It does not exist (or was never written): create it; an existing one
+    /// is never overwritten by a create.
+    CreateStore(BTreeMap<String, String>),
+    /// It exists and is certshift's: replace its data.
+    ReplaceStore(BTreeMap<String, String>),
+}
+
+impl Decision {
+    /// The store data this decision writes, if any.
+    pub fn store(&self) -> Option<&BTreeMap<String, String>> {
+        self.effects
+            .iter()
+            .map(|effect| match effect {
+                Effect::CreateStore(data) | Effect::ReplaceStore(data) => data,
+            })
+            .next()
+    }
 }
 
 /// `Valid` reasons that say the source Secret cannot be read as a
@@ -183,106 +210,11 @@ fn readiness(decided: &[Decided], has_policy: bool, current: Option<&CurrentInst
 }
 
 pub fn decide(world: World<'_>) -> Decision {
-    let now = world.now;
-    let retain = world.spec.retain_instances.unwrap_or(DEFAULT_RETAIN).max(1) as usize;
-    let margin = world
-        .spec
-        .expiry_warning_margin
-        .as_deref()
-        .and_then(|m| duration::parse("", m).ok())
-        .unwrap_or(DEFAULT_MARGIN);
-    let mut instances = world.status.instances.clone();
-    let mut decided = Vec::new();
-    let mut current = world.status.current.clone();
-    let mut new_material: Option<(Thumbprint, BTreeMap<String, String>)> = None;
-
-    match &world.source {
-        Source::Missing => {
-            decided.push(Decided::new(
-                SYNCED,
-                false,
-                "SecretNotFound",
-                format!(
-                    "Secret {:?} (spec.source.secretRef) does not exist",
-                    world.spec.source.secret_ref.name
-                ),
-            ));
-        }
-        Source::Present(data, secret_type) => {
-            decided.push(Decided::new(SYNCED, true, "Synced", "the source Secret was read"));
-            let source_name = &world.spec.source.secret_ref.name;
-            let read = match not_a_certificate_source(data, secret_type, source_name) {
-                Some(problem) => Err(problem),
-                None => CertificateBundle::from_tls(&tls_material(data)).map_err(|err| (err.reason(), err.to_string())),
-            };
-            match read {
-                Err((reason, message)) => decided.push(Decided::new(VALID, false, reason, message)),
-                Ok(bundle) => {
-                    decided.push(validity(&bundle, now));
-                    let leaf = bundle.leaf.clone();
-                    current = Some(CurrentInstance {
-                        thumbprint: leaf.thumbprint.to_string(),
-                        short_thumbprint: leaf.thumbprint.short().to_owned(),
-                        not_after: Some(leaf.not_after),
-                    });
-                    new_material = Some((leaf.thumbprint.clone(), material_of(data)));
-                    if let Some(existing) = instances.iter_mut().find(|i| i.thumbprint == leaf.thumbprint) {
-                        *existing = leaf;
-                    } else {
-                        instances.push(leaf);
-                    }
-                }
-            }
-        }
-    }
-    // Newest first; the current instance is always kept.
-    instances.sort_by(|a, b| {
-        b.not_before
-            .cmp(&a.not_before)
-            .then_with(|| a.thumbprint.cmp(&b.thumbprint))
-    });
-    // Newest first, up to retainInstances; the current instance and those a
-    // declaration's revision in force presents or accepts are always kept.
-    let current_tp = current.as_ref().map(|c| c.thumbprint.clone());
-    let kept_anyway = |i: &CertificateFacts| {
-        current_tp.as_deref() == Some(i.thumbprint.as_str()) || world.in_use.contains(i.thumbprint.as_str())
-    };
-    let mut kept: Vec<CertificateFacts> = Vec::new();
-    for instance in instances {
-        if kept.len() < retain || kept_anyway(&instance) {
-            kept.push(instance);
-        }
-    }
-    while kept.len() > retain {
-        let Some(drop_at) = kept.iter().rposition(|i| !kept_anyway(i)) else {
-            break;
-        };
-        kept.remove(drop_at);
-    }
-
-    // The store Secret: every kept instance's material, from the source when it
-    // is the one just read, else as already stored.
-    let mut store: BTreeMap<String, String> = BTreeMap::new();
-    for instance in &kept {
-        let stored = world.stored.map(|data| {
-            store_keys(&instance.thumbprint)
-                .into_iter()
-                .filter_map(|key| Some((key.clone(), String::from_utf8(data.get(&key)?.clone()).ok()?)))
-                .collect::<BTreeMap<_, _>>()
-        });
-        match (&new_material, stored) {
-            (Some((tp, material)), _) if *tp == instance.thumbprint => {
-                let [crt, key, ca] = store_keys(tp);
-                for (name, field) in [(crt, "tls.crt"), (key, "tls.key"), (ca, "ca.crt")] {
-                    if let Some(value) = material.get(field) {
-                        store.insert(name, value.clone());
-                    }
-                }
-            }
-            (_, Some(stored)) => store.extend(stored),
-            _ => {}
-        }
-    }
+    let read = read_source(&world);
+    let mut decided = read.decided;
+    let current = read.current.or_else(|| world.status.current.clone());
+    let kept = retain(&world, read.instance, current.as_ref());
+    let store = store_data(&world, &kept, read.material.as_ref());
     let stored_now: Option<BTreeMap<String, String>> = world.stored.map(|data| {
         data.iter()
             .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.clone()).ok()?)))
@@ -301,7 +233,6 @@ pub fn decide(world: World<'_>) -> Decision {
             ),
         ));
     }
-
     // Keep conditions this reconcile could not judge (Valid when the source is missing).
     for previous in &world.status.conditions {
         if !decided.iter().any(|d| d.type_ == previous.type_) && previous.type_ == VALID {
@@ -313,71 +244,234 @@ pub fn decide(world: World<'_>) -> Decision {
             ));
         }
     }
-    let current_facts = current_tp
+    let current_facts = current
         .as_ref()
-        .and_then(|tp| kept.iter().find(|i| i.thumbprint.as_str() == tp));
-    let (expiring, requeue) = match current_facts {
-        Some(facts) => {
-            let warn_at = facts
-                .not_after
-                .as_second()
-                .saturating_sub(i64::try_from(margin.as_secs()).unwrap_or(i64::MAX));
-            let expiring = now.as_second() >= warn_at;
-            let next = [warn_at, facts.not_after.as_second() + 1, facts.not_before.as_second()]
-                .into_iter()
-                .filter(|t| *t > now.as_second())
-                .min()
-                .map(|t| Duration::from_secs((t - now.as_second()).unsigned_abs()));
-            let decided = if expiring {
-                Decided::new(
-                    EXPIRING_SOON,
-                    true,
-                    "ExpiringSoon",
-                    format!("the current instance expires at notAfter={}", facts.not_after),
-                )
-            } else {
-                Decided::new(
-                    EXPIRING_SOON,
-                    false,
-                    "NotExpiring",
-                    format!("notAfter={}", facts.not_after),
-                )
-            };
-            (decided, next)
-        }
-        None => (Decided::new(EXPIRING_SOON, false, "NoCertificate", ""), None),
-    };
+        .and_then(|c| kept.iter().find(|i| i.thumbprint.as_str() == c.thumbprint));
+    let (expiring, requeue) = expiry(&world, current_facts);
     decided.push(expiring);
-    match (&world.policy, current_facts) {
-        (None, _) => {}
-        (Some(Ok(params)), Some(facts)) => decided.push(crate::policy::compliance(facts, params)),
-        (Some(Ok(_)), None) => decided.push(Decided::new(crate::policy::COMPLIANT, false, "NoCertificate", "")),
-        (Some(Err((reason, message))), _) => {
-            decided.push(Decided::new(crate::policy::COMPLIANT, false, *reason, message.clone()))
-        }
-    }
-
+    decided.extend(compliance(&world, current_facts));
     decided.extend(readiness(&decided, world.spec.policy_ref.is_some(), current.as_ref()));
-
-    let conditions = conditions::merge(&world.status.conditions, &decided, world.generation, now);
-    let instances_changed = kept != world.status.instances;
     let status = ObservedCertificateStatus {
         observed_generation: world.generation,
-        conditions,
+        conditions: conditions::merge(&world.status.conditions, &decided, world.generation, world.now),
         current,
         instance_count: u32::try_from(kept.len()).unwrap_or(u32::MAX),
-        last_sync_time: if instances_changed {
-            Some(now)
+        last_sync_time: if kept != world.status.instances {
+            Some(world.now)
         } else {
             world.status.last_sync_time
         },
         instances: kept,
     };
+    let effects = match (write_store, world.stored) {
+        (false, _) => Vec::new(),
+        (true, Some(_)) => vec![Effect::ReplaceStore(store)],
+        (true, None) => vec![Effect::CreateStore(store)],
+    };
     Decision {
-        status,
-        store: write_store.then_some(store),
-        requeue,
+        status: (status != *world.status).then_some(status),
+        effects,
+        events: Vec::new(),
+        requeue: requeue.map_or(Requeue::AwaitChange, |after| Requeue::After(after.min(MAX_REQUEUE))),
     }
+}
+
+/// A decision as the tests read it: the status after it (written or kept),
+/// the store it writes, and when it looks again.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Looked {
+    pub status: ObservedCertificateStatus,
+    pub store: Option<BTreeMap<String, String>>,
+    pub requeue: Option<Duration>,
+}
+
+#[cfg(test)]
+impl Decision {
+    pub(crate) fn after(self, before: &ObservedCertificateStatus) -> Looked {
+        Looked {
+            store: self.store().cloned(),
+            requeue: match self.requeue {
+                Requeue::After(after) => Some(after),
+                Requeue::AwaitChange => None,
+            },
+            status: self.status.unwrap_or_else(|| before.clone()),
+        }
+    }
+}
+
+/// Watches bring changes; the requeue only flips `ExpiringSoon` and expiry
+/// on time, at least this often.
+pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+
+/// What reading the source gave: `Synced` and `Valid`, and the certificate
+/// it holds now with its material.
+struct Read {
+    decided: Vec<Decided>,
+    current: Option<CurrentInstance>,
+    instance: Option<CertificateFacts>,
+    material: Option<(Thumbprint, BTreeMap<String, String>)>,
+}
+
+fn read_source(world: &World<'_>) -> Read {
+    let mut read = Read {
+        decided: Vec::new(),
+        current: None,
+        instance: None,
+        material: None,
+    };
+    let source_name = &world.spec.source.secret_ref.name;
+    let Source::Present(data, secret_type) = &world.source else {
+        read.decided.push(Decided::new(
+            SYNCED,
+            false,
+            "SecretNotFound",
+            format!("Secret {source_name:?} (spec.source.secretRef) does not exist"),
+        ));
+        return read;
+    };
+    read.decided
+        .push(Decided::new(SYNCED, true, "Synced", "the source Secret was read"));
+    let bundle = match not_a_certificate_source(data, secret_type, source_name) {
+        Some(problem) => Err(problem),
+        None => CertificateBundle::from_tls(&tls_material(data)).map_err(|err| (err.reason(), err.to_string())),
+    };
+    match bundle {
+        Err((reason, message)) => read.decided.push(Decided::new(VALID, false, reason, message)),
+        Ok(bundle) => {
+            read.decided.push(validity(&bundle, world.now));
+            let leaf = bundle.leaf;
+            read.current = Some(CurrentInstance {
+                thumbprint: leaf.thumbprint.to_string(),
+                short_thumbprint: leaf.thumbprint.short().to_owned(),
+                not_after: Some(leaf.not_after),
+            });
+            read.material = Some((leaf.thumbprint.clone(), material_of(data)));
+            read.instance = Some(leaf);
+        }
+    }
+    read
+}
+
+/// The instances kept: newest first, up to `retainInstances`; the current
+/// instance and those a declaration's revision in force presents or accepts
+/// are always kept.
+fn retain(
+    world: &World<'_>,
+    read: Option<CertificateFacts>,
+    current: Option<&CurrentInstance>,
+) -> Vec<CertificateFacts> {
+    let retain = world.spec.retain_instances.unwrap_or(DEFAULT_RETAIN).max(1) as usize;
+    let mut instances = world.status.instances.clone();
+    if let Some(leaf) = read {
+        match instances.iter_mut().find(|i| i.thumbprint == leaf.thumbprint) {
+            Some(existing) => *existing = leaf,
+            None => instances.push(leaf),
+        }
+    }
+    instances.sort_by(|a, b| {
+        b.not_before
+            .cmp(&a.not_before)
+            .then_with(|| a.thumbprint.cmp(&b.thumbprint))
+    });
+    let kept_anyway = |i: &CertificateFacts| {
+        current.is_some_and(|c| c.thumbprint == i.thumbprint.as_str()) || world.in_use.contains(i.thumbprint.as_str())
+    };
+    let mut kept: Vec<CertificateFacts> = Vec::new();
+    for instance in instances {
+        if kept.len() < retain || kept_anyway(&instance) {
+            kept.push(instance);
+        }
+    }
+    while kept.len() > retain {
+        let Some(drop_at) = kept.iter().rposition(|i| !kept_anyway(i)) else {
+            break;
+        };
+        kept.remove(drop_at);
+    }
+    kept
+}
+
+/// The store Secret: every kept instance's material, from the source when it
+/// is the one just read, else as already stored.
+fn store_data(
+    world: &World<'_>,
+    kept: &[CertificateFacts],
+    read: Option<&(Thumbprint, BTreeMap<String, String>)>,
+) -> BTreeMap<String, String> {
+    let mut store = BTreeMap::new();
+    for instance in kept {
+        let stored = world.stored.map(|data| {
+            store_keys(&instance.thumbprint)
+                .into_iter()
+                .filter_map(|key| Some((key.clone(), String::from_utf8(data.get(&key)?.clone()).ok()?)))
+                .collect::<BTreeMap<_, _>>()
+        });
+        match (read, stored) {
+            (Some((thumbprint, material)), _) if *thumbprint == instance.thumbprint => {
+                let [crt, key, ca] = store_keys(thumbprint);
+                for (name, field) in [(crt, "tls.crt"), (key, "tls.key"), (ca, "ca.crt")] {
+                    if let Some(value) = material.get(field) {
+                        store.insert(name, value.clone());
+                    }
+                }
+            }
+            (_, Some(stored)) => store.extend(stored),
+            _ => {}
+        }
+    }
+    store
+}
+
+/// `ExpiringSoon` of the current instance, and when it next changes (the
+/// margin reached, notAfter passed, notBefore reached).
+fn expiry(world: &World<'_>, current: Option<&CertificateFacts>) -> (Decided, Option<Duration>) {
+    let Some(facts) = current else {
+        return (Decided::new(EXPIRING_SOON, false, "NoCertificate", ""), None);
+    };
+    let now = world.now.as_second();
+    let margin = match world.spec.expiry_warning_margin.as_deref() {
+        None => Ok(DEFAULT_MARGIN),
+        Some(text) => duration::parse("spec.expiryWarningMargin", text),
+    };
+    let margin = match margin {
+        Ok(margin) => margin,
+        Err(message) => return (Decided::new(EXPIRING_SOON, false, "InvalidDuration", message), None),
+    };
+    let warn_at = facts
+        .not_after
+        .as_second()
+        .saturating_sub(i64::try_from(margin.as_secs()).unwrap_or(i64::MAX));
+    let next = [warn_at, facts.not_after.as_second() + 1, facts.not_before.as_second()]
+        .into_iter()
+        .filter(|t| *t > now)
+        .min()
+        .map(|t| Duration::from_secs((t - now).unsigned_abs()));
+    let decided = if now >= warn_at {
+        Decided::new(
+            EXPIRING_SOON,
+            true,
+            "ExpiringSoon",
+            format!("the current instance expires at notAfter={}", facts.not_after),
+        )
+    } else {
+        Decided::new(
+            EXPIRING_SOON,
+            false,
+            "NotExpiring",
+            format!("notAfter={}", facts.not_after),
+        )
+    };
+    (decided, next)
+}
+
+/// `Compliant`, when `spec.policyRef` names a policy.
+fn compliance(world: &World<'_>, current: Option<&CertificateFacts>) -> Option<Decided> {
+    Some(match (world.policy.as_ref()?, current) {
+        (Ok(params), Some(facts)) => crate::policy::compliance(facts, params),
+        (Ok(_), None) => Decided::new(crate::policy::COMPLIANT, false, "NoCertificate", ""),
+        (Err((reason, message)), _) => Decided::new(crate::policy::COMPLIANT, false, *reason, message.clone()),
+    })
 }
 
 /// The reason of `Ready` and `Stalled` while reconciles fail.
@@ -499,7 +593,7 @@ mod tests {
         data: Option<&BTreeMap<String, Vec<u8>>>,
         stored: Option<&BTreeMap<String, Vec<u8>>>,
         now: &str,
-    ) -> Decision {
+    ) -> Looked {
         decide(World {
             name: "cluster",
             generation: Some(1),
@@ -512,6 +606,7 @@ mod tests {
             in_use: &Default::default(),
             now: ts(now),
         })
+        .after(status)
     }
 
     fn condition<'a>(status: &'a ObservedCertificateStatus, type_: &str) -> (&'a str, &'a str) {
@@ -609,7 +704,8 @@ mod tests {
                 policy: None,
                 in_use: &in_use,
                 now: ts("2026-04-01T00:00:00Z"),
-            });
+            })
+            .after(&status);
             if let Some(store) = &decision.store {
                 stored = Some(as_bytes(store));
             }
@@ -719,8 +815,20 @@ mod tests {
         );
         assert_eq!(condition(&early.status, EXPIRING_SOON).0, "False");
         // 720h before notAfter is 2026-12-01.
-        let until_margin = ts("2026-12-01T00:00:00Z").as_second() - ts("2026-06-01T00:00:00Z").as_second();
-        assert_eq!(early.requeue, Some(Duration::from_secs(until_margin as u64)));
+        assert_eq!(early.requeue, Some(MAX_REQUEUE), "months away: looked at hourly");
+        let close = step(
+            &spec,
+            &early.status,
+            Some(&source(&issued)),
+            None,
+            "2026-11-30T23:59:00Z",
+        );
+        assert_eq!(
+            close.requeue,
+            Some(Duration::from_secs(60)),
+            "looked at when the margin is reached"
+        );
+        assert_eq!(condition(&close.status, EXPIRING_SOON).0, "False");
         let late = step(
             &spec,
             &early.status,
@@ -729,6 +837,19 @@ mod tests {
             "2026-12-02T00:00:00Z",
         );
         assert_eq!(condition(&late.status, EXPIRING_SOON), ("True", "ExpiringSoon"));
+        // A margin that is no duration is said, not replaced by the default.
+        let mut bad = spec.clone();
+        bad.expiry_warning_margin = Some("a month".into());
+        let said = step(&bad, &late.status, Some(&source(&issued)), None, "2026-12-02T00:00:00Z");
+        assert_eq!(condition(&said.status, EXPIRING_SOON), ("False", "InvalidDuration"));
+        let message = &said
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == EXPIRING_SOON)
+            .unwrap()
+            .message;
+        assert!(message.starts_with("spec.expiryWarningMargin: "), "{message}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ fn spec() -> ObservedCertificateSpec {
     }
 }
 
-fn look(source: Source<'_>, status: &ObservedCertificateStatus, now: &str) -> Decision {
+fn look(source: Source<'_>, status: &ObservedCertificateStatus, now: &str) -> Looked {
     decide(World {
         name: "cluster",
         generation: Some(1),
@@ -38,9 +38,10 @@ fn look(source: Source<'_>, status: &ObservedCertificateStatus, now: &str) -> De
         in_use: &Default::default(),
         now: ts(now),
     })
+    .after(status)
 }
 
-fn decide_on(data: &BTreeMap<String, Vec<u8>>, status: &ObservedCertificateStatus) -> Decision {
+fn decide_on(data: &BTreeMap<String, Vec<u8>>, status: &ObservedCertificateStatus) -> Looked {
     look(Source::Present(data, TLS), status, NOW)
 }
 
@@ -454,6 +455,7 @@ fn kstatus_reads_each_state_as_flux_should_report_it() {
             in_use: &Default::default(),
             now: ts(NOW),
         })
+        .after(&ObservedCertificateStatus::default())
         .status
     };
     let empty = ObservedCertificateStatus::default();

@@ -269,11 +269,11 @@ fn observe(
         in_use: &BTreeSet::new(),
         now,
     });
-    let data: BTreeMap<String, Vec<u8>> = match decision.store {
-        Some(text) => text.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+    let data: BTreeMap<String, Vec<u8>> = match decision.store() {
+        Some(text) => text.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
         None => stored_data.unwrap_or_default(),
     };
-    ocert.status = Some(decision.status);
+    ocert.status = Some(decision.status.unwrap_or(status));
     let store = Secret {
         metadata: ObjectMeta {
             name: Some(outputs::store_name(name)),

@@ -22,7 +22,8 @@ use super::{
 };
 use crate::conditions;
 use crate::crd::{CertificatePolicy, ObservedCertificate, ObservedCertificateStatus};
-use crate::observed::{self, Source};
+use crate::decision::Requeue;
+use crate::observed::{self, Effect, Source};
 use crate::outputs::secret_data;
 use crate::outputs::{OBSERVED_CERTIFICATE_LABEL, store_name};
 
@@ -121,130 +122,25 @@ async fn reconcile(
     let (failure_ctx, failed) = (ctx.clone(), cached.clone());
     let outcome = async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let get_ocert = || ctx.get_opt::<ObservedCertificate>(&namespace, &name);
-        // The cache keeps no status; and one without a status that this
-        // process has reconciled before may not have seen that status yet.
-        let mut ocert = if cached.status.is_none() && !lock(&index).has_read(&cached) {
-            cached
-        } else {
-            match get_ocert().await? {
-                Some(fresh) => Arc::new(fresh),
-                None => {
-                    ctx.metrics.observed(&namespace, &name, None);
-                    return Ok(Action::await_change());
-                }
-            }
+        let Some(mut world) = gather(&ctx, &index, cached, StoreRead::IfRecorded).await? else {
+            ctx.metrics.observed(&namespace, &name, None);
+            return Ok(Action::await_change());
         };
-        let source_name = &ocert.spec.source.secret_ref.name;
-        let source: Option<Secret> = ctx.get_opt(&namespace, source_name).await?;
-        lock(&index).read(
-            &ocert,
-            source.as_ref().and_then(|s| s.metadata.resource_version.as_deref()),
-        );
-        let store_secret_name = store_name(&name);
-        let get_store = || ctx.get_opt::<Secret>(&namespace, &store_secret_name);
-        let source_data = source.as_ref().map(secret_data);
-        let source_type = source.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or_default();
-        let sorted_status = |ocert: &ObservedCertificate| {
-            let mut status = ocert.status.clone().unwrap_or_default();
-            status.conditions = conditions::sorted(&status.conditions);
-            status
-        };
-        let mut status = sorted_status(&ocert);
-        let policy = policy(&ctx, &namespace, &ocert).await?;
-        let in_use = in_use(&ctx, &namespace, &name).await?;
-        // Until an instance is recorded, certshift has never written the store:
-        // the first sync creates it without reading it first. A create never
-        // overwrites; if a Secret of that name is there, it is read and judged.
-        let mut stored = if status.instances.is_empty() {
-            Stored::NeverWritten
-        } else {
-            Stored::Read(get_store().await?.map(Box::new))
-        };
-        let decision = loop {
-            let stored_secret = match &stored {
-                Stored::Read(secret) => secret.as_deref(),
-                Stored::NeverWritten => None,
+        let mut decision = world.decide();
+        if apply(&ctx, &world, &decision).await? == Applied::StoreExisted {
+            // The store is there though no instance was recorded: the status
+            // written with it may not have reached the cache yet. Decide once
+            // more with both read fresh (the store read, so no create again).
+            let Some(fresh) = gather(&ctx, &index, world.ocert.clone(), StoreRead::Fresh).await? else {
+                return Ok(Action::await_change());
             };
-            let stored_data = stored_secret.map(secret_data);
-            let store_owned_elsewhere = stored_secret.is_some_and(|s| !owned_by(&s.metadata, ocert.as_ref()));
-            let decision = observed::decide(observed::World {
-                name: &name,
-                generation: ocert.metadata.generation,
-                spec: &ocert.spec,
-                status: &status,
-                source: match &source_data {
-                    Some(data) => Source::Present(data, source_type),
-                    None => Source::Missing,
-                },
-                stored: if store_owned_elsewhere {
-                    None
-                } else {
-                    stored_data.as_ref()
-                },
-                store_owned_elsewhere,
-                policy: policy.clone(),
-                in_use: &in_use,
-                now: now(),
-            });
-            let Some(text) = &decision.store else { break decision };
-            let data: &BTreeMap<String, Vec<u8>> =
-                &text.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-            match stored_secret {
-                // Only a store judged ours gets here (decide writes no other).
-                Some(existing) => replace_secret_data(&ctx, MANAGER, existing, data).await?,
-                None => {
-                    let labels = BTreeMap::from([(OBSERVED_CERTIFICATE_LABEL.to_owned(), name.clone())]);
-                    let secret = OwnedSecret {
-                        name: &store_secret_name,
-                        type_: "Opaque",
-                        labels,
-                        annotations: BTreeMap::new(),
-                        data,
-                    };
-                    if !create_secret(&ctx, MANAGER, ocert.as_ref(), secret).await? {
-                        // The store is there though no instance was recorded:
-                        // the status written with it may not have reached the
-                        // cache yet. Judge again with both read fresh.
-                        let Some(fresh) = get_ocert().await? else {
-                            return Ok(Action::await_change());
-                        };
-                        ocert = Arc::new(fresh);
-                        status = sorted_status(&ocert);
-                        stored = Stored::Read(get_store().await?.map(Box::new));
-                        continue;
-                    }
-                }
-            }
-            info!(instances = decision.status.instance_count, "stored instances");
-            break decision;
-        };
-        let ready = decision
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == crate::observed::READY);
-        ctx.metrics.observed(
-            &namespace,
-            &name,
-            Some(super::metrics::ObservedGauges {
-                not_after: decision.status.current.as_ref().and_then(|c| c.not_after),
-                ready: ready.map(|c| c.status.clone()),
-            }),
-        );
-        if ocert.status.is_none() || status != decision.status {
-            apply_status(&ctx, MANAGER, ocert.as_ref(), &decision.status).await?;
-            info!(
-                current = %decision.status.current.as_ref().map_or("-", |c| c.short_thumbprint.as_str()),
-                "status updated"
-            );
-        } else {
-            debug!("unchanged");
+            world = fresh;
+            decision = world.decide();
+            apply(&ctx, &world, &decision).await?;
         }
-        // Watches bring changes; the requeue flips ExpiringSoon/expiry on time.
         Ok(match decision.requeue {
-            Some(after) => Action::requeue(after.min(Duration::from_secs(3600))),
-            None => Action::await_change(),
+            Requeue::After(after) => Action::requeue(after),
+            Requeue::AwaitChange => Action::await_change(),
         })
     }
     .instrument(span.clone())
@@ -254,6 +150,167 @@ async fn reconcile(
     }
     metrics.reconcile_took(CONTROLLER, started.elapsed().as_secs_f64());
     outcome
+}
+
+/// How the `<name>-store` Secret is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StoreRead {
+    /// Only once an instance is recorded: until then certshift has never
+    /// written it, and the first sync creates it without reading it first (a
+    /// create never overwrites; if a Secret of that name is there, the create
+    /// says so and it is read).
+    IfRecorded,
+    /// Always, with the ObservedCertificate read fresh too.
+    Fresh,
+}
+
+/// Everything one reconcile read (the only reads).
+struct Gathered {
+    ocert: Arc<ObservedCertificate>,
+    status: ObservedCertificateStatus,
+    source: Option<Secret>,
+    /// The `-store` Secret as read; `None` inside when it is not there, or
+    /// not read (`StoreRead::IfRecorded` with no instance).
+    stored: Option<Box<Secret>>,
+    policy: Option<Result<crate::policy::PolicyParams, (&'static str, String)>>,
+    in_use: std::collections::BTreeSet<String>,
+    now: jiff::Timestamp,
+}
+
+/// Reads what the decision needs; `None` when the ObservedCertificate is gone.
+async fn gather(
+    ctx: &Context,
+    index: &Mutex<SourceIndex>,
+    cached: Arc<ObservedCertificate>,
+    read: StoreRead,
+) -> Result<Option<Gathered>, Error> {
+    let (namespace, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
+    // The cache keeps no status; and one without a status that this process
+    // has reconciled before may not have seen that status yet.
+    let fresh = read == StoreRead::Fresh || cached.status.is_some() || lock(index).has_read(&cached);
+    let ocert = if fresh {
+        match ctx.get_opt::<ObservedCertificate>(&namespace, &name).await? {
+            Some(fresh) => Arc::new(fresh),
+            None => return Ok(None),
+        }
+    } else {
+        cached
+    };
+    let source: Option<Secret> = ctx.get_opt(&namespace, &ocert.spec.source.secret_ref.name).await?;
+    lock(index).read(
+        &ocert,
+        source.as_ref().and_then(|s| s.metadata.resource_version.as_deref()),
+    );
+    let mut status = ocert.status.clone().unwrap_or_default();
+    status.conditions = conditions::sorted(&status.conditions);
+    let policy = policy(ctx, &namespace, &ocert).await?;
+    let in_use = in_use(ctx, &namespace, &name).await?;
+    let stored = if read == StoreRead::Fresh || !status.instances.is_empty() {
+        ctx.get_opt::<Secret>(&namespace, &store_name(&name))
+            .await?
+            .map(Box::new)
+    } else {
+        None
+    };
+    Ok(Some(Gathered {
+        ocert,
+        status,
+        source,
+        stored,
+        policy,
+        in_use,
+        now: now(),
+    }))
+}
+
+impl Gathered {
+    fn decide(&self) -> observed::Decision {
+        let source_data = self.source.as_ref().map(secret_data);
+        let source_type = self
+            .source
+            .as_ref()
+            .and_then(|s| s.type_.as_deref())
+            .unwrap_or_default();
+        let stored_data = self.stored.as_deref().map(secret_data);
+        let store_owned_elsewhere = self
+            .stored
+            .as_deref()
+            .is_some_and(|s| !owned_by(&s.metadata, self.ocert.as_ref()));
+        observed::decide(observed::World {
+            name: self.ocert.metadata.name.as_deref().unwrap_or_default(),
+            generation: self.ocert.metadata.generation,
+            spec: &self.ocert.spec,
+            status: &self.status,
+            source: match &source_data {
+                Some(data) => Source::Present(data, source_type),
+                None => Source::Missing,
+            },
+            stored: stored_data.as_ref().filter(|_| !store_owned_elsewhere),
+            store_owned_elsewhere,
+            policy: self.policy.clone(),
+            in_use: &self.in_use,
+            now: self.now,
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Applied {
+    Done,
+    /// A create found a `-store` Secret already there: nothing was written.
+    StoreExisted,
+}
+
+/// Makes the decision's writes: the store, then the status; nothing decided here.
+async fn apply(ctx: &Context, world: &Gathered, decision: &observed::Decision) -> Result<Applied, Error> {
+    let ocert = world.ocert.as_ref();
+    let name = ocert.name_any();
+    let as_bytes = |text: &BTreeMap<String, String>| -> BTreeMap<String, Vec<u8>> {
+        text.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect()
+    };
+    for effect in &decision.effects {
+        match (effect, world.stored.as_deref()) {
+            (Effect::ReplaceStore(text), Some(existing)) => {
+                replace_secret_data(ctx, MANAGER, existing, &as_bytes(text)).await?
+            }
+            (Effect::CreateStore(text), _) | (Effect::ReplaceStore(text), None) => {
+                let secret = OwnedSecret {
+                    name: &store_name(&name),
+                    type_: "Opaque",
+                    labels: BTreeMap::from([(OBSERVED_CERTIFICATE_LABEL.to_owned(), name.clone())]),
+                    annotations: BTreeMap::new(),
+                    data: &as_bytes(text),
+                };
+                if !create_secret(ctx, MANAGER, ocert, secret).await? {
+                    return Ok(Applied::StoreExisted);
+                }
+            }
+        }
+    }
+    let status = decision.status.as_ref().unwrap_or(&world.status);
+    if !decision.effects.is_empty() {
+        info!(instances = status.instance_count, "stored instances");
+    }
+    let ready = status.conditions.iter().find(|c| c.type_ == observed::READY);
+    ctx.metrics.observed(
+        &ocert.namespace().unwrap_or_default(),
+        &name,
+        Some(super::metrics::ObservedGauges {
+            not_after: status.current.as_ref().and_then(|c| c.not_after),
+            ready: ready.map(|c| c.status.clone()),
+        }),
+    );
+    match &decision.status {
+        Some(status) => {
+            apply_status(ctx, MANAGER, ocert, status).await?;
+            info!(
+                current = %status.current.as_ref().map_or("-", |c| c.short_thumbprint.as_str()),
+                "status updated"
+            );
+        }
+        None => debug!("unchanged"),
+    }
+    Ok(Applied::Done)
 }
 
 /// A failed reconcile, told where users look and not only in the logs and
@@ -273,14 +330,6 @@ async fn report_failure(ctx: &Context, cached: &ObservedCertificate, err: &Error
         warn!(error = %write, "could not say in the status that reconciling failed");
     }
     publish_events(ctx, &ocert, &[event], "Reconcile").await;
-}
-
-/// The `<name>-store` Secret as this reconcile knows it.
-enum Stored {
-    /// Read: there, or not.
-    Read(Option<Box<Secret>>),
-    /// Not read: no instance was ever recorded, so certshift never wrote it.
-    NeverWritten,
 }
 
 /// The policy named by `spec.policyRef`, or why it cannot be used.

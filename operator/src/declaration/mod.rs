@@ -96,13 +96,7 @@ pub enum Effect {
     StampWorkload { workload: WorkloadReference, revision: u64 },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Requeue {
-    /// Only a change of what is watched can change the decision (a spec
-    /// mistake: the user must edit the spec).
-    AwaitChange,
-    After(Duration),
-}
+pub use crate::decision::Requeue;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
