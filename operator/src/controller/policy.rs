@@ -21,11 +21,12 @@ use super::{
 };
 use crate::conditions;
 use crate::crd::{CertificatePolicy, CertificatePolicyStatus};
+use crate::decision::Requeue;
 use crate::facts::CertificateBundle;
 use crate::facts::tls_material;
 use crate::outputs::secret_data;
-use crate::policy::issue::{CaMaterial, issue};
-use crate::policy::{self, IssuerKind, POLICY_HASH_ANNOTATION, Plan, SecretState};
+use crate::policy::issue::{CaMaterial, issue as issue_certificate};
+use crate::policy::{self, CaSecret, POLICY_HASH_ANNOTATION, SecretState};
 
 const MANAGER: &str = "certshift-policy";
 const CONTROLLER: &str = "certificatepolicy";
@@ -76,18 +77,6 @@ fn error_policy(_: Arc<CertificatePolicy>, err: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(Duration::from_secs(15))
 }
 
-async fn write_status(
-    ctx: &Context,
-    policy: &CertificatePolicy,
-    before: &CertificatePolicyStatus,
-    after: &CertificatePolicyStatus,
-) -> Result<(), Error> {
-    if policy.status.is_some() && before == after {
-        return Ok(());
-    }
-    apply_status(ctx, MANAGER, policy, after).await.map(drop)
-}
-
 async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
@@ -95,20 +84,52 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
     let (metrics, started) = (ctx.metrics.clone(), std::time::Instant::now());
     let outcome = async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let secret_name = policy.spec.secret_name.trim().to_owned();
-        let secret = if secret_name.is_empty() {
-            None
-        } else {
-            ctx.get_opt(&namespace, &secret_name).await?
-        };
-        let data = secret.as_ref().map(secret_data);
-        let state = match &secret {
-            None => SecretState::Missing,
-            Some(s) if !owned_by(&s.metadata, policy.as_ref()) => SecretState::OwnedElsewhere,
-            Some(s) => SecretState::Issued {
-                leaf: data
-                    .as_ref()
-                    .and_then(|d| CertificateBundle::from_tls(&tls_material(d)).ok())
+        let gathered = gather(&ctx, &policy).await?;
+        let world = gathered.world(&policy);
+        let mut decision = policy::decide(&world);
+        if let Some(request) = decision.issue() {
+            decision = issue(&ctx, &policy, &world, request.clone()).await?;
+        }
+        apply(&ctx, &policy, &decision).await?;
+        Ok(match decision.requeue {
+            Requeue::After(after) => Action::requeue(after),
+            Requeue::AwaitChange => Action::await_change(),
+        })
+    }
+    .instrument(span)
+    .await;
+    metrics.reconcile_took(CONTROLLER, started.elapsed().as_secs_f64());
+    outcome
+}
+
+/// Everything one reconcile read (the only reads): the policy's Secret and
+/// its CA Secret, each read once.
+struct Gathered {
+    status: CertificatePolicyStatus,
+    secret: SecretState,
+    current_key: Option<String>,
+    ca: Option<CaSecret>,
+}
+
+async fn gather(ctx: &Context, policy: &CertificatePolicy) -> Result<Gathered, Error> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let secret_name = policy.spec.secret_name.trim();
+    let secret: Option<Secret> = if secret_name.is_empty() {
+        None
+    } else {
+        ctx.get_opt(&namespace, secret_name).await?
+    };
+    let data = secret.as_ref().map(secret_data);
+    let text =
+        |data: &BTreeMap<String, Vec<u8>>, key: &str| data.get(key).map(|v| String::from_utf8_lossy(v).into_owned());
+    let (state, current_key) = match &secret {
+        None => (SecretState::Missing, None),
+        Some(s) if !owned_by(&s.metadata, policy) => (SecretState::OwnedElsewhere, None),
+        Some(s) => {
+            let data = data.as_ref().expect("read with the Secret");
+            let state = SecretState::Issued {
+                leaf: CertificateBundle::from_tls(&tls_material(data))
+                    .ok()
                     .map(|b| Box::new(b.leaf)),
                 spec_hash: s
                     .metadata
@@ -116,121 +137,102 @@ async fn reconcile(policy: Arc<CertificatePolicy>, ctx: Arc<Context>) -> Result<
                     .as_ref()
                     .and_then(|a| a.get(POLICY_HASH_ANNOTATION))
                     .cloned(),
-            },
-        };
-        let mut status = policy.status.clone().unwrap_or_default();
-        status.conditions = conditions::sorted(&status.conditions);
-        // The CA Secret, read once: issued with, and its version remembered
-        // by a failure, so a CA that arrives or changes since is tried
-        // without waiting out the backoff.
-        let ca_secret = match &policy.spec.issuer.ca {
-            Some(ca) => ctx.get_opt::<Secret>(&namespace, &ca.secret_ref.name).await?,
-            None => None,
-        };
-        let issuer_version = policy.spec.issuer.ca.as_ref().map(|_| {
-            ca_secret
-                .as_ref()
-                .and_then(|secret| secret.metadata.resource_version.clone())
-                // Not "": kube-apiserver 1.20's apply stores an empty string as null.
-                .unwrap_or_else(|| policy::ISSUER_MISSING.to_owned())
-        });
-        let world = policy::World {
+            };
+            (state, text(data, "tls.key"))
+        }
+    };
+    let ca = match &policy.spec.issuer.ca {
+        Some(ca) => Some(match ctx.get_opt::<Secret>(&namespace, &ca.secret_ref.name).await? {
+            None => CaSecret::Missing,
+            Some(secret) => {
+                let data = secret_data(&secret);
+                CaSecret::Present {
+                    version: secret.metadata.resource_version.clone().unwrap_or_default(),
+                    certificate: text(&data, "tls.crt"),
+                    key: text(&data, "tls.key"),
+                }
+            }
+        }),
+        None => None,
+    };
+    let mut status = policy.status.clone().unwrap_or_default();
+    status.conditions = conditions::sorted(&status.conditions);
+    Ok(Gathered {
+        status,
+        secret: state,
+        current_key,
+        ca,
+    })
+}
+
+impl Gathered {
+    fn world<'a>(&'a self, policy: &'a CertificatePolicy) -> policy::World<'a> {
+        policy::World {
             generation: policy.metadata.generation,
             spec: &policy.spec,
-            status: &status,
-            secret: state.clone(),
+            status: &self.status,
+            secret: self.secret.clone(),
+            current_key: self.current_key.clone(),
+            ca: self.ca.clone(),
             now: now(),
-            issuer_version,
-        };
-        match policy::decide(&world) {
-            Plan::Refuse(next, events) => {
-                write_status(&ctx, &policy, &status, &next).await?;
-                publish_events(&ctx, policy.as_ref(), &events, "Issue").await;
-                Ok(Action::await_change())
-            }
-            Plan::Wait(next, requeue) => {
-                write_status(&ctx, &policy, &status, &next).await?;
-                Ok(requeue.map_or_else(Action::await_change, |after| {
-                    Action::requeue(after.min(Duration::from_secs(3600)))
-                }))
-            }
-            Plan::Issue(params, reason) => {
-                let ca = match &params.issuer {
-                    IssuerKind::SelfSigned => Ok(None),
-                    IssuerKind::Ca(ca_name) => match &ca_secret {
-                        Some(ca) => {
-                            let d = secret_data(ca);
-                            let text = |k: &str| d.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
-                            match (text("tls.crt"), text("tls.key")) {
-                                (Some(crt), Some(key)) => Ok(Some((crt, key))),
-                                _ => Err(format!("CA Secret {ca_name:?} lacks tls.crt or tls.key")),
-                            }
-                        }
-                        None => Err(format!("CA Secret {ca_name:?} (spec.issuer.ca.secretRef) not found")),
-                    },
-                };
-                let reuse = match &state {
-                    SecretState::Issued { .. } => data
-                        .as_ref()
-                        .and_then(|d| d.get("tls.key"))
-                        .map(|k| String::from_utf8_lossy(k).into_owned()),
-                    _ => None,
-                };
-                let issued_at = world.now;
-                let outcome = match ca {
-                    Err(message) => Err(message),
-                    Ok(ca) => {
-                        let params = params.clone();
-                        // Key generation (RSA 4096) is CPU work: off the async threads.
-                        tokio::task::spawn_blocking(move || {
-                            let material = ca.as_ref().map(|(certificate, key)| CaMaterial { certificate, key });
-                            issue(&params, material.as_ref(), reuse.as_deref(), issued_at)
-                        })
-                        .await
-                        .unwrap_or_else(|err| Err(format!("issuing panicked: {err}")))
-                    }
-                };
-                if let Ok(issued) = &outcome {
-                    let secret = OwnedSecret {
-                        name: &params.secret_name,
-                        type_: "kubernetes.io/tls",
-                        labels: BTreeMap::from([(POLICY_LABEL.to_owned(), name.clone())]),
-                        annotations: BTreeMap::from([(
-                            POLICY_HASH_ANNOTATION.to_owned(),
-                            policy::spec_hash(&policy.spec),
-                        )]),
-                        data: &BTreeMap::from([
-                            ("tls.crt".to_owned(), issued.tls_crt.clone().into_bytes()),
-                            ("tls.key".to_owned(), issued.tls_key.clone().into_bytes()),
-                            ("ca.crt".to_owned(), issued.ca_crt.clone().into_bytes()),
-                        ]),
-                    };
-                    apply_secret(&ctx, MANAGER, policy.as_ref(), secret).await?;
-                    info!(thumbprint = %issued.leaf.thumbprint, ?reason, "issued");
-                }
-                let (next, events) = policy::after_attempt(
-                    &world,
-                    &params,
-                    reason,
-                    outcome.as_ref().map(|i| &i.leaf).map_err(Clone::clone),
-                );
-                if let Err(message) = &outcome {
-                    warn!(%message, attempts = next.failed_attempts, "issuing failed");
-                }
-                write_status(&ctx, &policy, &status, &next).await?;
-                publish_events(&ctx, policy.as_ref(), &events, "Issue").await;
-                let requeue = match (&outcome, next.renewal_time) {
-                    (Ok(_), Some(renewal)) => {
-                        Duration::from_secs((renewal.as_second() - issued_at.as_second()).max(1).unsigned_abs())
-                    }
-                    _ => policy::backoff(next.failed_attempts),
-                };
-                Ok(Action::requeue(requeue.min(Duration::from_secs(3600))))
-            }
         }
     }
-    .instrument(span)
-    .await;
-    metrics.reconcile_took(CONTROLLER, started.elapsed().as_secs_f64());
-    outcome
+}
+
+/// The issuance effect: generates the certificate off the async threads,
+/// applies the Secret, and returns the decision on the outcome.
+async fn issue(
+    ctx: &Context,
+    policy: &CertificatePolicy,
+    world: &policy::World<'_>,
+    request: policy::IssueRequest,
+) -> Result<policy::Decision, Error> {
+    let outcome = {
+        let request = request.clone();
+        // Key generation (RSA 4096) is CPU work: off the async threads.
+        tokio::task::spawn_blocking(move || {
+            let material = request
+                .ca
+                .as_ref()
+                .map(|(certificate, key)| CaMaterial { certificate, key });
+            issue_certificate(
+                &request.params,
+                material.as_ref(),
+                request.reuse_key.as_deref(),
+                request.at,
+            )
+        })
+        .await
+        .unwrap_or_else(|err| Err(format!("issuing panicked: {err}")))
+    };
+    if let Ok(issued) = &outcome {
+        let secret = OwnedSecret {
+            name: &request.params.secret_name,
+            type_: "kubernetes.io/tls",
+            labels: BTreeMap::from([(POLICY_LABEL.to_owned(), policy.name_any())]),
+            annotations: BTreeMap::from([(POLICY_HASH_ANNOTATION.to_owned(), policy::spec_hash(&policy.spec))]),
+            data: &BTreeMap::from([
+                ("tls.crt".to_owned(), issued.tls_crt.clone().into_bytes()),
+                ("tls.key".to_owned(), issued.tls_key.clone().into_bytes()),
+                ("ca.crt".to_owned(), issued.ca_crt.clone().into_bytes()),
+            ]),
+        };
+        apply_secret(ctx, MANAGER, policy, secret).await?;
+        info!(thumbprint = %issued.leaf.thumbprint, reason = ?request.reason, "issued");
+    }
+    let decision = policy::after_attempt(world, &request, outcome.as_ref().map(|i| &i.leaf).map_err(Clone::clone));
+    if let Err(message) = &outcome {
+        let attempts = decision.status.as_ref().map_or(0, |s| s.failed_attempts);
+        warn!(%message, attempts, "issuing failed");
+    }
+    Ok(decision)
+}
+
+/// The status, then the events; nothing decided here.
+async fn apply(ctx: &Context, policy: &CertificatePolicy, decision: &policy::Decision) -> Result<(), Error> {
+    if let Some(status) = &decision.status {
+        apply_status(ctx, MANAGER, policy, status).await?;
+    }
+    publish_events(ctx, policy, &decision.events, "Issue").await;
+    Ok(())
 }

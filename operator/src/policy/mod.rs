@@ -1,7 +1,8 @@
 //! CertificatePolicy, the Key Vault certificate policy in-cluster: the spec
-//! validated into [`PolicyParams`], when to issue or renew ([`decide`]), the
-//! status after an attempt ([`after_attempt`]), and compliance of observed
-//! certificates ([`compliance`]). Pure; [`issue`] generates the certificates.
+//! validated into [`PolicyParams`], when to issue or renew ([`decide`]: a
+//! [`Decision`] whose effect is the issuance), the decision on the attempt's
+//! outcome ([`after_attempt`]), and compliance of observed certificates
+//! ([`compliance`]). Pure; [`issue`] generates the certificates.
 
 pub mod issue;
 
@@ -14,6 +15,7 @@ use sha2::Digest as _;
 
 use crate::conditions::{self, Decided, Standing};
 use crate::crd::{CertificatePolicySpec, CertificatePolicyStatus, Subject};
+use crate::decision::Requeue;
 
 use crate::duration;
 use crate::facts::CertificateFacts;
@@ -78,14 +80,61 @@ pub struct PolicyParams {
     pub secret_name: String,
 }
 
+/// Why a policy is not issued: the reason of its `Ready` condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyReason {
+    InvalidSecretName,
+    UnsupportedKeySize,
+    KeyTooWeak,
+    UnsupportedKeyAlgorithm,
+    InvalidDuration,
+    ConflictingLifetimeActions,
+    InvalidLifetimeAction,
+    InvalidIssuer,
+    InvalidKeyUsage,
+    InvalidSubjectAlternativeName,
+    MissingSubject,
+    /// The Secret to issue into exists and was not created by certshift.
+    SecretOwnedElsewhere,
+    /// An attempt failed (the CA Secret missing or incomplete, the signer);
+    /// retried with backoff.
+    IssuingFailed,
+}
+
+impl PolicyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyReason::InvalidSecretName => "InvalidSecretName",
+            PolicyReason::UnsupportedKeySize => "UnsupportedKeySize",
+            PolicyReason::KeyTooWeak => "KeyTooWeak",
+            PolicyReason::UnsupportedKeyAlgorithm => "UnsupportedKeyAlgorithm",
+            PolicyReason::InvalidDuration => "InvalidDuration",
+            PolicyReason::ConflictingLifetimeActions => "ConflictingLifetimeActions",
+            PolicyReason::InvalidLifetimeAction => "InvalidLifetimeAction",
+            PolicyReason::InvalidIssuer => "InvalidIssuer",
+            PolicyReason::InvalidKeyUsage => "InvalidKeyUsage",
+            PolicyReason::InvalidSubjectAlternativeName => "InvalidSubjectAlternativeName",
+            PolicyReason::MissingSubject => "MissingSubject",
+            PolicyReason::SecretOwnedElsewhere => "SecretOwnedElsewhere",
+            PolicyReason::IssuingFailed => "IssuingFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A spec that cannot be issued: a condition reason and a message naming the field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyError {
-    pub reason: &'static str,
+    pub reason: PolicyReason,
     pub message: String,
 }
 
-fn reject(reason: &'static str, message: impl Into<String>) -> PolicyError {
+fn reject(reason: PolicyReason, message: impl Into<String>) -> PolicyError {
     PolicyError {
         reason,
         message: message.into(),
@@ -97,135 +146,25 @@ pub use crate::crd::{EXTENDED_KEY_USAGES, KEY_USAGES};
 /// Validates a spec; every rejection names the field.
 pub fn params(spec: &CertificatePolicySpec) -> Result<PolicyParams, PolicyError> {
     if spec.secret_name.trim().is_empty() {
-        return Err(reject("InvalidSecretName", "spec.secretName: required"));
+        return Err(reject(PolicyReason::InvalidSecretName, "spec.secretName: required"));
     }
-    let key = spec.key.clone().unwrap_or_default();
-    let algorithm = key.algorithm.as_deref().unwrap_or("ECDSA");
-    let kind = match (algorithm.to_ascii_uppercase().as_str(), key.size) {
-        ("ECDSA" | "EC", None | Some(256)) => KeyKind::EcdsaP256,
-        ("ECDSA" | "EC", Some(384)) => KeyKind::EcdsaP384,
-        ("ECDSA" | "EC", Some(size)) => {
-            return Err(reject(
-                "UnsupportedKeySize",
-                format!("spec.key.size: ECDSA supports 256 (P-256) and 384 (P-384), not {size}"),
-            ));
-        }
-        ("RSA", None) => KeyKind::Rsa(2048),
-        ("RSA", Some(size @ (2048 | 3072 | 4096))) => KeyKind::Rsa(size),
-        ("RSA", Some(size)) if size < 2048 => {
-            return Err(reject(
-                "KeyTooWeak",
-                format!("spec.key.size: RSA {size} is too weak; use 2048, 3072 or 4096"),
-            ));
-        }
-        ("RSA", Some(size)) => {
-            return Err(reject(
-                "UnsupportedKeySize",
-                format!("spec.key.size: RSA supports 2048, 3072 and 4096, not {size}"),
-            ));
-        }
-        ("ED25519", None | Some(256)) => KeyKind::Ed25519,
-        ("ED25519", Some(size)) => {
-            return Err(reject(
-                "UnsupportedKeySize",
-                format!("spec.key.size: Ed25519 keys are 256 bits, not {size}"),
-            ));
-        }
-        (_, _) => {
-            return Err(reject(
-                "UnsupportedKeyAlgorithm",
-                format!("spec.key.algorithm: {algorithm:?}; use ECDSA, RSA or Ed25519"),
-            ));
-        }
-    };
+    let key = key_kind(spec)?;
     let validity = match &spec.validity {
-        Some(text) => duration::parse("spec.validity", text).map_err(|m| reject("InvalidDuration", m))?,
+        Some(text) => duration::parse("spec.validity", text).map_err(|m| reject(PolicyReason::InvalidDuration, m))?,
         None => DEFAULT_VALIDITY,
     };
     if validity < Duration::from_secs(10) {
-        return Err(reject("InvalidDuration", "spec.validity: at least 10s"));
+        return Err(reject(PolicyReason::InvalidDuration, "spec.validity: at least 10s"));
     }
-    let action = spec.lifetime_action.clone().unwrap_or_default();
-    let trigger = match (action.renew_at_percentage_lifetime, action.days_before_expiry) {
-        (Some(_), Some(_)) => {
-            return Err(reject(
-                "ConflictingLifetimeActions",
-                "spec.lifetimeAction: set renewAtPercentageLifetime or daysBeforeExpiry, not both",
-            ));
-        }
-        (Some(p), None) if !(1..=99).contains(&p) => {
-            return Err(reject(
-                "InvalidLifetimeAction",
-                format!("spec.lifetimeAction.renewAtPercentageLifetime: {p} is not within 1-99"),
-            ));
-        }
-        (Some(p), None) => Trigger::PercentageOfLifetime(p),
-        (None, Some(days)) if u64::from(days) * 86_400 >= validity.as_secs() => {
-            return Err(reject(
-                "InvalidLifetimeAction",
-                format!("spec.lifetimeAction.daysBeforeExpiry: {days} days is not shorter than spec.validity"),
-            ));
-        }
-        (None, Some(0)) => {
-            return Err(reject(
-                "InvalidLifetimeAction",
-                "spec.lifetimeAction.daysBeforeExpiry: at least 1",
-            ));
-        }
-        (None, Some(days)) => Trigger::DaysBeforeExpiry(days),
-        (None, None) => Trigger::PercentageOfLifetime(DEFAULT_RENEW_PERCENTAGE),
-    };
-    let issuer = match (&spec.issuer.self_signed, &spec.issuer.ca) {
-        (Some(_), None) => IssuerKind::SelfSigned,
-        (None, Some(ca)) if !ca.secret_ref.name.is_empty() => IssuerKind::Ca(ca.secret_ref.name.clone()),
-        (None, Some(_)) => return Err(reject("InvalidIssuer", "spec.issuer.ca.secretRef.name: required")),
-        _ => {
-            return Err(reject(
-                "InvalidIssuer",
-                "spec.issuer: set exactly one of selfSigned and ca",
-            ));
-        }
-    };
-    for (index, usage) in spec.extended_key_usages.iter().enumerate() {
-        if !EXTENDED_KEY_USAGES.contains(&usage.as_str()) {
-            return Err(reject(
-                "InvalidKeyUsage",
-                format!(
-                    "spec.extendedKeyUsages[{index}]: {usage:?}; use one of {}",
-                    EXTENDED_KEY_USAGES.join(", ")
-                ),
-            ));
-        }
-    }
-    for (index, usage) in spec.key_usages.iter().enumerate() {
-        if !KEY_USAGES.contains(&usage.as_str()) {
-            return Err(reject(
-                "InvalidKeyUsage",
-                format!(
-                    "spec.keyUsages[{index}]: {usage:?}; use one of {}",
-                    KEY_USAGES.join(", ")
-                ),
-            ));
-        }
-    }
-    let ip_addresses = spec
-        .ip_addresses
-        .iter()
-        .enumerate()
-        .map(|(index, ip)| {
-            ip.parse::<IpAddr>().map_err(|_| {
-                reject(
-                    "InvalidSubjectAlternativeName",
-                    format!("spec.ipAddresses[{index}]: {ip:?} is not an IP address"),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let trigger = trigger(spec, validity)?;
+    let issuer = issuer(spec)?;
+    check_usages(spec)?;
+    let ip_addresses = ip_addresses(spec)?;
     let subject = spec.subject.clone().unwrap_or_default();
     let has_name = subject.common_name.as_deref().is_some_and(|cn| !cn.trim().is_empty());
     if !has_name && spec.dns_names.is_empty() && ip_addresses.is_empty() && spec.uris.is_empty() {
         return Err(reject(
-            "MissingSubject",
+            PolicyReason::MissingSubject,
             "spec.subject.commonName or a SAN (dnsNames, ipAddresses, uris) is required",
         ));
     }
@@ -236,13 +175,111 @@ pub fn params(spec: &CertificatePolicySpec) -> Result<PolicyParams, PolicyError>
         uris: spec.uris.clone(),
         extended_key_usages: spec.extended_key_usages.clone(),
         key_usages: spec.key_usages.clone(),
-        key: kind,
-        reuse_key: key.reuse,
+        key,
+        reuse_key: spec.key.as_ref().is_some_and(|k| k.reuse),
         validity,
         trigger,
         issuer,
         secret_name: spec.secret_name.clone(),
     })
+}
+
+/// `spec.key`: the algorithm and size, ECDSA P-256 by default.
+fn key_kind(spec: &CertificatePolicySpec) -> Result<KeyKind, PolicyError> {
+    let key = spec.key.clone().unwrap_or_default();
+    let algorithm = key.algorithm.as_deref().unwrap_or("ECDSA");
+    let size = |message: String| Err(reject(PolicyReason::UnsupportedKeySize, message));
+    match (algorithm.to_ascii_uppercase().as_str(), key.size) {
+        ("ECDSA" | "EC", None | Some(256)) => Ok(KeyKind::EcdsaP256),
+        ("ECDSA" | "EC", Some(384)) => Ok(KeyKind::EcdsaP384),
+        ("ECDSA" | "EC", Some(bits)) => size(format!(
+            "spec.key.size: ECDSA supports 256 (P-256) and 384 (P-384), not {bits}"
+        )),
+        ("RSA", None) => Ok(KeyKind::Rsa(2048)),
+        ("RSA", Some(bits @ (2048 | 3072 | 4096))) => Ok(KeyKind::Rsa(bits)),
+        ("RSA", Some(bits)) if bits < 2048 => Err(reject(
+            PolicyReason::KeyTooWeak,
+            format!("spec.key.size: RSA {bits} is too weak; use 2048, 3072 or 4096"),
+        )),
+        ("RSA", Some(bits)) => size(format!("spec.key.size: RSA supports 2048, 3072 and 4096, not {bits}")),
+        ("ED25519", None | Some(256)) => Ok(KeyKind::Ed25519),
+        ("ED25519", Some(bits)) => size(format!("spec.key.size: Ed25519 keys are 256 bits, not {bits}")),
+        (_, _) => Err(reject(
+            PolicyReason::UnsupportedKeyAlgorithm,
+            format!("spec.key.algorithm: {algorithm:?}; use ECDSA, RSA or Ed25519"),
+        )),
+    }
+}
+
+/// `spec.lifetimeAction`: when to renew, 80 % of the lifetime by default.
+fn trigger(spec: &CertificatePolicySpec, validity: Duration) -> Result<Trigger, PolicyError> {
+    let action = spec.lifetime_action.clone().unwrap_or_default();
+    let invalid = |message: String| Err(reject(PolicyReason::InvalidLifetimeAction, message));
+    match (action.renew_at_percentage_lifetime, action.days_before_expiry) {
+        (Some(_), Some(_)) => Err(reject(
+            PolicyReason::ConflictingLifetimeActions,
+            "spec.lifetimeAction: set renewAtPercentageLifetime or daysBeforeExpiry, not both",
+        )),
+        (Some(p), None) if !(1..=99).contains(&p) => invalid(format!(
+            "spec.lifetimeAction.renewAtPercentageLifetime: {p} is not within 1-99"
+        )),
+        (Some(p), None) => Ok(Trigger::PercentageOfLifetime(p)),
+        (None, Some(days)) if u64::from(days) * 86_400 >= validity.as_secs() => invalid(format!(
+            "spec.lifetimeAction.daysBeforeExpiry: {days} days is not shorter than spec.validity"
+        )),
+        (None, Some(0)) => invalid("spec.lifetimeAction.daysBeforeExpiry: at least 1".to_owned()),
+        (None, Some(days)) => Ok(Trigger::DaysBeforeExpiry(days)),
+        (None, None) => Ok(Trigger::PercentageOfLifetime(DEFAULT_RENEW_PERCENTAGE)),
+    }
+}
+
+/// `spec.issuer`: exactly one of `selfSigned` and `ca`.
+fn issuer(spec: &CertificatePolicySpec) -> Result<IssuerKind, PolicyError> {
+    match (&spec.issuer.self_signed, &spec.issuer.ca) {
+        (Some(_), None) => Ok(IssuerKind::SelfSigned),
+        (None, Some(ca)) if !ca.secret_ref.name.is_empty() => Ok(IssuerKind::Ca(ca.secret_ref.name.clone())),
+        (None, Some(_)) => Err(reject(
+            PolicyReason::InvalidIssuer,
+            "spec.issuer.ca.secretRef.name: required",
+        )),
+        _ => Err(reject(
+            PolicyReason::InvalidIssuer,
+            "spec.issuer: set exactly one of selfSigned and ca",
+        )),
+    }
+}
+
+/// `spec.extendedKeyUsages` and `spec.keyUsages`: names certshift can issue.
+fn check_usages(spec: &CertificatePolicySpec) -> Result<(), PolicyError> {
+    let lists = [
+        (
+            "spec.extendedKeyUsages",
+            &spec.extended_key_usages,
+            EXTENDED_KEY_USAGES.as_slice(),
+        ),
+        ("spec.keyUsages", &spec.key_usages, KEY_USAGES.as_slice()),
+    ];
+    for (field, usages, known) in lists {
+        if let Some((index, usage)) = usages.iter().enumerate().find(|(_, u)| !known.contains(&u.as_str())) {
+            return Err(reject(
+                PolicyReason::InvalidKeyUsage,
+                format!("{field}[{index}]: {usage:?}; use one of {}", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn ip_addresses(spec: &CertificatePolicySpec) -> Result<Vec<IpAddr>, PolicyError> {
+    let parse = |(index, ip): (usize, &String)| {
+        ip.parse::<IpAddr>().map_err(|_| {
+            reject(
+                PolicyReason::InvalidSubjectAlternativeName,
+                format!("spec.ipAddresses[{index}]: {ip:?} is not an IP address"),
+            )
+        })
+    };
+    spec.ip_addresses.iter().enumerate().map(parse).collect()
 }
 
 /// When a certificate valid `not_before..not_after` is due for renewal.
@@ -296,113 +333,215 @@ pub enum IssueReason {
 /// The CA Secret's version when it does not exist (no resourceVersion is `-`).
 pub const ISSUER_MISSING: &str = "-";
 
+/// The CA Secret `spec.issuer.ca` names, as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaSecret {
+    Missing,
+    Present {
+        /// Its resourceVersion: a CA that changed since the last failed
+        /// attempt is tried at once, not after the backoff.
+        version: String,
+        certificate: Option<String>,
+        key: Option<String>,
+    },
+}
+
+impl CaSecret {
+    fn version(&self) -> String {
+        match self {
+            // Not "": kube-apiserver 1.20's apply stores an empty string as null.
+            CaSecret::Missing => ISSUER_MISSING.to_owned(),
+            CaSecret::Present { version, .. } => version.clone(),
+        }
+    }
+}
+
 pub struct World<'a> {
     pub generation: Option<i64>,
     pub spec: &'a CertificatePolicySpec,
     pub status: &'a CertificatePolicyStatus,
     pub secret: SecretState,
+    /// The key the policy's Secret holds now, kept by `spec.key.reuse`.
+    pub current_key: Option<String>,
+    /// The CA Secret, for a policy issued by a CA; `None` when self-signed.
+    pub ca: Option<CaSecret>,
     pub now: Timestamp,
-    /// The CA Secret's (`spec.issuer.ca`) resourceVersion, [`ISSUER_MISSING`]
-    /// when it does not exist; `None` for a self-signed policy. A CA Secret that arrived or
-    /// changed since the last failed attempt is tried at once, not after the
-    /// backoff.
-    pub issuer_version: Option<String>,
 }
 
-/// What to do now.
+/// What to do: data, compared whole in unit tests (the declaration's shape).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Plan {
-    /// The spec is invalid or the Secret is someone else's: write this status.
-    Refuse(CertificatePolicyStatus, Vec<Event>),
-    /// Nothing due: write this status, look again at `requeue`.
-    Wait(CertificatePolicyStatus, Option<Duration>),
-    /// Issue now (then call [`after_attempt`]).
-    Issue(PolicyParams, IssueReason),
+pub struct Decision {
+    /// The status to write; `None` when it is the one stored.
+    pub status: Option<CertificatePolicyStatus>,
+    pub effects: Vec<Effect>,
+    pub events: Vec<Event>,
+    pub requeue: Requeue,
 }
 
-pub fn decide(world: &World<'_>) -> Plan {
-    let now = world.now;
-    let status = world.status;
-    let refuse = |reason: &str, message: String| {
-        let [reconciling, stalled] = Standing::Stalled(reason.to_owned(), message.clone()).conditions();
-        let decided = [
-            Decided::new(READY, false, reason, message.clone()),
-            Decided::new(ISSUING, false, reason, message.clone()),
-            reconciling,
-            stalled,
-        ];
-        let next = CertificatePolicyStatus {
-            observed_generation: world.generation,
-            conditions: conditions::merge(&status.conditions, &decided, world.generation, now),
-            ..status.clone()
-        };
-        let events = transition_events(&status.conditions, &next.conditions);
-        Plan::Refuse(next, events)
-    };
+/// Work the shell does for a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Generate the key and certificate (CPU work, randomness) and apply the
+    /// Secret; then [`after_attempt`] decides the status from the outcome.
+    Issue(IssueRequest),
+}
+
+/// One issuance: what, why, with which CA and key, as of when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IssueRequest {
+    pub params: PolicyParams,
+    pub reason: IssueReason,
+    /// The CA's certificate and key (PEM); `None` when self-signed.
+    pub ca: Option<(String, String)>,
+    /// The key to keep (`spec.key.reuse`), when the Secret holds one.
+    pub reuse_key: Option<String>,
+    pub at: Timestamp,
+}
+
+impl Decision {
+    /// The issuance this decision asks for, if any.
+    pub fn issue(&self) -> Option<&IssueRequest> {
+        self.effects.iter().map(|Effect::Issue(request)| request).next()
+    }
+
+    fn status(world: &World<'_>, status: CertificatePolicyStatus, events: Vec<Event>, requeue: Requeue) -> Self {
+        Decision {
+            status: (*world.status != status).then_some(status),
+            effects: Vec::new(),
+            events,
+            requeue,
+        }
+    }
+}
+
+/// Longest wait between two looks at a policy.
+pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+
+fn after(seconds: i64) -> Requeue {
+    Requeue::After(Duration::from_secs(seconds.max(1).unsigned_abs()).min(MAX_REQUEUE))
+}
+
+pub fn decide(world: &World<'_>) -> Decision {
     let params = match params(world.spec) {
         Ok(params) => params,
-        Err(err) => return refuse(err.reason, err.message),
+        Err(err) => return refuse(world, err.reason, err.message),
     };
     let (leaf, issued_for) = match &world.secret {
         SecretState::OwnedElsewhere => {
-            return refuse(
-                "SecretOwnedElsewhere",
-                format!(
-                    "Secret {:?} exists and was not created by certshift for this policy; it is left untouched",
-                    params.secret_name
-                ),
+            let message = format!(
+                "Secret {:?} exists and was not created by certshift for this policy; it is left untouched",
+                params.secret_name
             );
+            return refuse(world, PolicyReason::SecretOwnedElsewhere, message);
         }
         SecretState::Missing => (None, None),
         SecretState::Issued { leaf, spec_hash } => (leaf.as_deref(), spec_hash.as_deref()),
     };
+    let now = world.now;
     let reason = match leaf {
-        None => Some(IssueReason::Initial),
-        Some(_) if issued_for != Some(spec_hash(world.spec).as_str()) => Some(IssueReason::SpecChanged),
-        Some(leaf) if now >= renewal_time(leaf.not_before, leaf.not_after, params.trigger) => {
-            Some(IssueReason::Renewal)
+        None => IssueReason::Initial,
+        Some(_) if issued_for != Some(spec_hash(world.spec).as_str()) => IssueReason::SpecChanged,
+        Some(leaf) if now >= renewal_time(leaf.not_before, leaf.not_after, params.trigger) => IssueReason::Renewal,
+        Some(leaf) => {
+            let next = issued_status(world, leaf, params.trigger, world.status.revision);
+            let renewal = next.renewal_time.unwrap_or(now);
+            return Decision::status(world, next, Vec::new(), after(renewal.as_second() - now.as_second()));
         }
-        Some(_) => None,
     };
-    let Some(reason) = reason else {
-        let leaf = leaf.expect("issued");
-        let next = issued_status(world, leaf, params.trigger, status.revision);
-        let renewal = next.renewal_time.unwrap_or(now);
-        let wait = Duration::from_secs((renewal.as_second() - now.as_second()).max(1).unsigned_abs());
-        return Plan::Wait(next, Some(wait));
+    if let Some(wait) = backing_off(world) {
+        return Decision::status(world, world.status.clone(), Vec::new(), Requeue::After(wait));
+    }
+    let mut request = IssueRequest {
+        params,
+        reason,
+        ca: None,
+        reuse_key: world
+            .current_key
+            .clone()
+            .filter(|_| matches!(world.secret, SecretState::Issued { .. })),
+        at: now,
     };
-    // Back off after failures, counted in status so a restart keeps the pace;
-    // unless the CA Secret changed since the last failure.
-    let issuer_changed = matches!(
-        (&world.issuer_version, &status.last_failure_issuer_version),
-        (Some(now), Some(then)) if now != then
-    );
-    if status.failed_attempts > 0 && !issuer_changed {
-        let last = status.last_failure_time.unwrap_or(now);
-        let next_attempt =
-            last.as_second() + i64::try_from(backoff(status.failed_attempts).as_secs()).unwrap_or(i64::MAX);
-        if now.as_second() < next_attempt {
-            let wait = Duration::from_secs((next_attempt - now.as_second()).unsigned_abs());
-            return Plan::Wait(status.clone(), Some(wait));
+    if let IssuerKind::Ca(name) = &request.params.issuer {
+        match &world.ca {
+            Some(CaSecret::Present {
+                certificate: Some(certificate),
+                key: Some(key),
+                ..
+            }) => request.ca = Some((certificate.clone(), key.clone())),
+            Some(CaSecret::Present { .. }) => {
+                return after_attempt(
+                    world,
+                    &request,
+                    Err(format!("CA Secret {name:?} lacks tls.crt or tls.key")),
+                );
+            }
+            Some(CaSecret::Missing) | None => {
+                let message = format!("CA Secret {name:?} (spec.issuer.ca.secretRef) not found");
+                return after_attempt(world, &request, Err(message));
+            }
         }
     }
-    Plan::Issue(params, reason)
+    Decision {
+        status: None,
+        effects: vec![Effect::Issue(request)],
+        events: Vec::new(),
+        // The outcome's decision says when to look again.
+        requeue: Requeue::AwaitChange,
+    }
 }
 
-/// The status after an issuance attempt: the new certificate's facts, or the failure.
+/// The spec is invalid or the Secret is someone else's: held for a person.
+fn refuse(world: &World<'_>, reason: PolicyReason, message: String) -> Decision {
+    let reason = reason.as_str();
+    let [reconciling, stalled] = Standing::Stalled(reason.to_owned(), message.clone()).conditions();
+    let decided = [
+        Decided::new(READY, false, reason, message.clone()),
+        Decided::new(ISSUING, false, reason, message),
+        reconciling,
+        stalled,
+    ];
+    let status = world.status;
+    let next = CertificatePolicyStatus {
+        observed_generation: world.generation,
+        conditions: conditions::merge(&status.conditions, &decided, world.generation, world.now),
+        ..status.clone()
+    };
+    let events = transition_events(&status.conditions, &next.conditions);
+    Decision::status(world, next, events, Requeue::AwaitChange)
+}
+
+/// How long to wait before the next attempt after failures (counted in
+/// status, so a restart keeps the pace); `None` when it is due, or when the
+/// CA Secret changed since the last failure.
+fn backing_off(world: &World<'_>) -> Option<Duration> {
+    let status = world.status;
+    let version = world.ca.as_ref().map(CaSecret::version);
+    let issuer_changed = matches!(
+        (&version, &status.last_failure_issuer_version),
+        (Some(now), Some(then)) if now != then
+    );
+    if status.failed_attempts == 0 || issuer_changed {
+        return None;
+    }
+    let now = world.now.as_second();
+    let last = status.last_failure_time.map_or(now, |t| t.as_second());
+    let next_attempt = last + i64::try_from(backoff(status.failed_attempts).as_secs()).unwrap_or(i64::MAX);
+    (now < next_attempt).then(|| Duration::from_secs((next_attempt - now).unsigned_abs()))
+}
+
+/// The decision after an issuance attempt: the new certificate's status,
+/// events and renewal, or the failure and its backoff.
 pub fn after_attempt(
     world: &World<'_>,
-    params: &PolicyParams,
-    reason: IssueReason,
+    request: &IssueRequest,
     outcome: Result<&CertificateFacts, String>,
-) -> (CertificatePolicyStatus, Vec<Event>) {
-    let now = world.now;
+) -> Decision {
     let status = world.status;
-    let (next, mut events) = match outcome {
+    let (next, mut events, requeue) = match outcome {
         Ok(leaf) => {
-            let next = issued_status(world, leaf, params.trigger, status.revision + 1);
-            let renewal = next.renewal_time.unwrap_or(now);
-            let (event_reason, verb) = match reason {
+            let next = issued_status(world, leaf, request.params.trigger, status.revision + 1);
+            let renewal = next.renewal_time.unwrap_or(world.now);
+            let (event_reason, verb) = match request.reason {
                 IssueReason::Renewal => ("Renewed", "renewed"),
                 IssueReason::Initial | IssueReason::SpecChanged => ("Issued", "issued"),
             };
@@ -412,50 +551,64 @@ pub fn after_attempt(
                 message: format!(
                     "{verb} {} into Secret {:?} (revision {}), notAfter={}, renewal at {renewal}",
                     leaf.thumbprint,
-                    params.secret_name,
+                    request.params.secret_name,
                     status.revision + 1,
                     leaf.not_after
                 ),
             };
-            (next, vec![event])
+            let requeue = after(renewal.as_second() - request.at.as_second());
+            (next, vec![event], requeue)
         }
         Err(message) => {
-            let attempts = status.failed_attempts.saturating_add(1);
-            // Retried with backoff: the CA Secret may appear, the signer recover.
-            let [reconciling, stalled] =
-                Standing::Reconciling("IssuingFailed".to_owned(), message.clone()).conditions();
-            let decided = [
-                reconciling,
-                stalled,
-                Decided::new(
-                    READY,
-                    status.current_thumbprint.is_some() && ready_before(status),
-                    "IssuingFailed",
-                    message.clone(),
-                ),
-                Decided::new(
-                    ISSUING,
-                    true,
-                    "IssuingFailed",
-                    format!(
-                        "attempt {attempts} failed: {message}; next attempt in {}s",
-                        backoff(attempts).as_secs()
-                    ),
-                ),
-            ];
-            let next = CertificatePolicyStatus {
-                observed_generation: world.generation,
-                conditions: conditions::merge(&status.conditions, &decided, world.generation, now),
-                failed_attempts: attempts,
-                last_failure_time: Some(now),
-                last_failure_issuer_version: world.issuer_version.clone(),
-                ..status.clone()
-            };
-            (next, Vec::new())
+            let next = failed_status(world, &message);
+            let requeue = Requeue::After(backoff(next.failed_attempts).min(MAX_REQUEUE));
+            (next, Vec::new(), requeue)
         }
     };
     events.extend(transition_events(&status.conditions, &next.conditions));
-    (next, events)
+    Decision {
+        status: Some(next),
+        effects: Vec::new(),
+        events,
+        requeue,
+    }
+}
+
+/// The status after a failed attempt: retried with backoff (the CA Secret
+/// may appear, the signer recover); Ready as before while a certificate is
+/// still served.
+fn failed_status(world: &World<'_>, message: &str) -> CertificatePolicyStatus {
+    let status = world.status;
+    let attempts = status.failed_attempts.saturating_add(1);
+    let failing = PolicyReason::IssuingFailed.as_str();
+    let [reconciling, stalled] = Standing::Reconciling(failing.to_owned(), message.to_owned()).conditions();
+    let decided = [
+        reconciling,
+        stalled,
+        Decided::new(
+            READY,
+            status.current_thumbprint.is_some() && ready_before(status),
+            failing,
+            message,
+        ),
+        Decided::new(
+            ISSUING,
+            true,
+            failing,
+            format!(
+                "attempt {attempts} failed: {message}; next attempt in {}s",
+                backoff(attempts).as_secs()
+            ),
+        ),
+    ];
+    CertificatePolicyStatus {
+        observed_generation: world.generation,
+        conditions: conditions::merge(&status.conditions, &decided, world.generation, world.now),
+        failed_attempts: attempts,
+        last_failure_time: Some(world.now),
+        last_failure_issuer_version: world.ca.as_ref().map(CaSecret::version),
+        ..status.clone()
+    }
 }
 
 /// The status of a policy whose Secret holds `leaf`, issued as `revision`.

@@ -42,7 +42,7 @@ fn with_key(algorithm: &str, size: Option<u32>) -> CertificatePolicySpec {
 
 fn rejected(spec: &CertificatePolicySpec) -> (&'static str, String) {
     let err = params(spec).unwrap_err();
-    (err.reason, err.message)
+    (err.reason.as_str(), err.message)
 }
 
 #[test]
@@ -234,8 +234,40 @@ fn world<'a>(
         spec,
         status,
         secret,
+        current_key: None,
+        ca: None,
         now: ts(now),
-        issuer_version: None,
+    }
+}
+
+/// A CA Secret at `version` ([`ISSUER_MISSING`]: not there).
+fn ca_at(version: &str) -> CaSecret {
+    match version {
+        ISSUER_MISSING => CaSecret::Missing,
+        version => CaSecret::Present {
+            version: version.to_owned(),
+            certificate: Some("CA PEM".into()),
+            key: Some("CA KEY".into()),
+        },
+    }
+}
+
+/// Nothing to do now but look again later.
+fn waits(decision: &Decision) -> bool {
+    decision.effects.is_empty() && matches!(decision.requeue, Requeue::After(_))
+}
+
+fn issues(decision: &Decision) -> Option<IssueReason> {
+    decision.issue().map(|request| request.reason)
+}
+
+fn request(spec: &CertificatePolicySpec, reason: IssueReason, at: Timestamp) -> IssueRequest {
+    IssueRequest {
+        params: params(spec).unwrap(),
+        reason,
+        ca: None,
+        reuse_key: None,
+        at,
     }
 }
 
@@ -253,32 +285,32 @@ fn a_ca_that_arrives_after_a_failure_is_tried_without_waiting_out_the_backoff() 
     };
     let with = |status: &CertificatePolicyStatus, version: Option<&str>| {
         decide(&World {
-            issuer_version: version.map(str::to_owned),
+            ca: version.map(ca_at),
             ..world(&spec, status, SecretState::Missing, "2026-06-01T00:00:05Z")
         })
     };
-    assert!(matches!(with(&failed, None), Plan::Wait(_, Some(_))), "backing off");
-    assert!(
-        matches!(with(&failed, Some(ISSUER_MISSING)), Plan::Wait(_, Some(_))),
-        "still no CA Secret"
-    );
-    assert!(
-        matches!(with(&failed, Some("4711")), Plan::Issue(_, IssueReason::Initial)),
+    assert!(waits(&with(&failed, None)), "backing off");
+    assert!(waits(&with(&failed, Some(ISSUER_MISSING))), "still no CA Secret");
+    assert_eq!(
+        issues(&with(&failed, Some("4711"))),
+        Some(IssueReason::Initial),
         "it arrived"
     );
     // A failure remembers the version it failed with: the same broken CA
     // waits out the backoff.
-    let (after, _) = after_attempt(
+    let now = ts("2026-06-01T00:00:05Z");
+    let after = after_attempt(
         &World {
-            issuer_version: Some("4711".into()),
+            ca: Some(ca_at("4711")),
             ..world(&spec, &failed, SecretState::Missing, "2026-06-01T00:00:05Z")
         },
-        &params(&spec).unwrap(),
-        IssueReason::Initial,
+        &request(&spec, IssueReason::Initial, now),
         Err("CA Secret \"ca\" lacks tls.key".into()),
-    );
+    )
+    .status
+    .expect("a failure is written");
     assert_eq!(after.last_failure_issuer_version.as_deref(), Some("4711"));
-    assert!(matches!(with(&after, Some("4711")), Plan::Wait(_, Some(_))));
+    assert!(waits(&with(&after, Some("4711"))));
 }
 
 #[test]
@@ -291,38 +323,39 @@ fn issues_when_missing_when_the_spec_changed_and_at_the_renewal_time() {
         spec_hash: Some(hash.to_owned()),
     };
     let decide_at = |secret, now| decide(&world(&spec, &status, secret, now));
-    assert!(matches!(
-        decide_at(SecretState::Missing, "2026-06-01T00:00:00Z"),
-        Plan::Issue(_, IssueReason::Initial)
-    ));
-    assert!(matches!(
-        decide_at(owned("old"), "2026-06-01T00:00:00Z"),
-        Plan::Issue(_, IssueReason::SpecChanged)
-    ));
-    // 75 % of 120 days is day 90: 2026-08-30.
-    let Plan::Wait(waiting, Some(requeue)) = decide_at(owned(&spec_hash(&spec)), "2026-08-29T00:00:00Z") else {
-        panic!("not due yet")
-    };
-    assert_eq!(waiting.renewal_time, Some(ts("2026-08-30T00:00:00Z")));
-    assert_eq!(requeue, Duration::from_secs(86_400));
-    assert!(matches!(
-        decide_at(owned(&spec_hash(&spec)), "2026-08-30T00:00:00Z"),
-        Plan::Issue(_, IssueReason::Renewal)
-    ));
+    assert_eq!(
+        issues(&decide_at(SecretState::Missing, "2026-06-01T00:00:00Z")),
+        Some(IssueReason::Initial)
+    );
+    assert_eq!(
+        issues(&decide_at(owned("old"), "2026-06-01T00:00:00Z")),
+        Some(IssueReason::SpecChanged)
+    );
+    // 75 % of 120 days is day 90: 2026-08-30; looked at hourly until then.
+    let waiting = decide_at(owned(&spec_hash(&spec)), "2026-08-29T00:00:00Z");
+    assert_eq!(issues(&waiting), None, "not due yet");
+    assert_eq!(waiting.status.unwrap().renewal_time, Some(ts("2026-08-30T00:00:00Z")));
+    assert_eq!(waiting.requeue, Requeue::After(MAX_REQUEUE));
+    let close = decide_at(owned(&spec_hash(&spec)), "2026-08-29T23:59:00Z");
+    assert_eq!(close.requeue, Requeue::After(Duration::from_secs(60)));
+    assert_eq!(
+        issues(&decide_at(owned(&spec_hash(&spec)), "2026-08-30T00:00:00Z")),
+        Some(IssueReason::Renewal)
+    );
 }
 
 #[test]
 fn a_foreign_secret_is_refused() {
     let spec = spec();
     let status = CertificatePolicyStatus::default();
-    let Plan::Refuse(refused, events) = decide(&world(
+    let decision = decide(&world(
         &spec,
         &status,
         SecretState::OwnedElsewhere,
         "2026-06-01T00:00:00Z",
-    )) else {
-        panic!("refused")
-    };
+    ));
+    assert_eq!((decision.effects.len(), decision.requeue), (0, Requeue::AwaitChange));
+    let (refused, events) = (decision.status.expect("refused"), decision.events);
     let ready = refused.conditions.iter().find(|c| c.type_ == READY).unwrap();
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
@@ -341,8 +374,10 @@ fn failures_back_off_exponentially_and_survive_restarts() {
     for _ in 0..600 {
         let w = world(&spec, &status, SecretState::Missing, "2026-06-01T00:00:00Z");
         let w = World { now, ..w };
-        if let Plan::Issue(params, reason) = decide(&w) {
-            let (next, _) = after_attempt(&w, &params, reason, Err("CA Secret \"ca\" not found".into()));
+        if let Some(request) = decide(&w).issue() {
+            let next = after_attempt(&w, request, Err("the signer failed".into()))
+                .status
+                .unwrap();
             attempts_at.push(now.as_second() - ts("2026-06-01T00:00:00Z").as_second());
             status = next; // what a restarted operator reads back
         }
@@ -373,7 +408,8 @@ fn success_counts_a_revision_and_clears_failures() {
     let w = world(&spec, &status, SecretState::Missing, "2026-06-01T00:00:00Z");
     let params = params(&spec).unwrap();
     let issued = issue(&params, None, None, w.now).unwrap();
-    let (next, events) = after_attempt(&w, &params, IssueReason::Renewal, Ok(&issued.leaf));
+    let decision = after_attempt(&w, &request(&spec, IssueReason::Renewal, w.now), Ok(&issued.leaf));
+    let (next, events) = (decision.status.unwrap(), decision.events);
     assert_eq!((next.revision, next.failed_attempts), (5, 0));
     assert_eq!(next.current_thumbprint, Some(issued.leaf.thumbprint.to_string()));
     assert_eq!(events[0].reason, "Renewed");
@@ -434,22 +470,22 @@ fn kstatus_reads_each_state_as_flux_should_report_it() {
     let now = "2026-06-01T00:00:00Z";
     let params = params(&good).unwrap();
     let issued = issue(&params, None, None, ts(now)).unwrap();
-    let (done, _) = after_attempt(
+    let first = request(&good, IssueReason::Initial, ts(now));
+    let done = after_attempt(
         &world(&good, &empty, SecretState::Missing, now),
-        &params,
-        IssueReason::Initial,
+        &first,
         Ok(&issued.leaf),
-    );
-    let (failed, _) = after_attempt(
+    )
+    .status
+    .unwrap();
+    let failed = after_attempt(
         &world(&good, &empty, SecretState::Missing, now),
-        &params,
-        IssueReason::Initial,
+        &first,
         Err("CA Secret \"ca\" not found".into()),
-    );
-    let refused = |spec: &CertificatePolicySpec, secret| match decide(&world(spec, &empty, secret, now)) {
-        Plan::Refuse(status, _) => status,
-        other => panic!("refused: {other:?}"),
-    };
+    )
+    .status
+    .unwrap();
+    let refused = |spec: &CertificatePolicySpec, secret| decide(&world(spec, &empty, secret, now)).status.unwrap();
     let mut invalid = spec();
     invalid.validity = Some("forever".into());
     let rows = [
@@ -472,4 +508,66 @@ fn kstatus_reads_each_state_as_flux_should_report_it() {
     for (state, status, generation, expected) in rows {
         assert_eq!(read(&status, generation), expected, "{state}: {:#?}", status.conditions);
     }
+}
+
+/// The CA Secret is judged by the decision, not the shell: missing or
+/// incomplete is a failed attempt (backoff, `IssuingFailed`) and nothing is
+/// issued; a complete one travels with the issuance, as does the key to
+/// reuse, which only a Secret the policy issued provides.
+#[test]
+fn the_ca_secret_and_the_key_to_reuse_are_decided_with_the_issuance() {
+    let mut spec = spec();
+    spec.issuer = IssuerReference {
+        self_signed: None,
+        ca: Some(CaIssuer {
+            secret_ref: LocalObjectReference { name: "ca".into() },
+        }),
+    };
+    spec.key = Some(KeyParameters {
+        reuse: true,
+        ..Default::default()
+    });
+    let status = CertificatePolicyStatus::default();
+    let at = |ca: Option<CaSecret>, secret: SecretState| {
+        decide(&World {
+            ca,
+            current_key: Some("KEY PEM".into()),
+            ..world(&spec, &status, secret, "2026-06-01T00:00:00Z")
+        })
+    };
+    for (ca, message) in [
+        (
+            Some(CaSecret::Missing),
+            "CA Secret \"ca\" (spec.issuer.ca.secretRef) not found",
+        ),
+        (
+            Some(CaSecret::Present {
+                version: "7".into(),
+                certificate: Some("CA PEM".into()),
+                key: None,
+            }),
+            "CA Secret \"ca\" lacks tls.crt or tls.key",
+        ),
+    ] {
+        let decision = at(ca, SecretState::Missing);
+        assert_eq!(decision.issue(), None, "{message}");
+        let failed = decision.status.expect("a failure is written");
+        assert_eq!(failed.failed_attempts, 1);
+        let ready = failed.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(
+            (ready.reason.as_str(), ready.message.as_str()),
+            ("IssuingFailed", message)
+        );
+        assert_eq!(decision.requeue, Requeue::After(backoff(1)));
+    }
+    let decision = at(Some(ca_at("8")), SecretState::Missing);
+    let request = decision.issue().expect("issued with the CA");
+    assert_eq!(request.ca, Some(("CA PEM".to_owned(), "CA KEY".to_owned())));
+    assert_eq!(request.reuse_key, None, "no Secret of the policy's: no key to keep");
+    let issued = SecretState::Issued {
+        leaf: None,
+        spec_hash: None,
+    };
+    let decision = at(Some(ca_at("8")), issued);
+    assert_eq!(decision.issue().unwrap().reuse_key.as_deref(), Some("KEY PEM"));
 }
