@@ -298,3 +298,51 @@ fn the_cli_assembles_stores_only_through_the_operator_s_assemble() {
     }
     assert!(calls >= 1, "the CLI calls declaration::store::assemble");
 }
+
+/// The controllers' decisions read as a few named steps: no function of the
+/// decide modules (the declaration's, the ObservedCertificate's, the
+/// CertificatePolicy's) is longer than 80 lines. Test code is left out.
+#[test]
+fn no_decide_function_is_longer_than_80_lines() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root.join("declaration"), &mut files);
+    files.extend([root.join("observed.rs"), root.join("policy/mod.rs")]);
+    let mut measured = 0;
+    let mut long = Vec::new();
+    for file in files
+        .iter()
+        .filter(|f| !is_test_file(f.strip_prefix(&root).unwrap_or(f)))
+    {
+        let text = code(&std::fs::read_to_string(file).expect("source"));
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let line = lines[i];
+            let trimmed = line.trim_start();
+            let is_fn = ["fn ", "pub fn ", "pub(super) fn ", "pub(crate) fn "]
+                .iter()
+                .any(|p| trimmed.starts_with(p));
+            if is_fn && line.trim_end().ends_with('{') {
+                let indent = &line[..line.len() - trimmed.len()];
+                let close = format!("{indent}}}");
+                let end = (i + 1..lines.len()).find(|&j| lines[j] == close).unwrap_or(i);
+                measured += 1;
+                if end - i + 1 > 80 {
+                    let name: String = trimmed
+                        .split("fn ")
+                        .nth(1)
+                        .unwrap_or("")
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    long.push(format!("{}: {name} ({} lines)", file.display(), end - i + 1));
+                }
+                i = end;
+            }
+            i += 1;
+        }
+    }
+    assert!(measured > 30, "functions were measured: {measured}");
+    assert!(long.is_empty(), "decide functions over 80 lines:\n{}", long.join("\n"));
+}

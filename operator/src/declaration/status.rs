@@ -306,39 +306,26 @@ pub(super) struct Facts<'a> {
     pub fresh: bool,
 }
 
+/// Every condition the declaration controller owns, from [`Facts`]: Blocked,
+/// MembersConverged, Progressing, kstatus's pair, Ready and the milestones.
 pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
-    let Facts {
-        hold,
-        current,
-        up_to_date,
-        members,
-        desired,
-        goal,
-        fresh,
-    } = *facts;
-    let converged = members.converged == members.total;
-    let blocked = match hold {
-        Some(Hold::Blocked(blocked)) => Some(blocked),
-        _ => None,
-    };
-    let mut out = Vec::new();
-    out.push(match (blocked, hold) {
-        (Some(b), _) => Decided::new(BLOCKED, true, b.reason.to_string(), b.message.clone()),
-        (None, Some(Hold::WaitingForStore(message))) => Decided::new(
-            BLOCKED,
-            false,
-            "WaitingForStore",
-            format!("{message}; not a block until the store had time to sync"),
-        ),
-        (None, Some(Hold::Paused)) => Decided::new(
-            BLOCKED,
-            false,
-            "NotBlocked",
-            "nothing blocks the declaration; spec.upgrade.paused holds it",
-        ),
-        (None, _) => Decided::new(BLOCKED, false, "NotBlocked", "nothing holds the declaration"),
-    });
-    let members_message = if members.laggards.is_empty() {
+    let members_message = members_message(facts.members);
+    let mut out = vec![blocked(facts.hold), members_converged(facts, &members_message)];
+    let (progressing, reason, message) = progressing(facts, &members_message);
+    out.push(Decided::new(PROGRESSING, progressing, reason.clone(), message.clone()));
+    out.extend(readiness(facts, (reason, message), members_message));
+    out.extend(milestones(facts));
+    out
+}
+
+const PAUSED: &str = "spec.upgrade.paused holds the next revision";
+
+fn converged(members: &MembersStatus) -> bool {
+    members.converged == members.total
+}
+
+fn members_message(members: &MembersStatus) -> String {
+    if members.laggards.is_empty() {
         format!("{}/{} members acknowledged", members.converged, members.total)
     } else {
         format!(
@@ -347,23 +334,43 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
             members.total,
             members.laggards.join(", ")
         )
+    }
+}
+
+fn blocked(hold: Option<&Hold>) -> Decided {
+    match hold {
+        Some(Hold::Blocked(b)) => Decided::new(BLOCKED, true, b.reason.to_string(), b.message.clone()),
+        Some(Hold::WaitingForStore(message)) => Decided::new(
+            BLOCKED,
+            false,
+            "WaitingForStore",
+            format!("{message}; not a block until the store had time to sync"),
+        ),
+        Some(Hold::Paused) => Decided::new(
+            BLOCKED,
+            false,
+            "NotBlocked",
+            "nothing blocks the declaration; spec.upgrade.paused holds it",
+        ),
+        _ => Decided::new(BLOCKED, false, "NotBlocked", "nothing holds the declaration"),
+    }
+}
+
+fn members_converged(facts: &Facts<'_>, message: &str) -> Decided {
+    let converged = converged(facts.members);
+    let reason = match (facts.current, converged) {
+        (None, _) => "NothingPublished",
+        (Some(_), true) => "Converged",
+        (Some(_), false) => "WaitingForMembers",
     };
-    out.push(Decided::new(
-        MEMBERS_CONVERGED,
-        converged && current.is_some(),
-        if current.is_none() {
-            "NothingPublished"
-        } else if converged {
-            "Converged"
-        } else {
-            "WaitingForMembers"
-        },
-        members_message.clone(),
-    ));
-    let paused = "spec.upgrade.paused holds the next revision";
-    let (progressing, reason, message) = match (hold, up_to_date) {
+    Decided::new(MEMBERS_CONVERGED, converged && facts.current.is_some(), reason, message)
+}
+
+/// `Progressing`: its status, reason and message.
+fn progressing(facts: &Facts<'_>, members_message: &str) -> (bool, String, String) {
+    match (facts.hold, facts.up_to_date) {
         (Some(Hold::Blocked(b)), _) => (false, b.reason.to_string(), b.message.clone()),
-        (Some(Hold::Paused), _) => (false, "Paused".to_owned(), paused.to_owned()),
+        (Some(Hold::Paused), _) => (false, "Paused".to_owned(), PAUSED.to_owned()),
         (Some(Hold::WaitingForStore(message)), _) => (true, "WaitingForStore".to_owned(), message.clone()),
         (_, true) => (
             false,
@@ -377,15 +384,26 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
         ),
         // Just published, or published before: the same wait, the same words,
         // so the look after a publication finds nothing to write.
-        (Some(Hold::WaitingForMembers), _) | (None, false) if !converged => {
-            (true, "WaitingForMembers".to_owned(), members_message.clone())
+        (Some(Hold::WaitingForMembers), _) | (None, false) if !converged(facts.members) => {
+            (true, "WaitingForMembers".to_owned(), members_message.to_owned())
         }
         (_, false) => (true, "Upgrading".to_owned(), "publishing the next revision".to_owned()),
-    };
-    out.push(Decided::new(PROGRESSING, progressing, reason.clone(), message.clone()));
+    }
+}
+
+/// kstatus's `Reconciling` and `Stalled`, and `Ready`.
+fn readiness(facts: &Facts<'_>, progressing: (String, String), members_message: String) -> Vec<Decided> {
+    let Facts {
+        hold,
+        current,
+        up_to_date,
+        fresh,
+        ..
+    } = *facts;
+    let blocked = matches!(hold, Some(Hold::Blocked(_)));
     // A store still syncing is no block yet, and no readiness either.
     let waiting_for_store = matches!(hold, Some(Hold::WaitingForStore(_)));
-    let ready = blocked.is_none() && !waiting_for_store && up_to_date && converged && current.is_some();
+    let ready = !blocked && !waiting_for_store && up_to_date && converged(facts.members) && current.is_some();
     let standing = match (hold, ready) {
         (_, true) => Standing::Done,
         (Some(Hold::Blocked(b)), _)
@@ -394,11 +412,11 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
             Standing::Reconciling(b.reason.to_string(), b.message.clone())
         }
         (Some(Hold::Blocked(b)), _) => Standing::Stalled(b.reason.to_string(), b.message.clone()),
-        (Some(Hold::Paused), _) => Standing::Paused(paused.to_owned()),
+        (Some(Hold::Paused), _) => Standing::Paused(PAUSED.to_owned()),
         (Some(Hold::WaitingForStore(message)), _) => {
             Standing::Reconciling("WaitingForStore".to_owned(), message.clone())
         }
-        (_, false) if !up_to_date => Standing::Reconciling(reason, message),
+        (_, false) if !up_to_date => Standing::Reconciling(progressing.0, progressing.1),
         (_, false) => Standing::Reconciling("WaitingForMembers".to_owned(), members_message),
     };
     let (reason, message) = match &standing {
@@ -408,47 +426,55 @@ pub(super) fn conditions(facts: &Facts<'_>) -> Vec<Decided> {
         }
         Standing::Paused(message) => ("Paused".to_owned(), message.clone()),
     };
-    out.extend(standing.conditions());
+    let mut out = standing.conditions().to_vec();
     out.push(Decided::new(READY, ready, reason, message));
+    out
+}
 
-    // The conversion's milestones, derived from what members have converged on;
-    // they apply to declarations by common name.
-    if let Some(desired) = desired.filter(|d| !d.accepted.common_names.is_empty()) {
-        let effective = current.filter(|_| converged).map(|c| &c.accepted);
-        let milestone = |type_: &'static str, done: bool, message: String| {
-            if done {
-                Decided::new(type_, true, type_, message)
-            } else {
-                Decided::new(type_, false, "Pending", format!("not yet: {message}"))
-            }
-        };
-        let goal_presented = matches!((current, goal), (Some(c), Some(g)) if converged && &c.presented == g);
-        let switched = effective.is_some_and(|e| {
-            !e.common_names.is_empty() && e.thumbprints.is_empty() == desired.accepted.thumbprints.is_empty()
-        });
+/// The conversion's milestones, derived from what members have converged on;
+/// they apply to declarations by common name.
+fn milestones(facts: &Facts<'_>) -> Vec<Decided> {
+    let Facts {
+        current, desired, goal, ..
+    } = *facts;
+    let Some(desired) = desired.filter(|d| !d.accepted.common_names.is_empty()) else {
+        return Vec::new();
+    };
+    let converged = converged(facts.members);
+    let effective = current.filter(|_| converged).map(|c| &c.accepted);
+    let milestone = |type_: &'static str, done: bool, message: String| {
+        if done {
+            Decided::new(type_, true, type_, message)
+        } else {
+            Decided::new(type_, false, "Pending", format!("not yet: {message}"))
+        }
+    };
+    let goal_presented = matches!((current, goal), (Some(c), Some(g)) if converged && &c.presented == g);
+    let switched = effective.is_some_and(|e| {
+        !e.common_names.is_empty() && e.thumbprints.is_empty() == desired.accepted.thumbprints.is_empty()
+    });
+    let pinned = effective.is_some_and(|e| e.common_names == desired.accepted.common_names);
+    vec![
         // Without a goal now (see Blocked), a conversion already switched is past this step.
-        out.push(milestone(
+        milestone(
             SECONDARY_ADDED,
             goal_presented || (goal.is_none() && switched),
             goal.map_or_else(
                 || "no goal certificate can be presented now (see Blocked)".to_owned(),
                 |g| format!("members present the goal certificate {g}"),
             ),
-        ));
-        out.push(milestone(
+        ),
+        milestone(
             DECLARATION_SWITCHED,
             switched,
             "members validate by common name as declared".to_owned(),
-        ));
-        let pinned = effective.is_some_and(|e| e.common_names == desired.accepted.common_names);
-        out.push(milestone(
+        ),
+        milestone(
             ISSUERS_PINNED,
             pinned,
             "members accept the declared issuers only".to_owned(),
-        ));
-    }
-
-    out
+        ),
+    ]
 }
 
 pub(super) fn secs(duration: Duration) -> i64 {
