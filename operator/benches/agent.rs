@@ -55,16 +55,14 @@ const RELOADS: u64 = 100;
 const LONG_LIVED: usize = 8;
 const IDLE: usize = 500;
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-use support::{Cert, issue};
+use certshift_verifier::testing::{Issued as Cert, issue};
 
 /// A revision's files in one projected volume: CN `cluster.example` from `ca`.
 fn revision(number: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Vec<u8>> {
     let rules = RulesJson {
         revision: number,
-        presented: Some(presented.thumbprint.clone()),
-        accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca.thumbprint.clone()])]),
+        presented: Some(presented.sha1()),
+        accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca.sha1()])]),
         clients: Clients::default(),
         anchors: None,
         tolerated: Vec::new(),
@@ -73,7 +71,7 @@ fn revision(number: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Vec<u8
         ("rules.json".to_owned(), serde_json::to_vec(&rules).unwrap()),
         ("ca-bundle.crt".to_owned(), ca.pem.clone().into_bytes()),
         ("tls.crt".to_owned(), presented.pem.clone().into_bytes()),
-        ("tls.key".to_owned(), presented.key.clone().into_bytes()),
+        ("tls.key".to_owned(), presented.key_pem().into_bytes()),
     ])
 }
 

@@ -20,8 +20,7 @@ use certshift::verifier::{Identity, Verifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-mod support;
-use support::{Cert, issue};
+use certshift_verifier::testing::{Issued as Cert, issue};
 
 fn temp(label: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -44,8 +43,8 @@ fn free_addr() -> SocketAddr {
 fn validation(revision: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Vec<u8>> {
     let rules = RulesJson {
         revision,
-        presented: Some(presented.thumbprint.clone()),
-        accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca.thumbprint.clone()])]),
+        presented: Some(presented.sha1()),
+        accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca.sha1()])]),
         clients: Clients::default(),
         anchors: None,
         tolerated: Vec::new(),
@@ -59,7 +58,7 @@ fn validation(revision: u64, presented: &Cert, ca: &Cert) -> BTreeMap<String, Ve
 fn presentation(cert: &Cert, ca: &Cert) -> BTreeMap<String, Vec<u8>> {
     BTreeMap::from([
         ("tls.crt".to_owned(), cert.pem.clone().into_bytes()),
-        ("tls.key".to_owned(), cert.key.clone().into_bytes()),
+        ("tls.key".to_owned(), cert.key_pem().into_bytes()),
         ("ca.crt".to_owned(), ca.pem.clone().into_bytes()),
     ])
 }
@@ -116,7 +115,7 @@ where
 fn client(cert: &Cert, ca: &Cert) -> tokio_rustls::TlsConnector {
     let files = validation(1, cert, ca);
     let verifier = Arc::new(Verifier::from_outputs(|key| files.get(key).cloned()).unwrap());
-    let identity = Identity::from_pem(cert.pem.as_bytes(), cert.key.as_bytes()).unwrap();
+    let identity = Identity::from_pem(cert.pem.as_bytes(), cert.key_pem().as_bytes()).unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(verifier.client_config(&identity).unwrap()))
 }
 
@@ -200,7 +199,7 @@ async fn the_agent_serves_each_revision_both_volumes_agree_on() {
     .await;
     let member = client(&peer, &ca);
     let (answer, presented) = call(&member, inbound, "hello").await.expect("a member is admitted");
-    assert_eq!((answer.as_str(), presented), ("app: hello", first.thumbprint.clone()));
+    assert_eq!((answer.as_str(), presented), ("app: hello", first.sha1()));
     // The rogue member trusts the cluster's CA, and presents a certificate from its own.
     let refused = call(&client(&rogue, &ca), inbound, "hello").await;
     assert!(
@@ -229,21 +228,21 @@ async fn the_agent_serves_each_revision_both_volumes_agree_on() {
             .contains("certshift_agent_load_errors_total{reason=\"InvalidRules\"}")
     })
     .await;
-    assert_eq!(call(&member, inbound, "still").await.unwrap().1, first.thumbprint);
+    assert_eq!(call(&member, inbound, "still").await.unwrap().1, first.sha1());
 
     // Revision 2 presents the renewal: the ConfigMap first, the Secret later.
     volume::write_atomically(&config_dir, &validation(2, &renewal, &ca)).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         call(&member, inbound, "waiting").await.unwrap().1,
-        first.thumbprint,
+        first.sha1(),
         "the volumes disagree: revision 1 serves on"
     );
     volume::write_atomically(&secret_dir, &presentation(&renewal, &ca)).unwrap();
     eventually("revision 2 served", || async {
         call(&member, inbound, "new")
             .await
-            .is_ok_and(|(_, p)| p == renewal.thumbprint)
+            .is_ok_and(|(_, p)| p == renewal.sha1())
     })
     .await;
     established.write_all(b"old").await.unwrap();
@@ -267,7 +266,7 @@ async fn the_agent_serves_each_revision_both_volumes_agree_on() {
             .contains("certshift_agent_load_errors_total{reason=\"OlderRevision\"}")
     })
     .await;
-    assert_eq!(call(&member, inbound, "x").await.unwrap().1, renewal.thumbprint);
+    assert_eq!(call(&member, inbound, "x").await.unwrap().1, renewal.sha1());
     let _ = stop.send(());
     agent.await.unwrap().unwrap();
     for dir in [secret_dir, config_dir] {

@@ -20,8 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-mod support;
-use support::{Cert, issue};
+use certshift_verifier::testing::{Issued as Cert, issue};
 
 struct Pki {
     ca: Cert,
@@ -44,7 +43,7 @@ fn pki() -> Pki {
     for (name, text) in [
         ("ca.pem", &ca.pem),
         ("server.pem", &server.pem),
-        ("server.key", &server.key),
+        ("server.key", &server.key_pem()),
     ] {
         std::fs::write(dir.join(name), text).expect("write");
     }
@@ -67,7 +66,7 @@ fn rand_suffix() -> u64 {
 fn material(issued: &Cert) -> PresentedMaterial {
     PresentedMaterial {
         tls_crt: issued.pem.clone(),
-        tls_key: issued.key.clone(),
+        tls_key: issued.key_pem(),
         ca_crt: String::new(),
     }
 }
@@ -105,10 +104,7 @@ async fn rust_server(pki: &Pki, version: &'static rustls::SupportedProtocolVersi
         presented: None,
         accepted: Rules::new(
             [],
-            [certshift::rules::CommonNameRule::new(
-                "member.example",
-                [pki.ca.thumbprint.clone()],
-            )],
+            [certshift::rules::CommonNameRule::new("member.example", [pki.ca.sha1()])],
         ),
         clients: Clients::default(),
         anchors: None,
@@ -122,7 +118,7 @@ async fn rust_server(pki: &Pki, version: &'static rustls::SupportedProtocolVersi
         })
         .expect("verifier"),
     );
-    let identity = Identity::from_pem(pki.server.pem.as_bytes(), pki.server.key.as_bytes()).expect("identity");
+    let identity = Identity::from_pem(pki.server.pem.as_bytes(), pki.server.key_pem().as_bytes()).expect("identity");
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_protocol_versions(&[version])
         .expect("version")
@@ -175,7 +171,7 @@ async fn servers_that_accept_are_told_from_servers_that_refuse() {
             let answer = probe::accepts(&endpoint(port), &material(&pki.good)).await;
             assert_eq!(answer, Ok(expected), "{label}, {after:?}");
             let presented = probe::presented(&endpoint(port)).await;
-            assert_eq!(presented, Ok(pki.server.thumbprint.clone()), "{label}, {after:?}");
+            assert_eq!(presented, Ok(pki.server.sha1()), "{label}, {after:?}");
             let refused = probe::accepts(&endpoint(port), &material(&pki.bad)).await;
             let err = refused.expect_err("a certificate from another CA is refused");
             assert!(err.contains("alert"), "{label}, {after:?}: {err}");
@@ -259,7 +255,7 @@ async fn openssl_s_server_requiring_a_client_certificate() {
         );
         assert_eq!(
             probe::presented(&endpoint(port)).await,
-            Ok(pki.server.thumbprint.clone()),
+            Ok(pki.server.sha1()),
             "{version}"
         );
         let refused = probe::accepts(&endpoint(port), &material(&pki.bad)).await;
@@ -291,10 +287,7 @@ async fn nginx_with_ssl_verify_client_refuses_over_http() {
             .expect("nginx"),
     );
     wait_listening(port).await;
-    assert_eq!(
-        probe::presented(&endpoint(port)).await,
-        Ok(pki.server.thumbprint.clone())
-    );
+    assert_eq!(probe::presented(&endpoint(port)).await, Ok(pki.server.sha1()));
     // nginx completes the handshake whatever the client certificate, and
     // says what it thinks of it at the HTTP level: without `httpGet`, the
     // pre-flight cannot tell (the reason `httpGet` exists).

@@ -1,5 +1,8 @@
-//! Test fixtures: real certificates from rcgen (for the facts parser) and
-//! synthetic facts (for the pure rules and planner), both as chained builders.
+//! The test PKI of the whole workspace (unit, integration and end-to-end
+//! tests, benchmarks; the `testing` feature): real certificates from rcgen
+//! as a chained builder ([`cert`]), with fixed or clock-relative validity,
+//! CRLs ([`crl`]), and synthetic facts for the pure rules and planner
+//! ([`facts`]).
 
 use jiff::Timestamp;
 use rcgen::{
@@ -52,12 +55,83 @@ pub struct Issued {
     pub key: KeyPair,
     pub pem: String,
     pub der: Vec<u8>,
+    /// SHA-1, upper-case hex: as people paste it into a declaration.
+    pub thumbprint: String,
 }
 
 impl Issued {
+    fn new(params: CertificateParams, key: KeyPair, cert: &rcgen::Certificate) -> Self {
+        use sha1::Digest as _;
+        Issued {
+            thumbprint: sha1::Sha1::digest(cert.der())
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect(),
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            params,
+            key,
+        }
+    }
+
     pub fn key_pem(&self) -> String {
         self.key.serialize_pem()
     }
+
+    /// The thumbprint as certshift compares it.
+    pub fn sha1(&self) -> Thumbprint {
+        Thumbprint::parse("test", &self.thumbprint).expect("a SHA-1 thumbprint")
+    }
+}
+
+/// A certificate `name` (CN and DNS name), a day old and valid for thirty
+/// days, self-signed or issued by `ca`, a CA itself when `is_ca`.
+pub fn issue(name: &str, ca: Option<&Issued>, is_ca: bool) -> Issued {
+    let builder = cert(name).dns(name).valid_days(-1, 30);
+    let builder = if is_ca { builder.ca() } else { builder };
+    match ca {
+        Some(ca) => builder.signed_by(ca),
+        None => builder.self_signed(),
+    }
+}
+
+/// A CRL of `issuer` revoking `revoked` (none: an empty CRL), PEM, issued a
+/// day ago and due for renewal `next_update_days` from now.
+pub fn crl(issuer: &Issued, revoked: &[&Issued], next_update_days: i64) -> String {
+    use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams};
+    let revoked_certs = revoked
+        .iter()
+        .map(|cert| RevokedCertParams {
+            serial_number: serial_of(cert),
+            revocation_time: days_from_now(0),
+            reason_code: None,
+            invalidity_date: None,
+        })
+        .collect();
+    let params = CertificateRevocationListParams {
+        this_update: days_from_now(-1),
+        next_update: days_from_now(next_update_days),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let signer = Issuer::from_params(&issuer.params, &issuer.key);
+    params.signed_by(&signer).expect("crl").pem().expect("crl pem")
+}
+
+/// The serial number a certificate was issued with.
+fn serial_of(cert: &Issued) -> rcgen::SerialNumber {
+    let facts = crate::facts::inspect("crl", cert.pem.as_bytes()).expect("certificate")[0].clone();
+    let serial: Vec<u8> = (0..facts.serial.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&facts.serial[i..i + 2], 16).expect("hex serial"))
+        .collect();
+    rcgen::SerialNumber::from_slice(&serial)
+}
+
+fn days_from_now(days: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + time::Duration::days(days)
 }
 
 pub struct CertBuilder {
@@ -80,6 +154,20 @@ pub fn cert(common_name: &str) -> CertBuilder {
 impl CertBuilder {
     pub fn ca(mut self) -> Self {
         self.params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        self
+    }
+
+    /// A CA that also says so in its key usage (signs certificates and CRLs).
+    pub fn signing_ca(mut self) -> Self {
+        self.params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        self.ca()
+    }
+
+    /// Valid from `start` to `end` days from now (the tests that run against
+    /// real clocks: the API server, curl, a TLS stack).
+    pub fn valid_days(mut self, start: i64, end: i64) -> Self {
+        self.params.not_before = days_from_now(start);
+        self.params.not_after = days_from_now(end);
         self
     }
 
@@ -131,24 +219,23 @@ impl CertBuilder {
     pub fn self_signed(self) -> Issued {
         let key = self.key.generate();
         let cert = self.params.self_signed(&key).expect("self-signed");
-        Issued {
-            pem: cert.pem(),
-            der: cert.der().to_vec(),
-            params: self.params,
-            key,
-        }
+        Issued::new(self.params, key, &cert)
     }
 
     pub fn signed_by(self, issuer: &Issued) -> Issued {
         let key = self.key.generate();
         let signer = Issuer::from_params(&issuer.params, &issuer.key);
         let cert = self.params.signed_by(&key, &signer).expect("signed");
-        Issued {
-            pem: cert.pem(),
-            der: cert.der().to_vec(),
-            params: self.params,
-            key,
-        }
+        Issued::new(self.params, key, &cert)
+    }
+
+    /// Signed by a CA given as PEM (its certificate and key), such as one an
+    /// example ships.
+    pub fn signed_by_pem(self, ca_pem: &str, ca_key_pem: &str) -> Issued {
+        let key = self.key.generate();
+        let signer = Issuer::from_ca_cert_pem(ca_pem, KeyPair::from_pem(ca_key_pem).expect("CA key")).expect("CA");
+        let cert = self.params.signed_by(&key, &signer).expect("signed");
+        Issued::new(self.params, key, &cert)
     }
 }
 
