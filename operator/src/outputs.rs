@@ -1,4 +1,4 @@
-//! What members consume (DESIGN §5): the `<name>-presentation` Secret and the
+//! What members consume (docs/outputs.md): the `<name>-presentation` Secret and the
 //! `<name>-validation` ConfigMap, as data. Building and reading them back are
 //! both pure, so the operator can resume from its outputs after a restart and
 //! the end-to-end judge can read exactly what members read.

@@ -1,5 +1,5 @@
 //! The judge: watches every validation ConfigMap the operator publishes in a
-//! namespace and checks each adjacent pair of revisions against DESIGN §4,
+//! namespace and checks each adjacent pair of revisions against docs/planner.md,
 //! plus numbering (no repeated, skipped or regressed revision).
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Name matching for validation (DESIGN §3): a leaf of the core that the
+//! Name matching for validation (docs/trust.md): a leaf of the core that the
 //! facts (SAN coverage) and the rules (declared names) share.
 
 /// Name matching for validation: case-insensitive; a leading `*.` (on either

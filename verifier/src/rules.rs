@@ -1,4 +1,5 @@
-//! Service Fabric's validation and presentation rules (7.2 CU4 and later), DESIGN §3.
+//! Service Fabric's validation and presentation rules (7.2 CU4 and later;
+//! docs/concepts.md, docs/trust.md).
 //!
 //! Validation: what a member accepts from a peer. Presentation: which of the
 //! store's certificates a member presents. Both are pure functions of facts.
@@ -92,7 +93,7 @@ impl Accepted {
             .find(|rule| rule.name.eq_ignore_ascii_case(name))
     }
 
-    /// Validation (DESIGN §3): time-valid, and declared by thumbprint, or by a
+    /// Validation (docs/trust.md): time-valid, and declared by thumbprint, or by a
     /// common name whose issuer rule holds.
     pub fn check(&self, cert: &CertificateFacts, trust: &TrustBundle, now: Timestamp) -> Result<(), Rejection> {
         self.check_with(cert, trust, &[], now)

@@ -1,4 +1,4 @@
-//! Trust as Service Fabric and PKI define it (DESIGN §3): the anchors a
+//! Trust as Service Fabric and PKI define it (docs/trust.md): the anchors a
 //! declaration trusts, every CA certificate known for path building, the
 //! revocations in force, and the path from a certificate to a root.
 //!

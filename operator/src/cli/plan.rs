@@ -29,7 +29,7 @@ pub const EXIT_PLANNED: i32 = 0;
 pub const EXIT_INVALID_INPUT: i32 = 1;
 pub const EXIT_BLOCKED: i32 = 3;
 
-/// The JSON document `certshift plan -o json` prints (DESIGN §8).
+/// The JSON document `certshift plan -o json` prints (docs/cli.md).
 #[derive(Debug, Serialize)]
 pub struct PlanReport {
     pub declaration: String,

@@ -1,4 +1,4 @@
-//! Members and the revision each has loaded (DESIGN §6), judged from what was
+//! Members and the revision each has loaded (docs/operator.md, "Members"), judged from what was
 //! read: pod annotations, workload objects, probe results. Pure; the shell
 //! reads the objects and probes the endpoints.
 

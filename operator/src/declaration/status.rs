@@ -1,4 +1,4 @@
-//! The declaration's status in users' terms (DESIGN §7): conditions, the
+//! The declaration's status in users' terms (docs/reference.md, "Conditions and reasons"): conditions, the
 //! effective declaration in the Service Fabric shape, and the sentences that
 //! describe a revision. Pure, and deterministic: messages carry fixed figures.
 

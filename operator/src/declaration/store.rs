@@ -1,4 +1,4 @@
-//! A declaration's store (DESIGN §1: a node's certificate store) from what
+//! A declaration's store (docs/concepts.md: a node's certificate store) from what
 //! the shell read: each ObservedCertificate the spec names, its `-store`
 //! Secret, and the object `spec.trustBundle` names. Pure: every reason the
 //! store cannot be had is a [`Blocked`] naming the field.

@@ -1,4 +1,4 @@
-//! The staged planner (DESIGN §4): from the effective declaration, the desired
+//! The staged planner (docs/planner.md): from the effective declaration, the desired
 //! one and the store's instances to the ordered revisions that get members from
 //! one to the other without any two of them being unable to authenticate.
 //!
@@ -491,7 +491,7 @@ fn is_conversion(
     presented.thumbprint != goal.thumbprint && (!by_name.admits(presented, trust) || !by_name.admits(goal, trust))
 }
 
-/// AddSecondary → SwitchToCommonName → PinIssuers (DESIGN §4).
+/// AddSecondary → SwitchToCommonName → PinIssuers (docs/planner.md).
 fn convert_to_common_name(
     steps: &mut Steps,
     presented: &CertificateFacts,
@@ -721,7 +721,7 @@ impl Steps {
     }
 }
 
-/// DESIGN §4, for every adjacent pair (members may sit on either):
+/// docs/planner.md, for every adjacent pair (members may sit on either):
 /// presented(r) is accepted by rules(r+1), and presented(r+1) by rules(r).
 /// Acceptance here is the rules' (issuer and name), not the clock's: the
 /// invariant is about rule changes, and must hold for an expiring certificate too.

@@ -91,7 +91,7 @@ pub(crate) fn common_name<'a>(field: &str, raw: &'a str) -> Result<&'a str, Bloc
     if name.get(..3).is_some_and(|prefix| prefix.eq_ignore_ascii_case("CN=")) {
         return Err(invalid(&format!("{name:?} starts with \"CN=\"; declare the bare name")));
     }
-    // The invisible marks certificate UIs paste (DESIGN §2) never belong in a name.
+    // The invisible marks certificate UIs paste (docs/cli.md) never belong in a name.
     let invisible = |c: char| matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{FEFF}');
     if let Some(bad) = name.chars().find(|&c| c.is_control() || c == ',' || invisible(c)) {
         return Err(invalid(&format!("{name:?} contains {bad:?}")));

@@ -1,4 +1,4 @@
-//! Certificate facts (DESIGN §2): everything certshift knows about a certificate,
+//! Certificate facts (docs/concepts.md): everything certshift knows about a certificate,
 //! extracted once from PEM or DER and then used as plain data.
 
 mod der;

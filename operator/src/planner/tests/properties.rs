@@ -1,5 +1,5 @@
 //! Properties of every plan over random stores, effective states and desired
-//! declarations (DESIGN §4).
+//! declarations (docs/planner.md).
 
 use proptest::prelude::*;
 
