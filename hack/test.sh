@@ -27,7 +27,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # The real node's packages, binaries (kube-apiserver among them, all built in
-# one make, once per machine) and images (tests/tests/node.rs starts and stops
+# one make, once per machine) and images (tests/tests/node/ starts and stops
 # the node itself).
 hack/node.sh prepare
 CERTSHIFT_KUBE_APISERVER="$(hack/kube-apiserver.sh)"
