@@ -15,7 +15,7 @@ use crate::crd::ClusterCertificateDeclaration;
 use crate::facts::CertificateFacts;
 use crate::object_names::{derived_name, label_value, owner_annotation};
 use crate::revision::{Change, Revision, Stage};
-use crate::rules::{Accepted, Clients, CommonNameRule};
+use crate::rules::Clients;
 use crate::thumbprint::Thumbprint;
 use crate::trust::{PathEnd, TrustBundle};
 
@@ -511,14 +511,7 @@ pub fn read_published(
         .get(CHANGE_ANNOTATION)
         .and_then(|s| serde_json::from_value::<Change>(serde_json::Value::String(s.clone())).ok());
     // Normalize through the constructors so comparisons with planned revisions hold.
-    let accepted = Accepted::new(
-        rules.accepted.thumbprints,
-        rules
-            .accepted
-            .common_names
-            .into_iter()
-            .map(|r| CommonNameRule::new(r.name, r.issuer_thumbprints)),
-    );
+    let accepted = rules.accepted.normalized();
     Ok(Revision {
         revision,
         stage,
@@ -533,6 +526,7 @@ pub fn read_published(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::{Accepted, CommonNameRule};
     use crate::testing::tp;
 
     #[test]
@@ -585,6 +579,7 @@ mod tests {
 mod consumer_examples {
     use super::*;
     use crate::crd::ClusterCertificateDeclaration;
+    use crate::rules::Accepted;
     use crate::rules::CommonNameRule;
     use crate::testing::{facts, tp};
 

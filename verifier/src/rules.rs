@@ -82,6 +82,16 @@ impl Accepted {
         }
     }
 
+    /// The same rules through [`Accepted::new`] (sorted, issuers sorted),
+    /// as read back from a file someone else wrote, so comparisons hold.
+    pub fn normalized(self) -> Self {
+        let names = self.common_names.into_iter();
+        Accepted::new(
+            self.thumbprints,
+            names.map(|r| CommonNameRule::new(r.name, r.issuer_thumbprints)),
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.thumbprints.is_empty() && self.common_names.is_empty()
     }

@@ -13,7 +13,7 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, Distinguishe
 use crate::facts::{CertificateFacts, FactsError, der_facts, parse_bundle, parse_crls};
 use crate::files::{CRLS_FILE, RULES_FILE, RulesJson, TRUST_FILES};
 use crate::names::names_match;
-use crate::rules::{Accepted, Clients, CommonNameRule, Rejection, issuance};
+use crate::rules::{Accepted, Clients, Rejection, issuance};
 use crate::thumbprint::Thumbprint;
 use crate::trust::{Issuance, TrustBundle, TrustPool};
 
@@ -170,14 +170,7 @@ impl Verifier {
         Self {
             revision: rules.revision,
             presented: rules.presented,
-            accepted: Accepted::new(
-                rules.accepted.thumbprints,
-                rules
-                    .accepted
-                    .common_names
-                    .into_iter()
-                    .map(|r| CommonNameRule::new(r.name, r.issuer_thumbprints)),
-            ),
+            accepted: rules.accepted.normalized(),
             clients: rules.clients,
             trust: pool.build().tolerating(&rules.tolerated).into_owned(),
             pool,
