@@ -8,8 +8,12 @@
 //!   SHA-1 and SHA-256 thumbprints, verify its signature with its issuer's key
 //!   (the issuer is identified by signature, not name alone), and load the
 //!   private key with ring (which checks it against its public half);
-//! - plan: `certshift plan` of the Service Fabric conversion example (its
-//!   store's facts included), against the floor of extracting those facts.
+//! - plan: the operator's work per reconcile on the Service Fabric conversion
+//!   example (the spec parsed, the store assembled from the ObservedCertificates
+//!   and their `-store` Secrets, its facts included, the planner), against the
+//!   floor of extracting those facts; `certshift plan` as a whole (which first
+//!   records each source as the ObservedCertificate controller would) is
+//!   printed beside it.
 //!
 //! `cargo bench -p certshift --bench core` prints the figures; with `-- --check`
 //! it exits 1 when a ratio exceeds its threshold (`hack/test.sh` runs that).
@@ -23,10 +27,12 @@ use certshift::facts::tls_material;
 use certshift::outputs::secret_data;
 use sha1::Digest as _;
 
-/// Thresholds: about 1.5x the ratios measured when they were set (0.99x, 1.06x)
-/// (docs/performance.md has the figures).
+/// Thresholds: about 1.5x the ratios measured when they were set (facts
+/// 0.99x; plan 1.40-1.46x since it measures the operator's own store assembly
+/// rather than the CLI's former copy of it, which skipped the authorities' PEM
+/// and the paths' distribution points) (docs/performance.md has the figures).
 const FACTS_THRESHOLD: f64 = 1.6;
-const PLAN_THRESHOLD: f64 = 1.6;
+const PLAN_THRESHOLD: f64 = 2.2;
 
 const NOW: &str = "2026-06-01T00:00:00Z";
 
@@ -124,10 +130,23 @@ fn main() {
         .read("declaration-common-name.yaml", &example("declaration-common-name.yaml"))
         .expect("declaration");
     let now: jiff::Timestamp = NOW.parse().expect("now");
+    // What the operator does on each reconcile with what it gathered: parse
+    // the spec, assemble the store (its certificates' facts included),
+    // plan. `certshift plan` first makes those inputs as the
+    // ObservedCertificate controller would (each source read and recorded),
+    // which is the other controller's work: reported, not gated.
+    let certshift::cli::plan::Gathered::Inputs(declaration, inputs) =
+        certshift::cli::plan::gather(&manifests, now).expect("inputs")
+    else {
+        panic!("the example's store is in the input")
+    };
     let plan = time_per_call(|| {
-        let report = certshift::cli::plan::plan(&manifests, now).expect("plan");
+        let report = certshift::cli::plan::plan_inputs(declaration, &inputs, now);
         assert_eq!(report.revisions.len(), 6);
         black_box(report);
+    });
+    let cli = time_per_call(|| {
+        black_box(certshift::cli::plan::plan(&manifests, now).expect("plan"));
     });
 
     let facts_ratio = facts.as_secs_f64() / floor.as_secs_f64();
@@ -139,9 +158,14 @@ fn main() {
         floor.as_secs_f64() * 1e6
     );
     println!(
-        "plan: {:.1} µs for the 6-revision conversion; floor (the store's facts) {:.1} µs; ratio {plan_ratio:.2}x (threshold {PLAN_THRESHOLD}x)",
+        "plan: {:.1} µs for the 6-revision conversion (spec, store assembly, planner); floor (the store's facts) {:.1} µs; ratio {plan_ratio:.2}x (threshold {PLAN_THRESHOLD}x)",
         plan.as_secs_f64() * 1e6,
         facts.as_secs_f64() * 1e6
+    );
+    println!(
+        "certshift plan: {:.1} µs in all (each source recorded as the ObservedCertificate controller does, then the above); {:.2}x the floor (not gated)",
+        cli.as_secs_f64() * 1e6,
+        cli.as_secs_f64() / facts.as_secs_f64()
     );
     if check && (facts_ratio > FACTS_THRESHOLD || plan_ratio > PLAN_THRESHOLD) {
         println!("core benchmark: a ratio exceeds its threshold");

@@ -18,7 +18,6 @@ use crate::blocked::{BlockReason, Blocked};
 use crate::crd::{ClusterCertificateDeclaration, KeySelector, ObservedCertificate, ObservedCertificateSpec};
 use crate::declaration::store::{FetchState, ObservedInput, StoreInputs, TrustBundleInput};
 use crate::declaration::{self, store};
-use crate::facts::{CertificateBundle, tls_material};
 use crate::observed;
 use crate::outputs::{self, secret_data};
 use crate::planner::{self, Plan, Revision};
@@ -62,10 +61,21 @@ pub fn plan_with(
     now: Timestamp,
     fetched: &BTreeMap<String, FetchState>,
 ) -> Result<PlanReport, String> {
-    let (declaration, inputs) = match gather(manifests, now)? {
-        Gathered::Blocked(report) => return Ok(report),
-        Gathered::Inputs(declaration, inputs) => (declaration, inputs),
-    };
+    Ok(match gather(manifests, now)? {
+        Gathered::Blocked(report) => report,
+        Gathered::Inputs(declaration, inputs) => {
+            let inputs = StoreInputs {
+                fetched: fetched.clone(),
+                ..inputs
+            };
+            plan_inputs(declaration, &inputs, now)
+        }
+    })
+}
+
+/// What the operator does with a declaration's inputs on each reconcile:
+/// parse the spec, assemble the store, plan.
+pub fn plan_inputs(declaration: &ClusterCertificateDeclaration, inputs: &StoreInputs, now: Timestamp) -> PlanReport {
     let namespace = namespace_of(declaration);
     let report = |plan: Plan| PlanReport {
         declaration: format!(
@@ -83,24 +93,19 @@ pub fn plan_with(
     };
     let spec = match declaration::spec::parse(&declaration.spec) {
         Ok(spec) => spec,
-        Err(err) => return Ok(blocked(err)),
+        Err(err) => return blocked(err),
     };
     let effective = match declaration.status.as_ref().and_then(|s| s.effective.as_ref()) {
         Some(effective) => match planner::effective_from_status(effective) {
             Ok(effective) => Some(effective),
-            Err(err) => return Ok(blocked(err)),
+            Err(err) => return blocked(err),
         },
         None => None,
     };
-    let inputs = StoreInputs {
-        fetched: fetched.clone(),
-        ..inputs
-    };
-    let store = match store::assemble(&namespace, &declaration.spec, &inputs, now) {
-        Ok(contents) => contents.store,
-        Err(err) => return Ok(blocked(err)),
-    };
-    Ok(report(planner::plan(effective.as_ref(), &spec.desired, &store, now)))
+    match store::assemble(&namespace, &declaration.spec, inputs, now) {
+        Ok(contents) => report(planner::plan(effective.as_ref(), &spec.desired, &contents.store, now)),
+        Err(err) => blocked(err),
+    }
 }
 
 /// The `http://` CRL distribution points the plan needs fetched (none unless
@@ -116,8 +121,10 @@ pub fn distribution_points(manifests: &Manifests, now: Timestamp) -> Result<Vec<
     })
 }
 
-enum Gathered<'m> {
+/// The one declaration of the input and what the operator would read for it.
+pub enum Gathered<'m> {
     Inputs(&'m ClusterCertificateDeclaration, StoreInputs),
+    /// Nothing to plan with: the store named is not in the input.
     Blocked(PlanReport),
 }
 
@@ -131,7 +138,7 @@ fn namespace_of(declaration: &ClusterCertificateDeclaration) -> String {
 
 /// The one declaration of `manifests` and what the operator would read for
 /// its store. `Err` is invalid input.
-fn gather(manifests: &Manifests, now: Timestamp) -> Result<Gathered<'_>, String> {
+pub fn gather(manifests: &Manifests, now: Timestamp) -> Result<Gathered<'_>, String> {
     let (origin, declaration) = match manifests.declarations.as_slice() {
         [one] => one,
         [] => return Err("no ClusterCertificateDeclaration in the input".to_owned()),
@@ -200,19 +207,14 @@ fn store_inputs(
                 format!("spec.store.observedCertificates[{index}]: {store_name:?}: {what}"),
             )));
         }
-        // A source that is no certificate is a mistake in the input.
-        if let Some((origin, secret)) = source {
-            let data = secret_data(secret);
-            CertificateBundle::from_tls(&tls_material(&data)).map_err(|err| format!("{origin}: {err}"))?;
-        }
         let exported_store = secret(&outputs::store_name(store_name)).map(|(_, s)| s);
-        inputs.observed.push(observe(
-            store_name,
-            observed,
-            source.map(|(_, s)| s),
-            exported_store,
-            now,
-        ));
+        let input = observe(store_name, observed, source.map(|(_, s)| s), exported_store, now);
+        // A source that is no certificate is a mistake in the input.
+        let status = input.object.as_ref().and_then(|o| o.status.as_ref());
+        if let (Some((origin, _)), Some((_, message))) = (source, status.and_then(observed::unreadable_source)) {
+            return Err(format!("{origin}: {message}"));
+        }
+        inputs.observed.push(input);
     }
     let object =
         |config_map_ref: Option<&KeySelector>, secret_ref: Option<&KeySelector>| match (config_map_ref, secret_ref) {
