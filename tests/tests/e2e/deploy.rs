@@ -30,8 +30,10 @@ pub async fn process_elects_a_leader_and_serves_health_and_metrics(s: Scenario) 
     // update (helm upgrade, Flux, Argo CD) must see it Ready, or it never
     // replaces the leader.
     let standby = Operator::start_with(&s.plane, options("replica-b", standby_addr));
-    let (code, _) = eventually("the standby's /readyz", Duration::from_secs(10), || {
-        http_get(standby_addr, "/readyz")
+    // Ready once it has seen the lease held by the leader (its first lease
+    // request after the metrics port opens), within seconds.
+    let (code, _) = eventually("the standby's /readyz 200", Duration::from_secs(10), || async {
+        http_get(standby_addr, "/readyz").await.filter(|(code, _)| *code == 200)
     })
     .await;
     assert_eq!(code, 200, "a standby replica is ready to take over");
