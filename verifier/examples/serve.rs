@@ -12,6 +12,10 @@
 //! the volume holds when it arrives, so a new revision reaches new handshakes
 //! at once. A peer the rules refuse gets a TLS alert; an admitted one gets
 //! `200` naming how it was admitted.
+//!
+//! An example, not the agent: `certshift agent` also refuses to serve a
+//! revision whose rules reject its own certificate or that is older than the
+//! one it serves, waits until both volumes agree, and acknowledges.
 
 use std::error::Error;
 use std::io::{Read, Write};

@@ -11,8 +11,9 @@
 //! allow-lists. The `certshift agent` sidecar, the operator's probes and Rust
 //! applications all use this one implementation.
 //!
-//! This crate depends on rustls, x509 parsing and serde only: no Kubernetes
-//! client, no async runtime.
+//! It depends on rustls (with ring), x509-parser, serde, jiff and the
+//! digests: no Kubernetes client, no async runtime, no CLI. It re-exports
+//! [`rustls`] and [`jiff`] for the configurations and timestamps of its API.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -99,3 +100,6 @@ mod verifier;
 
 pub use files::RulesJson;
 pub use verifier::{Admitted, Error, Identity, Refusal, Verifier};
+/// The rustls and jiff this crate is built with: configurations and
+/// timestamps are theirs, so an application uses these versions.
+pub use {jiff, rustls};

@@ -133,7 +133,7 @@ impl TrustBundle {
     /// The same trust, except that the certificates of `thumbprints` are not
     /// held revoked: the presented certificate members are moving away from,
     /// tolerated by the revisions around its last presentation so nobody is
-    /// cut off ([`crate::revision::Revision::tolerated`]).
+    /// cut off (the revision's `tolerated`).
     pub fn tolerating(&self, thumbprints: &[Thumbprint]) -> std::borrow::Cow<'_, TrustBundle> {
         if thumbprints.iter().all(|tp| self.tolerated.contains(tp)) {
             return std::borrow::Cow::Borrowed(self);

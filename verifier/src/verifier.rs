@@ -282,21 +282,35 @@ impl Verifier {
     /// A server configuration presenting `identity`, requiring a client
     /// certificate the rules admit.
     pub fn server_config(self: &Arc<Self>, identity: &Identity) -> Result<ServerConfig, Error> {
-        Ok(ServerConfig::builder_with_provider(self.provider.clone())
+        ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(self.clone())
-            .with_single_cert(identity.chain.clone(), identity.key.clone_key())?)
+            .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(identity_error)
     }
 
     /// A client configuration presenting `identity`, accepting a server the
     /// rules accept as a member (names are the rules' business, not the DNS
     /// name dialled).
     pub fn client_config(self: &Arc<Self>, identity: &Identity) -> Result<ClientConfig, Error> {
-        Ok(ClientConfig::builder_with_provider(self.provider.clone())
+        ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(self.clone())
-            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?)
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(identity_error)
+    }
+}
+
+/// rustls's word that a key and a certificate do not belong together, said
+/// of the files they came from.
+fn identity_error(err: rustls::Error) -> Error {
+    match err {
+        rustls::Error::InconsistentKeys(why) => Error::Identity {
+            file: "tls.key",
+            message: format!("does not match the certificate of tls.crt ({why:?})"),
+        },
+        other => Error::Tls(other),
     }
 }
 

@@ -112,7 +112,11 @@ where
         })
         .inspect(move |event| match event {
             Ok(event) => {
-                health.metrics.watch_delivered(health.controller, &K::kind(&()));
+                // `Init` comes before the list is asked for: only what the
+                // API server sent says the watch delivers.
+                if !matches!(event, watcher::Event::Init) {
+                    health.metrics.watch_delivered(health.controller, &K::kind(&()));
+                }
                 observe(event);
             }
             Err(err) => health

@@ -241,3 +241,26 @@ fn members_shake_hands_by_the_rules_and_a_refusal_says_why() {
         Some("IssuerNotPinned")
     );
 }
+
+#[test]
+fn a_key_that_is_not_the_certificate_s_is_refused_naming_tls_key() {
+    let pki = pki();
+    let verifier = Arc::new(verifier(
+        Accepted::new([thumbprint(&pki.member)], []),
+        Clients::default(),
+        &[],
+    ));
+    let mismatched = Identity::from_pem(pki.member.pem.as_bytes(), pki.renewal.key_pem().as_bytes()).unwrap();
+    for err in [
+        verifier.server_config(&mismatched).unwrap_err(),
+        verifier.client_config(&mismatched).unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::Identity { file: "tls.key", .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("tls.key: does not match the certificate of tls.crt"),
+            "{err}"
+        );
+    }
+    assert!(verifier.server_config(&identity(&pki.member)).is_ok());
+}
