@@ -141,7 +141,7 @@ fn main() {
         panic!("the example's store is in the input")
     };
     let plan = time_per_call(|| {
-        let report = certshift::cli::plan::plan_inputs(declaration, &inputs, now);
+        let report = certshift::cli::plan::plan_inputs(declaration, &inputs, now, |_| Default::default());
         assert_eq!(report.revisions.len(), 6);
         black_box(report);
     });

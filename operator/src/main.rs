@@ -340,15 +340,17 @@ fn run(cli: Cli) -> Result<i32, String> {
             }
             let now = now.unwrap_or_else(Timestamp::now);
             // CRLs from distribution points are fetched as the operator fetches them.
-            let points = plan::distribution_points(&manifests, now)?;
-            let fetched = if points.is_empty() {
-                Default::default()
-            } else {
-                let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
-                let cache = certshift::controller::crl_fetch::CrlCache::default();
-                runtime.block_on(cache.fetch_due(&points, std::time::Duration::ZERO))
+            let fetcher = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| err.to_string())?;
+            let report = match plan::gather(&manifests, now)? {
+                plan::Gathered::Blocked(report) => report,
+                plan::Gathered::Inputs(declaration, inputs) => plan::plan_inputs(declaration, &inputs, now, |points| {
+                    let cache = certshift::controller::crl_fetch::CrlCache::default();
+                    fetcher.block_on(cache.fetch_due(points, std::time::Duration::ZERO))
+                }),
             };
-            let report = plan::plan_with(&manifests, now, &fetched)?;
             match output {
                 Format::Json => print!("{}", plan::render_json(&report)),
                 Format::Text => print!("{}", plan::render_text(&report)),

@@ -46,36 +46,25 @@ impl PlanReport {
     }
 }
 
-/// Plans the one declaration in `manifests`, offline: CRL distribution
-/// points are not fetched (see [`plan_with`]). `Err` is invalid input.
+/// Plans the one declaration in `manifests` offline: CRL distribution
+/// points are not fetched (`certshift plan` fetches them, through
+/// [`plan_inputs`]). `Err` is invalid input.
 pub fn plan(manifests: &Manifests, now: Timestamp) -> Result<PlanReport, String> {
-    plan_with(manifests, now, &BTreeMap::new())
-}
-
-/// Plans the one declaration in `manifests` exactly as the operator does:
-/// the same [`StoreInputs`] (each ObservedCertificate as its controller
-/// would record its source), the same store assembly, the same planner, with
-/// the CRLs fetched from the [`distribution_points`]. `Err` is invalid input.
-pub fn plan_with(
-    manifests: &Manifests,
-    now: Timestamp,
-    fetched: &BTreeMap<String, FetchState>,
-) -> Result<PlanReport, String> {
     Ok(match gather(manifests, now)? {
         Gathered::Blocked(report) => report,
-        Gathered::Inputs(declaration, inputs) => {
-            let inputs = StoreInputs {
-                fetched: fetched.clone(),
-                ..inputs
-            };
-            plan_inputs(declaration, &inputs, now)
-        }
+        Gathered::Inputs(declaration, inputs) => plan_inputs(declaration, &inputs, now, |_| BTreeMap::new()),
     })
 }
 
 /// What the operator does with a declaration's inputs on each reconcile:
-/// parse the spec, assemble the store, plan.
-pub fn plan_inputs(declaration: &ClusterCertificateDeclaration, inputs: &StoreInputs, now: Timestamp) -> PlanReport {
+/// parse the spec, collect the store, fetch the CRLs of its distribution
+/// points (`fetch`, called only when there are some), finish the store, plan.
+pub fn plan_inputs(
+    declaration: &ClusterCertificateDeclaration,
+    inputs: &StoreInputs,
+    now: Timestamp,
+    fetch: impl FnOnce(&[String]) -> BTreeMap<String, FetchState>,
+) -> PlanReport {
     let namespace = namespace_of(declaration);
     let report = |plan: Plan| PlanReport {
         declaration: format!(
@@ -102,23 +91,25 @@ pub fn plan_inputs(declaration: &ClusterCertificateDeclaration, inputs: &StoreIn
         },
         None => None,
     };
-    match store::assemble(&namespace, &declaration.spec, inputs, now) {
+    let collected = match store::collect(&namespace, &declaration.spec, inputs) {
+        Ok(collected) => collected,
+        Err(err) => return blocked(err),
+    };
+    let with_fetched;
+    let inputs = match collected.distribution_points() {
+        [] => inputs,
+        points => {
+            with_fetched = StoreInputs {
+                fetched: fetch(points),
+                ..inputs.clone()
+            };
+            &with_fetched
+        }
+    };
+    match collected.finish(&namespace, &declaration.spec, inputs, now) {
         Ok(contents) => report(planner::plan(effective.as_ref(), &spec.desired, &contents.store, now)),
         Err(err) => blocked(err),
     }
-}
-
-/// The `http://` CRL distribution points the plan needs fetched (none unless
-/// `spec.revocation.distributionPoints` is enabled).
-pub fn distribution_points(manifests: &Manifests, now: Timestamp) -> Result<Vec<String>, String> {
-    Ok(match gather(manifests, now)? {
-        Gathered::Blocked(_) => Vec::new(),
-        Gathered::Inputs(declaration, inputs) => store::collect(&namespace_of(declaration), &declaration.spec, &inputs)
-            .map_or_else(
-                |_| Vec::new(),
-                |collected| collected.distribution_points(&declaration.spec),
-            ),
-    })
 }
 
 /// The one declaration of the input and what the operator would read for it.

@@ -331,8 +331,10 @@ async fn gather(
     // The store is assembled once: collected, its CRLs fetched when due, finished.
     let collected = declaration::store::collect(&namespace, spec, &inputs);
     if let (Ok(collected), Ok(Some(fetch))) = (&collected, parsed.as_ref().map(|s| s.fetch_crls)) {
-        let points = collected.distribution_points(spec);
-        inputs.fetched = shell.crls.fetch_due(&points, fetch.refresh_interval).await;
+        inputs.fetched = shell
+            .crls
+            .fetch_due(collected.distribution_points(), fetch.refresh_interval)
+            .await;
     }
     let store = collected.and_then(|c| c.finish(&namespace, spec, &inputs, now));
     let validation = read(ctx, &shell.config_maps, &namespace, &validation_name(&name)).await?;

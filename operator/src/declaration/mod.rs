@@ -613,12 +613,7 @@ fn events(
             message: c.message.clone(),
         })
         .collect();
-    let previous_upgrade = world
-        .declaration
-        .status
-        .as_ref()
-        .and_then(|s| s.upgrade.clone())
-        .unwrap_or_default();
+    let previous_upgrade = plan::previous_upgrade(world);
     if let Some(revision) = published {
         let members = report.status(revision.revision);
         let acknowledged_before = previous_upgrade.revision == revision.revision

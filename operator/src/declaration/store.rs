@@ -102,6 +102,9 @@ pub fn assemble(
 pub struct Collected {
     contents: StoreContents,
     pool: TrustPool,
+    /// The distribution points on the store's paths, when fetching is
+    /// enabled: the paths are built once for them (CRLs change no path).
+    points: Vec<String>,
 }
 
 /// The store's instances, their material and every CA known, from the
@@ -167,7 +170,12 @@ pub fn collect(
     }
     contents.store.instances.sort_by(|a, b| a.thumbprint.cmp(&b.thumbprint));
     contents.store.instances.dedup_by(|a, b| a.thumbprint == b.thumbprint);
-    Ok(Collected { contents, pool })
+    let points = if distribution_points_enabled(spec) {
+        points_on_paths(&pool.build(), &contents.store.instances)
+    } else {
+        Vec::new()
+    };
+    Ok(Collected { contents, pool, points })
 }
 
 /// The status of the `index`th ObservedCertificate of the store, when it
@@ -222,11 +230,8 @@ impl Collected {
     /// The `http://` CRL distribution points of the store's certificates and
     /// the CAs on their paths, when `spec.revocation.distributionPoints` is
     /// enabled: what the shell fetches before [`Collected::finish`].
-    pub fn distribution_points(&self, spec: &ClusterCertificateDeclarationSpec) -> Vec<String> {
-        if !distribution_points_enabled(spec) {
-            return Vec::new();
-        }
-        points_on_paths(&self.pool.build(), &self.contents.store.instances)
+    pub fn distribution_points(&self) -> &[String] {
+        &self.points
     }
 
     /// The store with the CRLs in force: `spec.revocation.crls`, and those
@@ -238,12 +243,13 @@ impl Collected {
         inputs: &StoreInputs,
         now: jiff::Timestamp,
     ) -> Result<StoreContents, Blocked> {
-        let Collected { mut contents, mut pool } = self;
+        let Collected {
+            mut contents,
+            mut pool,
+            points,
+        } = self;
         contents.crls = put_crls_in_force(&mut pool, namespace, spec, &inputs.crls, now)?;
-        // The trust is built once; only fetching CRLs, which must join the
-        // pool, needs the paths before that (CRLs change no path).
         if distribution_points_enabled(spec) {
-            let points = points_on_paths(&pool.build(), &contents.store.instances);
             contents.crls += &put_fetched_crls_in_force(&mut pool, spec, &points, &inputs.fetched, now)?;
         }
         contents.store.trust = pool.build();
@@ -888,7 +894,8 @@ mod tests {
         let points = |spec: &ClusterCertificateDeclarationSpec| {
             collect("default", spec, &inputs(None))
                 .unwrap()
-                .distribution_points(spec)
+                .distribution_points()
+                .to_vec()
         };
         assert_eq!(points(&with(None, true)), [URI]);
         assert!(points(&with(None, false)).is_empty(), "opt-in");

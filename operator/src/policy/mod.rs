@@ -404,7 +404,8 @@ impl Decision {
         self.effects.iter().map(|Effect::Issue(request)| request).next()
     }
 
-    fn status(world: &World<'_>, status: CertificatePolicyStatus, events: Vec<Event>, requeue: Requeue) -> Self {
+    /// No work: `status` (written only when it differs from the stored one), the events, the next look.
+    fn settled(world: &World<'_>, status: CertificatePolicyStatus, events: Vec<Event>, requeue: Requeue) -> Self {
         Decision {
             status: (*world.status != status).then_some(status),
             effects: Vec::new(),
@@ -445,11 +446,11 @@ pub fn decide(world: &World<'_>) -> Decision {
         Some(leaf) => {
             let next = issued_status(world, leaf, params.trigger, world.status.revision);
             let renewal = next.renewal_time.unwrap_or(now);
-            return Decision::status(world, next, Vec::new(), after(renewal.as_second() - now.as_second()));
+            return Decision::settled(world, next, Vec::new(), after(renewal.as_second() - now.as_second()));
         }
     };
     if let Some(wait) = backing_off(world) {
-        return Decision::status(world, world.status.clone(), Vec::new(), Requeue::After(wait));
+        return Decision::settled(world, world.status.clone(), Vec::new(), Requeue::After(wait));
     }
     let mut request = IssueRequest {
         params,
@@ -507,7 +508,7 @@ fn refuse(world: &World<'_>, reason: PolicyReason, message: String) -> Decision 
         ..status.clone()
     };
     let events = transition_events(&status.conditions, &next.conditions);
-    Decision::status(world, next, events, Requeue::AwaitChange)
+    Decision::settled(world, next, events, Requeue::AwaitChange)
 }
 
 /// How long to wait before the next attempt after failures (counted in
