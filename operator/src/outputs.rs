@@ -30,6 +30,21 @@ pub const PKCS12_DIGEST_ANNOTATION: &str = "certshift.io/pkcs12-digest";
 pub const CHANGE_ANNOTATION: &str = "certshift.io/change";
 /// Written by members (a reload hook or sidecar) on their Pod.
 pub const OBSERVED_REVISION_ANNOTATION: &str = "certshift.io/observed-revision";
+/// Written by the agent on its Pod: its health verdict ([`ReportedHealth`]
+/// as JSON), the Pod condition `certshift.io/Healthy` mirrored into the
+/// metadata the operator's pod cache holds.
+pub const HEALTH_ANNOTATION: &str = "certshift.io/health";
+
+/// A member's health as its agent reports it in [`HEALTH_ANNOTATION`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReportedHealth {
+    /// The revision the verdict is about.
+    pub revision: u64,
+    pub healthy: bool,
+    /// The condition's reason (`Healthy`, `CertificateRejectedByPeers`, …).
+    pub reason: String,
+    pub message: String,
+}
 /// On every object the operator creates, with the owner's name.
 pub const DECLARATION_LABEL: &str = "certshift.io/declaration";
 pub const OBSERVED_CERTIFICATE_LABEL: &str = "certshift.io/observed-certificate";

@@ -21,6 +21,11 @@ pub struct Metrics {
     outbound_open: AtomicI64,
     /// Why nothing is served yet: the last problem with the volumes.
     waiting: Mutex<Option<String>>,
+    /// (direction, side, reason) → handshakes failed because of a certificate.
+    certificate_failures: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    /// The last verdict: its reason and the peers whose failures the
+    /// revision introduced (`health`).
+    health: Mutex<Option<(&'static str, usize)>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -83,6 +88,19 @@ impl Metrics {
     /// A handshake of a proxy; `refused` carries the reason it failed.
     pub fn handshake(&self, direction: &'static str, refused: Option<&'static str>) {
         bump(&self.handshakes, (direction, refused.unwrap_or("accepted")));
+    }
+
+    /// A handshake (or a connection) that failed because of a certificate.
+    pub fn certificate_failure(&self, direction: super::health::Direction, failure: super::health::Failure) {
+        bump(
+            &self.certificate_failures,
+            (direction.as_str(), failure.side(), failure.reason()),
+        );
+    }
+
+    pub fn health(&self, verdict: &super::health::Verdict) {
+        *self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((verdict.reason, verdict.unhealthy_peers));
     }
 
     pub fn connection(&self, direction: &'static str) -> Open<'_> {
@@ -157,6 +175,43 @@ impl Metrics {
                 gauge.load(Ordering::Relaxed)
             );
         }
+        self.render_health(&mut out);
         out
+    }
+
+    fn render_health(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP certshift_agent_certificate_failures_total Handshakes that failed because of a certificate, by direction, by side (rejected_peer: this member refused the peer's; rejected_by_peer: the peer refused this member's) and reason (the verifier's, or the alert received)."
+        );
+        let _ = writeln!(out, "# TYPE certshift_agent_certificate_failures_total counter");
+        let failures = self
+            .certificate_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for ((direction, side, reason), n) in failures {
+            let _ = writeln!(
+                out,
+                "certshift_agent_certificate_failures_total{{direction=\"{direction}\",side=\"{side}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        let health = *self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((reason, unhealthy_peers)) = health else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP certshift_agent_healthy Whether the member is healthy under the revision it has loaded (the Pod condition certshift.io/Healthy), with its reason."
+        );
+        let _ = writeln!(out, "# TYPE certshift_agent_healthy gauge");
+        let healthy = u8::from(reason == "Healthy");
+        let _ = writeln!(out, "certshift_agent_healthy{{reason=\"{reason}\"}} {healthy}");
+        let _ = writeln!(
+            out,
+            "# HELP certshift_agent_unhealthy_peers Peers whose handshakes fail now because of a certificate in a way they did not before the revision loaded."
+        );
+        let _ = writeln!(out, "# TYPE certshift_agent_unhealthy_peers gauge");
+        let _ = writeln!(out, "certshift_agent_unhealthy_peers {unhealthy_peers}");
     }
 }

@@ -6,16 +6,19 @@
 //! (`certshift.io/observed-revision`, server-side apply). What cannot be
 //! loaded is said (logs, metrics) and never acknowledged; the last good
 //! revision keeps serving. New handshakes use a new revision at once;
-//! established connections are not cut.
+//! established connections are not cut. Under the revision it has loaded
+//! it watches its handshakes and reloads and reports its member's health on
+//! its Pod (`certshift.io/Healthy`, `health`).
 
+pub mod health;
 pub mod load;
 mod metrics;
 pub mod volume;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use jiff::Timestamp;
@@ -27,17 +30,26 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, info, warn};
 
-use crate::outputs::OBSERVED_REVISION_ANNOTATION;
+use crate::outputs::{HEALTH_ANNOTATION, OBSERVED_REVISION_ANNOTATION, ReportedHealth};
 use crate::verifier::Refusal;
+use health::{Direction, Health, Verdict};
 use load::{Loaded, Outcome, Snapshot};
 pub use metrics::Metrics;
 
 /// The field manager of the acknowledgements.
 pub const MANAGER: &str = "certshift-agent";
+/// The field manager of the health condition and its annotation.
+pub const HEALTH_MANAGER: &str = "certshift-agent-health";
 /// How often the volumes are read again without a filesystem event.
 pub const RESYNC: Duration = Duration::from_secs(2);
 /// How long the two volumes may disagree before it is logged.
 const WAITING_TOLD_AFTER: Duration = Duration::from_secs(30);
+/// How often the health verdict is looked at without a new failure (a
+/// failure ages out of it with time).
+const HEALTH_TICK: Duration = Duration::from_secs(5);
+/// While unhealthy, the condition's message (its counts and peers) is
+/// refreshed at most this often; transitions are written at once.
+const HEALTH_MESSAGE_REFRESH: Duration = Duration::from_secs(30);
 
 /// Where the revisions come from.
 #[derive(Clone, Debug)]
@@ -138,6 +150,48 @@ impl Serving {
     }
 }
 
+/// The member's health, fed by the proxies and the reloads, read by
+/// [`report_health`]. Accepted handshakes never take its lock.
+#[derive(Default)]
+struct Monitor {
+    health: Mutex<Health>,
+    changed: tokio::sync::Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl Monitor {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            ..Self::default()
+        }
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What a failed handshake or connection says, if it is a certificate's doing.
+    fn judge(&self, peer: SocketAddr, direction: Direction, err: &std::io::Error) {
+        let Some(failure) = health::classify_io(err) else {
+            return;
+        };
+        self.metrics.certificate_failure(direction, failure);
+        self.health().failed(peer.ip(), direction, failure, Instant::now());
+        self.changed.notify_one();
+    }
+
+    fn loaded(&self, revision: u64) {
+        self.health().loaded(revision, Instant::now());
+        self.changed.notify_one();
+    }
+
+    fn reloaded(&self, revision: u64, outcome: Result<(), String>) {
+        self.health().reloaded(revision, outcome);
+        self.changed.notify_one();
+    }
+}
+
 /// Runs until `shutdown` resolves. `client` (for acknowledgements) may be
 /// `None` when `options.pod` is.
 pub async fn run(
@@ -147,6 +201,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let serving = Arc::new(Serving::default());
+    let monitor = Arc::new(Monitor::new(metrics.clone()));
     // Dropped with `run` (its end, or the caller dropping it): the
     // listeners and loops stop with it, freeing their ports.
     let mut tasks = tokio::task::JoinSet::new();
@@ -170,7 +225,7 @@ pub async fn run(
             listener,
             inbound.upstream.clone(),
             serving.clone(),
-            metrics.clone(),
+            monitor.clone(),
         ));
     }
     for outbound in &options.outbound {
@@ -182,12 +237,14 @@ pub async fn run(
             listener,
             outbound.remote.clone(),
             serving.clone(),
-            metrics.clone(),
+            monitor.clone(),
         ));
     }
     let (acknowledge, acknowledged) = tokio::sync::watch::channel(0u64);
     let (warn_on_pod, warnings) = tokio::sync::mpsc::unbounded_channel();
-    if let (Some(pod), Some(client)) = (options.pod.clone(), client) {
+    let on_pod = options.pod.clone().zip(client);
+    tasks.spawn(report_health(on_pod.clone(), monitor.clone()));
+    if let Some((pod, client)) = on_pod {
         tasks.spawn(acknowledge_loop(
             client.clone(),
             pod.clone(),
@@ -196,7 +253,7 @@ pub async fn run(
         ));
         tasks.spawn(record_warnings(client, pod, warnings));
     }
-    let follow = follow(options, serving, metrics, acknowledge, warn_on_pod);
+    let follow = follow(options, serving, monitor, acknowledge, warn_on_pod);
     tokio::select! {
         outcome = follow => outcome?,
         () = shutdown => info!("shutting down"),
@@ -238,7 +295,7 @@ impl Told {
 async fn follow(
     options: Options,
     serving: Arc<Serving>,
-    metrics: Arc<Metrics>,
+    monitor: Arc<Monitor>,
     acknowledge: tokio::sync::watch::Sender<u64>,
     warn_on_pod: tokio::sync::mpsc::UnboundedSender<Warning>,
 ) -> Result<(), String> {
@@ -255,6 +312,7 @@ async fn follow(
             warn!(dir = %dir.display(), error = %err, "cannot watch the volume; reading it every {}s", RESYNC.as_secs());
         }
     }
+    let metrics = monitor.metrics.clone();
     let mut buffer = vec![0u8; 4096];
     let mut events = inotify
         .into_event_stream(&mut buffer)
@@ -280,6 +338,7 @@ async fn follow(
                 // Proxies take the new revision for their next handshakes.
                 serving.set(new.clone());
                 metrics.loaded(new.revision);
+                monitor.loaded(new.revision);
                 pending_reload = Some(new);
                 None
             }
@@ -321,6 +380,7 @@ async fn follow(
                 Ok(()) => {
                     if !options.reload.is_empty() {
                         metrics.reload(true);
+                        monitor.reloaded(loaded.revision, Ok(()));
                     }
                     pending_reload = None;
                     // Never more than what is loaded (and reloaded).
@@ -328,6 +388,7 @@ async fn follow(
                 }
                 Err(err) => {
                     metrics.reload(false);
+                    monitor.reloaded(loaded.revision, Err(err.clone()));
                     warn!(revision = loaded.revision, error = %err, "reload failed; not acknowledged");
                     if last_reload_failure != Some(loaded.revision) {
                         last_reload_failure = Some(loaded.revision);
@@ -517,7 +578,7 @@ fn refusal_reason(err: &std::io::Error) -> &'static str {
         })
 }
 
-async fn serve_inbound(listener: TcpListener, upstream: String, serving: Arc<Serving>, metrics: Arc<Metrics>) {
+async fn serve_inbound(listener: TcpListener, upstream: String, serving: Arc<Serving>, monitor: Arc<Monitor>) {
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             continue;
@@ -527,13 +588,15 @@ async fn serve_inbound(listener: TcpListener, upstream: String, serving: Arc<Ser
         // A proxy forwards what it gets at once: Nagle's algorithm against
         // delayed ACKs would hold each small write for up to 40 ms.
         let _ = tcp.set_nodelay(true);
-        let (upstream, metrics) = (upstream.clone(), metrics.clone());
+        let (upstream, monitor) = (upstream.clone(), monitor.clone());
         tokio::spawn(async move {
+            let metrics = &monitor.metrics;
             let mut tls = match TlsAcceptor::from(loaded.server.clone()).accept(tcp).await {
                 Ok(tls) => tls,
                 Err(err) => {
                     let reason = refusal_reason(&err);
                     metrics.handshake("inbound", Some(reason));
+                    monitor.judge(peer, Direction::Inbound, &err);
                     debug!(%peer, %reason, error = %err, "inbound handshake refused");
                     return;
                 }
@@ -545,12 +608,14 @@ async fn serve_inbound(listener: TcpListener, upstream: String, serving: Arc<Ser
             };
             let _ = app.set_nodelay(true);
             let _open = metrics.connection("inbound");
-            let _ = tokio::io::copy_bidirectional(&mut tls, &mut app).await;
+            if let Err(err) = tokio::io::copy_bidirectional(&mut tls, &mut app).await {
+                monitor.judge(peer, Direction::Inbound, &err);
+            }
         });
     }
 }
 
-async fn serve_outbound(listener: TcpListener, remote: String, serving: Arc<Serving>, metrics: Arc<Metrics>) {
+async fn serve_outbound(listener: TcpListener, remote: String, serving: Arc<Serving>, monitor: Arc<Monitor>) {
     let host = remote
         .rsplit_once(':')
         .map_or(remote.as_str(), |(host, _)| host)
@@ -566,25 +631,139 @@ async fn serve_outbound(listener: TcpListener, remote: String, serving: Arc<Serv
         };
         let Some(loaded) = serving.get() else { continue };
         let _ = app.set_nodelay(true);
-        let (remote, name, metrics) = (remote.clone(), name.clone(), metrics.clone());
+        let (remote, name, monitor) = (remote.clone(), name.clone(), monitor.clone());
         tokio::spawn(async move {
+            let metrics = &monitor.metrics;
             let Ok(tcp) = TcpStream::connect(&remote).await else {
                 debug!(%remote, "the peer does not answer");
                 return;
             };
             let _ = tcp.set_nodelay(true);
+            let Ok(peer) = tcp.peer_addr() else { return };
             let mut tls = match TlsConnector::from(loaded.client.clone()).connect(name, tcp).await {
                 Ok(tls) => tls,
                 Err(err) => {
                     let reason = refusal_reason(&err);
                     metrics.handshake("outbound", Some(reason));
+                    monitor.judge(peer, Direction::Outbound, &err);
                     debug!(%remote, %reason, error = %err, "outbound handshake refused");
                     return;
                 }
             };
             metrics.handshake("outbound", None);
             let _open = metrics.connection("outbound");
-            let _ = tokio::io::copy_bidirectional(&mut app, &mut tls).await;
+            // In TLS 1.3 a server refuses this member's certificate after
+            // the handshake: its alert ends the connection here.
+            if let Err(err) = tokio::io::copy_bidirectional(&mut app, &mut tls).await {
+                monitor.judge(peer, Direction::Outbound, &err);
+            }
         });
     }
+}
+
+/// What the Pod condition says now, to write it only when it changes.
+struct Reported {
+    key: (u64, bool, &'static str),
+    message: String,
+    /// When the condition's status last flipped.
+    transition: Timestamp,
+    at: Instant,
+}
+
+/// Reports the health verdict: in the metrics and logs, and on the Pod as
+/// the condition `certshift.io/Healthy` (a strategic-merge patch of
+/// pods/status keyed by the condition's type, so the kubelet's conditions
+/// are untouched) and the annotation `certshift.io/health`, written on
+/// transitions and, while unhealthy, refreshed at most every
+/// [`HEALTH_MESSAGE_REFRESH`].
+async fn report_health(on_pod: Option<(PodRef, Client)>, monitor: Arc<Monitor>) {
+    let mut reported: Option<Reported> = None;
+    loop {
+        tokio::select! {
+            () = monitor.changed.notified() => {
+                // A burst of failures is one look.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            () = tokio::time::sleep(HEALTH_TICK) => {}
+        }
+        let verdict = monitor.health().verdict(Instant::now());
+        if verdict.revision == 0 {
+            continue;
+        }
+        monitor.metrics.health(&verdict);
+        let due = reported.as_ref().is_none_or(|r| {
+            r.key != verdict.transition_key()
+                || (!verdict.healthy && r.message != verdict.message && r.at.elapsed() >= HEALTH_MESSAGE_REFRESH)
+        });
+        if !due {
+            continue;
+        }
+        if reported.as_ref().is_none_or(|r| r.key != verdict.transition_key()) {
+            if verdict.healthy {
+                info!(
+                    revision = verdict.revision,
+                    reason = verdict.reason,
+                    "{}",
+                    verdict.message
+                );
+            } else {
+                warn!(
+                    revision = verdict.revision,
+                    reason = verdict.reason,
+                    "{}",
+                    verdict.message
+                );
+            }
+        }
+        let transition = match &reported {
+            Some(r) if r.key.1 == verdict.healthy => r.transition,
+            _ => Timestamp::now(),
+        };
+        if let Some((pod, client)) = &on_pod
+            && let Err(err) = patch_health(client, pod, &verdict, transition).await
+        {
+            // Tried again on the next look.
+            warn!(error = %err, "reporting {}", health::CONDITION);
+            continue;
+        }
+        reported = Some(Reported {
+            key: verdict.transition_key(),
+            message: verdict.message,
+            transition,
+            at: Instant::now(),
+        });
+    }
+}
+
+async fn patch_health(client: &Client, pod: &PodRef, verdict: &Verdict, transition: Timestamp) -> kube::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
+    // The annotation first: it is what the operator's metadata-only pod
+    // cache sees. A merge patch under a field manager of its own, so the
+    // acknowledgement's server-side apply never removes it.
+    let reported = ReportedHealth {
+        revision: verdict.revision,
+        healthy: verdict.healthy,
+        reason: verdict.reason.to_owned(),
+        message: verdict.message.clone(),
+    };
+    let annotation = serde_json::json!({"metadata": {"annotations": {
+        HEALTH_ANNOTATION: serde_json::to_string(&reported).unwrap_or_default(),
+    }}});
+    let params = PatchParams {
+        field_manager: Some(HEALTH_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    pods.patch(&pod.name, &params, &Patch::Merge(&annotation)).await?;
+    let patch = serde_json::json!({
+        "status": {"conditions": [{
+            "type": health::CONDITION,
+            "status": if verdict.healthy { "True" } else { "False" },
+            "reason": verdict.reason,
+            "message": verdict.message,
+            "lastTransitionTime": transition.to_string(),
+            "lastProbeTime": Timestamp::now().to_string(),
+        }]},
+    });
+    pods.patch_status(&pod.name, &params, &Patch::Strategic(&patch)).await?;
+    Ok(())
 }
