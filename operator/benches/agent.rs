@@ -154,6 +154,7 @@ async fn start_agent(files: &BTreeMap<String, Vec<u8>>, upstream: SocketAddr) ->
         reload: Vec::new(),
         pod: None,
         metrics_addr: Some(metrics),
+        health_window: agent::DEFAULT_HEALTH_WINDOW,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(agent::run(options, None, async move {

@@ -132,6 +132,11 @@ struct AgentArgs {
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, default_value = "0.0.0.0:9090")]
     metrics_addr: std::net::SocketAddr,
+    /// How long a handshake refused because of a certificate counts against
+    /// the member's health (the condition certshift.io/Healthy), and how far
+    /// back a new revision's baseline looks (Go duration).
+    #[arg(long, default_value = "60s")]
+    health_window: String,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -230,6 +235,15 @@ fn run_agent(args: AgentArgs) -> Result<i32, String> {
         reload,
         pod,
         metrics_addr: Some(args.metrics_addr),
+        health_window: certshift::duration::parse("--health-window", &args.health_window)
+            .ok()
+            .filter(|w| !w.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "--health-window {:?}: not a positive duration (e.g. 60s)",
+                    args.health_window
+                )
+            })?,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
     runtime.block_on(async move {

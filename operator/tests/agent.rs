@@ -168,6 +168,7 @@ async fn the_agent_serves_each_revision_both_volumes_agree_on() {
         ))],
         pod: None,
         metrics_addr: Some(metrics_addr),
+        health_window: agent::DEFAULT_HEALTH_WINDOW,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(agent::run(options, None, async move {
@@ -298,6 +299,7 @@ async fn members_call_each_other_through_their_proxies() {
             reload: Vec::new(),
             pod: None,
             metrics_addr: None,
+            health_window: agent::DEFAULT_HEALTH_WINDOW,
         };
         tokio::spawn(agent::run(options, None, std::future::pending()))
     };

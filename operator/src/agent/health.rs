@@ -16,9 +16,10 @@ use crate::verifier::Refusal;
 /// The Pod condition the agent reports.
 pub const CONDITION: &str = "certshift.io/Healthy";
 
-/// A failure is current for this long: a peer that stopped failing (fixed,
-/// or gone) no longer makes the member unhealthy after it, and what failed
-/// within it before a revision was loaded is that revision's baseline.
+/// How long a failure counts by default (`--health-window`): a peer that
+/// stopped failing (fixed, or gone) no longer makes the member unhealthy
+/// after it, and what failed within it before a revision was loaded is that
+/// revision's baseline.
 pub const FAILING_FOR: Duration = Duration::from_secs(60);
 
 /// Peers remembered at most (a scan of the port must not grow the agent).
@@ -69,6 +70,13 @@ impl Failure {
         match self {
             Failure::RejectedPeer(reason) | Failure::RejectedByPeer(reason) => reason,
         }
+    }
+
+    /// A peer refused because its certificate (or a CA of it) is revoked:
+    /// the rules doing what a CRL asks, never a regression of a revision
+    /// (it must not hold a change, nor roll one back).
+    fn intended(self) -> bool {
+        self == Failure::RejectedPeer("CertificateRevoked")
     }
 }
 
@@ -128,7 +136,8 @@ struct Record {
     /// The revision under which this peer began failing this way (kept
     /// while it goes on failing across revisions).
     since: u64,
-    /// It was failing before the revision loaded now was: not a regression.
+    /// It was failing before the revision loaded now was, or it is a
+    /// revoked certificate refused: not a regression.
     baseline: bool,
 }
 
@@ -153,8 +162,10 @@ impl Verdict {
 }
 
 /// The handshakes and reloads of the revisions this agent has loaded.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Health {
+    /// How long a failure counts ([`FAILING_FOR`] by default).
+    window: Duration,
     revision: u64,
     /// Whether a revision before this one was loaded by this agent: under
     /// the first there is nothing to compare with (the agent did not see a
@@ -165,9 +176,25 @@ pub struct Health {
     reload_failed: Option<(u64, String)>,
 }
 
+impl Default for Health {
+    fn default() -> Self {
+        Self::new(FAILING_FOR)
+    }
+}
+
 impl Health {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            revision: 0,
+            switched: false,
+            peers: BTreeMap::new(),
+            reload_failed: None,
+        }
+    }
+
     /// A revision was loaded (new handshakes use it from now on): what
-    /// failed within [`FAILING_FOR`] before it is its baseline.
+    /// failed within the window before it is its baseline.
     pub fn loaded(&mut self, revision: u64, now: Instant) {
         if revision == self.revision {
             return;
@@ -199,7 +226,7 @@ impl Health {
             count: 0,
             last: now,
             since: self.revision,
-            baseline: !self.switched,
+            baseline: !self.switched || failure.intended(),
         });
         record.count += 1;
         record.last = now;
@@ -218,7 +245,7 @@ impl Health {
     /// revision.
     pub fn verdict(&self, now: Instant) -> Verdict {
         let revision = self.revision;
-        let current = |r: &&Record| now.duration_since(r.last) < FAILING_FOR && r.count > 0;
+        let current = |r: &&Record| now.duration_since(r.last) < self.window && r.count > 0;
         let mut regressions: Vec<(&Key, &Record)> =
             self.peers.iter().filter(|(_, r)| !r.baseline && current(r)).collect();
         regressions.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
@@ -251,7 +278,7 @@ impl Health {
             if baseline > 0 {
                 let _ = write!(
                     message,
-                    " that did not fail before it ({baseline} peer{} failing as before, not counted)",
+                    " that did not fail before it ({baseline} peer{} failing as before or revoked, not counted)",
                     plural(baseline)
                 );
             }
@@ -276,7 +303,7 @@ impl Health {
             );
         }
         if baseline > 0 {
-            let _ = write!(message, " ({baseline} failing as before, not counted)");
+            let _ = write!(message, " ({baseline} failing as before or revoked, not counted)");
         }
         verdict(false, reason, message)
     }
@@ -358,7 +385,9 @@ mod tests {
         let verdict = health.verdict(t0 + Duration::from_secs(9));
         assert_eq!(verdict.reason, "CertificateRejectedByPeers");
         assert!(
-            verdict.message.contains("(1 failing as before, not counted)"),
+            verdict
+                .message
+                .contains("(1 failing as before or revoked, not counted)"),
             "{}",
             verdict.message
         );
@@ -437,6 +466,21 @@ mod tests {
             verdict
                 .message
                 .ends_with("; and 3 more; 1 more peer refused by this member"),
+            "{}",
+            verdict.message
+        );
+    }
+
+    #[test]
+    fn a_peer_refused_for_a_revoked_certificate_is_never_a_regression() {
+        let t0 = Instant::now();
+        let mut health = switched(t0);
+        let revoked = Failure::RejectedPeer("CertificateRevoked");
+        health.failed(ip(9), Direction::Inbound, revoked, t0 + Duration::from_secs(2));
+        let verdict = health.verdict(t0 + Duration::from_secs(2));
+        assert!(verdict.healthy, "{verdict:?}");
+        assert!(
+            verdict.message.contains("1 peer failing as before"),
             "{}",
             verdict.message
         );

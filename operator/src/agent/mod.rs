@@ -134,7 +134,13 @@ pub struct Options {
     /// `None`: no acknowledgement (a member judged some other way).
     pub pod: Option<PodRef>,
     pub metrics_addr: Option<SocketAddr>,
+    /// How long a failed handshake counts against the member's health
+    /// (`--health-window`).
+    pub health_window: Duration,
 }
+
+/// `--health-window` when unset.
+pub const DEFAULT_HEALTH_WINDOW: Duration = health::FAILING_FOR;
 
 /// The revision being served, shared by the proxies.
 #[derive(Default)]
@@ -152,7 +158,6 @@ impl Serving {
 
 /// The member's health, fed by the proxies and the reloads, read by
 /// [`report_health`]. Accepted handshakes never take its lock.
-#[derive(Default)]
 struct Monitor {
     health: Mutex<Health>,
     changed: tokio::sync::Notify,
@@ -160,10 +165,11 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn new(metrics: Arc<Metrics>) -> Self {
+    fn new(metrics: Arc<Metrics>, window: Duration) -> Self {
         Self {
             metrics,
-            ..Self::default()
+            health: Mutex::new(Health::new(window)),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -201,7 +207,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let serving = Arc::new(Serving::default());
-    let monitor = Arc::new(Monitor::new(metrics.clone()));
+    let monitor = Arc::new(Monitor::new(metrics.clone(), options.health_window));
     // Dropped with `run` (its end, or the caller dropping it): the
     // listeners and loops stop with it, freeing their ports.
     let mut tasks = tokio::task::JoinSet::new();
@@ -678,6 +684,9 @@ struct Reported {
 /// [`HEALTH_MESSAGE_REFRESH`].
 async fn report_health(on_pod: Option<(PodRef, Client)>, monitor: Arc<Monitor>) {
     let mut reported: Option<Reported> = None;
+    // Cleared when the API server forbids pods/status (a Role from before
+    // the condition): the annotation still carries the verdict.
+    let mut condition_allowed = true;
     loop {
         tokio::select! {
             () = monitor.changed.notified() => {
@@ -720,7 +729,7 @@ async fn report_health(on_pod: Option<(PodRef, Client)>, monitor: Arc<Monitor>) 
             _ => Timestamp::now(),
         };
         if let Some((pod, client)) = &on_pod
-            && let Err(err) = patch_health(client, pod, &verdict, transition).await
+            && let Err(err) = patch_health(client, pod, &verdict, transition, &mut condition_allowed).await
         {
             // Tried again on the next look.
             warn!(error = %err, "reporting {}", health::CONDITION);
@@ -735,7 +744,13 @@ async fn report_health(on_pod: Option<(PodRef, Client)>, monitor: Arc<Monitor>) 
     }
 }
 
-async fn patch_health(client: &Client, pod: &PodRef, verdict: &Verdict, transition: Timestamp) -> kube::Result<()> {
+async fn patch_health(
+    client: &Client,
+    pod: &PodRef,
+    verdict: &Verdict,
+    transition: Timestamp,
+    condition_allowed: &mut bool,
+) -> kube::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
     // The annotation first: it is what the operator's metadata-only pod
     // cache sees. A merge patch under a field manager of its own, so the
@@ -764,6 +779,18 @@ async fn patch_health(client: &Client, pod: &PodRef, verdict: &Verdict, transiti
             "lastProbeTime": Timestamp::now().to_string(),
         }]},
     });
-    pods.patch_status(&pod.name, &params, &Patch::Strategic(&patch)).await?;
-    Ok(())
+    if !*condition_allowed {
+        return Ok(());
+    }
+    match pods.patch_status(&pod.name, &params, &Patch::Strategic(&patch)).await {
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            warn!(
+                "not allowed to patch pods/status: the condition {} is not written, the annotation {HEALTH_ANNOTATION} is",
+                health::CONDITION
+            );
+            *condition_allowed = false;
+            Ok(())
+        }
+        other => other.map(|_| ()),
+    }
 }
