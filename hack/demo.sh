@@ -36,7 +36,7 @@ kubectl -n certshift-system rollout status deployment/certshift --timeout=180s
 # pods labelled app=members, each revision gated on their acknowledgements.
 with_members() {
   sed "s/namespace: default/namespace: $NS/" "$1" |
-    python3 -c 'import sys; t = sys.stdin.read(); print(t.replace("  store:\n", "  members:\n    pods:\n      matchLabels: {app: members}\n  upgrade:\n    minSoak: 3s\n  store:\n", 1), end="")'
+    python3 -c 'import sys; t = sys.stdin.read(); print(t.replace("  store:\n", "  members:\n    pods:\n      matchLabels: {app: members}\n  store:\n", 1).replace("healthCheckStableDuration: 5s", "healthCheckStableDuration: 3s"), end="")'
 }
 
 echo "== The store and the declaration by thumbprint"

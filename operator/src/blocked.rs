@@ -87,6 +87,11 @@ pub enum BlockReason {
     SecretOwnedElsewhere,
     /// Members did not acknowledge a revision within `spec.upgrade.stageTimeout`.
     StageTimeout,
+    /// The change did not complete within `spec.upgrade.upgradeTimeout`.
+    UpgradeTimeout,
+    /// The members were unhealthy under a revision past
+    /// `spec.upgrade.healthCheckRetryTimeout`.
+    HealthCheckFailed,
     /// An endpoint member refused, as a client, the certificate about to be presented.
     PeerRejectsCertificate,
     /// The planner's own check of the invariant failed: a bug, never published.

@@ -3,6 +3,20 @@
 
 use std::time::Duration;
 
+/// Whole seconds as a Go duration, the way users write it: `1h30m`, `10m`, `45s`, `0s`.
+pub fn format(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds == 0 {
+        return "0s".to_owned();
+    }
+    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    [(h, "h"), (m, "m"), (s, "s")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect()
+}
+
 /// Parses a Go duration; `field` names where it came from in the error.
 pub fn parse(field: &str, text: &str) -> Result<Duration, String> {
     let invalid =

@@ -134,6 +134,15 @@ impl Declaration {
         self
     }
 
+    /// `spec.upgrade`'s health check: wait, stable duration, retry timeout.
+    pub fn health_check(mut self, wait: &str, stable: &str, retry: &str) -> Self {
+        let upgrade = self.upgrade();
+        upgrade.health_check_wait_duration = Some(wait.to_owned());
+        upgrade.health_check_stable_duration = Some(stable.to_owned());
+        upgrade.health_check_retry_timeout = Some(retry.to_owned());
+        self
+    }
+
     fn members(&mut self) -> &mut Members {
         self.0.spec.members.get_or_insert_with(Members::default)
     }

@@ -363,6 +363,7 @@ async fn gather(
                 .map_err(|_| Error::CacheStopped("pod"))?;
             let pods = shell.pods.state();
             members.pods = declaration::pod_members(pods.iter().map(|p| &p.metadata), &namespace, selector);
+            members.pod_health = declaration::pod_health(pods.iter().map(|p| &p.metadata), &namespace, selector);
         }
         for workload in &spec_members.workloads {
             let object = members::read_workload(ctx, &namespace, workload).await?;

@@ -15,17 +15,20 @@ use kube::core::PartialObjectMeta;
 use super::{Context, Error, Verb, kube_err};
 use crate::crd::{Endpoint, Members, ServiceEndpoint, WorkloadReference};
 use crate::declaration::Workload;
-use crate::outputs::{OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION};
+use crate::outputs::{HEALTH_ANNOTATION, OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION};
 
 /// Drops from a cached pod all but what `pod_members` and the controller's
 /// mapper read: a cluster has many pods, and most of their metadata is
 /// someone else's.
 pub fn trim_pod(pod: &mut PartialObjectMeta<Pod>) {
     let meta = std::mem::take(&mut pod.metadata);
-    let observed = meta
+    let observed: BTreeMap<String, String> = meta
         .annotations
-        .and_then(|mut a| a.remove_entry(OBSERVED_REVISION_ANNOTATION))
-        .map(|entry| BTreeMap::from([entry]));
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| key == OBSERVED_REVISION_ANNOTATION || key == HEALTH_ANNOTATION)
+        .collect();
+    let observed = (!observed.is_empty()).then_some(observed);
     pod.metadata = ObjectMeta {
         name: meta.name,
         namespace: meta.namespace,

@@ -1,5 +1,6 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -325,14 +326,41 @@ pub struct ServiceEndpoint {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradePolicy {
-    /// How long a revision must have been acknowledged before the next is
-    /// published (Go duration, e.g. `30s`, `5m`). Default `0s`.
+    /// Deprecated alias of `healthCheckStableDuration` (used when that is
+    /// unset; a Warning event says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_soak: Option<String>,
-    /// How long a stage may wait for its members before it is `Blocked/StageTimeout`
-    /// (nothing is rolled back). Default `1h`.
+    /// After every member acknowledged a revision, how long to wait before
+    /// judging their health (Go duration, e.g. `30s`; Service Fabric's
+    /// HealthCheckWaitDuration). Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_wait_duration: Option<String>,
+    /// How long the members must stay healthy before the next revision is
+    /// published (Service Fabric's HealthCheckStableDuration; supersedes
+    /// `minSoak`). Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_stable_duration: Option<String>,
+    /// How long a failing health check is retried before the revision's
+    /// health check has failed (`Stalled/HealthCheckFailed`; Service
+    /// Fabric's HealthCheckRetryTimeout). Default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_retry_timeout: Option<String>,
+    /// How long a revision may wait for its members' acknowledgements before
+    /// it is `Stalled/StageTimeout` (Service Fabric's UpgradeDomainTimeout).
+    /// Default `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_timeout: Option<String>,
+    /// How long the whole change (from its first revision to the last) may
+    /// take before it is `Stalled/UpgradeTimeout` (Service Fabric's
+    /// UpgradeTimeout). Default `12h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_timeout: Option<String>,
+    /// How many members may be unhealthy while the change goes on: a number,
+    /// or a percentage of the members (rounded down), like a Deployment's
+    /// `maxUnavailable` (Service Fabric's MaxPercentUnhealthyNodes). Only
+    /// failures a revision introduced count. Default `0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unhealthy_members: Option<IntOrString>,
     /// Hold the next publication.
     #[serde(default)]
     pub paused: bool,
@@ -424,12 +452,49 @@ pub struct UpgradeStatus {
     /// The revisions still to publish, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedRevision>,
+    /// When the change under way published its first revision (`upgradeTimeout` counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_time: Option<Timestamp>,
     /// When the current revision was published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_time: Option<Timestamp>,
-    /// When every member had acknowledged the current revision (`minSoak` counts from here).
+    /// When every member had acknowledged the current revision (the health check counts from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_time: Option<Timestamp>,
+    /// The health check of the current revision, once its members acknowledged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+}
+
+/// The health check of a revision (Service Fabric's monitored upgrade).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthStatus {
+    /// `Waiting` (healthCheckWaitDuration), `Stabilizing` (healthy, for
+    /// healthCheckStableDuration), `Healthy`, `Retrying` (unhealthy, within
+    /// healthCheckRetryTimeout) or `Failed`.
+    pub state: String,
+    /// Since when the members have been healthy, in this streak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_time: Option<Timestamp>,
+    /// Since when the health check has been failing, in this streak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_time: Option<Timestamp>,
+    /// The members unhealthy now, and why (what their agents report).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unhealthy: Vec<UnhealthyMember>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnhealthyMember {
+    /// `pod/<name>`, `endpoint/<address>`, `deployment/<name>`, …
+    pub member: String,
+    /// `CertificateRejectedByPeers`, `RejectedPeers`, `ReloadFailed`,
+    /// `NotReported` (no health for this revision yet), `NotAtRevision`.
+    pub reason: String,
+    /// What the member's agent (or the probe) says.
+    pub message: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

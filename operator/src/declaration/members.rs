@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::crd::{MembersStatus, WorkloadReference};
-use crate::outputs::{OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION};
+use crate::outputs::{HEALTH_ANNOTATION, OBSERVED_REVISION_ANNOTATION, REVISION_ANNOTATION, ReportedHealth};
 use crate::revision::Revision;
 use crate::thumbprint::Thumbprint;
 
@@ -108,6 +108,9 @@ pub struct MemberInputs {
     pub workloads: Vec<(WorkloadReference, Option<Workload>)>,
     /// Each endpoint (`endpoint/<label>`) and what it presented, or why the probe failed.
     pub endpoints: Vec<(String, Result<Thumbprint, String>)>,
+    /// What the selected pods' agents report of their health (`pod/<name>`),
+    /// for the pods that report it.
+    pub pod_health: BTreeMap<String, ReportedHealth>,
 }
 
 impl MemberInputs {
@@ -133,6 +136,21 @@ impl MemberInputs {
     }
 }
 
+/// The pods of `namespace` that `selector` takes (pods being deleted are gone).
+fn selected<'a>(
+    pods: impl Iterator<Item = &'a ObjectMeta>,
+    namespace: &str,
+    selector: &LabelSelector,
+) -> impl Iterator<Item = (String, &'a ObjectMeta)> {
+    pods.filter(move |pod| pod.namespace.as_deref() == Some(namespace) && pod.deletion_timestamp.is_none())
+        .filter(|pod| selects(selector, pod.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        .map(|pod| (format!("pod/{}", pod.name.as_deref().unwrap_or_default()), pod))
+}
+
+fn annotation<'a>(pod: &'a ObjectMeta, key: &str) -> Option<&'a String> {
+    pod.annotations.as_ref().and_then(|a| a.get(key))
+}
+
 /// The pods of `namespace` that `selector` takes, each with the revision it
 /// reports in `certshift.io/observed-revision` (pods being deleted are gone).
 pub fn pod_members<'a>(
@@ -140,17 +158,24 @@ pub fn pod_members<'a>(
     namespace: &str,
     selector: &LabelSelector,
 ) -> Vec<(String, Option<u64>)> {
-    let no_labels = BTreeMap::new();
-    pods.filter(|pod| pod.namespace.as_deref() == Some(namespace) && pod.deletion_timestamp.is_none())
-        .filter(|pod| selects(selector, pod.labels.as_ref().unwrap_or(&no_labels)))
-        .map(|pod| {
-            let observed = pod
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(OBSERVED_REVISION_ANNOTATION))
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            (format!("pod/{}", pod.name.as_deref().unwrap_or_default()), observed)
+    selected(pods, namespace, selector)
+        .map(|(name, pod)| {
+            let observed = annotation(pod, OBSERVED_REVISION_ANNOTATION).and_then(|v| v.trim().parse::<u64>().ok());
+            (name, observed)
         })
+        .collect()
+}
+
+/// What the agents of the pods [`pod_members`] takes report of their
+/// health (`certshift.io/health`); an annotation that does not parse is
+/// no report.
+pub fn pod_health<'a>(
+    pods: impl Iterator<Item = &'a ObjectMeta>,
+    namespace: &str,
+    selector: &LabelSelector,
+) -> BTreeMap<String, ReportedHealth> {
+    selected(pods, namespace, selector)
+        .filter_map(|(name, pod)| Some((name, serde_json::from_str(annotation(pod, HEALTH_ANNOTATION)?).ok()?)))
         .collect()
 }
 

@@ -13,6 +13,7 @@
 //! stamps, then status. The ConfigMap is the record of what is published; a
 //! restart between two writes is repaired from it.
 
+pub mod health;
 mod members;
 pub mod plan;
 pub mod spec;
@@ -26,7 +27,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-pub use members::{MemberInputs, MemberReport, Workload, pod_members, selects};
+pub use members::{MemberInputs, MemberReport, Workload, pod_health, pod_members, selects};
 pub use plan::{Planned, Preflight, gate_on_preflight, plan};
 pub use spec::{DEFAULT_CRL_REFRESH, DEFAULT_STAGE_TIMEOUT, Spec};
 pub use status::{
@@ -253,6 +254,7 @@ fn report(world: &World, progress: &Progress) -> (Option<ClusterCertificateDecla
         desired: world.spec.as_ref().ok().map(|s| &s.desired),
         goal: planned.goal.as_ref(),
         fresh: progress.grace_left.is_some(),
+        just_published: planned.candidate.is_some() && !planned.no_writes,
     });
     if let Some(store) = store {
         decided.push(san_overlap(&store.instances));
@@ -263,6 +265,7 @@ fn report(world: &World, progress: &Progress) -> (Option<ClusterCertificateDecla
     let previous_conditions = conditions::sorted(&previous.conditions);
     let generation = declaration.metadata.generation;
     let conditions = conditions::merge(&previous_conditions, &decided, generation, world.now);
+    let deprecated = world.spec.as_ref().map(|s| s.deprecated.as_slice()).unwrap_or_default();
     let standing = conditions
         .iter()
         .filter(|c| matches!(c.type_.as_str(), EXPIRING_SOON | REVOKED) && c.status == "True")
@@ -271,6 +274,11 @@ fn report(world: &World, progress: &Progress) -> (Option<ClusterCertificateDecla
             reason: c.reason.clone(),
             message: c.message.clone(),
         })
+        .chain(deprecated.iter().map(|message| Event {
+            type_: EventType::Warning,
+            reason: "DeprecatedField".to_owned(),
+            message: message.clone(),
+        }))
         .collect();
     let events = events(
         world,
@@ -311,6 +319,15 @@ fn upgrade_status(world: &World, progress: &Progress) -> Option<UpgradeStatus> {
     let mut plan = vec![planned(current, if converged { "Acknowledged" } else { "Published" })];
     plan.extend(pending.iter().map(|r| planned(r, "Pending")));
     let republished = candidate.is_some() || previous.revision != current.revision;
+    let complete = pending.is_empty() && converged && progress.planned.hold.is_none();
+    // The change began with its first revision's publication, and ends
+    // complete (`upgradeTimeout` counts between).
+    let started_time = match (complete, previous.started_time) {
+        (true, _) => None,
+        (false, Some(started)) => Some(started),
+        (false, None) if republished => Some(world.now),
+        (false, None) => None,
+    };
     Some(UpgradeStatus {
         stage: if pending.is_empty() && converged {
             None
@@ -325,6 +342,9 @@ fn upgrade_status(world: &World, progress: &Progress) -> Option<UpgradeStatus> {
             previous.published_time
         },
         acknowledged_time,
+        started_time,
+        // A revision published now has no health check yet.
+        health: progress.planned.health.clone().filter(|_| candidate.is_none()),
     })
 }
 
@@ -362,7 +382,7 @@ fn requeue(world: &World, progress: &Progress) -> Requeue {
         (Some(Hold::Blocked(blocked)), _) if blocked.reason == BlockReason::PeerRejectsCertificate => {
             Requeue::After(PEER_RETRY)
         }
-        (Some(Hold::Soaking(left)), _) => Requeue::After(*left + Duration::from_secs(1)),
+        (Some(Hold::Checking { left, .. }), _) => Requeue::After(*left + Duration::from_secs(1)),
         (Some(Hold::WaitingForStore(_)), _) => {
             Requeue::After(progress.grace_left.unwrap_or_default() + Duration::from_secs(1))
         }

@@ -1,16 +1,19 @@
 //! Steps 1 and 2 of a decision: the plan and the gates. [`plan`] reads what
 //! is published, plans from it to the spec and gates the next revision on
-//! the members (paused, acknowledged, soaked, stage timeout); the shell
+//! the members (paused, upgrade and stage timeouts, acknowledged, the
+//! health check of `health`); the shell
 //! probes the endpoints with the certificate [`Planned::preflight`] names,
 //! and [`gate_on_preflight`] holds the revision when one refused it. The
 //! planner runs once per reconcile, here.
 
 use std::time::Duration;
 
+use super::health::{self, Check};
 use super::status::{Hold, secs};
 use super::{ENDPOINT_PROBE_INTERVAL, MemberReport, StoreContents, World, acknowledged_time, spec};
 use crate::blocked::{BlockReason, Blocked};
-use crate::crd::UpgradeStatus;
+use crate::crd::{HealthStatus, UpgradeStatus};
+use crate::duration;
 use crate::outputs::{self, PresentedMaterial};
 use crate::planner::{self, Effective};
 use crate::revision::{Change, Revision, Stage};
@@ -34,6 +37,8 @@ pub struct Planned {
     pub password: Option<String>,
     /// When to look again, if a gate knows (a deadline, a probe interval).
     pub requeue: Option<Duration>,
+    /// The published revision's health check, once its members acknowledged it.
+    pub health: Option<HealthStatus>,
 }
 
 /// The certificate to probe every endpoint with before publishing a
@@ -76,7 +81,15 @@ pub fn plan(world: &World) -> Planned {
     if planned.pending.is_empty() && crls_changed(world, contents) {
         planned.pending.push(crl_revision(&published));
     }
-    if !planned.pending.is_empty() {
+    if planned.pending.is_empty() {
+        // The last revision's health is checked too: the change is complete
+        // once its members are healthy under it.
+        let previous = previous_upgrade(world);
+        let members = planned.report.status(published.revision);
+        if let Some(acknowledged) = acknowledged_time(&previous, published.revision, &members, world.now) {
+            planned.hold = health_check(world, &spec.upgrade, &published, acknowledged, &mut planned).err();
+        }
+    } else {
         gate(world, &spec.upgrade, &published, &mut planned);
     }
     planned
@@ -116,6 +129,7 @@ fn read(world: &World) -> Planned {
         goal,
         password: password.ok().flatten(),
         requeue: None,
+        health: None,
     }
 }
 
@@ -159,8 +173,9 @@ fn crl_revision(published: &Revision) -> Revision {
     }
 }
 
-/// The gates between the published revision and the next: paused, every
-/// member acknowledged and `minSoak` passed, or `stageTimeout` run out.
+/// The gates between the published revision and the next: paused, the
+/// whole change within `upgradeTimeout`, every member acknowledged within
+/// `stageTimeout`, then the revision's health check.
 fn gate(world: &World, upgrade: &spec::Upgrade, published: &Revision, planned: &mut Planned) {
     let now = world.now;
     let previous = previous_upgrade(world);
@@ -170,35 +185,115 @@ fn gate(world: &World, upgrade: &spec::Upgrade, published: &Revision, planned: &
         .filter(|_| previous.revision == published.revision)
         .unwrap_or(now);
     let deadline = published_at.as_second().saturating_add(secs(upgrade.stage_timeout));
-    let converged = members.converged == members.total;
-    let acknowledged = acknowledged_time(&previous, published.revision, &members, now).filter(|_| converged);
+    let started = previous.started_time.filter(|_| !previous.plan.is_empty());
+    let acknowledged = acknowledged_time(&previous, published.revision, &members, now);
     planned.hold = if upgrade.paused {
         Some(Hold::Paused)
+    } else if let Some(started) =
+        started.filter(|s| now.as_second() > s.as_second().saturating_add(secs(upgrade.upgrade_timeout)))
+    {
+        Some(Hold::Blocked(Blocked::new(
+            BlockReason::UpgradeTimeout,
+            format!(
+                "the change began at {started} and is not complete within upgradeTimeout ({}); held at revision {}",
+                duration::format(upgrade.upgrade_timeout),
+                published.revision
+            ),
+        )))
     } else if let Some(acknowledged) = acknowledged {
-        let soaked = acknowledged.as_second().saturating_add(secs(upgrade.min_soak));
-        if now.as_second() >= soaked {
-            planned.candidate = planned.pending.first().cloned();
-            None
-        } else {
-            Some(Hold::Soaking(Duration::from_secs(
-                (soaked - now.as_second()).unsigned_abs(),
-            )))
+        match health_check(world, upgrade, published, acknowledged, planned) {
+            Ok(()) => {
+                planned.candidate = planned.pending.first().cloned();
+                None
+            }
+            Err(hold) => Some(hold),
         }
     } else if now.as_second() > deadline {
         Some(Hold::Blocked(Blocked::new(
             BlockReason::StageTimeout,
             format!(
                 "revision {} was published at {published_at} and {} of {} members have not acknowledged it \
-                 within stageTimeout; nothing is rolled back",
+                 within stageTimeout ({}); held at revision {}",
                 published.revision,
                 members.total - members.converged,
-                members.total
+                members.total,
+                duration::format(upgrade.stage_timeout),
+                published.revision
             ),
         )))
     } else {
         planned.requeue = Some(Duration::from_secs((deadline - now.as_second()).unsigned_abs() + 1));
         Some(Hold::WaitingForMembers)
     };
+}
+
+/// The health check of the published revision, acknowledged by every
+/// member at `acknowledged` (`health::judge`): `Ok` once it passed, else
+/// what holds the next revision.
+fn health_check(
+    world: &World,
+    upgrade: &spec::Upgrade,
+    published: &Revision,
+    acknowledged: jiff::Timestamp,
+    planned: &mut Planned,
+) -> Result<(), Hold> {
+    let members = world.members.health(published);
+    let judged = health::judge(
+        upgrade,
+        published.revision,
+        acknowledged,
+        &members,
+        &previous_upgrade(world),
+        world.now,
+    );
+    planned.health = Some(judged.status);
+    let revision = published.revision;
+    let now = world.now;
+    // Times, not durations left: a look before them writes nothing new.
+    let at = |left: Duration| {
+        let at = now
+            .as_second()
+            .saturating_add(i64::try_from(left.as_secs()).unwrap_or(i64::MAX));
+        jiff::Timestamp::from_second(at).unwrap_or(now)
+    };
+    let hold = |reason, message, left| Err(Hold::Checking { reason, message, left });
+    match judged.check {
+        Check::Passed => Ok(()),
+        Check::Waiting { left } => hold(
+            "HealthCheckWaiting",
+            format!(
+                "revision {revision} acknowledged by every member; their health is checked at {} \
+                 (healthCheckWaitDuration {})",
+                at(left),
+                duration::format(upgrade.health_check_wait)
+            ),
+            left,
+        ),
+        Check::Stabilizing { left } => hold(
+            "Soaking",
+            format!(
+                "members healthy under revision {revision}; {} at {} if they stay so (healthCheckStableDuration {})",
+                if planned.pending.is_empty() {
+                    "the change is complete"
+                } else {
+                    "the next revision is published"
+                },
+                at(left),
+                duration::format(upgrade.health_check_stable)
+            ),
+            left,
+        ),
+        Check::Retrying { left, message } => hold(
+            "HealthCheckRetrying",
+            format!(
+                "{message}; retried until {} (healthCheckRetryTimeout {})",
+                at(left),
+                duration::format(upgrade.health_check_retry)
+            ),
+            left,
+        ),
+        Check::Failed { message } => Err(Hold::Blocked(Blocked::new(BlockReason::HealthCheckFailed, message))),
+    }
 }
 
 impl Planned {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::EXPIRY_MARGIN;
 use crate::blocked::{BlockReason, Blocked};
-use crate::crd::{ClusterCertificateDeclarationSpec, Members, OutputSpec, StalePolicy, WORKLOAD_KINDS};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::crd::{ClusterCertificateDeclarationSpec, Members, OutputSpec, StalePolicy, UpgradePolicy, WORKLOAD_KINDS};
 use crate::duration;
 use crate::planner::{Desired, PresentationForm, accepted_from, common_name};
 use crate::rules::{ClientCommonName, ClientThumbprint, Clients};
@@ -15,6 +17,10 @@ use crate::thumbprint::{Thumbprint, ThumbprintError, parse_thumbprint_list};
 
 /// `spec.upgrade.stageTimeout` when unset.
 pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `spec.upgrade.healthCheckRetryTimeout` when unset.
+pub const DEFAULT_HEALTH_CHECK_RETRY: Duration = Duration::from_secs(600);
+/// `spec.upgrade.upgradeTimeout` when unset.
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 /// `spec.revocation.distributionPoints.refreshInterval` when unset.
 pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 
@@ -29,14 +35,52 @@ pub struct Spec {
     pub expiry_warning: Duration,
     /// CRLs fetched from distribution points, when enabled.
     pub fetch_crls: Option<FetchCrls>,
+    /// Deprecated fields in use, each with what replaces it (a Warning).
+    pub deprecated: Vec<String>,
 }
 
-/// `spec.upgrade`, with its defaults.
+/// `spec.upgrade`, with its defaults: Service Fabric's monitoring policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Upgrade {
-    pub min_soak: Duration,
+    pub health_check_wait: Duration,
+    /// `healthCheckStableDuration` (or its alias `minSoak`).
+    pub health_check_stable: Duration,
+    pub health_check_retry: Duration,
     pub stage_timeout: Duration,
+    pub upgrade_timeout: Duration,
+    pub max_unhealthy: MaxUnhealthy,
     pub paused: bool,
+}
+
+/// `spec.upgrade.maxUnhealthyMembers`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MaxUnhealthy {
+    #[default]
+    None,
+    Count(u32),
+    /// Of the members, rounded down.
+    Percent(u32),
+}
+
+impl MaxUnhealthy {
+    /// How many of `total` members may be unhealthy.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            MaxUnhealthy::None => 0,
+            MaxUnhealthy::Count(n) => n as usize,
+            MaxUnhealthy::Percent(p) => total * p as usize / 100,
+        }
+    }
+}
+
+impl std::fmt::Display for MaxUnhealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxUnhealthy::None => write!(f, "0"),
+            MaxUnhealthy::Count(n) => write!(f, "{n}"),
+            MaxUnhealthy::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }
 
 /// `spec.revocation.distributionPoints`, enabled.
@@ -72,13 +116,7 @@ pub fn parse(spec: &ClusterCertificateDeclarationSpec) -> Result<Spec, Blocked> 
     if let Some(members) = &spec.members {
         check_members(members)?;
     }
-    let upgrade = spec.upgrade.clone().unwrap_or_default();
-    let min_soak = duration_field("spec.upgrade.minSoak", upgrade.min_soak.as_ref(), Duration::ZERO)?;
-    let stage_timeout = duration_field(
-        "spec.upgrade.stageTimeout",
-        upgrade.stage_timeout.as_ref(),
-        DEFAULT_STAGE_TIMEOUT,
-    )?;
+    let (upgrade, deprecated) = upgrade(spec.upgrade.clone().unwrap_or_default())?;
     let expiry_warning = duration_field("spec.expiryWarning", spec.expiry_warning.as_ref(), EXPIRY_MARGIN)?;
     let points = spec.revocation.as_ref().and_then(|r| r.distribution_points.as_ref());
     let refresh_interval = duration_field(
@@ -91,19 +129,87 @@ pub fn parse(spec: &ClusterCertificateDeclarationSpec) -> Result<Spec, Blocked> 
             clients,
             present_by: PresentationForm::of(&accepted),
             accepted,
-            selection: upgrade.selection,
+            selection: spec.upgrade.as_ref().map(|u| u.selection).unwrap_or_default(),
         },
-        upgrade: Upgrade {
-            min_soak,
-            stage_timeout,
-            paused: upgrade.paused,
-        },
+        upgrade,
         expiry_warning,
         fetch_crls: points.filter(|d| d.enabled).map(|d| FetchCrls {
             refresh_interval,
             stale_policy: d.stale_policy.unwrap_or_default(),
         }),
+        deprecated,
     })
+}
+
+/// `spec.upgrade`, each duration checked where it is written.
+fn upgrade(upgrade: UpgradePolicy) -> Result<(Upgrade, Vec<String>), Blocked> {
+    let field =
+        |name: &str, value: Option<&String>, default| duration_field(&format!("spec.upgrade.{name}"), value, default);
+    let mut deprecated = Vec::new();
+    let stable = match (&upgrade.health_check_stable_duration, &upgrade.min_soak) {
+        (Some(stable), _) => field("healthCheckStableDuration", Some(stable), Duration::ZERO)?,
+        (None, Some(min_soak)) => {
+            deprecated.push(
+                "spec.upgrade.minSoak is deprecated: set spec.upgrade.healthCheckStableDuration instead \
+                 (it is used as its value until then)"
+                    .to_owned(),
+            );
+            field("minSoak", Some(min_soak), Duration::ZERO)?
+        }
+        (None, None) => Duration::ZERO,
+    };
+    if upgrade.health_check_stable_duration.is_some() && upgrade.min_soak.is_some() {
+        deprecated.push(
+            "spec.upgrade.minSoak is deprecated and ignored: spec.upgrade.healthCheckStableDuration is set".to_owned(),
+        );
+    }
+    let parsed = Upgrade {
+        health_check_wait: field(
+            "healthCheckWaitDuration",
+            upgrade.health_check_wait_duration.as_ref(),
+            Duration::ZERO,
+        )?,
+        health_check_stable: stable,
+        health_check_retry: field(
+            "healthCheckRetryTimeout",
+            upgrade.health_check_retry_timeout.as_ref(),
+            DEFAULT_HEALTH_CHECK_RETRY,
+        )?,
+        stage_timeout: field("stageTimeout", upgrade.stage_timeout.as_ref(), DEFAULT_STAGE_TIMEOUT)?,
+        upgrade_timeout: field(
+            "upgradeTimeout",
+            upgrade.upgrade_timeout.as_ref(),
+            DEFAULT_UPGRADE_TIMEOUT,
+        )?,
+        max_unhealthy: max_unhealthy(upgrade.max_unhealthy_members.as_ref())?,
+        paused: upgrade.paused,
+    };
+    Ok((parsed, deprecated))
+}
+
+fn max_unhealthy(value: Option<&IntOrString>) -> Result<MaxUnhealthy, Blocked> {
+    let invalid = |problem: String| {
+        Blocked::new(
+            BlockReason::InvalidDeclaration,
+            format!("spec.upgrade.maxUnhealthyMembers: {problem}"),
+        )
+    };
+    match value {
+        None => Ok(MaxUnhealthy::None),
+        Some(IntOrString::Int(n)) => u32::try_from(*n)
+            .map(MaxUnhealthy::Count)
+            .map_err(|_| invalid(format!("{n} is negative; give a number of members or a percentage"))),
+        Some(IntOrString::String(text)) => text
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .filter(|p| *p <= 100)
+            .map(MaxUnhealthy::Percent)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{text:?} is not a number of members or a percentage from 0% to 100%"
+                ))
+            }),
+    }
 }
 
 fn duration_field(field: &str, value: Option<&String>, default: Duration) -> Result<Duration, Blocked> {

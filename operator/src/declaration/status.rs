@@ -42,7 +42,16 @@ pub enum Hold {
     /// A store block just after creation, within `STORE_SYNC_GRACE` (the message).
     WaitingForStore(String),
     WaitingForMembers,
-    Soaking(Duration),
+    /// The health check of the revision in force waits
+    /// (`HealthCheckWaiting`), holds the members healthy for
+    /// `healthCheckStableDuration` (`Soaking`) or retries
+    /// (`HealthCheckRetrying`); looked at again after `left`. The message
+    /// names times, not durations left, so a look does not rewrite it.
+    Checking {
+        reason: &'static str,
+        message: String,
+        left: Duration,
+    },
 }
 
 /// One line on a revision: what it changes, what members present and accept.
@@ -304,6 +313,8 @@ pub(super) struct Facts<'a> {
     /// Within the grace period after the declaration's creation: what may
     /// clear by itself is still waited for.
     pub fresh: bool,
+    /// `current` is published by this reconcile: its health check has not begun.
+    pub just_published: bool,
 }
 
 /// Every condition the declaration controller owns, from [`Facts`]: Blocked,
@@ -372,15 +383,17 @@ fn progressing(facts: &Facts<'_>, members_message: &str) -> (bool, String, Strin
         (Some(Hold::Blocked(b)), _) => (false, b.reason.to_string(), b.message.clone()),
         (Some(Hold::Paused), _) => (false, "Paused".to_owned(), PAUSED.to_owned()),
         (Some(Hold::WaitingForStore(message)), _) => (true, "WaitingForStore".to_owned(), message.clone()),
+        (Some(Hold::Checking { reason, message, .. }), _) => (true, (*reason).to_owned(), message.clone()),
+        // The last revision, just published: its health is checked next.
+        (None, true) if facts.just_published => (
+            true,
+            "Upgrading".to_owned(),
+            "the last revision is published; its members' health is checked next".to_owned(),
+        ),
         (_, true) => (
             false,
             "UpToDate".to_owned(),
             "the effective declaration is the desired one".to_owned(),
-        ),
-        (Some(Hold::Soaking(left)), _) => (
-            true,
-            "Soaking".to_owned(),
-            format!("next revision in {}s (minSoak)", left.as_secs()),
         ),
         // Just published, or published before: the same wait, the same words,
         // so the look after a publication finds nothing to write.
@@ -403,7 +416,10 @@ fn readiness(facts: &Facts<'_>, progressing: (String, String), members_message: 
     let blocked = matches!(hold, Some(Hold::Blocked(_)));
     // A store still syncing is no block yet, and no readiness either.
     let waiting_for_store = matches!(hold, Some(Hold::WaitingForStore(_)));
-    let ready = !blocked && !waiting_for_store && up_to_date && converged(facts.members) && current.is_some();
+    // The last revision's health check holds readiness too.
+    let checking = matches!(hold, Some(Hold::Checking { .. })) || facts.just_published;
+    let ready =
+        !blocked && !waiting_for_store && !checking && up_to_date && converged(facts.members) && current.is_some();
     let standing = match (hold, ready) {
         (_, true) => Standing::Done,
         (Some(Hold::Blocked(b)), _)
@@ -416,6 +432,8 @@ fn readiness(facts: &Facts<'_>, progressing: (String, String), members_message: 
         (Some(Hold::WaitingForStore(message)), _) => {
             Standing::Reconciling("WaitingForStore".to_owned(), message.clone())
         }
+        (Some(Hold::Checking { .. }), _) => Standing::Reconciling(progressing.0, progressing.1),
+        (None, false) if facts.just_published => Standing::Reconciling(progressing.0, progressing.1),
         (_, false) if !up_to_date => Standing::Reconciling(progressing.0, progressing.1),
         (_, false) => Standing::Reconciling("WaitingForMembers".to_owned(), members_message),
     };

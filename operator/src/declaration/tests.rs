@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::crd::{
@@ -62,7 +63,7 @@ fn contents(instances: Vec<crate::facts::CertificateFacts>) -> StoreContents {
     }
 }
 
-fn by_name_spec(min_soak: &str) -> ClusterCertificateDeclarationSpec {
+fn by_name_spec(stable: &str) -> ClusterCertificateDeclarationSpec {
     ClusterCertificateDeclarationSpec {
         certificate_common_names: Some(CertificateCommonNames {
             common_names: vec![CommonNameDeclaration {
@@ -74,7 +75,7 @@ fn by_name_spec(min_soak: &str) -> ClusterCertificateDeclarationSpec {
             observed_certificates: vec!["store".into()],
         },
         upgrade: Some(UpgradePolicy {
-            min_soak: Some(min_soak.into()),
+            health_check_stable_duration: Some(stable.into()),
             stage_timeout: Some("10m".into()),
             ..Default::default()
         }),
@@ -259,7 +260,9 @@ fn the_first_publication_is_the_desired_state_as_revision_1() {
     );
     let status = decision.status.clone().expect("a status write");
     assert_eq!(status.declared_by.as_deref(), Some("Thumbprint"));
-    assert_eq!(condition(&status, READY), ("True", "Ready"));
+    // Ready once its health is checked, at the next look (with no member,
+    // at once).
+    assert_eq!(condition(&status, READY), ("False", "Upgrading"));
     assert!(decision.events.is_empty(), "publishing is no event of its own");
     assert_eq!(
         decision.requeue,
@@ -275,6 +278,7 @@ fn the_first_publication_is_the_desired_state_as_revision_1() {
         (EventType::Normal, "Ready")
     );
     assert!(next.effects.is_empty());
+    assert_eq!(condition(&c.status(&next), READY), ("True", "Ready"));
 }
 
 #[test]
@@ -1563,7 +1567,15 @@ fn the_plan_step_names_the_candidate_or_the_gate_that_holds_it() {
 
     c.members.pods = pods(&[Some(1)]);
     let soaking = plan(&c.world());
-    assert_eq!(soaking.hold, Some(Hold::Soaking(Duration::from_secs(30))));
+    let Some(Hold::Checking { reason, message, left }) = &soaking.hold else {
+        panic!("{:?}", soaking.hold)
+    };
+    assert_eq!((*reason, *left), ("Soaking", Duration::from_secs(30)));
+    assert_eq!(
+        message,
+        "members healthy under revision 1; the next revision is published at 2026-06-01T00:00:30Z \
+         if they stay so (healthCheckStableDuration 30s)"
+    );
     c.apply(&c.decide());
     c.now = ts("2026-06-01T00:00:30Z");
     let due = plan(&c.world());
@@ -1624,14 +1636,28 @@ fn the_shell_s_plan_then_decide_is_the_decision_of_decide() {
 
 #[test]
 fn the_spec_is_parsed_once_into_typed_values_with_defaults() {
-    let parsed = spec::parse(&by_name_spec("30s")).expect("valid");
+    let mut alias = by_name_spec("30s");
+    let upgrade = alias.upgrade.as_mut().unwrap();
+    (upgrade.min_soak, upgrade.health_check_stable_duration) = (upgrade.health_check_stable_duration.take(), None);
+    let parsed = spec::parse(&alias).expect("valid");
     assert_eq!(
         parsed.upgrade,
         spec::Upgrade {
-            min_soak: Duration::from_secs(30),
+            health_check_wait: Duration::ZERO,
+            health_check_stable: Duration::from_secs(30),
+            health_check_retry: spec::DEFAULT_HEALTH_CHECK_RETRY,
             stage_timeout: Duration::from_secs(600),
+            upgrade_timeout: spec::DEFAULT_UPGRADE_TIMEOUT,
+            max_unhealthy: spec::MaxUnhealthy::None,
             paused: false,
         }
+    );
+    // minSoak is the deprecated alias of healthCheckStableDuration: a Warning says so.
+    assert_eq!(parsed.deprecated.len(), 1);
+    assert!(
+        parsed.deprecated[0].contains("healthCheckStableDuration"),
+        "{:?}",
+        parsed.deprecated
     );
     assert_eq!(parsed.expiry_warning, EXPIRY_MARGIN);
     assert_eq!(parsed.fetch_crls, None);
@@ -1639,25 +1665,68 @@ fn the_spec_is_parsed_once_into_typed_values_with_defaults() {
     unset.upgrade = None;
     let parsed = spec::parse(&unset).expect("valid");
     assert_eq!(
-        (parsed.upgrade.min_soak, parsed.upgrade.stage_timeout),
+        (parsed.upgrade.health_check_stable, parsed.upgrade.stage_timeout),
         (Duration::ZERO, DEFAULT_STAGE_TIMEOUT)
     );
+    assert!(parsed.deprecated.is_empty());
+    // The new names win over the alias, which is then said to be ignored.
+    let mut both = by_name_spec("30s");
+    let upgrade = both.upgrade.as_mut().unwrap();
+    upgrade.min_soak = Some("30s".into());
+    upgrade.health_check_stable_duration = Some("1m".into());
+    upgrade.health_check_wait_duration = Some("15s".into());
+    upgrade.health_check_retry_timeout = Some("5m".into());
+    upgrade.upgrade_timeout = Some("2h".into());
+    upgrade.max_unhealthy_members = Some(IntOrString::String("25%".into()));
+    let parsed = spec::parse(&both).expect("valid");
+    assert_eq!(
+        (
+            parsed.upgrade.health_check_wait,
+            parsed.upgrade.health_check_stable,
+            parsed.upgrade.health_check_retry,
+            parsed.upgrade.upgrade_timeout,
+            parsed.upgrade.max_unhealthy,
+        ),
+        (
+            Duration::from_secs(15),
+            Duration::from_secs(60),
+            Duration::from_secs(300),
+            Duration::from_secs(7200),
+            spec::MaxUnhealthy::Percent(25)
+        )
+    );
+    assert!(parsed.deprecated[0].contains("ignored"), "{:?}", parsed.deprecated);
 }
 
 #[test]
 fn every_invalid_spec_value_is_refused_naming_its_field() {
     use crate::crd::{ClientCertificateCommonName, ClientCertificateThumbprint, DistributionPoints, Revocation};
     type Breaks = fn(&mut ClusterCertificateDeclarationSpec);
-    let cases: [(Breaks, BlockReason, &str); 5] = [
+    let cases: [(Breaks, BlockReason, &str); 8] = [
         (
             |s| s.expiry_warning = Some("a month".into()),
             BlockReason::InvalidDuration,
             "spec.expiryWarning: ",
         ),
         (
-            |s| s.upgrade.as_mut().unwrap().min_soak = Some("-5s".into()),
+            |s| s.upgrade.as_mut().unwrap().health_check_stable_duration = Some("-5s".into()),
             BlockReason::InvalidDuration,
-            "spec.upgrade.minSoak: ",
+            "spec.upgrade.healthCheckStableDuration: ",
+        ),
+        (
+            |s| s.upgrade.as_mut().unwrap().health_check_retry_timeout = Some("ten minutes".into()),
+            BlockReason::InvalidDuration,
+            "spec.upgrade.healthCheckRetryTimeout: ",
+        ),
+        (
+            |s| s.upgrade.as_mut().unwrap().max_unhealthy_members = Some(IntOrString::String("120%".into())),
+            BlockReason::InvalidDeclaration,
+            "spec.upgrade.maxUnhealthyMembers: \"120%\" is not a number of members or a percentage",
+        ),
+        (
+            |s| s.upgrade.as_mut().unwrap().max_unhealthy_members = Some(IntOrString::Int(-1)),
+            BlockReason::InvalidDeclaration,
+            "spec.upgrade.maxUnhealthyMembers: -1 is negative",
         ),
         (
             |s| {
@@ -1702,4 +1771,79 @@ fn every_invalid_spec_value_is_refused_naming_its_field() {
         assert_eq!(blocked.reason, reason, "{field}");
         assert!(blocked.message.starts_with(field), "{}", blocked.message);
     }
+}
+
+/// The last revision's health check holds readiness for its stable duration;
+/// once Ready, an unchanged world decides no write, however much later.
+#[test]
+fn the_last_revision_soaks_before_ready_and_then_idles_without_writes() {
+    let mut c = case(by_thumbprint_spec()).published(revision(1, "Old", thumbprint_rules()));
+    c.declaration
+        .spec
+        .upgrade
+        .as_mut()
+        .unwrap()
+        .health_check_stable_duration = Some("5s".into());
+    let first = c.decide();
+    let status = c.status(&first);
+    assert_eq!(condition(&status, READY).1, "Soaking", "{:?}", status.conditions);
+    c.apply(&first);
+    c.now = ts("2026-06-01T00:00:05Z");
+    let ready = c.decide();
+    assert_eq!(condition(&c.status(&ready), READY).1, "Ready");
+    c.apply(&ready);
+    for later in ["2026-06-01T00:00:06Z", "2026-06-01T01:00:00Z"] {
+        c.now = ts(later);
+        let idle = c.decide();
+        assert_eq!(idle.status, None, "at {later}: {:#?}", idle.status);
+        assert!(idle.effects.is_empty());
+    }
+}
+
+/// A conversion with no members: the last revision's publication is not
+/// `Ready` (its health check has not begun), and the soak of each revision
+/// writes its status once, not on every look.
+#[test]
+fn the_last_revision_is_ready_only_after_its_health_check_and_a_soak_writes_once() {
+    let mut c = case(by_thumbprint_spec()).published(revision(1, "Old", thumbprint_rules()));
+    c.declaration
+        .spec
+        .upgrade
+        .as_mut()
+        .unwrap()
+        .health_check_stable_duration = Some("5s".into());
+    let settled = c.decide();
+    c.apply(&settled);
+    c.now = ts("2026-06-01T00:00:05Z");
+    let ready = c.decide();
+    c.apply(&ready);
+    c.declaration.spec = by_name_spec("5s");
+    c.declaration.metadata.generation = Some(3);
+    let (mut ready_at_publication, mut writes_while_soaking) = (Vec::new(), 0);
+    for step in 0..80 {
+        c.now = ts("2026-06-01T00:01:00Z")
+            .checked_add(jiff::SignedDuration::from_millis(step * 700))
+            .unwrap();
+        let decision = c.decide();
+        let status = c.status(&decision);
+        let ready = condition(&status, READY);
+        if decision.published.is_some() && ready.0 == "True" {
+            ready_at_publication.push(step);
+        }
+        if decision.published.is_none() && ready.1 == "Soaking" && decision.status.is_some() {
+            writes_while_soaking += 1;
+        }
+        c.apply(&decision);
+    }
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(status.upgrade.as_ref().unwrap().revision, 6, "the conversion finished");
+    assert_eq!(condition(&status, READY).1, "Ready");
+    assert!(
+        ready_at_publication.is_empty(),
+        "Ready at a publication: steps {ready_at_publication:?}"
+    );
+    assert_eq!(
+        writes_while_soaking, 5,
+        "one write when each of the 5 revisions starts soaking"
+    );
 }

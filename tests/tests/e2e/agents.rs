@@ -48,6 +48,7 @@ async fn member(
     index: usize,
     addresses: &[(SocketAddr, Vec<SocketAddr>)],
     root: &std::path::Path,
+    health_window: Duration,
 ) -> Member {
     let name = format!("member-{index}");
     let dir = root.join(&name);
@@ -92,6 +93,7 @@ async fn member(
             name: name.clone(),
         }),
         metrics_addr: None,
+        health_window,
     };
     let agent = tokio::spawn(agent::run(options, Some(s.admin.clone()), std::future::pending()));
     Member {
@@ -106,13 +108,13 @@ async fn member(
 
 /// The [`MEMBERS`] members, each an agent in front of a web server, with an
 /// inbound port and an outbound port to every other member, on loopback.
-async fn start_members(s: &Scenario, root: &std::path::Path) -> Vec<Member> {
+async fn start_members(s: &Scenario, root: &std::path::Path, health_window: Duration) -> Vec<Member> {
     let addresses: Vec<(SocketAddr, Vec<SocketAddr>)> = (0..MEMBERS)
         .map(|_| (loopback(), (0..MEMBERS - 1).map(|_| loopback()).collect()))
         .collect();
     let mut members = Vec::new();
     for index in 0..MEMBERS {
-        members.push(member(s, index, &addresses, root).await);
+        members.push(member(s, index, &addresses, root, health_window).await);
     }
     members
 }
@@ -257,7 +259,7 @@ pub async fn agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_
     by_thumbprint.apply(&s.admin, &ns).await;
     let operator = Operator::start(&s.plane, &ns);
 
-    let members = start_members(&s, &root).await;
+    let members = start_members(&s, &root, agent::DEFAULT_HEALTH_WINDOW).await;
     let ready = wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
     let first = ready.status.unwrap().upgrade.unwrap().revision;
     assert_eq!(
@@ -453,6 +455,7 @@ pub async fn an_agent_restarted_or_given_a_corrupt_volume_never_acknowledges_wha
                 name: names[index].to_owned(),
             }),
             metrics_addr: Some(metrics[index]),
+            health_window: agent::DEFAULT_HEALTH_WINDOW,
         };
         tokio::spawn(agent::run(options, Some(s.admin.clone()), std::future::pending()))
     };
@@ -656,7 +659,7 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
     });
     declared.apply(&s.admin, &ns).await;
     let operator = Operator::start(&s.plane, &ns);
-    let members = start_members(&s, &root).await;
+    let members = start_members(&s, &root, agent::DEFAULT_HEALTH_WINDOW).await;
     let ready = wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
     let status = ready.status.unwrap();
     assert_eq!(
@@ -775,6 +778,225 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
         "refused once its CRL is in force: {refused}"
     );
     assert_every_call_succeeded(&calls, 20, "revocation", "while moving off the revoked certificate");
+    assert_judged_clean(&judge);
+    for member in members {
+        member.agent.abort();
+    }
+    operator.stop().await;
+    judge.stop();
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A client certshift does not manage: `curl` calling member-0's inbound
+/// proxy every 300 ms with `config` (re-read on each call); counts its
+/// outcomes until stopped.
+struct Unmanaged {
+    config: StdMutex<UnmanagedConfig>,
+    ok: AtomicUsize,
+    failed: AtomicUsize,
+    stop: AtomicBool,
+}
+
+#[derive(Clone)]
+struct UnmanagedConfig {
+    /// The name it calls (resolved to loopback) and the CAs it trusts.
+    host: String,
+    cacert: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn call_as_unmanaged_client(client: Arc<Unmanaged>, port: u16) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        while !client.stop.load(Ordering::Relaxed) {
+            let config = client.config.lock().unwrap().clone();
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg("--resolve")
+                .arg(format!("{}:{port}:127.0.0.1", config.host))
+                .arg("--cacert")
+                .arg(&config.cacert)
+                .arg("--cert")
+                .arg(&config.cert)
+                .arg("--key")
+                .arg(&config.key)
+                .arg(format!("https://{}:{port}/", config.host))
+                .output()
+                .expect("curl (hack/test.sh installs it)");
+            if String::from_utf8_lossy(&out.stdout) == "200" {
+                client.ok.fetch_add(1, Ordering::Relaxed);
+            } else {
+                client.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })
+}
+
+/// A client certshift does not manage, trusting only the CA of the
+/// certificate presented before the change, calls member-0 the whole time.
+/// When the conversion presents the new certificate, member-0's agent sees
+/// the client refuse it (`unknown_ca`), reports `certshift.io/Healthy=False`,
+/// the revision's health check fails, and the walk holds before narrowing
+/// the old certificate away — `Stalled/HealthCheckFailed`, naming the member
+/// and the peer. Members never fail a call to each other. Once the client
+/// trusts the new CA (and presents an accepted certificate), the member is
+/// healthy again and the walk goes on to `Ready`.
+pub async fn a_client_refusing_the_new_certificate_holds_the_walk_until_it_is_fixed(s: Scenario) {
+    let ns = s.namespace.clone();
+    let root = std::env::temp_dir().join(format!("certshift-e2e-health-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let judge = Judge::watch(&s.admin, &ns);
+    let (old_ca, ca) = (pki::ca("old CA"), pki::ca("health CA"));
+    let old = pki::leaf("old.cluster.example", -20, &old_ca);
+    let goal = pki::leaf("cluster.example", -10, &ca);
+    for (name, cert, issuer) in [("cluster-old", &old, &old_ca), ("cluster-cn", &goal, &ca)] {
+        store_certificate(&s, Some(&judge), name, cert, issuer).await;
+    }
+    for i in 0..MEMBERS {
+        apply(&s.admin, &ns, &member_pod(&format!("member-{i}"), &[("app", "health")])).await;
+    }
+    let by_thumbprint = Declaration::example("declaration-thumbprint.yaml")
+        .by_thumbprint(&old.thumbprint)
+        .health_check("0s", "1s", "3s")
+        .pod_members(&[("app", "health")]);
+    by_thumbprint.apply(&s.admin, &ns).await;
+    let operator = Operator::start(&s.plane, &ns);
+    let members = start_members(&s, &root, Duration::from_secs(5)).await;
+    wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
+
+    let write = |name: &str, pem: String| {
+        let path = root.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let client = Arc::new(Unmanaged {
+        config: StdMutex::new(UnmanagedConfig {
+            host: "old.cluster.example".to_owned(),
+            cacert: write("old-ca.crt", old_ca.pem.clone()),
+            cert: write("old.crt", old.pem.clone()),
+            key: write("old.key", old.key.serialize_pem()),
+        }),
+        ok: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let unmanaged = call_as_unmanaged_client(client.clone(), members[0].inbound.port());
+    let (calls, caller) = call_every_member_all_the_time(&members);
+    eventually(
+        "the unmanaged client's calls succeed before the change",
+        Duration::from_secs(20),
+        || async { (client.ok.load(Ordering::Relaxed) >= 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        client.failed.load(Ordering::Relaxed),
+        0,
+        "before the change, nothing fails"
+    );
+
+    // The conversion: thumbprint -> common name from the new CA.
+    by_thumbprint
+        .clone()
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .apply(&s.admin, &ns)
+        .await;
+    let held = eventually("Stalled/HealthCheckFailed", Duration::from_secs(90), || async {
+        let d = declaration(&s.admin, &ns, DECLARATION).await;
+        let stalled = condition(&d, "Stalled")?;
+        (stalled.status == "True" && stalled.reason == "HealthCheckFailed").then_some(d)
+    })
+    .await;
+    let stalled = condition(&held, "Stalled").unwrap().message.clone();
+    assert!(
+        stalled.contains("pod/member-0: CertificateRejectedByPeers"),
+        "{stalled}"
+    );
+    assert!(
+        stalled.contains("refused by 127.0.0.1 with unknown_ca"),
+        "the peer and its alert are named: {stalled}"
+    );
+    assert!(!is_true(&held, "Ready"));
+    let status = held.status.clone().unwrap();
+    let upgrade = status.upgrade.clone().unwrap();
+    let health = upgrade.health.clone().unwrap();
+    assert_eq!(health.state, "Failed");
+    assert_eq!(
+        health.unhealthy.len(),
+        1,
+        "only member-0 is called by the client: {health:?}"
+    );
+    assert_eq!(health.unhealthy[0].member, "pod/member-0");
+    assert_eq!(
+        status.presenting.as_ref().unwrap().thumbprint,
+        goal.thumbprint,
+        "held at the presentation"
+    );
+    assert!(!upgrade.plan.is_empty(), "revisions are still to publish");
+    let effective = serde_json::to_string(&status.effective).unwrap();
+    assert!(
+        effective.contains(&old.thumbprint),
+        "the old certificate is still accepted: {effective}"
+    );
+    // The agent says it on its Pod: the condition and its mirror.
+    let pods: Api<Pod> = Api::namespaced(s.admin.clone(), &ns);
+    let pod = pods.get("member-0").await.unwrap();
+    let healthy = pod
+        .status
+        .and_then(|st| st.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "certshift.io/Healthy")
+        .expect("the condition certshift.io/Healthy on member-0");
+    assert_eq!(
+        (healthy.status.as_str(), healthy.reason.as_deref()),
+        ("False", Some("CertificateRejectedByPeers")),
+        "{healthy:?}"
+    );
+    wait_event(&s.admin, &ns, Some("Warning"), "HealthCheckFailed").await;
+    // Held: a few seconds later, nothing more is published.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let still = declaration(&s.admin, &ns, DECLARATION).await;
+    assert_eq!(
+        still.status.unwrap().upgrade.unwrap().revision,
+        upgrade.revision,
+        "held"
+    );
+
+    // The client is fixed: it trusts both CAs, calls the new name, presents the new certificate.
+    *client.config.lock().unwrap() = UnmanagedConfig {
+        host: "cluster.example".to_owned(),
+        cacert: write("both-cas.crt", format!("{}{}", old_ca.pem, ca.pem)),
+        cert: write("goal.crt", goal.pem.clone()),
+        key: write("goal.key", goal.key.serialize_pem()),
+    };
+    let fixed_at = client.ok.load(Ordering::Relaxed);
+    let failed_before_fix = client.failed.load(Ordering::Relaxed);
+    let converted = wait_converted(&s.admin, &ns, DECLARATION, Duration::from_secs(120)).await;
+    assert!(is_true(&converted, "Ready"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.stop.store(true, Ordering::Relaxed);
+    unmanaged.await.unwrap();
+    calls.stop.store(true, Ordering::Relaxed);
+    caller.await.unwrap();
+    println!(
+        "  health: the unmanaged client failed {failed_before_fix} calls while it trusted only the old CA; \
+         {} calls after its fix",
+        client.ok.load(Ordering::Relaxed) - fixed_at
+    );
+    assert!(failed_before_fix > 0, "the client did refuse the new certificate");
+    assert!(
+        client.ok.load(Ordering::Relaxed) > fixed_at,
+        "the fixed client's calls succeed"
+    );
+    // The call in flight when the configuration changed may fail; none after.
+    let failed_after_fix = client.failed.load(Ordering::Relaxed) - failed_before_fix;
+    assert!(
+        failed_after_fix <= 1,
+        "the fixed client failed {failed_after_fix} calls"
+    );
+    assert_every_call_succeeded(&calls, 50, "health", "through the held and the resumed conversion");
     assert_judged_clean(&judge);
     for member in members {
         member.agent.abort();

@@ -229,7 +229,7 @@ pub async fn argo_cd_and_kstatus_read_every_state_of_every_kind(s: Scenario) {
     )
     .await;
     let operator = Operator::start(&s.plane, ns);
-    // Revision 2 (AddSecondary's widening) acknowledged: minSoak (5s) holds the next.
+    // Revision 2 (AddSecondary's widening) acknowledged: healthCheckStableDuration (5s) holds the next.
     eventually("revision 2 published", Duration::from_secs(60), || async {
         let d = declaration(&s.admin, ns, DECLARATION).await;
         (d.status?.upgrade?.revision == 2).then_some(())
@@ -245,6 +245,45 @@ pub async fn argo_cd_and_kstatus_read_every_state_of_every_kind(s: Scenario) {
             health: "Progressing",
             message: "Soaking",
             kstatus: Status::InProgress,
+        },
+    )
+    .await;
+    // m0's agent reports that a peer refuses its certificate under revision
+    // 2 (what `certshift agent` writes on its Pod): the health check retries...
+    let unhealthy = serde_json::json!({"metadata": {"annotations": {"certshift.io/health": serde_json::to_string(
+        &certshift::outputs::ReportedHealth {
+            revision: 2,
+            healthy: false,
+            reason: "CertificateRejectedByPeers".into(),
+            message: "revision 2: 3 inbound handshakes refused by 10.88.0.9 with unknown_ca since revision 2".into(),
+        }
+    ).unwrap()}}});
+    pods.patch("m0", &PatchParams::default(), &Patch::Merge(&unhealthy))
+        .await
+        .expect("report m0 unhealthy");
+    expect(
+        &s,
+        Expect {
+            kind: ccd,
+            name: DECLARATION,
+            file: "progressing_health_check_retrying.yaml",
+            health: "Progressing",
+            message: "HealthCheckRetrying",
+            kstatus: Status::InProgress,
+        },
+    )
+    .await;
+    // ...until healthCheckRetryTimeout: then only a person can move it on.
+    resumed.clone().health_check("0s", "5s", "2s").apply(&s.admin, ns).await;
+    expect(
+        &s,
+        Expect {
+            kind: ccd,
+            name: DECLARATION,
+            file: "degraded_health_check_failed.yaml",
+            health: "Degraded",
+            message: "HealthCheckFailed",
+            kstatus: Status::Failed,
         },
     )
     .await;
@@ -342,7 +381,7 @@ pub async fn kubectl_explains_every_field_and_gets_the_certshift_category(s: Sce
     let manifest = |file: &str, drop_upgrade: bool| {
         let mut text = example(file).replace("namespace: default", &format!("namespace: {ns}"));
         if drop_upgrade {
-            text = text.replace("  upgrade:\n    minSoak: 5s\n", "");
+            text = text.replace("  upgrade:\n    healthCheckStableDuration: 5s\n", "");
         }
         let path = s.plane.dir().join(format!("{ns}-{file}"));
         std::fs::write(&path, text).unwrap();

@@ -216,6 +216,7 @@ fn the_report_names_every_member_with_what_it_loaded() {
         tolerated: Vec::new(),
     };
     let inputs = MemberInputs {
+        pod_health: Default::default(),
         pods: vec![("pod/b".into(), Some(3)), ("pod/a".into(), Some(2))],
         workloads: vec![(
             WorkloadReference {
