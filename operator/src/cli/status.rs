@@ -178,6 +178,17 @@ pub fn render(report: &Report, now: Timestamp) -> String {
             if let Some(t) = u.acknowledged_time {
                 let _ = writeln!(out, "  Acknowledged by all members: {t}");
             }
+            if let Some(health) = &u.health {
+                let since = match (health.healthy_time, health.unhealthy_time) {
+                    (_, Some(t)) => format!(", failing since {t} ({} ago)", age(now, t)),
+                    (Some(t), None) => format!(", healthy since {t} ({} ago)", age(now, t)),
+                    (None, None) => String::new(),
+                };
+                let _ = writeln!(out, "  Health check: {}{since}", health.state);
+                for member in &health.unhealthy {
+                    let _ = writeln!(out, "    {}: {}: {}", member.member, member.reason, member.message);
+                }
+            }
             let remaining: Vec<_> = u.plan.iter().filter(|r| r.state == "Pending").collect();
             if remaining.is_empty() {
                 let _ = writeln!(out, "  Remaining revisions: none");

@@ -356,6 +356,20 @@ pub fn declaration_gauges(declarations: &[std::sync::Arc<ClusterCertificateDecla
     }
     let _ = writeln!(
         out,
+        "# HELP certshift_declaration_unhealthy_members Members unhealthy under the revision in force, by the last health check (status.upgrade.health)."
+    );
+    let _ = writeln!(out, "# TYPE certshift_declaration_unhealthy_members gauge");
+    for (labels, status) in &rows {
+        if let Some(health) = status.upgrade.as_ref().and_then(|u| u.health.as_ref()) {
+            let _ = writeln!(
+                out,
+                "certshift_declaration_unhealthy_members{{{labels}}} {}",
+                health.unhealthy.len()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
         "# HELP certshift_declaration_presented_not_after_timestamp_seconds notAfter of the certificate each declaration's members present, as a Unix time."
     );
     let _ = writeln!(
@@ -534,6 +548,11 @@ mod tests {
             upgrade: Some(UpgradeStatus {
                 stage: Some(Stage::SwitchToCommonName),
                 revision: 4,
+                health: Some(crate::crd::HealthStatus {
+                    state: "Failed".into(),
+                    unhealthy: vec![crate::crd::UnhealthyMember::default(); 2],
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -576,6 +595,7 @@ mod tests {
             r#"certshift_declaration_stage{namespace="ns",name="a",stage="UpToDate"} 1"#,
             r#"certshift_declaration_stage{namespace="ns",name="b",stage="SwitchToCommonName"} 1"#,
             r#"certshift_declaration_revision{namespace="ns",name="b"} 4"#,
+            r#"certshift_declaration_unhealthy_members{namespace="ns",name="b"} 2"#,
             r#"certshift_declaration_presented_not_after_timestamp_seconds{namespace="ns",name="a"} 1798761600"#,
             r#"certshift_declaration_certificate_not_after_timestamp_seconds{namespace="ns",name="a",role="PinnedIssuer",thumbprint="ABABABABABABABABABABABABABABABABABABABAB"} 1782864000"#,
         ] {

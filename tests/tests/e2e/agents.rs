@@ -955,6 +955,13 @@ pub async fn a_client_refusing_the_new_certificate_holds_the_walk_until_it_is_fi
         "{healthy:?}"
     );
     wait_event(&s.admin, &ns, Some("Warning"), "HealthCheckFailed").await;
+    let text = status_text(&s).await;
+    for line in [
+        "  Health check: Failed, failing since ",
+        "    pod/member-0: CertificateRejectedByPeers: revision ",
+    ] {
+        assert!(text.contains(line), "certshift status lacks {line:?}:\n{text}");
+    }
     // Held: a few seconds later, nothing more is published.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let still = declaration(&s.admin, &ns, DECLARATION).await;
