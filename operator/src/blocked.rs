@@ -92,6 +92,12 @@ pub enum BlockReason {
     /// The members were unhealthy under a revision past
     /// `spec.upgrade.healthCheckRetryTimeout`.
     HealthCheckFailed,
+    /// A failed change was rolled back to the declaration before it; the
+    /// same generation is not tried again.
+    RolledBack,
+    /// A change failed and going back is no longer possible (the
+    /// certificate to go back to is gone, expired or revoked).
+    RollbackImpossible,
     /// An endpoint member refused, as a client, the certificate about to be presented.
     PeerRejectsCertificate,
     /// The planner's own check of the invariant failed: a bug, never published.

@@ -134,6 +134,12 @@ impl Declaration {
         self
     }
 
+    /// `spec.upgrade.failureAction`.
+    pub fn failure_action(mut self, action: certshift::crd::FailureAction) -> Self {
+        self.upgrade().failure_action = action;
+        self
+    }
+
     /// `spec.upgrade`'s health check: wait, stable duration, retry timeout.
     pub fn health_check(mut self, wait: &str, stable: &str, retry: &str) -> Self {
         let upgrade = self.upgrade();

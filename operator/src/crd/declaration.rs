@@ -211,6 +211,13 @@ pub struct DistributionPoints {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FailureAction {
+    #[default]
+    Rollback,
+    Manual,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum StalePolicy {
     #[default]
     Block,
@@ -361,6 +368,12 @@ pub struct UpgradePolicy {
     /// failures a revision introduced count. Default `0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unhealthy_members: Option<IntOrString>,
+    /// What a failed health check or timeout does: `Rollback` (default)
+    /// plans back to the declaration in force before the change and ends
+    /// `Stalled/RolledBack`; `Manual` holds (`Stalled/HealthCheckFailed`)
+    /// for a person (Service Fabric's FailureAction).
+    #[serde(default)]
+    pub failure_action: FailureAction,
     /// Hold the next publication.
     #[serde(default)]
     pub paused: bool,
@@ -464,6 +477,51 @@ pub struct UpgradeStatus {
     /// The health check of the current revision, once its members acknowledged it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthStatus>,
+    /// The declaration in force before the change under way began: what a
+    /// rollback returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<UpgradeOrigin>,
+    /// A rollback of this generation's change, under way or done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackStatus>,
+}
+
+/// The declaration in force before a change began, in the spec's shape.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeOrigin {
+    /// The revision that was in force.
+    pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateThumbprints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_common_names: Option<CertificateCommonNames>,
+    /// The client allow-list by thumbprint that was in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_certificate_thumbprints: Vec<ClientCertificateThumbprint>,
+    /// The client allow-list by common name that was in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_certificate_common_names: Vec<ClientCertificateCommonName>,
+}
+
+/// A rollback (Service Fabric's FailureAction `Rollback`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    /// `RollingBack`, then `RolledBack`.
+    pub state: String,
+    /// The generation whose change is rolled back: it is not tried again
+    /// until a new generation, or the annotation `certshift.io/retry` set
+    /// to it.
+    pub generation: i64,
+    /// The revision whose failure started the rollback.
+    pub failed_revision: u64,
+    /// Why: `HealthCheckFailed`, `StageTimeout` or `UpgradeTimeout`.
+    pub reason: String,
+    /// The failure, with the members and the evidence.
+    pub message: String,
+    /// When the rollback began.
+    pub started_time: Timestamp,
 }
 
 /// The health check of a revision (Service Fabric's monitored upgrade).

@@ -233,6 +233,7 @@ mod tests {
             stage_timeout: Duration::from_secs(3600),
             upgrade_timeout: Duration::from_secs(12 * 3600),
             max_unhealthy: MaxUnhealthy::None,
+            failure_action: crate::crd::FailureAction::Rollback,
             paused: false,
         }
     }

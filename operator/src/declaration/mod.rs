@@ -41,7 +41,7 @@ use crate::blocked::{BlockReason, Blocked};
 use crate::conditions;
 use crate::crd::{
     ClusterCertificateDeclaration, ClusterCertificateDeclarationStatus, MembersStatus, OutputFormat, PlannedRevision,
-    PresentingStatus, UpgradeStatus, WorkloadReference,
+    PresentingStatus, RollbackStatus, UpgradeStatus, WorkloadReference,
 };
 use crate::events::{Event, EventType};
 use crate::outputs::secret_data;
@@ -234,6 +234,37 @@ fn settle(world: &World, mut planned: Planned) -> Progress {
     }
 }
 
+/// The Warnings of a rollback that begins now: the failure, and the rollback.
+fn rollback_started(previous: &ClusterCertificateDeclarationStatus, rollback: Option<&RollbackStatus>) -> Vec<Event> {
+    let Some(rollback) = rollback.filter(|r| r.state == plan::ROLLING_BACK) else {
+        return Vec::new();
+    };
+    let before = previous.upgrade.as_ref().and_then(|u| u.rollback.as_ref());
+    if before.is_some_and(|b| b.started_time == rollback.started_time) {
+        return Vec::new();
+    }
+    let origin = previous
+        .upgrade
+        .as_ref()
+        .and_then(|u| u.origin.as_ref())
+        .map_or(0, |o| o.revision);
+    vec![
+        Event {
+            type_: EventType::Warning,
+            reason: rollback.reason.clone(),
+            message: rollback.message.clone(),
+        },
+        Event {
+            type_: EventType::Warning,
+            reason: plan::ROLLING_BACK.to_owned(),
+            message: format!(
+                "rolling back to the declaration of revision {origin} after revision {} failed ({})",
+                rollback.failed_revision, rollback.reason
+            ),
+        },
+    ]
+}
+
 /// Step 4: the status (`None` when it is the one stored), the events, and
 /// the Warnings that still hold.
 fn report(world: &World, progress: &Progress) -> (Option<ClusterCertificateDeclarationStatus>, Vec<Event>, Vec<Event>) {
@@ -255,6 +286,7 @@ fn report(world: &World, progress: &Progress) -> (Option<ClusterCertificateDecla
         goal: planned.goal.as_ref(),
         fresh: progress.grace_left.is_some(),
         just_published: planned.candidate.is_some() && !planned.no_writes,
+        rolling_back: planned.rollback.as_ref().filter(|r| r.state == plan::ROLLING_BACK),
     });
     if let Some(store) = store {
         decided.push(san_overlap(&store.instances));
@@ -280,13 +312,14 @@ fn report(world: &World, progress: &Progress) -> (Option<ClusterCertificateDecla
             message: message.clone(),
         }))
         .collect();
-    let events = events(
+    let mut events = events(
         world,
         (&previous_conditions, &conditions),
         planned.published.as_ref(),
         &planned.report,
         (progress.following.as_ref(), progress.plan_blocked),
     );
+    events.extend(rollback_started(&previous, planned.rollback.as_ref()));
     let status = ClusterCertificateDeclarationStatus {
         observed_generation: generation,
         conditions,
@@ -320,13 +353,24 @@ fn upgrade_status(world: &World, progress: &Progress) -> Option<UpgradeStatus> {
     plan.extend(pending.iter().map(|r| planned(r, "Pending")));
     let republished = candidate.is_some() || previous.revision != current.revision;
     let complete = pending.is_empty() && converged && progress.planned.hold.is_none();
+    let rollback = progress.planned.rollback.clone();
+    // A rollback no longer in force (a new generation, a retry): what comes
+    // next is a new change.
+    let (previous_start, previous_origin) = match (&previous.rollback, &rollback) {
+        (Some(_), None) => (None, None),
+        _ => (previous.started_time, previous.origin.clone()),
+    };
     // The change began with its first revision's publication, and ends
-    // complete (`upgradeTimeout` counts between).
-    let started_time = match (complete, previous.started_time) {
-        (true, _) => None,
-        (false, Some(started)) => Some(started),
-        (false, None) if republished => Some(world.now),
-        (false, None) => None,
+    // complete (`upgradeTimeout` counts between); what was in force before
+    // it is its origin, what a rollback returns to.
+    let (started_time, origin) = match (complete, previous_start) {
+        (true, _) => (None, None),
+        (false, Some(started)) => (Some(started), previous_origin),
+        (false, None) if republished => (
+            Some(world.now),
+            progress.planned.published.as_ref().map(status::origin_of),
+        ),
+        (false, None) => (None, None),
     };
     Some(UpgradeStatus {
         stage: if pending.is_empty() && converged {
@@ -345,6 +389,8 @@ fn upgrade_status(world: &World, progress: &Progress) -> Option<UpgradeStatus> {
         started_time,
         // A revision published now has no health check yet.
         health: progress.planned.health.clone().filter(|_| candidate.is_none()),
+        origin: origin.or_else(|| rollback.as_ref().and(previous.origin.clone())),
+        rollback,
     })
 }
 

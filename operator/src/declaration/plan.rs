@@ -12,7 +12,7 @@ use super::health::{self, Check};
 use super::status::{Hold, secs};
 use super::{ENDPOINT_PROBE_INTERVAL, MemberReport, StoreContents, World, acknowledged_time, spec};
 use crate::blocked::{BlockReason, Blocked};
-use crate::crd::{HealthStatus, UpgradeStatus};
+use crate::crd::{FailureAction, HealthStatus, RollbackStatus, UpgradeStatus};
 use crate::duration;
 use crate::outputs::{self, PresentedMaterial};
 use crate::planner::{self, Effective};
@@ -39,6 +39,8 @@ pub struct Planned {
     pub requeue: Option<Duration>,
     /// The published revision's health check, once its members acknowledged it.
     pub health: Option<HealthStatus>,
+    /// The rollback of this generation's change, under way or done.
+    pub rollback: Option<RollbackStatus>,
 }
 
 /// The certificate to probe every endpoint with before publishing a
@@ -56,9 +58,22 @@ pub fn plan(world: &World) -> Planned {
     let (None, Ok(spec), Ok(contents)) = (&planned.hold, &world.spec, &world.store) else {
         return planned;
     };
+    let previous = previous_upgrade(world);
+    // Rolling back, or rolled back: the walk goes to the origin, not the spec.
+    planned.rollback = rollback_in_force(world, &previous);
+    let target = match (&planned.rollback, &previous.origin) {
+        (Some(_), Some(origin)) => match spec::origin_desired(origin, spec.desired.selection) {
+            Ok(target) => target,
+            Err(blocked) => {
+                planned.hold = Some(Hold::Blocked(blocked));
+                return planned;
+            }
+        },
+        _ => spec.desired.clone(),
+    };
     let plan = planner::plan(
         in_force(world, planned.published.as_ref()).as_ref(),
-        &spec.desired,
+        &target,
         &contents.store,
         world.now,
     );
@@ -81,18 +96,123 @@ pub fn plan(world: &World) -> Planned {
     if planned.pending.is_empty() && crls_changed(world, contents) {
         planned.pending.push(crl_revision(&published));
     }
-    if planned.pending.is_empty() {
+    let members = planned.report.status(published.revision);
+    let acknowledged = acknowledged_time(&previous, published.revision, &members, world.now);
+    match (planned.pending.is_empty(), planned.rollback.as_mut()) {
+        // Rolled back once every member has the origin again.
+        (true, Some(rollback)) => {
+            if acknowledged.is_some() {
+                rollback.state = ROLLED_BACK.to_owned();
+                planned.hold = Some(Hold::Blocked(rolled_back(rollback, &previous)));
+            }
+        }
         // The last revision's health is checked too: the change is complete
         // once its members are healthy under it.
-        let previous = previous_upgrade(world);
-        let members = planned.report.status(published.revision);
-        if let Some(acknowledged) = acknowledged_time(&previous, published.revision, &members, world.now) {
-            planned.hold = health_check(world, &spec.upgrade, &published, acknowledged, &mut planned).err();
+        (true, None) => {
+            if let Some(acknowledged) = acknowledged {
+                planned.hold = health_check(world, &spec.upgrade, &published, acknowledged, &mut planned).err();
+            }
         }
-    } else {
-        gate(world, &spec.upgrade, &published, &mut planned);
+        (false, _) => gate(world, &spec.upgrade, &published, &mut planned),
     }
+    fail(world, &spec.upgrade, &published, &previous, &mut planned);
     planned
+}
+
+/// `status.upgrade.rollback.state` of a rollback under way, and done.
+pub const ROLLING_BACK: &str = "RollingBack";
+pub const ROLLED_BACK: &str = "RolledBack";
+/// Set to a rolled-back generation, it is tried again.
+pub const RETRY_ANNOTATION: &str = "certshift.io/retry";
+
+/// The rollback the previous status records, while it holds: for the
+/// generation it rolled back, until `certshift.io/retry` names that
+/// generation.
+fn rollback_in_force(world: &World, previous: &UpgradeStatus) -> Option<RollbackStatus> {
+    let declaration = &world.declaration;
+    let generation = declaration.metadata.generation.unwrap_or_default();
+    let retry = declaration
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RETRY_ANNOTATION))
+        .map(|v| v.trim().to_owned());
+    previous
+        .rollback
+        .clone()
+        .filter(|r| r.generation == generation && retry != Some(generation.to_string()))
+}
+
+fn rolled_back(rollback: &RollbackStatus, previous: &UpgradeStatus) -> Blocked {
+    let origin = previous.origin.as_ref().map_or(0, |o| o.revision);
+    Blocked::new(
+        BlockReason::RolledBack,
+        format!(
+            "rolled back to the declaration of revision {origin} (in force before generation {}'s change): {}; \
+             not tried again until the spec changes or the annotation {RETRY_ANNOTATION} is set to {}",
+            rollback.generation, rollback.message, rollback.generation
+        ),
+    )
+}
+
+/// A failed revision (health check, stage or upgrade timeout) under
+/// `failureAction: Rollback`: plans back to the origin and publishes its
+/// first revision at once (Service Fabric rolls back regardless of health),
+/// or holds `RollbackImpossible` when no safe walk back exists.
+fn fail(world: &World, upgrade: &spec::Upgrade, published: &Revision, previous: &UpgradeStatus, planned: &mut Planned) {
+    let Some(Hold::Blocked(failure)) = &planned.hold else {
+        return;
+    };
+    let failed = matches!(
+        failure.reason,
+        BlockReason::HealthCheckFailed | BlockReason::StageTimeout | BlockReason::UpgradeTimeout
+    );
+    let (Some(origin), Ok(contents)) = (&previous.origin, &world.store) else {
+        return;
+    };
+    if !failed || planned.rollback.is_some() || upgrade.failure_action != FailureAction::Rollback {
+        return;
+    }
+    let selection = world.spec.as_ref().map(|s| s.desired.selection).unwrap_or_default();
+    let back = spec::origin_desired(origin, selection).map(|target| {
+        planner::plan(
+            Some(&Effective::published(published)),
+            &target,
+            &contents.store,
+            world.now,
+        )
+    });
+    let message = format!("revision {} failed: {}", published.revision, failure.message);
+    let blocked = match &back {
+        Err(blocked) => Some(blocked.clone()),
+        Ok(plan) => plan.blocked.clone(),
+    };
+    if let Some(blocked) = blocked {
+        planned.hold = Some(Hold::Blocked(Blocked::new(
+            BlockReason::RollbackImpossible,
+            format!(
+                "{message}; rolling back to revision {} is not possible: {}: {}; held at revision {}",
+                origin.revision, blocked.reason, blocked.message, published.revision
+            ),
+        )));
+        return;
+    }
+    let pending = back.map(|plan| plan.pending().to_vec()).unwrap_or_default();
+    if pending.is_empty() {
+        // What is in force is the origin: nothing to roll back, the failure holds.
+        return;
+    }
+    planned.rollback = Some(RollbackStatus {
+        state: ROLLING_BACK.to_owned(),
+        generation: world.declaration.metadata.generation.unwrap_or_default(),
+        failed_revision: published.revision,
+        reason: failure.reason.to_string(),
+        message,
+        started_time: world.now,
+    });
+    planned.hold = None;
+    planned.candidate = pending.first().cloned();
+    planned.pending = pending;
 }
 
 /// What this world says before any planning: the published revision, the
@@ -130,6 +250,7 @@ fn read(world: &World) -> Planned {
         password: password.ok().flatten(),
         requeue: None,
         health: None,
+        rollback: None,
     }
 }
 
@@ -201,7 +322,13 @@ fn gate(world: &World, upgrade: &spec::Upgrade, published: &Revision, planned: &
             ),
         )))
     } else if let Some(acknowledged) = acknowledged {
-        match health_check(world, upgrade, published, acknowledged, planned) {
+        // A rollback's revisions wait for the acknowledgements only: their
+        // health is reported, and does not stop it.
+        let checked = match planned.rollback {
+            Some(_) => Ok(()),
+            None => health_check(world, upgrade, published, acknowledged, planned),
+        };
+        match checked {
             Ok(()) => {
                 planned.candidate = planned.pending.first().cloned();
                 None

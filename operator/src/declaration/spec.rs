@@ -9,9 +9,13 @@ use super::EXPIRY_MARGIN;
 use crate::blocked::{BlockReason, Blocked};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::crd::{ClusterCertificateDeclarationSpec, Members, OutputSpec, StalePolicy, UpgradePolicy, WORKLOAD_KINDS};
+use crate::crd::{
+    ClientCertificateCommonName, ClientCertificateThumbprint, ClusterCertificateDeclarationSpec, FailureAction,
+    Members, OutputSpec, StalePolicy, UpgradeOrigin, UpgradePolicy, WORKLOAD_KINDS,
+};
 use crate::duration;
 use crate::planner::{Desired, PresentationForm, accepted_from, common_name};
+use crate::rules::SelectionPolicy;
 use crate::rules::{ClientCommonName, ClientThumbprint, Clients};
 use crate::thumbprint::{Thumbprint, ThumbprintError, parse_thumbprint_list};
 
@@ -49,6 +53,7 @@ pub struct Upgrade {
     pub stage_timeout: Duration,
     pub upgrade_timeout: Duration,
     pub max_unhealthy: MaxUnhealthy,
+    pub failure_action: FailureAction,
     pub paused: bool,
 }
 
@@ -109,7 +114,11 @@ pub fn parse(spec: &ClusterCertificateDeclarationSpec) -> Result<Spec, Blocked> 
             "spec.store.observedCertificates: name at least one ObservedCertificate",
         ));
     }
-    let clients = clients(spec)?;
+    let clients = clients(
+        "spec",
+        &spec.client_certificate_thumbprints,
+        &spec.client_certificate_common_names,
+    )?;
     if let Some(output) = &spec.output {
         check_output(output)?;
     }
@@ -182,6 +191,7 @@ fn upgrade(upgrade: UpgradePolicy) -> Result<(Upgrade, Vec<String>), Blocked> {
             DEFAULT_UPGRADE_TIMEOUT,
         )?,
         max_unhealthy: max_unhealthy(upgrade.max_unhealthy_members.as_ref())?,
+        failure_action: upgrade.failure_action,
         paused: upgrade.paused,
     };
     Ok((parsed, deprecated))
@@ -225,19 +235,24 @@ fn invalid_thumbprint(err: ThumbprintError) -> Blocked {
     Blocked::new(BlockReason::InvalidThumbprint, err.to_string())
 }
 
-/// The client allow-lists, sorted, each entry checked where it is written.
-fn clients(spec: &ClusterCertificateDeclarationSpec) -> Result<Clients, Blocked> {
+/// The client allow-lists, sorted, each entry checked where it is written
+/// (`prefix`: `spec`, or `status.upgrade.origin`).
+fn clients(
+    prefix: &str,
+    by_thumbprint: &[ClientCertificateThumbprint],
+    by_name: &[ClientCertificateCommonName],
+) -> Result<Clients, Blocked> {
     let mut thumbprints = Vec::new();
-    for (index, client) in spec.client_certificate_thumbprints.iter().enumerate() {
-        let field = format!("spec.clientCertificateThumbprints[{index}].certificateThumbprint");
+    for (index, client) in by_thumbprint.iter().enumerate() {
+        let field = format!("{prefix}.clientCertificateThumbprints[{index}].certificateThumbprint");
         thumbprints.push(ClientThumbprint {
             thumbprint: Thumbprint::parse(&field, &client.certificate_thumbprint).map_err(invalid_thumbprint)?,
             is_admin: client.is_admin,
         });
     }
     let mut common_names = Vec::new();
-    for (index, client) in spec.client_certificate_common_names.iter().enumerate() {
-        let field = format!("spec.clientCertificateCommonNames[{index}]");
+    for (index, client) in by_name.iter().enumerate() {
+        let field = format!("{prefix}.clientCertificateCommonNames[{index}]");
         let name = common_name(
             &format!("{field}.certificateCommonName"),
             &client.certificate_common_name,
@@ -258,6 +273,31 @@ fn clients(spec: &ClusterCertificateDeclarationSpec) -> Result<Clients, Blocked>
     Ok(Clients {
         thumbprints,
         common_names,
+    })
+}
+
+/// What a rollback walks to: the declaration in force before the change
+/// began, as `status.upgrade.origin` recorded it, presented by the same rule.
+pub fn origin_desired(origin: &UpgradeOrigin, selection: SelectionPolicy) -> Result<Desired, Blocked> {
+    let prefix = "status.upgrade.origin";
+    let invalid = |blocked: Blocked| Blocked::new(BlockReason::InvalidEffectiveState, blocked.message);
+    let accepted = accepted_from(
+        prefix,
+        origin.certificate.as_ref(),
+        origin.certificate_common_names.as_ref(),
+    )
+    .map_err(invalid)?;
+    let clients = clients(
+        prefix,
+        &origin.client_certificate_thumbprints,
+        &origin.client_certificate_common_names,
+    )
+    .map_err(invalid)?;
+    Ok(Desired {
+        present_by: PresentationForm::of(&accepted),
+        accepted,
+        selection,
+        clients,
     })
 }
 

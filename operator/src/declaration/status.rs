@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use crate::blocked::{BlockReason, Blocked};
 use crate::conditions::{Decided, Standing};
 use crate::crd::{
-    CertificateCommonNames, CertificateInUse, CertificateThumbprints, CommonNameDeclaration, EffectiveDeclaration,
-    MembersStatus,
+    CertificateCommonNames, CertificateInUse, CertificateThumbprints, ClientCertificateCommonName,
+    ClientCertificateThumbprint, CommonNameDeclaration, EffectiveDeclaration, MembersStatus, UpgradeOrigin,
 };
 use crate::facts::CertificateFacts;
 use crate::planner::Desired;
@@ -269,6 +269,35 @@ pub fn declared_by(accepted: &Accepted) -> &'static str {
 }
 
 /// A revision in the spec's Service Fabric shape (it fits the two slots).
+/// The revision in force as a rollback's destination, in the spec's shape.
+pub fn origin_of(revision: &Revision) -> UpgradeOrigin {
+    let effective = effective_declaration(revision);
+    UpgradeOrigin {
+        revision: revision.revision,
+        certificate: effective.certificate,
+        certificate_common_names: effective.certificate_common_names,
+        client_certificate_thumbprints: revision
+            .clients
+            .thumbprints
+            .iter()
+            .map(|c| ClientCertificateThumbprint {
+                certificate_thumbprint: c.thumbprint.to_string(),
+                is_admin: c.is_admin,
+            })
+            .collect(),
+        client_certificate_common_names: revision
+            .clients
+            .common_names
+            .iter()
+            .map(|c| ClientCertificateCommonName {
+                certificate_common_name: c.name.clone(),
+                certificate_issuer_thumbprint: join_thumbprints(&c.issuer_thumbprints),
+                is_admin: c.is_admin,
+            })
+            .collect(),
+    }
+}
+
 pub fn effective_declaration(revision: &Revision) -> EffectiveDeclaration {
     let mut thumbprints = revision.accepted.thumbprints.iter();
     // The presented thumbprint is the primary when it is declared by thumbprint.
@@ -315,6 +344,8 @@ pub(super) struct Facts<'a> {
     pub fresh: bool,
     /// `current` is published by this reconcile: its health check has not begun.
     pub just_published: bool,
+    /// A rollback under way: what the walk is, and why.
+    pub rolling_back: Option<&'a crate::crd::RollbackStatus>,
 }
 
 /// Every condition the declaration controller owns, from [`Facts`]: Blocked,
@@ -383,6 +414,17 @@ fn progressing(facts: &Facts<'_>, members_message: &str) -> (bool, String, Strin
         (Some(Hold::Blocked(b)), _) => (false, b.reason.to_string(), b.message.clone()),
         (Some(Hold::Paused), _) => (false, "Paused".to_owned(), PAUSED.to_owned()),
         (Some(Hold::WaitingForStore(message)), _) => (true, "WaitingForStore".to_owned(), message.clone()),
+        _ if facts.rolling_back.is_some() => {
+            let rollback = facts.rolling_back.expect("matched");
+            (
+                true,
+                "RollingBack".to_owned(),
+                format!(
+                    "rolling back generation {}'s change since {}: {}",
+                    rollback.generation, rollback.started_time, rollback.message
+                ),
+            )
+        }
         (Some(Hold::Checking { reason, message, .. }), _) => (true, (*reason).to_owned(), message.clone()),
         // The last revision, just published: its health is checked next.
         (None, true) if facts.just_published => (

@@ -421,7 +421,7 @@ fn min_soak_counts_from_the_acknowledgement() {
 }
 
 #[test]
-fn a_stuck_stage_times_out_without_rolling_back() {
+fn a_stuck_first_stage_times_out_with_nothing_to_roll_back() {
     let mut c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
     c.members.pods = pods(&[Some(0)]);
     let first = c.decide();
@@ -1649,6 +1649,7 @@ fn the_spec_is_parsed_once_into_typed_values_with_defaults() {
             stage_timeout: Duration::from_secs(600),
             upgrade_timeout: spec::DEFAULT_UPGRADE_TIMEOUT,
             max_unhealthy: spec::MaxUnhealthy::None,
+            failure_action: crate::crd::FailureAction::Rollback,
             paused: false,
         }
     );
@@ -1845,5 +1846,204 @@ fn the_last_revision_is_ready_only_after_its_health_check_and_a_soak_writes_once
     assert_eq!(
         writes_while_soaking, 5,
         "one write when each of the 5 revisions starts soaking"
+    );
+}
+
+/// Walks `c` one second per look, its one member acknowledging each
+/// revision at once and reporting `unhealthy` under the revisions that
+/// present something else than `Old`; returns every revision published.
+fn walk(c: &mut Case, looks: usize, unhealthy_under_new: bool) -> Vec<Revision> {
+    use crate::outputs::ReportedHealth;
+    let mut published = Vec::new();
+    for _ in 0..looks {
+        let decision = c.decide();
+        c.apply(&decision);
+        if let Some(revision) = &decision.published {
+            published.push(revision.clone());
+        }
+        let in_force = c
+            .declaration
+            .status
+            .as_ref()
+            .and_then(|s| s.upgrade.as_ref())
+            .map(|u| u.revision);
+        let presenting_new = c
+            .declaration
+            .status
+            .as_ref()
+            .and_then(|s| s.presenting.as_ref())
+            .is_some_and(|p| p.thumbprint != tp("Old").as_str());
+        if let Some(revision) = in_force {
+            c.members.pods = pods(&[Some(revision)]);
+            c.members.pod_health = BTreeMap::from([(
+                "pod/m0".to_owned(),
+                ReportedHealth {
+                    revision,
+                    healthy: !(unhealthy_under_new && presenting_new),
+                    reason: if unhealthy_under_new && presenting_new {
+                        "CertificateRejectedByPeers"
+                    } else {
+                        "Healthy"
+                    }
+                    .to_owned(),
+                    message: format!("revision {revision}: 3 inbound handshakes refused by 10.88.0.9 with unknown_ca"),
+                },
+            )]);
+        }
+        c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
+    }
+    published
+}
+
+fn rollback_case(failure_action: crate::crd::FailureAction) -> Case {
+    let mut c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    c.members.pods = pods(&[Some(1)]);
+    let upgrade = c.declaration.spec.upgrade.as_mut().unwrap();
+    upgrade.health_check_retry_timeout = Some("3s".into());
+    upgrade.failure_action = failure_action;
+    c
+}
+
+#[test]
+fn a_failed_health_check_rolls_back_to_the_origin_through_safe_revisions_and_stalls_rolled_back() {
+    let mut c = rollback_case(crate::crd::FailureAction::Rollback);
+    let published = walk(&mut c, 30, true);
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(
+        condition(&status, "Stalled"),
+        ("True", "RolledBack"),
+        "{:#?}",
+        status.conditions
+    );
+    assert_eq!(condition(&status, READY).0, "False");
+    let message = condition_message(&status, "Stalled");
+    assert!(
+        message.contains("rolled back to the declaration of revision 1"),
+        "{message}"
+    );
+    assert!(message.contains("pod/m0: CertificateRejectedByPeers"), "{message}");
+    assert!(
+        message.contains(&format!("{} is set to 2", plan::RETRY_ANNOTATION)),
+        "{message}"
+    );
+    // Forward: widen, present G; back: present Old, narrow to Old alone.
+    let walked: Vec<(u64, String, usize)> = published
+        .iter()
+        .map(|r| (r.revision, r.presented.short().to_owned(), r.accepted.thumbprints.len()))
+        .collect();
+    assert_eq!(
+        walked,
+        [
+            (2, tp("Old").short().to_owned(), 2),
+            (3, tp("G").short().to_owned(), 2),
+            (4, tp("Old").short().to_owned(), 2),
+            (5, tp("Old").short().to_owned(), 1),
+        ]
+    );
+    let all: Vec<Revision> = std::iter::once(revision(1, "Old", thumbprint_rules()))
+        .chain(published.iter().cloned())
+        .collect();
+    crate::planner::check_invariant(&all, &c.store.as_ref().unwrap().store).expect("every step safe");
+    let upgrade = status.upgrade.unwrap();
+    let rollback = upgrade.rollback.unwrap();
+    assert_eq!(
+        (
+            rollback.state.as_str(),
+            rollback.failed_revision,
+            rollback.reason.as_str()
+        ),
+        ("RolledBack", 3, "HealthCheckFailed")
+    );
+    assert_eq!(status.effective.unwrap().presented.as_deref(), Some(tp("Old").as_str()));
+    // The same generation is not tried again.
+    assert!(walk(&mut c, 10, false).is_empty(), "nothing more published");
+    // certshift.io/retry set to the generation: the change starts over.
+    c.declaration.metadata.annotations = Some(BTreeMap::from([(plan::RETRY_ANNOTATION.to_owned(), "2".to_owned())]));
+    let again = walk(&mut c, 30, false);
+    assert_eq!(again.first().map(|r| r.revision), Some(6));
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(condition(&status, READY), ("True", "Ready"), "{:#?}", status.conditions);
+    assert!(status.upgrade.unwrap().rollback.is_none());
+}
+
+#[test]
+fn a_rollback_emits_the_failure_and_rolling_back_once() {
+    let mut c = rollback_case(crate::crd::FailureAction::Rollback);
+    let mut reasons = Vec::new();
+    for _ in 0..30 {
+        let decision = c.decide();
+        reasons.extend(
+            decision
+                .events
+                .iter()
+                .filter(|e| e.type_ == EventType::Warning)
+                .map(|e| e.reason.clone()),
+        );
+        c.apply(&decision);
+        let revision = c
+            .declaration
+            .status
+            .as_ref()
+            .unwrap()
+            .upgrade
+            .as_ref()
+            .unwrap()
+            .revision;
+        c.members.pods = pods(&[Some(revision)]);
+        c.members.pod_health = BTreeMap::from([(
+            "pod/m0".to_owned(),
+            crate::outputs::ReportedHealth {
+                revision,
+                healthy: revision != 3,
+                reason: "RejectedPeers".to_owned(),
+                message: "m".to_owned(),
+            },
+        )]);
+        c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
+    }
+    assert_eq!(reasons, ["HealthCheckFailed", "RollingBack", "RolledBack"]);
+}
+
+#[test]
+fn failure_action_manual_holds_at_the_failed_revision() {
+    let mut c = rollback_case(crate::crd::FailureAction::Manual);
+    let published = walk(&mut c, 30, true);
+    assert_eq!(
+        published.last().map(|r| r.revision),
+        Some(3),
+        "held at the presentation"
+    );
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(condition(&status, "Stalled"), ("True", "HealthCheckFailed"));
+    assert!(status.upgrade.unwrap().rollback.is_none());
+}
+
+#[test]
+fn a_rollback_past_the_point_of_no_return_holds_rollback_impossible() {
+    let mut c = rollback_case(crate::crd::FailureAction::Rollback);
+    // Walk to the presentation of G, then lose Old from the store.
+    let mut published = Vec::new();
+    while published.last().is_none_or(|r: &Revision| r.revision < 3) {
+        published.extend(walk(&mut c, 1, true));
+    }
+    let mut contents = c.store.clone().unwrap();
+    contents.store.instances.retain(|f| !f.has_thumbprint(&tp("Old")));
+    c.store = Ok(contents);
+    let later = walk(&mut c, 10, true);
+    assert!(
+        later.is_empty(),
+        "nothing presented that members would reject: {later:?}"
+    );
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(
+        condition(&status, "Stalled"),
+        ("True", "RollbackImpossible"),
+        "{:#?}",
+        status.conditions
+    );
+    let message = condition_message(&status, "Stalled");
+    assert!(
+        message.contains("rolling back to revision 1 is not possible"),
+        "{message}"
     );
 }

@@ -833,39 +833,62 @@ fn call_as_unmanaged_client(client: Arc<Unmanaged>, port: u16) -> tokio::task::J
     })
 }
 
-/// A client certshift does not manage, trusting only the CA of the
-/// certificate presented before the change, calls member-0 the whole time.
-/// When the conversion presents the new certificate, member-0's agent sees
-/// the client refuse it (`unknown_ca`), reports `certshift.io/Healthy=False`,
-/// the revision's health check fails, and the walk holds before narrowing
-/// the old certificate away — `Stalled/HealthCheckFailed`, naming the member
-/// and the peer. Members never fail a call to each other. Once the client
-/// trusts the new CA (and presents an accepted certificate), the member is
-/// healthy again and the walk goes on to `Ready`.
-pub async fn a_client_refusing_the_new_certificate_holds_the_walk_until_it_is_fixed(s: Scenario) {
+/// The bed of the health scenarios: three agent members calling each other
+/// the whole time, a declaration by the old certificate's thumbprint with a
+/// short health check, and a client certshift does not manage (`curl`)
+/// calling member-0, trusting only the old certificate's CA.
+struct HealthBed {
+    root: PathBuf,
+    judge: Judge,
+    old_ca: Issued,
+    ca: Issued,
+    old: Issued,
+    goal: Issued,
+    by_thumbprint: Declaration,
+    operator: Operator,
+    members: Vec<Member>,
+    client: Arc<Unmanaged>,
+    unmanaged: Option<tokio::task::JoinHandle<()>>,
+    calls: Arc<Calls>,
+    caller: tokio::task::JoinHandle<()>,
+    _stop: StopCallers,
+}
+
+/// Stops the callers when dropped, also when a scenario fails: the
+/// runtime would otherwise wait for the client's blocking loop forever.
+struct StopCallers(Arc<Unmanaged>, Arc<Calls>);
+
+impl Drop for StopCallers {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+        self.1.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn health_bed(s: &Scenario, label: &str, action: certshift::crd::FailureAction) -> HealthBed {
     let ns = s.namespace.clone();
-    let root = std::env::temp_dir().join(format!("certshift-e2e-health-{}", std::process::id()));
+    let root = std::env::temp_dir().join(format!("certshift-e2e-{label}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let judge = Judge::watch(&s.admin, &ns);
-    let (old_ca, ca) = (pki::ca("old CA"), pki::ca("health CA"));
+    let (old_ca, ca) = (pki::ca("old CA"), pki::ca(&format!("{label} CA")));
     let old = pki::leaf("old.cluster.example", -20, &old_ca);
     let goal = pki::leaf("cluster.example", -10, &ca);
     for (name, cert, issuer) in [("cluster-old", &old, &old_ca), ("cluster-cn", &goal, &ca)] {
-        store_certificate(&s, Some(&judge), name, cert, issuer).await;
+        store_certificate(s, Some(&judge), name, cert, issuer).await;
     }
     for i in 0..MEMBERS {
-        apply(&s.admin, &ns, &member_pod(&format!("member-{i}"), &[("app", "health")])).await;
+        apply(&s.admin, &ns, &member_pod(&format!("member-{i}"), &[("app", label)])).await;
     }
     let by_thumbprint = Declaration::example("declaration-thumbprint.yaml")
         .by_thumbprint(&old.thumbprint)
         .health_check("0s", "1s", "3s")
-        .pod_members(&[("app", "health")]);
+        .failure_action(action)
+        .pod_members(&[("app", label)]);
     by_thumbprint.apply(&s.admin, &ns).await;
     let operator = Operator::start(&s.plane, &ns);
-    let members = start_members(&s, &root, Duration::from_secs(5)).await;
+    let members = start_members(s, &root, Duration::from_secs(5)).await;
     wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
-
     let write = |name: &str, pem: String| {
         let path = root.join(name);
         std::fs::write(&path, pem).unwrap();
@@ -895,20 +918,99 @@ pub async fn a_client_refusing_the_new_certificate_holds_the_walk_until_it_is_fi
         0,
         "before the change, nothing fails"
     );
+    let _stop = StopCallers(client.clone(), calls.clone());
+    HealthBed {
+        root,
+        judge,
+        old_ca,
+        ca,
+        old,
+        goal,
+        by_thumbprint,
+        operator,
+        members,
+        client,
+        unmanaged: Some(unmanaged),
+        calls,
+        caller,
+        _stop,
+    }
+}
 
-    // The conversion: thumbprint -> common name from the new CA.
-    by_thumbprint
-        .clone()
-        .by_common_names(&[("cluster.example", &ca.thumbprint)])
-        .apply(&s.admin, &ns)
-        .await;
-    let held = eventually("Stalled/HealthCheckFailed", Duration::from_secs(90), || async {
-        let d = declaration(&s.admin, &ns, DECLARATION).await;
+impl HealthBed {
+    /// The declaration by common name from the new CA: the conversion.
+    fn converted(&self) -> Declaration {
+        self.by_thumbprint
+            .clone()
+            .by_common_names(&[("cluster.example", &self.ca.thumbprint)])
+    }
+
+    /// The client trusts both CAs, calls the new name, presents the new certificate.
+    fn fix_client(&self) {
+        let write = |name: &str, pem: String| {
+            let path = self.root.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        *self.client.config.lock().unwrap() = UnmanagedConfig {
+            host: "cluster.example".to_owned(),
+            cacert: write("both-cas.crt", format!("{}{}", self.old_ca.pem, self.ca.pem)),
+            cert: write("goal.crt", self.goal.pem.clone()),
+            key: write("goal.key", self.goal.key.serialize_pem()),
+        };
+    }
+
+    /// The client is decommissioned: it calls no more.
+    async fn stop_client(&mut self) {
+        self.client.stop.store(true, Ordering::Relaxed);
+        if let Some(unmanaged) = self.unmanaged.take() {
+            unmanaged.await.unwrap();
+        }
+    }
+
+    /// Stops the callers; no member ever failed a call to another, and
+    /// every revision, forward and back, kept the invariant.
+    async fn finish(mut self, scenario: &str, during: &str) {
+        self.stop_client().await;
+        self.calls.stop.store(true, Ordering::Relaxed);
+        self.caller.await.unwrap();
+        assert_every_call_succeeded(&self.calls, 50, scenario, during);
+        assert_judged_clean(&self.judge);
+        for member in self.members {
+            member.agent.abort();
+        }
+        self.operator.stop().await;
+        self.judge.stop();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// What `Stalled` says once it is True with `reason`.
+async fn stalled(s: &Scenario, reason: &str, timeout: Duration) -> (ClusterCertificateDeclaration, String) {
+    let d = eventually(&format!("Stalled/{reason}"), timeout, || async {
+        let d = declaration(&s.admin, &s.namespace, DECLARATION).await;
         let stalled = condition(&d, "Stalled")?;
-        (stalled.status == "True" && stalled.reason == "HealthCheckFailed").then_some(d)
+        (stalled.status == "True" && stalled.reason == reason).then_some(d)
     })
     .await;
-    let stalled = condition(&held, "Stalled").unwrap().message.clone();
+    let message = condition(&d, "Stalled").unwrap().message.clone();
+    (d, message)
+}
+
+/// A client certshift does not manage, trusting only the CA of the
+/// certificate presented before the change, calls member-0 the whole time.
+/// When the conversion presents the new certificate, member-0's agent sees
+/// the client refuse it (`unknown_ca`), reports `certshift.io/Healthy=False`,
+/// the revision's health check fails, and the walk holds before narrowing
+/// the old certificate away — `Stalled/HealthCheckFailed`, naming the member
+/// and the peer (`failureAction: Manual`). Members never fail a call to
+/// each other. Once the client trusts the new CA (and presents an accepted
+/// certificate), the member is healthy again and the walk goes on to `Ready`.
+pub async fn a_client_refusing_the_new_certificate_holds_the_walk_until_it_is_fixed(s: Scenario) {
+    let ns = s.namespace.clone();
+    let bed = health_bed(&s, "health", certshift::crd::FailureAction::Manual).await;
+    bed.converted().apply(&s.admin, &ns).await;
+    let (held, stalled) = stalled(&s, "HealthCheckFailed", Duration::from_secs(90)).await;
     assert!(
         stalled.contains("pod/member-0: CertificateRejectedByPeers"),
         "{stalled}"
@@ -930,13 +1032,13 @@ pub async fn a_client_refusing_the_new_certificate_holds_the_walk_until_it_is_fi
     assert_eq!(health.unhealthy[0].member, "pod/member-0");
     assert_eq!(
         status.presenting.as_ref().unwrap().thumbprint,
-        goal.thumbprint,
+        bed.goal.thumbprint,
         "held at the presentation"
     );
     assert!(!upgrade.plan.is_empty(), "revisions are still to publish");
     let effective = serde_json::to_string(&status.effective).unwrap();
     assert!(
-        effective.contains(&old.thumbprint),
+        effective.contains(&bed.old.thumbprint),
         "the old certificate is still accepted: {effective}"
     );
     // The agent says it on its Pod: the condition and its mirror.
@@ -971,44 +1073,114 @@ pub async fn a_client_refusing_the_new_certificate_holds_the_walk_until_it_is_fi
         "held"
     );
 
-    // The client is fixed: it trusts both CAs, calls the new name, presents the new certificate.
-    *client.config.lock().unwrap() = UnmanagedConfig {
-        host: "cluster.example".to_owned(),
-        cacert: write("both-cas.crt", format!("{}{}", old_ca.pem, ca.pem)),
-        cert: write("goal.crt", goal.pem.clone()),
-        key: write("goal.key", goal.key.serialize_pem()),
-    };
-    let fixed_at = client.ok.load(Ordering::Relaxed);
-    let failed_before_fix = client.failed.load(Ordering::Relaxed);
+    bed.fix_client();
+    let (fixed_at, failed_before_fix) = (
+        bed.client.ok.load(Ordering::Relaxed),
+        bed.client.failed.load(Ordering::Relaxed),
+    );
     let converted = wait_converted(&s.admin, &ns, DECLARATION, Duration::from_secs(120)).await;
     assert!(is_true(&converted, "Ready"));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    client.stop.store(true, Ordering::Relaxed);
-    unmanaged.await.unwrap();
-    calls.stop.store(true, Ordering::Relaxed);
-    caller.await.unwrap();
+    let (ok, failed) = (
+        bed.client.ok.load(Ordering::Relaxed),
+        bed.client.failed.load(Ordering::Relaxed),
+    );
     println!(
         "  health: the unmanaged client failed {failed_before_fix} calls while it trusted only the old CA; \
          {} calls after its fix",
-        client.ok.load(Ordering::Relaxed) - fixed_at
+        ok - fixed_at
     );
     assert!(failed_before_fix > 0, "the client did refuse the new certificate");
-    assert!(
-        client.ok.load(Ordering::Relaxed) > fixed_at,
-        "the fixed client's calls succeed"
-    );
+    assert!(ok > fixed_at, "the fixed client's calls succeed");
     // The call in flight when the configuration changed may fail; none after.
-    let failed_after_fix = client.failed.load(Ordering::Relaxed) - failed_before_fix;
     assert!(
-        failed_after_fix <= 1,
-        "the fixed client failed {failed_after_fix} calls"
+        failed - failed_before_fix <= 1,
+        "the fixed client failed {} calls",
+        failed - failed_before_fix
     );
-    assert_every_call_succeeded(&calls, 50, "health", "through the held and the resumed conversion");
-    assert_judged_clean(&judge);
-    for member in members {
-        member.agent.abort();
+    bed.finish("health", "through the held and the resumed conversion")
+        .await;
+}
+
+/// The same client, under the default `failureAction: Rollback`: the
+/// health check fails at the presentation revision, certshift walks back to
+/// the declaration by thumbprint (present the old certificate, narrow), and
+/// ends `Stalled/RolledBack` naming the member and the peer; the client's
+/// calls succeed again, members never fail a call, every revision forward
+/// and back keeps the invariant. The same generation is not tried again;
+/// `certshift.io/retry` set to it, the client decommissioned, walks to
+/// `Ready`.
+pub async fn a_client_refusing_the_new_certificate_rolls_the_change_back(s: Scenario) {
+    let ns = s.namespace.clone();
+    let mut bed = health_bed(&s, "rollback", certshift::crd::FailureAction::Rollback).await;
+    bed.converted().apply(&s.admin, &ns).await;
+    let (rolled_back, message) = stalled(&s, "RolledBack", Duration::from_secs(120)).await;
+    for said in [
+        "rolled back to the declaration of revision 1",
+        "pod/member-0: CertificateRejectedByPeers",
+        "refused by 127.0.0.1 with unknown_ca",
+        "certshift.io/retry is set to 2",
+    ] {
+        assert!(message.contains(said), "Stalled says {said:?}: {message}");
     }
-    operator.stop().await;
-    judge.stop();
-    let _ = std::fs::remove_dir_all(&root);
+    assert!(!is_true(&rolled_back, "Ready"));
+    let status = rolled_back.status.clone().unwrap();
+    assert_eq!(
+        status.presenting.as_ref().unwrap().thumbprint,
+        bed.old.thumbprint,
+        "presenting the old certificate again"
+    );
+    assert_eq!(status.declared_by.as_deref(), Some("Thumbprint"));
+    let upgrade = status.upgrade.clone().unwrap();
+    let rollback = upgrade.rollback.clone().unwrap();
+    assert_eq!(
+        (rollback.state.as_str(), rollback.reason.as_str()),
+        ("RolledBack", "HealthCheckFailed")
+    );
+    assert!(upgrade.plan.is_empty(), "nothing left to publish");
+    assert_eq!(
+        observed_revisions_of(&s, &["member-0", "member-1", "member-2"]).await,
+        vec![Some(upgrade.revision); MEMBERS],
+        "every member acknowledged the last revision back"
+    );
+    for reason in ["HealthCheckFailed", "RollingBack", "RolledBack"] {
+        wait_event(&s.admin, &ns, Some("Warning"), reason).await;
+    }
+    // The client's calls succeed again, with nothing changed on its side.
+    let (ok, failed) = (
+        bed.client.ok.load(Ordering::Relaxed),
+        bed.client.failed.load(Ordering::Relaxed),
+    );
+    assert!(failed > 0, "the client did refuse the new certificate");
+    eventually("the client's calls succeed again", Duration::from_secs(20), || async {
+        (bed.client.ok.load(Ordering::Relaxed) >= ok + 5).then_some(())
+    })
+    .await;
+    assert!(
+        bed.client.failed.load(Ordering::Relaxed) <= failed + 1,
+        "after the rollback the client fails no more calls"
+    );
+    println!("  rollback: the unmanaged client failed {failed} calls before the rollback, none after");
+    // Not tried again: a few seconds later, nothing more is published.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let still = declaration(&s.admin, &ns, DECLARATION).await;
+    assert_eq!(
+        still.status.unwrap().upgrade.unwrap().revision,
+        upgrade.revision,
+        "not tried again"
+    );
+
+    // Retried, the client decommissioned: the conversion goes through.
+    bed.stop_client().await;
+    let generation = still.metadata.generation.unwrap();
+    let retry = serde_json::json!({"metadata": {"annotations": {"certshift.io/retry": generation.to_string()}}});
+    Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), &ns)
+        .patch(DECLARATION, &PatchParams::default(), &Patch::Merge(&retry))
+        .await
+        .expect("annotate certshift.io/retry");
+    let converted = wait_converted(&s.admin, &ns, DECLARATION, Duration::from_secs(120)).await;
+    assert!(is_true(&converted, "Ready"));
+    assert!(converted.status.unwrap().upgrade.unwrap().rollback.is_none());
+    bed.finish("rollback", "through the conversion, its rollback and its retry")
+        .await;
 }

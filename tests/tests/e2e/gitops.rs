@@ -274,7 +274,12 @@ pub async fn argo_cd_and_kstatus_read_every_state_of_every_kind(s: Scenario) {
     )
     .await;
     // ...until healthCheckRetryTimeout: then only a person can move it on.
-    resumed.clone().health_check("0s", "5s", "2s").apply(&s.admin, ns).await;
+    resumed
+        .clone()
+        .health_check("0s", "5s", "2s")
+        .failure_action(certshift::crd::FailureAction::Manual)
+        .apply(&s.admin, ns)
+        .await;
     expect(
         &s,
         Expect {
