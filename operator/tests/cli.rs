@@ -106,6 +106,14 @@ fn the_conversion_example_plans_the_three_service_fabric_stages() {
         last["accepted"],
         serde_json::json!({"thumbprints": [], "commonNames": [{"name": "cluster.example", "issuerThumbprints": [ca]}]})
     );
+    // From every revision, a rollback to the declaration in force is possible.
+    let rollback: Vec<(u64, bool)> = json["rollback"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["revision"].as_u64().unwrap(), r["possible"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(rollback, (1..=5).map(|r| (r, true)).collect::<Vec<_>>());
 }
 
 #[test]
@@ -127,6 +135,7 @@ fn text_output_is_a_table_for_reviewers() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("default/cluster: 5 revisions to publish\n"), "{text}");
+    assert!(text.contains(" ROLLBACK "), "the rollback column:\n{text}");
     for word in [
         "(in force)",
         "AddSecondary",

@@ -34,6 +34,20 @@ pub struct PlanReport {
     pub declaration: String,
     pub blocked: Option<Blocked>,
     pub revisions: Vec<Revision>,
+    /// For each revision after the one in force: whether a rollback from it
+    /// to the declaration in force now is still possible (a point of no
+    /// return says why not). Empty when nothing is in force.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollback: Vec<RollbackFrom>,
+}
+
+/// Whether a rollback from `revision` is possible, and if not, why.
+#[derive(Debug, Serialize)]
+pub struct RollbackFrom {
+    pub revision: u64,
+    pub possible: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
 }
 
 impl PlanReport {
@@ -73,6 +87,7 @@ pub fn plan_inputs(
         ),
         blocked: plan.blocked,
         revisions: plan.revisions,
+        rollback: Vec::new(),
     };
     let blocked = |blocked: Blocked| {
         report(Plan {
@@ -107,7 +122,30 @@ pub fn plan_inputs(
         }
     };
     match collected.finish(&namespace, &declaration.spec, inputs, now) {
-        Ok(contents) => report(planner::plan(effective.as_ref(), &spec.desired, &contents.store, now)),
+        Ok(contents) => {
+            let plan = planner::plan(effective.as_ref(), &spec.desired, &contents.store, now);
+            let rollback = match (effective.is_some(), plan.revisions.first()) {
+                (true, Some(in_force)) => {
+                    let origin = planner::desired_of(in_force, spec.desired.selection);
+                    plan.pending()
+                        .iter()
+                        .map(|revision| {
+                            let walk = planner::walk_back(revision, &origin, &contents.store, now);
+                            RollbackFrom {
+                                revision: revision.revision,
+                                possible: walk.is_ok(),
+                                blocked: walk.err(),
+                            }
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            PlanReport {
+                rollback,
+                ..report(plan)
+            }
+        }
         Err(err) => blocked(err),
     }
 }
@@ -150,6 +188,7 @@ pub fn gather(manifests: &Manifests, now: Timestamp) -> Result<Gathered<'_>, Str
             ),
             blocked: Some(blocked),
             revisions: Vec::new(),
+            rollback: Vec::new(),
         })),
         Err(input) => Err(format!("{origin}: {input}")),
     }
@@ -314,8 +353,8 @@ pub fn render_text(report: &PlanReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<4} {:<20} {:<13} {:<41} ACCEPTED",
-        "REV", "STAGE", "CHANGE", "PRESENTED"
+        "\n{:<4} {:<20} {:<13} {:<41} {:<9} ACCEPTED",
+        "REV", "STAGE", "CHANGE", "PRESENTED", "ROLLBACK"
     );
     for (index, revision) in report.revisions.iter().enumerate() {
         let stage = match (index, revision.stage) {
@@ -338,15 +377,33 @@ pub fn render_text(report: &PlanReport) -> String {
                 format!("CN {} (trust bundle)", rule.name)
             }
         }));
+        let rollback = match report.rollback.iter().find(|r| r.revision == revision.revision) {
+            Some(r) if r.possible => "yes",
+            Some(_) => "no",
+            None => "-",
+        };
         let _ = writeln!(
             out,
-            "{:<4} {:<20} {:<13} {:<41} {}",
+            "{:<4} {:<20} {:<13} {:<41} {:<9} {}",
             revision.revision,
             stage,
             change,
             revision.presented,
+            rollback,
             accepted.join("; ")
         );
+    }
+    let impossible: Vec<&RollbackFrom> = report.rollback.iter().filter(|r| !r.possible).collect();
+    if !impossible.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nPoints of no return (a failure there holds, RollbackImpossible):"
+        );
+        for r in impossible {
+            if let Some(blocked) = &r.blocked {
+                let _ = writeln!(out, "  revision {}: {blocked}", r.revision);
+            }
+        }
     }
     out
 }

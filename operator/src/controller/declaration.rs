@@ -426,6 +426,13 @@ async fn apply(shell: &Shell, declaration: &ClusterCertificateDeclaration, decis
             }
         }
     }
+    if decision
+        .events
+        .iter()
+        .any(|e| e.reason == declaration::plan::ROLLING_BACK)
+    {
+        ctx.metrics.rollback_started();
+    }
     if let Some(revision) = &decision.published {
         ctx.metrics.published();
         info!(

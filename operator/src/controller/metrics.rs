@@ -49,6 +49,7 @@ pub struct Metrics {
     /// kind → count (kinds the code writes: a fixed set)
     writes: Mutex<BTreeMap<String, u64>>,
     revisions_published: Mutex<u64>,
+    rollbacks: Mutex<u64>,
     /// (namespace, ObservedCertificate) → its gauges, as its last reconcile left them
     observed: Mutex<BTreeMap<(String, String), ObservedGauges>>,
     /// controller → reconcile durations
@@ -139,6 +140,11 @@ impl Metrics {
         *self.revisions_published.lock().expect("metrics lock") += 1;
     }
 
+    /// A failed change began to roll back.
+    pub fn rollback_started(&self) {
+        *self.rollbacks.lock().expect("metrics lock") += 1;
+    }
+
     /// An ObservedCertificate's gauges after its reconcile; `None` once it is gone.
     pub fn observed(&self, namespace: &str, name: &str, gauges: Option<ObservedGauges>) {
         let mut observed = self.observed.lock().expect("metrics lock");
@@ -179,6 +185,13 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE certshift_revisions_published_total counter");
         let published = *self.revisions_published.lock().expect("metrics lock");
         let _ = writeln!(out, "certshift_revisions_published_total {published}");
+        let _ = writeln!(
+            out,
+            "# HELP certshift_declaration_rollbacks_total Failed changes rolled back (spec.upgrade.failureAction: Rollback)."
+        );
+        let _ = writeln!(out, "# TYPE certshift_declaration_rollbacks_total counter");
+        let rollbacks = *self.rollbacks.lock().expect("metrics lock");
+        let _ = writeln!(out, "certshift_declaration_rollbacks_total {rollbacks}");
         let observed = self.observed.lock().expect("metrics lock").clone();
         let expiry: BTreeMap<&(String, String), Timestamp> = observed
             .iter()

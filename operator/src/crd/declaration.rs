@@ -571,6 +571,11 @@ pub struct PlannedRevision {
     /// `Published`, `Acknowledged` or `Pending`.
     #[schemars(extend("enum" = ["Published", "Acknowledged", "Pending"]))]
     pub state: String,
+    /// Whether a rollback from this revision to the declaration in force
+    /// before the change is still possible (false: past the point of no
+    /// return, e.g. the old certificate is gone, expired or revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_possible: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

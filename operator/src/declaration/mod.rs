@@ -41,7 +41,7 @@ use crate::blocked::{BlockReason, Blocked};
 use crate::conditions;
 use crate::crd::{
     ClusterCertificateDeclaration, ClusterCertificateDeclarationStatus, MembersStatus, OutputFormat, PlannedRevision,
-    PresentingStatus, RollbackStatus, UpgradeStatus, WorkloadReference,
+    PresentingStatus, RollbackStatus, UpgradeOrigin, UpgradeStatus, WorkloadReference,
 };
 use crate::events::{Event, EventType};
 use crate::outputs::secret_data;
@@ -372,6 +372,13 @@ fn upgrade_status(world: &World, progress: &Progress) -> Option<UpgradeStatus> {
         ),
         (false, None) => (None, None),
     };
+    let origin = origin.or_else(|| rollback.as_ref().and(previous.origin.clone()));
+    mark_points_of_no_return(
+        world,
+        origin.as_ref(),
+        std::iter::once(current).chain(pending),
+        &mut plan,
+    );
     Some(UpgradeStatus {
         stage: if pending.is_empty() && converged {
             None
@@ -389,9 +396,28 @@ fn upgrade_status(world: &World, progress: &Progress) -> Option<UpgradeStatus> {
         started_time,
         // A revision published now has no health check yet.
         health: progress.planned.health.clone().filter(|_| candidate.is_none()),
-        origin: origin.or_else(|| rollback.as_ref().and(previous.origin.clone())),
+        origin,
         rollback,
     })
+}
+
+/// Points of no return: from each revision of the plan, whether the walk
+/// back to `origin` (what a rollback returns to) is still possible.
+fn mark_points_of_no_return<'a>(
+    world: &World,
+    origin: Option<&UpgradeOrigin>,
+    revisions: impl Iterator<Item = &'a Revision>,
+    plan: &mut [PlannedRevision],
+) {
+    let (Some(origin), Ok(spec), Ok(contents)) = (origin, &world.spec, &world.store) else {
+        return;
+    };
+    let Ok(target) = spec::origin_desired(origin, spec.desired.selection) else {
+        return;
+    };
+    for (entry, revision) in plan.iter_mut().zip(revisions) {
+        entry.rollback_possible = Some(planner::walk_back(revision, &target, &contents.store, world.now).is_ok());
+    }
 }
 
 /// `status.presenting`: the presented certificate's facts, or, without the
@@ -751,6 +777,7 @@ fn planned(revision: &Revision, state: &str) -> PlannedRevision {
         change: revision.change,
         presented: revision.presented.to_string(),
         state: state.to_owned(),
+        rollback_possible: None,
     }
 }
 

@@ -2046,4 +2046,15 @@ fn a_rollback_past_the_point_of_no_return_holds_rollback_impossible() {
         message.contains("rolling back to revision 1 is not possible"),
         "{message}"
     );
+    let marked: Vec<Option<bool>> = status
+        .upgrade
+        .unwrap()
+        .plan
+        .iter()
+        .map(|p| p.rollback_possible)
+        .collect();
+    assert!(
+        !marked.is_empty() && marked.iter().all(|m| *m == Some(false)),
+        "every revision is past the point of no return: {marked:?}"
+    );
 }

@@ -116,6 +116,26 @@ impl Plan {
     }
 }
 
+/// The declaration `revision` is in force with, as something to walk back
+/// to (a rollback's destination).
+pub fn desired_of(revision: &Revision, selection: SelectionPolicy) -> Desired {
+    Desired {
+        present_by: PresentationForm::of(&revision.accepted),
+        accepted: revision.accepted.clone(),
+        selection,
+        clients: revision.clients.clone(),
+    }
+}
+
+/// Whether a rollback from `revision` to `origin` is still possible: a
+/// safe walk back exists; else why not (a point of no return).
+pub fn walk_back(revision: &Revision, origin: &Desired, store: &Store, now: Timestamp) -> Result<(), Blocked> {
+    match plan(Some(&Effective::published(revision)), origin, store, now).blocked {
+        Some(blocked) => Err(blocked),
+        None => Ok(()),
+    }
+}
+
 /// Plans the walk from `effective` (or nothing in force yet) to `desired`.
 pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now: Timestamp) -> Plan {
     let Some(effective) = effective else {

@@ -242,6 +242,33 @@ proptest! {
         }
     }
 
+    /// A rollback (`failureAction: Rollback`) plans from the revision in
+    /// force back to the declaration in force before the change: from every
+    /// revision of every plan, that walk back is safe all the way (each
+    /// step against the one before it, the forward revisions included), or
+    /// it is refused with the reason that makes it a point of no return —
+    /// never an unsafe plan.
+    #[test]
+    fn from_every_revision_the_walk_back_is_safe_or_refused(case in cases()) {
+        let plan = plan(Some(&case.effective), &case.desired, &case.store, now());
+        if plan.blocked.is_some() {
+            return Ok(());
+        }
+        let origin = origin(&case);
+        for (k, revision) in plan.revisions.iter().enumerate().skip(1) {
+            let back = super::plan(Some(&Effective::published(revision)), &origin, &case.store, now());
+            match &back.blocked {
+                None => {
+                    assert_walkable(&back, &case.store, &origin);
+                    let mut forward_and_back = plan.revisions[..=k].to_vec();
+                    forward_and_back.extend(back.pending().iter().cloned());
+                    prop_assert_eq!(check_invariant(&forward_and_back, &case.store), Ok(()));
+                }
+                Some(blocked) => prop_assert_ne!(blocked.reason, BlockReason::UnsafePlan, "{}", blocked.message),
+            }
+        }
+    }
+
     #[test]
     fn planning_is_deterministic(case in cases()) {
         let once = plan(Some(&case.effective), &case.desired, &case.store, now());
@@ -251,6 +278,50 @@ proptest! {
         reversed.instances.reverse();
         prop_assert_eq!(&once, &plan(Some(&case.effective), &case.desired, &reversed, now()));
     }
+}
+
+/// The declaration in force before the change, as a rollback walks to it.
+fn origin(case: &Case) -> Desired {
+    Desired {
+        present_by: PresentationForm::of(&case.effective.accepted),
+        accepted: case.effective.accepted.clone(),
+        selection: case.desired.selection,
+        clients: case.effective.clients.clone().unwrap_or_default(),
+    }
+}
+
+/// The rollback property must meet both outcomes: walks back, and points of
+/// no return.
+#[test]
+fn the_generator_reaches_rollbacks_and_points_of_no_return() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = cases();
+    let (mut back, mut refused) = (0, 0);
+    for _ in 0..4000 {
+        let case = strategy.new_tree(&mut runner).unwrap().current();
+        let plan = plan(Some(&case.effective), &case.desired, &case.store, now());
+        if plan.blocked.is_some() {
+            continue;
+        }
+        for revision in plan.pending() {
+            let walk = super::plan(
+                Some(&Effective::published(revision)),
+                &origin(&case),
+                &case.store,
+                now(),
+            );
+            match walk.blocked {
+                None if walk.revisions.len() > 1 => back += 1,
+                None => {}
+                Some(_) => refused += 1,
+            }
+        }
+    }
+    println!("from 4000 cases' revisions: {back} walks back, {refused} points of no return");
+    assert!(back > 300, "only {back} walks back");
+    assert!(refused > 20, "only {refused} points of no return");
 }
 
 /// The generator must reach the interesting cases, or the properties say little.
