@@ -33,6 +33,26 @@ enum Command {
         #[arg(long)]
         kubeconfig: Option<std::path::PathBuf>,
     },
+    /// Roll back the change a declaration is making (failureAction Manual, or
+    /// at any time during a change): sets certshift.io/action=rollback/<generation>.
+    Rollback {
+        /// The ClusterCertificateDeclaration.
+        name: String,
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+    },
+    /// Go on past a failed health check held by failureAction Manual: sets
+    /// certshift.io/action=resume/<revision>.
+    Resume {
+        /// The ClusterCertificateDeclaration.
+        name: String,
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+    },
     /// Print the CustomResourceDefinitions (the source of crds/).
     Crds,
     /// Print the revisions the operator would publish for a declaration.
@@ -340,6 +360,16 @@ fn run(cli: Cli) -> Result<i32, String> {
                 Ok(0)
             })
         }
+        Command::Rollback {
+            name,
+            namespace,
+            kubeconfig,
+        } => act(certshift::cli::action::Verb::Rollback, &name, namespace, kubeconfig),
+        Command::Resume {
+            name,
+            namespace,
+            kubeconfig,
+        } => act(certshift::cli::action::Verb::Resume, &name, namespace, kubeconfig),
         Command::Crds => {
             print!("{}", certshift::crd::yaml());
             Ok(0)
@@ -391,4 +421,21 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `certshift rollback|resume NAME`: sets the annotation, says what it set.
+fn act(
+    verb: certshift::cli::action::Verb,
+    name: &str,
+    namespace: Option<String>,
+    kubeconfig: Option<std::path::PathBuf>,
+) -> Result<i32, String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
+    runtime.block_on(async {
+        let client = client(kubeconfig.as_deref()).await?;
+        let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+        let set = certshift::cli::action::request(&client, &namespace, name, verb).await?;
+        println!("{namespace}/{name}: {set}");
+        Ok(0)
+    })
 }

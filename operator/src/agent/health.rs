@@ -72,11 +72,15 @@ impl Failure {
         }
     }
 
-    /// A peer refused because its certificate (or a CA of it) is revoked:
-    /// the rules doing what a CRL asks, never a regression of a revision
-    /// (it must not hold a change, nor roll one back).
+    /// Never a regression of a revision (it must not hold a change, nor
+    /// roll one back): a peer refused because its certificate (or a CA of
+    /// it) is revoked — the rules doing what a CRL asks — or because it
+    /// presented none (a scanner, a TLS probe), which every revision refuses.
     fn intended(self) -> bool {
-        self == Failure::RejectedPeer("CertificateRevoked")
+        matches!(
+            self,
+            Failure::RejectedPeer("CertificateRevoked") | Failure::RejectedPeer("NoCertificate")
+        )
     }
 }
 
@@ -201,8 +205,8 @@ impl Health {
         }
         self.switched |= self.revision != 0;
         self.revision = revision;
-        self.peers
-            .retain(|_, record| now.duration_since(record.last) < FAILING_FOR);
+        let window = self.window;
+        self.peers.retain(|_, record| now.duration_since(record.last) < window);
         for record in self.peers.values_mut() {
             record.baseline = true;
             record.count = 0;
@@ -469,6 +473,28 @@ mod tests {
             "{}",
             verdict.message
         );
+    }
+
+    #[test]
+    fn the_baseline_looks_back_as_far_as_the_window() {
+        let t0 = Instant::now();
+        let mut health = Health::new(Duration::from_secs(300));
+        health.loaded(1, t0);
+        health.failed(ip(7), Direction::Inbound, NOT_MATCHED, t0);
+        // Two minutes later, well within a 5-minute window: baseline.
+        let later = t0 + Duration::from_secs(120);
+        health.loaded(2, later);
+        health.failed(ip(7), Direction::Inbound, NOT_MATCHED, later);
+        assert!(health.verdict(later).healthy);
+    }
+
+    #[test]
+    fn a_peer_that_presents_no_certificate_is_never_a_regression() {
+        let t0 = Instant::now();
+        let mut health = switched(t0);
+        let none = Failure::RejectedPeer("NoCertificate");
+        health.failed(ip(9), Direction::Inbound, none, t0 + Duration::from_secs(2));
+        assert!(health.verdict(t0 + Duration::from_secs(2)).healthy);
     }
 
     #[test]

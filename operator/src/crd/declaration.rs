@@ -484,6 +484,10 @@ pub struct UpgradeStatus {
     /// A rollback of this generation's change, under way or done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackStatus>,
+    /// The values of `certshift.io/retry` and `certshift.io/action` acted on
+    /// already: each is acted on once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acted_on: Vec<String>,
 }
 
 /// The declaration in force before a change began, in the spec's shape.
@@ -510,10 +514,12 @@ pub struct UpgradeOrigin {
 pub struct RollbackStatus {
     /// `RollingBack`, then `RolledBack`.
     pub state: String,
-    /// The generation whose change is rolled back: it is not tried again
-    /// until a new generation, or the annotation `certshift.io/retry` set
-    /// to it.
+    /// The generation whose change is rolled back.
     pub generation: i64,
+    /// The desired declaration rolled back from (a digest of its accepted
+    /// certificates and client allow-lists): it is not tried again until
+    /// the spec asks for something else, or `certshift.io/retry` is set.
+    pub desired: String,
     /// The revision whose failure started the rollback.
     pub failed_revision: u64,
     /// Why: `HealthCheckFailed`, `StageTimeout` or `UpgradeTimeout`.

@@ -398,6 +398,7 @@ fn upgrade_status(world: &World, progress: &Progress) -> Option<UpgradeStatus> {
         health: progress.planned.health.clone().filter(|_| candidate.is_none()),
         origin,
         rollback,
+        acted_on: progress.planned.acted_on.clone(),
     })
 }
 

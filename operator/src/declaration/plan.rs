@@ -41,6 +41,8 @@ pub struct Planned {
     pub health: Option<HealthStatus>,
     /// The rollback of this generation's change, under way or done.
     pub rollback: Option<RollbackStatus>,
+    /// The annotation values acted on (`status.upgrade.actedOn`).
+    pub acted_on: Vec<String>,
 }
 
 /// The certificate to probe every endpoint with before publishing a
@@ -59,8 +61,9 @@ pub fn plan(world: &World) -> Planned {
         return planned;
     };
     let previous = previous_upgrade(world);
+    planned.acted_on = previous.acted_on.clone();
     // Rolling back, or rolled back: the walk goes to the origin, not the spec.
-    planned.rollback = rollback_in_force(world, &previous);
+    planned.rollback = rollback_in_force(world, &spec.desired, &previous, &mut planned.acted_on);
     let target = match (&planned.rollback, &previous.origin) {
         (Some(_), Some(origin)) => match spec::origin_desired(origin, spec.desired.selection) {
             Ok(target) => target,
@@ -106,11 +109,17 @@ pub fn plan(world: &World) -> Planned {
                 planned.hold = Some(Hold::Blocked(rolled_back(rollback, &previous)));
             }
         }
-        // The last revision's health is checked too: the change is complete
-        // once its members are healthy under it.
+        // The last revision's health is checked too, until it passes once:
+        // the change is complete when its members are healthy under it.
         (true, None) => {
-            if let Some(acknowledged) = acknowledged {
-                planned.hold = health_check(world, &spec.upgrade, &published, acknowledged, &mut planned).err();
+            let passed = previous.revision == published.revision
+                && previous.health.as_ref().is_some_and(|h| h.state == "Healthy");
+            match acknowledged {
+                Some(_) if passed => planned.health = previous.health.clone(),
+                Some(acknowledged) => {
+                    planned.hold = health_check(world, &spec.upgrade, &published, acknowledged, &mut planned).err();
+                }
+                None => planned.hold = stage_timeout(world, &spec.upgrade, &published, &previous, &members),
             }
         }
         (false, _) => gate(world, &spec.upgrade, &published, &mut planned),
@@ -125,22 +134,51 @@ pub const ROLLED_BACK: &str = "RolledBack";
 /// Set to a rolled-back generation, it is tried again.
 pub const RETRY_ANNOTATION: &str = "certshift.io/retry";
 
-/// The rollback the previous status records, while it holds: for the
-/// generation it rolled back, until `certshift.io/retry` names that
-/// generation.
-fn rollback_in_force(world: &World, previous: &UpgradeStatus) -> Option<RollbackStatus> {
+/// The rollback the previous status records, while it holds: while the
+/// spec asks for what was rolled back from, until `certshift.io/retry`
+/// names the generation (each value acted on once, recorded in `acted_on`).
+fn rollback_in_force(
+    world: &World,
+    desired: &planner::Desired,
+    previous: &UpgradeStatus,
+    acted_on: &mut Vec<String>,
+) -> Option<RollbackStatus> {
+    let rollback = previous.rollback.clone()?;
+    if rollback.desired != desired_digest(desired) {
+        return None;
+    }
     let declaration = &world.declaration;
-    let generation = declaration.metadata.generation.unwrap_or_default();
+    let generation = declaration.metadata.generation.unwrap_or_default().to_string();
     let retry = declaration
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(RETRY_ANNOTATION))
-        .map(|v| v.trim().to_owned());
-    previous
-        .rollback
-        .clone()
-        .filter(|r| r.generation == generation && retry != Some(generation.to_string()))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| v.split('-').next() == Some(generation.as_str()));
+    match retry {
+        Some(retry) if !acted_on.contains(&format!("retry={retry}")) => {
+            acted_on.push(format!("retry={retry}"));
+            None
+        }
+        _ => Some(rollback),
+    }
+}
+
+/// What identifies the desired declaration a rollback came from: its
+/// accepted certificates, presentation and client allow-lists.
+pub fn desired_digest(desired: &planner::Desired) -> String {
+    use sha2::Digest as _;
+    let text = format!(
+        "{}|{:?}|{}",
+        serde_json::to_string(&desired.accepted).unwrap_or_default(),
+        desired.present_by,
+        serde_json::to_string(&desired.clients).unwrap_or_default()
+    );
+    sha2::Sha256::digest(text.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn rolled_back(rollback: &RollbackStatus, previous: &UpgradeStatus) -> Blocked {
@@ -149,17 +187,34 @@ fn rolled_back(rollback: &RollbackStatus, previous: &UpgradeStatus) -> Blocked {
         BlockReason::RolledBack,
         format!(
             "rolled back to the declaration of revision {origin} (in force before generation {}'s change): {}; \
-             not tried again until the spec changes or the annotation {RETRY_ANNOTATION} is set to {}",
-            rollback.generation, rollback.message, rollback.generation
+             not tried again until the spec asks for something else or the annotation {RETRY_ANNOTATION} \
+             is set to {} (or {}-2, -3, … to retry again)",
+            rollback.generation, rollback.message, rollback.generation, rollback.generation
         ),
     )
 }
 
 /// A failed revision (health check, stage or upgrade timeout) under
-/// `failureAction: Rollback`: plans back to the origin and publishes its
-/// first revision at once (Service Fabric rolls back regardless of health),
-/// or holds `RollbackImpossible` when no safe walk back exists.
+/// `failureAction: Rollback` rolls back; under `Manual` it holds, for the
+/// annotation `certshift.io/action` to say `rollback` or `resume`.
 fn fail(world: &World, upgrade: &spec::Upgrade, published: &Revision, previous: &UpgradeStatus, planned: &mut Planned) {
+    let action = Action::of(world);
+    // A person asks for a rollback of this generation's change: now, failed
+    // or not, once per value of the annotation.
+    if let Some((Action::Rollback, value)) = &action {
+        let acted = format!("action={value}");
+        if planned.rollback.is_none() && !planned.acted_on.contains(&acted) {
+            let message = format!(
+                "a rollback was asked for ({ACTION_ANNOTATION}) at revision {}",
+                published.revision
+            );
+            roll_back(world, published, previous, planned, "Requested", message);
+            if planned.rollback.is_some() {
+                planned.acted_on.push(acted);
+            }
+        }
+        return;
+    }
     let Some(Hold::Blocked(failure)) = &planned.hold else {
         return;
     };
@@ -167,12 +222,81 @@ fn fail(world: &World, upgrade: &spec::Upgrade, published: &Revision, previous: 
         failure.reason,
         BlockReason::HealthCheckFailed | BlockReason::StageTimeout | BlockReason::UpgradeTimeout
     );
+    if !failed || planned.rollback.is_some() {
+        return;
+    }
+    if let (Some((Action::Resume, _)), BlockReason::HealthCheckFailed) = (&action, failure.reason) {
+        // Resumed: this revision's failed health check is passed over.
+        planned.hold = None;
+        planned.candidate = planned.pending.first().cloned();
+        if let Some(health) = planned.health.as_mut() {
+            health.state = "Resumed".to_owned();
+        }
+        return;
+    }
+    if upgrade.failure_action == FailureAction::Rollback {
+        let (reason, message) = (
+            failure.reason.to_string(),
+            format!("revision {} failed: {}", published.revision, failure.message),
+        );
+        roll_back(world, published, previous, planned, &reason, message);
+    }
+}
+
+/// The annotation a person (or `certshift rollback|resume NAME`) sets.
+pub const ACTION_ANNOTATION: &str = "certshift.io/action";
+
+/// What `certshift.io/action` asks: `rollback` (of the current generation's
+/// change) or `resume` (past the revision held by a failed health check).
+/// `rollback/<generation>` and `resume/<revision>` (what the CLI writes)
+/// apply to that generation or revision only; a bare value stands. A
+/// rollback is acted on once per value (`rollback/<generation>-2` asks again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Rollback,
+    Resume,
+}
+
+impl Action {
+    /// The action asked for, and the annotation's value.
+    fn of(world: &World) -> Option<(Action, String)> {
+        let meta = &world.declaration.metadata;
+        let value = meta.annotations.as_ref()?.get(ACTION_ANNOTATION)?.trim();
+        let (verb, scope) = value.split_once('/').map_or((value, None), |(v, s)| (v, Some(s)));
+        let published = world
+            .declaration
+            .status
+            .as_ref()
+            .and_then(|s| s.upgrade.as_ref())
+            .map(|u| u.revision);
+        // `rollback/<generation>` or `rollback/<generation>-<n>` (the n-th ask).
+        let applies = |current: Option<String>| {
+            scope.is_none_or(|s| Some(s.split('-').next().unwrap_or_default().trim().to_owned()) == current)
+        };
+        let action = match verb {
+            "rollback" if applies(meta.generation.map(|g| g.to_string())) => Action::Rollback,
+            "resume" if applies(published.map(|r| r.to_string())) => Action::Resume,
+            _ => return None,
+        };
+        Some((action, value.to_owned()))
+    }
+}
+
+/// Plans back from `published` to the origin and publishes the first
+/// revision back at once (Service Fabric rolls back regardless of health);
+/// holds `RollbackImpossible` when no safe walk back exists, and changes
+/// nothing when what is in force is the origin already.
+fn roll_back(
+    world: &World,
+    published: &Revision,
+    previous: &UpgradeStatus,
+    planned: &mut Planned,
+    reason: &str,
+    message: String,
+) {
     let (Some(origin), Ok(contents)) = (&previous.origin, &world.store) else {
         return;
     };
-    if !failed || planned.rollback.is_some() || upgrade.failure_action != FailureAction::Rollback {
-        return;
-    }
     let selection = world.spec.as_ref().map(|s| s.desired.selection).unwrap_or_default();
     let back = spec::origin_desired(origin, selection).map(|target| {
         planner::plan(
@@ -182,7 +306,6 @@ fn fail(world: &World, upgrade: &spec::Upgrade, published: &Revision, previous: 
             world.now,
         )
     });
-    let message = format!("revision {} failed: {}", published.revision, failure.message);
     let blocked = match &back {
         Err(blocked) => Some(blocked.clone()),
         Ok(plan) => plan.blocked.clone(),
@@ -202,11 +325,17 @@ fn fail(world: &World, upgrade: &spec::Upgrade, published: &Revision, previous: 
         // What is in force is the origin: nothing to roll back, the failure holds.
         return;
     }
+    let desired = world
+        .spec
+        .as_ref()
+        .map(|s| desired_digest(&s.desired))
+        .unwrap_or_default();
     planned.rollback = Some(RollbackStatus {
         state: ROLLING_BACK.to_owned(),
         generation: world.declaration.metadata.generation.unwrap_or_default(),
+        desired,
         failed_revision: published.revision,
-        reason: failure.reason.to_string(),
+        reason: reason.to_owned(),
         message,
         started_time: world.now,
     });
@@ -251,6 +380,7 @@ fn read(world: &World) -> Planned {
         requeue: None,
         health: None,
         rollback: None,
+        acted_on: Vec::new(),
     }
 }
 
@@ -301,12 +431,10 @@ fn gate(world: &World, upgrade: &spec::Upgrade, published: &Revision, planned: &
     let now = world.now;
     let previous = previous_upgrade(world);
     let members = planned.report.status(published.revision);
-    let published_at = previous
-        .published_time
-        .filter(|_| previous.revision == published.revision)
-        .unwrap_or(now);
-    let deadline = published_at.as_second().saturating_add(secs(upgrade.stage_timeout));
-    let started = previous.started_time.filter(|_| !previous.plan.is_empty());
+    // A rollback is not stopped by the change's own deadline.
+    let started = previous
+        .started_time
+        .filter(|_| !previous.plan.is_empty() && planned.rollback.is_none());
     let acknowledged = acknowledged_time(&previous, published.revision, &members, now);
     planned.hold = if upgrade.paused {
         Some(Hold::Paused)
@@ -335,8 +463,37 @@ fn gate(world: &World, upgrade: &spec::Upgrade, published: &Revision, planned: &
             }
             Err(hold) => Some(hold),
         }
-    } else if now.as_second() > deadline {
-        Some(Hold::Blocked(Blocked::new(
+    } else {
+        let hold = stage_timeout(world, upgrade, published, &previous, &members);
+        if hold.is_none() {
+            let published_at = published_at(&previous, published, now);
+            let deadline = published_at.as_second().saturating_add(secs(upgrade.stage_timeout));
+            planned.requeue = Some(Duration::from_secs((deadline - now.as_second()).unsigned_abs() + 1));
+        }
+        Some(hold.unwrap_or(Hold::WaitingForMembers))
+    };
+}
+
+fn published_at(previous: &UpgradeStatus, published: &Revision, now: jiff::Timestamp) -> jiff::Timestamp {
+    previous
+        .published_time
+        .filter(|_| previous.revision == published.revision)
+        .unwrap_or(now)
+}
+
+/// A revision whose members have not all acknowledged it within
+/// `stageTimeout` (the last revision of a change too).
+fn stage_timeout(
+    world: &World,
+    upgrade: &spec::Upgrade,
+    published: &Revision,
+    previous: &UpgradeStatus,
+    members: &crate::crd::MembersStatus,
+) -> Option<Hold> {
+    let published_at = published_at(previous, published, world.now);
+    let deadline = published_at.as_second().saturating_add(secs(upgrade.stage_timeout));
+    (world.now.as_second() > deadline).then(|| {
+        Hold::Blocked(Blocked::new(
             BlockReason::StageTimeout,
             format!(
                 "revision {} was published at {published_at} and {} of {} members have not acknowledged it \
@@ -347,11 +504,8 @@ fn gate(world: &World, upgrade: &spec::Upgrade, published: &Revision, planned: &
                 duration::format(upgrade.stage_timeout),
                 published.revision
             ),
-        )))
-    } else {
-        planned.requeue = Some(Duration::from_secs((deadline - now.as_second()).unsigned_abs() + 1));
-        Some(Hold::WaitingForMembers)
-    };
+        ))
+    })
 }
 
 /// The health check of the published revision, acknowledged by every

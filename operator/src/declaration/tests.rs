@@ -2058,3 +2058,74 @@ fn a_rollback_past_the_point_of_no_return_holds_rollback_impossible() {
         "every revision is past the point of no return: {marked:?}"
     );
 }
+
+#[test]
+fn under_manual_a_person_resumes_or_rolls_back_the_revision_held() {
+    let annotate = |c: &mut Case, value: &str| {
+        c.declaration.metadata.annotations =
+            Some(BTreeMap::from([(plan::ACTION_ANNOTATION.to_owned(), value.to_owned())]));
+    };
+    // Resume, scoped to the held revision (3): the walk goes on past it.
+    let mut c = rollback_case(crate::crd::FailureAction::Manual);
+    assert_eq!(walk(&mut c, 20, true).last().map(|r| r.revision), Some(3));
+    annotate(&mut c, "resume/2");
+    assert!(
+        walk(&mut c, 5, true).is_empty(),
+        "a resume of another revision does nothing"
+    );
+    annotate(&mut c, "resume/3");
+    let resumed = walk(&mut c, 3, true);
+    assert_eq!(resumed.first().map(|r| r.revision), Some(4), "resumed past revision 3");
+    // The next failure holds again: the resume was for revision 3 only.
+    walk(&mut c, 20, true);
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(
+        condition(&status, "Stalled"),
+        ("True", "HealthCheckFailed"),
+        "{:#?}",
+        status.conditions
+    );
+
+    // Rollback, scoped to the generation (2): back to the origin, Requested.
+    let mut c = rollback_case(crate::crd::FailureAction::Manual);
+    walk(&mut c, 20, true);
+    annotate(&mut c, "rollback/1");
+    assert!(
+        walk(&mut c, 5, true).is_empty(),
+        "a rollback of another generation does nothing"
+    );
+    annotate(&mut c, "rollback/2");
+    let back = walk(&mut c, 20, true);
+    assert_eq!(back.iter().map(|r| r.revision).collect::<Vec<_>>(), [4, 5]);
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(condition(&status, "Stalled"), ("True", "RolledBack"));
+    assert_eq!(status.upgrade.unwrap().rollback.unwrap().reason, "Requested");
+}
+
+/// A retry acted on once: a change that fails again after it rolls back
+/// again and stays rolled back, whatever the annotation still says; a spec
+/// edit that asks for the same thing (pausing, a timeout) does not undo it.
+#[test]
+fn a_retry_is_acted_on_once_and_an_edit_that_asks_the_same_keeps_the_rollback() {
+    let mut c = rollback_case(crate::crd::FailureAction::Rollback);
+    walk(&mut c, 30, true);
+    c.declaration.metadata.annotations = Some(BTreeMap::from([(plan::RETRY_ANNOTATION.to_owned(), "2".to_owned())]));
+    let retried = walk(&mut c, 40, true);
+    assert_eq!(
+        retried.iter().map(|r| r.revision).collect::<Vec<_>>(),
+        [6, 7, 8, 9],
+        "forward, fails, back: once"
+    );
+    assert!(walk(&mut c, 30, true).is_empty(), "and no more");
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(condition(&status, "Stalled"), ("True", "RolledBack"));
+    // An edit that asks for the same declaration: still rolled back.
+    c.declaration.spec.upgrade.as_mut().unwrap().stage_timeout = Some("20m".into());
+    c.declaration.metadata.generation = Some(3);
+    assert!(walk(&mut c, 10, true).is_empty());
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(condition(&status, "Stalled"), ("True", "RolledBack"));
+    // Retrying again takes a new value.
+    c.declaration.metadata.annotations = Some(BTreeMap::from([(plan::RETRY_ANNOTATION.to_owned(), "3-2".to_owned())]));
+    assert!(!walk(&mut c, 10, false).is_empty(), "retried");
+}

@@ -1184,3 +1184,56 @@ pub async fn a_client_refusing_the_new_certificate_rolls_the_change_back(s: Scen
     bed.finish("rollback", "through the conversion, its rollback and its retry")
         .await;
 }
+
+/// `failureAction: Manual`, driven by a person with the CLI's own code:
+/// held at the failed presentation, `certshift rollback` walks back to the
+/// declaration by thumbprint (`Stalled/RolledBack`, reason `Requested`);
+/// retried, it fails and holds again, and `certshift resume` goes on past
+/// the held revision — the client's refusals are then the baseline of the
+/// revisions after it, so the change completes while that client, which
+/// nobody fixed, keeps failing. Members never fail a call.
+pub async fn a_person_rolls_back_or_resumes_a_held_change_with_the_cli(s: Scenario) {
+    use certshift::cli::action::{Verb, request};
+    let ns = s.namespace.clone();
+    let bed = health_bed(&s, "manual", certshift::crd::FailureAction::Manual).await;
+    bed.converted().apply(&s.admin, &ns).await;
+    let (held, _) = stalled(&s, "HealthCheckFailed", Duration::from_secs(90)).await;
+    let set = request(&s.admin, &ns, DECLARATION, Verb::Rollback)
+        .await
+        .expect("certshift rollback");
+    let generation = held.metadata.generation.unwrap();
+    assert_eq!(set, format!("certshift.io/action=rollback/{generation}"));
+    let (rolled_back, _) = stalled(&s, "RolledBack", Duration::from_secs(90)).await;
+    let status = rolled_back.status.unwrap();
+    assert_eq!(status.upgrade.unwrap().rollback.unwrap().reason, "Requested");
+    assert_eq!(status.presenting.unwrap().thumbprint, bed.old.thumbprint);
+    assert!(
+        request(&s.admin, &ns, DECLARATION, Verb::Resume).await.is_err(),
+        "nothing to resume once rolled back"
+    );
+    // Retried: it fails at the same revision and holds; resumed, it goes on.
+    let retry = serde_json::json!({"metadata": {"annotations": {"certshift.io/retry": generation.to_string()}}});
+    Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), &ns)
+        .patch(DECLARATION, &PatchParams::default(), &Patch::Merge(&retry))
+        .await
+        .expect("annotate certshift.io/retry");
+    let (held, _) = stalled(&s, "HealthCheckFailed", Duration::from_secs(90)).await;
+    let held_at = held.status.unwrap().upgrade.unwrap().revision;
+    let set = request(&s.admin, &ns, DECLARATION, Verb::Resume)
+        .await
+        .expect("certshift resume");
+    assert_eq!(set, format!("certshift.io/action=resume/{held_at}"));
+    let converted = wait_converted(&s.admin, &ns, DECLARATION, Duration::from_secs(120)).await;
+    assert!(is_true(&converted, "Ready"));
+    let failing = bed.client.failed.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        bed.client.failed.load(Ordering::Relaxed) > failing,
+        "the client nobody fixed still fails: resumed, not healed"
+    );
+    bed.finish(
+        "manual",
+        "through a held change, its rollback, its retry and its resumption",
+    )
+    .await;
+}

@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         agents::a_revocation_pushed_while_running_moves_the_members_off_with_no_failed_call,
         agents::a_client_refusing_the_new_certificate_holds_the_walk_until_it_is_fixed,
         agents::a_client_refusing_the_new_certificate_rolls_the_change_back,
+        agents::a_person_rolls_back_or_resumes_a_held_change_with_the_cli,
         policy::policy_issues_renews_rolls_over_and_an_unpinned_ca_blocks,
         policy::policy_failures_back_off_with_bounded_writes,
         policy::policy_example_enrolls_like_service_fabric,
