@@ -40,6 +40,20 @@ where
         + std::fmt::Debug,
 {
     let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+    let decided = serde_json::to_value(status).unwrap_or_default();
+    // A status that drops fields the stored one has (an earlier revision's
+    // acknowledgedTime, a plan done) is replaced whole at once when it can
+    // be: an apply whose ownership was taken away would show the stale
+    // field until the check below replaced it.
+    let stored = serde_json::to_value(object).unwrap_or_default();
+    if stored.get("status").is_some_and(|s| drops_fields(s, &decided)) {
+        match replace_status(ctx, manager, object, &decided).await {
+            Ok(written) => return Ok(written),
+            // Someone wrote since: apply, and check.
+            Err(Error::Kube { source, .. }) if matches!(source.as_ref(), kube::Error::Api(s) if s.code == 409) => {}
+            Err(err) => return Err(err),
+        }
+    }
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -51,7 +65,6 @@ where
         .await
         .map_err(kube_err::<K>(Verb::ApplyStatus, &namespace, &name))?;
     ctx.metrics.write(&format!("{}/status", K::kind(&())));
-    let decided = serde_json::to_value(status).unwrap_or_default();
     let mut object = serde_json::to_value(&written).unwrap_or_default();
     let (as_written, as_decided) = (
         object.get("status").map(conditions_by_type),
@@ -85,6 +98,53 @@ where
             .map_err(kube_err::<K>(Verb::ReplaceStatus, &namespace, &name))?;
         ctx.metrics.write(&format!("{}/status", K::kind(&())));
     }
+    written.managed_fields_mut().clear();
+    Ok(written)
+}
+
+/// Whether `stored` has a field (at any depth of objects) that `decided` does not.
+fn drops_fields(stored: &serde_json::Value, decided: &serde_json::Value) -> bool {
+    match (stored, decided) {
+        (serde_json::Value::Object(stored), serde_json::Value::Object(decided)) => {
+            stored.iter().any(|(key, value)| match decided.get(key) {
+                None => !value.is_null(),
+                Some(kept) => drops_fields(value, kept),
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Replaces the status of `object` (as stored, at its resourceVersion) with `decided`.
+async fn replace_status<K>(ctx: &Context, manager: &str, object: &K, decided: &serde_json::Value) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    value["status"] = decided.clone();
+    if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        meta.remove("managedFields");
+    }
+    let replacement: K = serde_json::from_value(value)
+        .map_err(|err| kube_err::<K>(Verb::ReplaceStatus, &namespace, &name)(kube::Error::SerdeError(err)))?;
+    let mut written = ctx
+        .api::<K>(&namespace)
+        .replace_status(
+            &name,
+            &PostParams {
+                field_manager: Some(manager.to_owned()),
+                ..PostParams::default()
+            },
+            &replacement,
+        )
+        .await
+        .map_err(kube_err::<K>(Verb::ReplaceStatus, &namespace, &name))?;
+    ctx.metrics.write(&format!("{}/status", K::kind(&())));
     written.managed_fields_mut().clear();
     Ok(written)
 }

@@ -835,8 +835,10 @@ fn call_as_unmanaged_client(client: Arc<Unmanaged>, port: u16) -> tokio::task::J
 
 /// The bed of the health scenarios: three agent members calling each other
 /// the whole time, a declaration by the old certificate's thumbprint with a
-/// short health check, and a client certshift does not manage (`curl`)
-/// calling member-0, trusting only the old certificate's CA.
+/// short health check (a 3 s wait: the client calls every 300 ms, slower on
+/// a loaded machine, and must have called before health is judged), and a
+/// client certshift does not manage (`curl`) calling member-0, trusting only
+/// the old certificate's CA.
 struct HealthBed {
     root: PathBuf,
     judge: Judge,
@@ -882,12 +884,14 @@ async fn health_bed(s: &Scenario, label: &str, action: certshift::crd::FailureAc
     }
     let by_thumbprint = Declaration::example("declaration-thumbprint.yaml")
         .by_thumbprint(&old.thumbprint)
-        .health_check("0s", "1s", "3s")
+        .health_check("3s", "2s", "3s")
         .failure_action(action)
         .pod_members(&[("app", label)]);
     by_thumbprint.apply(&s.admin, &ns).await;
     let operator = Operator::start(&s.plane, &ns);
-    let members = start_members(s, &root, Duration::from_secs(5)).await;
+    // A window long enough that a client slowed by a loaded machine still
+    // counts as failing between its calls.
+    let members = start_members(s, &root, Duration::from_secs(20)).await;
     wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
     let write = |name: &str, pem: String| {
         let path = root.join(name);
@@ -1211,6 +1215,9 @@ pub async fn a_person_rolls_back_or_resumes_a_held_change_with_the_cli(s: Scenar
         request(&s.admin, &ns, DECLARATION, Verb::Resume).await.is_err(),
         "nothing to resume once rolled back"
     );
+    // Retried once the client's last refusals are older than the agents'
+    // window (20 s): else they would be the retried revision's baseline.
+    tokio::time::sleep(Duration::from_secs(22)).await;
     // Retried: it fails at the same revision and holds; resumed, it goes on.
     let retry = serde_json::json!({"metadata": {"annotations": {"certshift.io/retry": generation.to_string()}}});
     Api::<ClusterCertificateDeclaration>::namespaced(s.admin.clone(), &ns)
