@@ -65,7 +65,7 @@ where
         .await
         .map_err(kube_err::<K>(Verb::ApplyStatus, &namespace, &name))?;
     ctx.metrics.write(&format!("{}/status", K::kind(&())));
-    let mut object = serde_json::to_value(&written).unwrap_or_default();
+    let object = serde_json::to_value(&written).unwrap_or_default();
     let (as_written, as_decided) = (
         object.get("status").map(conditions_by_type),
         conditions_by_type(&decided),
@@ -78,25 +78,7 @@ where
             _ => Vec::new(),
         };
         warn!(%namespace, %name, ?stayed, "fields this status does not have stayed after the apply; replacing the status");
-        object["status"] = decided;
-        if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-            meta.remove("managedFields");
-        }
-        let replacement: K = serde_json::from_value(object)
-            .map_err(|err| kube_err::<K>(Verb::ReplaceStatus, &namespace, &name)(kube::Error::SerdeError(err)))?;
-        written = ctx
-            .api::<K>(&namespace)
-            .replace_status(
-                &name,
-                &PostParams {
-                    field_manager: Some(manager.to_owned()),
-                    ..PostParams::default()
-                },
-                &replacement,
-            )
-            .await
-            .map_err(kube_err::<K>(Verb::ReplaceStatus, &namespace, &name))?;
-        ctx.metrics.write(&format!("{}/status", K::kind(&())));
+        return replace_status(ctx, manager, &written, &decided).await;
     }
     written.managed_fields_mut().clear();
     Ok(written)
