@@ -96,9 +96,81 @@ enum After {
     Data,
 }
 
+/// Takes its time over each client certificate, as a loaded server does,
+/// then gives the certshift verifier's verdict.
+#[derive(Debug)]
+struct Slow {
+    verdict_after: Duration,
+    rules: Arc<Verifier>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for Slow {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        // Blocks the server's own runtime (see `rust_server`).
+        std::thread::sleep(self.verdict_after);
+        self.rules.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.rules.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.rules.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::server::danger::ClientCertVerifier::supported_verify_schemes(self.rules.as_ref())
+    }
+}
+
+/// How a Rust test server is set up beyond its TLS version.
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    after: After,
+    /// TLS 1.3 session tickets sent after a handshake (rustls: 2 by default).
+    tickets: usize,
+    /// How long it takes over a client certificate.
+    verdict_after: Duration,
+}
+
+impl From<After> for Setup {
+    fn from(after: After) -> Self {
+        Setup {
+            after,
+            tickets: 2,
+            verdict_after: Duration::ZERO,
+        }
+    }
+}
+
 /// A rustls server presenting `pki.server`, admitting clients from the
 /// members CA (the certshift verifier, pinned to that CA), in one TLS version.
-async fn rust_server(pki: &Pki, version: &'static rustls::SupportedProtocolVersion, after: After) -> u16 {
+async fn rust_server(pki: &Pki, version: &'static rustls::SupportedProtocolVersion, setup: impl Into<Setup>) -> u16 {
+    let Setup {
+        after,
+        tickets,
+        verdict_after,
+    } = setup.into();
     let rules = RulesJson {
         revision: 1,
         presented: None,
@@ -119,36 +191,51 @@ async fn rust_server(pki: &Pki, version: &'static rustls::SupportedProtocolVersi
         .expect("verifier"),
     );
     let identity = Identity::from_pem(pki.server.pem.as_bytes(), pki.server.key_pem().as_bytes()).expect("identity");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let slow = Arc::new(Slow {
+        verdict_after,
+        rules: verifier,
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_protocol_versions(&[version])
         .expect("version")
-        .with_client_cert_verifier(verifier.clone())
+        .with_client_cert_verifier(slow)
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .expect("config");
+    config.send_tls13_tickets = tickets;
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                match after {
-                    After::KeepOpen => tokio::time::sleep(Duration::from_secs(30)).await,
-                    After::HangUp => drop(tls.into_inner().0),
-                    After::CloseNotify => {
-                        let _ = tls.shutdown().await;
+    listener.set_nonblocking(true).expect("non-blocking");
+    // A runtime of its own, as a server is a process of its own: a slow
+    // verdict blocks the server, never the probe's timers.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    match after {
+                        After::KeepOpen => tokio::time::sleep(Duration::from_secs(30)).await,
+                        After::HangUp => drop(tls.into_inner().0),
+                        After::CloseNotify => {
+                            let _ = tls.shutdown().await;
+                        }
+                        After::Data => {
+                            let _ = tls.write_all(b"hello\n").await;
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
                     }
-                    After::Data => {
-                        let _ = tls.write_all(b"hello\n").await;
-                        tokio::time::sleep(Duration::from_secs(30)).await;
-                    }
-                }
-            });
-        }
+                });
+            }
+        });
     });
     port
 }
@@ -156,13 +243,15 @@ async fn rust_server(pki: &Pki, version: &'static rustls::SupportedProtocolVersi
 #[tokio::test]
 async fn servers_that_accept_are_told_from_servers_that_refuse() {
     let pki = pki();
-    let versions: [(&str, &'static rustls::SupportedProtocolVersion); 2] = [
-        ("TLS 1.2", &rustls::version::TLS12),
-        ("TLS 1.3", &rustls::version::TLS13),
+    let versions: [(&str, &'static rustls::SupportedProtocolVersion, Accepted); 2] = [
+        // TLS 1.2: the handshake carried the verdict; silence is acceptance.
+        ("TLS 1.2", &rustls::version::TLS12, Accepted::Idle),
+        // TLS 1.3: the server's tickets say it took the certificate.
+        ("TLS 1.3", &rustls::version::TLS13, Accepted::Ticket),
     ];
-    for (label, version) in versions {
+    for (label, version, kept_open) in versions {
         for (after, expected) in [
-            (After::KeepOpen, Accepted::Idle),
+            (After::KeepOpen, kept_open),
             (After::HangUp, Accepted::Eof),
             (After::CloseNotify, Accepted::CloseNotify),
             (After::Data, Accepted::Data),
@@ -177,6 +266,45 @@ async fn servers_that_accept_are_told_from_servers_that_refuse() {
             assert!(err.contains("alert"), "{label}, {after:?}: {err}");
         }
     }
+}
+
+/// A loaded server's TLS 1.3 refusal comes well after the client finished:
+/// read as silence, it would present a certificate the member rejects.
+#[tokio::test]
+async fn a_slow_tls13_refusal_is_a_refusal_and_silence_without_tickets_is_waited_out() {
+    let pki = pki();
+    let slow = Setup {
+        verdict_after: Duration::from_millis(1500),
+        ..After::KeepOpen.into()
+    };
+    let port = rust_server(&pki, &rustls::version::TLS13, slow).await;
+    let refused = probe::accepts(&endpoint(port), &material(&pki.bad)).await;
+    let err = refused.expect_err("refused after 1.5 s");
+    assert!(err.contains("alert"), "{err}");
+    assert_eq!(
+        probe::accepts(&endpoint(port), &material(&pki.good)).await,
+        Ok(Accepted::Ticket),
+        "accepted after 1.5 s"
+    );
+    // A server that sends no tickets and keeps the connection open: accepted
+    // only once the timeout has passed without an alert.
+    let ticketless = Setup {
+        tickets: 0,
+        ..After::KeepOpen.into()
+    };
+    let port = rust_server(&pki, &rustls::version::TLS13, ticketless).await;
+    let started = Instant::now();
+    assert_eq!(
+        probe::accepts(&endpoint(port), &material(&pki.good)).await,
+        Ok(Accepted::Idle)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "silence is acceptance only after the timeout: {:?}",
+        started.elapsed()
+    );
+    let refused = probe::accepts(&endpoint(port), &material(&pki.bad)).await;
+    assert!(refused.is_err(), "{refused:?}");
 }
 
 #[tokio::test]
@@ -248,11 +376,13 @@ async fn openssl_s_server_requiring_a_client_certificate() {
         );
         wait_listening(port).await;
         let answer = probe::accepts(&endpoint(port), &material(&pki.good)).await;
-        assert_eq!(
-            answer,
-            Ok(Accepted::Idle),
-            "{version}: accepted, the connection kept open"
-        );
+        // OpenSSL sends two tickets after a TLS 1.3 handshake by default.
+        let kept_open = if version == "-tls1_3" {
+            Accepted::Ticket
+        } else {
+            Accepted::Idle
+        };
+        assert_eq!(answer, Ok(kept_open), "{version}: accepted, the connection kept open");
         assert_eq!(
             probe::presented(&endpoint(port)).await,
             Ok(pki.server.sha1()),

@@ -28,10 +28,12 @@ use crate::outputs::PresentedMaterial;
 use crate::thumbprint::Thumbprint;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a peer that said nothing after the handshake is given to refuse
-/// the certificate (a TLS 1.3 server's alert comes one round trip after the
-/// client's Finished).
+/// How long a TLS 1.2 peer that said nothing after the handshake is given to
+/// hang up on the certificate. In TLS 1.2 the server has judged it before its
+/// Finished, so the handshake alone is its answer.
 pub const GRACE: Duration = Duration::from_millis(750);
+/// How often a quiet TLS 1.3 connection is looked at for a session ticket.
+const TICK: Duration = Duration::from_millis(50);
 
 /// What a peer did after a handshake in which it was given a certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +44,11 @@ pub enum Accepted {
     CloseNotify,
     /// It closed the connection without `close_notify`.
     Eof,
-    /// It kept the connection open, saying nothing, for the grace period.
+    /// It sent a TLS 1.3 session ticket: servers send one only once they
+    /// have taken the client's Finished, and with it its certificate.
+    Ticket,
+    /// It kept the connection open, saying nothing: for [`GRACE`] in TLS 1.2,
+    /// for the whole timeout in TLS 1.3 (a server that sends no tickets).
     Idle,
     /// It answered the `httpGet` request with this status.
     Http(u16),
@@ -163,13 +169,25 @@ pub async fn accepts(endpoint: &Endpoint, material: &PresentedMaterial) -> Resul
     if let Some(http) = &endpoint.http_get {
         return http_status(&mut tls, endpoint, &http.path).await;
     }
+    // TLS 1.3 completes the client's handshake before the server has judged
+    // its certificate: the refusal is an alert one round trip later, later
+    // still from a loaded server. Only a ticket (or data, or a close) says
+    // the server got past the certificate; silence says so only after the
+    // whole timeout, never after a fixed grace that a slow server outlasts.
+    let tls13 = tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+    let (quiet, tick) = if tls13 { (TIMEOUT, TICK) } else { (GRACE, GRACE) };
+    let started = std::time::Instant::now();
     let mut buffer = [0u8; 512];
-    let answer = match tokio::time::timeout(GRACE, tls.read(&mut buffer)).await {
-        Err(_) => Ok(Accepted::Idle),
-        Ok(Ok(0)) => Ok(Accepted::CloseNotify),
-        Ok(Ok(_)) => Ok(Accepted::Data),
-        Ok(Err(err)) if err.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Accepted::Eof),
-        Ok(Err(err)) => Err(format!("{address}: {err}")),
+    let answer = loop {
+        match tokio::time::timeout(tick, tls.read(&mut buffer)).await {
+            Err(_) if tls.get_ref().1.tls13_tickets_received() > 0 => break Ok(Accepted::Ticket),
+            Err(_) if started.elapsed() >= quiet => break Ok(Accepted::Idle),
+            Err(_) => continue,
+            Ok(Ok(0)) => break Ok(Accepted::CloseNotify),
+            Ok(Ok(_)) => break Ok(Accepted::Data),
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(Accepted::Eof),
+            Ok(Err(err)) => break Err(format!("{address}: {err}")),
+        }
     };
     // A polite goodbye: the server may log the rest.
     let _ = tokio::time::timeout(Duration::from_millis(100), tls.shutdown()).await;
