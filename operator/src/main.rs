@@ -193,7 +193,7 @@ fn init_logs(format: LogFormat) {
 }
 
 fn run_agent(args: AgentArgs) -> Result<i32, String> {
-    use certshift::agent::{Inbound, Options, Outbound, PodRef, Reload, Volumes};
+    use certshift::agent::{Inbound, Options, Outbound, PodRef, RELOAD_SIGNALS, Reload, Volumes};
     init_logs(args.log_format);
     let pair = |flag: &str, value: &str| -> Result<(std::net::SocketAddr, String), String> {
         let (listen, to) = value
@@ -216,12 +216,25 @@ fn run_agent(args: AgentArgs) -> Result<i32, String> {
         },
         _ => return Err("give --dir, or --presentation and --validation".to_owned()),
     };
+    // A command needs a shell in the agent's image; the certshift image has
+    // none (signals need nothing).
+    let has_shell = || {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path).any(|dir| dir.join("sh").is_file())
+    };
+    if !args.reload_exec.is_empty() && !has_shell() {
+        return Err(
+            "--reload-exec runs its command with sh, and this image has no sh on PATH: \
+                    use --reload-signal with --reload-process, or an agent image with a shell"
+                .to_owned(),
+        );
+    }
     let mut reload: Vec<Reload> = args.reload_exec.into_iter().map(Reload::Exec).collect();
     if let (Some(signal), Some(process)) = (args.reload_signal, args.reload_process) {
         let name = signal.trim_start_matches("SIG").to_ascii_uppercase();
-        const SIGNALS: [&str; 9] = ["HUP", "INT", "QUIT", "USR1", "USR2", "TERM", "WINCH", "ALRM", "CONT"];
-        if !SIGNALS.contains(&name.as_str()) {
-            return Err(format!("--reload-signal {signal:?}: not one of {}", SIGNALS.join(", ")));
+        if !RELOAD_SIGNALS.iter().any(|(n, _)| *n == name) {
+            let names: Vec<&str> = RELOAD_SIGNALS.iter().map(|(n, _)| *n).collect();
+            return Err(format!("--reload-signal {signal:?}: not one of {}", names.join(", ")));
         }
         reload.push(Reload::Signal { signal: name, process });
     }

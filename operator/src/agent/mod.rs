@@ -25,6 +25,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
+use rustix::process::Signal;
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -443,22 +444,44 @@ async fn reload_all(reloads: &[Reload], revision: u64) -> Result<(), String> {
                 if pids.is_empty() {
                     return Err(format!("no process named {process:?} to send SIG{signal} to"));
                 }
+                let number = signal_number(signal).ok_or_else(|| format!("SIG{signal}: not a reload signal"))?;
                 for pid in pids {
-                    let status = tokio::process::Command::new("kill")
-                        .arg("-s")
-                        .arg(signal)
-                        .arg(pid.to_string())
-                        .status()
-                        .await
-                        .map_err(|err| format!("kill -s {signal} {pid}: {err}"))?;
-                    if !status.success() {
-                        return Err(format!("kill -s {signal} {pid} exited with {status}"));
-                    }
+                    send_signal(pid, number).map_err(|err| format!("SIG{signal} to {process} ({pid}): {err}"))?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The signals `--reload-signal` takes, by name without `SIG`.
+pub const RELOAD_SIGNALS: [(&str, Signal); 9] = [
+    ("HUP", Signal::HUP),
+    ("INT", Signal::INT),
+    ("QUIT", Signal::QUIT),
+    ("USR1", Signal::USR1),
+    ("USR2", Signal::USR2),
+    ("TERM", Signal::TERM),
+    ("WINCH", Signal::WINCH),
+    ("ALRM", Signal::ALARM),
+    ("CONT", Signal::CONT),
+];
+
+fn signal_number(name: &str) -> Option<Signal> {
+    RELOAD_SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, signal)| *signal)
+}
+
+/// kill(2), not kill(1): the agent's image (distroless) has no programs
+/// but certshift.
+fn send_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    rustix::process::kill_process(pid, signal).map_err(std::io::Error::from)
 }
 
 /// Processes whose name (`/proc/<pid>/comm`) is `name`.
@@ -792,5 +815,44 @@ async fn patch_health(
             Ok(())
         }
         other => other.map(|_| ()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The signal reaches every process of the name, with no program run
+    /// (the image has none); a name nobody has is a failed reload.
+    #[tokio::test]
+    async fn a_reload_signal_reaches_the_named_process() {
+        let dir = std::env::temp_dir().join(format!("certshift-signal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A shell under a name of its own, so no other process gets the signal.
+        let name = format!("csreload{}", std::process::id() % 10_000);
+        let program = dir.join(&name);
+        std::fs::copy("/bin/sh", &program).unwrap();
+        let marker = dir.join("reloaded");
+        let mut app = std::process::Command::new(&program)
+            .arg("-c")
+            .arg(format!(
+                "trap 'echo reloaded > {}; exit 0' HUP; while :; do sleep 0.05; done",
+                marker.display()
+            ))
+            .spawn()
+            .unwrap();
+        // Until the shell has set its trap.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let signal = Reload::Signal {
+            signal: "HUP".to_owned(),
+            process: name.clone(),
+        };
+        reload_all(std::slice::from_ref(&signal), 2).await.expect("signalled");
+        let status = app.wait().unwrap();
+        assert!(status.success(), "the application took the signal: {status}");
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "reloaded\n");
+        let gone = reload_all(&[signal], 3).await.expect_err("no process left");
+        assert!(gone.contains(&name), "{gone}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
