@@ -497,15 +497,44 @@ fn stage_timeout(
             BlockReason::StageTimeout,
             format!(
                 "revision {} was published at {published_at} and {} of {} members have not acknowledged it \
-                 within stageTimeout ({}); held at revision {}",
+                 within stageTimeout ({}){}; held at revision {}",
                 published.revision,
                 members.total - members.converged,
                 members.total,
                 duration::format(upgrade.stage_timeout),
+                laggards_said(&members.laggards, &world.members.pod_health),
                 published.revision
             ),
         ))
     })
+}
+
+/// The first members that have not acknowledged, each with what its agent
+/// reports when it says why (a reload that fails): `: pod/a (ReloadFailed:
+/// …), pod/b and 3 more`.
+fn laggards_said(
+    laggards: &[String],
+    health: &std::collections::BTreeMap<String, crate::outputs::ReportedHealth>,
+) -> String {
+    const NAMED: usize = 3;
+    if laggards.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = laggards
+        .iter()
+        .take(NAMED)
+        .map(|member| match health.get(member).filter(|h| !h.healthy) {
+            Some(h) => format!("{member} ({}: {})", h.reason, h.message),
+            None => member.clone(),
+        })
+        .collect();
+    let more = laggards.len().saturating_sub(NAMED);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!(": {}{more}", named.join(", "))
 }
 
 /// The health check of the published revision, acknowledged by every

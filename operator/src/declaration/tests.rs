@@ -440,6 +440,36 @@ fn a_stuck_first_stage_times_out_with_nothing_to_roll_back() {
     );
 }
 
+/// The timeout names the members that have not acknowledged, and what
+/// their agents say of it (a reload that fails), a few of them.
+#[test]
+fn a_stage_timeout_names_the_members_and_why_they_have_not_loaded() {
+    let mut c = case(by_name_spec("0s")).published(revision(1, "Old", thumbprint_rules()));
+    c.members.pods = pods(&[Some(0), Some(0), Some(1), Some(0), Some(0), Some(0)]);
+    c.members.pod_health.insert(
+        "pod/m1".to_owned(),
+        crate::outputs::ReportedHealth {
+            revision: 1,
+            healthy: false,
+            reason: "ReloadFailed".to_owned(),
+            message: "revision 1: \"/etc/reload/reload.sh\" exited with exit status: 1".to_owned(),
+        },
+    );
+    let first = c.decide();
+    c.apply(&first);
+    c.now = ts("2026-06-01T00:10:01Z");
+    let status = c.status(&c.decide());
+    let message = condition_message(&status, BLOCKED);
+    assert!(
+        message.contains(
+            "5 of 6 members have not acknowledged it within stageTimeout (10m): pod/m0, \
+             pod/m1 (ReloadFailed: revision 1: \"/etc/reload/reload.sh\" exited with exit status: 1), pod/m3 \
+             and 2 more; held at revision 1"
+        ),
+        "{message}"
+    );
+}
+
 #[test]
 fn paused_holds_the_next_revision() {
     let mut spec = by_name_spec("0s");
