@@ -5,6 +5,9 @@
 #   local/certshift:1  the release binary, laid out as the Dockerfile's image
 #                      (/usr/local/bin/certshift, user 65532, `run`), with the
 #                      shared libraries it links
+#   local/certshift-shell:1  the same binary with busybox: an agent image
+#                      with a shell, for `--reload-exec`
+#   local/curl:1       Debian's curl with busybox: a client nobody manages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/common.sh
@@ -31,3 +34,8 @@ cargo build -q --release -p certshift
 target="${CARGO_TARGET_DIR:-target}"
 python3 hack/image.py "$DIR/certshift.tar" docker.io/local/certshift:1 --entrypoint '["/usr/local/bin/certshift"]' \
   --cmd '["run"]' --user 65532:65532 "$target/release/certshift:/usr/local/bin/certshift"
+python3 hack/image.py "$DIR/certshift-shell.tar" docker.io/local/certshift-shell:1 --busybox \
+  --entrypoint '["/usr/local/bin/certshift"]' --cmd '["agent"]' --user 65532:65532 \
+  "$target/release/certshift:/usr/local/bin/certshift"
+curl="$(command -v curl)" || { echo "images.sh: no curl (hack/node.sh prepare installs it)" >&2; exit 1; }
+python3 hack/image.py "$DIR/curl.tar" docker.io/local/curl:1 --entrypoint '["/bin/sh"]' --busybox "$curl"

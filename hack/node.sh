@@ -58,7 +58,7 @@ BINARIES=(kube-apiserver kubelet kube-controller-manager kube-scheduler kube-pro
 # Packages, binaries and images (the images again each time: they carry
 # the current certshift).
 prepare() {
-  apt_install etcd-server containerd runc containernetworking-plugins iptables conntrack busybox-static gcc
+  apt_install etcd-server containerd runc containernetworking-plugins iptables conntrack busybox-static gcc curl
   hack/kubernetes.sh "${BINARIES[@]}" >/dev/null
   hack/images.sh "$STATE/images" >&2
 }

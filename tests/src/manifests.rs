@@ -140,6 +140,27 @@ impl Declaration {
         self
     }
 
+    /// CRLs from the ConfigMap `name` (key `ca.crl`) are in force.
+    pub fn revocation(mut self, config_map: &str) -> Self {
+        self.0.spec.revocation = Some(certshift::crd::Revocation {
+            crls: vec![certshift::crd::CrlSource {
+                config_map_ref: Some(certshift::crd::KeySelector {
+                    name: config_map.to_owned(),
+                    key: None,
+                }),
+                secret_ref: None,
+            }],
+            distribution_points: None,
+        });
+        self
+    }
+
+    /// `spec.upgrade.stageTimeout`.
+    pub fn stage_timeout(mut self, duration: &str) -> Self {
+        self.upgrade().stage_timeout = Some(duration.to_owned());
+        self
+    }
+
     /// `spec.upgrade`'s health check: wait, stable duration, retry timeout.
     pub fn health_check(mut self, wait: &str, stable: &str, retry: &str) -> Self {
         let upgrade = self.upgrade();

@@ -292,6 +292,46 @@ pub async fn argo_cd_and_kstatus_read_every_state_of_every_kind(s: Scenario) {
         },
     )
     .await;
+    // A person rolls back (what `certshift rollback` sets): the revision back
+    // is published and waits for m0, which has not loaded it yet...
+    certshift::cli::action::request(&s.admin, ns, DECLARATION, certshift::cli::action::Verb::Rollback)
+        .await
+        .expect("certshift rollback");
+    expect(
+        &s,
+        Expect {
+            kind: ccd,
+            name: DECLARATION,
+            file: "progressing_rolling_back.yaml",
+            health: "Progressing",
+            message: "RollingBack",
+            kstatus: Status::InProgress,
+        },
+    )
+    .await;
+    // ...and once m0 has it, the change is rolled back: the declaration in
+    // force is the one before it, and only a person tries it again.
+    let back = declaration(&s.admin, ns, DECLARATION)
+        .await
+        .status
+        .unwrap()
+        .upgrade
+        .unwrap()
+        .revision;
+    assert!(back > 2, "a revision back was published: {back}");
+    acknowledge(&pods, "m0", &back.to_string()).await.expect("acknowledge");
+    expect(
+        &s,
+        Expect {
+            kind: ccd,
+            name: DECLARATION,
+            file: "degraded_rolled_back.yaml",
+            health: "Degraded",
+            message: "RolledBack",
+            kstatus: Status::Failed,
+        },
+    )
+    .await;
 
     // The missing CA arrives (a GitOps tool applying it later), just after
     // the 4th failed attempt: the policy issues at once, not 40 s later when

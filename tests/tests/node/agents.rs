@@ -2,6 +2,8 @@
 
 use super::*;
 
+use certshift_e2e::manifests::secret;
+
 pub(crate) async fn agents_in_member_pods_carry_the_conversion_with_no_failed_call(node: &Node, admin: &Client) {
     let started = Instant::now();
     let admin = admin.clone();
@@ -65,6 +67,36 @@ pub(crate) async fn agents_in_member_pods_carry_the_conversion_with_no_failed_ca
     )
     .await;
 
+    // The baseline: a client nobody manages, presenting a certificate from a
+    // CA nobody declared (curl, taking any server), is refused by the
+    // members from before the change to after it. Its refusals are the
+    // same under every revision, so they never fail a health check.
+    let stranger = pki::leaf("stranger.example", -1, &pki::ca("nobody's CA"));
+    let key = stranger.key.serialize_pem();
+    let files = secret(
+        "baseline-client",
+        None,
+        &[("ca.crt", &ca.pem), ("tls.crt", &stranger.pem), ("tls.key", &key)],
+    );
+    apply(&admin, NAMESPACE, &files).await;
+    pods.create(
+        &PostParams::default(),
+        &unmanaged_client("baseline-client", "old.example", &service_ip, false),
+    )
+    .await
+    .unwrap();
+    // Refused by every member (kube-proxy spreads its calls) before the change.
+    eventually(
+        "the baseline client refused, before the change",
+        Duration::from_secs(120),
+        || async {
+            calls(&pods, "baseline-client")
+                .await
+                .filter(|&(ok, failed)| ok == 0 && failed >= 10)
+        },
+    )
+    .await;
+
     // The conversion, carried by kubelet-delivered volumes and the agents.
     let converting = Instant::now();
     declared
@@ -102,6 +134,26 @@ pub(crate) async fn agents_in_member_pods_carry_the_conversion_with_no_failed_ca
         }
     }
     assert!(failures.is_empty(), "failed calls between members: {failures:?}");
+    let (accepted, refused) = calls(&pods, "baseline-client")
+        .await
+        .expect("the baseline client's count");
+    assert_eq!(accepted, 0, "the stranger is never admitted");
+    // Each member saw the stranger's refusals and still counts as healthy.
+    for name in &names {
+        let pod = pods.get(name).await.unwrap();
+        let healthy = pod
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "certshift.io/Healthy")
+            .unwrap_or_else(|| panic!("{name}: no certshift.io/Healthy condition"));
+        assert_eq!(
+            healthy.status, "True",
+            "{name}: the baseline is not a regression: {healthy:?}"
+        );
+    }
+    pods.delete("baseline-client", &Default::default()).await.unwrap();
 
     // Who wrote what: the members acknowledged themselves, the operator ran
     // as the chart's ServiceAccount.
@@ -134,7 +186,7 @@ pub(crate) async fn agents_in_member_pods_carry_the_conversion_with_no_failed_ca
         "the validation ConfigMap is written by the operator's pod"
     );
     println!(
-        "  node: agents: conversion to revision {revision} in {:.1}s on kubelet-delivered volumes, {total} calls between {MEMBERS} member pods, 0 failed; scenario {:.0}s",
+        "  node: agents: conversion to revision {revision} in {:.1}s on kubelet-delivered volumes, {total} calls between {MEMBERS} member pods, 0 failed, a stranger refused {refused} times throughout (the baseline); scenario {:.0}s",
         conversion.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );

@@ -11,11 +11,13 @@
 
 mod agents;
 mod audit;
+mod health;
 mod operator;
 mod workloads;
 
 use agents::agents_in_member_pods_carry_the_conversion_with_no_failed_call;
 use audit::only_the_lease_holder_ever_wrote;
+use health::monitored_upgrades_roll_back_hold_and_resume_with_no_failed_member_call;
 use operator::{
     a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one_writer,
     an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_repeat_nothing,
@@ -125,13 +127,76 @@ fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
 /// 8443, outbound 9443 to the members' Service), and a caller that counts
 /// calls through the outbound proxy once the first one succeeds.
 fn member(name: &str, service_ip: &str) -> Pod {
-    yaml(&format!(
-        r#"
+    MemberPod::new(name, DECLARATION, "member", service_ip).pod()
+}
+
+/// A member pod of `declaration`, labelled `app`, calling the members'
+/// Service at `service_ip`.
+pub(crate) struct MemberPod<'a> {
+    name: &'a str,
+    declaration: &'a str,
+    app: &'a str,
+    service_ip: &'a str,
+    /// `--health-window` (the agent's default: 60 s).
+    health_window: Option<&'a str>,
+    /// Reload mode too: the agent (in the image with a shell) runs
+    /// `reload.sh` from this ConfigMap after each revision.
+    reload: Option<&'a str>,
+}
+
+impl<'a> MemberPod<'a> {
+    pub(crate) fn new(name: &'a str, declaration: &'a str, app: &'a str, service_ip: &'a str) -> Self {
+        Self {
+            name,
+            declaration,
+            app,
+            service_ip,
+            health_window: None,
+            reload: None,
+        }
+    }
+
+    pub(crate) fn health_window(mut self, window: &'a str) -> Self {
+        self.health_window = Some(window);
+        self
+    }
+
+    pub(crate) fn reload(mut self, config_map: &'a str) -> Self {
+        self.reload = Some(config_map);
+        self
+    }
+
+    pub(crate) fn pod(&self) -> Pod {
+        let Self {
+            name,
+            declaration,
+            app,
+            service_ip,
+            ..
+        } = self;
+        let mut agent_args = String::new();
+        if let Some(window) = self.health_window {
+            agent_args.push_str(&format!(", --health-window, \"{window}\""));
+        }
+        let (image, reload_mount, reload_volume) = match self.reload {
+            None => ("certshift", String::new(), String::new()),
+            Some(config_map) => {
+                agent_args.push_str(", --reload-exec, /etc/reload/reload.sh");
+                (
+                    "certshift-shell",
+                    ", {name: reload, mountPath: /etc/reload, readOnly: true}".to_owned(),
+                    // 493: 0755, which a YAML 1.2 parser reads as a string.
+                    format!("\n  - {{name: reload, configMap: {{name: {config_map}, defaultMode: 493}}}}"),
+                )
+            }
+        };
+        yaml(&format!(
+            r#"
 apiVersion: v1
 kind: Pod
 metadata:
   name: {name}
-  labels: {{app: member}}
+  labels: {{app: {app}}}
 spec:
   serviceAccountName: member
   terminationGracePeriodSeconds: 1
@@ -141,10 +206,10 @@ spec:
     imagePullPolicy: Never
     command: [sh, -c, 'mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www']
   - name: certshift-agent
-    image: docker.io/local/certshift:1
+    image: docker.io/local/{image}:1
     imagePullPolicy: Never
     args: [agent, --dir, /etc/certshift, --inbound, "0.0.0.0:8443=127.0.0.1:8080",
-           --outbound, "127.0.0.1:9443={service_ip}:8443", --metrics-addr, "0.0.0.0:9090"]
+           --outbound, "127.0.0.1:9443={service_ip}:8443", --metrics-addr, "0.0.0.0:9090"{agent_args}]
     env:
     - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
     - {{name: POD_NAMESPACE, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
@@ -152,7 +217,7 @@ spec:
     readinessProbe:
       httpGet: {{path: /readyz, port: 9090}}
       periodSeconds: 1
-    volumeMounts: [{{name: certshift, mountPath: /etc/certshift, readOnly: true}}]
+    volumeMounts: [{{name: certshift, mountPath: /etc/certshift, readOnly: true}}{reload_mount}]
   - name: caller
     image: docker.io/local/busybox:1
     imagePullPolicy: Never
@@ -172,8 +237,50 @@ spec:
   - name: certshift
     projected:
       sources:
-      - secret: {{name: {DECLARATION}-presentation}}
-      - configMap: {{name: {DECLARATION}-validation}}
+      - secret: {{name: {declaration}-presentation}}
+      - configMap: {{name: {declaration}-validation}}{reload_volume}
+"#
+        ))
+    }
+}
+
+/// A client certshift does not manage: Debian's `curl` calling `host` (at
+/// `address`) every second with the PEM files of Secret `name` (`ca.crt`,
+/// `tls.crt`, `tls.key`), printing `calls=N failed=M` as the members'
+/// callers do. `verify: false` is curl's `--insecure`: it takes any server.
+pub(crate) fn unmanaged_client(name: &str, host: &str, address: &str, verify: bool) -> Pod {
+    let insecure = if verify { "" } else { "--insecure " };
+    yaml(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: unmanaged}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: caller
+    image: docker.io/local/curl:1
+    imagePullPolicy: Never
+    command:
+    - sh
+    - -c
+    - |
+      calls=0; failed=0
+      while true; do
+        if curl -sS {insecure}--max-time 5 -o /dev/null --resolve {host}:8443:{address} --cacert /client/ca.crt \
+             --cert /client/tls.crt --key /client/tls.key https://{host}:8443/; then
+          calls=$((calls+1))
+        else
+          failed=$((failed+1))
+        fi
+        echo "calls=$calls failed=$failed"
+        sleep 1
+      done
+    volumeMounts: [{{name: client, mountPath: /client, readOnly: true}}]
+  volumes:
+  - {{name: client, secret: {{secretName: {name}}}}}
 "#
     ))
 }
@@ -191,6 +298,14 @@ async fn calls(pods: &Api<Pod>, name: &str) -> Option<(u64, u64)> {
     Some((calls.parse().ok()?, failed.parse().ok()?))
 }
 
+/// Whether the scenario group `name` runs: all of them, unless
+/// `CERTSHIFT_NODE_SCENARIOS` (a comma-separated list of `agents`, `health`,
+/// `workloads`, `restarts`) narrows them for a development loop. `make test`
+/// never sets it.
+fn wanted(name: &str) -> bool {
+    std::env::var("CERTSHIFT_NODE_SCENARIOS").map_or(true, |list| list.split(',').any(|n| n.trim() == name))
+}
+
 /// The node's scenarios, one after another on one node and one operator
 /// (a node takes about 20 s to start and as long to clean up).
 #[test]
@@ -200,21 +315,33 @@ fn on_a_real_node() {
     runtime.block_on(async {
         let admin = client(&node.kubeconfig).await;
         install_operator(&admin).await;
-        agents_in_member_pods_carry_the_conversion_with_no_failed_call(&node, &admin).await;
-        let (deployment, statefulset, daemonset) = tokio::join!(
-            workload_rollouts_gate_each_revision(&node, &admin, "Deployment"),
-            workload_rollouts_gate_each_revision(&node, &admin, "StatefulSet"),
-            workload_rollouts_gate_each_revision(&node, &admin, "DaemonSet"),
-        );
-        println!(
-            "  node: rollouts by the controller-manager gated every revision: {deployment}; {statefulset}; {daemonset}"
-        );
-        deleting_a_declaration_collects_its_outputs_and_no_user_secret(&admin, "node-deployment").await;
-        an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_repeat_nothing(&node, &admin).await;
-        a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one_writer(&node, &admin).await;
-        kube_apiserver_outages_mid_conversion_lose_and_repeat_nothing(&node, &admin).await;
+        if wanted("agents") {
+            agents_in_member_pods_carry_the_conversion_with_no_failed_call(&node, &admin).await;
+        }
+        if wanted("health") {
+            monitored_upgrades_roll_back_hold_and_resume_with_no_failed_member_call(&admin).await;
+        }
+        if wanted("workloads") {
+            let (deployment, statefulset, daemonset) = tokio::join!(
+                workload_rollouts_gate_each_revision(&node, &admin, "Deployment"),
+                workload_rollouts_gate_each_revision(&node, &admin, "StatefulSet"),
+                workload_rollouts_gate_each_revision(&node, &admin, "DaemonSet"),
+            );
+            println!(
+                "  node: rollouts by the controller-manager gated every revision: {deployment}; {statefulset}; {daemonset}"
+            );
+            deleting_a_declaration_collects_its_outputs_and_no_user_secret(&admin, "node-deployment").await;
+        }
+        if wanted("restarts") {
+            an_operator_pod_killed_and_a_kubelet_restarted_mid_conversion_lose_and_repeat_nothing(&node, &admin).await;
+            a_rolling_replacement_of_the_operator_mid_conversion_completes_with_one_writer(&node, &admin).await;
+            kube_apiserver_outages_mid_conversion_lose_and_repeat_nothing(&node, &admin).await;
+        }
     });
-    only_the_lease_holder_ever_wrote(&node);
+    // Three lease holders at least: the restarts replace the leader.
+    if wanted("restarts") {
+        only_the_lease_holder_ever_wrote(&node);
+    }
     // The egress guard stayed first through everything kube-proxy and the
     // CNI plugins added: no packet from a pod left by another interface.
     let rules = Command::new("iptables")
