@@ -476,6 +476,9 @@ fn readiness(facts: &Facts<'_>, progressing: (String, String), members_message: 
         }
         (Some(Hold::Checking { .. }), _) => Standing::Reconciling(progressing.0, progressing.1),
         (None, false) if facts.just_published => Standing::Reconciling(progressing.0, progressing.1),
+        // A rollback says so wherever `kubectl get` and kstatus look, also
+        // while its revisions wait for members.
+        (_, false) if facts.rolling_back.is_some() => Standing::Reconciling(progressing.0, progressing.1),
         (_, false) if !up_to_date => Standing::Reconciling(progressing.0, progressing.1),
         (_, false) => Standing::Reconciling("WaitingForMembers".to_owned(), members_message),
     };

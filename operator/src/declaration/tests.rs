@@ -2000,7 +2000,8 @@ fn a_failed_health_check_rolls_back_to_the_origin_through_safe_revisions_and_sta
 fn a_rollback_emits_the_failure_and_rolling_back_once() {
     let mut c = rollback_case(crate::crd::FailureAction::Rollback);
     let mut reasons = Vec::new();
-    for _ in 0..30 {
+    let (mut rolling_back, mut seen) = (0, None);
+    for _ in 0..40 {
         let decision = c.decide();
         reasons.extend(
             decision
@@ -2010,6 +2011,20 @@ fn a_rollback_emits_the_failure_and_rolling_back_once() {
                 .map(|e| e.reason.clone()),
         );
         c.apply(&decision);
+        // While it rolls back, every condition kubectl and kstatus read says so.
+        let status = c.declaration.status.clone().unwrap();
+        let state = status
+            .upgrade
+            .as_ref()
+            .and_then(|u| u.rollback.as_ref())
+            .map(|r| r.state.clone());
+        if state.as_deref() == Some("RollingBack") {
+            rolling_back += 1;
+            for type_ in [PROGRESSING, crate::conditions::RECONCILING] {
+                assert_eq!(condition(&status, type_), ("True", "RollingBack"), "{type_}");
+            }
+            assert_eq!(condition(&status, READY), ("False", "RollingBack"));
+        }
         let revision = c
             .declaration
             .status
@@ -2019,7 +2034,11 @@ fn a_rollback_emits_the_failure_and_rolling_back_once() {
             .as_ref()
             .unwrap()
             .revision;
-        c.members.pods = pods(&[Some(revision)]);
+        // m0 loads each revision one look after its publication, so the
+        // rollback's revisions are seen waiting for it.
+        let loaded = if seen == Some(revision) { revision } else { revision - 1 };
+        seen = Some(revision);
+        c.members.pods = pods(&[Some(loaded)]);
         c.members.pod_health = BTreeMap::from([(
             "pod/m0".to_owned(),
             crate::outputs::ReportedHealth {
@@ -2032,6 +2051,7 @@ fn a_rollback_emits_the_failure_and_rolling_back_once() {
         c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
     }
     assert_eq!(reasons, ["HealthCheckFailed", "RollingBack", "RolledBack"]);
+    assert!(rolling_back > 0, "seen while rolling back");
 }
 
 #[test]
