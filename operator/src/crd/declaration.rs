@@ -69,7 +69,10 @@ pub struct ClusterCertificateDeclarationSpec {
     /// Who must acknowledge a revision before the next is published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Members>,
-    /// How revisions are paced: soak, stage timeout, pause, presentation selection.
+    /// How revisions are paced and checked: each revision's health check
+    /// (wait, stable duration, retry timeout, unhealthy members allowed),
+    /// the stage and whole-change timeouts, what a failure does (rollback
+    /// or hold), pause, presentation selection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradePolicy>,
     /// Extra outputs for consumers that are not PEM-native.
@@ -534,7 +537,7 @@ pub struct RollbackStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthStatus {
-    /// `Waiting` (healthCheckWaitDuration), `Stabilizing` (healthy, for
+    /// `Waiting` (healthCheckWaitDuration), `Soaking` (healthy, for
     /// healthCheckStableDuration), `Healthy`, `Retrying` (unhealthy, within
     /// healthCheckRetryTimeout) or `Failed`.
     pub state: String,

@@ -87,7 +87,7 @@ pub enum Check {
     /// Within `healthCheckWaitDuration` of the acknowledgement.
     Waiting { left: Duration },
     /// Healthy, not yet for `healthCheckStableDuration`.
-    Stabilizing { left: Duration },
+    Soaking { left: Duration },
     /// Healthy for `healthCheckStableDuration`: the next revision may go.
     Passed,
     /// Unhealthy (or not reported), within `healthCheckRetryTimeout`.
@@ -155,7 +155,7 @@ pub fn judge(
     if reported_unhealthy <= allowed && not_reported == 0 {
         let since = streaks.healthy_time.unwrap_or(now);
         let (check, state) = match left(since, upgrade.health_check_stable) {
-            Some(left) => (Check::Stabilizing { left }, "Stabilizing"),
+            Some(left) => (Check::Soaking { left }, "Soaking"),
             None => (Check::Passed, "Healthy"),
         };
         return Judged {
@@ -282,7 +282,7 @@ mod tests {
         let judged = judge(&up, 3, at(0), &healthy, &none, at(10));
         assert_eq!(
             judged.check,
-            Check::Stabilizing {
+            Check::Soaking {
                 left: Duration::from_secs(30)
             }
         );
@@ -290,7 +290,7 @@ mod tests {
         let judged = judge(&up, 3, at(0), &healthy, &recorded(&judged), at(39));
         assert_eq!(
             judged.check,
-            Check::Stabilizing {
+            Check::Soaking {
                 left: Duration::from_secs(1)
             }
         );
@@ -334,7 +334,7 @@ mod tests {
         let recovered = judge(&up, 3, at(0), &healthy, &recorded(&failed), at(110));
         assert_eq!(
             recovered.check,
-            Check::Stabilizing {
+            Check::Soaking {
                 left: Duration::from_secs(30)
             }
         );
@@ -397,7 +397,7 @@ mod tests {
         let earlier = UpgradeStatus {
             revision: 2,
             health: Some(HealthStatus {
-                state: "Stabilizing".to_owned(),
+                state: "Soaking".to_owned(),
                 healthy_time: Some(at(-1000)),
                 ..HealthStatus::default()
             }),
@@ -406,7 +406,7 @@ mod tests {
         let judged = judge(&up, 3, at(0), &healthy, &earlier, at(10));
         assert_eq!(
             judged.check,
-            Check::Stabilizing {
+            Check::Soaking {
                 left: Duration::from_secs(30)
             }
         );

@@ -318,6 +318,7 @@ fn report(world: &World, progress: &Progress) -> (Option<ClusterCertificateDecla
         planned.published.as_ref(),
         &planned.report,
         (progress.following.as_ref(), progress.plan_blocked),
+        planned.rollback.is_some(),
     );
     events.extend(rollback_started(&previous, planned.rollback.as_ref()));
     let status = ClusterCertificateDeclarationStatus {
@@ -678,13 +679,17 @@ fn presentation_output(
 }
 
 /// The events of a decision: a Warning when something needs attention, and
-/// one Normal event when members complete a stage (at most one per revision).
+/// one Normal event when members complete a stage (at most one per
+/// revision). The last stage is complete, and the declaration in force, when
+/// `Ready` turns True — after its health check, not at the acknowledgement —
+/// and a rollback's revisions complete no stage (its own events tell it).
 fn events(
     world: &World,
     (previous, next): (&[Condition], &[Condition]),
     published: Option<&Revision>,
     report: &MemberReport,
     (following, blocked): (Option<&Revision>, bool),
+    rollback: bool,
 ) -> Vec<Event> {
     // An expiring or revoked certificate newly in the list, or another
     // problem of the same kind (another bad CRL), is told too, though the
@@ -707,15 +712,23 @@ fn events(
         })
         .collect();
     let previous_upgrade = plan::previous_upgrade(world);
-    if let Some(revision) = published {
+    if let Some(revision) = published.filter(|_| !rollback) {
         let members = report.status(revision.revision);
-        let acknowledged_before = previous_upgrade.revision == revision.revision
-            && previous_upgrade
-                .acknowledged_time
-                .is_some_and(|a| previous_upgrade.published_time.is_none_or(|p| a >= p));
-        let stage_ends = following.is_none_or(|next| next.stage != revision.stage);
-        if members.converged == members.total && !acknowledged_before && stage_ends {
-            events.push(completed(revision, &members, following.is_none() && !blocked));
+        let last = following.is_none() && !blocked;
+        let ready = |conditions: &[Condition]| conditions.iter().any(|c| c.type_ == READY && c.status == "True");
+        if last {
+            if ready(next) && !ready(previous) {
+                events.push(completed(revision, &members, true));
+            }
+        } else {
+            let acknowledged_before = previous_upgrade.revision == revision.revision
+                && previous_upgrade
+                    .acknowledged_time
+                    .is_some_and(|a| previous_upgrade.published_time.is_none_or(|p| a >= p));
+            let stage_ends = following.is_none_or(|next| next.stage != revision.stage);
+            if members.converged == members.total && !acknowledged_before && stage_ends {
+                events.push(completed(revision, &members, false));
+            }
         }
     }
     events

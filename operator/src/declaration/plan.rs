@@ -107,6 +107,10 @@ pub fn plan(world: &World) -> Planned {
             if acknowledged.is_some() {
                 rollback.state = ROLLED_BACK.to_owned();
                 planned.hold = Some(Hold::Blocked(rolled_back(rollback, &previous)));
+            } else {
+                // A rollback's last revision is bounded like any other: a
+                // member that never loads it is a person's to look at.
+                planned.hold = await_members(world, &spec.upgrade, &published, &previous, &members, &mut planned);
             }
         }
         // The last revision's health is checked too, until it passes once:
@@ -119,7 +123,9 @@ pub fn plan(world: &World) -> Planned {
                 Some(acknowledged) => {
                     planned.hold = health_check(world, &spec.upgrade, &published, acknowledged, &mut planned).err();
                 }
-                None => planned.hold = stage_timeout(world, &spec.upgrade, &published, &previous, &members),
+                None => {
+                    planned.hold = await_members(world, &spec.upgrade, &published, &previous, &members, &mut planned);
+                }
             }
         }
         (false, _) => gate(world, &spec.upgrade, &published, &mut planned),
@@ -464,14 +470,29 @@ fn gate(world: &World, upgrade: &spec::Upgrade, published: &Revision, planned: &
             Err(hold) => Some(hold),
         }
     } else {
-        let hold = stage_timeout(world, upgrade, published, &previous, &members);
-        if hold.is_none() {
-            let published_at = published_at(&previous, published, now);
-            let deadline = published_at.as_second().saturating_add(secs(upgrade.stage_timeout));
-            planned.requeue = Some(Duration::from_secs((deadline - now.as_second()).unsigned_abs() + 1));
-        }
-        Some(hold.unwrap_or(Hold::WaitingForMembers))
+        await_members(world, upgrade, published, &previous, &members, planned).or(Some(Hold::WaitingForMembers))
     };
+}
+
+/// Members still loading `published`: `StageTimeout` once `stageTimeout`
+/// has passed since its publication, else a look again at that deadline.
+fn await_members(
+    world: &World,
+    upgrade: &spec::Upgrade,
+    published: &Revision,
+    previous: &UpgradeStatus,
+    members: &crate::crd::MembersStatus,
+    planned: &mut Planned,
+) -> Option<Hold> {
+    let hold = stage_timeout(world, upgrade, published, previous, members);
+    if hold.is_none() {
+        let published_at = published_at(previous, published, world.now);
+        let deadline = published_at.as_second().saturating_add(secs(upgrade.stage_timeout));
+        planned.requeue = Some(Duration::from_secs(
+            (deadline - world.now.as_second()).unsigned_abs() + 1,
+        ));
+    }
+    hold
 }
 
 fn published_at(previous: &UpgradeStatus, published: &Revision, now: jiff::Timestamp) -> jiff::Timestamp {
@@ -579,7 +600,7 @@ fn health_check(
             ),
             left,
         ),
-        Check::Stabilizing { left } => hold(
+        Check::Soaking { left } => hold(
             "Soaking",
             format!(
                 "members healthy under revision {revision}; {} at {} if they stay so (healthCheckStableDuration {})",

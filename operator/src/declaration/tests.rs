@@ -2001,8 +2001,18 @@ fn a_rollback_emits_the_failure_and_rolling_back_once() {
     let mut c = rollback_case(crate::crd::FailureAction::Rollback);
     let mut reasons = Vec::new();
     let (mut rolling_back, mut seen) = (0, None);
+    let mut normal_while_rolling_back = Vec::new();
     for _ in 0..40 {
         let decision = c.decide();
+        if reasons.iter().any(|r| r == "RollingBack") {
+            normal_while_rolling_back.extend(
+                decision
+                    .events
+                    .iter()
+                    .filter(|e| e.type_ == EventType::Normal)
+                    .map(|e| e.reason.clone()),
+            );
+        }
         reasons.extend(
             decision
                 .events
@@ -2052,6 +2062,104 @@ fn a_rollback_emits_the_failure_and_rolling_back_once() {
     }
     assert_eq!(reasons, ["HealthCheckFailed", "RollingBack", "RolledBack"]);
     assert!(rolling_back > 0, "seen while rolling back");
+    assert!(
+        normal_while_rolling_back.is_empty(),
+        "a rollback's revisions complete no stage: {normal_while_rolling_back:?}"
+    );
+}
+
+/// A rollback's last revision that a member never loads is bounded by
+/// `stageTimeout` like any other: it holds for a person, naming the
+/// member, and nothing more is tried.
+#[test]
+fn a_rollback_revision_never_loaded_times_out_and_holds() {
+    let mut c = rollback_case(crate::crd::FailureAction::Rollback);
+    let mut last_back = None;
+    for _ in 0..40 {
+        let decision = c.decide();
+        c.apply(&decision);
+        let upgrade = c.declaration.status.clone().unwrap().upgrade.unwrap();
+        if upgrade.rollback.is_some() && upgrade.plan.is_empty() {
+            last_back = Some(upgrade.revision);
+            break;
+        }
+        c.members.pods = pods(&[Some(upgrade.revision)]);
+        c.members.pod_health = BTreeMap::from([(
+            "pod/m0".to_owned(),
+            crate::outputs::ReportedHealth {
+                revision: upgrade.revision,
+                healthy: upgrade.revision != 3,
+                reason: "CertificateRejectedByPeers".to_owned(),
+                message: "m".to_owned(),
+            },
+        )]);
+        c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
+    }
+    let last_back = last_back.expect("the rollback's last revision published");
+    // m0 never loads it.
+    c.now = c.now.checked_add(jiff::SignedDuration::from_secs(601)).unwrap();
+    let decision = c.decide();
+    assert_eq!(decision.published, None);
+    c.apply(&decision);
+    let status = c.declaration.status.clone().unwrap();
+    assert_eq!(condition(&status, "Stalled"), ("True", "StageTimeout"));
+    assert!(condition_message(&status, "Stalled").contains("pod/m0"));
+    let upgrade = status.upgrade.unwrap();
+    assert_eq!(upgrade.revision, last_back);
+    assert_eq!(upgrade.rollback.unwrap().state, "RollingBack", "no second rollback");
+}
+
+/// `Ready` ("… complete, the declaration is in force") is told when the
+/// last revision's health check has passed and Ready turned True, not when
+/// its members acknowledged it: a change can still roll back until then.
+#[test]
+fn the_ready_event_comes_with_the_ready_condition_after_the_health_check() {
+    let mut c = rollback_case(crate::crd::FailureAction::Rollback);
+    c.declaration
+        .spec
+        .upgrade
+        .as_mut()
+        .unwrap()
+        .health_check_stable_duration = Some("5s".into());
+    // The first look finds revision 1 (the origin) in force and says so.
+    let first = c.decide();
+    c.apply(&first);
+    let mut told = Vec::new();
+    let mut turned_ready = Vec::new();
+    for look in 0..80 {
+        let was_ready = c
+            .declaration
+            .status
+            .as_ref()
+            .is_some_and(|s| condition(s, READY).0 == "True");
+        let decision = c.decide();
+        if decision
+            .events
+            .iter()
+            .any(|e| e.type_ == EventType::Normal && e.reason == READY)
+        {
+            told.push(look);
+        }
+        c.apply(&decision);
+        let status = c.declaration.status.clone().unwrap();
+        if !was_ready && condition(&status, READY).0 == "True" {
+            turned_ready.push(look);
+        }
+        let revision = status.upgrade.as_ref().unwrap().revision;
+        c.members.pods = pods(&[Some(revision)]);
+        c.members.pod_health = BTreeMap::from([(
+            "pod/m0".to_owned(),
+            crate::outputs::ReportedHealth {
+                revision,
+                healthy: true,
+                reason: "Healthy".to_owned(),
+                message: "m".to_owned(),
+            },
+        )]);
+        c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
+    }
+    assert_eq!(turned_ready.len(), 1, "Ready once, at the end of the walk");
+    assert_eq!(told, turned_ready, "the Ready event with the Ready condition");
 }
 
 #[test]
