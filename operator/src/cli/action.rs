@@ -45,10 +45,15 @@ pub fn value(verb: Verb, declaration: &ClusterCertificateDeclaration) -> Result<
         }
         Verb::Resume => match stalled {
             Some("HealthCheckFailed") => Ok(format!("resume/{}", upgrade.revision)),
-            other => Err(format!(
-                "nothing to resume: only a failed health check held by failureAction Manual is (Stalled is {})",
-                other.unwrap_or("not True")
+            Some(other) => Err(format!(
+                "nothing to resume: the declaration is Stalled with {other}; resume goes on past a failed health \
+                 check held by failureAction Manual (Stalled/HealthCheckFailed) only"
             )),
+            None => Err(
+                "nothing to resume: the declaration is not held (Stalled is not True); resume goes on past a \
+                 failed health check held by failureAction Manual (Stalled/HealthCheckFailed) only"
+                    .to_owned(),
+            ),
         },
     }
 }
@@ -56,10 +61,13 @@ pub fn value(verb: Verb, declaration: &ClusterCertificateDeclaration) -> Result<
 /// Sets `certshift.io/action` on the declaration; returns what was set.
 pub async fn request(client: &Client, namespace: &str, name: &str, verb: Verb) -> Result<String, String> {
     let api: Api<ClusterCertificateDeclaration> = Api::namespaced(client.clone(), namespace);
-    let declaration = api
-        .get(name)
-        .await
-        .map_err(|err| format!("ClusterCertificateDeclaration {namespace}/{name}: {err}"))?;
+    let declaration = api.get(name).await.map_err(|err| match err {
+        kube::Error::Api(status) if status.code == 404 => {
+            format!("ClusterCertificateDeclaration {namespace}/{name} not found (kubectl get ccd -n {namespace})")
+        }
+        kube::Error::Api(status) => format!("ClusterCertificateDeclaration {namespace}/{name}: {}", status.message),
+        err => format!("ClusterCertificateDeclaration {namespace}/{name}: {err}"),
+    })?;
     let value = value(verb, &declaration).map_err(|why| format!("{namespace}/{name}: {why}"))?;
     let patch = serde_json::json!({"metadata": {"annotations": {ACTION_ANNOTATION: value}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -353,7 +353,7 @@ pub fn render_text(report: &PlanReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<4} {:<20} {:<13} {:<41} {:<9} ACCEPTED",
+        "\n{:<4} {:<20} {:<13} {:<42} {:<9} ACCEPTED",
         "REV", "STAGE", "CHANGE", "PRESENTED", "ROLLBACK"
     );
     for (index, revision) in report.revisions.iter().enumerate() {
@@ -384,7 +384,7 @@ pub fn render_text(report: &PlanReport) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<4} {:<20} {:<13} {:<41} {:<9} {}",
+            "{:<4} {:<20} {:<13} {:<42} {:<9} {}",
             revision.revision,
             stage,
             change,

@@ -1211,9 +1211,16 @@ pub async fn a_person_rolls_back_or_resumes_a_held_change_with_the_cli(s: Scenar
     let status = rolled_back.status.unwrap();
     assert_eq!(status.upgrade.unwrap().rollback.unwrap().reason, "Requested");
     assert_eq!(status.presenting.unwrap().thumbprint, bed.old.thumbprint);
-    assert!(
-        request(&s.admin, &ns, DECLARATION, Verb::Resume).await.is_err(),
-        "nothing to resume once rolled back"
+    let refused = request(&s.admin, &ns, DECLARATION, Verb::Resume)
+        .await
+        .expect_err("nothing to resume once rolled back");
+    assert!(refused.contains("Stalled with RolledBack"), "{refused}");
+    let missing = request(&s.admin, &ns, "nosuch", Verb::Rollback)
+        .await
+        .expect_err("no such declaration");
+    assert_eq!(
+        missing,
+        format!("ClusterCertificateDeclaration {ns}/nosuch not found (kubectl get ccd -n {ns})")
     );
     // Retried once the client's last refusals are older than the agents'
     // window (20 s): else they would be the retried revision's baseline.
