@@ -131,9 +131,11 @@ impl TrustBundle {
     }
 
     /// The same trust, except that the certificates of `thumbprints` are not
-    /// held revoked: the presented certificate members are moving away from,
-    /// tolerated by the revisions around its last presentation so nobody is
-    /// cut off (the revision's `tolerated`).
+    /// held revoked, nor is any CA on their paths when they are judged: the
+    /// presented certificate members are moving away from (its own
+    /// revocation, or its intermediate's), tolerated by the revisions around
+    /// its last presentation so nobody is cut off (the revision's
+    /// `tolerated`). Other certificates under a revoked CA stay refused.
     pub fn tolerating(&self, thumbprints: &[Thumbprint]) -> std::borrow::Cow<'_, TrustBundle> {
         if thumbprints.iter().all(|tp| self.tolerated.contains(tp)) {
             return std::borrow::Cow::Borrowed(self);
@@ -154,6 +156,9 @@ impl TrustBundle {
     /// The certificate on `cert`'s path (itself included) that a CRL in
     /// force revokes, if any.
     pub fn revoked_on_path(&self, cert: &CertificateFacts) -> Option<Thumbprint> {
+        if self.tolerated.contains(&cert.thumbprint) {
+            return None;
+        }
         let path = self.path(cert);
         path.certificates
             .iter()
@@ -257,7 +262,9 @@ impl TrustBundle {
             }
             (PathEnd::UntrustedRoot(_) | PathEnd::Anchor(_), _) => &path.certificates,
         };
-        if let Some(revoked) = relied_on.iter().find(|c| self.is_revoked(c)) {
+        // A tolerated certificate's whole path is: see `tolerating`.
+        let tolerated = self.tolerated.contains(&cert.thumbprint);
+        if !tolerated && let Some(revoked) = relied_on.iter().find(|c| self.is_revoked(c)) {
             return Err(ChainError::Revoked {
                 certificate: revoked.thumbprint.clone(),
             });

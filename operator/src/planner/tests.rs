@@ -922,6 +922,142 @@ fn a_revoked_presented_certificate_is_planned_away_widen_present_narrow() {
     }
 }
 
+/// The certificate in use, A, chains through an intermediate I1 to the root
+/// R1; a CRL revokes a CA on its path. With a replacement in the store, the
+/// walk away is the revoked leaf's: tolerate A (its path too) while it is
+/// presented and while the replacement is presented, then narrow; never a
+/// new presentation under the revoked CA, and never `InvalidEffectiveState`.
+/// Without one, `CertificateRevoked` names the CA and what to put in the store.
+#[test]
+fn a_revoked_ca_on_the_path_in_use_is_walked_away_from_or_blocks_naming_it() {
+    struct Case {
+        name: &'static str,
+        /// The CA the CRL revokes, and who signs the CRL.
+        revoked: (&'static str, &'static str),
+        /// The declaration in force and desired, by name pinned to these issuers, or by thumbprint.
+        pinned: Option<&'static [&'static str]>,
+    }
+    let cases = [
+        Case {
+            name: "a revoked intermediate in use, by thumbprint",
+            revoked: ("I1", "R1"),
+            pinned: None,
+        },
+        Case {
+            name: "a revoked root in the bundle, by thumbprint",
+            revoked: ("R1", "R1"),
+            pinned: None,
+        },
+        Case {
+            name: "a revoked intermediate that is the pinned issuer",
+            revoked: ("I1", "R1"),
+            pinned: Some(&["I1", "R2"]),
+        },
+    ];
+    let root = |label: &str| {
+        facts(label)
+            .cn(&format!("Root {label}"))
+            .issuer(label)
+            .serial(label)
+            .ca()
+            .build()
+    };
+    let i1 = facts("I1").cn("Intermediate 1").issuer("R1").serial("11").ca().build();
+    let in_use = facts("A")
+        .cn(CN)
+        .issuer("I1")
+        .valid("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z")
+        .build();
+    // The replacement chains to another root.
+    let replacement = facts("B")
+        .cn(CN)
+        .issuer("R2")
+        .serial("21")
+        .valid("2026-02-01T00:00:00Z", "2027-02-01T00:00:00Z")
+        .build();
+    for case in cases {
+        let trust = || {
+            let mut trust = TrustBundle::with_authorities([root("R1"), root("R2")], [i1.clone()]);
+            let serial = if case.revoked.0 == "I1" { "11" } else { "R1" };
+            trust.revoke(tp(case.revoked.1), serial);
+            trust
+        };
+        let rules = |labels: &[&str]| match case.pinned {
+            Some(issuers) => by_name(CN, issuers),
+            None => by_thumbprint(labels),
+        };
+        let in_force = Effective {
+            presented: Some(tp("A")),
+            ..effective(rules(&["A"]))
+        };
+        // With a replacement: the three-revision walk.
+        let store = Store {
+            instances: vec![in_use.clone(), replacement.clone()],
+            trust: trust(),
+        };
+        let target = desired(rules(&["B"]));
+        let plan = plan(Some(&in_force), &target, &store, now());
+        assert_eq!(plan.blocked, None, "{}", case.name);
+        let steps: Vec<(Option<Change>, &str, Vec<&str>)> = plan
+            .revisions
+            .iter()
+            .skip(1)
+            .map(|r| {
+                let tolerated = r.tolerated.iter().map(|t| t.short()).collect();
+                (r.change, r.presented.short(), tolerated)
+            })
+            .collect();
+        let (a, b) = (tp("A"), tp("B"));
+        assert_eq!(
+            steps,
+            [
+                (Some(Change::Validation), a.short(), vec![a.short()]),
+                (Some(Change::Presentation), b.short(), vec![a.short()]),
+                (Some(Change::Validation), b.short(), vec![]),
+            ],
+            "{}",
+            case.name
+        );
+        assert_eq!(check_invariant(&plan.revisions, &store), Ok(()), "{}", case.name);
+        // Tolerating A is not tolerating the revoked CA: nothing else under it passes.
+        let sibling = facts("S").cn(CN).issuer("I1").serial("12").build();
+        let tolerant = store.trust.tolerating(&[tp("A")]);
+        assert!(tolerant.revoked_on_path(&in_use).is_none(), "{}", case.name);
+        assert!(tolerant.revoked_on_path(&sibling).is_some(), "{}", case.name);
+
+        // Without one: blocked, naming the revoked CA, not InvalidEffectiveState.
+        let alone = Store {
+            instances: vec![in_use.clone()],
+            trust: trust(),
+        };
+        let blocked = plan_blocked(&in_force, &desired(rules(&["A"])), &alone);
+        assert_eq!(
+            blocked.reason,
+            BlockReason::CertificateRevoked,
+            "{}: {}",
+            case.name,
+            blocked.message
+        );
+        assert!(
+            blocked.message.contains(tp(case.revoked.0).as_str()),
+            "{}: names the CA: {}",
+            case.name,
+            blocked.message
+        );
+        assert!(
+            blocked.message.contains("put another one in the store"),
+            "{}",
+            blocked.message
+        );
+    }
+}
+
+fn plan_blocked(in_force: &Effective, target: &Desired, store: &Store) -> Blocked {
+    super::plan(Some(in_force), target, store, now())
+        .blocked
+        .expect("blocked")
+}
+
 #[test]
 fn a_revoked_goal_is_never_presented() {
     let only = facts("G").cn("cluster.example").issuer("CA1").build();
