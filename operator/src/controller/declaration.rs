@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -20,6 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::remembered::Remembered;
+use super::trust_sources::{SourceKind, TrustSourceIndex};
 use super::written::WrittenStatuses;
 use super::{Context, Error, Verb, apply_status, drive, kube_err, members, now, publish_events};
 use crate::crd::{ClusterCertificateDeclaration, ObservedCertificate, OutputFormat};
@@ -45,8 +46,10 @@ pub(super) async fn controller(
         (ctx.watched(), ctx.watched());
     // Deleted declarations leave nothing behind in the written statuses.
     let written: Arc<WrittenStatuses<ClusterCertificateDeclaration>> = Arc::default();
+    // Which declarations read trust from each ConfigMap and Secret.
+    let trust: Arc<Mutex<TrustSourceIndex>> = Arc::default();
     let controller = {
-        let written = written.clone();
+        let (written, trust) = (written.clone(), trust.clone());
         let health = super::Health {
             metrics: ctx.metrics.clone(),
             controller: CONTROLLER,
@@ -57,6 +60,7 @@ pub(super) async fn controller(
             health,
             |_| {},
             move |event| {
+                trust.lock().unwrap_or_else(PoisonError::into_inner).observe(event);
                 if let watcher::Event::Delete(declaration) = event {
                     written.forget(declaration);
                 }
@@ -78,13 +82,16 @@ pub(super) async fn controller(
         workload_watch::<DaemonSet>(&ctx),
     );
     let by_workload = controller.store();
-    let by_trust = controller.store();
-    // The ConfigMaps declarations read trust from (`spec.trustBundle`,
-    // `spec.revocation.crls`): a new bundle or CRL is acted on at once.
+    // The ConfigMaps and Secrets declarations read trust from
+    // (`spec.trustBundle`, `spec.revocation.crls`): a new bundle or CRL is
+    // acted on at once. Secrets come from the shared Secret watch, those
+    // some declaration names passed on by `follow_outputs`.
     let trust_maps: Api<PartialObjectMeta<ConfigMap>> = ctx.watched();
-    let trust_events = watcher(trust_maps, watcher::Config::default())
+    let trust_map_events = watcher(trust_maps, watcher::Config::default())
         .default_backoff()
         .touched_objects();
+    let (trust_secret_tx, trust_secret_rx) = futures::channel::mpsc::unbounded();
+    let trust_secret_events = futures::StreamExt::map(trust_secret_rx, Ok::<_, watcher::Error>);
     let shell = Arc::new(Shell {
         ctx,
         pods: pod_cache,
@@ -109,7 +116,11 @@ pub(super) async fn controller(
     };
     // Secrets and the validation ConfigMaps only say when a remembered one is
     // out of date: they wake no reconcile.
-    let follow = tokio::spawn(follow_outputs(shell.clone(), secret_events));
+    let follow = tokio::spawn(follow_outputs(
+        shell.clone(),
+        secret_events,
+        (trust.clone(), trust_secret_tx),
+    ));
     let stream = controller
         .watches_stream(ocert_events, move |ocert| {
             let (namespace, name) = (ocert.namespace(), ocert.name_any());
@@ -134,30 +145,30 @@ pub(super) async fn controller(
         .watches_stream(deployments, workload_mapper(by_workload.clone(), "Deployment"))
         .watches_stream(statefulsets, workload_mapper(by_workload.clone(), "StatefulSet"))
         .watches_stream(daemonsets, workload_mapper(by_workload, "DaemonSet"))
-        .watches_stream(trust_events, move |map| {
-            let (namespace, name) = (map.namespace(), map.name_any());
-            by_trust
-                .state()
-                .iter()
-                .filter(|d| d.namespace() == namespace && trust_config_maps(&d.spec).any(|n| n == name))
-                .map(|d| ObjectRef::from_obj(d.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches_stream(trust_map_events, trust_mapper(trust.clone(), SourceKind::ConfigMap))
+        .watches_stream(trust_secret_events, trust_mapper(trust, SourceKind::Secret))
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, shell);
     drive(CONTROLLER, stream).await;
     follow.abort();
 }
 
-/// The ConfigMaps a declaration reads trust from: its trust bundle's and its CRLs'.
-fn trust_config_maps(spec: &crate::crd::ClusterCertificateDeclarationSpec) -> impl Iterator<Item = &str> {
-    let bundle = spec.trust_bundle.as_ref().and_then(|t| t.config_map_ref.as_ref());
-    let crls = spec
-        .revocation
-        .iter()
-        .flat_map(|r| &r.crls)
-        .filter_map(|c| c.config_map_ref.as_ref());
-    bundle.into_iter().chain(crls).map(|r| r.name.as_str())
+/// The declarations that read trust from a ConfigMap or Secret (by the index).
+fn trust_mapper<K: kube::Resource>(
+    trust: Arc<Mutex<TrustSourceIndex>>,
+    kind: SourceKind,
+) -> impl Fn(PartialObjectMeta<K>) -> Vec<ObjectRef<ClusterCertificateDeclaration>> + Send + Sync + 'static {
+    move |meta| {
+        let namespace = meta.namespace().unwrap_or_default();
+        let readers = trust
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .readers(kind, &namespace, &meta.name_any());
+        readers
+            .into_iter()
+            .map(|name| ObjectRef::new(&name).within(&namespace))
+            .collect()
+    }
 }
 
 /// Feeds the remembered Secrets and validation ConfigMaps from their watches:
@@ -165,7 +176,14 @@ fn trust_config_maps(spec: &crate::crd::ClusterCertificateDeclarationSpec) -> im
 /// manages. That one sees no ConfigMap of someone else's, which is safe:
 /// only objects read or written as certshift's are remembered, and one that
 /// loses the label leaves the watch as a deletion.
-async fn follow_outputs(shell: Arc<Shell>, secret_events: super::SecretEvents) {
+async fn follow_outputs(
+    shell: Arc<Shell>,
+    secret_events: super::SecretEvents,
+    (trust, trust_secrets): (
+        Arc<Mutex<TrustSourceIndex>>,
+        futures::channel::mpsc::UnboundedSender<PartialObjectMeta<Secret>>,
+    ),
+) {
     use futures::StreamExt as _;
     let config_maps: Api<PartialObjectMeta<ConfigMap>> = shell.ctx.watched();
     let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
@@ -180,6 +198,18 @@ async fn follow_outputs(shell: Arc<Shell>, secret_events: super::SecretEvents) {
         });
     let secret_events = secret_events.for_each(|event| {
         shell.secrets.observe(&event);
+        // A trust bundle's or CRL's Secret changed: its declarations look again.
+        if let watcher::Event::Apply(meta) | watcher::Event::InitApply(meta) | watcher::Event::Delete(meta) = &event {
+            let namespace = meta.namespace().unwrap_or_default();
+            let named = !trust
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .readers(SourceKind::Secret, &namespace, &meta.name_any())
+                .is_empty();
+            if named {
+                let _ = trust_secrets.unbounded_send(meta.clone());
+            }
+        }
         futures::future::ready(())
     });
     futures::future::join(config_map_events, secret_events).await;

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod probe;
 mod remembered;
 mod sources;
+mod trust_sources;
 mod written;
 
 mod context;

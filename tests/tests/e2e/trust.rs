@@ -309,3 +309,71 @@ pub async fn crls_fetched_from_distribution_points_move_the_members_off(s: Scena
     judge.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A CRL held in a Secret (`spec.revocation.crls[].secretRef`) is watched as
+/// a ConfigMap is: revoking the presented certificate while the declaration
+/// is Ready publishes the first revision of the walk away within seconds,
+/// where the periodic look (every 5 minutes) would take minutes.
+pub async fn a_crl_in_a_secret_changed_while_ready_is_acted_on_at_once(s: Scenario) {
+    let ns = s.namespace.as_str();
+    let judge = Judge::watch(&s.admin, ns);
+    let ca = pki::ca("secret CRL CA");
+    let (older, newer) = (
+        pki::leaf("cluster.example", -10, &ca),
+        pki::leaf("cluster.example", -5, &ca),
+    );
+    for (name, cert) in [("cluster-a", &older), ("cluster-b", &newer)] {
+        store_certificate(&s, Some(&judge), name, cert, &ca).await;
+    }
+    let crls = |pem: String| secret("crls", None, &[("ca.crl", &pem)]);
+    apply(&s.admin, ns, &crls(pki::crl(&ca, &[]))).await;
+    let mut declared = Declaration::example("declaration-common-name.yaml")
+        .by_common_names(&[("cluster.example", &ca.thumbprint)])
+        .store(&["cluster-a", "cluster-b"]);
+    declared.0.spec.revocation = Some(certshift::crd::Revocation {
+        crls: vec![certshift::crd::CrlSource {
+            config_map_ref: None,
+            secret_ref: Some(certshift::crd::KeySelector {
+                name: "crls".into(),
+                key: None,
+            }),
+        }],
+        distribution_points: None,
+    });
+    declared.apply(&s.admin, ns).await;
+    let operator = Operator::start(&s.plane, ns);
+    let ready = wait_ready(&s.admin, ns, DECLARATION, Duration::from_secs(60)).await;
+    let status = ready.status.unwrap();
+    assert_eq!(status.presenting.unwrap().thumbprint, newer.thumbprint);
+    let before = status.upgrade.unwrap().revision;
+    // Settled: the operator's first looks are over.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let revoked_at = Instant::now();
+    apply(&s.admin, ns, &crls(pki::crl(&ca, &[&newer]))).await;
+    // The first revision of the walk away (the periodic look would take up to 5 minutes).
+    eventually("a revision for the new CRL", Duration::from_secs(15), || async {
+        let d = declaration(&s.admin, ns, DECLARATION).await;
+        (d.status?.upgrade?.revision > before).then_some(())
+    })
+    .await;
+    let reacted = revoked_at.elapsed();
+    // Then the walk, paced by the example's healthCheckStableDuration (5 s a revision).
+    eventually(
+        "the revoked certificate no longer presented",
+        Duration::from_secs(60),
+        || async {
+            let d = declaration(&s.admin, ns, DECLARATION).await;
+            let moved = d.status.as_ref()?.presenting.as_ref()?.thumbprint == older.thumbprint;
+            (is_true(&d, "Ready") && moved).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "  trust: a CRL changed in a Secret published a revision in {:.1}s, moved off in {:.1}s",
+        reacted.as_secs_f64(),
+        revoked_at.elapsed().as_secs_f64()
+    );
+    assert_judged_clean(&judge);
+    judge.stop();
+    operator.stop().await;
+}
