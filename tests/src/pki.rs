@@ -19,6 +19,11 @@ pub fn ca_until(name: &str, end_days: i64) -> Issued {
     cert(name).signing_ca().valid_days(-30, end_days).self_signed()
 }
 
+/// An intermediate CA issued by `root`, valid from 30 days ago for ten years.
+pub fn intermediate(name: &str, root: &Issued) -> Issued {
+    cert(name).signing_ca().valid_days(-30, 3650).signed_by(root)
+}
+
 /// A CRL of `issuer` revoking `revoked` (none: an empty CRL), PEM, due for
 /// renewal in a week.
 pub fn crl(issuer: &Issued, revoked: &[&Issued]) -> String {

@@ -94,6 +94,7 @@ async fn member(
         }),
         metrics_addr: None,
         health_window,
+        connection_drain: agent::DEFAULT_CONNECTION_DRAIN,
     };
     let agent = tokio::spawn(agent::run(options, Some(s.admin.clone()), std::future::pending()));
     Member {
@@ -456,6 +457,7 @@ pub async fn an_agent_restarted_or_given_a_corrupt_volume_never_acknowledges_wha
             }),
             metrics_addr: Some(metrics[index]),
             health_window: agent::DEFAULT_HEALTH_WINDOW,
+            connection_drain: agent::DEFAULT_CONNECTION_DRAIN,
         };
         tokio::spawn(agent::run(options, Some(s.admin.clone()), std::future::pending()))
     };
@@ -617,15 +619,104 @@ async fn observed_revisions_of(s: &Scenario, names: &[&str]) -> Vec<Option<u64>>
     out
 }
 
+/// The ConfigMap `crls` the revocation scenarios' declarations name.
+fn crls(pem: String) -> ConfigMap {
+    serde_json::from_value(serde_json::json!({"metadata": {"name": "crls"}, "data": {"ca.crl": pem}})).unwrap()
+}
+
+/// The bed of the revocation scenarios, once the store `cluster-a` and
+/// `cluster-b` is applied: the CRLs `crl` in the ConfigMap `crls`, a
+/// declaration by common name pinned to `issuers` that names it, the
+/// operator and three agent members. Returns once every agent has the first
+/// revision, which presents `presented`.
+async fn revocation_bed(
+    s: &Scenario,
+    label: &str,
+    issuers: &str,
+    crl: String,
+    presented: &Issued,
+) -> (PathBuf, Operator, Vec<Member>, u64) {
+    let ns = s.namespace.clone();
+    let root = std::env::temp_dir().join(format!("certshift-e2e-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    apply(&s.admin, &ns, &crls(crl)).await;
+    for i in 0..MEMBERS {
+        apply(&s.admin, &ns, &member_pod(&format!("member-{i}"), &[("app", "agents")])).await;
+    }
+    Declaration::example("declaration-common-name.yaml")
+        .by_common_names(&[("cluster.example", issuers)])
+        .store(&["cluster-a", "cluster-b"])
+        .min_soak("1s")
+        .pod_members(&[("app", "agents")])
+        .revocation("crls")
+        .apply(&s.admin, &ns)
+        .await;
+    let operator = Operator::start(&s.plane, &ns);
+    let members = start_members(s, &root, agent::DEFAULT_HEALTH_WINDOW).await;
+    let ready = wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
+    let status = ready.status.unwrap();
+    assert_eq!(
+        status.presenting.unwrap().thumbprint,
+        presented.thumbprint,
+        "the newest is presented"
+    );
+    let first = status.upgrade.unwrap().revision;
+    eventually("every agent on the first revision", Duration::from_secs(60), || async {
+        (observed_revisions(s).await == vec![Some(first); MEMBERS]).then_some(())
+    })
+    .await;
+    (root, operator, members, first)
+}
+
+/// The members moved off the revoked certificate to `to`, acknowledged,
+/// Ready and nothing revoked in use; the walk was tolerate, present, narrow.
+async fn moved_off(s: &Scenario, judge: &Judge, first: u64, from: &Issued, to: &Issued) {
+    eventually(
+        "the members moved to the other certificate, acknowledged",
+        Duration::from_secs(120),
+        || async {
+            let d = declaration(&s.admin, &s.namespace, DECLARATION).await;
+            let status = d.status.clone()?;
+            let presenting = status.presenting.as_ref()?.thumbprint == to.thumbprint;
+            let revision = status.upgrade.as_ref()?.revision;
+            let settled = status.upgrade.as_ref()?.plan.is_empty();
+            let acknowledged = observed_revisions(s).await == vec![Some(revision); MEMBERS];
+            let revoked = condition(&d, "Revoked").map(|c| c.status.clone());
+            (presenting && settled && acknowledged && is_true(&d, "Ready") && revoked.as_deref() == Some("False"))
+                .then_some(())
+        },
+    )
+    .await;
+    let walk: Vec<(Option<Stage>, String, usize)> = judge
+        .observations()
+        .iter()
+        .filter(|o| o.revision.revision > first)
+        .map(|o| {
+            (
+                o.revision.stage,
+                o.revision.presented.to_string(),
+                o.revision.tolerated.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        walk,
+        [
+            (Some(Stage::WidenValidation), from.thumbprint.clone(), 1),
+            (Some(Stage::Rollover), to.thumbprint.clone(), 1),
+            (Some(Stage::NarrowValidation), to.thumbprint.clone(), 0),
+        ],
+        "tolerate, present, narrow"
+    );
+}
+
 /// A CRL revoking the presented certificate, pushed into the ConfigMap the
 /// declaration names while agents call each other: the members are walked to
 /// the other certificate (tolerate, present, narrow) with no failed call, a
 /// Warning says why, and afterwards the members refuse the revoked one.
 pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_failed_call(s: Scenario) {
     let ns = s.namespace.clone();
-    let root = std::env::temp_dir().join(format!("certshift-e2e-revocation-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
     let judge = Judge::watch(&s.admin, &ns);
     let ca = pki::ca("revocation CA");
     let (older, newer) = (
@@ -635,43 +726,8 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
     for (name, cert) in [("cluster-a", &older), ("cluster-b", &newer)] {
         store_certificate(&s, Some(&judge), name, cert, &ca).await;
     }
-    let crls = |pem: String| -> ConfigMap {
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "crls"}, "data": {"ca.crl": pem}})).unwrap()
-    };
-    apply(&s.admin, &ns, &crls(pki::crl(&ca, &[]))).await;
-    for i in 0..MEMBERS {
-        apply(&s.admin, &ns, &member_pod(&format!("member-{i}"), &[("app", "agents")])).await;
-    }
-    let mut declared = Declaration::example("declaration-common-name.yaml")
-        .by_common_names(&[("cluster.example", &ca.thumbprint)])
-        .store(&["cluster-a", "cluster-b"])
-        .min_soak("1s")
-        .pod_members(&[("app", "agents")]);
-    declared.0.spec.revocation = Some(certshift::crd::Revocation {
-        crls: vec![certshift::crd::CrlSource {
-            config_map_ref: Some(certshift::crd::KeySelector {
-                name: "crls".into(),
-                key: None,
-            }),
-            secret_ref: None,
-        }],
-        distribution_points: None,
-    });
-    declared.apply(&s.admin, &ns).await;
-    let operator = Operator::start(&s.plane, &ns);
-    let members = start_members(&s, &root, agent::DEFAULT_HEALTH_WINDOW).await;
-    let ready = wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
-    let status = ready.status.unwrap();
-    assert_eq!(
-        status.presenting.unwrap().thumbprint,
-        newer.thumbprint,
-        "the newest is presented"
-    );
-    let first = status.upgrade.unwrap().revision;
-    eventually("every agent on the first revision", Duration::from_secs(60), || async {
-        (observed_revisions(&s).await == vec![Some(first); MEMBERS]).then_some(())
-    })
-    .await;
+    let (root, operator, members, first) =
+        revocation_bed(&s, "revocation", &ca.thumbprint, pki::crl(&ca, &[]), &newer).await;
     let (calls, caller) = call_every_member_all_the_time(&members);
 
     // The CA revokes the presented certificate; its CRL lands in the ConfigMap.
@@ -689,47 +745,10 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
     )
     .await;
     assert!(warning.contains(&newer.thumbprint), "{warning}");
-    eventually(
-        "the members moved to the other certificate, acknowledged",
-        Duration::from_secs(120),
-        || async {
-            let d = declaration(&s.admin, &ns, DECLARATION).await;
-            let status = d.status.clone()?;
-            let presenting = status.presenting.as_ref()?.thumbprint == older.thumbprint;
-            let revision = status.upgrade.as_ref()?.revision;
-            let settled = status.upgrade.as_ref()?.plan.is_empty();
-            let acknowledged = observed_revisions(&s).await == vec![Some(revision); MEMBERS];
-            let revoked = condition(&d, "Revoked").map(|c| c.status.clone());
-            (presenting && settled && acknowledged && is_true(&d, "Ready") && revoked.as_deref() == Some("False"))
-                .then_some(())
-        },
-    )
-    .await;
+    moved_off(&s, &judge, first, &newer, &older).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     calls.stop.store(true, Ordering::Relaxed);
     caller.await.unwrap();
-
-    let walk: Vec<(Option<Stage>, String, usize)> = judge
-        .observations()
-        .iter()
-        .filter(|o| o.revision.revision > first)
-        .map(|o| {
-            (
-                o.revision.stage,
-                o.revision.presented.to_string(),
-                o.revision.tolerated.len(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        walk,
-        [
-            (Some(Stage::WidenValidation), newer.thumbprint.clone(), 1),
-            (Some(Stage::Rollover), older.thumbprint.clone(), 1),
-            (Some(Stage::NarrowValidation), older.thumbprint.clone(), 0),
-        ],
-        "tolerate, present, narrow"
-    );
     let last = judge.observations().last().cloned().expect("observed");
     assert!(
         last.files["crls.pem"].contains("BEGIN X509 CRL"),
@@ -778,6 +797,77 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
         "refused once its CRL is in force: {refused}"
     );
     assert_every_call_succeeded(&calls, 20, "revocation", "while moving off the revoked certificate");
+    assert_judged_clean(&judge);
+    for member in members {
+        member.agent.abort();
+    }
+    operator.stop().await;
+    judge.stop();
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A CRL from the root revoking the intermediate the presented certificate
+/// was issued under: the members are walked, with no failed call, to the
+/// certificate under the other intermediate — the presented one tolerated
+/// (its path too) while it is presented and while the other is presented,
+/// then refused; so is every other certificate under the revoked
+/// intermediate, while the other intermediate's are admitted.
+pub async fn a_revoked_intermediate_moves_the_members_to_another_with_no_failed_call(s: Scenario) {
+    let ns = s.namespace.clone();
+    let judge = Judge::watch(&s.admin, &ns);
+    let root_ca = pki::ca("revocation root");
+    let (i1, i2) = (
+        pki::intermediate("intermediate 1", &root_ca),
+        pki::intermediate("intermediate 2", &root_ca),
+    );
+    let (older, newer) = (
+        pki::leaf("cluster.example", -10, &i2),
+        pki::leaf("cluster.example", -5, &i1),
+    );
+    // Each Secret as issuers hand them out: the chain in tls.crt, the root in ca.crt.
+    for (name, cert, via) in [("cluster-a", &older, &i2), ("cluster-b", &newer, &i1)] {
+        let chain = format!("{}{}", cert.pem, via.pem);
+        judge.know(&chain, Some(&root_ca.pem));
+        let key = cert.key.serialize_pem();
+        let files = [("tls.crt", chain.as_str()), ("tls.key", &key), ("ca.crt", &root_ca.pem)];
+        apply(&s.admin, &ns, &secret(name, Some("kubernetes.io/tls"), &files)).await;
+        apply(&s.admin, &ns, &observed_certificate(name, name, None)).await;
+    }
+    let issuers = format!("{}, {}", i1.thumbprint, i2.thumbprint);
+    let (root, operator, members, first) =
+        revocation_bed(&s, "intermediate", &issuers, pki::crl(&root_ca, &[]), &newer).await;
+    let (calls, caller) = call_every_member_all_the_time(&members);
+
+    apply(&s.admin, &ns, &crls(pki::crl(&root_ca, &[&i1]))).await;
+    moved_off(&s, &judge, first, &newer, &older).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    calls.stop.store(true, Ordering::Relaxed);
+    caller.await.unwrap();
+    let status = declaration(&s.admin, &ns, DECLARATION).await.status.unwrap();
+    assert_eq!(status.declared_by.as_deref(), Some("CommonName"));
+    // Enforced now: what chains through the revoked intermediate is refused.
+    let inbound = members[0].inbound;
+    let curl_with = |cert: &Issued, via: &Issued, label: &'static str| {
+        let (pem, key, root) = (
+            format!("{}{}", cert.pem, via.pem),
+            cert.key.serialize_pem(),
+            root.clone(),
+        );
+        tokio::task::spawn_blocking(move || curl(inbound, &pem, &key, &root, label))
+    };
+    assert_eq!(curl_with(&older, &i2, "older").await.unwrap(), "200");
+    let sibling = pki::leaf("cluster.example", -1, &i1);
+    for (cert, label) in [(&newer, "revoked-path"), (&sibling, "sibling")] {
+        let refused = curl_with(cert, &i1, label).await.unwrap();
+        assert!(refused.starts_with("000"), "{label} is refused: {refused}");
+    }
+    assert_eq!(
+        curl_with(&pki::leaf("cluster.example", -1, &i2), &i2, "other-intermediate")
+            .await
+            .unwrap(),
+        "200"
+    );
+    assert_every_call_succeeded(&calls, 20, "intermediate", "while moving off the revoked intermediate");
     assert_judged_clean(&judge);
     for member in members {
         member.agent.abort();

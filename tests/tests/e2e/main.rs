@@ -80,6 +80,7 @@ fn main() -> ExitCode {
         agents::agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_call,
         agents::an_agent_restarted_or_given_a_corrupt_volume_never_acknowledges_what_it_has_not_loaded,
         agents::a_revocation_pushed_while_running_moves_the_members_off_with_no_failed_call,
+        agents::a_revoked_intermediate_moves_the_members_to_another_with_no_failed_call,
         agents::a_client_refusing_the_new_certificate_holds_the_walk_until_it_is_fixed,
         agents::a_client_refusing_the_new_certificate_rolls_the_change_back,
         agents::a_person_rolls_back_or_resumes_a_held_change_with_the_cli,
@@ -98,6 +99,7 @@ fn main() -> ExitCode {
         trust::a_trust_bundle_of_the_system_roots_and_the_cluster_ca_carries_the_conversion,
         trust::expiry_warnings_for_an_accepted_secondary_and_a_pinned_issuer_settle_without_writes,
         trust::crls_fetched_from_distribution_points_move_the_members_off,
+        trust::a_crl_in_a_secret_changed_while_ready_is_acted_on_at_once,
         names::names_of_63_64_and_253_characters_reach_ready_for_every_kind,
     ];
     let scenarios: Vec<_> = scenarios
