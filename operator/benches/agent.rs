@@ -155,6 +155,7 @@ async fn start_agent(files: &BTreeMap<String, Vec<u8>>, upstream: SocketAddr) ->
         pod: None,
         metrics_addr: Some(metrics),
         health_window: agent::DEFAULT_HEALTH_WINDOW,
+        connection_drain: agent::DEFAULT_CONNECTION_DRAIN,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(agent::run(options, None, async move {

@@ -72,7 +72,7 @@ enum Command {
     },
     /// The member side: load each revision from the mounted outputs, proxy or
     /// reload, and acknowledge it on this Pod (a sidecar; docs/agent.md).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Print the facts of the certificates in a PEM/DER file or Secret manifest.
     Inspect {
         /// A file, or `-` for standard input.
@@ -157,6 +157,11 @@ struct AgentArgs {
     /// back a new revision's baseline looks (Go duration).
     #[arg(long, default_value = "60s")]
     health_window: String,
+    /// How long an established connection whose peer a newly loaded
+    /// revision refuses (revoked, its CA dropped, its thumbprint dropped) is
+    /// left to finish before the agent closes it (Go duration).
+    #[arg(long, default_value = "5s")]
+    connection_drain: String,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -277,6 +282,7 @@ fn run_agent(args: AgentArgs) -> Result<i32, String> {
                     args.health_window
                 )
             })?,
+        connection_drain: certshift::duration::parse("--connection-drain", &args.connection_drain)?,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
     runtime.block_on(async move {
@@ -358,7 +364,7 @@ fn expand(path: &str) -> Vec<Result<String, String>> {
 fn run(cli: Cli) -> Result<i32, String> {
     match cli.command {
         Command::Run(args) => run_operator(args),
-        Command::Agent(args) => run_agent(args),
+        Command::Agent(args) => run_agent(*args),
         Command::Status {
             name,
             namespace,

@@ -169,6 +169,7 @@ async fn the_agent_serves_each_revision_both_volumes_agree_on() {
         pod: None,
         metrics_addr: Some(metrics_addr),
         health_window: agent::DEFAULT_HEALTH_WINDOW,
+        connection_drain: agent::DEFAULT_CONNECTION_DRAIN,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(agent::run(options, None, async move {
@@ -300,6 +301,7 @@ async fn members_call_each_other_through_their_proxies() {
             pod: None,
             metrics_addr: None,
             health_window: agent::DEFAULT_HEALTH_WINDOW,
+            connection_drain: agent::DEFAULT_CONNECTION_DRAIN,
         };
         tokio::spawn(agent::run(options, None, std::future::pending()))
     };
@@ -336,4 +338,211 @@ async fn ping(addr: SocketAddr) -> Option<String> {
     let mut buffer = [0u8; 64];
     let n = tcp.read(&mut buffer).await.ok()?;
     (n > 0).then(|| String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+/// A revision accepting `accepted` by thumbprint (chains built to `ca`),
+/// presenting `presented`, with `crls` in force.
+fn by_thumbprints(
+    revision: u64,
+    presented: &Cert,
+    accepted: &[&Cert],
+    ca: &Cert,
+    crls: Option<String>,
+) -> BTreeMap<String, Vec<u8>> {
+    let rules = RulesJson {
+        revision,
+        presented: Some(presented.sha1()),
+        accepted: Accepted::new(accepted.iter().map(|c| c.sha1()), []),
+        clients: Clients::default(),
+        anchors: None,
+        tolerated: Vec::new(),
+    };
+    let mut files = BTreeMap::from([
+        ("rules.json".to_owned(), serde_json::to_vec_pretty(&rules).unwrap()),
+        ("ca-bundle.crt".to_owned(), ca.pem.clone().into_bytes()),
+    ]);
+    if let Some(crls) = crls {
+        files.insert("crls.pem".to_owned(), crls.into_bytes());
+    }
+    files
+}
+
+/// `openssl s_client` holding one connection open through the inbound
+/// proxy, presenting `cert`; what the application answers comes back on
+/// its standard output.
+struct Held {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Held {
+    fn open(addr: SocketAddr, cert: &Cert, dir: &std::path::Path, label: &str) -> Self {
+        use std::io::BufRead as _;
+        let (crt, key) = (dir.join(format!("{label}.crt")), dir.join(format!("{label}.key")));
+        std::fs::write(&crt, &cert.pem).unwrap();
+        std::fs::write(&key, cert.key_pem()).unwrap();
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &addr.to_string()])
+            .arg("-cert")
+            .arg(&crt)
+            .arg("-key")
+            .arg(&key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl (hack/test.sh installs it)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, stdin, lines }
+    }
+
+    /// Says `line` on the held connection; what the application echoed (it
+    /// answers each chunk it reads with `app: <chunk>`, and the line may
+    /// come in two).
+    fn say(&mut self, line: &str) -> Option<String> {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{line}").ok()?;
+        self.stdin.flush().ok()?;
+        let answer = self.lines.recv_timeout(Duration::from_secs(5)).ok()?;
+        answer.starts_with("app: ").then(|| answer.replace("app: ", ""))
+    }
+
+    /// Whether s_client has ended: the agent closed the connection.
+    fn closed_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Established connections are judged again by each revision loaded: those
+/// whose peer it refuses — a certificate revoked by a CRL, a thumbprint no
+/// longer declared — are closed after the drain and counted; a peer still
+/// admitted keeps its connection through the widening, the presentation
+/// change and the narrowing. The peers are `openssl s_client` holding one
+/// connection each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_connections_of_peers_a_new_revision_refuses_are_closed_after_the_drain() {
+    let ca = issue("Cluster CA", None, true);
+    let (first, renewal) = (
+        issue("cluster.example", Some(&ca), false),
+        issue("cluster.example", Some(&ca), false),
+    );
+    let [kept, dropped, revoked] =
+        ["kept", "dropped", "revoked"].map(|n| issue(&format!("{n}.example"), Some(&ca), false));
+    let (dir, app) = (temp("drain"), application().await);
+    let (inbound, metrics_addr) = (free_addr(), free_addr());
+    let write = |files: BTreeMap<String, Vec<u8>>, presented: &Cert| {
+        let mut files = files;
+        files.extend(presentation(presented, &ca));
+        volume::write_atomically(&dir, &files).unwrap();
+    };
+    let everyone = [&first, &kept, &dropped, &revoked];
+    write(by_thumbprints(1, &first, &everyone, &ca, None), &first);
+    let options = Options {
+        volumes: Volumes::Projected(dir.clone()),
+        inbound: vec![Inbound {
+            listen: inbound,
+            upstream: app.to_string(),
+        }],
+        outbound: Vec::new(),
+        reload: Vec::new(),
+        pod: None,
+        metrics_addr: Some(metrics_addr),
+        health_window: agent::DEFAULT_HEALTH_WINDOW,
+        connection_drain: Duration::from_secs(3),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(agent::run(options, None, async move {
+        let _ = stopped.await;
+    }));
+    eventually("revision 1 served", || async {
+        http(metrics_addr, "/readyz").await.starts_with("HTTP/1.1 200")
+    })
+    .await;
+    let keys = temp("drain-keys");
+    let mut held: Vec<(&str, Held)> = [("kept", &kept), ("dropped", &dropped), ("revoked", &revoked)]
+        .into_iter()
+        .map(|(label, cert)| (label, Held::open(inbound, cert, &keys, label)))
+        .collect();
+    for (label, peer) in &mut held {
+        assert_eq!(peer.say(label).as_deref(), Some(*label), "{label} connected");
+    }
+    let served = |revision: u64| async move {
+        http(metrics_addr, "/metrics")
+            .await
+            .contains(&format!("certshift_agent_revision {revision}\n"))
+    };
+
+    // Widen, then present the renewal: everyone is still admitted.
+    let widened = [&first, &renewal, &kept, &dropped, &revoked];
+    write(by_thumbprints(2, &first, &widened, &ca, None), &first);
+    eventually("revision 2", || served(2)).await;
+    write(by_thumbprints(3, &renewal, &widened, &ca, None), &renewal);
+    eventually("revision 3", || served(3)).await;
+    // Past any drain: nobody was closed.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for (label, peer) in &mut held {
+        assert_eq!(
+            peer.say(label).as_deref(),
+            Some(*label),
+            "{label} kept through revision 3"
+        );
+    }
+
+    // Narrow: `dropped` is no longer declared, `revoked` is revoked by its CA.
+    let crl = certshift_verifier::testing::crl(&ca, &[&revoked], 7);
+    write(
+        by_thumbprints(4, &renewal, &[&renewal, &kept, &revoked], &ca, Some(crl)),
+        &renewal,
+    );
+    eventually("revision 4", || served(4)).await;
+    // Within the drain, the refused peers' connections still carry what is under way...
+    for (label, peer) in held.iter_mut().filter(|(l, _)| *l != "kept") {
+        assert_eq!(peer.say("draining").as_deref(), Some("draining"), "{label} drains");
+    }
+    // ...then they are closed; the admitted peer's is not.
+    for (label, peer) in held.iter_mut().filter(|(l, _)| *l != "kept") {
+        assert!(
+            peer.closed_within(Duration::from_secs(10)),
+            "{label}: closed after the drain"
+        );
+    }
+    let (_, kept_peer) = held.iter_mut().find(|(l, _)| *l == "kept").unwrap();
+    assert!(
+        !kept_peer.closed_within(Duration::from_secs(1)),
+        "the admitted peer keeps its connection"
+    );
+    assert_eq!(kept_peer.say("still").as_deref(), Some("still"));
+    let metrics = http(metrics_addr, "/metrics").await;
+    for reason in ["CertificateNotMatched", "CertificateRevoked"] {
+        let line = format!("certshift_agent_connections_closed_total{{direction=\"inbound\",reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "{line}:\n{metrics}");
+    }
+    drop(held);
+    let _ = stop.send(());
+    agent.await.unwrap().unwrap();
+    for d in [dir, keys] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

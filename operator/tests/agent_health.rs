@@ -216,6 +216,7 @@ async fn each_certificate_refusal_of_a_real_tls_stack_is_counted_by_side_and_mak
         pod: None,
         metrics_addr: Some(metrics_addr),
         health_window: agent::DEFAULT_HEALTH_WINDOW,
+        connection_drain: agent::DEFAULT_CONNECTION_DRAIN,
     };
     let agent = tokio::spawn(agent::run(options, None, std::future::pending()));
     eventually("revision 1 served", || async {

@@ -23,6 +23,9 @@ pub struct Metrics {
     waiting: Mutex<Option<String>>,
     /// (direction, side, reason) → handshakes failed because of a certificate.
     certificate_failures: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    /// (direction, reason) → established connections closed because a
+    /// newer revision refuses their peer.
+    closed: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// The last verdict: its reason and the peers whose failures the
     /// revision introduced (`health`).
     health: Mutex<Option<(&'static str, usize)>>,
@@ -103,6 +106,11 @@ impl Metrics {
             Some((verdict.reason, verdict.unhealthy_peers));
     }
 
+    /// An established connection closed: a newer revision refuses its peer.
+    pub fn closed(&self, direction: &'static str, reason: &'static str) {
+        bump(&self.closed, (direction, reason));
+    }
+
     pub fn connection(&self, direction: &'static str) -> Open<'_> {
         let gauge = if direction == "inbound" {
             &self.inbound_open
@@ -173,6 +181,17 @@ impl Metrics {
                 out,
                 "certshift_agent_connections{{direction=\"{direction}\"}} {}",
                 gauge.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP certshift_agent_connections_closed_total Established connections closed because a newer revision refuses their peer, by direction and reason."
+        );
+        let _ = writeln!(out, "# TYPE certshift_agent_connections_closed_total counter");
+        for ((direction, reason), n) in lock(&self.closed) {
+            let _ = writeln!(
+                out,
+                "certshift_agent_connections_closed_total{{direction=\"{direction}\",reason=\"{reason}\"}} {n}"
             );
         }
         self.render_health(&mut out);

@@ -17,7 +17,7 @@ pub mod volume;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -138,23 +138,87 @@ pub struct Options {
     /// How long a failed handshake counts against the member's health
     /// (`--health-window`).
     pub health_window: Duration,
+    /// How long a connection whose peer a newer revision refuses is left
+    /// open before it is closed (`--connection-drain`).
+    pub connection_drain: Duration,
 }
 
 /// `--health-window` when unset.
 pub const DEFAULT_HEALTH_WINDOW: Duration = health::FAILING_FOR;
 
-/// The revision being served, shared by the proxies.
-#[derive(Default)]
-struct Serving(RwLock<Option<Arc<Loaded>>>);
+/// How long a connection whose peer a newer revision refuses may finish
+/// what it is doing before the agent closes it (`--connection-drain`).
+pub const DEFAULT_CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
+/// The revision being served, shared by the proxies; its changes reach the
+/// established connections, which re-judge their peers by it.
+struct Serving {
+    current: tokio::sync::watch::Sender<Option<Arc<Loaded>>>,
+    drain: Duration,
+}
 
 impl Serving {
+    fn new(drain: Duration) -> Self {
+        Self {
+            current: tokio::sync::watch::Sender::new(None),
+            drain,
+        }
+    }
+
     fn get(&self) -> Option<Arc<Loaded>> {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.current.borrow().clone()
     }
 
     fn set(&self, loaded: Arc<Loaded>) {
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(loaded);
+        self.current.send_replace(Some(loaded));
     }
+
+    /// The revisions loaded from now on.
+    fn follow(&self) -> tokio::sync::watch::Receiver<Option<Arc<Loaded>>> {
+        self.current.subscribe()
+    }
+}
+
+/// Resolves once a revision loaded after the connection began refuses its
+/// peer — a certificate revoked, its CA gone from the bundle, its
+/// thumbprint dropped — and the drain has passed; pending for as long as
+/// every new revision admits the peer (a widening, a presentation change).
+/// Says why, for the metric and the log.
+async fn refused_by_a_later_revision(
+    mut revisions: tokio::sync::watch::Receiver<Option<Arc<Loaded>>>,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    direction: Direction,
+    drain: Duration,
+) -> &'static str {
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return std::future::pending().await;
+    };
+    while revisions.changed().await.is_ok() {
+        let Some(loaded) = revisions.borrow_and_update().clone() else {
+            continue;
+        };
+        let now = Timestamp::now();
+        let judged = match direction {
+            Direction::Inbound => loaded.verifier.check_client(end_entity, intermediates, now).map(drop),
+            Direction::Outbound => loaded.verifier.check_member(end_entity, intermediates, now).map(drop),
+        };
+        if let Err(refusal) = judged {
+            tokio::time::sleep(drain).await;
+            return refusal.reason;
+        }
+    }
+    std::future::pending().await
+}
+
+/// The peer's certificate chain, as the handshake delivered it.
+fn peer_chain(
+    certificates: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    certificates
+        .unwrap_or_default()
+        .iter()
+        .map(|der| der.clone().into_owned())
+        .collect()
 }
 
 /// The member's health, fed by the proxies and the reloads, read by
@@ -207,7 +271,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
-    let serving = Arc::new(Serving::default());
+    let serving = Arc::new(Serving::new(options.connection_drain));
     let monitor = Arc::new(Monitor::new(metrics.clone(), options.health_window));
     // Dropped with `run` (its end, or the caller dropping it): the
     // listeners and loops stop with it, freeing their ports.
@@ -613,11 +677,12 @@ async fn serve_inbound(listener: TcpListener, upstream: String, serving: Arc<Ser
             continue;
         };
         // Until a revision is loaded there is nothing to present.
+        let revisions = serving.follow();
         let Some(loaded) = serving.get() else { continue };
         // A proxy forwards what it gets at once: Nagle's algorithm against
         // delayed ACKs would hold each small write for up to 40 ms.
         let _ = tcp.set_nodelay(true);
-        let (upstream, monitor) = (upstream.clone(), monitor.clone());
+        let (upstream, monitor, drain) = (upstream.clone(), monitor.clone(), serving.drain);
         tokio::spawn(async move {
             let metrics = &monitor.metrics;
             let mut tls = match TlsAcceptor::from(loaded.server.clone()).accept(tcp).await {
@@ -637,8 +702,17 @@ async fn serve_inbound(listener: TcpListener, upstream: String, serving: Arc<Ser
             };
             let _ = app.set_nodelay(true);
             let _open = metrics.connection("inbound");
-            if let Err(err) = tokio::io::copy_bidirectional(&mut tls, &mut app).await {
-                monitor.judge(peer, Direction::Inbound, &err);
+            let chain = peer_chain(tls.get_ref().1.peer_certificates());
+            tokio::select! {
+                copied = tokio::io::copy_bidirectional(&mut tls, &mut app) => {
+                    if let Err(err) = copied {
+                        monitor.judge(peer, Direction::Inbound, &err);
+                    }
+                }
+                reason = refused_by_a_later_revision(revisions, chain, Direction::Inbound, drain) => {
+                    metrics.closed("inbound", reason);
+                    info!(%peer, %reason, "closed a connection: the revision in force refuses its peer");
+                }
             }
         });
     }
@@ -658,9 +732,10 @@ async fn serve_outbound(listener: TcpListener, remote: String, serving: Arc<Serv
         let Ok((mut app, _)) = listener.accept().await else {
             continue;
         };
+        let revisions = serving.follow();
         let Some(loaded) = serving.get() else { continue };
         let _ = app.set_nodelay(true);
-        let (remote, name, monitor) = (remote.clone(), name.clone(), monitor.clone());
+        let (remote, name, monitor, drain) = (remote.clone(), name.clone(), monitor.clone(), serving.drain);
         tokio::spawn(async move {
             let metrics = &monitor.metrics;
             let Ok(tcp) = TcpStream::connect(&remote).await else {
@@ -681,10 +756,19 @@ async fn serve_outbound(listener: TcpListener, remote: String, serving: Arc<Serv
             };
             metrics.handshake("outbound", None);
             let _open = metrics.connection("outbound");
-            // In TLS 1.3 a server refuses this member's certificate after
-            // the handshake: its alert ends the connection here.
-            if let Err(err) = tokio::io::copy_bidirectional(&mut app, &mut tls).await {
-                monitor.judge(peer, Direction::Outbound, &err);
+            let chain = peer_chain(tls.get_ref().1.peer_certificates());
+            tokio::select! {
+                // In TLS 1.3 a server refuses this member's certificate after
+                // the handshake: its alert ends the connection here.
+                copied = tokio::io::copy_bidirectional(&mut app, &mut tls) => {
+                    if let Err(err) = copied {
+                        monitor.judge(peer, Direction::Outbound, &err);
+                    }
+                }
+                reason = refused_by_a_later_revision(revisions, chain, Direction::Outbound, drain) => {
+                    metrics.closed("outbound", reason);
+                    info!(%remote, %reason, "closed a connection: the revision in force refuses its peer");
+                }
             }
         });
     }
