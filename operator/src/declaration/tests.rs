@@ -1318,6 +1318,62 @@ fn kstatus_reads_each_state_as_flux_should_report_it() {
         Status::InProgress,
     ));
     rows.push(("done", settle(case(by_thumbprint_spec())), Status::Current));
+    // Monitored upgrades, each state as a walk reaches it (the member
+    // refuses the new certificate's handshakes from its presentation on).
+    let step_until = |mut c: Case, reached: &dyn Fn(&ClusterCertificateDeclarationStatus) -> bool| {
+        for _ in 0..40 {
+            walk(&mut c, 1, true);
+            if c.declaration.status.as_ref().is_some_and(reached) {
+                return c;
+            }
+        }
+        panic!("never reached");
+    };
+    let health_state = |state: &'static str| {
+        move |s: &ClusterCertificateDeclarationStatus| {
+            s.upgrade
+                .as_ref()
+                .and_then(|u| u.health.as_ref())
+                .is_some_and(|h| h.state == state)
+        }
+    };
+    let retrying = step_until(
+        rollback_case(crate::crd::FailureAction::Manual),
+        &health_state("Retrying"),
+    );
+    rows.push(("health check retrying", retrying, Status::InProgress));
+    let mut held = rollback_case(crate::crd::FailureAction::Manual);
+    walk(&mut held, 30, true);
+    rows.push(("health check failed, held for a person", held, Status::Failed));
+    let rolling_back = |s: &ClusterCertificateDeclarationStatus| {
+        s.upgrade
+            .as_ref()
+            .and_then(|u| u.rollback.as_ref())
+            .is_some_and(|r| r.state == "RollingBack")
+    };
+    let mut rolling = step_until(rollback_case(crate::crd::FailureAction::Rollback), &rolling_back);
+    // Its member has not loaded the revision back yet.
+    let back = rolling
+        .declaration
+        .status
+        .as_ref()
+        .unwrap()
+        .upgrade
+        .as_ref()
+        .unwrap()
+        .revision;
+    rolling.members.pods = pods(&[Some(back - 1)]);
+    rows.push(("rolling back", rolling, Status::InProgress));
+    let mut rolled = rollback_case(crate::crd::FailureAction::Rollback);
+    walk(&mut rolled, 30, true);
+    rows.push(("rolled back", rolled, Status::Failed));
+    let presenting_new = |s: &ClusterCertificateDeclarationStatus| s.upgrade.as_ref().is_some_and(|u| u.revision >= 3);
+    let mut impossible = step_until(rollback_case(crate::crd::FailureAction::Rollback), &presenting_new);
+    let mut contents = impossible.store.clone().unwrap();
+    contents.store.instances.retain(|f| !f.has_thumbprint(&tp("Old")));
+    impossible.store = Ok(contents);
+    walk(&mut impossible, 10, true);
+    rows.push(("past the point of no return", impossible, Status::Failed));
 
     for (state, c, expected) in rows {
         // The edit not seen yet: the object as it is before the next reconcile.
@@ -1883,7 +1939,6 @@ fn the_last_revision_is_ready_only_after_its_health_check_and_a_soak_writes_once
 /// revision at once and reporting `unhealthy` under the revisions that
 /// present something else than `Old`; returns every revision published.
 fn walk(c: &mut Case, looks: usize, unhealthy_under_new: bool) -> Vec<Revision> {
-    use crate::outputs::ReportedHealth;
     let mut published = Vec::new();
     for _ in 0..looks {
         let decision = c.decide();
@@ -1903,26 +1958,33 @@ fn walk(c: &mut Case, looks: usize, unhealthy_under_new: bool) -> Vec<Revision> 
             .as_ref()
             .and_then(|s| s.presenting.as_ref())
             .is_some_and(|p| p.thumbprint != tp("Old").as_str());
-        if let Some(revision) = in_force {
-            c.members.pods = pods(&[Some(revision)]);
-            c.members.pod_health = BTreeMap::from([(
-                "pod/m0".to_owned(),
-                ReportedHealth {
-                    revision,
-                    healthy: !(unhealthy_under_new && presenting_new),
-                    reason: if unhealthy_under_new && presenting_new {
-                        "CertificateRejectedByPeers"
-                    } else {
-                        "Healthy"
-                    }
-                    .to_owned(),
-                    message: format!("revision {revision}: 3 inbound handshakes refused by 10.88.0.9 with unknown_ca"),
-                },
-            )]);
+        match in_force {
+            Some(revision) => m0_reports(c, revision, revision, !(unhealthy_under_new && presenting_new)),
+            None => c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap(),
         }
-        c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
     }
     published
+}
+
+/// m0 has loaded `loaded` and reports its health under `revision`
+/// (`CertificateRejectedByPeers` when not healthy); a second passes.
+fn m0_reports(c: &mut Case, loaded: u64, revision: u64, healthy: bool) {
+    c.members.pods = pods(&[Some(loaded)]);
+    c.members.pod_health = BTreeMap::from([(
+        "pod/m0".to_owned(),
+        crate::outputs::ReportedHealth {
+            revision,
+            healthy,
+            reason: if healthy {
+                "Healthy"
+            } else {
+                "CertificateRejectedByPeers"
+            }
+            .to_owned(),
+            message: format!("revision {revision}: 3 inbound handshakes refused by 10.88.0.9 with unknown_ca"),
+        },
+    )]);
+    c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
 }
 
 fn rollback_case(failure_action: crate::crd::FailureAction) -> Case {
@@ -2048,17 +2110,7 @@ fn a_rollback_emits_the_failure_and_rolling_back_once() {
         // rollback's revisions are seen waiting for it.
         let loaded = if seen == Some(revision) { revision } else { revision - 1 };
         seen = Some(revision);
-        c.members.pods = pods(&[Some(loaded)]);
-        c.members.pod_health = BTreeMap::from([(
-            "pod/m0".to_owned(),
-            crate::outputs::ReportedHealth {
-                revision,
-                healthy: revision != 3,
-                reason: "RejectedPeers".to_owned(),
-                message: "m".to_owned(),
-            },
-        )]);
-        c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
+        m0_reports(&mut c, loaded, revision, revision != 3);
     }
     assert_eq!(reasons, ["HealthCheckFailed", "RollingBack", "RolledBack"]);
     assert!(rolling_back > 0, "seen while rolling back");
@@ -2083,17 +2135,7 @@ fn a_rollback_revision_never_loaded_times_out_and_holds() {
             last_back = Some(upgrade.revision);
             break;
         }
-        c.members.pods = pods(&[Some(upgrade.revision)]);
-        c.members.pod_health = BTreeMap::from([(
-            "pod/m0".to_owned(),
-            crate::outputs::ReportedHealth {
-                revision: upgrade.revision,
-                healthy: upgrade.revision != 3,
-                reason: "CertificateRejectedByPeers".to_owned(),
-                message: "m".to_owned(),
-            },
-        )]);
-        c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
+        m0_reports(&mut c, upgrade.revision, upgrade.revision, upgrade.revision != 3);
     }
     let last_back = last_back.expect("the rollback's last revision published");
     // m0 never loads it.
@@ -2146,17 +2188,7 @@ fn the_ready_event_comes_with_the_ready_condition_after_the_health_check() {
             turned_ready.push(look);
         }
         let revision = status.upgrade.as_ref().unwrap().revision;
-        c.members.pods = pods(&[Some(revision)]);
-        c.members.pod_health = BTreeMap::from([(
-            "pod/m0".to_owned(),
-            crate::outputs::ReportedHealth {
-                revision,
-                healthy: true,
-                reason: "Healthy".to_owned(),
-                message: "m".to_owned(),
-            },
-        )]);
-        c.now = c.now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
+        m0_reports(&mut c, revision, revision, true);
     }
     assert_eq!(turned_ready.len(), 1, "Ready once, at the end of the walk");
     assert_eq!(told, turned_ready, "the Ready event with the Ready condition");

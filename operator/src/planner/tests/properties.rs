@@ -113,7 +113,7 @@ fn cases() -> impl Strategy<Value = Case> {
         instances(),
         (
             prop::collection::vec(0..ANCHORS.len(), 0..=3),
-            prop::collection::vec(prop_oneof![0..16usize, Just(14)], 0..=1),
+            prop::collection::vec(prop_oneof![2 => 0..16usize, 1 => Just(14), 3 => Just(15)], 0..=1),
         ),
         any::<bool>(),
         any::<prop::sample::Index>(),
@@ -141,8 +141,11 @@ fn cases() -> impl Strategy<Value = Case> {
                     instances,
                 };
                 // CRLs in force: some instances revoked by their issuers, or
-                // (index 15) the intermediate CA1 by its root.
+                // (index 15) the intermediate CA1 by its root: a certificate
+                // under it may be in use (tolerated, its path too) and is
+                // then walked away from.
                 let revoked_presented = revoked.contains(&14);
+                let revoked_ca1 = revoked.contains(&15);
                 for index in revoked {
                     match store.instances.get(index) {
                         Some(instance) => {
@@ -161,7 +164,13 @@ fn cases() -> impl Strategy<Value = Case> {
                     .iter()
                     .filter(|f| current.admits(f, &store.trust.tolerating(std::slice::from_ref(&f.thumbprint))))
                     .collect();
-                let presented = (!admitted.is_empty()).then(|| pick.get(&admitted).thumbprint.clone());
+                // With CA1 revoked, members present a certificate under it when one is admitted.
+                let under_ca1 = admitted
+                    .iter()
+                    .find(|f| revoked_ca1 && f.issuer_thumbprint.as_ref() == Some(&tp("CA1")));
+                let presented = under_ca1
+                    .or_else(|| (!admitted.is_empty()).then(|| pick.get(&admitted)))
+                    .map(|f| f.thumbprint.clone());
                 // (index 14) the presented certificate itself, revoked since.
                 if let (true, Some(presented)) = (revoked_presented, &presented) {
                     let facts = store.find(presented).expect("presented").clone();
@@ -332,13 +341,24 @@ fn the_generator_reaches_plans_of_every_kind() {
     let mut runner = TestRunner::deterministic();
     let strategy = cases();
     let (mut walked, mut blocked, mut stages) = (0, 0, std::collections::BTreeSet::new());
-    let mut moved_away = 0;
+    let (mut moved_away, mut moved_off_revoked_ca) = (0, 0);
     let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for _ in 0..4000 {
         let case = strategy.new_tree(&mut runner).unwrap().current();
         let plan = plan(Some(&case.effective), &case.desired, &case.store, now());
         if plan.revisions.iter().any(|r| !r.tolerated.is_empty()) {
             moved_away += 1;
+        }
+        // Tolerated for a CA on its path (the intermediate CA1, revoked by R1), not itself.
+        let under_revoked_ca = plan.revisions.iter().flat_map(|r| &r.tolerated).any(|tolerated| {
+            let revoked = case
+                .store
+                .find(tolerated)
+                .and_then(|f| case.store.trust.revoked_on_path(f));
+            revoked.is_some_and(|revoked| &revoked != tolerated)
+        });
+        if under_revoked_ca {
+            moved_off_revoked_ca += 1;
         }
         if let Some(b) = &plan.blocked {
             *reasons.entry(b.reason.to_string()).or_insert(0) += 1;
@@ -348,6 +368,10 @@ fn the_generator_reaches_plans_of_every_kind() {
             stages.extend(plan.pending().iter().filter_map(|r| r.stage));
         }
     }
+    println!(
+        "from 4000 cases: {walked} plans walk, {moved_away} move off a revoked certificate, \
+         {moved_off_revoked_ca} of them off one under a revoked CA"
+    );
     // Trust refusals (untrusted roots, orphans, revocations) are blocked
     // cases of their own, so fewer plans walk than before they were generated.
     assert!(walked > 300, "only {walked} multi-revision plans ({blocked} blocked)");
@@ -355,6 +379,10 @@ fn the_generator_reaches_plans_of_every_kind() {
     assert!(
         moved_away > 20,
         "only {moved_away} plans move away from a revoked certificate"
+    );
+    assert!(
+        moved_off_revoked_ca > 20,
+        "only {moved_off_revoked_ca} plans move away from a certificate under a revoked CA"
     );
     for reason in ["UntrustedRoot", "ChainIncomplete", "CertificateRevoked"] {
         let reached = reasons.get(reason).copied().unwrap_or_default();
