@@ -534,11 +534,30 @@ async fn established_connections_of_peers_a_new_revision_refuses_are_closed_afte
         "the admitted peer keeps its connection"
     );
     assert_eq!(kept_peer.say("still").as_deref(), Some("still"));
+    let closed = |reason: &str| {
+        format!("certshift_agent_connections_closed_total{{direction=\"inbound\",reason=\"{reason}\"}} 1")
+    };
     let metrics = http(metrics_addr, "/metrics").await;
     for reason in ["CertificateNotMatched", "CertificateRevoked"] {
-        let line = format!("certshift_agent_connections_closed_total{{direction=\"inbound\",reason=\"{reason}\"}} 1");
-        assert!(metrics.contains(&line), "{line}:\n{metrics}");
+        assert!(metrics.contains(&closed(reason)), "{}:\n{metrics}", closed(reason));
     }
+    // A revision that refuses a peer, and within the drain one that admits
+    // it again (a change reverted at once): its connection stays.
+    write(by_thumbprints(5, &renewal, &[&renewal], &ca, None), &renewal);
+    eventually("revision 5", || served(5)).await;
+    write(by_thumbprints(6, &renewal, &[&renewal, &kept], &ca, None), &renewal);
+    eventually("revision 6", || served(6)).await;
+    let (_, kept_peer) = held.iter_mut().find(|(l, _)| *l == "kept").unwrap();
+    assert!(
+        !kept_peer.closed_within(Duration::from_secs(4)),
+        "admitted again within the drain: kept"
+    );
+    assert_eq!(kept_peer.say("again").as_deref(), Some("again"));
+    let metrics = http(metrics_addr, "/metrics").await;
+    assert!(
+        metrics.contains(&closed("CertificateNotMatched")),
+        "not counted again:\n{metrics}"
+    );
     drop(held);
     let _ = stop.send(());
     agent.await.unwrap().unwrap();

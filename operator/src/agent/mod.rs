@@ -181,9 +181,10 @@ impl Serving {
 
 /// Resolves once a revision loaded after the connection began refuses its
 /// peer — a certificate revoked, its CA gone from the bundle, its
-/// thumbprint dropped — and the drain has passed; pending for as long as
-/// every new revision admits the peer (a widening, a presentation change).
-/// Says why, for the metric and the log.
+/// thumbprint dropped, or expired: judged as a new handshake would be — and
+/// the drain has passed with no newer revision admitting it again; pending
+/// for as long as the revisions admit the peer (a widening, a presentation
+/// change). Says why, for the metric and the log.
 async fn refused_by_a_later_revision(
     mut revisions: tokio::sync::watch::Receiver<Option<Arc<Loaded>>>,
     chain: Vec<rustls::pki_types::CertificateDer<'static>>,
@@ -193,21 +194,37 @@ async fn refused_by_a_later_revision(
     let Some((end_entity, intermediates)) = chain.split_first() else {
         return std::future::pending().await;
     };
-    while revisions.changed().await.is_ok() {
+    let judge = |loaded: &Loaded| -> Result<(), &'static str> {
+        let now = Timestamp::now();
+        match direction {
+            Direction::Inbound => loaded.verifier.check_client(end_entity, intermediates, now).map(drop),
+            Direction::Outbound => loaded.verifier.check_member(end_entity, intermediates, now).map(drop),
+        }
+        .map_err(|refusal| refusal.reason)
+    };
+    // Refused since this instant, for this reason.
+    let mut refused: Option<(tokio::time::Instant, &'static str)> = None;
+    loop {
+        let changed = match refused {
+            None => revisions.changed().await,
+            Some((since, reason)) => tokio::select! {
+                changed = revisions.changed() => changed,
+                () = tokio::time::sleep_until(since + drain) => return reason,
+            },
+        };
+        if changed.is_err() {
+            return std::future::pending().await;
+        }
         let Some(loaded) = revisions.borrow_and_update().clone() else {
             continue;
         };
-        let now = Timestamp::now();
-        let judged = match direction {
-            Direction::Inbound => loaded.verifier.check_client(end_entity, intermediates, now).map(drop),
-            Direction::Outbound => loaded.verifier.check_member(end_entity, intermediates, now).map(drop),
+        refused = match (judge(&loaded), refused) {
+            (Ok(()), _) => None,
+            // Still refused: the drain counts from the first refusal.
+            (Err(reason), Some((since, _))) => Some((since, reason)),
+            (Err(reason), None) => Some((tokio::time::Instant::now(), reason)),
         };
-        if let Err(refusal) = judged {
-            tokio::time::sleep(drain).await;
-            return refusal.reason;
-        }
     }
-    std::future::pending().await
 }
 
 /// The peer's certificate chain, as the handshake delivered it.
