@@ -718,19 +718,15 @@ async fn serve_inbound(listener: TcpListener, upstream: String, serving: Arc<Ser
                 return;
             };
             let _ = app.set_nodelay(true);
-            let _open = metrics.connection("inbound");
             let chain = peer_chain(tls.get_ref().1.peer_certificates());
-            tokio::select! {
-                copied = tokio::io::copy_bidirectional(&mut tls, &mut app) => {
-                    if let Err(err) = copied {
-                        monitor.judge(peer, Direction::Inbound, &err);
-                    }
-                }
-                reason = refused_by_a_later_revision(revisions, chain, Direction::Inbound, drain) => {
-                    metrics.closed("inbound", reason);
-                    info!(%peer, %reason, "closed a connection: the revision in force refuses its peer");
-                }
-            }
+            let connection = Connection {
+                peer,
+                direction: Direction::Inbound,
+                chain,
+                revisions,
+                drain,
+            };
+            relay(&mut app, &mut tls, connection, &monitor).await;
         });
     }
 }
@@ -772,22 +768,57 @@ async fn serve_outbound(listener: TcpListener, remote: String, serving: Arc<Serv
                 }
             };
             metrics.handshake("outbound", None);
-            let _open = metrics.connection("outbound");
             let chain = peer_chain(tls.get_ref().1.peer_certificates());
-            tokio::select! {
-                // In TLS 1.3 a server refuses this member's certificate after
-                // the handshake: its alert ends the connection here.
-                copied = tokio::io::copy_bidirectional(&mut app, &mut tls) => {
-                    if let Err(err) = copied {
-                        monitor.judge(peer, Direction::Outbound, &err);
-                    }
-                }
-                reason = refused_by_a_later_revision(revisions, chain, Direction::Outbound, drain) => {
-                    metrics.closed("outbound", reason);
-                    info!(%remote, %reason, "closed a connection: the revision in force refuses its peer");
-                }
-            }
+            let connection = Connection {
+                peer,
+                direction: Direction::Outbound,
+                chain,
+                revisions,
+                drain,
+            };
+            relay(&mut app, &mut tls, connection, &monitor).await;
         });
+    }
+}
+
+/// An established proxied connection: its peer, as the handshake showed it,
+/// and the revisions it is judged by from now on.
+struct Connection {
+    peer: SocketAddr,
+    direction: Direction,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    revisions: tokio::sync::watch::Receiver<Option<Arc<Loaded>>>,
+    drain: Duration,
+}
+
+/// Carries bytes between the application and the peer until either ends the
+/// connection — a failure counted against the member's health (in TLS 1.3 a
+/// server refuses this member's certificate after the handshake: its alert
+/// ends the connection here) — or a revision loaded since refuses the peer.
+async fn relay(
+    app: &mut TcpStream,
+    tls: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    connection: Connection,
+    monitor: &Monitor,
+) {
+    let Connection {
+        peer,
+        direction,
+        chain,
+        revisions,
+        drain,
+    } = connection;
+    let _open = monitor.metrics.connection(direction.as_str());
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(app, tls) => {
+            if let Err(err) = copied {
+                monitor.judge(peer, direction, &err);
+            }
+        }
+        reason = refused_by_a_later_revision(revisions, chain, direction, drain) => {
+            monitor.metrics.closed(direction.as_str(), reason);
+            info!(%peer, direction = direction.as_str(), %reason, "closed a connection: the revision in force refuses its peer");
+        }
     }
 }
 
