@@ -232,6 +232,18 @@ fn curl(addr: SocketAddr, cert_pem: &str, key_pem: &str, dir: &std::path::Path, 
     .to_owned()
 }
 
+/// The end of a scenario with agents: every revision kept the invariant,
+/// and the agents, the operator and the judge stop; the volumes go.
+async fn wind_down(judge: Judge, members: Vec<Member>, operator: Operator, root: &std::path::Path) {
+    assert_judged_clean(&judge);
+    for member in members {
+        member.agent.abort();
+    }
+    operator.stop().await;
+    judge.stop();
+    let _ = std::fs::remove_dir_all(root);
+}
+
 async fn observed_revisions(s: &Scenario) -> Vec<Option<u64>> {
     let names: Vec<String> = (0..MEMBERS).map(|i| format!("member-{i}")).collect();
     observed_revisions_of(s, &names.iter().map(String::as_str).collect::<Vec<_>>()).await
@@ -391,13 +403,7 @@ pub async fn agents_carry_a_conversion_a_rollover_and_a_rotation_with_no_failed_
         "agents",
         "through the conversion, a rollover and a thumbprint rotation",
     );
-    assert_judged_clean(&judge);
-    for member in members {
-        member.agent.abort();
-    }
-    operator.stop().await;
-    judge.stop();
-    let _ = std::fs::remove_dir_all(&root);
+    wind_down(judge, members, operator, &root).await;
 }
 
 /// The revision in a member's validation volume (what it could have loaded).
@@ -797,13 +803,7 @@ pub async fn a_revocation_pushed_while_running_moves_the_members_off_with_no_fai
         "refused once its CRL is in force: {refused}"
     );
     assert_every_call_succeeded(&calls, 20, "revocation", "while moving off the revoked certificate");
-    assert_judged_clean(&judge);
-    for member in members {
-        member.agent.abort();
-    }
-    operator.stop().await;
-    judge.stop();
-    let _ = std::fs::remove_dir_all(&root);
+    wind_down(judge, members, operator, &root).await;
 }
 
 /// A CRL from the root revoking the intermediate the presented certificate
@@ -868,13 +868,7 @@ pub async fn a_revoked_intermediate_moves_the_members_to_another_with_no_failed_
         "200"
     );
     assert_every_call_succeeded(&calls, 20, "intermediate", "while moving off the revoked intermediate");
-    assert_judged_clean(&judge);
-    for member in members {
-        member.agent.abort();
-    }
-    operator.stop().await;
-    judge.stop();
-    let _ = std::fs::remove_dir_all(&root);
+    wind_down(judge, members, operator, &root).await;
 }
 
 /// A client certshift does not manage: `curl` calling member-0's inbound
@@ -1069,13 +1063,7 @@ impl HealthBed {
         self.calls.stop.store(true, Ordering::Relaxed);
         self.caller.await.unwrap();
         assert_every_call_succeeded(&self.calls, 50, scenario, during);
-        assert_judged_clean(&self.judge);
-        for member in self.members {
-            member.agent.abort();
-        }
-        self.operator.stop().await;
-        self.judge.stop();
-        let _ = std::fs::remove_dir_all(&self.root);
+        wind_down(self.judge, self.members, self.operator, &self.root).await;
     }
 }
 
