@@ -85,14 +85,18 @@ pub(crate) async fn agents_in_member_pods_carry_the_conversion_with_no_failed_ca
     )
     .await
     .unwrap();
-    // Refused by every member (kube-proxy spreads its calls) before the change.
+    // Refused by every member before the change: kube-proxy spreads the calls
+    // at random, and a member that never saw the stranger before a revision
+    // would count it as that revision's regression (the baseline is what
+    // failed within the window before). 40 calls miss one of three members
+    // with odds of about 3 in 10 million; 10 missed one in a node run.
     eventually(
         "the baseline client refused, before the change",
-        Duration::from_secs(120),
+        Duration::from_secs(180),
         || async {
             calls(&pods, "baseline-client")
                 .await
-                .filter(|&(ok, failed)| ok == 0 && failed >= 10)
+                .filter(|&(ok, failed)| ok == 0 && failed >= 40)
         },
     )
     .await;
