@@ -100,6 +100,9 @@ pub enum BlockReason {
     RollbackImpossible,
     /// An endpoint member refused, as a client, the certificate about to be presented.
     PeerRejectsCertificate,
+    /// A trust anchor the trust bundle dropped is still needed by the
+    /// certificate members present: its removal waits for a renewal.
+    TrustAnchorInUse,
     /// The planner's own check of the invariant failed: a bug, never published.
     UnsafePlan,
 }

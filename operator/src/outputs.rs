@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::crd::ClusterCertificateDeclaration;
 use crate::facts::CertificateFacts;
 use crate::object_names::{derived_name, label_value, owner_annotation};
-use crate::revision::{Change, Revision, Stage};
+use crate::revision::{Cause, Change, Revision, Stage};
 use crate::rules::Clients;
 use crate::thumbprint::Thumbprint;
 use crate::trust::{PathEnd, TrustBundle};
@@ -28,6 +28,8 @@ pub const STAGE_ANNOTATION: &str = "certshift.io/stage";
 pub const PKCS12_DIGEST_ANNOTATION: &str = "certshift.io/pkcs12-digest";
 /// `Validation` or `Presentation`: what the revision changes.
 pub const CHANGE_ANNOTATION: &str = "certshift.io/change";
+/// Why the revision exists, when the declaration did not ask for it.
+pub const CAUSE_ANNOTATION: &str = "certshift.io/cause";
 /// Written by members (a reload hook or sidecar) on their Pod.
 pub const OBSERVED_REVISION_ANNOTATION: &str = "certshift.io/observed-revision";
 /// Written by the agent on its Pod: its health verdict ([`ReportedHealth`]
@@ -246,6 +248,9 @@ pub fn annotations(revision: &Revision) -> BTreeMap<String, String> {
     if let Some(change) = revision.change {
         annotations.insert(CHANGE_ANNOTATION.to_owned(), format!("{change:?}"));
     }
+    if let Some(cause) = revision.cause {
+        annotations.insert(CAUSE_ANNOTATION.to_owned(), cause.to_string());
+    }
     annotations
 }
 
@@ -282,17 +287,9 @@ pub fn revision_trust(
     instances: &[CertificateFacts],
     pem: &BTreeMap<Thumbprint, String>,
 ) -> RevisionTrust {
-    let unpinned = revision.accepted.common_names.iter().any(|r| !r.is_pinned())
-        || revision
-            .clients
-            .common_names
-            .iter()
-            .any(|c| c.issuer_thumbprints.is_empty());
-    let anchors: Vec<Thumbprint> = if unpinned {
-        trust.anchors().cloned().collect()
-    } else {
-        Vec::new()
-    };
+    // The revision's own anchors: a trust bundle changes in stages.
+    let anchors = revision.anchors.clone();
+    let trust = trust.with_anchors(&anchors);
     let pinned = revision
         .accepted
         .common_names
@@ -489,6 +486,17 @@ pub fn render_templates(
         .collect()
 }
 
+/// The CA certificates a published validation ConfigMap holds (its
+/// `ca-bundle.crt` and `intermediates.crt`), PEM: what members trust now.
+pub fn in_force_cas(validation: &ConfigMap) -> String {
+    let data = validation.data.as_ref();
+    ["ca-bundle.crt", "intermediates.crt"]
+        .iter()
+        .filter_map(|key| data.and_then(|d| d.get(*key)))
+        .map(String::as_str)
+        .collect()
+}
+
 /// A published revision read back from the validation ConfigMap.
 pub fn read_published(
     annotations: &BTreeMap<String, String>,
@@ -525,6 +533,9 @@ pub fn read_published(
     let change = annotations
         .get(CHANGE_ANNOTATION)
         .and_then(|s| serde_json::from_value::<Change>(serde_json::Value::String(s.clone())).ok());
+    let cause = annotations
+        .get(CAUSE_ANNOTATION)
+        .and_then(|s| serde_json::from_value::<Cause>(serde_json::Value::String(s.clone())).ok());
     // Normalize through the constructors so comparisons with planned revisions hold.
     let accepted = rules.accepted.normalized();
     Ok(Revision {
@@ -535,6 +546,9 @@ pub fn read_published(
         accepted,
         clients: rules.clients,
         tolerated: rules.tolerated,
+        // Written with every revision since anchors were published.
+        anchors: rules.anchors.unwrap_or_default(),
+        cause,
     })
 }
 
@@ -554,6 +568,8 @@ mod tests {
             accepted: Accepted::new([tp("A"), tp("G")], [CommonNameRule::new("cluster.example", [])]),
             clients: Default::default(),
             tolerated: Vec::new(),
+            anchors: Vec::new(),
+            cause: None,
         };
         let data = validation_data(&revision, &RevisionTrust::default(), &[tp("G"), tp("Z")]);
         let rules: serde_json::Value = serde_json::from_str(&data["rules.json"]).unwrap();
@@ -578,6 +594,8 @@ mod tests {
             accepted: Accepted::new([tp("G")], []),
             clients: Default::default(),
             tolerated: Vec::new(),
+            anchors: Vec::new(),
+            cause: None,
         };
         let data = validation_data(&revision, &RevisionTrust::default(), &[]);
         let mut annotations = annotations(&revision);
@@ -610,6 +628,8 @@ mod consumer_examples {
             accepted: Accepted::new([], [CommonNameRule::new("cluster.example", [ca])]),
             clients: Default::default(),
             tolerated: Vec::new(),
+            anchors: Vec::new(),
+            cause: None,
         };
         let presented = facts("G").cn("cluster.example").issuer("CA").build();
         let clients = crate::declaration::spec::parse(&declaration.spec)

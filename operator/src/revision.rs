@@ -43,6 +43,23 @@ pub enum Change {
     Presentation,
 }
 
+/// Why a revision exists when the declaration did not ask for it: what
+/// members trust changed under them, and they are told in a revision of
+/// its own (`status.upgrade.plan[].cause`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Cause {
+    /// `spec.trustBundle` gained or lost anchors (or intermediates).
+    TrustBundleChanged,
+    /// The CRLs in force changed.
+    RevocationChanged,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
 /// What members are told at one point: what to present and what to accept.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct State {
@@ -67,9 +84,27 @@ pub struct Revision {
     /// (validation, like `accepted`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerated: Vec<Thumbprint>,
+    /// The trust anchors this revision trusts (validation): the trust
+    /// bundle's, staged (docs/trust.md); empty when no name is unpinned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anchors: Vec<Thumbprint>,
+    /// Why the revision exists, when the declaration did not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
 }
 
 impl Revision {
+    /// Whether the revision trusts anchors at all: some name, of members or
+    /// clients, is unpinned. Otherwise the trust bundle's anchors judge nobody.
+    pub fn trusts_anchors(&self) -> bool {
+        self.accepted.common_names.iter().any(|r| !r.is_pinned())
+            || self
+                .clients
+                .common_names
+                .iter()
+                .any(|c| c.issuer_thumbprints.is_empty())
+    }
+
     pub fn state(&self) -> State {
         State {
             presented: self.presented.clone(),

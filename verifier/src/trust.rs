@@ -130,6 +130,17 @@ impl TrustBundle {
         self.authorities.values()
     }
 
+    /// The same CA certificates and revocations with `anchors` as the
+    /// anchors: a revision's own (a trust bundle changes in stages, so each
+    /// revision trusts the anchors it names). An anchor left out stays known
+    /// for building paths, as a root nobody trusts.
+    pub fn with_anchors<'a>(&self, anchors: impl IntoIterator<Item = &'a Thumbprint>) -> TrustBundle {
+        TrustBundle {
+            anchors: anchors.into_iter().cloned().collect(),
+            ..self.clone()
+        }
+    }
+
     /// The same trust, except that the certificates of `thumbprints` are not
     /// held revoked, nor is any CA on their paths when they are judged: the
     /// presented certificate members are moving away from (its own

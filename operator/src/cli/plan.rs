@@ -34,6 +34,11 @@ pub struct PlanReport {
     pub declaration: String,
     pub blocked: Option<Blocked>,
     pub revisions: Vec<Revision>,
+    /// What waits once the revisions are walked (the removal of a trust
+    /// anchor still in use): the declaration is held there, as the operator
+    /// holds it (`TrustAnchorInUse`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<Blocked>,
     /// For each revision after the one in force: whether a rollback from it
     /// to the declaration in force now is still possible (a point of no
     /// return says why not). Empty when nothing is in force.
@@ -52,7 +57,7 @@ pub struct RollbackFrom {
 
 impl PlanReport {
     pub fn exit_code(&self) -> i32 {
-        if self.blocked.is_some() {
+        if self.blocked.is_some() || self.held.is_some() {
             EXIT_BLOCKED
         } else {
             EXIT_PLANNED
@@ -87,12 +92,14 @@ pub fn plan_inputs(
         ),
         blocked: plan.blocked,
         revisions: plan.revisions,
+        held: plan.held,
         rollback: Vec::new(),
     };
     let blocked = |blocked: Blocked| {
         report(Plan {
             revisions: Vec::new(),
             blocked: Some(blocked),
+            held: None,
         })
     };
     let spec = match declaration::spec::parse(&declaration.spec) {
@@ -188,6 +195,7 @@ pub fn gather(manifests: &Manifests, now: Timestamp) -> Result<Gathered<'_>, Str
             ),
             blocked: Some(blocked),
             revisions: Vec::new(),
+            held: None,
             rollback: Vec::new(),
         })),
         Err(input) => Err(format!("{origin}: {input}")),
@@ -262,6 +270,12 @@ fn store_inputs(
     inputs.crls = crls
         .map(|c| object(c.config_map_ref.as_ref(), c.secret_ref.as_ref()))
         .collect();
+    // The published revision's CAs, when its validation ConfigMap is in the
+    // input (`kubectl get ccd,cm,secret -o yaml`), as the operator reads them.
+    let name = declaration.metadata.name.as_deref().unwrap_or_default();
+    if let Some((_, validation)) = config_map(&outputs::validation_name(name)) {
+        inputs.in_force = outputs::in_force_cas(validation);
+    }
     Ok(Ok(inputs))
 }
 
@@ -348,13 +362,16 @@ pub fn render_text(report: &PlanReport) -> String {
             if n == 1 { "" } else { "s" }
         ),
     };
+    if let Some(held) = &report.held {
+        let _ = writeln!(out, "then held: {held}");
+    }
     if report.revisions.is_empty() {
         return out;
     }
     let _ = writeln!(
         out,
-        "\n{:<4} {:<20} {:<13} {:<42} {:<9} ACCEPTED",
-        "REV", "STAGE", "CHANGE", "PRESENTED", "ROLLBACK"
+        "\n{:<4} {:<20} {:<13} {:<19} {:<42} {:<9} ACCEPTED",
+        "REV", "STAGE", "CHANGE", "CAUSE", "PRESENTED", "ROLLBACK"
     );
     for (index, revision) in report.revisions.iter().enumerate() {
         let stage = match (index, revision.stage) {
@@ -363,6 +380,8 @@ pub fn render_text(report: &PlanReport) -> String {
             (_, None) => "-".to_owned(),
         };
         let change = revision.change.map_or_else(|| "-".to_owned(), |c| format!("{c:?}"));
+        let cause = revision.cause.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        let anchors: Vec<&str> = revision.anchors.iter().map(Thumbprint::short).collect();
         let mut accepted: Vec<String> = revision
             .accepted
             .thumbprints
@@ -374,7 +393,7 @@ pub fn render_text(report: &PlanReport) -> String {
                 let issuers: Vec<&str> = rule.issuer_thumbprints.iter().map(Thumbprint::short).collect();
                 format!("CN {} (issuers {})", rule.name, issuers.join(","))
             } else {
-                format!("CN {} (trust bundle)", rule.name)
+                format!("CN {} (anchors {})", rule.name, anchors.join(","))
             }
         }));
         let rollback = match report.rollback.iter().find(|r| r.revision == revision.revision) {
@@ -384,10 +403,11 @@ pub fn render_text(report: &PlanReport) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<4} {:<20} {:<13} {:<42} {:<9} {}",
+            "{:<4} {:<20} {:<13} {:<19} {:<42} {:<9} {}",
             revision.revision,
             stage,
             change,
+            cause,
             revision.presented,
             rollback,
             accepted.join("; ")

@@ -358,6 +358,11 @@ async fn gather(
             _ => TrustBundleInput::ConfigMap(None),
         });
     }
+    let validation = read(ctx, &shell.config_maps, &namespace, &validation_name(&name)).await?;
+    inputs.in_force = validation
+        .as_deref()
+        .map(crate::outputs::in_force_cas)
+        .unwrap_or_default();
     // The store is assembled once: collected, its CRLs fetched when due, finished.
     let collected = declaration::store::collect(&namespace, spec, &inputs);
     if let (Ok(collected), Ok(Some(fetch))) = (&collected, parsed.as_ref().map(|s| s.fetch_crls)) {
@@ -367,7 +372,6 @@ async fn gather(
             .await;
     }
     let store = collected.and_then(|c| c.finish(&namespace, spec, &inputs, now));
-    let validation = read(ctx, &shell.config_maps, &namespace, &validation_name(&name)).await?;
     let presentation = read(ctx, &shell.secrets, &namespace, &presentation_name(&name)).await?;
     let pkcs12_password = match spec.output.as_ref() {
         Some(output) if output.formats.contains(&OutputFormat::Pkcs12) => match &output.pkcs12 {

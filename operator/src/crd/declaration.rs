@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::KeySelector;
-use crate::revision::{Change, Stage};
+use crate::revision::{Cause, Change, Stage};
 use crate::rules::SelectionPolicy;
 
 /// The certificates a clustered service's members present and accept, declared
@@ -454,6 +454,11 @@ pub struct EffectiveDeclaration {
     /// SHA-1 thumbprint of the certificate members present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presented: Option<String>,
+    /// SHA-1 thumbprints of the trust anchors members trust now: the trust
+    /// bundle's as of the last revision (a bundle changes in stages). Empty
+    /// when no name is unpinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_anchors: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -575,6 +580,10 @@ pub struct PlannedRevision {
     /// `Validation` or `Presentation`: what the revision changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<Change>,
+    /// Why the revision exists when the declaration did not change:
+    /// `TrustBundleChanged` or `RevocationChanged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     /// SHA-1 thumbprint members present at this revision.
     pub presented: String,
     /// `Published`, `Acknowledged` or `Pending`.

@@ -425,6 +425,8 @@ mod tests {
             accepted: crate::rules::Accepted::default(),
             clients: crate::rules::Clients::default(),
             tolerated: Vec::new(),
+            anchors: Vec::new(),
+            cause: None,
         };
         let report = |revision, healthy| ReportedHealth {
             revision,

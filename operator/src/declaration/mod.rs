@@ -566,11 +566,12 @@ fn validation_output(
         crls: store.crls.clone(),
         ..outputs::revision_trust(revision, &store.store.trust, &store.store.instances, &store.authorities)
     };
+    let judged_by = crate::planner::trust_of(revision, &store.store.trust);
     let accepted_instances: Vec<Thumbprint> = store
         .store
         .instances
         .iter()
-        .filter(|f| revision.accepted.admits(f, &store.store.trust))
+        .filter(|f| revision.accepted.admits(f, &judged_by))
         .map(|f| f.thumbprint.clone())
         .collect();
     let mut data = outputs::validation_data(revision, &trust, &accepted_instances);
@@ -789,6 +790,7 @@ fn planned(revision: &Revision, state: &str) -> PlannedRevision {
         revision: revision.revision,
         stage: revision.stage,
         change: revision.change,
+        cause: revision.cause,
         presented: revision.presented.to_string(),
         state: state.to_owned(),
         rollback_possible: None,

@@ -16,7 +16,7 @@ use crate::crd::{FailureAction, HealthStatus, RollbackStatus, UpgradeStatus};
 use crate::duration;
 use crate::outputs::{self, PresentedMaterial};
 use crate::planner::{self, Effective};
-use crate::revision::{Change, Revision, Stage};
+use crate::revision::{Cause, Change, Revision, Stage};
 use crate::thumbprint::Thumbprint;
 
 /// What the plan and the gates say: the revision published, the one due
@@ -81,6 +81,7 @@ pub fn plan(world: &World) -> Planned {
         world.now,
     );
     planned.pending = plan.pending().to_vec();
+    let held = plan.held;
     if let Some(blocked) = plan.blocked {
         planned.hold = Some(Hold::Blocked(blocked));
         return planned;
@@ -96,8 +97,10 @@ pub fn plan(world: &World) -> Planned {
         });
         return planned;
     };
-    if planned.pending.is_empty() && crls_changed(world, contents) {
-        planned.pending.push(crl_revision(&published));
+    if planned.pending.is_empty()
+        && let Some(revision) = trust_revision(world, contents, &published)
+    {
+        planned.pending.push(revision);
     }
     let members = planned.report.status(published.revision);
     let acknowledged = acknowledged_time(&previous, published.revision, &members, world.now);
@@ -129,6 +132,10 @@ pub fn plan(world: &World) -> Planned {
             }
         }
         (false, _) => gate(world, &spec.upgrade, &published, &mut planned),
+    }
+    // Walked as far as is safe: the removal of an anchor still in use waits.
+    if planned.hold.is_none() && planned.pending.is_empty() {
+        planned.hold = held.map(Hold::Blocked);
     }
     fail(world, &spec.upgrade, &published, &previous, &mut planned);
     planned
@@ -411,23 +418,54 @@ pub(super) fn previous_upgrade(world: &World) -> UpgradeStatus {
     status.and_then(|s| s.upgrade.clone()).unwrap_or_default()
 }
 
-/// Whether the CRLs in force differ from those the published revision carries.
-fn crls_changed(world: &World, contents: &StoreContents) -> bool {
-    let published = world.validation.as_ref().and_then(|m| m.data.as_ref());
-    published.and_then(|d| d.get("crls.pem")).map_or("", String::as_str) != contents.crls
+/// What members judge with changed under the published revision, with
+/// nothing else to publish: the CRLs in force, or the CA certificates that
+/// build paths (`intermediates.crt`, from the trust bundle and the store).
+/// Members get them with a validation revision of their own, never under a
+/// revision they have acknowledged. No certificate presented now is revoked
+/// (the plan would be moving away from it) and none loses its path (the
+/// CAs in force stay known), so it cuts nobody off. Anchors are the
+/// planner's: they change in stages.
+fn trust_revision(world: &World, contents: &StoreContents, published: &Revision) -> Option<Revision> {
+    let data = world.validation.as_ref().and_then(|m| m.data.as_ref());
+    let file = |key: &str| data.and_then(|d| d.get(key)).map_or("", String::as_str);
+    let intermediates = outputs::revision_trust(
+        published,
+        &contents.store.trust,
+        &contents.store.instances,
+        &contents.authorities,
+    )
+    .intermediates;
+    let (cause, widens) = if file("crls.pem") != contents.crls {
+        (Cause::RevocationChanged, false)
+    } else if file("intermediates.crt") != intermediates {
+        let had = file("intermediates.crt");
+        (
+            Cause::TrustBundleChanged,
+            pem_blocks(had).all(|b| intermediates.contains(b)),
+        )
+    } else {
+        return None;
+    };
+    Some(Revision {
+        revision: published.revision + 1,
+        stage: Some(if widens {
+            Stage::WidenValidation
+        } else {
+            Stage::NarrowValidation
+        }),
+        change: Some(Change::Validation),
+        cause: Some(cause),
+        ..published.clone()
+    })
 }
 
-/// CRLs changed with nothing else to publish: members get them with a
-/// validation revision of their own (never under a revision they have
-/// acknowledged). No certificate presented now is revoked (the plan would be
-/// moving away from it), so it cuts nobody off.
-fn crl_revision(published: &Revision) -> Revision {
-    Revision {
-        revision: published.revision + 1,
-        stage: Some(Stage::NarrowValidation),
-        change: Some(Change::Validation),
-        ..published.clone()
-    }
+/// The certificates of a PEM file, each with its armour.
+fn pem_blocks(pem: &str) -> impl Iterator<Item = &str> {
+    const END: &str = "-----END CERTIFICATE-----";
+    pem.split_inclusive(END)
+        .filter(|block| block.contains(END))
+        .map(str::trim)
 }
 
 /// The gates between the published revision and the next: paused, the

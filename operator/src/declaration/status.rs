@@ -326,6 +326,7 @@ pub fn effective_declaration(revision: &Revision) -> EffectiveDeclaration {
                 .collect(),
         }),
         presented: Some(revision.presented.to_string()),
+        trust_anchors: Some(revision.anchors.iter().map(ToString::to_string).collect()),
     }
 }
 

@@ -44,6 +44,11 @@ pub struct StoreInputs {
     pub crls: Vec<TrustBundleInput>,
     /// What fetching each CRL distribution point gave, by URI.
     pub fetched: BTreeMap<String, FetchState>,
+    /// The CA certificates of the revision published now (its validation
+    /// ConfigMap's `ca-bundle.crt` and `intermediates.crt`), PEM: an anchor
+    /// the trust bundle dropped is still trusted by members until its
+    /// removal is published, and revisions until then carry it.
+    pub in_force: String,
 }
 
 /// A CRL distribution point as the shell fetched it.
@@ -162,6 +167,14 @@ pub fn collect(
     if let Some(source) = &spec.trust_bundle {
         for (facts, der) in trust_bundle(namespace, source, inputs.trust_bundle.as_ref())? {
             pool.add_anchor(facts, der);
+        }
+    }
+    // Known, never anchors by this: which anchors a revision trusts is the
+    // planner's (the revision's `anchors`). Certshift wrote them; a file it
+    // cannot read again only leaves paths shorter.
+    if let Ok(in_force) = parse_bundle("in force", inputs.in_force.as_bytes()) {
+        for (facts, der) in in_force {
+            pool.add_authority(facts, der);
         }
     }
     for (mut leaf, der) in leaves {
@@ -557,6 +570,7 @@ mod tests {
             trust_bundle: None,
             crls: Vec::new(),
             fetched: Default::default(),
+            in_force: String::new(),
         };
         let contents = assemble("default", &spec(&["a"]), &inputs, now()).expect("store");
         let leaf = &contents.store.instances[0];
@@ -593,6 +607,7 @@ mod tests {
             trust_bundle: None,
             crls: Vec::new(),
             fetched: Default::default(),
+            in_force: String::new(),
         };
         let contents = assemble("default", &spec(&["a"]), &inputs, now()).expect("store");
         assert_eq!(contents.store.instances[0].private_key, PrivateKeyState::Missing);
@@ -609,6 +624,7 @@ mod tests {
             trust_bundle: None,
             crls: Vec::new(),
             fetched: Default::default(),
+            in_force: String::new(),
         });
         assert_eq!(err.reason, BlockReason::StoreNotFound);
         assert_eq!(
@@ -620,6 +636,7 @@ mod tests {
             trust_bundle: None,
             crls: Vec::new(),
             fetched: Default::default(),
+            in_force: String::new(),
         });
         assert_eq!(err.reason, BlockReason::StoreNotSynced);
         let mut unreadable = (*ocert("b", vec![facts_of(&pki)])).clone();
@@ -636,6 +653,7 @@ mod tests {
             trust_bundle: None,
             crls: Vec::new(),
             fetched: Default::default(),
+            in_force: String::new(),
         });
         assert_eq!(err.reason, BlockReason::StoreNotSynced);
         assert!(err.message.contains("(SecretNotFound: "), "{}", err.message);
@@ -666,6 +684,7 @@ mod tests {
             trust_bundle,
             crls: Vec::new(),
             fetched: Default::default(),
+            in_force: String::new(),
         };
         let contents = assemble(
             "default",
@@ -756,6 +775,7 @@ mod tests {
                 })
             }))],
             fetched: Default::default(),
+            in_force: String::new(),
         };
         let leaf = facts_of(&pki);
         let serial = (0..leaf.serial.len())
@@ -884,6 +904,7 @@ mod tests {
             trust_bundle: None,
             crls: Vec::new(),
             fetched: state.into_iter().map(|s| (URI.to_owned(), s)).collect(),
+            in_force: String::new(),
         };
         let fetched = |crl: String, error: Option<&str>| {
             Some(FetchState {

@@ -103,6 +103,8 @@ fn revision(revision: u64, presented: &str, accepted: Accepted) -> Revision {
         accepted,
         clients: Default::default(),
         tolerated: Vec::new(),
+        anchors: Vec::new(),
+        cause: None,
     }
 }
 

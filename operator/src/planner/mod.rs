@@ -6,11 +6,13 @@
 
 mod spec;
 
+use std::borrow::Cow;
+
 use jiff::Timestamp;
 
 use crate::blocked::{BlockReason, Blocked};
 use crate::facts::{CertificateFacts, PrivateKeyState};
-pub use crate::revision::{Change, Revision, Stage, State};
+pub use crate::revision::{Cause, Change, Revision, Stage, State};
 use crate::rules::{Accepted, Clients, CommonNameRule, PresentBy, Rejection, SelectionPolicy, TrustBundle, select};
 use crate::thumbprint::Thumbprint;
 pub use spec::effective_from_status;
@@ -66,6 +68,9 @@ pub struct Effective {
     pub clients: Option<Clients>,
     /// Revoked certificates the revision in force tolerates.
     pub tolerated: Vec<Thumbprint>,
+    /// The anchors members trust now; when unknown, the trust bundle's
+    /// (nothing to stage).
+    pub anchors: Option<Vec<Thumbprint>>,
 }
 
 impl Effective {
@@ -77,6 +82,7 @@ impl Effective {
             presented: Some(revision.presented.clone()),
             clients: Some(revision.clients.clone()),
             tolerated: revision.tolerated.clone(),
+            anchors: Some(revision.anchors.clone()),
         }
     }
 }
@@ -100,6 +106,9 @@ impl Store {
 pub struct Plan {
     pub revisions: Vec<Revision>,
     pub blocked: Option<Blocked>,
+    /// What waits once the revisions are walked: the removal of trust
+    /// anchors that what members present still needs (`TrustAnchorInUse`).
+    pub held: Option<Blocked>,
 }
 
 impl Plan {
@@ -107,6 +116,7 @@ impl Plan {
         Self {
             revisions,
             blocked: Some(blocked),
+            held: None,
         }
     }
 
@@ -141,8 +151,8 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
     let Some(effective) = effective else {
         // Nothing in force: revision 0 is the desired state.
         return match goal(desired, store, now) {
-            Ok(goal) => Plan {
-                revisions: vec![Revision {
+            Ok(goal) => {
+                let mut first = Revision {
                     revision: 0,
                     stage: None,
                     change: None,
@@ -150,11 +160,34 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
                     accepted: desired.accepted.clone(),
                     clients: desired.clients.clone(),
                     tolerated: Vec::new(),
-                }],
-                blocked: None,
-            },
+                    anchors: Vec::new(),
+                    cause: None,
+                };
+                if first.trusts_anchors() {
+                    first.anchors = store.trust.anchors().cloned().collect();
+                }
+                Plan {
+                    revisions: vec![first],
+                    blocked: None,
+                    held: None,
+                }
+            }
             Err(blocked) => Plan::blocked(Vec::new(), blocked),
         };
+    };
+    // Until a removal from the trust bundle is published, members trust the
+    // anchors in force and the bundle's: the walk is planned and checked
+    // under both, each revision then under its own.
+    let anchors = Anchors::new(effective, &store.trust);
+    let walking;
+    let store = if anchors.walking == anchors.bundle {
+        store
+    } else {
+        walking = Store {
+            instances: store.instances.clone(),
+            trust: store.trust.with_anchors(&anchors.walking),
+        };
+        &walking
     };
     let current = match effective_state(effective, desired.selection, store, now) {
         Ok(state) => state,
@@ -183,20 +216,121 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
         widen_present_narrow(&mut steps, presented, goal, &target, &store.trust);
     }
     let revisions = stage_tolerance(steps.revisions, store);
+    let revisions = stage_clients(revisions, &current_clients, &desired.clients);
+    let (revisions, held) = stage_bundle(revisions, &anchors, store);
     match check_invariant(&revisions, store) {
         Ok(()) => Plan {
-            revisions: stage_clients(revisions, &current_clients, &desired.clients),
+            revisions,
             blocked: None,
+            held,
         },
-        Err(blocked) => Plan::blocked(
-            stage_clients(
-                revisions.into_iter().take(1).collect(),
-                &current_clients,
-                &current_clients,
-            ),
-            blocked,
-        ),
+        Err(blocked) => {
+            let mut first: Vec<Revision> = revisions.into_iter().take(1).collect();
+            first[0].clients = current_clients;
+            Plan::blocked(first, blocked)
+        }
     }
+}
+
+/// The anchor sets a plan walks between.
+struct Anchors {
+    /// What members trust now (revision 0's).
+    in_force: Vec<Thumbprint>,
+    /// `spec.trustBundle`'s now: what the last revision trusts.
+    bundle: Vec<Thumbprint>,
+    /// Both, for every revision between.
+    walking: Vec<Thumbprint>,
+}
+
+impl Anchors {
+    fn new(effective: &Effective, trust: &TrustBundle) -> Self {
+        let bundle: Vec<Thumbprint> = trust.anchors().cloned().collect();
+        let in_force = effective.anchors.clone().unwrap_or_else(|| bundle.clone());
+        let mut walking: Vec<Thumbprint> = in_force.iter().chain(&bundle).cloned().collect();
+        walking.sort();
+        walking.dedup();
+        Self {
+            in_force,
+            bundle,
+            walking,
+        }
+    }
+}
+
+/// A trust bundle change reaches members in stages (docs/trust.md), like
+/// a declaration change: anchors added are trusted at once, by a widening
+/// revision of their own; anchors removed stay trusted through the walk and
+/// are dropped last, by a narrowing revision of their own, once what members
+/// present no longer needs them. Until then the removal is held (`held`).
+/// Revisions that trust no anchor (every name pinned) carry none.
+fn stage_bundle(mut revisions: Vec<Revision>, anchors: &Anchors, store: &Store) -> (Vec<Revision>, Option<Blocked>) {
+    let of = |revision: &Revision, set: &[Thumbprint]| {
+        if revision.trusts_anchors() {
+            set.to_vec()
+        } else {
+            Vec::new()
+        }
+    };
+    revisions[0].anchors = of(&revisions[0], &anchors.in_force);
+    for revision in &mut revisions[1..] {
+        revision.anchors = of(revision, &anchors.walking);
+    }
+    let first = &revisions[0];
+    if first.trusts_anchors() && first.anchors != anchors.walking {
+        let widen = Revision {
+            stage: Some(Stage::WidenValidation),
+            change: Some(Change::Validation),
+            anchors: anchors.walking.clone(),
+            cause: Some(Cause::TrustBundleChanged),
+            ..first.clone()
+        };
+        revisions.insert(1, widen);
+    }
+    let last = revisions.last().expect("revision 0");
+    let mut held = None;
+    if last.trusts_anchors() && last.anchors != anchors.bundle {
+        let narrow = Revision {
+            stage: Some(Stage::NarrowValidation),
+            change: Some(Change::Validation),
+            anchors: anchors.bundle.clone(),
+            cause: Some(Cause::TrustBundleChanged),
+            ..last.clone()
+        };
+        match check_invariant(&[last.clone(), narrow.clone()], store) {
+            Ok(()) => revisions.push(narrow),
+            Err(_) => held = Some(anchor_in_use(last, anchors, store)),
+        }
+    }
+    (renumber(revisions), held)
+}
+
+/// Why the anchors `last` trusts beyond the bundle cannot be dropped yet:
+/// the certificate it presents chains to one of them.
+fn anchor_in_use(last: &Revision, anchors: &Anchors, store: &Store) -> Blocked {
+    let removed: Vec<&str> = last
+        .anchors
+        .iter()
+        .filter(|a| !anchors.bundle.contains(a))
+        .map(Thumbprint::as_str)
+        .collect();
+    let root = store
+        .find(&last.presented)
+        .map(|presented| store.trust.with_anchors(&last.anchors).path(presented).end);
+    let needs = match root {
+        Some(crate::trust::PathEnd::Anchor(root)) => format!("chains to {root}"),
+        _ => "needs them".to_owned(),
+    };
+    Blocked::new(
+        BlockReason::TrustAnchorInUse,
+        format!(
+            "spec.trustBundle: the removal of anchor {} is held: certificate {}, presented with revision {}, {needs}; \
+             put a certificate issued under an anchor the bundle keeps in the store (renew its source Secret) \
+             and members are moved to it before the anchor is dropped",
+            removed.join(", "),
+            last.presented,
+            last.revision
+        ),
+    )
 }
 
 /// A revoked certificate in use is moved away from without cutting anyone
@@ -287,6 +421,8 @@ fn stage_clients(mut revisions: Vec<Revision>, current: &Clients, desired: &Clie
             accepted: first.accepted.clone(),
             clients: widened.clone(),
             tolerated: first.tolerated.clone(),
+            anchors: first.anchors.clone(),
+            cause: None,
         };
         revisions.insert(1, widen);
     }
@@ -300,6 +436,8 @@ fn stage_clients(mut revisions: Vec<Revision>, current: &Clients, desired: &Clie
             accepted: tail.accepted.clone(),
             clients: desired.clone(),
             tolerated: tail.tolerated.clone(),
+            anchors: tail.anchors.clone(),
+            cause: None,
         });
     }
     renumber(revisions)
@@ -712,6 +850,8 @@ impl Steps {
                 accepted: current.accepted,
                 clients: Default::default(),
                 tolerated: Vec::new(),
+                anchors: Vec::new(),
+                cause: None,
             }],
         }
     }
@@ -737,7 +877,19 @@ impl Steps {
             accepted: next.accepted,
             clients: Default::default(),
             tolerated: Vec::new(),
+            anchors: Vec::new(),
+            cause: None,
         });
+    }
+}
+
+/// What `revision` judges with: `trust` with the revision's own anchors
+/// when it trusts anchors at all (a trust bundle changes in stages).
+pub fn trust_of<'a>(revision: &Revision, trust: &'a TrustBundle) -> Cow<'a, TrustBundle> {
+    if revision.trusts_anchors() && trust.anchors().ne(revision.anchors.iter()) {
+        Cow::Owned(trust.with_anchors(&revision.anchors))
+    } else {
+        Cow::Borrowed(trust)
     }
 }
 
@@ -756,10 +908,12 @@ pub fn check_invariant(revisions: &[Revision], store: &Store) -> Result<(), Bloc
         }
         tolerated
     };
+    // Each revision judges with its own anchors (a bundle changes in stages).
+    let trust: Vec<Cow<'_, TrustBundle>> = revisions.iter().map(|r| trust_of(r, &store.trust)).collect();
     for (index, pair) in revisions.windows(2).enumerate() {
         let (before, after) = (&pair[0], &pair[1]);
         for (cert, rules, judged) in [(&before.presented, after, index + 1), (&after.presented, before, index)] {
-            let trust = store.trust.tolerating(&tolerated(judged));
+            let trust = trust[judged].tolerating(&tolerated(judged));
             let admitted = store
                 .find(cert)
                 .is_some_and(|facts| rules.accepted.admits(facts, &trust));

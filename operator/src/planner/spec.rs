@@ -33,6 +33,18 @@ pub fn effective_from_status(effective: &EffectiveDeclaration) -> Result<Effecti
         accepted,
         presented,
         tolerated: Vec::new(),
+        anchors: effective
+            .trust_anchors
+            .as_ref()
+            .map(|anchors| {
+                anchors
+                    .iter()
+                    .enumerate()
+                    .map(|(index, raw)| Thumbprint::parse(&format!("status.effective.trustAnchors[{index}]"), raw))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|err| Blocked::new(BlockReason::InvalidEffectiveState, err.to_string()))?,
     })
 }
 

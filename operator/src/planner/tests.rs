@@ -61,6 +61,7 @@ fn effective(accepted: Accepted) -> Effective {
         presented: None,
         clients: None,
         tolerated: Vec::new(),
+        anchors: None,
     }
 }
 
@@ -1066,4 +1067,205 @@ fn a_revoked_goal_is_never_presented() {
     let blocked = goal(&desired(by_name("cluster.example", &["CA1"])), &store, now()).unwrap_err();
     assert_eq!(blocked.reason, BlockReason::CertificateRevoked);
     assert!(blocked.message.contains(tp("G").as_str()), "{}", blocked.message);
+}
+
+/// A trust bundle rotated as trust-manager does it (docs/trust.md): the new
+/// root added, the store renewed under it, the old root removed, each step
+/// from what members trust now (revision 0's anchors) to the bundle's. The
+/// addition is a widening revision of its own; the removal is a narrowing
+/// one, last, and only once what is presented no longer chains to it.
+#[test]
+fn a_trust_bundle_changes_in_stages_and_never_drops_an_anchor_in_use() {
+    let root = |label: &str| facts(label).cn(&format!("Root {label}")).self_signed().ca().build();
+    let under = |label: &str, root: &str, not_before: &str| {
+        facts(label)
+            .cn(CN)
+            .issuer(root)
+            .valid(not_before, "2027-01-01T00:00:00Z")
+            .build()
+    };
+    let (a, b) = (
+        under("A", "R1", "2026-01-01T00:00:00Z"),
+        under("B", "R2", "2026-02-01T00:00:00Z"),
+    );
+    let store = |bundle: &[&str], instances: &[&CertificateFacts]| {
+        let (anchors, known): (Vec<_>, Vec<_>) = [root("R1"), root("R2")]
+            .into_iter()
+            .partition(|r| bundle.iter().any(|l| tp(l) == r.thumbprint));
+        Store {
+            instances: instances.iter().map(|c| (*c).clone()).collect(),
+            trust: TrustBundle::with_authorities(anchors, known),
+        }
+    };
+    let in_force = |anchors: &[&str], presented: &str, accepted: Accepted| Effective {
+        presented: Some(tp(presented)),
+        anchors: Some(anchors.iter().map(|l| tp(l)).collect()),
+        ..effective(accepted)
+    };
+    let labels = |anchors: &[Thumbprint]| anchors.iter().map(|t| t.short().to_owned()).collect::<Vec<_>>();
+    let (r1, r2) = (tp("R1").short().to_owned(), tp("R2").short().to_owned());
+    type Step = (Stage, Change, &'static str, Vec<String>, Option<Cause>);
+    struct Case {
+        name: &'static str,
+        effective: Effective,
+        bundle: &'static [&'static str],
+        instances: Vec<CertificateFacts>,
+        accepted: Accepted,
+        steps: Vec<Step>,
+        held: bool,
+    }
+    let unpinned = || by_name(CN, &[]);
+    let cases = [
+        Case {
+            name: "a root added: trusted at once, in a revision of its own",
+            effective: in_force(&["R1"], "A", unpinned()),
+            bundle: &["R1", "R2"],
+            instances: vec![a.clone()],
+            accepted: unpinned(),
+            steps: vec![(
+                Stage::WidenValidation,
+                Change::Validation,
+                "A",
+                vec![r1.clone(), r2.clone()],
+                Some(Cause::TrustBundleChanged),
+            )],
+            held: false,
+        },
+        Case {
+            name: "the store renewed under the new root: a rollover under both",
+            effective: in_force(&["R1", "R2"], "A", unpinned()),
+            bundle: &["R1", "R2"],
+            instances: vec![a.clone(), b.clone()],
+            accepted: unpinned(),
+            steps: vec![(
+                Stage::Rollover,
+                Change::Presentation,
+                "B",
+                vec![r1.clone(), r2.clone()],
+                None,
+            )],
+            held: false,
+        },
+        Case {
+            name: "the old root removed once nothing presented chains to it",
+            effective: in_force(&["R1", "R2"], "B", unpinned()),
+            bundle: &["R2"],
+            instances: vec![a.clone(), b.clone()],
+            accepted: unpinned(),
+            steps: vec![(
+                Stage::NarrowValidation,
+                Change::Validation,
+                "B",
+                vec![r2.clone()],
+                Some(Cause::TrustBundleChanged),
+            )],
+            held: false,
+        },
+        Case {
+            name: "the old root removed before the renewal: held, nothing published",
+            effective: in_force(&["R1", "R2"], "A", unpinned()),
+            bundle: &["R2"],
+            instances: vec![a.clone()],
+            accepted: unpinned(),
+            steps: vec![],
+            held: true,
+        },
+        Case {
+            name: "roots replaced and the store renewed in one go: widen, present, narrow",
+            effective: in_force(&["R1"], "A", unpinned()),
+            bundle: &["R2"],
+            instances: vec![a.clone(), b.clone()],
+            accepted: unpinned(),
+            steps: vec![
+                (
+                    Stage::WidenValidation,
+                    Change::Validation,
+                    "A",
+                    vec![r1.clone(), r2.clone()],
+                    Some(Cause::TrustBundleChanged),
+                ),
+                (
+                    Stage::Rollover,
+                    Change::Presentation,
+                    "B",
+                    vec![r1.clone(), r2.clone()],
+                    None,
+                ),
+                (
+                    Stage::NarrowValidation,
+                    Change::Validation,
+                    "B",
+                    vec![r2.clone()],
+                    Some(Cause::TrustBundleChanged),
+                ),
+            ],
+            held: false,
+        },
+        Case {
+            name: "pinned issuers trust no anchor: a bundle change publishes nothing",
+            effective: in_force(&[], "A", by_name(CN, &["R1"])),
+            bundle: &["R2"],
+            instances: vec![a.clone()],
+            accepted: by_name(CN, &["R1"]),
+            steps: vec![],
+            held: false,
+        },
+        Case {
+            name: "by thumbprint: a bundle change publishes nothing",
+            effective: in_force(&[], "A", by_thumbprint(&["A"])),
+            bundle: &["R2"],
+            instances: vec![a.clone()],
+            accepted: by_thumbprint(&["A"]),
+            steps: vec![],
+            held: false,
+        },
+    ];
+    for case in cases {
+        let instances: Vec<&CertificateFacts> = case.instances.iter().collect();
+        let store = store(case.bundle, &instances);
+        let plan = plan(Some(&case.effective), &desired(case.accepted.clone()), &store, now());
+        assert_eq!(plan.blocked, None, "{}", case.name);
+        let steps: Vec<Step> = plan
+            .pending()
+            .iter()
+            .map(|r| {
+                let presented = if r.presented == tp("A") { "A" } else { "B" };
+                (
+                    r.stage.unwrap(),
+                    r.change.unwrap(),
+                    presented,
+                    labels(&r.anchors),
+                    r.cause,
+                )
+            })
+            .collect();
+        assert_eq!(steps, case.steps, "{}", case.name);
+        // Each revision judged by its own anchors, against the bundle of now.
+        assert_eq!(check_invariant(&plan.revisions, &store), Ok(()), "{}", case.name);
+        match (&plan.held, case.held) {
+            (None, false) => {}
+            (Some(held), true) => {
+                assert_eq!(held.reason, BlockReason::TrustAnchorInUse, "{}", case.name);
+                for named in [tp("R1"), tp("A")] {
+                    assert!(held.message.contains(named.as_str()), "{}: {}", case.name, held.message);
+                }
+            }
+            (held, _) => panic!("{}: held {held:?}", case.name),
+        }
+    }
+    // Dropping the old root while A is presented is what the invariant refuses.
+    let walked = plan(
+        Some(&in_force(&["R1", "R2"], "A", unpinned())),
+        &desired(unpinned()),
+        &store(&["R2"], &[&a]),
+        now(),
+    );
+    let mut dropped = walked.revisions[0].clone();
+    dropped.revision += 1;
+    dropped.anchors = vec![tp("R2")];
+    let unsafe_step = [walked.revisions[0].clone(), dropped];
+    assert_eq!(
+        check_invariant(&unsafe_step, &store(&["R2"], &[&a])).map_err(|b| b.reason),
+        Err(BlockReason::UnsafePlan)
+    );
 }

@@ -262,3 +262,20 @@ fn the_pool_links_issuers_across_secrets_and_the_bundle_by_signature() {
     );
     assert_eq!(trust.judge(&leaf, Issuance::Anchored, None), Ok(()));
 }
+
+#[test]
+fn a_revision_trusts_its_own_anchors_and_keeps_the_others_as_known_roots() {
+    let both = pki(&["R", "R2"]);
+    let only_r2 = both.with_anchors([&tp("R2")]);
+    assert!(only_r2.is_anchor(&tp("R2")) && !only_r2.is_anchor(&tp("R")));
+    // R left the anchors: a name under it is refused, a thumbprint still builds.
+    assert_eq!(
+        only_r2.judge(&leaf("I"), Issuance::Anchored, None),
+        Err(ChainError::UntrustedRoot { root: tp("R") })
+    );
+    assert_eq!(only_r2.judge(&leaf("I"), Issuance::Built, None), Ok(()));
+    assert_eq!(only_r2.judge(&leaf("I2"), Issuance::Anchored, None), Ok(()));
+    // An anchor known by thumbprint only is an anchor all the same.
+    let by_thumbprint = pki(&[]).with_anchors([&tp("R")]);
+    assert_eq!(by_thumbprint.judge(&leaf("I"), Issuance::Anchored, None), Ok(()));
+}

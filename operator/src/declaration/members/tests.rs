@@ -214,6 +214,8 @@ fn the_report_names_every_member_with_what_it_loaded() {
         accepted: Default::default(),
         clients: Default::default(),
         tolerated: Vec::new(),
+        anchors: Vec::new(),
+        cause: None,
     };
     let inputs = MemberInputs {
         pod_health: Default::default(),

@@ -190,6 +190,7 @@ fn cases() -> impl Strategy<Value = Case> {
                         presented,
                         clients: Some(current_clients),
                         tolerated: Vec::new(),
+                        anchors: None,
                     },
                     desired: Desired {
                         present_by: PresentationForm::of(&target),
