@@ -265,9 +265,6 @@ pub fn presentation_data(material: &PresentedMaterial) -> BTreeMap<String, Strin
 /// The certificates a revision publishes for members to judge peers with.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RevisionTrust {
-    /// The anchors in force: the trust bundle's, when some name (of members
-    /// or clients) is unpinned; none otherwise.
-    pub anchors: Vec<Thumbprint>,
     /// `ca-bundle.crt`: the anchors in force and the pinned issuers, PEM. For
     /// consumers that take one CA file (nginx, Envoy): exactly what the
     /// revision trusts, so it narrows at `PinIssuers`.
@@ -288,8 +285,8 @@ pub fn revision_trust(
     pem: &BTreeMap<Thumbprint, String>,
 ) -> RevisionTrust {
     // The revision's own anchors: a trust bundle changes in stages.
-    let anchors = revision.anchors.clone();
-    let trust = trust.with_anchors(&anchors);
+    let anchors = &revision.anchors;
+    let trust = revision.judging_by(trust);
     let pinned = revision
         .accepted
         .common_names
@@ -313,7 +310,6 @@ pub fn revision_trust(
     RevisionTrust {
         ca_bundle: pem_of(&mut bundled.iter()),
         intermediates: pem_of(&mut on_paths.iter().filter(|tp| !bundled.contains(*tp))),
-        anchors,
         crls: String::new(),
     }
 }
@@ -331,7 +327,7 @@ pub fn validation_data(
         presented: Some(revision.presented.clone()),
         accepted: revision.accepted.clone(),
         clients: revision.clients.clone(),
-        anchors: Some(trust.anchors.clone()),
+        anchors: Some(revision.anchors.clone()),
         tolerated: revision.tolerated.clone(),
     };
     let mut thumbprints: Vec<&Thumbprint> = revision.accepted.thumbprints.iter().chain(accepted_instances).collect();

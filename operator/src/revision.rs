@@ -2,6 +2,7 @@
 //! to present, what to accept), and the stage and kind of change it belongs
 //! to. The planner makes them, the outputs carry them, the CRD status shows them.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rules::{Accepted, Clients};
 use crate::thumbprint::Thumbprint;
+use crate::trust::TrustBundle;
 
 /// The stage a revision belongs to. Conversion from thumbprint to common name
 /// uses the first three, in order; other changes widen, present, then narrow.
@@ -67,6 +69,13 @@ pub struct State {
     pub accepted: Accepted,
 }
 
+/// Whether these rules trust anchors at all: some name, of members or
+/// clients, is unpinned.
+pub fn trusts_anchors(accepted: &Accepted, clients: &Clients) -> bool {
+    accepted.common_names.iter().any(|r| !r.is_pinned())
+        || clients.common_names.iter().any(|c| c.issuer_thumbprints.is_empty())
+}
+
 /// One published (or to be published) state. Revision 0 of a plan is the
 /// effective state; the last is the desired one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,12 +106,17 @@ impl Revision {
     /// Whether the revision trusts anchors at all: some name, of members or
     /// clients, is unpinned. Otherwise the trust bundle's anchors judge nobody.
     pub fn trusts_anchors(&self) -> bool {
-        self.accepted.common_names.iter().any(|r| !r.is_pinned())
-            || self
-                .clients
-                .common_names
-                .iter()
-                .any(|c| c.issuer_thumbprints.is_empty())
+        trusts_anchors(&self.accepted, &self.clients)
+    }
+
+    /// What the revision judges with: `trust` with the revision's own
+    /// anchors, when it trusts anchors at all (a trust bundle changes in stages).
+    pub fn judging_by<'a>(&self, trust: &'a TrustBundle) -> Cow<'a, TrustBundle> {
+        if self.trusts_anchors() && trust.anchors().ne(self.anchors.iter()) {
+            Cow::Owned(trust.with_anchors(&self.anchors))
+        } else {
+            Cow::Borrowed(trust)
+        }
     }
 
     pub fn state(&self) -> State {

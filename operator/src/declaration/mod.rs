@@ -566,7 +566,7 @@ fn validation_output(
         crls: store.crls.clone(),
         ..outputs::revision_trust(revision, &store.store.trust, &store.store.instances, &store.authorities)
     };
-    let judged_by = crate::planner::trust_of(revision, &store.store.trust);
+    let judged_by = revision.judging_by(&store.store.trust);
     let accepted_instances: Vec<Thumbprint> = store
         .store
         .instances

@@ -7,13 +7,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
+use crate::conditions::STALLED;
 use crate::crd::{
     CertificateCommonNames, CertificateThumbprints, ClusterCertificateDeclarationSpec, CommonNameDeclaration, Endpoint,
     KeySelector, Members, OutputSpec, Pkcs12Output, UpgradePolicy,
 };
 use crate::outputs::PresentedMaterial;
 use crate::planner::Store;
-use crate::revision::Change;
+use crate::revision::{Cause, Change};
 use crate::rules::{Accepted, CommonNameRule, TrustBundle};
 use crate::testing::{facts, tp, ts};
 
@@ -1633,6 +1634,130 @@ fn a_changed_crl_reaches_members_with_a_revision_of_its_own() {
     c.apply(&decision);
     c.members.pods = pods(&[Some(7)]);
     assert_eq!(c.decide().published, None, "once");
+}
+
+/// A CA certificate that builds paths (`intermediates.crt`) added under a
+/// Ready declaration reaches members with a widening revision of its own,
+/// its cause said, once.
+#[test]
+fn an_intermediate_added_reaches_members_with_a_revision_of_its_own() {
+    let pinned = Accepted::new([], [CommonNameRule::new("cluster.example", [tp("CA")])]);
+    let mut c = case(by_name_spec("0s")).published(revision(6, "G", pinned));
+    c.members.pods = pods(&[Some(6)]);
+    assert_eq!(c.decide().published, None, "settled");
+    let mut contents = contents(instances());
+    let ca = facts("CA").cn("CA").issuer("Root").ca().build();
+    let root = facts("Root").cn("Root").self_signed().ca().build();
+    contents.store.trust = TrustBundle::with_authorities([root], [ca]);
+    contents.authorities.insert(tp("Root"), "Root PEM\n".to_owned());
+    c.store = Ok(contents);
+    let decision = c.decide();
+    let published = decision.published.clone().expect("a revision for the new CA");
+    assert_eq!(
+        (published.revision, published.stage, published.cause),
+        (7, Some(Stage::WidenValidation), Some(Cause::TrustBundleChanged))
+    );
+    let intermediates = decision.effects.iter().find_map(|e| match e {
+        Effect::PublishValidation(map) => map.data.as_ref().and_then(|d| d.get("intermediates.crt").cloned()),
+        _ => None,
+    });
+    assert_eq!(intermediates.as_deref(), Some("Root PEM\n"));
+    c.apply(&decision);
+    c.members.pods = pods(&[Some(7)]);
+    assert_eq!(c.decide().published, None, "once");
+}
+
+/// A trust bundle that drops the root the presented certificate chains to:
+/// the removal is held (`Blocked/TrustAnchorInUse`, naming the root and the
+/// certificate) and nothing is published; once the store holds a
+/// certificate under the root kept, members are moved to it under both
+/// roots, and the root is dropped last. Each such revision says its cause.
+#[test]
+fn a_trust_bundle_removal_waits_for_what_members_present_and_says_why() {
+    let unpinned = Accepted::new([], [CommonNameRule::new("cluster.example", [])]);
+    let mut spec = by_name_spec("0s");
+    spec.certificate_common_names.as_mut().unwrap().common_names[0].certificate_issuer_thumbprint = String::new();
+    let in_force = Revision {
+        anchors: vec![tp("CA")],
+        ..revision(6, "G", unpinned.clone())
+    };
+    let mut c = case(spec).published(in_force);
+    c.members.pods = pods(&[Some(6)]);
+    let renewed = facts("H")
+        .cn("cluster.example")
+        .issuer("CA2")
+        .valid("2026-04-01T00:00:00Z", "2027-06-01T00:00:00Z")
+        .build();
+    let with_bundle = |instances: Vec<crate::facts::CertificateFacts>| {
+        let mut contents = contents(instances);
+        contents.store.trust = TrustBundle::new([tp("CA2")]);
+        contents.authorities.insert(tp("CA2"), "CA2 PEM\n".to_owned());
+        contents
+    };
+    // CA replaced by CA2 while G, under CA, is presented: CA2 is trusted at
+    // once, CA's removal is held.
+    c.store = Ok(with_bundle(instances()));
+    let decision = c.decide();
+    let added = decision.published.clone().expect("the addition");
+    assert_eq!(
+        (added.stage, added.cause, added.anchors.clone()),
+        (
+            Some(Stage::WidenValidation),
+            Some(Cause::TrustBundleChanged),
+            vec![tp("CA2"), tp("CA")]
+        ),
+        "anchors sorted by thumbprint"
+    );
+    c.apply(&decision);
+    c.members.pods = pods(&[Some(7)]);
+    let decision = c.decide();
+    assert_eq!(decision.published, None);
+    let status = c.status(&decision);
+    assert_eq!(condition(&status, BLOCKED), ("True", "TrustAnchorInUse"));
+    let message = condition_message(&status, BLOCKED);
+    for named in [tp("CA"), tp("G")] {
+        assert!(message.contains(named.as_str()), "{message}");
+    }
+    assert_eq!(condition(&status, STALLED).0, "True");
+    c.apply(&decision);
+
+    // Renewed under CA2: presented under both roots, then CA dropped.
+    c.store = Ok(with_bundle([instances(), vec![renewed]].concat()));
+    let mut walked = Vec::new();
+    for _ in 0..4 {
+        let decision = c.decide();
+        let Some(published) = decision.published.clone() else {
+            break;
+        };
+        let plan = c.status(&decision).upgrade.unwrap().plan;
+        let causes: Vec<Option<Cause>> = plan.iter().map(|p| p.cause).collect();
+        walked.push((
+            published.presented.clone(),
+            published.anchors.clone(),
+            published.cause,
+            causes,
+        ));
+        c.apply(&decision);
+        c.members.pods = pods(&[Some(published.revision)]);
+    }
+    let (both, only_new) = (vec![tp("CA2"), tp("CA")], vec![tp("CA2")]);
+    let summary: Vec<(Thumbprint, Vec<Thumbprint>, Option<Cause>)> =
+        walked.iter().map(|(p, a, c, _)| (p.clone(), a.clone(), *c)).collect();
+    assert_eq!(
+        summary,
+        [
+            (tp("H"), both, None),
+            (tp("H"), only_new, Some(Cause::TrustBundleChanged))
+        ]
+    );
+    // The plan in status names the cause of each revision to come.
+    assert_eq!(walked[0].3, [None, Some(Cause::TrustBundleChanged)]);
+    let status = c.status(&c.decide());
+    assert_eq!(condition(&status, BLOCKED).0, "False");
+    assert_eq!(
+        status.effective.unwrap().trust_anchors,
+        Some(vec![tp("CA2").to_string()])
+    );
 }
 
 // --- The steps alone ----------------------------------------------------------

@@ -178,7 +178,8 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
     // Until a removal from the trust bundle is published, members trust the
     // anchors in force and the bundle's: the walk is planned and checked
     // under both, each revision then under its own.
-    let anchors = Anchors::new(effective, &store.trust);
+    let current_clients = effective.clients.clone().unwrap_or_else(|| desired.clients.clone());
+    let anchors = Anchors::new(effective, &current_clients, &store.trust);
     let walking;
     let store = if anchors.walking == anchors.bundle {
         store
@@ -189,11 +190,15 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
         };
         &walking
     };
-    let current = match effective_state(effective, desired.selection, store, now) {
+    let in_force = store.trust.with_anchors(&anchors.in_force);
+    let in_force = match crate::revision::trusts_anchors(&effective.accepted, &current_clients) {
+        true => &in_force,
+        false => &store.trust,
+    };
+    let current = match effective_state(effective, desired.selection, store, in_force, now) {
         Ok(state) => state,
         Err(blocked) => return Plan::blocked(Vec::new(), blocked),
     };
-    let current_clients = effective.clients.clone().unwrap_or_else(|| desired.clients.clone());
     let mut steps = Steps::new(effective.revision, current.clone());
     steps.revisions[0].clients = current_clients.clone();
     steps.revisions[0].tolerated = effective.tolerated.clone();
@@ -215,9 +220,11 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
     } else {
         widen_present_narrow(&mut steps, presented, goal, &target, &store.trust);
     }
-    let revisions = stage_tolerance(steps.revisions, store);
-    let revisions = stage_clients(revisions, &current_clients, &desired.clients);
+    // Clients decide which revisions trust anchors; tolerance covers every
+    // revision around the presentation it protects, the bundle's included.
+    let revisions = stage_clients(steps.revisions, &current_clients, &desired.clients);
     let (revisions, held) = stage_bundle(revisions, &anchors, store);
+    let revisions = stage_tolerance(revisions, store);
     match check_invariant(&revisions, store) {
         Ok(()) => Plan {
             revisions,
@@ -243,9 +250,14 @@ struct Anchors {
 }
 
 impl Anchors {
-    fn new(effective: &Effective, trust: &TrustBundle) -> Self {
+    fn new(effective: &Effective, clients: &Clients, trust: &TrustBundle) -> Self {
         let bundle: Vec<Thumbprint> = trust.anchors().cloned().collect();
-        let in_force = effective.anchors.clone().unwrap_or_else(|| bundle.clone());
+        let in_force = if crate::revision::trusts_anchors(&effective.accepted, clients) {
+            effective.anchors.clone().unwrap_or_else(|| bundle.clone())
+        } else {
+            // Members trust no anchor now: nothing to stage away from.
+            Vec::new()
+        };
         let mut walking: Vec<Thumbprint> = in_force.iter().chain(&bundle).cloned().collect();
         walking.sort();
         walking.dedup();
@@ -443,11 +455,13 @@ fn stage_clients(mut revisions: Vec<Revision>, current: &Clients, desired: &Clie
     renumber(revisions)
 }
 
-/// The effective state, with its presented certificate resolved in the store.
+/// The effective state, with its presented certificate resolved in the
+/// store and judged by what members trust now (`trust`).
 fn effective_state(
     effective: &Effective,
     selection: SelectionPolicy,
     store: &Store,
+    trust: &TrustBundle,
     now: Timestamp,
 ) -> Result<State, Blocked> {
     let presented = match &effective.presented {
@@ -464,10 +478,10 @@ fn effective_state(
                 instances: store
                     .instances
                     .iter()
-                    .filter(|facts| effective.accepted.admits(facts, &store.trust))
+                    .filter(|facts| effective.accepted.admits(facts, trust))
                     .cloned()
                     .collect(),
-                trust: store.trust.clone(),
+                trust: trust.clone(),
             };
             let form = PresentationForm::of(&effective.accepted);
             let selected = select_with_reasons(&form, selection, &admitted, now).map_err(|blocked| {
@@ -478,7 +492,7 @@ fn effective_state(
     };
     // A presented certificate revoked since is what members are moving away
     // from: in force all the same.
-    let tolerant = store.trust.tolerating(std::slice::from_ref(&presented.thumbprint));
+    let tolerant = trust.tolerating(std::slice::from_ref(&presented.thumbprint));
     if !effective.accepted.admits(presented, &tolerant) {
         return Err(Blocked::new(
             BlockReason::InvalidEffectiveState,
@@ -883,16 +897,6 @@ impl Steps {
     }
 }
 
-/// What `revision` judges with: `trust` with the revision's own anchors
-/// when it trusts anchors at all (a trust bundle changes in stages).
-pub fn trust_of<'a>(revision: &Revision, trust: &'a TrustBundle) -> Cow<'a, TrustBundle> {
-    if revision.trusts_anchors() && trust.anchors().ne(revision.anchors.iter()) {
-        Cow::Owned(trust.with_anchors(&revision.anchors))
-    } else {
-        Cow::Borrowed(trust)
-    }
-}
-
 /// docs/planner.md, for every adjacent pair (members may sit on either):
 /// presented(r) is accepted by rules(r+1), and presented(r+1) by rules(r).
 /// Acceptance here is the rules' (issuer and name), not the clock's: the
@@ -909,7 +913,7 @@ pub fn check_invariant(revisions: &[Revision], store: &Store) -> Result<(), Bloc
         tolerated
     };
     // Each revision judges with its own anchors (a bundle changes in stages).
-    let trust: Vec<Cow<'_, TrustBundle>> = revisions.iter().map(|r| trust_of(r, &store.trust)).collect();
+    let trust: Vec<Cow<'_, TrustBundle>> = revisions.iter().map(|r| r.judging_by(&store.trust)).collect();
     for (index, pair) in revisions.windows(2).enumerate() {
         let (before, after) = (&pair[0], &pair[1]);
         for (cert, rules, judged) in [(&before.presented, after, index + 1), (&after.presented, before, index)] {

@@ -78,14 +78,22 @@ fn assert_walkable(plan: &Plan, store: &Store, desired: &Desired) {
     assert_eq!(plan.blocked, None);
     // Members on a revision accept what its rules admit, revocations in
     // force except those it tolerates (the one in force: its own presented too).
+    // Each by its own anchors when some name is unpinned (a bundle changes in stages).
     let first = &plan.revisions[0];
     let trust_of = |r: &Revision| {
         let mut tolerated = r.tolerated.clone();
         if r.revision == first.revision {
             tolerated.push(first.presented.clone());
         }
-        store.trust.tolerating(&tolerated).into_owned()
+        let unpinned = r.accepted.common_names.iter().any(|n| n.issuer_thumbprints.is_empty())
+            || r.clients.common_names.iter().any(|c| c.issuer_thumbprints.is_empty());
+        let own = match unpinned {
+            true => store.trust.with_anchors(&r.anchors),
+            false => store.trust.clone(),
+        };
+        own.tolerating(&tolerated).into_owned()
     };
+    let bundle: Vec<Thumbprint> = store.trust.anchors().cloned().collect();
     for pair in plan.revisions.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         let find = |t: &Thumbprint| store.instances.iter().find(|f| &f.thumbprint == t).unwrap();
@@ -102,7 +110,17 @@ fn assert_walkable(plan: &Plan, store: &Store, desired: &Desired) {
             b.revision
         );
         assert_eq!(b.revision, a.revision + 1);
-        let validation = a.accepted != b.accepted || a.clients != b.clients || a.tolerated != b.tolerated;
+        let validation =
+            a.accepted != b.accepted || a.clients != b.clients || a.tolerated != b.tolerated || a.anchors != b.anchors;
+        // Every anchor trusted on the way is one in force or the bundle's.
+        assert!(
+            b.anchors
+                .iter()
+                .all(|t| first.anchors.contains(t) || bundle.contains(t)),
+            "r{} trusts {:?}",
+            b.revision,
+            b.anchors
+        );
         assert!(
             (a.presented != b.presented) != validation,
             "r{} must change one thing",
@@ -126,6 +144,21 @@ fn assert_walkable(plan: &Plan, store: &Store, desired: &Desired) {
     let last = plan.revisions.last().unwrap();
     assert_eq!(last.accepted, desired.accepted);
     assert_eq!(last.clients, desired.clients);
+    // The walk ends trusting the bundle's anchors, unless their removal is held.
+    let unpinned = last.anchors.iter().any(|t| !bundle.contains(t));
+    match &plan.held {
+        None => assert!(!unpinned, "r{} still trusts {:?}", last.revision, last.anchors),
+        Some(held) => {
+            assert_eq!(held.reason, BlockReason::TrustAnchorInUse);
+            assert!(unpinned, "held with nothing to remove: {}", held.message);
+        }
+    }
+    // What it ends presenting, judged as its members judge it.
+    let ended = Store {
+        trust: trust_of(last),
+        instances: store.instances.clone(),
+    };
+    let store = &ended;
     // A client is removed only after the last presentation change.
     let last_presentation = plan
         .revisions

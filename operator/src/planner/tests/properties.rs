@@ -114,16 +114,18 @@ fn cases() -> impl Strategy<Value = Case> {
         (
             prop::collection::vec(0..ANCHORS.len(), 0..=3),
             prop::collection::vec(prop_oneof![2 => 0..16usize, 1 => Just(14), 3 => Just(15)], 0..=1),
+            // The anchors members trust now, against the bundle's (see below).
+            (0..12u8, 0..ANCHORS.len(), any::<prop::sample::Index>(), 0..3u8),
         ),
         any::<bool>(),
         any::<prop::sample::Index>(),
         (clients(), clients()),
     )
-        .prop_flat_map(|(instances, (trust, revoked), latest, pick, both_clients)| {
+        .prop_flat_map(|(instances, (trust, revoked, in_force), latest, pick, both_clients)| {
             let size = instances.len();
             (
                 Just(instances),
-                Just((trust, revoked)),
+                Just((trust, revoked, in_force)),
                 Just(latest),
                 Just(pick),
                 accepted(size),
@@ -135,11 +137,46 @@ fn cases() -> impl Strategy<Value = Case> {
             !desired.is_empty()
         })
         .prop_map(
-            |(instances, (trust, revoked), latest, pick, current, target, (current_clients, desired_clients))| {
+            |(
+                instances,
+                (trust, revoked, in_force),
+                latest,
+                pick,
+                mut current,
+                mut target,
+                (current_clients, desired_clients),
+            )| {
                 let mut store = Store {
                     trust: self::trust(&trust),
                     instances,
                 };
+                // What members trust now: unknown, the bundle's, or what it
+                // was before the bundle changed: an anchor since removed
+                // (`other` more), one since added (one fewer), both.
+                let (how, other, drop, through_bundle) = in_force;
+                // A third of the cases accept a name through the bundle's
+                // anchors before and after: where a bundle change matters.
+                if through_bundle == 0 {
+                    for rules in [&mut current, &mut target] {
+                        let names = rules.common_names.iter().filter(|r| r.name != NAMES[0]).cloned();
+                        let names: Vec<CommonNameRule> = names.chain([CommonNameRule::new(NAMES[0], [])]).collect();
+                        *rules = Accepted::new(rules.thumbprints.clone(), names);
+                    }
+                }
+                let bundle: Vec<Thumbprint> = store.trust.anchors().cloned().collect();
+                let mut anchors = bundle.clone();
+                if matches!(how, 2 | 3 | 8 | 9) && !anchors.is_empty() {
+                    anchors.remove(drop.index(anchors.len()));
+                }
+                if matches!(how, 4..=9) {
+                    anchors.push(tp(ANCHORS[other]));
+                }
+                if how >= 10 {
+                    anchors = vec![tp(ANCHORS[other])];
+                }
+                anchors.sort();
+                anchors.dedup();
+                let anchors = (how != 0).then_some(anchors);
                 // CRLs in force: some instances revoked by their issuers, or
                 // (index 15) the intermediate CA1 by its root: a certificate
                 // under it may be in use (tolerated, its path too) and is
@@ -157,12 +194,17 @@ fn cases() -> impl Strategy<Value = Case> {
                         None => {}
                     }
                 }
-                // Members present something the effective rules admit (it
-                // may have been revoked since), when there is one.
+                // Members present something the effective rules admit under
+                // the anchors in force (it may have been revoked since),
+                // when there is one.
+                let trusted = match &anchors {
+                    Some(anchors) => store.trust.with_anchors(anchors),
+                    None => store.trust.clone(),
+                };
                 let admitted: Vec<&CertificateFacts> = store
                     .instances
                     .iter()
-                    .filter(|f| current.admits(f, &store.trust.tolerating(std::slice::from_ref(&f.thumbprint))))
+                    .filter(|f| current.admits(f, &trusted.tolerating(std::slice::from_ref(&f.thumbprint))))
                     .collect();
                 // With CA1 revoked, members present a certificate under it when one is admitted.
                 let under_ca1 = admitted
@@ -190,7 +232,7 @@ fn cases() -> impl Strategy<Value = Case> {
                         presented,
                         clients: Some(current_clients),
                         tolerated: Vec::new(),
-                        anchors: None,
+                        anchors,
                     },
                     desired: Desired {
                         present_by: PresentationForm::of(&target),
@@ -228,7 +270,13 @@ proptest! {
             Some(blocked) => {
                 prop_assert_ne!(blocked.reason, BlockReason::UnsafePlan, "{}", blocked.message);
                 // Blocked only when the effective state or the goal cannot be had.
-                let effective_fails = effective_state(&case.effective, case.desired.selection, &case.store, now()).is_err();
+                // What members trust now: the anchors in force, when a name is unpinned.
+                let unpinned = case.effective.accepted.common_names.iter().any(|r| r.issuer_thumbprints.is_empty());
+                let in_force = match &case.effective.anchors {
+                    Some(anchors) if unpinned => case.store.trust.with_anchors(anchors),
+                    _ => case.store.trust.clone(),
+                };
+                let effective_fails = effective_state(&case.effective, case.desired.selection, &case.store, &in_force, now()).is_err();
                 let goal_fails = goal(&case.desired, &case.store, now()).is_err();
                 prop_assert!(effective_fails || goal_fails, "blocked without cause: {}", blocked);
             }
@@ -343,6 +391,8 @@ fn the_generator_reaches_plans_of_every_kind() {
     let strategy = cases();
     let (mut walked, mut blocked, mut stages) = (0, 0, std::collections::BTreeSet::new());
     let (mut moved_away, mut moved_off_revoked_ca) = (0, 0);
+    // Trust bundle changes: anchors added, removed, both (replaced), a removal held.
+    let (mut added, mut removed, mut replaced, mut held) = (0, 0, 0, 0);
     let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for _ in 0..4000 {
         let case = strategy.new_tree(&mut runner).unwrap().current();
@@ -361,6 +411,19 @@ fn the_generator_reaches_plans_of_every_kind() {
         if under_revoked_ca {
             moved_off_revoked_ca += 1;
         }
+        let bundle_stage = |stage: Stage| {
+            plan.pending()
+                .iter()
+                .any(|r| r.cause == Some(Cause::TrustBundleChanged) && r.stage == Some(stage))
+        };
+        let (adds, removes) = (
+            bundle_stage(Stage::WidenValidation),
+            bundle_stage(Stage::NarrowValidation),
+        );
+        added += usize::from(adds);
+        removed += usize::from(removes);
+        replaced += usize::from(adds && removes);
+        held += usize::from(plan.held.is_some());
         if let Some(b) = &plan.blocked {
             *reasons.entry(b.reason.to_string()).or_insert(0) += 1;
             blocked += 1;
@@ -371,8 +434,17 @@ fn the_generator_reaches_plans_of_every_kind() {
     }
     println!(
         "from 4000 cases: {walked} plans walk, {moved_away} move off a revoked certificate, \
-         {moved_off_revoked_ca} of them off one under a revoked CA"
+         {moved_off_revoked_ca} of them off one under a revoked CA; trust bundle: {added} add anchors, \
+         {removed} remove some, {replaced} both, {held} hold a removal"
     );
+    for (what, reached) in [
+        ("add anchors", added),
+        ("remove anchors", removed),
+        ("replace anchors", replaced),
+        ("hold a removal", held),
+    ] {
+        assert!(reached > 20, "only {reached} plans {what}");
+    }
     // Trust refusals (untrusted roots, orphans, revocations) are blocked
     // cases of their own, so fewer plans walk than before they were generated.
     assert!(walked > 300, "only {walked} multi-revision plans ({blocked} blocked)");
