@@ -155,6 +155,28 @@ impl Declaration {
         self
     }
 
+    /// Anchors from the ConfigMap `name` (key `ca.crt`), as trust-manager writes it.
+    pub fn trust_bundle(mut self, config_map: &str) -> Self {
+        self.0.spec.trust_bundle = Some(certshift::crd::TrustBundleSource {
+            config_map_ref: Some(certshift::crd::KeySelector {
+                name: config_map.to_owned(),
+                key: None,
+            }),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// Clients admitted by common name, chaining to the trust bundle.
+    pub fn clients_by_common_name(mut self, name: &str) -> Self {
+        self.0.spec.client_certificate_common_names = vec![certshift::crd::ClientCertificateCommonName {
+            certificate_common_name: name.to_owned(),
+            certificate_issuer_thumbprint: String::new(),
+            is_admin: false,
+        }];
+        self
+    }
+
     /// `spec.upgrade.stageTimeout`.
     pub fn stage_timeout(mut self, duration: &str) -> Self {
         self.upgrade().stage_timeout = Some(duration.to_owned());

@@ -11,6 +11,7 @@ use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use certshift::agent::{self, Inbound, Options, Outbound, PodRef, Volumes};
+use certshift::planner::{Cause, Revision};
 use certshift_e2e::pki::Issued;
 use certshift_e2e::{kubelet, observed_revision};
 
@@ -868,6 +869,174 @@ pub async fn a_revoked_intermediate_moves_the_members_to_another_with_no_failed_
         "200"
     );
     assert_every_call_succeeded(&calls, 20, "intermediate", "while moving off the revoked intermediate");
+    wind_down(judge, members, operator, &root).await;
+}
+
+/// The ConfigMap `roots` trust-manager keeps: `ca.crt`, the anchors.
+fn roots(cas: &[&Issued]) -> ConfigMap {
+    let pem: String = cas.iter().map(|ca| ca.pem.as_str()).collect();
+    serde_json::from_value(serde_json::json!({"metadata": {"name": "roots"}, "data": {"ca.crt": pem}})).unwrap()
+}
+
+/// `certshift plan` over the namespace's objects as `kubectl get
+/// ccd,observedcertificates,cm,secret -o yaml` gives them, `renewed` in
+/// place of its Secret: what the operator will publish once it lands.
+async fn plan_offline(s: &Scenario, renewed: &Secret) -> certshift::cli::plan::PlanReport {
+    use certshift::crd::ObservedCertificate;
+    let mut manifests = certshift::cli::manifests::Manifests::default();
+    let mut read = |text: String| manifests.read("cluster", &text).expect("the cluster's objects read");
+    let ns = &s.namespace;
+    let ccds: Api<ClusterCertificateDeclaration> = Api::namespaced(s.admin.clone(), ns);
+    read(serde_yaml::to_string(&ccds.get(DECLARATION).await.unwrap()).unwrap());
+    let ocerts: Api<ObservedCertificate> = Api::namespaced(s.admin.clone(), ns);
+    for o in ocerts.list(&Default::default()).await.unwrap() {
+        read(serde_yaml::to_string(&o).unwrap());
+    }
+    let maps: Api<ConfigMap> = Api::namespaced(s.admin.clone(), ns);
+    for m in maps.list(&Default::default()).await.unwrap() {
+        read(serde_yaml::to_string(&m).unwrap());
+    }
+    let secrets: Api<Secret> = Api::namespaced(s.admin.clone(), ns);
+    for mut secret in secrets.list(&Default::default()).await.unwrap() {
+        if secret.metadata.name == renewed.metadata.name {
+            secret = renewed.clone();
+            secret.metadata.namespace = Some(ns.clone());
+        }
+        read(serde_yaml::to_string(&secret).unwrap());
+    }
+    certshift::cli::plan::plan(&manifests, jiff::Timestamp::now()).expect("valid input")
+}
+
+/// A trust bundle rotated as trust-manager does it, under agents calling
+/// each other the whole time, the members' name and a client's name both
+/// trusted through the bundle: the new root added (trusted at once, by a
+/// revision of its own); the old root removed too early, while the
+/// presented certificate still chains to it (held, `TrustAnchorInUse`
+/// naming both, nothing published, the client under the old root still
+/// admitted); the store renewed under the new root (presented under both
+/// roots, then the old root dropped last — what `certshift plan` printed
+/// for the same objects beforehand). The client under the old root is
+/// refused only after that last revision; no member call failed.
+pub async fn a_trust_bundle_rotated_as_trust_manager_does_never_cuts_a_member_off(s: Scenario) {
+    let ns = s.namespace.clone();
+    let root = std::env::temp_dir().join(format!("certshift-e2e-bundle-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let judge = Judge::watch(&s.admin, &ns);
+    let (r1, r2) = (pki::ca("bundle root 1"), pki::ca("bundle root 2"));
+    let old = pki::leaf("cluster.example", -10, &r1);
+    store_certificate(&s, Some(&judge), "cluster-a", &old, &r1).await;
+    apply(&s.admin, &ns, &roots(&[&r1])).await;
+    for i in 0..MEMBERS {
+        apply(&s.admin, &ns, &member_pod(&format!("member-{i}"), &[("app", "agents")])).await;
+    }
+    Declaration::example("declaration-common-name.yaml")
+        .by_common_names(&[("cluster.example", "")])
+        .store(&["cluster-a"])
+        .trust_bundle("roots")
+        .clients_by_common_name("client.example")
+        .min_soak("1s")
+        .pod_members(&[("app", "agents")])
+        .apply(&s.admin, &ns)
+        .await;
+    let operator = Operator::start(&s.plane, &ns);
+    let members = start_members(&s, &root, agent::DEFAULT_HEALTH_WINDOW).await;
+    let ready = wait_ready(&s.admin, &ns, DECLARATION, Duration::from_secs(60)).await;
+    let first = ready.status.unwrap().upgrade.unwrap().revision;
+    let acknowledged = |revision: u64| {
+        let s = &s;
+        async move {
+            eventually(
+                &format!("every agent on revision {revision}"),
+                Duration::from_secs(60),
+                || async { (observed_revisions(s).await == vec![Some(revision); MEMBERS]).then_some(()) },
+            )
+            .await;
+        }
+    };
+    acknowledged(first).await;
+    let (calls, caller) = call_every_member_all_the_time(&members);
+    let inbound = members[0].inbound;
+    let client = |cert: &Issued, label: &'static str| {
+        let (pem, key, root) = (cert.pem.clone(), cert.key.serialize_pem(), root.clone());
+        tokio::task::spawn_blocking(move || curl(inbound, &pem, &key, &root, label))
+    };
+    let (old_client, new_client) = (
+        pki::leaf("client.example", -5, &r1),
+        pki::leaf("client.example", -5, &r2),
+    );
+    assert_eq!(client(&old_client, "old-client").await.unwrap(), "200");
+    assert!(client(&new_client, "new-client").await.unwrap().starts_with("000"));
+    let last_published = |judge: &Judge| judge.observations().last().expect("observed").revision.clone();
+
+    // trust-manager adds the new root: trusted at once, by a revision of its own.
+    apply(&s.admin, &ns, &roots(&[&r1, &r2])).await;
+    let added = eventually("the new root published", Duration::from_secs(60), || async {
+        Some(last_published(&judge)).filter(|r| r.revision == first + 1)
+    })
+    .await;
+    assert_eq!(
+        (added.stage, added.cause, added.anchors.len()),
+        (Some(Stage::WidenValidation), Some(Cause::TrustBundleChanged), 2)
+    );
+    acknowledged(first + 1).await;
+    assert_eq!(client(&new_client, "new-client").await.unwrap(), "200");
+
+    // The old root removed while the presented certificate chains to it: held.
+    apply(&s.admin, &ns, &roots(&[&r2])).await;
+    let (held, message) = stalled(&s, "TrustAnchorInUse", Duration::from_secs(60)).await;
+    for named in [&r1.thumbprint, &old.thumbprint] {
+        assert!(message.contains(named.as_str()), "{message}");
+    }
+    assert!(held.status.unwrap().upgrade.unwrap().plan.is_empty());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(last_published(&judge).revision, first + 1, "nothing published while held");
+    assert_eq!(client(&old_client, "old-client").await.unwrap(), "200", "still trusted");
+
+    // The store renewed under the new root: `certshift plan` says what comes.
+    let renewed = pki::leaf("cluster.example", -5, &r2);
+    judge.know(&renewed.pem, Some(&r2.pem));
+    let renewal = pki::tls_secret("cluster-a", &renewed, &r2);
+    let offline = plan_offline(&s, &renewal).await;
+    assert_eq!(offline.blocked, None, "{offline:?}");
+    apply(&s.admin, &ns, &renewal).await;
+    let walked = eventually("the walk off the old root", Duration::from_secs(120), || async {
+        let d = declaration(&s.admin, &ns, DECLARATION).await;
+        let published: Vec<Revision> = judge
+            .observations()
+            .iter()
+            .map(|o| o.revision.clone())
+            .filter(|r| r.revision > first + 1)
+            .collect();
+        let done = published.len() == 2 && is_true(&d, "Ready");
+        done.then_some(published)
+    })
+    .await;
+    acknowledged(first + 3).await;
+    let shape = |r: &Revision| (r.revision, r.stage, r.change, r.presented.clone(), r.anchors.clone(), r.cause);
+    assert_eq!(
+        walked.iter().map(shape).collect::<Vec<_>>(),
+        offline.revisions[1..].iter().map(shape).collect::<Vec<_>>(),
+        "the operator published what certshift plan printed"
+    );
+    let r2_only = vec![certshift::thumbprint::Thumbprint::parse("r2", &r2.thumbprint).unwrap()];
+    assert_eq!(
+        walked.iter().map(|r| (r.presented.to_string(), r.anchors.len(), r.cause)).collect::<Vec<_>>(),
+        [
+            (renewed.thumbprint.clone(), 2, None),
+            (renewed.thumbprint.clone(), 1, Some(Cause::TrustBundleChanged)),
+        ]
+    );
+    assert_eq!(walked[1].anchors, r2_only);
+    // Refused only now that the removal revision is in force.
+    let refused = client(&old_client, "old-client-after").await.unwrap();
+    assert!(refused.starts_with("000"), "the client under the removed root: {refused}");
+    assert_eq!(client(&new_client, "new-client-after").await.unwrap(), "200");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    calls.stop.store(true, Ordering::Relaxed);
+    caller.await.unwrap();
+    assert_every_call_succeeded(&calls, 40, "bundle", "through a trust bundle rotation");
     wind_down(judge, members, operator, &root).await;
 }
 

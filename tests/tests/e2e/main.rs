@@ -81,6 +81,7 @@ fn main() -> ExitCode {
         agents::an_agent_restarted_or_given_a_corrupt_volume_never_acknowledges_what_it_has_not_loaded,
         agents::a_revocation_pushed_while_running_moves_the_members_off_with_no_failed_call,
         agents::a_revoked_intermediate_moves_the_members_to_another_with_no_failed_call,
+        agents::a_trust_bundle_rotated_as_trust_manager_does_never_cuts_a_member_off,
         agents::a_client_refusing_the_new_certificate_holds_the_walk_until_it_is_fixed,
         agents::a_client_refusing_the_new_certificate_rolls_the_change_back,
         agents::a_person_rolls_back_or_resumes_a_held_change_with_the_cli,
