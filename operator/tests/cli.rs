@@ -141,7 +141,7 @@ fn text_output_is_a_table_for_reviewers() {
         "AddSecondary",
         "SwitchToCommonName",
         "PinIssuers",
-        "CN cluster.example (trust bundle)",
+        "CN cluster.example (anchors B22C612B)",
     ] {
         assert!(text.contains(word), "{word} missing from:\n{text}");
     }
@@ -450,4 +450,120 @@ fn a_crl_revoking_the_goal_blocks_the_plan() {
     assert_eq!(json["blocked"]["reason"], "CertificateRevoked", "{json}");
     let message = json["blocked"]["message"].as_str().unwrap();
     assert!(message.contains(facts.thumbprint.as_str()), "{message}");
+}
+
+/// A trust bundle change is planned in stages from the anchors in force
+/// (`status.effective.trustAnchors`): the cluster CA in force and the public
+/// roots added, a root removed that nothing presented needs, and the
+/// cluster CA removed while the presented certificate chains to it (held,
+/// exit 3, naming both).
+#[test]
+fn a_trust_bundle_change_is_planned_in_stages_from_the_anchors_in_force() {
+    let ca = thumbprint_of(&example("ca.yaml"));
+    let facts: Value =
+        serde_json::from_slice(&certshift(&["inspect", "-o", "json", &example("store.yaml")], None).stdout).unwrap();
+    let presented = facts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["commonName"] == "cluster.example")
+        .unwrap()["thumbprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let public_root = thumbprint_of(SYSTEM_ROOTS);
+    let bundle = |name: &str, pem: &str| {
+        let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+        temp_file(
+            &format!("{name}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  ca.crt: |\n{indented}"
+            ),
+        )
+    };
+    let ca_pem = {
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_yaml::from_str(&std::fs::read_to_string(example("ca.yaml")).unwrap()).unwrap();
+        secret.string_data.unwrap()["tls.crt"].clone()
+    };
+    // Unpinned (through the bundle), in force presenting the CA's certificate.
+    let declaration = |bundle_name: &str, in_force: &[&str]| {
+        let text = std::fs::read_to_string(example("declaration-common-name.yaml")).unwrap();
+        let spec = text.split("# What is in force").next().unwrap();
+        let spec = spec
+            .replace(
+                &format!("certificateIssuerThumbprint: {ca}"),
+                "certificateIssuerThumbprint: \"\"",
+            )
+            .replace("      name: cluster-trust\n", &format!("      name: {bundle_name}\n"));
+        let status = format!(
+            "status:\n  effective:\n    revision: 4\n    certificateCommonNames:\n      commonNames:\n      - certificateCommonName: cluster.example\n    presented: {presented}\n    trustAnchors: [{}]\n",
+            in_force.join(", ")
+        );
+        temp_file(&format!("bundle-{bundle_name}.yaml"), &format!("{spec}{status}"))
+    };
+    let summary = |json: &Value| -> Vec<(String, usize, String)> {
+        json["revisions"].as_array().unwrap()[1..]
+            .iter()
+            .map(|r| {
+                (
+                    r["stage"].as_str().unwrap().to_owned(),
+                    r["anchors"].as_array().map_or(0, Vec::len),
+                    r["cause"].as_str().unwrap_or("-").to_owned(),
+                )
+            })
+            .collect()
+    };
+    let roots = system_roots().matches("-----BEGIN CERTIFICATE-----").count();
+    let with_public = bundle("with-public", &format!("{}{ca_pem}", system_roots()));
+    let public_only = bundle("public-only", &system_roots());
+
+    // The public roots added: trusted at once, by a revision of their own.
+    let (code, json, stderr) = plan(
+        &[example("store.yaml"), declaration("with-public", &[&ca]), with_public],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}\n{json}");
+    assert_eq!(
+        summary(&json),
+        [("WidenValidation".to_owned(), roots + 1, "TrustBundleChanged".to_owned())]
+    );
+    // A public root removed: nothing presented needs it, dropped at once.
+    let (code, json, stderr) = plan(
+        &[
+            example("store.yaml"),
+            declaration("cluster-trust", &[&ca, &public_root]),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}\n{json}");
+    assert_eq!(
+        summary(&json),
+        [("NarrowValidation".to_owned(), 1, "TrustBundleChanged".to_owned())]
+    );
+    assert_eq!(json["revisions"][1]["anchors"], serde_json::json!([ca]));
+    // The cluster CA removed while what is presented chains to it: held.
+    let inputs = [example("store.yaml"), declaration("public-only", &[&ca]), public_only];
+    let (code, json, stderr) = plan(&inputs, &[]);
+    assert_eq!(code, 3, "{stderr}\n{json}");
+    assert_eq!(json["blocked"], Value::Null);
+    assert_eq!(json["held"]["reason"], "TrustAnchorInUse", "{json}");
+    let message = json["held"]["message"].as_str().unwrap();
+    assert!(message.contains(&ca) && message.contains(&presented), "{message}");
+    assert_eq!(
+        summary(&json),
+        [("WidenValidation".to_owned(), roots + 1, "TrustBundleChanged".to_owned())],
+        "the public roots are still added"
+    );
+    let (code, text, _) = {
+        let mut args = vec!["plan", "--now", NOW, "-o", "text"];
+        for file in &inputs {
+            args.extend(["-f", file.as_str()]);
+        }
+        let out = certshift(&args, None);
+        (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap(), ())
+    };
+    assert_eq!(code, 3);
+    assert!(text.contains("then held: TrustAnchorInUse"), "{text}");
+    assert!(text.contains("CAUSE") && text.contains("TrustBundleChanged"), "{text}");
 }

@@ -102,43 +102,57 @@ pub fn plan(world: &World) -> Planned {
     {
         planned.pending.push(revision);
     }
+    if planned.pending.is_empty() {
+        walked(world, &spec.upgrade, &published, &previous, held, &mut planned);
+    } else {
+        gate(world, &spec.upgrade, &published, &mut planned);
+    }
+    fail(world, &spec.upgrade, &published, &previous, &mut planned);
+    planned
+}
+
+/// Nothing left to publish: a rollback is done once every member has the
+/// origin again; a change, once its last revision passed its health check.
+/// Then what the plan holds (`held`: the removal of an anchor still in use).
+fn walked(
+    world: &World,
+    upgrade: &spec::Upgrade,
+    published: &Revision,
+    previous: &UpgradeStatus,
+    held: Option<Blocked>,
+    planned: &mut Planned,
+) {
     let members = planned.report.status(published.revision);
-    let acknowledged = acknowledged_time(&previous, published.revision, &members, world.now);
-    match (planned.pending.is_empty(), planned.rollback.as_mut()) {
-        // Rolled back once every member has the origin again.
-        (true, Some(rollback)) => {
+    let acknowledged = acknowledged_time(previous, published.revision, &members, world.now);
+    match planned.rollback.as_mut() {
+        Some(rollback) => {
             if acknowledged.is_some() {
                 rollback.state = ROLLED_BACK.to_owned();
-                planned.hold = Some(Hold::Blocked(rolled_back(rollback, &previous)));
+                planned.hold = Some(Hold::Blocked(rolled_back(rollback, previous)));
             } else {
                 // A rollback's last revision is bounded like any other: a
                 // member that never loads it is a person's to look at.
-                planned.hold = await_members(world, &spec.upgrade, &published, &previous, &members, &mut planned);
+                planned.hold = await_members(world, upgrade, published, previous, &members, planned);
             }
         }
         // The last revision's health is checked too, until it passes once:
         // the change is complete when its members are healthy under it.
-        (true, None) => {
+        None => {
             let passed = previous.revision == published.revision
                 && previous.health.as_ref().is_some_and(|h| h.state == "Healthy");
             match acknowledged {
                 Some(_) if passed => planned.health = previous.health.clone(),
                 Some(acknowledged) => {
-                    planned.hold = health_check(world, &spec.upgrade, &published, acknowledged, &mut planned).err();
+                    planned.hold = health_check(world, upgrade, published, acknowledged, planned).err();
                 }
-                None => {
-                    planned.hold = await_members(world, &spec.upgrade, &published, &previous, &members, &mut planned);
-                }
+                None => planned.hold = await_members(world, upgrade, published, previous, &members, planned),
             }
         }
-        (false, _) => gate(world, &spec.upgrade, &published, &mut planned),
     }
     // Walked as far as is safe: the removal of an anchor still in use waits.
-    if planned.hold.is_none() && planned.pending.is_empty() {
+    if planned.hold.is_none() {
         planned.hold = held.map(Hold::Blocked);
     }
-    fail(world, &spec.upgrade, &published, &previous, &mut planned);
-    planned
 }
 
 /// `status.upgrade.rollback.state` of a rollback under way, and done.

@@ -252,12 +252,15 @@ struct Anchors {
 impl Anchors {
     fn new(effective: &Effective, clients: &Clients, trust: &TrustBundle) -> Self {
         let bundle: Vec<Thumbprint> = trust.anchors().cloned().collect();
-        let in_force = if crate::revision::trusts_anchors(&effective.accepted, clients) {
+        let mut in_force = if crate::revision::trusts_anchors(&effective.accepted, clients) {
             effective.anchors.clone().unwrap_or_else(|| bundle.clone())
         } else {
             // Members trust no anchor now: nothing to stage away from.
             Vec::new()
         };
+        // As sets (a status lists them in any order).
+        in_force.sort();
+        in_force.dedup();
         let mut walking: Vec<Thumbprint> = in_force.iter().chain(&bundle).cloned().collect();
         walking.sort();
         walking.dedup();

@@ -990,7 +990,11 @@ pub async fn a_trust_bundle_rotated_as_trust_manager_does_never_cuts_a_member_of
     }
     assert!(held.status.unwrap().upgrade.unwrap().plan.is_empty());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(last_published(&judge).revision, first + 1, "nothing published while held");
+    assert_eq!(
+        last_published(&judge).revision,
+        first + 1,
+        "nothing published while held"
+    );
     assert_eq!(client(&old_client, "old-client").await.unwrap(), "200", "still trusted");
 
     // The store renewed under the new root: `certshift plan` says what comes.
@@ -1013,7 +1017,16 @@ pub async fn a_trust_bundle_rotated_as_trust_manager_does_never_cuts_a_member_of
     })
     .await;
     acknowledged(first + 3).await;
-    let shape = |r: &Revision| (r.revision, r.stage, r.change, r.presented.clone(), r.anchors.clone(), r.cause);
+    let shape = |r: &Revision| {
+        (
+            r.revision,
+            r.stage,
+            r.change,
+            r.presented.clone(),
+            r.anchors.clone(),
+            r.cause,
+        )
+    };
     assert_eq!(
         walked.iter().map(shape).collect::<Vec<_>>(),
         offline.revisions[1..].iter().map(shape).collect::<Vec<_>>(),
@@ -1021,7 +1034,10 @@ pub async fn a_trust_bundle_rotated_as_trust_manager_does_never_cuts_a_member_of
     );
     let r2_only = vec![certshift::thumbprint::Thumbprint::parse("r2", &r2.thumbprint).unwrap()];
     assert_eq!(
-        walked.iter().map(|r| (r.presented.to_string(), r.anchors.len(), r.cause)).collect::<Vec<_>>(),
+        walked
+            .iter()
+            .map(|r| (r.presented.to_string(), r.anchors.len(), r.cause))
+            .collect::<Vec<_>>(),
         [
             (renewed.thumbprint.clone(), 2, None),
             (renewed.thumbprint.clone(), 1, Some(Cause::TrustBundleChanged)),
@@ -1030,7 +1046,10 @@ pub async fn a_trust_bundle_rotated_as_trust_manager_does_never_cuts_a_member_of
     assert_eq!(walked[1].anchors, r2_only);
     // Refused only now that the removal revision is in force.
     let refused = client(&old_client, "old-client-after").await.unwrap();
-    assert!(refused.starts_with("000"), "the client under the removed root: {refused}");
+    assert!(
+        refused.starts_with("000"),
+        "the client under the removed root: {refused}"
+    );
     assert_eq!(client(&new_client, "new-client-after").await.unwrap(), "200");
 
     tokio::time::sleep(Duration::from_secs(2)).await;
