@@ -197,9 +197,10 @@ pub fn render(report: &Report, now: Timestamp) -> String {
                 for r in remaining {
                     let stage = r.stage.map_or_else(|| "-".to_owned(), |s| s.to_string());
                     let change = r.change.map_or_else(|| "-".to_owned(), |c| format!("{c:?}"));
+                    let cause = r.cause.map(|c| format!(" ({c})")).unwrap_or_default();
                     let _ = writeln!(
                         out,
-                        "    {:<4} {:<20} {:<13} presents {}",
+                        "    {:<4} {:<20} {:<13} presents {}{cause}",
                         r.revision, stage, change, r.presented
                     );
                 }
