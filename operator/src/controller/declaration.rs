@@ -38,6 +38,7 @@ pub(super) async fn controller(
     ctx: Arc<Context>,
     ocert_events: futures::channel::mpsc::UnboundedReceiver<watcher::Event<ObservedCertificate>>,
     secret_events: super::SecretEvents,
+    in_use: Arc<super::in_use::SharedInUse>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     // Pods are cached by metadata, trimmed to their labels and acknowledged
@@ -61,6 +62,7 @@ pub(super) async fn controller(
             |_| {},
             move |event| {
                 trust.lock().unwrap_or_else(PoisonError::into_inner).observe(event);
+                in_use.observe(event);
                 if let watcher::Event::Delete(declaration) = event {
                     written.forget(declaration);
                 }

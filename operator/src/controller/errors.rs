@@ -47,6 +47,10 @@ pub enum Error {
     /// The watch behind a cache ended before its first list (shutdown).
     #[error("the {0} cache stopped before its first list")]
     CacheStopped(&'static str),
+    /// What a reconcile looks up in a watch's index is not listed yet (the
+    /// watch is failing, e.g. forbidden): looked at again later.
+    #[error("the {0} are not listed yet (their watch has not completed a list)")]
+    NotListed(&'static str),
 }
 
 impl Error {
@@ -55,6 +59,7 @@ impl Error {
         match self {
             Error::Kube { verb, .. } => verb.as_str(),
             Error::CacheStopped(_) => "CacheStopped",
+            Error::NotListed(_) => "NotListed",
         }
     }
 }

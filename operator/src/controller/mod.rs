@@ -4,6 +4,7 @@
 
 pub mod crl_fetch;
 mod declaration;
+mod in_use;
 mod leader;
 pub mod members;
 pub mod metrics;
@@ -83,8 +84,17 @@ pub async fn run(
     // The declaration controller follows ObservedCertificates through the
     // ObservedCertificate controller's watch, not one of its own.
     let (ocert_events, ocerts_for_declarations) = futures::channel::mpsc::unbounded();
-    let observed = observed::controller(ctx.clone(), for_observed, ocert_events, stop.clone());
-    let declarations = declaration::controller(ctx.clone(), ocerts_for_declarations, for_declarations, stop.clone());
+    // And ObservedCertificates learn what the declarations have in use
+    // from the declaration controller's watch.
+    let in_use: Arc<in_use::SharedInUse> = Arc::default();
+    let observed = observed::controller(ctx.clone(), for_observed, ocert_events, in_use.clone(), stop.clone());
+    let declarations = declaration::controller(
+        ctx.clone(),
+        ocerts_for_declarations,
+        for_declarations,
+        in_use,
+        stop.clone(),
+    );
     let policies = policy::controller(ctx.clone(), for_policies, stop.clone());
     let controllers = futures::future::join3(observed, declarations, policies);
     let outcome = match lost_leadership {

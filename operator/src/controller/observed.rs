@@ -15,6 +15,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::in_use::SharedInUse;
 use super::sources::SourceIndex;
 use super::{
     Context, Error, OwnedSecret, SecretEvents, apply_status, create_secret, drive, now, owned_by, publish_events,
@@ -34,6 +35,7 @@ pub(super) async fn controller(
     ctx: Arc<Context>,
     secret_events: SecretEvents,
     ocert_events: futures::channel::mpsc::UnboundedSender<watcher::Event<ObservedCertificate>>,
+    in_use: Arc<SharedInUse>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ocerts: Api<ObservedCertificate> = ctx.watched();
@@ -84,7 +86,7 @@ pub(super) async fn controller(
         })
         .graceful_shutdown_on(stop)
         .run(
-            move |ocert, ctx| reconcile(ocert, ctx, index.clone()),
+            move |ocert, ctx| reconcile(ocert, ctx, index.clone(), in_use.clone()),
             error_policy,
             ctx,
         );
@@ -114,6 +116,7 @@ async fn reconcile(
     cached: Arc<ObservedCertificate>,
     ctx: Arc<Context>,
     index: Arc<Mutex<SourceIndex>>,
+    in_use: Arc<SharedInUse>,
 ) -> Result<Action, Error> {
     let namespace = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
@@ -122,7 +125,7 @@ async fn reconcile(
     let (failure_ctx, failed) = (ctx.clone(), cached.clone());
     let outcome = async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let Some(mut world) = gather(&ctx, &index, cached, StoreRead::IfRecorded).await? else {
+        let Some(mut world) = gather(&ctx, &index, &in_use, cached, StoreRead::IfRecorded).await? else {
             ctx.metrics.observed(&namespace, &name, None);
             return Ok(Action::await_change());
         };
@@ -131,7 +134,7 @@ async fn reconcile(
             // The store is there though no instance was recorded: the status
             // written with it may not have reached the cache yet. Decide once
             // more with both read fresh (the store read, so no create again).
-            let Some(fresh) = gather(&ctx, &index, world.ocert.clone(), StoreRead::Fresh).await? else {
+            let Some(fresh) = gather(&ctx, &index, &in_use, world.ocert.clone(), StoreRead::Fresh).await? else {
                 return Ok(Action::await_change());
             };
             world = fresh;
@@ -181,6 +184,7 @@ struct Gathered {
 async fn gather(
     ctx: &Context,
     index: &Mutex<SourceIndex>,
+    in_use: &SharedInUse,
     cached: Arc<ObservedCertificate>,
     read: StoreRead,
 ) -> Result<Option<Gathered>, Error> {
@@ -204,7 +208,7 @@ async fn gather(
     let mut status = ocert.status.clone().unwrap_or_default();
     status.conditions = conditions::sorted(&status.conditions);
     let policy = policy(ctx, &namespace, &ocert).await?;
-    let in_use = in_use(ctx, &namespace, &name).await?;
+    let in_use = in_use.in_use(&namespace, &name).await?;
     let stored = if read == StoreRead::Fresh || !status.instances.is_empty() {
         ctx.get_opt::<Secret>(&namespace, &store_name(&name))
             .await?
@@ -357,49 +361,4 @@ async fn policy(
             )
         }),
     }))
-}
-
-/// The thumbprints the declarations whose store names `ocert` present or
-/// accept by thumbprint with their revision in force (`status.effective`,
-/// `status.certificatesInUse`): retention keeps them.
-async fn in_use(ctx: &Context, namespace: &str, ocert: &str) -> Result<std::collections::BTreeSet<String>, Error> {
-    use crate::crd::ClusterCertificateDeclaration;
-    let api: Api<ClusterCertificateDeclaration> = Api::namespaced(ctx.client.clone(), namespace);
-    let declarations =
-        api.list(&Default::default())
-            .await
-            .map_err(super::kube_err::<ClusterCertificateDeclaration>(
-                super::Verb::List,
-                namespace,
-                "",
-            ))?;
-    let mut in_use = std::collections::BTreeSet::new();
-    for declaration in declarations.items {
-        let Some(status) = declaration.status.as_ref() else {
-            continue;
-        };
-        if !declaration.spec.store.observed_certificates.iter().any(|n| n == ocert) {
-            continue;
-        }
-        if let Some(effective) = &status.effective {
-            in_use.extend(effective.presented.clone());
-            if let Some(certificate) = &effective.certificate {
-                in_use.insert(certificate.thumbprint.to_ascii_uppercase());
-                in_use.extend(
-                    certificate
-                        .thumbprint_secondary
-                        .as_ref()
-                        .map(|t| t.to_ascii_uppercase()),
-                );
-            }
-        }
-        in_use.extend(
-            status
-                .certificates_in_use
-                .iter()
-                .filter(|u| matches!(u.role.as_str(), "Presented" | "AcceptedThumbprint"))
-                .map(|u| u.thumbprint.clone()),
-        );
-    }
-    Ok(in_use)
 }

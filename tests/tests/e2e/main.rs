@@ -17,6 +17,7 @@ mod members;
 mod names;
 mod outputs;
 mod policy;
+mod scale;
 mod trust;
 
 use std::collections::BTreeMap;
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
         trust::crls_fetched_from_distribution_points_move_the_members_off,
         trust::a_crl_in_a_secret_changed_while_ready_is_acted_on_at_once,
         names::names_of_63_64_and_253_characters_reach_ready_for_every_kind,
+        scale::requests_per_object_on_the_hot_paths_are_counted,
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()
