@@ -170,7 +170,8 @@ pub fn render(report: &Report, now: Timestamp) -> String {
     match &status.upgrade {
         Some(u) => {
             let stage = u.stage.map_or_else(|| "- (up to date)".to_owned(), |s| s.to_string());
-            let _ = writeln!(out, "  Stage:     {stage}");
+            let cause = u.cause.map(|c| format!(" ({c})")).unwrap_or_default();
+            let _ = writeln!(out, "  Stage:     {stage}{cause}");
             let _ = writeln!(out, "  Revision:  {}", u.revision);
             if let Some(t) = u.published_time {
                 let _ = writeln!(out, "  Published: {t} ({} ago)", age(now, t));

@@ -89,9 +89,6 @@ pub(super) async fn controller(
     // acted on at once. Secrets come from the shared Secret watch, those
     // some declaration names passed on by `follow_outputs`.
     let trust_maps: Api<PartialObjectMeta<ConfigMap>> = ctx.watched();
-    let trust_map_events = watcher(trust_maps, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
     let (trust_secret_tx, trust_secret_rx) = futures::channel::mpsc::unbounded();
     let trust_secret_events = futures::StreamExt::map(trust_secret_rx, Ok::<_, watcher::Error>);
     let shell = Arc::new(Shell {
@@ -104,6 +101,28 @@ pub(super) async fn controller(
         reminders: Default::default(),
         crls: Default::default(),
     });
+    // The same watch says when a remembered bundle or CRL ConfigMap is out
+    // of date: reconciles read them from memory until then.
+    let trust_map_events = {
+        let shell = shell.clone();
+        futures::StreamExt::filter_map(
+            watcher(trust_maps, watcher::Config::default()).default_backoff(),
+            move |event| {
+                futures::future::ready(match event {
+                    Ok(event) => {
+                        shell.config_maps.observe(&event);
+                        match event {
+                            watcher::Event::Apply(map)
+                            | watcher::Event::InitApply(map)
+                            | watcher::Event::Delete(map) => Some(Ok(map)),
+                            watcher::Event::Init | watcher::Event::InitDone => None,
+                        }
+                    }
+                    Err(err) => Some(Err(err)),
+                })
+            },
+        )
+    };
     let ocert_events = {
         let shell = shell.clone();
         futures::StreamExt::filter_map(ocert_events, move |event| {
@@ -341,21 +360,22 @@ async fn gather(
             stored,
         });
     }
+    // Bundles and CRLs are remembered until their watches show a change.
     if let Some(source) = &spec.trust_bundle {
         inputs.trust_bundle = match (&source.config_map_ref, &source.secret_ref) {
             (Some(r), None) => Some(TrustBundleInput::ConfigMap(
-                ctx.get_opt(&namespace, &r.name).await?.map(Arc::new),
+                read(ctx, &shell.config_maps, &namespace, &r.name).await?,
             )),
             (None, Some(r)) => Some(TrustBundleInput::Secret(
-                ctx.get_opt(&namespace, &r.name).await?.map(Arc::new),
+                read(ctx, &shell.secrets, &namespace, &r.name).await?,
             )),
             _ => None,
         };
     }
     for source in spec.revocation.iter().flat_map(|r| &r.crls) {
         inputs.crls.push(match (&source.config_map_ref, &source.secret_ref) {
-            (Some(r), None) => TrustBundleInput::ConfigMap(ctx.get_opt(&namespace, &r.name).await?.map(Arc::new)),
-            (None, Some(r)) => TrustBundleInput::Secret(ctx.get_opt(&namespace, &r.name).await?.map(Arc::new)),
+            (Some(r), None) => TrustBundleInput::ConfigMap(read(ctx, &shell.config_maps, &namespace, &r.name).await?),
+            (None, Some(r)) => TrustBundleInput::Secret(read(ctx, &shell.secrets, &namespace, &r.name).await?),
             // Said by the store's assembly: neither or both set.
             _ => TrustBundleInput::ConfigMap(None),
         });

@@ -150,7 +150,7 @@ pub struct CertificateCommonNames {
 pub struct CommonNameDeclaration {
     /// Subject common name, without `CN=`.
     pub certificate_common_name: String,
-    /// Direct issuer thumbprints, comma-separated; empty means "chains to the trust bundle".
+    /// Direct issuer thumbprints, comma-separated; omitted means "chains to the trust bundle" (omit it rather than write "": kube-apiserver v1.20 built from Debian's source stores "" as null and refuses it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub certificate_issuer_thumbprint: String,
 }
@@ -252,7 +252,7 @@ pub struct ClientCertificateThumbprint {
 pub struct ClientCertificateCommonName {
     /// The client certificate's subject common name, without `CN=`.
     pub certificate_common_name: String,
-    /// Direct issuer thumbprints, comma-separated; empty means "chains to the trust bundle".
+    /// Direct issuer thumbprints, comma-separated; omitted means "chains to the trust bundle" (omit it rather than write "": kube-apiserver v1.20 built from Debian's source stores "" as null and refuses it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub certificate_issuer_thumbprint: String,
     /// The client has admin rights (Service Fabric `isAdmin`); published in `rules.json`.
@@ -467,6 +467,10 @@ pub struct UpgradeStatus {
     /// The stage of the revision published last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<Stage>,
+    /// Why the revision published last exists, when the declaration did not
+    /// ask for it: `TrustBundleChanged` or `RevocationChanged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     /// The revision published last.
     #[serde(default)]
     pub revision: u64,

@@ -386,6 +386,7 @@ fn upgrade_status(world: &World, progress: &Progress) -> Option<UpgradeStatus> {
         } else {
             current.stage
         },
+        cause: current.cause,
         revision: current.revision,
         plan: if pending.is_empty() { Vec::new() } else { plan },
         published_time: if republished {

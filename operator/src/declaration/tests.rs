@@ -1708,6 +1708,12 @@ fn a_trust_bundle_removal_waits_for_what_members_present_and_says_why() {
         ),
         "anchors sorted by thumbprint"
     );
+    let upgrade = c.status(&decision).upgrade.unwrap();
+    assert_eq!(
+        (upgrade.revision, upgrade.cause),
+        (7, Some(Cause::TrustBundleChanged)),
+        "the status says why revision 7 exists"
+    );
     c.apply(&decision);
     c.members.pods = pods(&[Some(7)]);
     let decision = c.decide();

@@ -980,6 +980,17 @@ pub async fn a_trust_bundle_rotated_as_trust_manager_does_never_cuts_a_member_of
         (Some(Stage::WidenValidation), Some(Cause::TrustBundleChanged), 2)
     );
     acknowledged(first + 1).await;
+    let upgrade = declaration(&s.admin, &ns, DECLARATION)
+        .await
+        .status
+        .unwrap()
+        .upgrade
+        .unwrap();
+    assert_eq!(
+        (upgrade.revision, upgrade.cause),
+        (first + 1, Some(Cause::TrustBundleChanged)),
+        "status.upgrade says why"
+    );
     assert_eq!(client(&new_client, "new-client").await.unwrap(), "200");
 
     // The old root removed while the presented certificate chains to it: held.
