@@ -45,6 +45,8 @@ static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::
 
 const HANDSHAKE_TARGET: f64 = 0.7;
 const LATENCY_TARGET: f64 = 2.0;
+/// Heap per idle proxied connection against the direct server's.
+const HEAP_TARGET: f64 = 1.5;
 /// A request and its answer (an HTTP request line and headers' worth).
 const REQUEST: usize = 256;
 const CLIENTS: usize = 4;
@@ -500,16 +502,20 @@ async fn run() -> bool {
     let proxied_heap = heap_per_idle_connection(&client_dir, agent.inbound, true);
     let app_heap = heap_per_idle_connection(&client_dir, app, false);
     let agent_heap = proxied_heap - app_heap;
+    let heap_ratio = agent_heap / direct_heap;
     println!(
-        "heap per idle connection ({IDLE} held): direct rustls server {:.1} KiB; agent {:.1} KiB (agent and application {:.1} KiB, application alone {:.1} KiB): {:.2}x",
+        "heap per idle connection ({IDLE} held): direct rustls server {:.1} KiB; agent {:.1} KiB (agent and application {:.1} KiB, application alone {:.1} KiB): {heap_ratio:.2}x (target <= {HEAP_TARGET}x)",
         direct_heap / 1024.0,
         agent_heap / 1024.0,
         proxied_heap / 1024.0,
         app_heap / 1024.0,
-        agent_heap / direct_heap,
     );
     let _ = agent.stop.send(());
     let _ = std::fs::remove_dir_all(&agent.dir);
     let _ = std::fs::remove_dir_all(&client_dir);
-    handshake_ratio >= HANDSHAKE_TARGET && latency_ratio <= LATENCY_TARGET && failed == 0 && alive == LONG_LIVED
+    handshake_ratio >= HANDSHAKE_TARGET
+        && latency_ratio <= LATENCY_TARGET
+        && heap_ratio <= HEAP_TARGET
+        && failed == 0
+        && alive == LONG_LIVED
 }
