@@ -11,6 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use kube::ResourceExt;
 use kube::runtime::watcher::Event;
 
+use super::relisted::{Indexed, Relisted};
 use crate::crd::ClusterCertificateDeclaration;
 
 /// An ObservedCertificate, or a declaration, in a namespace.
@@ -18,13 +19,7 @@ type Named = (String, String);
 
 /// The index, fed with the declaration watch's events.
 #[derive(Debug, Default)]
-pub struct InUseIndex {
-    live: Uses,
-    /// Built during a relist, swapped in when it completes (as a reflector does).
-    relisting: Option<Uses>,
-    /// The first list is complete: before it, nothing is known to be unused.
-    listed: bool,
-}
+pub struct InUseIndex(Relisted<Uses>);
 
 #[derive(Debug, Default)]
 struct Uses {
@@ -35,7 +30,7 @@ struct Uses {
     stores: HashMap<Named, Vec<String>>,
 }
 
-impl Uses {
+impl Indexed<ClusterCertificateDeclaration> for Uses {
     fn set(&mut self, declaration: &ClusterCertificateDeclaration) {
         self.remove(declaration);
         let (namespace, name) = (declaration.namespace().unwrap_or_default(), declaration.name_any());
@@ -68,31 +63,17 @@ impl Uses {
 
 impl InUseIndex {
     pub fn observe(&mut self, event: &Event<ClusterCertificateDeclaration>) {
-        match event {
-            Event::Init => self.relisting = Some(Uses::default()),
-            Event::InitApply(declaration) => {
-                if let Some(uses) = &mut self.relisting {
-                    uses.set(declaration);
-                }
-            }
-            Event::InitDone => {
-                if let Some(uses) = self.relisting.take() {
-                    self.live = uses;
-                }
-                self.listed = true;
-            }
-            Event::Apply(declaration) => self.live.set(declaration),
-            Event::Delete(declaration) => self.live.remove(declaration),
-        }
+        self.0.observe(event);
     }
 
     /// The thumbprints in use from ObservedCertificate `namespace/name`;
     /// `None` until the declarations have been listed once.
     pub fn in_use(&self, namespace: &str, name: &str) -> Option<BTreeSet<String>> {
-        if !self.listed {
+        // Before the first list, nothing is known to be unused.
+        if !self.0.listed() {
             return None;
         }
-        let users = self.live.by_store.get(&(namespace.to_owned(), name.to_owned()));
+        let users = self.0.live().by_store.get(&(namespace.to_owned(), name.to_owned()));
         Some(users.into_iter().flat_map(|u| u.values().flatten().cloned()).collect())
     }
 }
@@ -113,7 +94,7 @@ impl SharedInUse {
     pub fn observe(&self, event: &Event<ClusterCertificateDeclaration>) {
         let mut index = self.lock();
         index.observe(event);
-        if index.listed {
+        if index.0.listed() {
             self.listed.notify_waiters();
         }
     }
@@ -233,7 +214,7 @@ mod tests {
         index.observe(&Event::Delete(declaration("b", &["store"], "CC", None)));
         assert_eq!(index.in_use("ns", "store"), set(&["DD"]));
         index.observe(&Event::Delete(declaration("a", &["store"], "DD", None)));
-        assert!(index.live.by_store.is_empty() && index.live.stores.is_empty());
+        assert!(index.0.live().by_store.is_empty() && index.0.live().stores.is_empty());
     }
 
     #[test]

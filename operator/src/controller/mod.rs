@@ -11,6 +11,7 @@ pub mod metrics;
 mod observed;
 pub mod policy;
 pub mod probe;
+mod relisted;
 mod remembered;
 mod sources;
 mod trust_sources;

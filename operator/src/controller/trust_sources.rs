@@ -11,6 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use kube::ResourceExt;
 use kube::runtime::watcher::Event;
 
+use super::relisted::{Indexed, Relisted};
 use crate::crd::{ClusterCertificateDeclaration, ClusterCertificateDeclarationSpec};
 
 /// The kind of object a trust source is.
@@ -27,11 +28,7 @@ type Declaration = (String, String);
 
 /// The index, fed with the declaration watch's events.
 #[derive(Debug, Default)]
-pub struct TrustSourceIndex {
-    live: Sources,
-    /// Built during a relist, swapped in when it completes (as a reflector does).
-    relisting: Option<Sources>,
-}
+pub struct TrustSourceIndex(Relisted<Sources>);
 
 #[derive(Debug, Default)]
 struct Sources {
@@ -40,7 +37,7 @@ struct Sources {
     named: HashMap<Declaration, Vec<Source>>,
 }
 
-impl Sources {
+impl Indexed<ClusterCertificateDeclaration> for Sources {
     fn set(&mut self, declaration: &ClusterCertificateDeclaration) {
         self.remove(declaration);
         let namespace = declaration.namespace().unwrap_or_default();
@@ -71,26 +68,13 @@ impl Sources {
 
 impl TrustSourceIndex {
     pub fn observe(&mut self, event: &Event<ClusterCertificateDeclaration>) {
-        match event {
-            Event::Init => self.relisting = Some(Sources::default()),
-            Event::InitApply(declaration) => {
-                if let Some(sources) = &mut self.relisting {
-                    sources.set(declaration);
-                }
-            }
-            Event::InitDone => {
-                if let Some(sources) = self.relisting.take() {
-                    self.live = sources;
-                }
-            }
-            Event::Apply(declaration) => self.live.set(declaration),
-            Event::Delete(declaration) => self.live.remove(declaration),
-        }
+        self.0.observe(event);
     }
 
     /// The declarations that read trust from `kind` `namespace/name`.
     pub fn readers(&self, kind: SourceKind, namespace: &str, name: &str) -> Vec<String> {
-        self.live
+        self.0
+            .live()
             .readers
             .get(&(kind, namespace.to_owned(), name.to_owned()))
             .map(|readers| readers.iter().cloned().collect())
@@ -170,7 +154,7 @@ mod tests {
         assert_eq!(index.readers(SourceKind::Secret, "ns", "bundle-2"), ["a"]);
         index.observe(&Event::Delete(declaration("a", Some("bundle-2"), None)));
         assert!(index.readers(SourceKind::Secret, "ns", "bundle-2").is_empty());
-        assert!(index.live.readers.is_empty() && index.live.named.is_empty());
+        assert!(index.0.live().readers.is_empty() && index.0.live().named.is_empty());
         // A relist: the old index serves until it is done.
         index.observe(&Event::Apply(declaration("b", Some("bundle"), None)));
         index.observe(&Event::Init);
