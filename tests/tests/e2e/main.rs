@@ -104,6 +104,7 @@ fn main() -> ExitCode {
         trust::a_crl_in_a_secret_changed_while_ready_is_acted_on_at_once,
         names::names_of_63_64_and_253_characters_reach_ready_for_every_kind,
         scale::requests_per_object_on_the_hot_paths_are_counted,
+        scale::writes_and_reads_per_revision_of_many_conversions_are_counted,
     ];
     let scenarios: Vec<_> = scenarios
         .into_iter()
