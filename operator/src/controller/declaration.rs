@@ -97,6 +97,7 @@ pub(super) async fn controller(
         ocerts: Remembered::default(),
         secrets: Remembered::default(),
         config_maps: Remembered::default(),
+        trust_maps: Remembered::default(),
         written,
         reminders: Default::default(),
         crls: Default::default(),
@@ -110,7 +111,7 @@ pub(super) async fn controller(
             move |event| {
                 futures::future::ready(match event {
                     Ok(event) => {
-                        shell.config_maps.observe(&event);
+                        shell.trust_maps.observe(&event);
                         match event {
                             watcher::Event::Apply(map)
                             | watcher::Event::InitApply(map)
@@ -297,6 +298,9 @@ struct Shell {
     secrets: Remembered<Secret>,
     /// The validation ConfigMaps.
     config_maps: Remembered<ConfigMap>,
+    /// The ConfigMaps of trust bundles and CRLs, followed by their own watch
+    /// (a relist of the outputs' watch would forget them).
+    trust_maps: Remembered<ConfigMap>,
     /// The declaration as its last status write left it, until the watch shows it.
     written: Arc<WrittenStatuses<ClusterCertificateDeclaration>>,
     /// When each declaration's standing Warnings were last told.
@@ -364,7 +368,7 @@ async fn gather(
     if let Some(source) = &spec.trust_bundle {
         inputs.trust_bundle = match (&source.config_map_ref, &source.secret_ref) {
             (Some(r), None) => Some(TrustBundleInput::ConfigMap(
-                read(ctx, &shell.config_maps, &namespace, &r.name).await?,
+                read(ctx, &shell.trust_maps, &namespace, &r.name).await?,
             )),
             (None, Some(r)) => Some(TrustBundleInput::Secret(
                 read(ctx, &shell.secrets, &namespace, &r.name).await?,
@@ -374,7 +378,7 @@ async fn gather(
     }
     for source in spec.revocation.iter().flat_map(|r| &r.crls) {
         inputs.crls.push(match (&source.config_map_ref, &source.secret_ref) {
-            (Some(r), None) => TrustBundleInput::ConfigMap(read(ctx, &shell.config_maps, &namespace, &r.name).await?),
+            (Some(r), None) => TrustBundleInput::ConfigMap(read(ctx, &shell.trust_maps, &namespace, &r.name).await?),
             (None, Some(r)) => TrustBundleInput::Secret(read(ctx, &shell.secrets, &namespace, &r.name).await?),
             // Said by the store's assembly: neither or both set.
             _ => TrustBundleInput::ConfigMap(None),

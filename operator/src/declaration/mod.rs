@@ -353,7 +353,14 @@ fn upgrade_status(world: &World, progress: &Progress) -> Option<UpgradeStatus> {
     let mut plan = vec![planned(current, if converged { "Acknowledged" } else { "Published" })];
     plan.extend(pending.iter().map(|r| planned(r, "Pending")));
     let republished = candidate.is_some() || previous.revision != current.revision;
-    let complete = pending.is_empty() && converged && progress.planned.hold.is_none();
+    // A walk held only by an anchor removal that waits for a renewal is as
+    // far as it can go: what comes after the renewal is a change of its own
+    // (its own `upgradeTimeout`, its own origin).
+    let waiting_for_renewal = matches!(
+        &progress.planned.hold,
+        Some(Hold::Blocked(b)) if b.reason == BlockReason::TrustAnchorInUse
+    );
+    let complete = pending.is_empty() && converged && (progress.planned.hold.is_none() || waiting_for_renewal);
     let rollback = progress.planned.rollback.clone();
     // A rollback no longer in force (a new generation, a retry): what comes
     // next is a new change.

@@ -1725,9 +1725,14 @@ fn a_trust_bundle_removal_waits_for_what_members_present_and_says_why() {
         assert!(message.contains(named.as_str()), "{message}");
     }
     assert_eq!(condition(&status, STALLED).0, "True");
+    // The walk went as far as it can: the change is over (no deadline runs
+    // while the renewal is awaited, however long it takes).
+    assert_eq!(status.upgrade.as_ref().unwrap().started_time, None);
     c.apply(&decision);
+    c.now = ts("2026-06-02T12:00:00Z");
 
-    // Renewed under CA2: presented under both roots, then CA dropped.
+    // Renewed under CA2 a day and a half later (past the default 12 h
+    // upgradeTimeout): presented under both roots, then CA dropped.
     c.store = Ok(with_bundle([instances(), vec![renewed]].concat()));
     let mut walked = Vec::new();
     for _ in 0..4 {

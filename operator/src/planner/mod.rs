@@ -338,12 +338,11 @@ fn anchor_in_use(last: &Revision, anchors: &Anchors, store: &Store) -> Blocked {
     Blocked::new(
         BlockReason::TrustAnchorInUse,
         format!(
-            "spec.trustBundle: the removal of anchor {} is held: certificate {}, presented with revision {}, {needs}; \
-             put a certificate issued under an anchor the bundle keeps in the store (renew its source Secret) \
-             and members are moved to it before the anchor is dropped",
+            "spec.trustBundle: the removal of anchor {} is held: certificate {}, which members present, {needs}; \
+             put a certificate issued under an anchor the bundle keeps in the store (renew its source Secret; \
+             the presentation rule must choose it) and members are moved to it before the anchor is dropped",
             removed.join(", "),
             last.presented,
-            last.revision
         ),
     )
 }
