@@ -252,6 +252,17 @@ impl ControlPlane {
             .collect()
     }
 
+    /// [`Self::requests_in`], counted by verb and resource (`get secrets`,
+    /// `patch observedcertificates/status`).
+    pub fn requests_by_kind(&self, user: &str, namespace: &str) -> Counts {
+        by_kind(self.requests_in(user, namespace))
+    }
+
+    /// [`Self::writes`], counted by verb and resource.
+    pub fn writes_by_kind(&self, user: &str, namespace: &str) -> Counts {
+        by_kind(self.writes(user, namespace))
+    }
+
     /// Every request by `user` (reads and watches included), from the audit log.
     pub fn requests(&self, user: &str) -> usize {
         self.audit_events(user).len()
@@ -278,6 +289,39 @@ impl ControlPlane {
         );
         path
     }
+}
+
+/// Requests counted by verb and resource.
+pub type Counts = std::collections::BTreeMap<String, usize>;
+
+fn by_kind(requests: Vec<String>) -> Counts {
+    let mut counts = Counts::new();
+    for request in requests {
+        let (verb, rest) = request.split_once(' ').unwrap_or_default();
+        let mut parts = rest.split('/');
+        let resource = parts.next().unwrap_or_default();
+        let subresource = parts.nth(1).map(|s| format!("/{s}")).unwrap_or_default();
+        *counts.entry(format!("{verb} {resource}{subresource}")).or_default() += 1;
+    }
+    counts
+}
+
+/// The counts `after` has beyond `before`.
+pub fn difference(after: &Counts, before: &Counts) -> Counts {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v.saturating_sub(before.get(k).copied().unwrap_or(0))))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// The sum of the counts whose verb and resource start with `prefix`.
+pub fn counted(counts: &Counts, prefix: &str) -> usize {
+    counts
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 fn spawn_apiserver(bin: &Path, args: &[String], dir: &Path) -> Child {

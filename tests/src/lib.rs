@@ -346,3 +346,33 @@ pub async fn acknowledge(pods: &Api<Pod>, pod: &str, revision: &str) -> kube::Re
         .await
         .map(drop)
 }
+
+/// Members as the scale workloads have them: declaration `d-N`'s pod
+/// `member-N` acknowledges each revision as its validation ConfigMap
+/// appears, `concurrency` at a time, until the task is aborted.
+pub fn acknowledge_as_published(client: &Client, namespace: &str, concurrency: usize) -> tokio::task::JoinHandle<()> {
+    use certshift::outputs::{DECLARATION_LABEL, REVISION_ANNOTATION};
+    use futures::StreamExt as _;
+    use kube::ResourceExt as _;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    let (maps, pods) = (
+        Api::<ConfigMap>::namespaced(client.clone(), namespace),
+        Api::<Pod>::namespaced(client.clone(), namespace),
+    );
+    tokio::spawn(async move {
+        let config = watcher::Config::default().labels(DECLARATION_LABEL);
+        let stream = watcher(maps, config).default_backoff().applied_objects();
+        stream
+            .for_each_concurrent(concurrency, |map| {
+                let pods = pods.clone();
+                async move {
+                    let Ok(map) = map else { return };
+                    let decl = map.labels().get(DECLARATION_LABEL).cloned().unwrap_or_default();
+                    let revision = map.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default();
+                    let name = format!("member-{}", decl.trim_start_matches("d-"));
+                    let _ = acknowledge(&pods, &name, &revision).await;
+                }
+            })
+            .await;
+    })
+}

@@ -21,10 +21,12 @@ use certshift::crd::{
     ObservedCertificateSpec,
 };
 use certshift::facts::{CertificateBundle, TlsMaterial};
-use certshift::outputs::{DECLARATION_LABEL, REVISION_ANNOTATION};
-use certshift_e2e::control_plane::{ADMIN_TOKEN, OPERATOR_USER};
+use certshift::outputs::REVISION_ANNOTATION;
+use certshift_e2e::control_plane::{ADMIN_TOKEN, OPERATOR_USER, difference};
 use certshift_e2e::manifests::Declaration;
-use certshift_e2e::{ControlPlane, Operator, acknowledge, apply_yaml, create_namespace, example, install_crds, pki};
+use certshift_e2e::{
+    ControlPlane, Operator, acknowledge_as_published, apply_yaml, create_namespace, example, install_crds, pki,
+};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -282,35 +284,16 @@ async fn write_floor(client: &Client, namespace: &str, objects: usize, count: us
 
 /// Operator writes in `namespace` by kind, from the audit log.
 fn writes_by_kind(plane: &ControlPlane, namespace: &str) -> BTreeMap<String, usize> {
-    by_kind(plane.writes(OPERATOR_USER, namespace))
+    plane.writes_by_kind(OPERATOR_USER, namespace)
 }
 
 /// Every operator request in `namespace`, reads included, by verb and kind.
 fn requests_by_kind(plane: &ControlPlane, namespace: &str) -> BTreeMap<String, usize> {
-    by_kind(plane.requests_in(OPERATOR_USER, namespace))
-}
-
-fn by_kind(requests: Vec<String>) -> BTreeMap<String, usize> {
-    let mut by_kind = BTreeMap::new();
-    for write in requests {
-        let (verb, rest) = write.split_once(' ').unwrap_or_default();
-        let resource = rest.split('/').next().unwrap_or_default();
-        let subresource = rest.split('/').nth(2).map(|s| format!("/{s}")).unwrap_or_default();
-        *by_kind.entry(format!("{verb} {resource}{subresource}")).or_default() += 1;
-    }
-    by_kind
+    plane.requests_by_kind(OPERATOR_USER, namespace)
 }
 
 fn total(by_kind: &BTreeMap<String, usize>) -> usize {
     by_kind.values().sum()
-}
-
-fn difference(after: &BTreeMap<String, usize>, before: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v.saturating_sub(before.get(k).copied().unwrap_or(0))))
-        .filter(|(_, v)| *v > 0)
-        .collect()
 }
 
 fn main() {
@@ -753,25 +736,7 @@ async fn declarations(plane: &ControlPlane, admin: &Client, count: usize, floor_
         d
     };
     // Members: each pod acknowledges its declaration's revisions as they appear.
-    let acker = {
-        let (maps, pods) = (Api::<ConfigMap>::namespaced(admin.clone(), W3), pods.clone());
-        tokio::spawn(async move {
-            let config = watcher::Config::default().labels(DECLARATION_LABEL);
-            let stream = watcher(maps, config).default_backoff().applied_objects();
-            stream
-                .for_each_concurrent(CONCURRENCY, |map| {
-                    let pods = pods.clone();
-                    async move {
-                        let Ok(map) = map else { return };
-                        let decl = map.labels().get(DECLARATION_LABEL).cloned().unwrap_or_default();
-                        let revision = map.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default();
-                        let name = format!("member-{}", decl.trim_start_matches("d-"));
-                        let _ = acknowledge(&pods, &name, &revision).await;
-                    }
-                })
-                .await;
-        })
-    };
+    let acker = acknowledge_as_published(admin, W3, CONCURRENCY);
     let api: Api<ClusterCertificateDeclaration> = Api::namespaced(admin.clone(), W3);
     let params = PatchParams::apply("certshift-bench").force();
     let apply_all = |file: &'static str| {

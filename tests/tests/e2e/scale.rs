@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use certshift::crd::ObservedCertificate;
-use certshift_e2e::control_plane::OPERATOR_USER;
+use certshift_e2e::control_plane::{Counts, OPERATOR_USER, counted, difference};
 
 use super::*;
 
@@ -16,24 +16,13 @@ const OBJECTS: usize = 200;
 /// The operator's requests on objects of the scenario's namespace by verb
 /// and resource (`get secrets`, `patch observedcertificates/status`); the
 /// watches' lists and watches are counted apart by the caller.
-fn requests(s: &Scenario) -> BTreeMap<String, usize> {
-    let mut by_verb = BTreeMap::new();
-    for request in s.plane.requests_in(OPERATOR_USER, &s.namespace) {
-        let (verb, rest) = request.split_once(' ').unwrap_or_default();
-        let mut parts = rest.split('/');
-        let resource = parts.next().unwrap_or_default();
-        let subresource = parts.nth(1).map(|s| format!("/{s}")).unwrap_or_default();
-        *by_verb.entry(format!("{verb} {resource}{subresource}")).or_default() += 1;
-    }
-    by_verb
+fn requests(s: &Scenario) -> Counts {
+    s.plane.requests_by_kind(OPERATOR_USER, &s.namespace)
 }
 
-fn since(after: &BTreeMap<String, usize>, before: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect()
+/// Its writes alone.
+fn writes(s: &Scenario) -> Counts {
+    s.plane.writes_by_kind(OPERATOR_USER, &s.namespace)
 }
 
 /// Every ObservedCertificate of the namespace presents `thumbprints[name]`.
@@ -86,8 +75,8 @@ pub async fn requests_per_object_on_the_hot_paths_are_counted(s: Scenario) {
     all_current(&s, &thumbprints).await;
     // Settled: nothing more comes of the cold start.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let w1 = since(&requests(&s), &before);
-    let per_object = |key: &str, counted: &BTreeMap<String, usize>| counted.get(key).copied().unwrap_or(0);
+    let w1 = difference(&requests(&s), &before);
+    let per_object = |key: &str, counts: &Counts| counts.get(key).copied().unwrap_or(0);
     println!("  hot paths: W1 at {OBJECTS}: {w1:?}");
     for (key, expected) in [
         ("create secrets", OBJECTS),
@@ -96,8 +85,7 @@ pub async fn requests_per_object_on_the_hot_paths_are_counted(s: Scenario) {
         assert_eq!(per_object(key, &w1), expected, "W1 {key}: {w1:?}");
     }
     // The watches list once each (and may relist); a LIST per reconcile would be 200.
-    let lists: usize = w1.iter().filter(|(k, _)| k.starts_with("list ")).map(|(_, v)| v).sum();
-    let watches: usize = w1.iter().filter(|(k, _)| k.starts_with("watch ")).map(|(_, v)| v).sum();
+    let (lists, watches) = (counted(&w1, "list "), counted(&w1, "watch "));
     let per_object_requests = w1.values().sum::<usize>() - lists - watches;
     // One read each (measured: exactly 200); a Secret event landing while a
     // first read is in flight may read one again (docs/performance.md); a
@@ -109,7 +97,7 @@ pub async fn requests_per_object_on_the_hot_paths_are_counted(s: Scenario) {
     assert!(lists <= 12, "no LIST per reconcile: {w1:?}");
 
     // W4: every source renewed once.
-    let before = requests(&s);
+    let (before, writes_before) = (requests(&s), writes(&s));
     for i in 0..OBJECTS {
         let name = format!("cert-{i}");
         let cert = pki::leaf(&format!("{name}.example"), -5, &ca);
@@ -118,19 +106,11 @@ pub async fn requests_per_object_on_the_hot_paths_are_counted(s: Scenario) {
     }
     all_current(&s, &thumbprints).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let w4 = since(&requests(&s), &before);
+    let w4 = difference(&requests(&s), &before);
     println!("  hot paths: W4, {OBJECTS} renewals: {w4:?}");
-    let writes: usize = w4
-        .iter()
-        .filter(|(k, _)| {
-            ["create ", "update ", "patch ", "delete "]
-                .iter()
-                .any(|v| k.starts_with(v))
-        })
-        .map(|(_, v)| v)
-        .sum();
-    assert_eq!(writes, 2 * OBJECTS, "2.00 writes per renewal: {w4:?}");
-    let reads: usize = w4.iter().filter(|(k, _)| k.starts_with("get ")).map(|(_, v)| v).sum();
+    let written: usize = difference(&writes(&s), &writes_before).values().sum();
+    assert_eq!(written, 2 * OBJECTS, "2.00 writes per renewal: {w4:?}");
+    let reads = counted(&w4, "get ");
     assert!(
         (3 * OBJECTS..=3 * OBJECTS + OBJECTS / 10).contains(&reads),
         "3.00 reads per renewal (measured: exactly 600): {w4:?}"
@@ -158,10 +138,6 @@ const CONVERSION: usize = 5;
 /// wrote, the store and the bundle are remembered until their watches show
 /// a change).
 pub async fn writes_and_reads_per_revision_of_many_conversions_are_counted(s: Scenario) {
-    use certshift::outputs::{DECLARATION_LABEL, REVISION_ANNOTATION};
-    use futures::StreamExt as _;
-    use kube::ResourceExt as _;
-    use kube::runtime::{WatchStreamExt as _, watcher};
     let ns = s.namespace.clone();
     apply_yaml(&s.admin, &ns, &example("store.yaml")).await;
     for i in 0..DECLARATIONS {
@@ -173,28 +149,7 @@ pub async fn writes_and_reads_per_revision_of_many_conversions_are_counted(s: Sc
         .await;
     }
     // Members: each pod acknowledges its declaration's revisions as they appear.
-    let acker = {
-        let (maps, pods) = (
-            Api::<ConfigMap>::namespaced(s.admin.clone(), &ns),
-            Api::<Pod>::namespaced(s.admin.clone(), &ns),
-        );
-        tokio::spawn(async move {
-            let config = watcher::Config::default().labels(DECLARATION_LABEL);
-            let stream = watcher(maps, config).default_backoff().applied_objects();
-            stream
-                .for_each_concurrent(16, |map| {
-                    let pods = pods.clone();
-                    async move {
-                        let Ok(map) = map else { return };
-                        let decl = map.labels().get(DECLARATION_LABEL).cloned().unwrap_or_default();
-                        let revision = map.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default();
-                        let name = format!("member-{}", decl.trim_start_matches("d-"));
-                        let _ = certshift_e2e::acknowledge(&pods, &name, &revision).await;
-                    }
-                })
-                .await;
-        })
-    };
+    let acker = certshift_e2e::acknowledge_as_published(&s.admin, &ns, 16);
     let apply_all = |file: &'static str| {
         let (admin, ns) = (s.admin.clone(), ns.clone());
         async move {
@@ -235,11 +190,11 @@ pub async fn writes_and_reads_per_revision_of_many_conversions_are_counted(s: Sc
     apply_all("declaration-thumbprint.yaml").await;
     ready_by("Thumbprint").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = requests(&s);
+    let (before, writes_before) = (requests(&s), writes(&s));
     apply_all("declaration-common-name.yaml").await;
     ready_by("CommonName").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let w3 = since(&requests(&s), &before);
+    let w3 = difference(&requests(&s), &before);
     acker.abort();
     operator.stop().await;
     println!("  hot paths: W3, {DECLARATIONS} conversions: {w3:?}");
@@ -260,20 +215,12 @@ pub async fn writes_and_reads_per_revision_of_many_conversions_are_counted(s: Sc
         status <= 2 * revisions + 2 * DECLARATIONS,
         "W3: {status} status writes for {revisions} revisions: {w3:?}"
     );
-    let writes: usize = w3
-        .iter()
-        .filter(|(k, _)| {
-            ["create ", "update ", "patch ", "delete "]
-                .iter()
-                .any(|v| k.starts_with(v))
-        })
-        .map(|(_, v)| v)
-        .sum();
+    let written: usize = difference(&writes(&s), &writes_before).values().sum();
     println!(
         "  hot paths: W3 {:.2} writes per declaration per revision",
-        writes as f64 / revisions as f64
+        written as f64 / revisions as f64
     );
-    let reads: usize = w3.iter().filter(|(k, _)| k.starts_with("get ")).map(|(_, v)| v).sum();
+    let reads = counted(&w3, "get ");
     assert!(
         reads <= 12,
         "W3 reads nothing it holds: {reads} reads for {revisions} revisions: {w3:?}"
