@@ -179,7 +179,8 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
     // anchors in force and the bundle's: the walk is planned and checked
     // under both, each revision then under its own.
     let current_clients = effective.clients.clone().unwrap_or_else(|| desired.clients.clone());
-    let anchors = Anchors::new(effective, &current_clients, &store.trust);
+    let trusts_anchors = crate::revision::trusts_anchors(&effective.accepted, &current_clients);
+    let anchors = Anchors::new(effective, trusts_anchors, &store.trust);
     let walking;
     let store = if anchors.walking == anchors.bundle {
         store
@@ -190,12 +191,14 @@ pub fn plan(effective: Option<&Effective>, desired: &Desired, store: &Store, now
         };
         &walking
     };
-    let in_force = store.trust.with_anchors(&anchors.in_force);
-    let in_force = match crate::revision::trusts_anchors(&effective.accepted, &current_clients) {
-        true => &in_force,
-        false => &store.trust,
+    // What is in force is judged by what members trust now (a copy of the
+    // trust only when that differs from the walk's).
+    let in_force: Cow<'_, TrustBundle> = if trusts_anchors && anchors.in_force != anchors.walking {
+        Cow::Owned(store.trust.with_anchors(&anchors.in_force))
+    } else {
+        Cow::Borrowed(&store.trust)
     };
-    let current = match effective_state(effective, desired.selection, store, in_force, now) {
+    let current = match effective_state(effective, desired.selection, store, &in_force, now) {
         Ok(state) => state,
         Err(blocked) => return Plan::blocked(Vec::new(), blocked),
     };
@@ -250,9 +253,10 @@ struct Anchors {
 }
 
 impl Anchors {
-    fn new(effective: &Effective, clients: &Clients, trust: &TrustBundle) -> Self {
+    /// `trusts_anchors`: whether the rules in force trust anchors at all.
+    fn new(effective: &Effective, trusts_anchors: bool, trust: &TrustBundle) -> Self {
         let bundle: Vec<Thumbprint> = trust.anchors().cloned().collect();
-        let mut in_force = if crate::revision::trusts_anchors(&effective.accepted, clients) {
+        let mut in_force = if trusts_anchors {
             effective.anchors.clone().unwrap_or_else(|| bundle.clone())
         } else {
             // Members trust no anchor now: nothing to stage away from.
