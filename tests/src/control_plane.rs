@@ -263,6 +263,15 @@ impl ControlPlane {
         by_kind(self.writes(user, namespace))
     }
 
+    /// The LIST requests by `user` in every namespace and of cluster-wide
+    /// collections (a watch's list has no namespace when it watches all).
+    pub fn lists(&self, user: &str) -> usize {
+        self.audit_events(user)
+            .iter()
+            .filter(|event| event["verb"] == "list")
+            .count()
+    }
+
     /// Every request by `user` (reads and watches included), from the audit log.
     pub fn requests(&self, user: &str) -> usize {
         self.audit_events(user).len()
