@@ -126,13 +126,17 @@ pub fn stored_instance(
     data: &BTreeMap<String, Vec<u8>>,
     thumbprint: &Thumbprint,
 ) -> Option<Result<CertificateBundle, FactsError>> {
+    stored_material(data, thumbprint).map(|material| CertificateBundle::from_tls(&material))
+}
+
+/// The material of one stored instance, as kept in the `-store` Secret.
+pub fn stored_material<'a>(data: &'a BTreeMap<String, Vec<u8>>, thumbprint: &Thumbprint) -> Option<TlsMaterial<'a>> {
     let [crt, key, ca] = store_keys(thumbprint);
-    let tls_crt = data.get(&crt)?;
-    Some(CertificateBundle::from_tls(&TlsMaterial {
-        tls_crt,
+    Some(TlsMaterial {
+        tls_crt: data.get(&crt)?,
         tls_key: data.get(&key).map(Vec::as_slice),
         ca_crt: data.get(&ca).map(Vec::as_slice),
-    }))
+    })
 }
 
 /// Why a Secret cannot be a certificate source at all, before its bytes are

@@ -286,7 +286,7 @@ fn the_cli_assembles_stores_only_through_the_operator_s_assemble() {
             "add_authority",
             "put_crls_in_force",
             "parse_crls",
-            "trust_bundle_certificates",
+            "parse_bundle",
         ] {
             assert!(
                 !text.contains(copy),

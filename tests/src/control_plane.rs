@@ -263,6 +263,16 @@ impl ControlPlane {
         by_kind(self.writes(user, namespace))
     }
 
+    /// CPU seconds (user + system) kube-apiserver and etcd have used so far.
+    pub fn cpu_seconds(&self) -> (f64, f64) {
+        let apiserver = self
+            .apiserver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .id();
+        (process_cpu_seconds(apiserver), process_cpu_seconds(self.etcd.id()))
+    }
+
     /// The LIST requests by `user` in every namespace and of cluster-wide
     /// collections (a watch's list has no namespace when it watches all).
     pub fn lists(&self, user: &str) -> usize {
@@ -331,6 +341,23 @@ pub fn counted(counts: &Counts, prefix: &str) -> usize {
         .filter(|(k, _)| k.starts_with(prefix))
         .map(|(_, v)| v)
         .sum()
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`;
+/// 0 once it is gone.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, fields)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
 fn spawn_apiserver(bin: &Path, args: &[String], dir: &Path) -> Child {

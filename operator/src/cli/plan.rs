@@ -113,7 +113,7 @@ pub fn plan_inputs(
         },
         None => None,
     };
-    let collected = match store::collect(&namespace, &declaration.spec, inputs) {
+    let collected = match store::collect(&namespace, &declaration.spec, inputs, &Default::default()) {
         Ok(collected) => collected,
         Err(err) => return blocked(err),
     };

@@ -101,6 +101,7 @@ pub(super) async fn controller(
         written,
         reminders: Default::default(),
         crls: Default::default(),
+        facts: Default::default(),
     });
     // The same watch says when a remembered bundle or CRL ConfigMap is out
     // of date: reconciles read them from memory until then.
@@ -307,6 +308,9 @@ struct Shell {
     reminders: std::sync::Mutex<crate::events::Reminders>,
     /// CRLs fetched from distribution points.
     crls: super::crl_fetch::CrlCache,
+    /// The store's and bundles' bytes parsed before, shared by every
+    /// declaration (many may share one store).
+    facts: declaration::memo::FactsMemo,
 }
 
 /// `name` as remembered, or read from the API server (and remembered).
@@ -390,7 +394,7 @@ async fn gather(
         .map(crate::outputs::in_force_cas)
         .unwrap_or_default();
     // The store is assembled once: collected, its CRLs fetched when due, finished.
-    let collected = declaration::store::collect(&namespace, spec, &inputs);
+    let collected = declaration::store::collect(&namespace, spec, &inputs, &shell.facts);
     if let (Ok(collected), Ok(Some(fetch))) = (&collected, parsed.as_ref().map(|s| s.fetch_crls)) {
         inputs.fetched = shell
             .crls

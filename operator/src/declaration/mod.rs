@@ -15,6 +15,7 @@
 
 pub mod health;
 mod members;
+pub mod memo;
 pub mod plan;
 pub mod spec;
 mod status;

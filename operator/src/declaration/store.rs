@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
+use super::memo::FactsMemo;
 use crate::blocked::{BlockReason, Blocked};
 use crate::crd::{ClusterCertificateDeclarationSpec, ObservedCertificate, TrustBundleSource};
-use crate::facts::{CertificateFacts, PrivateKeyState, parse_bundle, parse_crls};
-use crate::observed::{store_keys, stored_instance, unreadable_source};
+use crate::facts::{CertificateFacts, PrivateKeyState, parse_crls};
+use crate::observed::{store_keys, stored_material, unreadable_source};
 use crate::outputs::secret_data;
 use crate::outputs::{PresentedMaterial, is_owned_by, store_name};
 use crate::planner::Store;
@@ -97,7 +98,7 @@ pub fn assemble(
     inputs: &StoreInputs,
     now: jiff::Timestamp,
 ) -> Result<StoreContents, Blocked> {
-    collect(namespace, spec, inputs)?.finish(namespace, spec, inputs, now)
+    collect(namespace, spec, inputs, &FactsMemo::default())?.finish(namespace, spec, inputs, now)
 }
 
 /// A store before its CRLs: its instances with their material, and every CA
@@ -113,11 +114,13 @@ pub struct Collected {
 }
 
 /// The store's instances, their material and every CA known, from the
-/// ObservedCertificates, their `-store` Secrets and `spec.trustBundle`.
+/// ObservedCertificates, their `-store` Secrets and `spec.trustBundle`;
+/// bytes parsed before are taken from `memo`.
 pub fn collect(
     namespace: &str,
     spec: &ClusterCertificateDeclarationSpec,
     inputs: &StoreInputs,
+    memo: &FactsMemo,
 ) -> Result<Collected, Blocked> {
     let mut contents = StoreContents::default();
     let mut pool = TrustPool::default();
@@ -141,7 +144,8 @@ pub fn collect(
             .map(secret_data)
             .unwrap_or_default();
         for facts in status.instances {
-            let Some(Ok(bundle)) = stored_instance(&data, &facts.thumbprint) else {
+            let bundle = stored_material(&data, &facts.thumbprint).map(|material| memo.bundle(&material));
+            let Some(Ok(bundle)) = bundle.as_deref() else {
                 // Recorded but not stored (or unreadable): known, not presentable.
                 contents.store.instances.push(CertificateFacts {
                     private_key: PrivateKeyState::Missing,
@@ -158,23 +162,23 @@ pub fn collect(
                     pool.add_authority(facts.clone(), der.clone());
                 }
             }
-            if let Some(material) = material(&data, &facts.thumbprint, &bundle) {
+            if let Some(material) = material(&data, &facts.thumbprint, bundle) {
                 contents.materials.insert(facts.thumbprint.clone(), material);
             }
-            leaves.push((bundle.leaf, bundle.chain_der[0].clone()));
+            leaves.push((bundle.leaf.clone(), bundle.chain_der[0].clone()));
         }
     }
     if let Some(source) = &spec.trust_bundle {
-        for (facts, der) in trust_bundle(namespace, source, inputs.trust_bundle.as_ref())? {
+        for (facts, der) in trust_bundle(namespace, source, inputs.trust_bundle.as_ref(), memo)? {
             pool.add_anchor(facts, der);
         }
     }
     // Known, never anchors by this: which anchors a revision trusts is the
     // planner's (the revision's `anchors`). Certshift wrote them; a file it
     // cannot read again only leaves paths shorter.
-    if let Ok(in_force) = parse_bundle("in force", inputs.in_force.as_bytes()) {
+    if let Ok(in_force) = memo.file("in force", inputs.in_force.as_bytes()).as_ref() {
         for (facts, der) in in_force {
-            pool.add_authority(facts, der);
+            pool.add_authority(facts.clone(), der.clone());
         }
     }
     for (mut leaf, der) in leaves {
@@ -413,6 +417,7 @@ fn trust_bundle(
     namespace: &str,
     source: &TrustBundleSource,
     input: Option<&TrustBundleInput>,
+    memo: &FactsMemo,
 ) -> Result<Vec<(CertificateFacts, Vec<u8>)>, Blocked> {
     if source.include_store_cas && source.config_map_ref.is_none() && source.secret_ref.is_none() {
         return Ok(Vec::new());
@@ -428,7 +433,10 @@ fn trust_bundle(
         "ca.crt",
     )
     .map_err(blocked)?;
-    trust_bundle_certificates(&bytes).map_err(|err| blocked(format!("{field}: {what}: {err}")))
+    match memo.file("bundle", &bytes).as_ref() {
+        Ok(certificates) => Ok(certificates.clone()),
+        Err(err) => Err(blocked(format!("{field}: {what}: {}", bundle_error(err)))),
+    }
 }
 
 /// The bytes of a ConfigMap or Secret key named by `field`, with what
@@ -467,13 +475,11 @@ fn read_source(
     }
 }
 
-/// The certificates of a trust bundle with their DER (bounded as
-/// [`crate::facts::parse_bundle`] says; the error names the reason).
-pub fn trust_bundle_certificates(bytes: &[u8]) -> Result<Vec<(CertificateFacts, Vec<u8>)>, String> {
-    parse_bundle("bundle", bytes).map_err(|err| {
-        let message = err.to_string();
-        format!("{} ({})", message.trim_start_matches("bundle: "), err.reason())
-    })
+/// A trust bundle's parse error as the status says it (bounded as
+/// [`crate::facts::parse_bundle`] says; the reason named).
+fn bundle_error(err: &crate::facts::FactsError) -> String {
+    let message = err.to_string();
+    format!("{} ({})", message.trim_start_matches("bundle: "), err.reason())
 }
 
 #[cfg(test)]
@@ -913,7 +919,7 @@ mod tests {
             })
         };
         let points = |spec: &ClusterCertificateDeclarationSpec| {
-            collect("default", spec, &inputs(None))
+            collect("default", spec, &inputs(None), &Default::default())
                 .unwrap()
                 .distribution_points()
                 .to_vec()
