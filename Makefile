@@ -15,7 +15,7 @@ test:
 	hack/test.sh
 
 # The scale benchmark (W1-W4 at 1k, 10k and 30k against floors measured in
-# the same run; ~25 min): docs/performance.md. Exits 1 when a target is
+# the same run; ~30 min): docs/performance.md. Exits 1 when a target is
 # missed, after printing every figure; BENCH_ARGS="--scales 1000 ..." narrows it.
 bench:
 	CERTSHIFT_KUBE_APISERVER="$$(hack/kube-apiserver.sh)" cargo run --release -p certshift-e2e --bin certshift-bench -- --check $(BENCH_ARGS)

@@ -194,7 +194,11 @@ async fn gather(
     let fresh = read == StoreRead::Fresh || cached.status.is_some() || lock(index).has_read(&cached);
     let ocert = if fresh {
         match ctx.get_opt::<ObservedCertificate>(&namespace, &name).await? {
-            Some(fresh) => Arc::new(fresh),
+            Some(mut fresh) => {
+                // Nothing here reads them, and they are most of the object.
+                fresh.managed_fields_mut().clear();
+                Arc::new(fresh)
+            }
             None => return Ok(None),
         }
     } else {

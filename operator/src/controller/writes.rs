@@ -57,7 +57,7 @@ where
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "status": status,
+        "status": decided.clone(),
     });
     let mut written = ctx
         .api::<K>(&namespace)
@@ -65,6 +65,8 @@ where
         .await
         .map_err(kube_err::<K>(Verb::ApplyStatus, &namespace, &name))?;
     ctx.metrics.write(&format!("{}/status", K::kind(&())));
+    // Dropped before the check: managedFields are often most of the object.
+    written.managed_fields_mut().clear();
     let object = serde_json::to_value(&written).unwrap_or_default();
     let (as_written, as_decided) = (
         object.get("status").map(conditions_by_type),
@@ -80,7 +82,6 @@ where
         warn!(%namespace, %name, ?stayed, "fields this status does not have stayed after the apply; replacing the status");
         return replace_status(ctx, manager, &written, &decided).await;
     }
-    written.managed_fields_mut().clear();
     Ok(written)
 }
 
