@@ -1129,7 +1129,11 @@ mod tests {
         let program = dir.join(&name);
         std::fs::copy("/bin/sh", &program).unwrap();
         let marker = dir.join("reloaded");
-        let mut app = std::process::Command::new(&program)
+        // SIGHUP at its default first: a shell cannot trap a signal ignored
+        // when it started, and a test run under `nohup` hands that down.
+        let mut app = std::process::Command::new("env")
+            .arg("--default-signal=HUP")
+            .arg(&program)
             .arg("-c")
             .arg(format!(
                 "trap 'echo reloaded > {}; exit 0' HUP; while :; do sleep 0.05; done",
@@ -1144,7 +1148,18 @@ mod tests {
             process: name.clone(),
         };
         reload_all(std::slice::from_ref(&signal), 2).await.expect("signalled");
-        let status = app.wait().unwrap();
+        // Fails rather than hangs when the signal does not end it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = app.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = app.kill();
+                panic!("the application did not take the signal within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert!(status.success(), "the application took the signal: {status}");
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "reloaded\n");
         let gone = reload_all(&[signal], 3).await.expect_err("no process left");

@@ -13,9 +13,12 @@ use sha2::{Digest, Sha256};
 
 use crate::facts::{CertificateBundle, CertificateFacts, FactsError, TlsMaterial, parse_bundle};
 
-/// Results kept of each kind; beyond it the older generation is dropped,
-/// so memory is bounded whatever the store sizes (a kept bundle is a few KiB).
+/// Results kept of each kind per generation, and the bytes they were parsed
+/// from: a generation that would exceed either becomes the older one, so
+/// memory is bounded whatever the inputs (a stored instance is a few KiB; a
+/// trust bundle may be MiBs, and one larger than the budget is not kept).
 const KEPT: usize = 256;
+const KEPT_BYTES: usize = 4 << 20;
 
 /// A parsed PEM file: each certificate's facts and DER.
 pub type ParsedFile = Result<Vec<(CertificateFacts, Vec<u8>)>, FactsError>;
@@ -35,13 +38,16 @@ impl FactsMemo {
             material.tls_key.unwrap_or_default(),
             material.ca_crt.unwrap_or_default(),
         ]);
-        self.bundles.get_or(key, || CertificateBundle::from_tls(material))
+        let bytes =
+            material.tls_crt.len() + material.tls_key.map_or(0, <[u8]>::len) + material.ca_crt.map_or(0, <[u8]>::len);
+        self.bundles
+            .get_or(key, bytes, || CertificateBundle::from_tls(material))
     }
 
     /// [`parse_bundle`] of `bytes` (errors name `field`).
     pub fn file(&self, field: &str, bytes: &[u8]) -> Arc<ParsedFile> {
         let key = digest(&[field.as_bytes(), bytes]);
-        self.files.get_or(key, || parse_bundle(field, bytes))
+        self.files.get_or(key, bytes.len(), || parse_bundle(field, bytes))
     }
 }
 
@@ -59,48 +65,53 @@ fn digest(parts: &[&[u8]]) -> [u8; 32] {
 /// Two generations: lookups promote from the older one, and when the newer
 /// one is full it becomes the older (what no reconcile asked for since goes).
 struct Generations<V> {
-    maps: Mutex<[HashMap<[u8; 32], Arc<V>>; 2]>,
+    maps: Mutex<[Generation<V>; 2]>,
+}
+
+struct Generation<V> {
+    entries: HashMap<[u8; 32], (Arc<V>, usize)>,
+    bytes: usize,
+}
+
+impl<V> Default for Generation<V> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            bytes: 0,
+        }
+    }
 }
 
 impl<V> Default for Generations<V> {
     fn default() -> Self {
         Self {
-            maps: Mutex::new([HashMap::new(), HashMap::new()]),
+            maps: Mutex::new([Generation::default(), Generation::default()]),
         }
     }
 }
 
 impl<V> Generations<V> {
-    fn get_or(&self, key: [u8; 32], make: impl FnOnce() -> V) -> Arc<V> {
-        if let Some(kept) = self.kept(&key) {
-            return kept;
+    /// The result kept for `key`, else `make`'s (kept when `bytes`, the size
+    /// of what it is parsed from, fits the budget).
+    fn get_or(&self, key: [u8; 32], bytes: usize, make: impl FnOnce() -> V) -> Arc<V> {
+        {
+            let mut maps = self.lock();
+            if let Some((kept, _)) = maps[0].entries.get(&key) {
+                return kept.clone();
+            }
+            if let Some((kept, bytes)) = maps[1].entries.remove(&key) {
+                maps[1].bytes -= bytes;
+                keep(&mut maps, key, kept.clone(), bytes);
+                return kept;
+            }
         }
-        // FactsMemo outside the lock: it is the slow part.
+        // Parsed outside the lock: it is the slow part.
         let made = Arc::new(make());
-        self.keep(key, made.clone());
+        keep(&mut self.lock(), key, made.clone(), bytes);
         made
     }
 
-    fn kept(&self, key: &[u8; 32]) -> Option<Arc<V>> {
-        let mut maps = self.lock();
-        if let Some(kept) = maps[0].get(key) {
-            return Some(kept.clone());
-        }
-        let older = maps[1].remove(key)?;
-        drop(maps);
-        self.keep(*key, older.clone());
-        Some(older)
-    }
-
-    fn keep(&self, key: [u8; 32], value: Arc<V>) {
-        let mut maps = self.lock();
-        if maps[0].len() >= KEPT {
-            maps[1] = std::mem::take(&mut maps[0]);
-        }
-        maps[0].insert(key, value);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, [HashMap<[u8; 32], Arc<V>>; 2]> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, [Generation<V>; 2]> {
         // The maps hold no invariant a panic elsewhere could break.
         self.maps.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -108,8 +119,19 @@ impl<V> Generations<V> {
     #[cfg(test)]
     fn len(&self) -> usize {
         let maps = self.lock();
-        maps[0].len() + maps[1].len()
+        maps[0].entries.len() + maps[1].entries.len()
     }
+}
+
+fn keep<V>(maps: &mut [Generation<V>; 2], key: [u8; 32], value: Arc<V>, bytes: usize) {
+    if bytes > KEPT_BYTES {
+        return;
+    }
+    if maps[0].entries.len() >= KEPT || maps[0].bytes + bytes > KEPT_BYTES {
+        maps[1] = std::mem::take(&mut maps[0]);
+    }
+    maps[0].bytes += bytes;
+    maps[0].entries.insert(key, (value, bytes));
 }
 
 #[cfg(test)]
@@ -126,19 +148,30 @@ mod tests {
             n
         };
         let key = |n: usize| digest(&[&n.to_le_bytes()]);
-        assert_eq!(*generations.get_or(key(1), || make(1)), 1);
-        assert_eq!(*generations.get_or(key(1), || make(99)), 1, "kept, not made again");
+        assert_eq!(*generations.get_or(key(1), 1, || make(1)), 1);
+        assert_eq!(*generations.get_or(key(1), 1, || make(99)), 1, "kept, not made again");
         assert_eq!(made.get(), 1);
         for n in 2..=3 * KEPT {
-            generations.get_or(key(n), || make(n));
+            generations.get_or(key(n), 1, || make(n));
         }
         assert!(generations.len() <= 2 * KEPT, "bounded: {}", generations.len());
         // The newest are kept; the first, asked for only once, is gone.
         let before = made.get();
-        generations.get_or(key(3 * KEPT), || make(0));
+        generations.get_or(key(3 * KEPT), 1, || make(0));
         assert_eq!(made.get(), before);
-        assert_eq!(*generations.get_or(key(1), || make(1)), 1);
+        assert_eq!(*generations.get_or(key(1), 1, || make(1)), 1);
         assert_eq!(made.get(), before + 1, "made again once dropped");
+        // By bytes too: what exceeds the budget is made each time, never kept,
+        // and what fills it pushes the newer generation out.
+        let big: Generations<usize> = Generations::default();
+        big.get_or(key(1), KEPT_BYTES + 1, || make(1));
+        assert_eq!(big.len(), 0);
+        for n in 0..5 {
+            big.get_or(key(n), KEPT_BYTES / 2, || make(n));
+        }
+        assert!(big.len() <= 4, "two generations of two halves: {}", big.len());
+        let maps = big.lock();
+        assert!(maps.iter().all(|g| g.bytes <= KEPT_BYTES));
     }
 
     #[test]

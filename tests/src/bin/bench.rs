@@ -43,6 +43,8 @@ static HEAP: Cap<System> = Cap::new(System, usize::MAX);
 
 const NS: &str = "bench";
 const CONCURRENCY: usize = 64;
+/// The operator's watches (each lists once, more pages for more objects).
+const WATCHES: usize = 12;
 
 struct Args {
     scales: Vec<usize>,
@@ -485,11 +487,15 @@ async fn scale(plane: &ControlPlane, pki: &Pki, at: Scale, args: &Args, targets:
         format!("W1 at {n}: {per_object:.2} requests per ObservedCertificate (3.00; 10 % more reads allowed)"),
         per_object <= 3.1,
     );
-    // One list per watch, in pages of 500 (the Secrets' list is most of
-    // them): a LIST per reconcile would be one per ObservedCertificate.
+    // One list per watch, in pages of 500 (the Secrets' and the
+    // ObservedCertificates' lists are most of them), twice over for a relist:
+    // a LIST per reconcile would be one per ObservedCertificate.
+    let pages = 2 * (WATCHES + (n + args.unrelated).div_ceil(500) + n.div_ceil(500));
     targets.judge(
-        format!("W1 at {n}: {w1_lists} LIST requests (the watches' pages; one per reconcile would be {n})"),
-        w1_lists * 10 <= n,
+        format!(
+            "W1 at {n}: {w1_lists} LIST requests (the watches' pages, <= {pages}; one per reconcile would be {n} more)"
+        ),
+        w1_lists <= pages,
     );
     println!(
         "W1 CPU: {:.2}s for {n} certificates = {:.2}s per 10k; parse floor {:.2}s per 10k; ratio {:.1}x",
@@ -576,8 +582,8 @@ async fn scale(plane: &ControlPlane, pki: &Pki, at: Scale, args: &Args, targets:
         per_unrelated <= 0.1 * 1024.0,
     );
 
-    // W4: renewals at a fixed rate, where the targets are (1k, 10k): at
-    // 30,000 the measuring watch's own first list outlasts the drain.
+    // W4: renewals at a fixed rate, where its targets are (1k, 10k); above,
+    // skipped to keep the run short.
     if n > 10_000 {
         println!("W4 not run above 10,000 ObservedCertificates");
     } else {
@@ -758,7 +764,7 @@ fn renewal_targets(n: usize, w4: Renewals, targets: &mut Targets) {
             "W4 at {n}: {:.2} writes per renewal (2.00; fewer when renewals of one source coalesce)",
             w4.writes_per_renewal
         ),
-        w4.writes_per_renewal <= 2.0,
+        w4.writes_per_renewal <= 2.0 && w4.missing == 0,
     );
     let lag_target = match n {
         1000 => Some((0.5, None)),
@@ -791,6 +797,10 @@ async fn renewals(plane: &ControlPlane, admin: &Client, pki: &Pki, n: usize, arg
         .collect();
     let expected: Arc<Mutex<HashMap<String, (String, Instant)>>> = Arc::default();
     let lags: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    // The renewals start once the measuring watch has listed: a renewal made
+    // during its first list would be seen only after it, and the list's
+    // cost would be counted as the renewals'.
+    let (listed, watching) = tokio::sync::oneshot::channel::<()>();
     let watch = {
         let (api, expected, lags) = (
             Api::<ObservedCertificate>::namespaced(admin.clone(), NS),
@@ -798,12 +808,19 @@ async fn renewals(plane: &ControlPlane, admin: &Client, pki: &Pki, n: usize, arg
             lags.clone(),
         );
         tokio::spawn(async move {
-            let mut stream = std::pin::pin!(
-                watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .applied_objects()
-            );
-            while let Some(Ok(o)) = stream.next().await {
+            let mut listed = Some(listed);
+            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+            while let Some(Ok(event)) = stream.next().await {
+                let o = match event {
+                    watcher::Event::Apply(o) => o,
+                    watcher::Event::InitDone => {
+                        if let Some(listed) = listed.take() {
+                            let _ = listed.send(());
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
                 let current = o
                     .status
                     .as_ref()
@@ -820,6 +837,7 @@ async fn renewals(plane: &ControlPlane, admin: &Client, pki: &Pki, n: usize, arg
         })
     };
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    watching.await.expect("the measuring watch lists");
     let before = writes_by_kind(plane, NS);
     let (cpu_before, plane_before) = (cpu_seconds(), plane.cpu_seconds());
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.renewal_rate as f64));
@@ -892,10 +910,10 @@ async fn renewals(plane: &ControlPlane, admin: &Client, pki: &Pki, n: usize, arg
     renewals
 }
 
-/// The API server's and etcd's CPU per read of each kind a renewal makes
-/// (the source and the store Secrets, the ObservedCertificate with its
-/// status), 2,000 of each by a plain client, 64 in flight: what a read
-/// taken off the hot path saves.
+/// The API server's and etcd's CPU per read of each kind a renewal makes,
+/// 2,000 of each by a plain client, 64 in flight: what a read taken off the
+/// hot path saves. The sources stand for the Secrets (a store Secret is of
+/// the same size); the ObservedCertificates are read with their status.
 async fn read_costs(plane: &ControlPlane, admin: &Client, n: usize) {
     const READS: usize = 2000;
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
