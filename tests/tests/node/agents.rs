@@ -29,9 +29,7 @@ pub(crate) async fn agents_in_member_pods_carry_the_conversion_with_no_failed_ca
     let pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
     let names: Vec<String> = (0..MEMBERS).map(|i| format!("member-{i}")).collect();
     for name in &names {
-        pods.create(&PostParams::default(), &member(name, &service_ip))
-            .await
-            .unwrap();
+        create_pod(&pods, &member(name, &service_ip)).await;
     }
     eventually("the members Ready and calling", Duration::from_secs(120), || async {
         for name in &names {
@@ -79,12 +77,11 @@ pub(crate) async fn agents_in_member_pods_carry_the_conversion_with_no_failed_ca
         &[("ca.crt", &ca.pem), ("tls.crt", &stranger.pem), ("tls.key", &key)],
     );
     apply(&admin, NAMESPACE, &files).await;
-    pods.create(
-        &PostParams::default(),
+    create_pod(
+        &pods,
         &unmanaged_client("baseline-client", "old.example", &service_ip, false),
     )
-    .await
-    .unwrap();
+    .await;
     // Refused by every member before the change: kube-proxy spreads the calls
     // at random, and a member that never saw the stranger before a revision
     // would count it as that revision's regression (the baseline is what

@@ -81,7 +81,7 @@ impl Bed {
         let pods = self.pods();
         for member in &self.members {
             let spec = pod(MemberPod::new(member, self.name, self.name, &self.service_ip).health_window("20s"));
-            pods.create(&PostParams::default(), &spec.pod()).await.unwrap();
+            create_pod(&pods, &spec.pod()).await;
         }
         let ready = wait_ready(&self.admin, NAMESPACE, self.name, Duration::from_secs(120)).await;
         let first = ready.status.unwrap().upgrade.unwrap().revision;
@@ -124,14 +124,8 @@ impl Bed {
             &[("ca.crt", ca_pem), ("tls.crt", cert_pem), ("tls.key", key_pem)],
         );
         apply(&self.admin, NAMESPACE, &files).await;
-        self.pods()
-            .create(
-                &PostParams::default(),
-                &unmanaged_client(&name, host, &self.service_ip, true),
-            )
-            .await
-            .unwrap();
         let pods = self.pods();
+        create_pod(&pods, &unmanaged_client(&name, host, &self.service_ip, true)).await;
         let counted = eventually(&format!("{name}: calling"), Duration::from_secs(120), || async {
             calls(&pods, &name).await.filter(|(ok, failed)| ok + failed >= 5)
         })

@@ -286,6 +286,25 @@ spec:
 }
 
 /// The caller's last `calls=N failed=M` line.
+/// Creates a pod that runs as a ServiceAccount created just before it:
+/// kube-apiserver 1.20 refuses such a pod until the token controller has
+/// made the account's token ("No API token found …, retry after the token
+/// is automatically created"), so that refusal is retried, for up to 60 s.
+async fn create_pod(pods: &Api<Pod>, pod: &Pod) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match pods.create(&PostParams::default(), pod).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(status))
+                if status.message.contains("No API token found") && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => panic!("creating pod {:?}: {err}", pod.metadata.name),
+        }
+    }
+}
+
 async fn calls(pods: &Api<Pod>, name: &str) -> Option<(u64, u64)> {
     let params = LogParams {
         container: Some("caller".to_owned()),
