@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use cap::Cap;
 use certshift::crd::{
     CertificateSource, ClusterCertificateDeclaration, LocalObjectReference, ObservedCertificate,
-    ObservedCertificateSpec,
+    ObservedCertificateSpec, ObservedCertificateStatus,
 };
 use certshift::facts::{CertificateBundle, TlsMaterial};
 use certshift::outputs::REVISION_ANNOTATION;
@@ -596,6 +596,11 @@ async fn scale(plane: &ControlPlane, pki: &Pki, at: Scale, args: &Args, targets:
         None
     };
     operator.stop().await;
+    if at.first {
+        // With the operator stopped: what each request of a renewal costs
+        // the API server (at the first scale only: the run stays short).
+        write_costs(plane, &admin, n).await;
+    }
     if let Some(w3) = w3 {
         // With the operator stopped: nothing reacts to the floor's writes.
         let floor = same_writes_floor(&admin, &w3).await;
@@ -943,6 +948,130 @@ async fn read_costs(plane: &ControlPlane, admin: &Client, n: usize) {
             (after.0 - before.0) * 1e3 / READS as f64,
             (after.1 - before.1) * 1e3 / READS as f64,
             READS as f64 / wall
+        );
+    }
+}
+
+/// What each write of a renewal costs kube-apiserver and etcd, 2,000 of each
+/// by a plain client, 64 objects in flight, with the operator stopped: the
+/// status of an ObservedCertificate as the operator left it, written as a
+/// server-side apply (the operator's), a JSON merge patch and an update (at
+/// the resourceVersion last written); the same apply once the status is one
+/// condition (the write floor's); the store Secret's update (the operator's)
+/// and the source's apply (the renewal itself). Each changes the object.
+async fn write_costs(plane: &ControlPlane, admin: &Client, n: usize) {
+    const WRITES: usize = 2000;
+    let ocerts: Api<ObservedCertificate> = Api::namespaced(admin.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    let sample = ocerts.get("cert-0").await.expect("cert-0");
+    println!(
+        "write cost: an ObservedCertificate is {} bytes of JSON, its status {}, its managedFields {}",
+        serde_json::to_vec(&sample).map(|b| b.len()).unwrap_or(0),
+        serde_json::to_vec(&sample.status).map(|b| b.len()).unwrap_or(0),
+        serde_json::to_vec(&sample.metadata.managed_fields)
+            .map(|b| b.len())
+            .unwrap_or(0),
+    );
+    let objects = n.min(WRITES);
+    let rounds = WRITES / objects;
+    let apply = PatchParams::apply("certshift-observed-certificate").force();
+    for kind in [
+        "status apply",
+        "status merge patch",
+        "status update",
+        "(shrink)",
+        "status apply of one condition",
+        "store Secret update",
+        "source Secret apply",
+    ] {
+        let before = plane.cpu_seconds();
+        let started = Instant::now();
+        futures::stream::iter(0..objects)
+            .map(|o| {
+                let (ocerts, secrets, apply) = (ocerts.clone(), secrets.clone(), apply.clone());
+                let name = format!("cert-{o}");
+                async move {
+                    let failed = |err: kube::Error| -> ! { panic!("{kind} {name}: {err}") };
+                    match kind {
+                        "store Secret update" => {
+                            let store = format!("{name}-store");
+                            let mut secret = secrets.get(&store).await.unwrap_or_else(|e| failed(e));
+                            for w in 0..rounds {
+                                secret.metadata.managed_fields = None;
+                                let data = secret.data.get_or_insert_default();
+                                data.insert("probe".into(), ByteString(format!("{w}").into_bytes()));
+                                secret = secrets
+                                    .replace(&store, &PostParams::default(), &secret)
+                                    .await
+                                    .unwrap_or_else(|e| failed(e));
+                            }
+                        }
+                        "source Secret apply" => {
+                            let secret = secrets.get(&name).await.unwrap_or_else(|e| failed(e));
+                            let params = PatchParams::apply("certshift-bench-renewal").force();
+                            for w in 0..rounds {
+                                let mut data = secret.data.clone().unwrap_or_default();
+                                data.insert("probe".into(), ByteString(format!("{w}").into_bytes()));
+                                let patch = serde_json::json!({
+                                    "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "data": data,
+                                });
+                                secrets
+                                    .patch(&name, &params, &Patch::Apply(&patch))
+                                    .await
+                                    .unwrap_or_else(|e| failed(e));
+                            }
+                        }
+                        _ => {
+                            let mut object = ocerts.get(&name).await.unwrap_or_else(|e| failed(e));
+                            let rounds = if kind == "(shrink)" { 1 } else { rounds };
+                            for w in 0..rounds {
+                                let status = object.status.as_mut().expect("a status");
+                                if kind == "(shrink)" {
+                                    status.conditions.truncate(1);
+                                    *status = ObservedCertificateStatus {
+                                        conditions: std::mem::take(&mut status.conditions),
+                                        ..Default::default()
+                                    };
+                                }
+                                if let Some(condition) = status.conditions.first_mut() {
+                                    condition.message = format!("{kind} cost probe {w}");
+                                }
+                                let body = serde_json::json!({
+                                    "apiVersion": "certshift.io/v1alpha1", "kind": "ObservedCertificate",
+                                    "status": status,
+                                });
+                                let written = match kind {
+                                    "status merge patch" => {
+                                        ocerts
+                                            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                                            .await
+                                    }
+                                    "status update" => {
+                                        object.managed_fields_mut().clear();
+                                        ocerts.replace_status(&name, &Default::default(), &object).await
+                                    }
+                                    _ => ocerts.patch_status(&name, &apply, &Patch::Apply(&body)).await,
+                                };
+                                object = written.unwrap_or_else(|e| failed(e));
+                            }
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<()>()
+            .await;
+        if kind == "(shrink)" {
+            continue;
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let after = plane.cpu_seconds();
+        let written = rounds * objects;
+        println!(
+            "write cost, {kind}: kube-apiserver {:.2} ms, etcd {:.2} ms of CPU each ({:.0}/s)",
+            (after.0 - before.0) * 1e3 / written as f64,
+            (after.1 - before.1) * 1e3 / written as f64,
+            written as f64 / wall
         );
     }
 }
