@@ -12,7 +12,7 @@ use crate::crd::{CurrentInstance, ObservedCertificateSpec, ObservedCertificateSt
 use crate::decision::Requeue;
 use crate::duration;
 use crate::facts::tls_material;
-use crate::facts::{CertificateBundle, CertificateFacts, FactsError, PrivateKeyState, TlsMaterial};
+use crate::facts::{CertificateBundle, CertificateFacts, PrivateKeyState, TlsMaterial};
 use crate::thumbprint::Thumbprint;
 
 pub const READY: &str = "Ready";
@@ -119,14 +119,6 @@ pub fn store_keys(thumbprint: &Thumbprint) -> [String; 3] {
         format!("{thumbprint}.key"),
         format!("{thumbprint}.ca.crt"),
     ]
-}
-
-/// Reads one retained instance back from the store Secret's data.
-pub fn stored_instance(
-    data: &BTreeMap<String, Vec<u8>>,
-    thumbprint: &Thumbprint,
-) -> Option<Result<CertificateBundle, FactsError>> {
-    stored_material(data, thumbprint).map(|material| CertificateBundle::from_tls(&material))
 }
 
 /// The material of one stored instance, as kept in the `-store` Secret.
@@ -572,7 +564,16 @@ mod catalogue;
 mod tests {
     use super::*;
     use crate::crd::{CertificateSource, LocalObjectReference};
+    use crate::facts::FactsError;
     use crate::testing::{cert, ts};
+
+    /// Reads one retained instance back from the store Secret's data.
+    fn stored_instance(
+        data: &BTreeMap<String, Vec<u8>>,
+        thumbprint: &Thumbprint,
+    ) -> Option<Result<CertificateBundle, FactsError>> {
+        stored_material(data, thumbprint).map(|material| CertificateBundle::from_tls(&material))
+    }
 
     fn spec(retain: u32) -> ObservedCertificateSpec {
         ObservedCertificateSpec {
