@@ -111,18 +111,23 @@ async fn plaintext_application() -> SocketAddr {
     addr
 }
 
-/// The application terminating mutual TLS itself, by the same rules.
-async fn direct_server(config: Arc<rustls::ServerConfig>) -> SocketAddr {
+/// Accepts mutual TLS with `config` on a loopback port and hands each
+/// connection to `serve`.
+async fn tls_server<F, Fut>(config: Arc<rustls::ServerConfig>, serve: F) -> SocketAddr
+where
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = TlsAcceptor::from(config);
+    let (acceptor, serve) = (TlsAcceptor::from(config), Arc::new(serve));
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let (acceptor, serve) = (acceptor.clone(), serve.clone());
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(tcp).await {
-                    echo(tls).await;
+                    serve(tls).await;
                 }
             });
         }
@@ -130,31 +135,24 @@ async fn direct_server(config: Arc<rustls::ServerConfig>) -> SocketAddr {
     addr
 }
 
+/// The application terminating mutual TLS itself, by the same rules.
+async fn direct_server(config: Arc<rustls::ServerConfig>) -> SocketAddr {
+    tls_server(config, echo).await
+}
+
 /// The least any TLS-terminating proxy in front of the application does:
 /// the direct server's configuration, a connection to the application per
 /// client, and tokio's `copy_bidirectional` (no rules, revisions or
 /// metrics). What the agent costs beyond it is the agent's own.
 async fn bare_proxy(config: Arc<rustls::ServerConfig>, upstream: SocketAddr) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut app) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = app.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut app).await;
-            });
-        }
-    });
-    addr
+    tls_server(config, move |mut tls| async move {
+        let Ok(mut app) = TcpStream::connect(upstream).await else {
+            return;
+        };
+        let _ = app.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut tls, &mut app).await;
+    })
+    .await
 }
 
 struct Agent {

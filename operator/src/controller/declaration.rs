@@ -520,7 +520,7 @@ async fn apply(shell: &Shell, declaration: &ClusterCertificateDeclaration, decis
         .iter()
         .filter(|e| e.type_ == crate::events::EventType::Warning)
     {
-        warn!(reason = %event.reason, message = %event.message, "warning");
+        warn!(reason = %event.reason, detail = %event.message, "warning");
     }
     publish_events(ctx, declaration, &decision.events, "Reconcile").await;
     // Standing Warnings, told again at a bounded rate (never a status write).

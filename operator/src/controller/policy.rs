@@ -223,7 +223,7 @@ async fn issue(
     let decision = policy::after_attempt(world, &request, outcome.as_ref().map(|i| &i.leaf).map_err(Clone::clone));
     if let Err(message) = &outcome {
         let attempts = decision.status.as_ref().map_or(0, |s| s.failed_attempts);
-        warn!(%message, attempts, "issuing failed");
+        warn!(error = %message, attempts, "issuing failed");
     }
     Ok(decision)
 }

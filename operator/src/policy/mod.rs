@@ -18,7 +18,7 @@ use crate::crd::{CertificatePolicySpec, CertificatePolicyStatus, Subject};
 use crate::decision::Requeue;
 
 use crate::duration;
-use crate::facts::CertificateFacts;
+use crate::facts::{CertificateFacts, PrivateKeyState};
 
 pub const READY: &str = "Ready";
 pub const ISSUING: &str = "Issuing";
@@ -468,12 +468,18 @@ pub fn decide(world: &World<'_>) -> Decision {
                 certificate: Some(certificate),
                 key: Some(key),
                 ..
-            }) => request.ca = Some((certificate.clone(), key.clone())),
-            Some(CaSecret::Present { .. }) => {
+            }) => {
+                if let Some(unusable) = unusable_ca(name, certificate, key, now) {
+                    return after_attempt(world, &request, Err(unusable));
+                }
+                request.ca = Some((certificate.clone(), key.clone()))
+            }
+            Some(CaSecret::Present { certificate, .. }) => {
+                let lacks = if certificate.is_none() { "tls.crt" } else { "tls.key" };
                 return after_attempt(
                     world,
                     &request,
-                    Err(format!("CA Secret {name:?} lacks tls.crt or tls.key")),
+                    Err(format!("CA Secret {name:?} (spec.issuer.ca.secretRef) lacks {lacks}")),
                 );
             }
             Some(CaSecret::Missing) | None => {
@@ -489,6 +495,45 @@ pub fn decide(world: &World<'_>) -> Decision {
         // The outcome's decision says when to look again.
         requeue: Requeue::AwaitChange,
     }
+}
+
+/// Why the CA Secret's certificate and key cannot sign what its members
+/// would accept, if they cannot: a certificate signed by one that is not a
+/// CA, by a key that is not the CA's, or outside the CA's validity fails
+/// verification everywhere it is presented.
+fn unusable_ca(name: &str, certificate: &str, key: &str, now: Timestamp) -> Option<String> {
+    let at = format!("CA Secret {name:?} (spec.issuer.ca.secretRef)");
+    let bundle = match crate::facts::CertificateBundle::from_tls(&crate::facts::TlsMaterial {
+        tls_crt: certificate.as_bytes(),
+        tls_key: Some(key.as_bytes()),
+        ca_crt: None,
+    }) {
+        Ok(bundle) => bundle,
+        Err(err) => return Some(format!("{at}: {err}")),
+    };
+    let ca = &bundle.leaf;
+    if !ca.is_ca {
+        return Some(format!(
+            "{at}: tls.crt ({}, {}) is not a CA certificate (basicConstraints CA is not true): what it signed would not verify",
+            ca.subject, ca.thumbprint
+        ));
+    }
+    match ca.private_key {
+        PrivateKeyState::Matches => {}
+        PrivateKeyState::Mismatch => {
+            return Some(format!("{at}: tls.key is not the key of tls.crt ({})", ca.thumbprint));
+        }
+        PrivateKeyState::Missing | PrivateKeyState::Unreadable => {
+            return Some(format!("{at}: tls.key cannot be read as a private key"));
+        }
+    }
+    if !ca.is_time_valid(now) {
+        return Some(format!(
+            "{at}: tls.crt ({}) is valid only from {} to {}",
+            ca.thumbprint, ca.not_before, ca.not_after
+        ));
+    }
+    None
 }
 
 /// The spec is invalid or the Secret is someone else's: held for a person.

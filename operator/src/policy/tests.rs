@@ -240,14 +240,24 @@ fn world<'a>(
     }
 }
 
+/// A CA's certificate and key, PEM (one for all tests: keys take time).
+fn test_ca() -> &'static (String, String) {
+    static CA: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let ca = cert("Issuing CA").ca().self_signed();
+        let key = ca.key_pem();
+        (ca.pem, key)
+    })
+}
+
 /// A CA Secret at `version` ([`ISSUER_MISSING`]: not there).
 fn ca_at(version: &str) -> CaSecret {
     match version {
         ISSUER_MISSING => CaSecret::Missing,
         version => CaSecret::Present {
             version: version.to_owned(),
-            certificate: Some("CA PEM".into()),
-            key: Some("CA KEY".into()),
+            certificate: Some(test_ca().0.clone()),
+            key: Some(test_ca().1.clone()),
         },
     }
 }
@@ -543,10 +553,10 @@ fn the_ca_secret_and_the_key_to_reuse_are_decided_with_the_issuance() {
         (
             Some(CaSecret::Present {
                 version: "7".into(),
-                certificate: Some("CA PEM".into()),
+                certificate: Some(test_ca().0.clone()),
                 key: None,
             }),
-            "CA Secret \"ca\" lacks tls.crt or tls.key",
+            "CA Secret \"ca\" (spec.issuer.ca.secretRef) lacks tls.key",
         ),
     ] {
         let decision = at(ca, SecretState::Missing);
@@ -562,7 +572,7 @@ fn the_ca_secret_and_the_key_to_reuse_are_decided_with_the_issuance() {
     }
     let decision = at(Some(ca_at("8")), SecretState::Missing);
     let request = decision.issue().expect("issued with the CA");
-    assert_eq!(request.ca, Some(("CA PEM".to_owned(), "CA KEY".to_owned())));
+    assert_eq!(request.ca.as_ref(), Some(test_ca()));
     assert_eq!(request.reuse_key, None, "no Secret of the policy's: no key to keep");
     let issued = SecretState::Issued {
         leaf: None,
@@ -570,4 +580,69 @@ fn the_ca_secret_and_the_key_to_reuse_are_decided_with_the_issuance() {
     };
     let decision = at(Some(ca_at("8")), issued);
     assert_eq!(decision.issue().unwrap().reuse_key.as_deref(), Some("KEY PEM"));
+}
+
+/// A CA Secret whose certificate or key could not sign what members accept
+/// is a failed attempt naming the Secret, its field and the fault: nothing
+/// is issued (before, a leaf as CA issued certificates that no TLS stack
+/// verifies, and the policy said Ready).
+#[test]
+fn a_ca_that_cannot_sign_what_members_accept_is_refused_by_name() {
+    let mut spec = spec();
+    spec.issuer = IssuerReference {
+        self_signed: None,
+        ca: Some(CaIssuer {
+            secret_ref: LocalObjectReference { name: "ca".into() },
+        }),
+    };
+    let status = CertificatePolicyStatus::default();
+    let leaf = cert("not a CA").server_and_client_auth().self_signed();
+    let other_ca = cert("Other CA").ca().self_signed();
+    let expired = cert("Expired CA")
+        .ca()
+        .valid("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
+        .self_signed();
+    let (ca_pem, _) = test_ca();
+    let rows = [
+        ("a leaf", leaf.pem.clone(), leaf.key_pem(), "is not a CA certificate"),
+        (
+            "another CA's key",
+            ca_pem.clone(),
+            other_ca.key_pem(),
+            "tls.key is not the key of tls.crt",
+        ),
+        ("expired", expired.pem.clone(), expired.key_pem(), "is valid only from"),
+        (
+            "not PEM",
+            "garbage".to_owned(),
+            other_ca.key_pem(),
+            "CA Secret \"ca\" (spec.issuer.ca.secretRef): ",
+        ),
+    ];
+    for (case, certificate, key, says) in rows {
+        let decision = decide(&World {
+            ca: Some(CaSecret::Present {
+                version: "9".into(),
+                certificate: Some(certificate),
+                key: Some(key),
+            }),
+            ..world(&spec, &status, SecretState::Missing, "2026-06-01T00:00:00Z")
+        });
+        assert_eq!(decision.issue(), None, "{case}: nothing issued");
+        let failed = decision.status.expect("a failure is written");
+        assert_eq!(failed.failed_attempts, 1, "{case}");
+        let ready = failed.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(ready.reason, "IssuingFailed", "{case}");
+        assert!(
+            ready.message.starts_with("CA Secret \"ca\" (spec.issuer.ca.secretRef)") && ready.message.contains(says),
+            "{case}: {}",
+            ready.message
+        );
+    }
+    // The CA of the other tests is usable: it travels with the issuance.
+    let decision = decide(&World {
+        ca: Some(ca_at("9")),
+        ..world(&spec, &status, SecretState::Missing, "2026-06-01T00:00:00Z")
+    });
+    assert!(decision.issue().is_some());
 }
