@@ -285,7 +285,6 @@ spec:
     ))
 }
 
-/// The caller's last `calls=N failed=M` line.
 /// Creates a pod that runs as a ServiceAccount created just before it:
 /// kube-apiserver 1.20 refuses such a pod until the token controller has
 /// made the account's token ("No API token found …, retry after the token
@@ -305,6 +304,7 @@ async fn create_pod(pods: &Api<Pod>, pod: &Pod) {
     }
 }
 
+/// The caller's last `calls=N failed=M` line.
 async fn calls(pods: &Api<Pod>, name: &str) -> Option<(u64, u64)> {
     let params = LogParams {
         container: Some("caller".to_owned()),
