@@ -523,8 +523,13 @@ fn unusable_ca(name: &str, certificate: &str, key: &str, now: Timestamp) -> Opti
         PrivateKeyState::Mismatch => {
             return Some(format!("{at}: tls.key is not the key of tls.crt ({})", ca.thumbprint));
         }
+        // The facts say why (encrypted, malformed, no key block).
         PrivateKeyState::Missing | PrivateKeyState::Unreadable => {
-            return Some(format!("{at}: tls.key cannot be read as a private key"));
+            let why = bundle
+                .key_message
+                .as_deref()
+                .unwrap_or("tls.key cannot be read as a private key");
+            return Some(format!("{at}: {why}"));
         }
     }
     if !ca.is_time_valid(now) {

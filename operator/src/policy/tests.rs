@@ -29,6 +29,19 @@ fn spec() -> CertificatePolicySpec {
     }
 }
 
+/// A policy issued by the CA Secret `ca`.
+fn ca_issued() -> CertificatePolicySpec {
+    CertificatePolicySpec {
+        issuer: IssuerReference {
+            self_signed: None,
+            ca: Some(CaIssuer {
+                secret_ref: LocalObjectReference { name: "ca".into() },
+            }),
+        },
+        ..spec()
+    }
+}
+
 fn with_key(algorithm: &str, size: Option<u32>) -> CertificatePolicySpec {
     CertificatePolicySpec {
         key: Some(KeyParameters {
@@ -79,13 +92,7 @@ fn every_key_type_is_issued_with_the_declared_subject_and_usages() {
 #[test]
 fn a_ca_issuer_signs_and_is_the_ca_crt() {
     let ca = cert("Issuing CA").ca().self_signed();
-    let mut spec = spec();
-    spec.issuer = IssuerReference {
-        self_signed: None,
-        ca: Some(CaIssuer {
-            secret_ref: LocalObjectReference { name: "ca".into() },
-        }),
-    };
+    let spec = ca_issued();
     let params = params(&spec).unwrap();
     let key = ca.key_pem();
     let material = CaMaterial {
@@ -526,13 +533,7 @@ fn kstatus_reads_each_state_as_flux_should_report_it() {
 /// reuse, which only a Secret the policy issued provides.
 #[test]
 fn the_ca_secret_and_the_key_to_reuse_are_decided_with_the_issuance() {
-    let mut spec = spec();
-    spec.issuer = IssuerReference {
-        self_signed: None,
-        ca: Some(CaIssuer {
-            secret_ref: LocalObjectReference { name: "ca".into() },
-        }),
-    };
+    let mut spec = ca_issued();
     spec.key = Some(KeyParameters {
         reuse: true,
         ..Default::default()
@@ -588,13 +589,7 @@ fn the_ca_secret_and_the_key_to_reuse_are_decided_with_the_issuance() {
 /// verifies, and the policy said Ready).
 #[test]
 fn a_ca_that_cannot_sign_what_members_accept_is_refused_by_name() {
-    let mut spec = spec();
-    spec.issuer = IssuerReference {
-        self_signed: None,
-        ca: Some(CaIssuer {
-            secret_ref: LocalObjectReference { name: "ca".into() },
-        }),
-    };
+    let spec = ca_issued();
     let status = CertificatePolicyStatus::default();
     let leaf = cert("not a CA").server_and_client_auth().self_signed();
     let other_ca = cert("Other CA").ca().self_signed();
@@ -610,6 +605,12 @@ fn a_ca_that_cannot_sign_what_members_accept_is_refused_by_name() {
             ca_pem.clone(),
             other_ca.key_pem(),
             "tls.key is not the key of tls.crt",
+        ),
+        (
+            "an encrypted key",
+            ca_pem.clone(),
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n".to_owned(),
+            "tls.key: the private key is encrypted",
         ),
         ("expired", expired.pem.clone(), expired.key_pem(), "is valid only from"),
         (
