@@ -24,7 +24,7 @@ use certshift::crd::{
     ObservedCertificateSpec, ObservedCertificateStatus,
 };
 use certshift::facts::{CertificateBundle, TlsMaterial};
-use certshift::outputs::REVISION_ANNOTATION;
+use certshift::outputs::{REVISION_ANNOTATION, store_name};
 use certshift_e2e::control_plane::{ADMIN_TOKEN, OPERATOR_USER, difference, process_cpu_seconds};
 use certshift_e2e::manifests::Declaration;
 use certshift_e2e::{
@@ -941,15 +941,21 @@ async fn read_costs(plane: &ControlPlane, admin: &Client, n: usize) {
             .buffer_unordered(CONCURRENCY)
             .collect::<()>()
             .await;
-        let wall = started.elapsed().as_secs_f64();
-        let after = plane.cpu_seconds();
-        println!(
-            "read cost, {kind}: kube-apiserver {:.2} ms, etcd {:.2} ms of CPU each ({:.0}/s)",
-            (after.0 - before.0) * 1e3 / READS as f64,
-            (after.1 - before.1) * 1e3 / READS as f64,
-            READS as f64 / wall
-        );
+        print_cost(plane, &format!("read cost, {kind}"), before, started, READS);
     }
+}
+
+/// Prints what kube-apiserver and etcd spent per request of `count` made
+/// since `before` (their CPU seconds) and `started`, and the rate.
+fn print_cost(plane: &ControlPlane, what: &str, before: (f64, f64), started: Instant, count: usize) {
+    let wall = started.elapsed().as_secs_f64();
+    let after = plane.cpu_seconds();
+    println!(
+        "{what}: kube-apiserver {:.2} ms, etcd {:.2} ms of CPU each ({:.0}/s)",
+        (after.0 - before.0) * 1e3 / count as f64,
+        (after.1 - before.1) * 1e3 / count as f64,
+        count as f64 / wall
+    );
 }
 
 /// What each write of a renewal costs kube-apiserver and etcd, 2,000 of each
@@ -994,7 +1000,7 @@ async fn write_costs(plane: &ControlPlane, admin: &Client, n: usize) {
                     let failed = |err: kube::Error| -> ! { panic!("{kind} {name}: {err}") };
                     match kind {
                         "store Secret update" => {
-                            let store = format!("{name}-store");
+                            let store = store_name(&name);
                             let mut secret = secrets.get(&store).await.unwrap_or_else(|e| failed(e));
                             for w in 0..rounds {
                                 secret.metadata.managed_fields = None;
@@ -1064,15 +1070,7 @@ async fn write_costs(plane: &ControlPlane, admin: &Client, n: usize) {
         if kind == "(shrink)" {
             continue;
         }
-        let wall = started.elapsed().as_secs_f64();
-        let after = plane.cpu_seconds();
-        let written = rounds * objects;
-        println!(
-            "write cost, {kind}: kube-apiserver {:.2} ms, etcd {:.2} ms of CPU each ({:.0}/s)",
-            (after.0 - before.0) * 1e3 / written as f64,
-            (after.1 - before.1) * 1e3 / written as f64,
-            written as f64 / wall
-        );
+        print_cost(plane, &format!("write cost, {kind}"), before, started, rounds * objects);
     }
 }
 
