@@ -423,7 +423,15 @@ fn store_data(
 /// margin reached, notAfter passed, notBefore reached).
 fn expiry(world: &World<'_>, current: Option<&CertificateFacts>) -> (Decided, Option<Duration>) {
     let Some(facts) = current else {
-        return (Decided::new(EXPIRING_SOON, false, "NoCertificate", ""), None);
+        return (
+            Decided::new(
+                EXPIRING_SOON,
+                false,
+                "NoCertificate",
+                "no current instance to judge: none has been read from the source (see Synced and Valid)",
+            ),
+            None,
+        );
     };
     let now = world.now.as_second();
     let margin = match world.spec.expiry_warning_margin.as_deref() {
@@ -465,7 +473,12 @@ fn expiry(world: &World<'_>, current: Option<&CertificateFacts>) -> (Decided, Op
 fn compliance(world: &World<'_>, current: Option<&CertificateFacts>) -> Option<Decided> {
     Some(match (world.policy.as_ref()?, current) {
         (Ok(params), Some(facts)) => crate::policy::compliance(facts, params),
-        (Ok(_), None) => Decided::new(crate::policy::COMPLIANT, false, "NoCertificate", ""),
+        (Ok(_), None) => Decided::new(
+            crate::policy::COMPLIANT,
+            false,
+            "NoCertificate",
+            "no current instance to check against the policy: none has been read from the source (see Synced and Valid)",
+        ),
         (Err((reason, message)), _) => Decided::new(crate::policy::COMPLIANT, false, *reason, message.clone()),
     })
 }
@@ -779,6 +792,22 @@ mod tests {
         // The same malformed input again: the same status, so no write and no loop.
         let again = step(&spec, &bad.status, Some(&garbage), None, "2026-06-01T00:02:00Z");
         assert_eq!(again.status, bad.status);
+    }
+
+    /// `kubectl describe` shows each condition's message: none is blank, not
+    /// even before anything was read.
+    #[test]
+    fn every_condition_says_why_before_anything_was_read() {
+        let missing = step(
+            &spec(3),
+            &ObservedCertificateStatus::default(),
+            None,
+            None,
+            "2026-06-01T00:00:00Z",
+        );
+        for c in &missing.status.conditions {
+            assert!(!c.message.is_empty(), "{} {}: no message", c.type_, c.reason);
+        }
     }
 
     #[test]

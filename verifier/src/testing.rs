@@ -163,6 +163,12 @@ impl CertBuilder {
         self.ca()
     }
 
+    /// With exactly these keyUsage bits.
+    pub fn key_usages(mut self, usages: Vec<rcgen::KeyUsagePurpose>) -> Self {
+        self.params.key_usages = usages;
+        self
+    }
+
     /// Valid from `start` to `end` days from now (the tests that run against
     /// real clocks: the API server, curl, a TLS stack).
     pub fn valid_days(mut self, start: i64, end: i64) -> Self {
@@ -278,6 +284,7 @@ pub fn facts(label: &str) -> FactsBuilder {
         key_size: 256,
         signature_algorithm: "ecdsaWithSHA256".into(),
         extended_key_usages: vec!["serverAuth".into(), "clientAuth".into()],
+        key_usages: Vec::new(),
         is_ca: false,
         self_signed: true,
         private_key: PrivateKeyState::Matches,

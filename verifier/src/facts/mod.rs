@@ -79,6 +79,11 @@ pub struct CertificateFacts {
     /// `serverAuth`, `clientAuth`, … or the OID of a usage without a short name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extended_key_usages: Vec<String>,
+    /// keyUsage bits by their RFC 5280 names (`digitalSignature`,
+    /// `contentCommitment`, `keyEncipherment`, `keyCertSign`, `crlSign`, …);
+    /// empty when the certificate has no keyUsage extension (no restriction).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_usages: Vec<String>,
     /// Basic constraints say it is a CA.
     pub is_ca: bool,
     /// Issuer and subject are the same and the certificate verifies with its own key.
@@ -389,17 +394,58 @@ fn looks_like_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
+/// What is wrong with PEM text, in words a person can act on (the crate's own
+/// words include `malformedframing`).
+fn pem_message(err: &pem::PemError) -> String {
+    use pem::PemError::*;
+    match err {
+        MismatchedTags(begin, end) => format!("a block begins {begin:?} and ends {end:?}"),
+        MalformedFraming => "a block's framing is broken (each block is a -----BEGIN …----- line, base64 lines, then its -----END …----- line)".to_owned(),
+        MissingBeginTag => "an -----END …----- line without its -----BEGIN …----- line".to_owned(),
+        MissingEndTag => "a -----BEGIN …----- line without its -----END …----- line".to_owned(),
+        MissingData => "a block holds no data".to_owned(),
+        InvalidData(err) => format!("a block's base64 is invalid ({err})"),
+        InvalidHeader(header) => format!("a block has an invalid header line {header:?}"),
+        NotUtf8(_) => "a block is not UTF-8 text".to_owned(),
+    }
+}
+
+/// What is wrong with a DER certificate or CRL, in words a person can act on
+/// (the parser's own words are nom's, e.g. `Parsing Error: NomError(Eof)`).
+fn der_message(der: &[u8], err: x509_parser::nom::Err<x509_parser::error::X509Error>) -> String {
+    use x509_parser::der_parser::error::BerError;
+    use x509_parser::error::X509Error;
+    use x509_parser::nom;
+    let truncated = "truncated: it ends before its declared length".to_owned();
+    match der.first() {
+        None => return "empty".to_owned(),
+        Some(0x30) => {}
+        Some(&first) => return format!("not DER: it starts with byte 0x{first:02x}, not a SEQUENCE (0x30)"),
+    }
+    match err {
+        nom::Err::Incomplete(_) => truncated,
+        nom::Err::Error(err) | nom::Err::Failure(err) => match err {
+            X509Error::NomError(nom::error::ErrorKind::Eof) | X509Error::Der(BerError::Incomplete(_)) => truncated,
+            X509Error::Der(err) => format!("malformed DER: {err}"),
+            err => err.to_string(),
+        },
+    }
+}
+
 fn pem_blocks(field: &str, bytes: &[u8], limit: usize) -> Result<Vec<pem::Pem>, FactsError> {
     let bytes = strip_bom(bytes);
     let blocks = pem::parse_many(bytes).map_err(|err| FactsError::MalformedPem {
         field: field.to_owned(),
-        message: err.to_string(),
+        message: pem_message(&err),
     })?;
     let begins = bytes.windows(11).filter(|w| *w == b"-----BEGIN ").count();
     if begins > blocks.len() {
         return Err(FactsError::MalformedPem {
             field: field.to_owned(),
-            message: format!("{begins} BEGIN lines but {} complete blocks", blocks.len()),
+            message: format!(
+                "a -----BEGIN …----- line without its -----END …----- line ({begins} BEGIN lines, {} complete blocks)",
+                blocks.len()
+            ),
         });
     }
     if blocks.len() > limit {
@@ -477,7 +523,18 @@ fn parse_blocks<T>(
                 field: field.to_owned(),
             });
         }
-        return Ok(vec![parse(field, 0, bytes)?]);
+        // Text that is not PEM is not a DER object gone wrong: say what it lacks.
+        let text = bytes.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+        return match parse(field, 0, bytes) {
+            Err(FactsError::MalformedCertificate { field, index, .. }) if text => {
+                Err(FactsError::MalformedCertificate {
+                    field,
+                    index,
+                    message: format!("it is text without a \"-----BEGIN {label}-----\" line, so not PEM either"),
+                })
+            }
+            parsed => Ok(vec![parsed?]),
+        };
     }
     let blocks = pem_blocks(field, bytes, limit)?;
     if blocks.is_empty() {
@@ -509,7 +566,7 @@ fn parse_crl(field: &str, index: usize, der: &[u8]) -> Result<CrlFacts, FactsErr
         index,
         message,
     };
-    let (rest, crl) = CertificateRevocationList::from_der(der).map_err(|err| malformed(err.to_string()))?;
+    let (rest, crl) = CertificateRevocationList::from_der(der).map_err(|err| malformed(der_message(der, err)))?;
     if !rest.is_empty() {
         return Err(malformed(format!("{} trailing bytes after the CRL", rest.len())));
     }
@@ -584,7 +641,7 @@ fn parse_der(field: &str, index: usize, der: &[u8]) -> Result<Parsed, FactsError
         index,
         message,
     };
-    let (rest, cert) = X509Certificate::from_der(der).map_err(|err| malformed(err.to_string()))?;
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|err| malformed(der_message(der, err)))?;
     if !rest.is_empty() {
         return Err(malformed(format!(
             "{} trailing bytes after the certificate",
@@ -635,6 +692,7 @@ fn parse_der(field: &str, index: usize, der: &[u8]) -> Result<Parsed, FactsError
         key_size: public_key.as_ref().map_or(0, PublicKey::bits),
         signature_algorithm: signature_algorithm_name(&cert.signature_algorithm.algorithm.to_id_string()),
         extended_key_usages: extended_key_usages(&cert),
+        key_usages: key_usages(&cert),
         is_ca: cert.is_ca(),
         self_signed,
         private_key: PrivateKeyState::Missing,
@@ -678,6 +736,28 @@ fn crl_distribution_points(cert: &X509Certificate<'_>) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+fn key_usages(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(usage)) = cert.key_usage() else {
+        return Vec::new();
+    };
+    let usage = usage.value;
+    [
+        (usage.digital_signature(), "digitalSignature"),
+        (usage.non_repudiation(), "contentCommitment"),
+        (usage.key_encipherment(), "keyEncipherment"),
+        (usage.data_encipherment(), "dataEncipherment"),
+        (usage.key_agreement(), "keyAgreement"),
+        (usage.key_cert_sign(), "keyCertSign"),
+        (usage.crl_sign(), "crlSign"),
+        (usage.encipher_only(), "encipherOnly"),
+        (usage.decipher_only(), "decipherOnly"),
+    ]
+    .into_iter()
+    .filter(|(present, _)| *present)
+    .map(|(_, name)| name.to_owned())
+    .collect()
 }
 
 fn extended_key_usages(cert: &X509Certificate<'_>) -> Vec<String> {
@@ -743,7 +823,7 @@ fn match_private_key(bytes: &[u8], certificate_key: Option<&PublicKey>) -> (Priv
     let key = if looks_like_pem(bytes) {
         let blocks = match pem::parse_many(bytes) {
             Ok(blocks) => blocks,
-            Err(err) => return unreadable(format!("malformed PEM: {err}")),
+            Err(err) => return unreadable(format!("malformed PEM: {}", pem_message(&err))),
         };
         let Some(block) = blocks.iter().find(|b| b.tag().ends_with("PRIVATE KEY")) else {
             return unreadable("no PRIVATE KEY block".to_owned());

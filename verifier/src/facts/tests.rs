@@ -12,7 +12,7 @@ fn tls<'a>(crt: &'a str, key: Option<&'a str>, ca: Option<&'a str>) -> TlsMateri
 #[test]
 fn leaf_facts_from_a_tls_secret_with_chain_and_ca() {
     let root = cert("Root CA").ca().self_signed();
-    let intermediate = cert("Issuing CA").ca().signed_by(&root);
+    let intermediate = cert("Issuing CA").signing_ca().signed_by(&root);
     let leaf = cert("cluster.example")
         .dns("cluster.example")
         .dns("*.cluster.example")
@@ -44,6 +44,8 @@ fn leaf_facts_from_a_tls_secret_with_chain_and_ca() {
     assert_eq!((facts.key_algorithm.as_str(), facts.key_size), ("ECDSA", 256));
     assert_eq!(facts.signature_algorithm, "ecdsaWithSHA256");
     assert_eq!(facts.extended_key_usages, ["serverAuth", "clientAuth"]);
+    assert_eq!(facts.key_usages, [] as [String; 0], "no keyUsage extension");
+    assert_eq!(bundle.chain[0].key_usages, ["keyCertSign", "crlSign"]);
     assert!(!facts.is_ca && !facts.self_signed);
     assert_eq!(facts.private_key, PrivateKeyState::Matches);
     assert_eq!(bundle.key_message, None);
@@ -186,24 +188,40 @@ fn malformed_material_gives_named_errors() {
     let truncated_der = &a.der[..a.der.len() / 2];
     let mut trailing = a.der.clone();
     trailing.extend_from_slice(b"xx");
-    let cases: Vec<(&[u8], &str)> = vec![
-        (b"", "NoCertificate"),
-        (b"   \n", "NoCertificate"),
-        (b"garbage that is not a certificate", "MalformedCertificate"),
-        (truncated_der, "MalformedCertificate"),
-        (&trailing, "MalformedCertificate"),
-        (key_pem.as_bytes(), "UnexpectedPemLabel"),
+    // Each case: its reason, and words of its message a person can act on
+    // (never the parsers' own, such as `NomError(Eof)` or `malformedframing`).
+    let cases: Vec<(&[u8], &str, &str)> = vec![
+        (b"", "NoCertificate", "no certificate found"),
+        (b"   \n", "NoCertificate", "no certificate found"),
+        (
+            b"garbage that is not a certificate",
+            "MalformedCertificate",
+            "it is text without a \"-----BEGIN CERTIFICATE-----\" line, so not PEM either",
+        ),
+        (truncated_der, "MalformedCertificate", "truncated"),
+        (&trailing, "MalformedCertificate", "2 trailing bytes"),
+        (
+            key_pem.as_bytes(),
+            "UnexpectedPemLabel",
+            "\"PRIVATE KEY\", expected \"CERTIFICATE\"",
+        ),
         (
             b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
             "MalformedPem",
+            "base64",
         ),
-        (b"-----BEGIN CERTIFICATE-----\nAAAA\n", "MalformedPem"),
+        (
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n",
+            "MalformedPem",
+            "without its -----END",
+        ),
         (
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
             "MalformedCertificate",
+            "not DER: it starts with byte 0x00",
         ),
     ];
-    for (input, reason) in cases {
+    for (input, reason, words) in cases {
         let err = CertificateBundle::from_tls(&TlsMaterial {
             tls_crt: input,
             tls_key: None,
@@ -212,6 +230,10 @@ fn malformed_material_gives_named_errors() {
         .unwrap_err();
         assert_eq!(err.reason(), reason, "{input:?}: {err}");
         assert!(err.to_string().starts_with("tls.crt:"), "{err}");
+        assert!(err.to_string().contains(words), "{input:?}: {words:?} not in {err}");
+        for parsers_words in ["NomError", "Parsing Error", "malformedframing"] {
+            assert!(!err.to_string().contains(parsers_words), "{input:?}: {err}");
+        }
     }
 }
 
