@@ -518,6 +518,16 @@ fn unusable_ca(name: &str, certificate: &str, key: &str, now: Timestamp) -> Opti
             ca.subject, ca.thumbprint
         ));
     }
+    // A keyUsage extension without keyCertSign forbids signing certificates
+    // (RFC 5280 4.2.1.3): OpenSSL and Go refuse what it signed.
+    if !ca.key_usages.is_empty() && !ca.key_usages.iter().any(|u| u == "keyCertSign") {
+        return Some(format!(
+            "{at}: tls.crt ({}, {}) has keyUsage {} without keyCertSign: what it signed would not verify",
+            ca.subject,
+            ca.thumbprint,
+            ca.key_usages.join(", ")
+        ));
+    }
     match ca.private_key {
         PrivateKeyState::Matches => {}
         PrivateKeyState::Mismatch => {
@@ -758,6 +768,20 @@ pub fn compliance(facts: &CertificateFacts, params: &PolicyParams) -> Decided {
         return fail(
             "MissingExtendedKeyUsage",
             format!("extended key usage {missing} is missing"),
+        );
+    }
+    // No keyUsage extension restricts nothing; one that lacks a usage forbids it.
+    if let Some(missing) = params
+        .key_usages
+        .iter()
+        .find(|u| !facts.key_usages.is_empty() && !facts.key_usages.contains(u))
+    {
+        return fail(
+            "MissingKeyUsage",
+            format!(
+                "key usage {missing} is missing (it has {})",
+                facts.key_usages.join(", ")
+            ),
         );
     }
     let lifetime = facts.not_after.as_second() - facts.not_before.as_second();

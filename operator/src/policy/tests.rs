@@ -82,6 +82,7 @@ fn every_key_type_is_issued_with_the_declared_subject_and_usages() {
         assert_eq!(leaf.dns_names, ["cluster.example"]);
         assert_eq!(leaf.ip_addresses, ["10.0.0.1"]);
         assert_eq!(leaf.extended_key_usages, ["serverAuth", "clientAuth"]);
+        assert_eq!(leaf.key_usages, ["digitalSignature"]);
         assert_eq!(leaf.not_before, now);
         assert_eq!(leaf.not_after, ts("2026-09-29T00:00:00Z"), "2880h later");
         assert!(leaf.self_signed);
@@ -462,6 +463,17 @@ fn compliance_names_what_is_wrong() {
         ..good.clone()
     };
     assert_eq!(check(&server_only).1, "MissingExtendedKeyUsage");
+    let encipherment_only = CertificateFacts {
+        key_usages: vec!["keyEncipherment".into()],
+        ..good.clone()
+    };
+    assert_eq!(check(&encipherment_only).1, "MissingKeyUsage");
+    // No keyUsage extension restricts nothing.
+    let unrestricted = CertificateFacts {
+        key_usages: Vec::new(),
+        ..good.clone()
+    };
+    assert_eq!(check(&unrestricted).1, "Compliant");
     let long = CertificateFacts {
         not_after: ts("2027-06-01T00:00:00Z"),
         ..good
@@ -597,9 +609,22 @@ fn a_ca_that_cannot_sign_what_members_accept_is_refused_by_name() {
         .ca()
         .valid("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
         .self_signed();
+    let no_cert_sign = cert("Encipherment CA")
+        .ca()
+        .key_usages(vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::KeyEncipherment,
+        ])
+        .self_signed();
     let (ca_pem, _) = test_ca();
     let rows = [
         ("a leaf", leaf.pem.clone(), leaf.key_pem(), "is not a CA certificate"),
+        (
+            "a CA without keyCertSign",
+            no_cert_sign.pem.clone(),
+            no_cert_sign.key_pem(),
+            "has keyUsage digitalSignature, keyEncipherment without keyCertSign",
+        ),
         (
             "another CA's key",
             ca_pem.clone(),

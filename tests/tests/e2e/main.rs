@@ -89,6 +89,7 @@ fn main() -> ExitCode {
         policy::policy_issues_renews_rolls_over_and_an_unpinned_ca_blocks,
         policy::policy_failures_back_off_with_bounded_writes,
         policy::policy_example_enrolls_like_service_fabric,
+        policy::policy_refuses_a_ca_whose_certificates_members_would_reject,
         deploy::process_elects_a_leader_and_serves_health_and_metrics,
         deploy::chart_rbac_runs_the_conversion_and_never_deletes_secrets,
         deploy::a_reconcile_or_a_watch_forbidden_by_rbac_is_said_in_the_status_events_and_readyz,

@@ -190,3 +190,122 @@ pub async fn policy_example_enrolls_like_service_fabric(s: Scenario) {
     );
     operator.stop().await;
 }
+
+/// What `openssl verify` says of `certificate` with `ca` as its only trust
+/// anchor (`untrusted`: the intermediates offered beside it): its exit
+/// status and its output.
+fn openssl_verify(ca: &str, untrusted: Option<&str>, certificate: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("certshift-e2e-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let mut command = std::process::Command::new("openssl");
+    command.arg("verify").arg("-CAfile").arg(file("ca.pem", ca));
+    if let Some(untrusted) = untrusted {
+        command.arg("-untrusted").arg(file("untrusted.pem", untrusted));
+    }
+    let output = command
+        .args(["-purpose", "sslserver"])
+        .arg(file("certificate.pem", certificate))
+        .output()
+        .expect("openssl");
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
+}
+
+/// A CA Secret whose certificate may not sign certificates — a CA whose
+/// keyUsage lacks keyCertSign, then a leaf with its own key — issues nothing
+/// and says why, naming the field: what either signs, no TLS stack verifies
+/// (`openssl verify` shows it here). Once the same Secret holds a CA the
+/// policy issues without waiting out its backoff, and what it issued verifies
+/// with `openssl verify` against that CA.
+pub async fn policy_refuses_a_ca_whose_certificates_members_would_reject(s: Scenario) {
+    let ns = &s.namespace;
+    let ca = pki::ca("policy CA");
+    let no_cert_sign = certshift_verifier::testing::cert("encipherment CA")
+        .ca()
+        .key_usages(vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::KeyEncipherment,
+        ])
+        .valid_days(-30, 3650)
+        .self_signed();
+    let not_a_ca = pki::leaf("not a CA", -1, &ca);
+    // What either signs, OpenSSL refuses (the leaf offered as the
+    // intermediate, its CA trusted).
+    for (signer, trusted, untrusted) in [
+        (&no_cert_sign, &no_cert_sign, None),
+        (&not_a_ca, &ca, Some(not_a_ca.pem.as_str())),
+    ] {
+        let signed = pki::leaf("member", -1, signer);
+        let (verified, said) = openssl_verify(&trusted.pem, untrusted, &signed.pem);
+        assert!(!verified, "openssl verified what {} signed: {said}", signer.thumbprint);
+    }
+    apply(&s.admin, ns, &ca_secret("cluster-ca", &no_cert_sign)).await;
+    apply(&s.admin, ns, &policy("cluster-tls", "cluster-ca", "90s", 50)).await;
+    let operator = Operator::start(&s.plane, ns);
+    let refusal = |says: &'static str| {
+        let s = &s;
+        async move {
+            eventually(says, Duration::from_secs(30), || async {
+                let status = current_policy(s).await.status?;
+                let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+                (ready.status == "False" && ready.reason == "IssuingFailed" && ready.message.contains(says))
+                    .then(|| ready.message.clone())
+            })
+            .await
+        }
+    };
+    let refused = refusal("without keyCertSign").await;
+    for words in ["\"cluster-ca\"", "spec.issuer.ca.secretRef", &no_cert_sign.thumbprint] {
+        assert!(refused.contains(words), "{words:?} not in {refused:?}");
+    }
+    wait_event(&s.admin, ns, Some("Warning"), "IssuingFailed").await;
+
+    apply(&s.admin, ns, &ca_secret("cluster-ca", &not_a_ca)).await;
+    let refused = refusal("is not a CA certificate").await;
+    for words in ["\"cluster-ca\"", "spec.issuer.ca.secretRef", &not_a_ca.thumbprint] {
+        assert!(refused.contains(words), "{words:?} not in {refused:?}");
+    }
+    let secrets = Api::<Secret>::namespaced(s.admin.clone(), ns);
+    assert!(
+        secrets.get_opt("cluster-tls").await.unwrap().is_none(),
+        "nothing is issued from either"
+    );
+
+    // Three failed attempts: the next is due 20 s after the third. An issue
+    // well before then is the CA's change resetting the backoff.
+    let failing = eventually("three failed attempts", Duration::from_secs(40), || async {
+        current_policy(&s)
+            .await
+            .status
+            .filter(|status| status.failed_attempts >= 3)
+    })
+    .await;
+    let next_due = failing.last_failure_time.unwrap().as_second()
+        + certshift::policy::backoff(failing.failed_attempts).as_secs() as i64;
+    apply(&s.admin, ns, &ca_secret("cluster-ca", &ca)).await;
+    let applied = jiff::Timestamp::now().as_second();
+    assert!(
+        next_due - applied >= 10,
+        "applied at {applied}, next attempt due at {next_due}"
+    );
+    let issued = eventually("the issue from the CA", Duration::from_secs(5), || async {
+        current_policy(&s).await.status.filter(|status| status.revision >= 1)
+    })
+    .await;
+    assert_eq!(issued.failed_attempts, 0);
+    let secret = secrets.get("cluster-tls").await.unwrap();
+    let tls_crt = String::from_utf8(secret.data.unwrap()["tls.crt"].0.clone()).unwrap();
+    let (verified, said) = openssl_verify(&ca.pem, None, &tls_crt);
+    assert!(verified, "openssl verify of the issued certificate: {said}");
+    operator.stop().await;
+}
