@@ -70,12 +70,15 @@ fn answer(
     while connection.is_handshaking() {
         if let Err(err) = connection.complete_io(&mut tcp) {
             // The peer was sent an alert; say why it was refused.
-            let refusal = err
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<rustls::Error>())
-                .and_then(Refusal::from_tls_error);
-            return Err(match refusal {
-                Some(refusal) => format!("refused a peer: {refusal}").into(),
+            let tls = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+            return Err(match tls {
+                Some(rustls::Error::NoCertificatesPresented) => {
+                    "refused a peer: NoCertificate: it presented no certificate (members and clients must)".into()
+                }
+                Some(tls) => match Refusal::from_tls_error(tls) {
+                    Some(refusal) => format!("refused a peer: {refusal}").into(),
+                    None => err.into(),
+                },
                 None => err.into(),
             });
         }

@@ -524,7 +524,13 @@ fn milestones(facts: &Facts<'_>) -> Vec<Decided> {
             SECONDARY_ADDED,
             goal_presented || (goal.is_none() && switched),
             goal.map_or_else(
-                || "no goal certificate can be presented now (see Blocked)".to_owned(),
+                || match facts.hold {
+                    // Blocked is False while the store syncs: point where the wait is said.
+                    Some(Hold::WaitingForStore(_)) => {
+                        "no goal certificate yet: waiting for the store to sync (see Progressing)".to_owned()
+                    }
+                    _ => "no goal certificate can be presented now (see Blocked)".to_owned(),
+                },
                 |g| format!("members present the goal certificate {g}"),
             ),
         ),

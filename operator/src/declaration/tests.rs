@@ -1406,6 +1406,26 @@ fn kstatus_reads_each_state_as_flux_should_report_it() {
     }
 }
 
+/// While the store syncs, Blocked is False: a milestone waiting for a goal
+/// certificate points to where the wait is said, not to Blocked.
+#[test]
+fn a_milestone_waiting_for_the_store_points_to_progressing() {
+    let mut c = case(by_name_spec("0s"));
+    c.declaration.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(c.now));
+    c.store = Err(Blocked::new(
+        BlockReason::StoreNotSynced,
+        "ObservedCertificate cluster-old has not read its source yet",
+    ));
+    let status = c.status(&c.decide());
+    assert_eq!(condition(&status, BLOCKED), ("False", "WaitingForStore"));
+    assert_eq!(condition(&status, "Progressing").1, "WaitingForStore");
+    let secondary = condition_message(&status, SECONDARY_ADDED);
+    assert!(
+        secondary.contains("waiting for the store") && secondary.contains("see Progressing"),
+        "{secondary}"
+    );
+}
+
 /// Created together with its store, a declaration waits for the store to
 /// sync without a Warning; a store still not synced after the grace period
 /// blocks it, with one Warning then.
