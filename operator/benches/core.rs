@@ -19,8 +19,9 @@
 //! of its rounds' ratios: this machine's speed varies by half from moment to
 //! moment, and a sequential measurement once put one side of a ratio in a slow
 //! moment. `cargo bench -p certshift --bench core` prints the figures; with
-//! `-- --check` it exits 1 when a ratio exceeds its threshold in each of three
-//! attempts (`hack/test.sh` runs that).
+//! `-- --check` it exits 1 when a ratio exceeds its threshold, judged over
+//! three attempts' rounds together once the first is over (`hack/test.sh`
+//! runs that).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -35,11 +36,13 @@ use sha1::Digest as _;
 /// 0.99x; plan 1.40-1.46x since it measures the operator's own store assembly
 /// rather than the CLI's former copy of it, which skipped the authorities' PEM
 /// and the paths' distribution points; 1.67-1.71x since every plan works out
-/// the points of no return) (docs/performance.md has the figures).
+/// the points of no return, which leaves the plan threshold 1.3x of headroom)
+/// (docs/performance.md has the figures).
 const FACTS_THRESHOLD: f64 = 1.6;
 const PLAN_THRESHOLD: f64 = 2.2;
 
-/// Attempts of the check before it fails.
+/// Attempts whose rounds the check judges together when the first is over a
+/// threshold.
 const ATTEMPTS: u32 = 3;
 
 const NOW: &str = "2026-06-01T00:00:00Z";
@@ -85,14 +88,12 @@ fn median<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
     values[values.len() / 2]
 }
 
-/// The median over rounds of `a`'s time over `b`'s in the same round.
-fn paired_ratio(a: &[Duration], b: &[Duration]) -> f64 {
-    median(
-        a.iter()
-            .zip(b)
-            .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
-            .collect(),
-    )
+/// `a`'s time over `b`'s, round by round.
+fn ratios(a: &[Duration], b: &[Duration]) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+        .collect()
 }
 
 /// The private key loaded by ring, whatever its algorithm.
@@ -182,14 +183,17 @@ fn main() {
         black_box(certshift::cli::plan::plan(&manifests, now).expect("plan"));
     };
 
-    // A ratio over its threshold is measured again (three attempts in all)
-    // and fails the check only if every attempt exceeds it: a regression
-    // stays, a burst of other work on the machine does not.
+    // A ratio over its threshold in the first attempt is measured twice
+    // more, and the check judges the median over all their rounds: a
+    // regression stays in every attempt, a burst of other work on the
+    // machine spoils one at most.
+    let (mut facts_ratios, mut plan_ratios) = (Vec::new(), Vec::new());
     for attempt in 1..=ATTEMPTS {
         let rounds = interleaved(&mut [&mut facts, &mut floor, &mut plan, &mut cli]);
         let [facts, floor, plan, cli] = [0, 1, 2, 3].map(|i| rounds[i].as_slice());
-        let facts_ratio = paired_ratio(facts, floor);
-        let plan_ratio = paired_ratio(plan, facts);
+        let (facts_ratio, plan_ratio) = (median(ratios(facts, floor)), median(ratios(plan, facts)));
+        facts_ratios.extend(ratios(facts, floor));
+        plan_ratios.extend(ratios(plan, facts));
         let micros = |times: &[Duration]| median(times.to_vec()).as_secs_f64() * 1e6;
         println!(
             "facts: {:.1} µs for {} Secrets ({certificates} certificates in tls.crt); floor (parse, digests, signatures, key) {:.1} µs; ratio {facts_ratio:.2}x (threshold {FACTS_THRESHOLD}x)",
@@ -205,12 +209,27 @@ fn main() {
         println!(
             "certshift plan: {:.1} µs in all (each source recorded as the ObservedCertificate controller does, then the above); {:.2}x the floor (not gated)",
             micros(cli),
-            paired_ratio(cli, facts)
+            median(ratios(cli, facts))
         );
-        if !check || (facts_ratio <= FACTS_THRESHOLD && plan_ratio <= PLAN_THRESHOLD) {
+        let within = facts_ratio <= FACTS_THRESHOLD && plan_ratio <= PLAN_THRESHOLD;
+        if !check || (attempt == 1 && within) {
             return;
         }
-        println!("core benchmark: a ratio exceeds its threshold (attempt {attempt} of {ATTEMPTS})");
+        if attempt == 1 {
+            println!("core benchmark: a ratio exceeds its threshold; measuring twice more");
+        }
     }
-    std::process::exit(1);
+    let (facts_ratio, plan_ratio) = (median(facts_ratios.clone()), median(plan_ratios.clone()));
+    let verdict = if facts_ratio <= FACTS_THRESHOLD && plan_ratio <= PLAN_THRESHOLD {
+        "within the thresholds"
+    } else {
+        "a ratio exceeds its threshold"
+    };
+    println!(
+        "core benchmark over {} rounds of {ATTEMPTS} attempts: facts {facts_ratio:.2}x, plan {plan_ratio:.2}x: {verdict}",
+        plan_ratios.len()
+    );
+    if verdict != "within the thresholds" {
+        std::process::exit(1);
+    }
 }
