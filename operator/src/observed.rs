@@ -428,7 +428,7 @@ fn expiry(world: &World<'_>, current: Option<&CertificateFacts>) -> (Decided, Op
                 EXPIRING_SOON,
                 false,
                 "NoCertificate",
-                "no current instance to judge: none has been read from the source (see Synced and Valid)",
+                "no current instance to judge: no valid certificate has been read from the source (see Synced and Valid)",
             ),
             None,
         );
@@ -477,7 +477,7 @@ fn compliance(world: &World<'_>, current: Option<&CertificateFacts>) -> Option<D
             crate::policy::COMPLIANT,
             false,
             "NoCertificate",
-            "no current instance to check against the policy: none has been read from the source (see Synced and Valid)",
+            "no current instance to check against the policy: no valid certificate has been read from the source (see Synced and Valid)",
         ),
         (Err((reason, message)), _) => Decided::new(crate::policy::COMPLIANT, false, *reason, message.clone()),
     })

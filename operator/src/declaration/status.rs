@@ -527,7 +527,7 @@ fn milestones(facts: &Facts<'_>) -> Vec<Decided> {
                 || match facts.hold {
                     // Blocked is False while the store syncs: point where the wait is said.
                     Some(Hold::WaitingForStore(_)) => {
-                        "no goal certificate yet: waiting for the store to sync (see Progressing)".to_owned()
+                        "no goal certificate while the store syncs (see Progressing)".to_owned()
                     }
                     _ => "no goal certificate can be presented now (see Blocked)".to_owned(),
                 },

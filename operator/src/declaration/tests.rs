@@ -1421,7 +1421,7 @@ fn a_milestone_waiting_for_the_store_points_to_progressing() {
     assert_eq!(condition(&status, "Progressing").1, "WaitingForStore");
     let secondary = condition_message(&status, SECONDARY_ADDED);
     assert!(
-        secondary.contains("waiting for the store") && secondary.contains("see Progressing"),
+        secondary.contains("while the store syncs") && secondary.contains("see Progressing"),
         "{secondary}"
     );
 }

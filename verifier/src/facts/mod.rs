@@ -102,6 +102,13 @@ impl CertificateFacts {
         self.not_before <= now && now <= self.not_after
     }
 
+    /// Whether it may issue certificates: a CA whose keyUsage, if it has one,
+    /// allows keyCertSign (RFC 5280 4.2.1.3; OpenSSL, Go and webpki refuse
+    /// what any other certificate signed).
+    pub fn may_sign_certificates(&self) -> bool {
+        self.is_ca && (self.key_usages.is_empty() || self.key_usages.iter().any(|u| u == "keyCertSign"))
+    }
+
     /// Why common TLS peers would refuse this certificate as a member's own,
     /// whatever the declaration says; such an instance is never presented.
     pub fn defect(&self) -> Option<Defect> {
@@ -330,7 +337,7 @@ impl CertificateBundle {
         let authorities_der = chain
             .iter()
             .chain(&ca)
-            .filter(|p| p.facts.is_ca)
+            .filter(|p| p.facts.may_sign_certificates())
             .map(|p| (p.facts.thumbprint.clone(), p.der.clone()))
             .collect();
         let chain_der = std::iter::once(leaf.der)
@@ -348,7 +355,10 @@ impl CertificateBundle {
 
     /// The CA certificates this bundle contributes to a trust bundle.
     pub fn authorities(&self) -> impl Iterator<Item = &CertificateFacts> {
-        self.chain.iter().chain(&self.ca).filter(|facts| facts.is_ca)
+        self.chain
+            .iter()
+            .chain(&self.ca)
+            .filter(|facts| facts.may_sign_certificates())
     }
 }
 
@@ -394,20 +404,54 @@ fn looks_like_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
-/// What is wrong with PEM text, in words a person can act on (the crate's own
-/// words include `malformedframing`).
+/// What is wrong with PEM text, in words a person can act on. (`parse_many`
+/// ends at a block it cannot frame rather than failing, so framing faults
+/// are found by counting BEGIN lines in `pem_blocks`.)
 fn pem_message(err: &pem::PemError) -> String {
     use pem::PemError::*;
     match err {
         MismatchedTags(begin, end) => format!("a block begins {begin:?} and ends {end:?}"),
-        MalformedFraming => "a block's framing is broken (each block is a -----BEGIN …----- line, base64 lines, then its -----END …----- line)".to_owned(),
-        MissingBeginTag => "an -----END …----- line without its -----BEGIN …----- line".to_owned(),
-        MissingEndTag => "a -----BEGIN …----- line without its -----END …----- line".to_owned(),
+        MalformedFraming => "a block's framing is broken".to_owned(),
+        MissingBeginTag => "a -----BEGIN----- line with no label".to_owned(),
+        MissingEndTag => "an -----END----- line with no label".to_owned(),
         MissingData => "a block holds no data".to_owned(),
         InvalidData(err) => format!("a block's base64 is invalid ({err})"),
         InvalidHeader(header) => format!("a block has an invalid header line {header:?}"),
         NotUtf8(_) => "a block is not UTF-8 text".to_owned(),
     }
+}
+
+/// What text that holds no PEM block is, when it is not DER either: the
+/// usual mistakes named (base64 without its BEGIN and END lines, a file saved
+/// as UTF-16); `None` for bytes that are not text.
+fn text_without_pem(bytes: &[u8], label: &str) -> Option<String> {
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        return Some("it is UTF-16 text: save it as ASCII (PEM) or as DER".to_owned());
+    }
+    let text = std::str::from_utf8(bytes).ok()?;
+    if text.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return None;
+    }
+    Some(if text.trim_start().starts_with("MI") {
+        format!("it is base64 without its \"-----BEGIN {label}-----\" and \"-----END {label}-----\" lines")
+    } else {
+        format!("it is text without a \"-----BEGIN {label}-----\" line, so not PEM either")
+    })
+}
+
+/// The length a DER object's header declares, with the header's own length
+/// (definite forms up to four length bytes).
+fn declared_length(der: &[u8]) -> Option<usize> {
+    let first = *der.get(1)?;
+    if first < 0x80 {
+        return Some(2 + usize::from(first));
+    }
+    let count = usize::from(first & 0x7f);
+    if count == 0 || count > 4 {
+        return None;
+    }
+    let bytes = der.get(2..2 + count)?;
+    Some(2 + count + bytes.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b)))
 }
 
 /// What is wrong with a DER certificate or CRL, in words a person can act on
@@ -416,17 +460,25 @@ fn der_message(der: &[u8], err: x509_parser::nom::Err<x509_parser::error::X509Er
     use x509_parser::der_parser::error::BerError;
     use x509_parser::error::X509Error;
     use x509_parser::nom;
-    let truncated = "truncated: it ends before its declared length".to_owned();
     match der.first() {
-        None => return "empty".to_owned(),
+        None => return "the block is empty".to_owned(),
         Some(0x30) => {}
-        Some(&first) => return format!("not DER: it starts with byte 0x{first:02x}, not a SEQUENCE (0x30)"),
+        Some(&first) => return format!("it starts with byte 0x{first:02x}, not a DER SEQUENCE (0x30)"),
     }
+    // Running out of bytes is truncation only when the object declares more
+    // than there is; otherwise an element inside overruns its container.
+    let ran_out = || match declared_length(der) {
+        Some(declared) if declared > der.len() => {
+            format!("truncated: it declares {declared} bytes and has {}", der.len())
+        }
+        _ => "malformed DER: an element runs past the end of what contains it".to_owned(),
+    };
     match err {
-        nom::Err::Incomplete(_) => truncated,
+        nom::Err::Incomplete(_) => ran_out(),
         nom::Err::Error(err) | nom::Err::Failure(err) => match err {
-            X509Error::NomError(nom::error::ErrorKind::Eof) | X509Error::Der(BerError::Incomplete(_)) => truncated,
+            X509Error::NomError(nom::error::ErrorKind::Eof) | X509Error::Der(BerError::Incomplete(_)) => ran_out(),
             X509Error::Der(err) => format!("malformed DER: {err}"),
+            X509Error::NomError(kind) => format!("malformed DER (the parser stopped at {kind:?})"),
             err => err.to_string(),
         },
     }
@@ -443,7 +495,7 @@ fn pem_blocks(field: &str, bytes: &[u8], limit: usize) -> Result<Vec<pem::Pem>, 
         return Err(FactsError::MalformedPem {
             field: field.to_owned(),
             message: format!(
-                "a -----BEGIN …----- line without its -----END …----- line ({begins} BEGIN lines, {} complete blocks)",
+                "a -----BEGIN …----- line that does not start a complete block ({begins} BEGIN lines, {} complete blocks)",
                 blocks.len()
             ),
         });
@@ -523,16 +575,13 @@ fn parse_blocks<T>(
                 field: field.to_owned(),
             });
         }
-        // Text that is not PEM is not a DER object gone wrong: say what it lacks.
-        let text = bytes.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+        // Text that is not PEM is not a DER object gone wrong: say what it is.
         return match parse(field, 0, bytes) {
-            Err(FactsError::MalformedCertificate { field, index, .. }) if text => {
-                Err(FactsError::MalformedCertificate {
-                    field,
-                    index,
-                    message: format!("it is text without a \"-----BEGIN {label}-----\" line, so not PEM either"),
-                })
-            }
+            Err(FactsError::MalformedCertificate { field, index, message }) => Err(FactsError::MalformedCertificate {
+                message: text_without_pem(bytes, label).unwrap_or(message),
+                field,
+                index,
+            }),
             parsed => Ok(vec![parsed?]),
         };
     }

@@ -186,8 +186,19 @@ fn malformed_material_gives_named_errors() {
     let a = cert("a.example").self_signed();
     let key_pem = a.key_pem();
     let truncated_der = &a.der[..a.der.len() / 2];
+    let truncated_message = format!(
+        "truncated: it declares {} bytes and has {}",
+        a.der.len(),
+        truncated_der.len()
+    );
     let mut trailing = a.der.clone();
     trailing.extend_from_slice(b"xx");
+    // The certificate's base64 without its BEGIN and END lines.
+    let bare_base64: String = a.pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(a.pem.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
     // Each case: its reason, and words of its message a person can act on
     // (never the parsers' own, such as `NomError(Eof)` or `malformedframing`).
     let cases: Vec<(&[u8], &str, &str)> = vec![
@@ -198,7 +209,19 @@ fn malformed_material_gives_named_errors() {
             "MalformedCertificate",
             "it is text without a \"-----BEGIN CERTIFICATE-----\" line, so not PEM either",
         ),
-        (truncated_der, "MalformedCertificate", "truncated"),
+        (
+            bare_base64.as_bytes(),
+            "MalformedCertificate",
+            "it is base64 without its \"-----BEGIN CERTIFICATE-----\" and \"-----END CERTIFICATE-----\" lines",
+        ),
+        (&utf16, "MalformedCertificate", "it is UTF-16 text"),
+        (truncated_der, "MalformedCertificate", &truncated_message),
+        // Complete by its declared length, but nothing inside.
+        (
+            b"\x30\x00",
+            "MalformedCertificate",
+            "malformed DER: an element runs past the end of what contains it",
+        ),
         (&trailing, "MalformedCertificate", "2 trailing bytes"),
         (
             key_pem.as_bytes(),
@@ -213,12 +236,12 @@ fn malformed_material_gives_named_errors() {
         (
             b"-----BEGIN CERTIFICATE-----\nAAAA\n",
             "MalformedPem",
-            "without its -----END",
+            "a -----BEGIN …----- line that does not start a complete block (1 BEGIN lines, 0 complete blocks)",
         ),
         (
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
             "MalformedCertificate",
-            "not DER: it starts with byte 0x00",
+            "it starts with byte 0x00, not a DER SEQUENCE (0x30)",
         ),
     ];
     for (input, reason, words) in cases {
@@ -231,7 +254,7 @@ fn malformed_material_gives_named_errors() {
         assert_eq!(err.reason(), reason, "{input:?}: {err}");
         assert!(err.to_string().starts_with("tls.crt:"), "{err}");
         assert!(err.to_string().contains(words), "{input:?}: {words:?} not in {err}");
-        for parsers_words in ["NomError", "Parsing Error", "malformedframing"] {
+        for parsers_words in ["NomError", "Parsing Error", "malformedframing", "nom error"] {
             assert!(!err.to_string().contains(parsers_words), "{input:?}: {err}");
         }
     }
