@@ -251,6 +251,7 @@ fn inspect_prints_facts_ready_to_paste() {
     assert!(out.status.success());
     let facts: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(facts[0]["isCa"], true);
+    assert_eq!(facts[0]["keyUsages"], serde_json::json!(["keyCertSign", "crlSign"]));
     assert_eq!(facts[0]["selfSigned"], true);
     assert_eq!(facts[0]["issuerThumbprint"], facts[0]["thumbprint"]);
 

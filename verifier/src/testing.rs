@@ -312,6 +312,11 @@ impl FactsBuilder {
     }
 
     /// A CA certificate (basicConstraints CA:TRUE).
+    pub fn key_usages(mut self, usages: &[&str]) -> Self {
+        self.0.key_usages = usages.iter().map(|u| (*u).to_owned()).collect();
+        self
+    }
+
     pub fn ca(mut self) -> Self {
         self.0.is_ca = true;
         self

@@ -208,8 +208,8 @@ impl TrustBundle {
             }
             let known = extra
                 .iter()
-                .find(|c| &c.thumbprint == issuer && c.is_ca)
-                .or_else(|| self.authorities.get(issuer));
+                .find(|c| &c.thumbprint == issuer && c.may_sign_certificates())
+                .or_else(|| self.authorities.get(issuer).filter(|c| c.may_sign_certificates()));
             if self.is_anchor(issuer) {
                 certificates.extend(known);
                 return Path {
@@ -310,9 +310,9 @@ impl TrustPool {
     }
 
     /// A CA certificate that helps build paths; other certificates cannot
-    /// issue and are left out.
+    /// issue and are left out (a CA whose keyUsage lacks keyCertSign too).
     pub fn add_authority(&mut self, facts: CertificateFacts, der: Vec<u8>) {
-        if facts.is_ca {
+        if facts.may_sign_certificates() {
             self.add(facts, der);
         }
     }

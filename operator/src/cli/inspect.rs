@@ -76,6 +76,14 @@ pub fn render_text(all: &[(String, CertificateFacts)]) -> String {
             ("Not after", facts.not_after.to_string()),
             ("Key", format!("{} {}", facts.key_algorithm, facts.key_size)),
             ("Signature", facts.signature_algorithm.clone()),
+            (
+                "Key usage",
+                if facts.key_usages.is_empty() {
+                    "- (no keyUsage extension: unrestricted)".to_owned()
+                } else {
+                    facts.key_usages.join(", ")
+                },
+            ),
             ("Extended key usage", list(&facts.extended_key_usages)),
             ("CA", facts.is_ca.to_string()),
             ("Self-signed", facts.self_signed.to_string()),

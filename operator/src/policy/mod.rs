@@ -499,8 +499,9 @@ pub fn decide(world: &World<'_>) -> Decision {
 
 /// Why the CA Secret's certificate and key cannot sign what its members
 /// would accept, if they cannot: a certificate signed by one that is not a
-/// CA, by a key that is not the CA's, or outside the CA's validity fails
-/// verification everywhere it is presented.
+/// CA, by a CA whose keyUsage lacks keyCertSign, by a key that is not the
+/// CA's, or outside the CA's validity fails verification everywhere it is
+/// presented.
 fn unusable_ca(name: &str, certificate: &str, key: &str, now: Timestamp) -> Option<String> {
     let at = format!("CA Secret {name:?} (spec.issuer.ca.secretRef)");
     let bundle = match crate::facts::CertificateBundle::from_tls(&crate::facts::TlsMaterial {
@@ -520,7 +521,7 @@ fn unusable_ca(name: &str, certificate: &str, key: &str, now: Timestamp) -> Opti
     }
     // A keyUsage extension without keyCertSign forbids signing certificates
     // (RFC 5280 4.2.1.3): OpenSSL and Go refuse what it signed.
-    if !ca.key_usages.is_empty() && !ca.key_usages.iter().any(|u| u == "keyCertSign") {
+    if !ca.may_sign_certificates() {
         return Some(format!(
             "{at}: tls.crt ({}, {}) has keyUsage {} without keyCertSign: what it signed would not verify",
             ca.subject,

@@ -195,7 +195,10 @@ pub async fn policy_example_enrolls_like_service_fabric(s: Scenario) {
 /// anchor (`untrusted`: the intermediates offered beside it): its exit
 /// status and its output.
 fn openssl_verify(ca: &str, untrusted: Option<&str>, certificate: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("certshift-e2e-verify-{}", std::process::id()));
+    // Scenarios run at once in this process: a directory per call.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("certshift-e2e-verify-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = |name: &str, pem: &str| {
         let path = dir.join(name);
@@ -240,14 +243,22 @@ pub async fn policy_refuses_a_ca_whose_certificates_members_would_reject(s: Scen
         .self_signed();
     let not_a_ca = pki::leaf("not a CA", -1, &ca);
     // What either signs, OpenSSL refuses (the leaf offered as the
-    // intermediate, its CA trusted).
-    for (signer, trusted, untrusted) in [
-        (&no_cert_sign, &no_cert_sign, None),
-        (&not_a_ca, &ca, Some(not_a_ca.pem.as_str())),
+    // intermediate, its CA trusted); what a CA with keyCertSign signs, in the
+    // same place and checked the same way, it accepts.
+    let intermediate = pki::intermediate("intermediate CA", &ca);
+    for (signer, trusted, untrusted, accepted) in [
+        (&no_cert_sign, &no_cert_sign, None, false),
+        (&ca, &ca, None, true),
+        (&not_a_ca, &ca, Some(not_a_ca.pem.as_str()), false),
+        (&intermediate, &ca, Some(intermediate.pem.as_str()), true),
     ] {
         let signed = pki::leaf("member", -1, signer);
         let (verified, said) = openssl_verify(&trusted.pem, untrusted, &signed.pem);
-        assert!(!verified, "openssl verified what {} signed: {said}", signer.thumbprint);
+        assert_eq!(
+            verified, accepted,
+            "openssl verify of what {} signed: {said}",
+            signer.thumbprint
+        );
     }
     apply(&s.admin, ns, &ca_secret("cluster-ca", &no_cert_sign)).await;
     apply(&s.admin, ns, &policy("cluster-tls", "cluster-ca", "90s", 50)).await;
@@ -298,7 +309,8 @@ pub async fn policy_refuses_a_ca_whose_certificates_members_would_reject(s: Scen
         next_due - applied >= 10,
         "applied at {applied}, next attempt due at {next_due}"
     );
-    let issued = eventually("the issue from the CA", Duration::from_secs(5), || async {
+    let before_due = Duration::from_secs((next_due - applied - 2).unsigned_abs());
+    let issued = eventually("the issue from the CA", before_due, || async {
         current_policy(&s).await.status.filter(|status| status.revision >= 1)
     })
     .await;

@@ -149,6 +149,39 @@ fn each_declaration_asks_its_own_of_the_issuers() {
     }
 }
 
+/// An intermediate whose keyUsage lacks keyCertSign issues nothing: a path
+/// through it is incomplete, as OpenSSL, Go and webpki judge it; with
+/// keyCertSign (or without a keyUsage extension) it is followed.
+#[test]
+fn an_intermediate_without_key_cert_sign_issues_nothing() {
+    let root = facts("R").cn("R").ca().self_signed().build();
+    let intermediate = |usages: &[&str]| facts("I").cn("I").ca().issuer("R").key_usages(usages).build();
+    let path_end = |usages: &[&str]| {
+        TrustBundle::with_authorities([root.clone()], [intermediate(usages)])
+            .path(&leaf("I"))
+            .end
+    };
+    assert_eq!(
+        path_end(&["digitalSignature", "keyEncipherment"]),
+        PathEnd::Incomplete { issuer: "CN=I".into() }
+    );
+    assert_eq!(path_end(&["keyCertSign", "crlSign"]), PathEnd::Anchor(tp("R")));
+    assert_eq!(path_end(&[]), PathEnd::Anchor(tp("R")));
+    // Nor does a store's bundle offer it to trust bundles.
+    let encipherment = cert("Encipherment CA")
+        .ca()
+        .key_usages(vec![rcgen::KeyUsagePurpose::KeyEncipherment])
+        .self_signed();
+    let member = cert("cluster.example").signed_by(&encipherment);
+    let bundle = CertificateBundle::from_tls(&TlsMaterial {
+        tls_crt: member.pem.as_bytes(),
+        tls_key: None,
+        ca_crt: Some(encipherment.pem.as_bytes()),
+    })
+    .unwrap();
+    assert_eq!(bundle.authorities().count(), 0);
+}
+
 #[test]
 fn an_intermediate_whose_issuer_is_missing_leaves_the_chain_incomplete() {
     let orphan = facts("I3").cn("I3").ca().issuer("Gone").build();
