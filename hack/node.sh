@@ -123,6 +123,15 @@ up() {
   [ -s "$STATE/pids" ] && { log "already up ($STATE/pids); hack/node.sh down first"; exit 1; }
   command -v containerd >/dev/null && [ -s "$STATE/images/certshift.tar" ] ||
     { log "not prepared: run hack/node.sh prepare (hack/test.sh does)"; exit 1; }
+  # Under 2 % free the kubelet reports DiskPressure (evictionHard: 1 %, and
+  # the pods' images and logs take the rest) and no pod starts: say so now
+  # rather than let a test time out waiting for one.
+  local avail size
+  read -r avail size < <(df --output=avail,size -k "$(dirname "$STATE")" | tail -1)
+  if [ $((avail * 100 / size)) -lt 2 ]; then
+    log "$((avail / 1048576)) GiB free of $((size / 1048576)) GiB under $STATE: the node would report DiskPressure and start no pod; free some space"
+    exit 1
+  fi
   local bin
   bin="$(hack/kubernetes.sh "${BINARIES[@]}")"
   mkdir -p "$STATE"
