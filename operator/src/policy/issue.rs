@@ -121,6 +121,10 @@ fn certificate_params(params: &PolicyParams, now: Timestamp) -> Result<Certifica
     }
     cert.extended_key_usages = params.extended_key_usages.iter().filter_map(|u| eku(u)).collect();
     cert.key_usages = params.key_usages.iter().filter_map(|u| key_usage(u)).collect();
+    // RFC 5280 asks it of every certificate a CA issues; strict verifiers
+    // (OpenSSL's -x509_strict, Python 3.13's default context) refuse a
+    // certificate without it.
+    cert.use_authority_key_identifier_extension = true;
     let validity = i64::try_from(params.validity.as_secs()).map_err(|_| "validity out of range")?;
     cert.not_before = offset(now)?;
     cert.not_after = offset(Timestamp::from_second(now.as_second() + validity).map_err(|err| err.to_string())?)?;

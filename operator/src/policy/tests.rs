@@ -104,6 +104,26 @@ fn a_ca_issuer_signs_and_is_the_ca_crt() {
     let ca_facts = crate::facts::inspect("ca", ca.pem.as_bytes()).unwrap().remove(0);
     assert_eq!(issued.leaf.issuer_thumbprint, Some(ca_facts.thumbprint));
     assert_eq!(issued.ca_crt, ca.pem);
+    // The authority key identifier names the CA's subject key identifier.
+    let key_ids = |pem_text: &str| {
+        use x509_parser::extensions::ParsedExtension;
+        let der = pem::parse(pem_text).unwrap().into_contents();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let (mut authority, mut subject) = (None, None);
+        for extension in cert.extensions() {
+            match extension.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    authority = aki.key_identifier.as_ref().map(|id| id.0.to_vec());
+                }
+                ParsedExtension::SubjectKeyIdentifier(id) => subject = Some(id.0.to_vec()),
+                _ => {}
+            }
+        }
+        (authority, subject)
+    };
+    let (ca_subject_key_id, issued_authority_key_id) = (key_ids(&ca.pem).1, key_ids(&issued.tls_crt).0);
+    assert!(ca_subject_key_id.is_some(), "the test CA has a subject key identifier");
+    assert_eq!(issued_authority_key_id, ca_subject_key_id);
     assert!(
         issue(&params, None, None, ts("2026-06-01T00:00:00Z"))
             .unwrap_err()
