@@ -328,7 +328,20 @@ async fn nothing_listening_and_no_tls_are_errors_not_acceptances() {
 struct Server(Child);
 
 impl Drop for Server {
+    /// SIGTERM, so nginx's master stops its workers (SIGKILL left them
+    /// running, orphaned); SIGKILL only if it has not exited after 5 s.
     fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_raw(self.0.id() as i32);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
