@@ -495,7 +495,7 @@ fn pem_blocks(field: &str, bytes: &[u8], limit: usize) -> Result<Vec<pem::Pem>, 
         return Err(FactsError::MalformedPem {
             field: field.to_owned(),
             message: format!(
-                "a -----BEGIN …----- line that does not start a complete block ({begins} BEGIN lines, {} complete blocks)",
+                "{begins} -----BEGIN …----- line(s) but {} complete block(s): a block lacks its -----END …----- line, or one of the two is malformed",
                 blocks.len()
             ),
         });

@@ -236,7 +236,7 @@ fn malformed_material_gives_named_errors() {
         (
             b"-----BEGIN CERTIFICATE-----\nAAAA\n",
             "MalformedPem",
-            "a -----BEGIN …----- line that does not start a complete block (1 BEGIN lines, 0 complete blocks)",
+            "1 -----BEGIN …----- line(s) but 0 complete block(s): a block lacks its -----END …----- line, or one of the two is malformed",
         ),
         (
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
