@@ -311,12 +311,13 @@ impl FactsBuilder {
         self
     }
 
-    /// A CA certificate (basicConstraints CA:TRUE).
+    /// With exactly these keyUsage bits (RFC 5280 names).
     pub fn key_usages(mut self, usages: &[&str]) -> Self {
         self.0.key_usages = usages.iter().map(|u| (*u).to_owned()).collect();
         self
     }
 
+    /// A CA certificate (basicConstraints CA:TRUE).
     pub fn ca(mut self) -> Self {
         self.0.is_ca = true;
         self

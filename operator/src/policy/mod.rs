@@ -772,10 +772,11 @@ pub fn compliance(facts: &CertificateFacts, params: &PolicyParams) -> Decided {
         );
     }
     // No keyUsage extension restricts nothing; one that lacks a usage forbids it.
+    let restricted = !facts.key_usages.is_empty();
     if let Some(missing) = params
         .key_usages
         .iter()
-        .find(|u| !facts.key_usages.is_empty() && !facts.key_usages.contains(u))
+        .find(|u| restricted && !facts.key_usages.contains(u))
     {
         return fail(
             "MissingKeyUsage",
